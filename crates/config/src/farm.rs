@@ -1,0 +1,605 @@
+//! The validated farm: every default applied, every reference checked.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raw::{RawBackend, RawFarm, RawNode};
+use crate::ConfigError;
+
+/// What a node does. One node is one OS process running one role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Load balancer: listens on every frontend and proxies to a backend's servers.
+    Lb,
+    /// Web server + application server + the code base (`site/`).
+    Web,
+    /// One member of the replicated SQL database cluster.
+    Db,
+}
+
+impl Role {
+    /// The role's name as written in the topology file: `lb`, `web` or `db`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lb => "lb",
+            Role::Web => "web",
+            Role::Db => "db",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a backend picks a server for each request (HAProxy's `balance`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Smooth weighted round robin: over `sum(weights)` requests each server gets exactly
+    /// `weight` of them, interleaved (nginx's algorithm, HAProxy's `roundrobin`).
+    #[default]
+    Roundrobin,
+}
+
+/// One node of the farm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Unique name, such as `web-2`; also the `X-Served-By` value of a web node.
+    pub name: String,
+    /// What the node runs.
+    pub role: Role,
+    /// The address every port of the node binds (a loopback address on one machine).
+    pub address: IpAddr,
+    /// Port of `/healthz`, `/readyz`, `/status`. Default 9000.
+    pub admin_port: u16,
+    /// The role's main port: web HTTP (default 8000) or db SQL API (default 4001).
+    /// Load balancers take their ports from the frontends; for them this is 0.
+    pub port: u16,
+    /// Raft port of a db node (default 4002); 0 for other roles.
+    pub raft_port: u16,
+}
+
+impl Node {
+    /// `address:admin_port`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.admin_port)
+    }
+    /// `address:port`: the web node's HTTP address, or the db node's SQL API address.
+    pub fn main_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+    /// `address:raft_port` of a db node.
+    pub fn raft_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.raft_port)
+    }
+}
+
+/// A listener of the load balancers (HAProxy's `frontend`), bound on every lb node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontend {
+    /// Name used in logs and status.
+    pub name: String,
+    /// TCP port, bound on each lb node's address.
+    pub port: u16,
+    /// Index into [`Farm::backends`] of the backend that takes this frontend's requests.
+    pub default_backend: usize,
+}
+
+/// A pool of servers and how to balance over them (HAProxy's `backend`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Unique name.
+    pub name: String,
+    /// The balancing algorithm.
+    pub balance: Balance,
+    /// How many times a request whose connection was refused is tried on another server.
+    pub retries: u32,
+    /// The active health check.
+    pub check: Check,
+    /// The servers, in file order.
+    pub servers: Vec<Server>,
+}
+
+/// Active HTTP health check of a backend's servers (HAProxy's `option httpchk` + `check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Path requested with `GET`; any 2xx or 3xx status passes.
+    pub path: String,
+    /// Time between two checks of one server. HAProxy's default: 2s.
+    pub inter: Duration,
+    /// Consecutive passed checks that bring a down server up. Default 2.
+    pub rise: u32,
+    /// Consecutive failed checks that take an up server down. Default 3.
+    pub fall: u32,
+    /// How long one check may take before it counts as failed. Default: `inter`, at most 2s.
+    pub timeout: Duration,
+}
+
+/// One server of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// The web node's name, or the `host:port` written in the file.
+    pub name: String,
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    /// Relative share of requests, 1..=256 (HAProxy's range). Default 1.
+    pub weight: u32,
+}
+
+/// Settings shared by every web node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSettings {
+    /// The code base: static files served under `/`.
+    pub root: PathBuf,
+    /// How long the application retries the database (through a failover) before it answers
+    /// 503. Default 10s.
+    pub db_timeout: Duration,
+}
+
+/// Settings shared by every db node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSettings {
+    /// Leader heartbeat period. Default 200ms.
+    pub heartbeat_interval: Duration,
+    /// Minimum election timeout; a follower waits a random time in `[t, 2t)` without a
+    /// heartbeat before it calls an election. Default 1s.
+    pub election_timeout: Duration,
+    /// Applied log entries between two snapshots. Default 1000.
+    pub snapshot_threshold: u64,
+}
+
+/// A whole farm, validated: the result of reading a topology file or the built-in default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Farm {
+    /// The site's DNS name, `www.foobar.com` by default.
+    pub site: String,
+    /// Where the nodes keep their data: `<data_dir>/<node name>/`.
+    pub data_dir: PathBuf,
+    /// Every node, in file order.
+    pub nodes: Vec<Node>,
+    /// The load balancers' listeners.
+    pub frontends: Vec<Frontend>,
+    /// The backends the frontends send requests to.
+    pub backends: Vec<Backend>,
+    /// Web role settings.
+    pub web: WebSettings,
+    /// Db role settings.
+    pub db: DbSettings,
+    /// The file this farm was read from; `None` for the built-in default.
+    pub source: Option<PathBuf>,
+}
+
+/// The built-in default farm: the text of the repository's `farm.toml`.
+pub const DEFAULT_FARM_TOML: &str = include_str!("../../../farm.toml");
+
+const DEFAULT_ADMIN_PORT: u16 = 9000;
+const DEFAULT_WEB_PORT: u16 = 8000;
+const DEFAULT_DB_PORT: u16 = 4001;
+const DEFAULT_RAFT_PORT: u16 = 4002;
+
+impl Farm {
+    /// The built-in default farm (the seed design), with relative paths resolved against the
+    /// current directory.
+    ///
+    /// # Panics
+    ///
+    /// Never in a released binary: a test checks that the embedded file is valid.
+    pub fn builtin() -> Farm {
+        Farm::parse(DEFAULT_FARM_TOML, None, Path::new("."))
+            .expect("the built-in default farm is valid")
+    }
+
+    /// Reads and validates the topology file at `path`. Relative paths inside it resolve
+    /// against the file's directory.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] if the file cannot be read, [`ConfigError::Parse`] for TOML or
+    /// type errors, [`ConfigError::Invalid`] for a farm that cannot run.
+    pub fn load(path: &Path) -> Result<Farm, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        Farm::parse(&text, Some(path), base)
+    }
+
+    /// Parses and validates topology `text`. `source` names the file in errors; `base` is the
+    /// directory relative paths resolve against.
+    ///
+    /// # Errors
+    ///
+    /// As [`Farm::load`], without `Read`.
+    pub fn parse(text: &str, source: Option<&Path>, base: &Path) -> Result<Farm, ConfigError> {
+        let file = match source {
+            Some(p) => p.display().to_string(),
+            None => "<built-in default farm>".to_string(),
+        };
+        let raw = parse_raw(text, &file)?;
+        let mut farm = Farm::from_raw(raw, base)
+            .map_err(|problems| ConfigError::Invalid { file, problems })?;
+        farm.source = source.map(Path::to_path_buf);
+        Ok(farm)
+    }
+
+    /// Stage two: applies defaults and checks every rule; returns every problem found.
+    fn from_raw(raw: RawFarm, base: &Path) -> Result<Farm, Vec<String>> {
+        let mut problems = Vec::new();
+        let nodes = resolve_nodes(&raw.nodes, &mut problems);
+        let backends = resolve_backends(&raw.backends, &nodes, &mut problems);
+        let frontends = resolve_frontends(&raw, &backends, &nodes, &mut problems);
+
+        let has = |role| nodes.iter().any(|n: &Node| n.role == role);
+        if has(Role::Web) && !has(Role::Db) {
+            problems.push(
+                "nodes: the farm has web nodes but no db node; add a [[nodes]] with role = \"db\""
+                    .into(),
+            );
+        }
+        if has(Role::Lb) && frontends.is_empty() {
+            problems.push(
+                "frontends: the farm has lb nodes but no frontend; add a [[frontends]] table"
+                    .into(),
+            );
+        }
+
+        let web = WebSettings {
+            root: base.join(raw.web.root.as_deref().unwrap_or("site")),
+            db_timeout: raw.web.db_timeout.unwrap_or(Duration::from_secs(10)),
+        };
+        if web.db_timeout.is_zero() {
+            problems.push("web.db_timeout: must be greater than 0".into());
+        }
+        let db = DbSettings {
+            heartbeat_interval: raw
+                .db
+                .heartbeat_interval
+                .unwrap_or(Duration::from_millis(200)),
+            election_timeout: raw.db.election_timeout.unwrap_or(Duration::from_secs(1)),
+            snapshot_threshold: raw.db.snapshot_threshold.unwrap_or(1000),
+        };
+        if db.heartbeat_interval.is_zero() || db.heartbeat_interval >= db.election_timeout {
+            problems.push(format!(
+                "db.heartbeat_interval: {:?} must be greater than 0 and less than \
+                 db.election_timeout ({:?})",
+                db.heartbeat_interval, db.election_timeout
+            ));
+        }
+        if db.snapshot_threshold == 0 {
+            problems.push("db.snapshot_threshold: must be at least 1".into());
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Farm {
+            site: raw.site.unwrap_or_else(|| "www.foobar.com".into()),
+            data_dir: base.join(raw.data_dir.as_deref().unwrap_or("farm-data")),
+            nodes,
+            frontends,
+            backends,
+            web,
+            db,
+            source: None,
+        })
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Every node of `role`, in file order.
+    pub fn nodes_with_role(&self, role: Role) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(move |n| n.role == role)
+    }
+
+    /// The data directory of node `name`: `<data_dir>/<name>`.
+    pub fn node_data_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join(name)
+    }
+
+    /// Warnings about a farm that runs but is fragile, one line each.
+    ///
+    /// Today: a db cluster with an even number of voters, which survives no more failures
+    /// than the next smaller odd cluster (Raft needs a majority: `n/2 + 1`).
+    pub fn warnings(&self) -> Vec<String> {
+        let voters = self.nodes_with_role(Role::Db).count();
+        let mut out = Vec::new();
+        if voters > 0 && voters % 2 == 0 {
+            let survives = (voters - 1) / 2;
+            out.push(format!(
+                "the db cluster has {voters} voters: a majority is {}, so it survives {survives} \
+                 failure{}, no more than {} voter{} would; add one db node (or remove one) for \
+                 an odd count",
+                voters / 2 + 1,
+                if survives == 1 { "" } else { "s" },
+                voters - 1,
+                if voters - 1 == 1 { "" } else { "s" },
+            ));
+        }
+        out
+    }
+}
+
+/// Stage one: TOML to [`RawFarm`], with the key path of the first error.
+fn parse_raw(text: &str, file: &str) -> Result<RawFarm, ConfigError> {
+    let located = |e: &toml::de::Error| match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" (line {line}, column {col})")
+        }
+        None => String::new(),
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+        file: file.into(),
+        key: ".".into(),
+        message: e.message().trim().to_string(),
+        location: located(&e),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::Parse {
+            file: file.into(),
+            key,
+            message: inner.message().trim().to_string(),
+            location: located(&inner),
+        }
+    })
+}
+
+fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {
+    let mut names = HashSet::new();
+    let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+    let mut nodes = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("nodes[{i}]");
+        if !valid_name(&r.name) {
+            problems.push(format!(
+                "{key}.name: {:?} is not a valid node name; use letters, digits, '-' and '_'",
+                r.name
+            ));
+        } else if !names.insert(r.name.clone()) {
+            problems.push(format!(
+                "{key}.name: duplicate node name {:?}; node names must be unique",
+                r.name
+            ));
+        }
+        let address: IpAddr = match r.address.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                problems.push(format!(
+                    "{key}.address: {:?} is not an IP address; expected e.g. \"127.0.1.21\"",
+                    r.address
+                ));
+                continue;
+            }
+        };
+        let (port, raft_port) = match r.role {
+            Role::Lb => {
+                if r.port.is_some() || r.raft_port.is_some() {
+                    problems.push(format!(
+                        "{key}.port: an lb node takes its ports from [[frontends]]; remove it"
+                    ));
+                }
+                (0, 0)
+            }
+            Role::Web => {
+                if r.raft_port.is_some() {
+                    problems.push(format!(
+                        "{key}.raft_port: only db nodes have a raft port; remove it"
+                    ));
+                }
+                (r.port.unwrap_or(DEFAULT_WEB_PORT), 0)
+            }
+            Role::Db => (
+                r.port.unwrap_or(DEFAULT_DB_PORT),
+                r.raft_port.unwrap_or(DEFAULT_RAFT_PORT),
+            ),
+        };
+        let node = Node {
+            name: r.name.clone(),
+            role: r.role,
+            address,
+            admin_port: r.admin_port.unwrap_or(DEFAULT_ADMIN_PORT),
+            port,
+            raft_port,
+        };
+        let mut ports = vec![("admin_port", node.admin_port)];
+        if port != 0 {
+            ports.push(("port", port));
+        }
+        if raft_port != 0 {
+            ports.push(("raft_port", raft_port));
+        }
+        for (field, p) in ports {
+            if p == 0 {
+                problems.push(format!("{key}.{field}: port 0 is not allowed"));
+                continue;
+            }
+            let sa = SocketAddr::new(address, p);
+            let who = format!("{key}.{field} ({})", r.name);
+            if let Some(other) = bound.insert(sa, who) {
+                problems.push(format!(
+                    "{key}.{field}: {sa} is already used by {other}; every address:port must \
+                     be unique"
+                ));
+            }
+        }
+        nodes.push(node);
+    }
+    nodes
+}
+
+fn resolve_backends(raw: &[RawBackend], nodes: &[Node], problems: &mut Vec<String>) -> Vec<Backend> {
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, b) in raw.iter().enumerate() {
+        let key = format!("backends[{i}]");
+        if !names.insert(b.name.clone()) {
+            problems.push(format!("{key}.name: duplicate backend name {:?}", b.name));
+        }
+        let inter = b.check.inter.unwrap_or(Duration::from_secs(2));
+        let check = Check {
+            path: b.check.path.clone().unwrap_or_else(|| "/healthz".into()),
+            inter,
+            rise: b.check.rise.unwrap_or(2),
+            fall: b.check.fall.unwrap_or(3),
+            timeout: b
+                .check
+                .timeout
+                .unwrap_or_else(|| inter.min(Duration::from_secs(2))),
+        };
+        if !check.path.starts_with('/') {
+            problems.push(format!(
+                "{key}.check.path: {:?} must start with '/'",
+                check.path
+            ));
+        }
+        if check.inter.is_zero() {
+            problems.push(format!("{key}.check.inter: must be greater than 0"));
+        }
+        if check.timeout.is_zero() {
+            problems.push(format!("{key}.check.timeout: must be greater than 0"));
+        }
+        if check.rise == 0 || check.fall == 0 {
+            problems.push(format!("{key}.check: rise and fall must be at least 1"));
+        }
+        let mut servers = Vec::new();
+        for (j, s) in b.servers.iter().enumerate() {
+            let skey = format!("{key}.servers[{j}]");
+            let weight = s.weight.unwrap_or(1);
+            if !(1..=256).contains(&weight) {
+                problems.push(format!(
+                    "{skey}.weight: {weight} is out of range; expected 1..=256"
+                ));
+            }
+            let server = match (&s.name, &s.address) {
+                (_, Some(address)) => match address.to_socket_addrs().map(|mut a| a.next()) {
+                    Ok(Some(addr)) => Some(Server {
+                        name: s.name.clone().unwrap_or_else(|| address.clone()),
+                        addr,
+                        weight,
+                    }),
+                    _ => {
+                        problems.push(format!(
+                            "{skey}.address: {address:?} is not a reachable host:port; \
+                             expected e.g. \"10.0.0.5:80\""
+                        ));
+                        None
+                    }
+                },
+                (Some(name), None) => match nodes.iter().find(|n| &n.name == name) {
+                    Some(n) if n.role == Role::Web => Some(Server {
+                        name: name.clone(),
+                        addr: n.main_addr(),
+                        weight,
+                    }),
+                    Some(n) => {
+                        problems.push(format!(
+                            "{skey}.name: node {name:?} has role {}, a backend server must be \
+                             a web node (or give address = \"host:port\")",
+                            n.role
+                        ));
+                        None
+                    }
+                    None => {
+                        problems.push(format!(
+                            "{skey}.name: no node named {name:?} in this file; name a web node \
+                             or give address = \"host:port\" for a server webfarm does not run"
+                        ));
+                        None
+                    }
+                },
+                (None, None) => {
+                    problems.push(format!(
+                        "{skey}: a server needs name = \"<web node>\" or address = \"host:port\""
+                    ));
+                    None
+                }
+            };
+            servers.extend(server);
+        }
+        if b.servers.is_empty() {
+            problems.push(format!(
+                "{key}.servers: backend {:?} has no server; add [[backends.servers]]",
+                b.name
+            ));
+        }
+        out.push(Backend {
+            name: b.name.clone(),
+            balance: b.balance,
+            retries: b.retries.unwrap_or(1),
+            check,
+            servers,
+        });
+    }
+    out
+}
+
+fn resolve_frontends(
+    raw: &RawFarm,
+    backends: &[Backend],
+    nodes: &[Node],
+    problems: &mut Vec<String>,
+) -> Vec<Frontend> {
+    let mut out = Vec::new();
+    let mut ports = HashSet::new();
+    for (i, f) in raw.frontends.iter().enumerate() {
+        let key = format!("frontends[{i}]");
+        if f.port == 0 {
+            problems.push(format!("{key}.port: port 0 is not allowed"));
+        } else if !ports.insert(f.port) {
+            problems.push(format!("{key}.port: port {} is used by another frontend", f.port));
+        }
+        for n in nodes.iter().filter(|n| n.role == Role::Lb) {
+            if n.admin_port == f.port {
+                problems.push(format!(
+                    "{key}.port: {} is also lb node {:?}'s admin_port",
+                    f.port, n.name
+                ));
+            }
+        }
+        match backends.iter().position(|b| b.name == f.default_backend) {
+            Some(idx) => out.push(Frontend {
+                name: f.name.clone(),
+                port: f.port,
+                default_backend: idx,
+            }),
+            None => problems.push(format!(
+                "{key}.default_backend: no backend named {:?}; expected one of [{}]",
+                f.default_backend,
+                backends
+                    .iter()
+                    .map(|b| b.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    out
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}

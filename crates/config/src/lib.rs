@@ -1,0 +1,155 @@
+//! webfarm's topology file (`farm.toml`): types, parsing, defaults and validation.
+//!
+//! A farm is a list of nodes (one process each, with a role `lb`, `web` or `db` and its own
+//! address), the load balancers' frontends and backends, and the settings of each role.
+//! Reading is done in two stages: the TOML text is deserialized into a raw form where every
+//! field is optional, then [`Farm`] applies the defaults and checks every rule, reporting all
+//! problems at once with the key path of each.
+//!
+//! ```
+//! use webfarm_config::{Farm, Role};
+//!
+//! let farm = Farm::builtin();
+//! assert_eq!(farm.nodes_with_role(Role::Web).count(), 3);
+//! assert_eq!(farm.node("lb-1").unwrap().address.to_string(), "127.0.1.10");
+//!
+//! let err = Farm::parse("[[nodes]]\nname='x'\nrole='dbx'\naddress='127.0.0.1'\n", None,
+//!     std::path::Path::new(".")).unwrap_err();
+//! assert!(err.to_string().contains("nodes[0].role"));
+//! ```
+
+mod error;
+mod farm;
+mod raw;
+
+pub use error::ConfigError;
+pub use farm::{
+    Backend, Balance, Check, DbSettings, Farm, Frontend, Node, Role, Server, WebSettings,
+    DEFAULT_FARM_TOML,
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Farm, ConfigError> {
+        Farm::parse(text, Some(Path::new("test.toml")), Path::new("/base"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str = r#"
+[[nodes]]
+name = "web-1"
+role = "web"
+address = "127.0.0.1"
+[[nodes]]
+name = "db-1"
+role = "db"
+address = "127.0.0.2"
+"#;
+
+    #[test]
+    fn builtin_is_the_seed_design() {
+        let farm = Farm::builtin();
+        assert_eq!(farm.site, "www.foobar.com");
+        let names: Vec<_> = farm.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["lb-1", "web-1", "web-2", "web-3", "db-1", "db-2", "db-3"]);
+        let db1 = farm.node("db-1").unwrap();
+        assert_eq!(db1.main_addr().to_string(), "127.0.1.31:4001");
+        assert_eq!(db1.raft_addr().to_string(), "127.0.1.31:4002");
+        assert_eq!(db1.admin_addr().to_string(), "127.0.1.31:9000");
+        let web = &farm.backends[0];
+        assert_eq!(web.servers.len(), 3);
+        assert_eq!(web.check.inter, std::time::Duration::from_secs(2));
+        assert_eq!((web.check.rise, web.check.fall), (2, 3));
+        assert_eq!(farm.frontends[0].port, 8080);
+        assert!(farm.warnings().is_empty());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let farm = parse(MINIMAL).unwrap();
+        assert_eq!(farm.data_dir, Path::new("/base/farm-data"));
+        assert_eq!(farm.web.root, Path::new("/base/site"));
+        assert_eq!(farm.node_data_dir("db-1"), Path::new("/base/farm-data/db-1"));
+    }
+
+    #[test]
+    fn unknown_role_names_the_key_and_the_choices() {
+        let e = err("[[nodes]]\nname = \"x\"\nrole = \"dbx\"\naddress = \"127.0.0.1\"\n");
+        assert!(e.starts_with("test.toml: nodes[0].role:"), "{e}");
+        assert!(e.contains("lb") && e.contains("web") && e.contains("db"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn malformed_duration_names_the_key() {
+        let e = err(&format!("{MINIMAL}\n[db]\nelection_timeout = \"fast\"\n"));
+        assert!(e.contains("db.election_timeout"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let e = err(&format!("{MINIMAL}\n[db]\nelection_timout = \"1s\"\n"));
+        assert!(e.contains("election_timout"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_name_and_address_are_refused() {
+        let e = err(&format!(
+            "{MINIMAL}\n[[nodes]]\nname = \"web-1\"\nrole = \"web\"\naddress = \"127.0.0.1\"\n"
+        ));
+        assert!(e.contains("nodes[2].name: duplicate node name \"web-1\""), "{e}");
+        assert!(e.contains("nodes[2].port: 127.0.0.1:8000 is already used by nodes[0].port"), "{e}");
+    }
+
+    #[test]
+    fn server_must_name_a_node_of_the_file() {
+        let e = err(&format!(
+            "{MINIMAL}\n[[backends]]\nname = \"web\"\n[[backends.servers]]\nname = \"web-9\"\n"
+        ));
+        assert!(e.contains("backends[0].servers[0].name: no node named \"web-9\""), "{e}");
+    }
+
+    #[test]
+    fn server_may_be_any_host_port() {
+        let farm = parse(&format!(
+            "{MINIMAL}\n[[backends]]\nname = \"ext\"\n[[backends.servers]]\naddress = \"127.0.0.9:81\"\nweight = 3\n"
+        ))
+        .unwrap();
+        let s = &farm.backends[0].servers[0];
+        assert_eq!((s.name.as_str(), s.addr.to_string(), s.weight), ("127.0.0.9:81", "127.0.0.9:81".into(), 3));
+    }
+
+    #[test]
+    fn web_nodes_need_a_db_node() {
+        let e = err("[[nodes]]\nname = \"web-1\"\nrole = \"web\"\naddress = \"127.0.0.1\"\n");
+        assert!(e.contains("nodes: the farm has web nodes but no db node"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = err(&format!(
+            "{MINIMAL}\n[[frontends]]\nname = \"www\"\nport = 80\ndefault_backend = \"nope\"\n\
+             [[backends]]\nname = \"web\"\n[backends.check]\nrise = 0\n[[backends.servers]]\nname = \"web-1\"\nweight = 999\n"
+        ));
+        assert!(e.contains("frontends[0].default_backend"), "{e}");
+        assert!(e.contains("backends[0].check: rise and fall"), "{e}");
+        assert!(e.contains("backends[0].servers[0].weight: 999"), "{e}");
+    }
+
+    #[test]
+    fn even_voter_count_warns() {
+        let farm = parse(&format!(
+            "{MINIMAL}\n[[nodes]]\nname = \"db-2\"\nrole = \"db\"\naddress = \"127.0.0.3\"\n"
+        ))
+        .unwrap();
+        let w = farm.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("2 voters") && w[0].contains("survives 0 failures"), "{w:?}");
+    }
+}

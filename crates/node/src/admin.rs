@@ -1,0 +1,91 @@
+//! The admin server every node runs on `address:admin_port`.
+//!
+//! - `GET /healthz`: 200 `ok` while the process serves requests (liveness).
+//! - `GET /readyz`: 200 `ready`, or 503 with the reason the node cannot take traffic yet.
+//! - `GET /status`: JSON `{"name","role","state","reason"?,"details"}`; `details` is the
+//!   role's own status (for a db node: raft state, term, commit and applied index...).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use webfarm_config::Role;
+
+use crate::Shutdown;
+
+/// What a role tells the admin server about itself.
+pub trait Health: Send + Sync + 'static {
+    /// `Ok` when the node can take traffic; `Err(reason)` otherwise, e.g. `"no leader"`.
+    fn ready(&self) -> Result<(), String>;
+    /// The role's details for `/status`, a JSON object.
+    fn status(&self) -> Value;
+}
+
+struct AdminState {
+    name: String,
+    role: Role,
+    health: Arc<dyn Health>,
+}
+
+/// The admin router for node `name`; exposed for roles that serve it on another port too.
+pub fn router(name: &str, role: Role, health: Arc<dyn Health>) -> Router {
+    let state = Arc::new(AdminState {
+        name: name.to_string(),
+        role,
+        health,
+    });
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` fires.
+///
+/// # Errors
+///
+/// The I/O error that stopped the server.
+pub async fn serve(
+    listener: TcpListener,
+    name: &str,
+    role: Role,
+    health: Arc<dyn Health>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(name, role, health))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+}
+
+async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    match s.health.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(s): State<Arc<AdminState>>) -> Json<Value> {
+    let mut out = json!({
+        "name": s.name,
+        "role": s.role.as_str(),
+        "details": s.health.status(),
+    });
+    match s.health.ready() {
+        Ok(()) => out["state"] = json!("ready"),
+        Err(reason) => {
+            out["state"] = json!("not ready");
+            out["reason"] = json!(reason);
+        }
+    }
+    Json(out)
+}

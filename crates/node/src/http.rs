@@ -1,0 +1,197 @@
+//! A small pooled HTTP/1.1 client for node-to-node calls (db client, raft, status).
+//!
+//! Built on hyper-util's pooled client; every call has a deadline. Not used on the load
+//! balancer's proxy path, which manages its own connections.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// A cloneable pooled HTTP client. Cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A whole response: status, headers and the collected body.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// Why a call failed. [`HttpError::is_retryable`] tells whether no byte of the request can
+/// have been processed (the connection was refused), so any request may be sent again.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The URL or request could not be built.
+    #[error("bad request to {url}: {message}")]
+    Build {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The TCP connection could not be made (refused, unreachable).
+    #[error("cannot connect to {url}: {message}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The cause.
+        message: String,
+    },
+    /// No complete answer within the deadline.
+    #[error("no answer from {url} within {timeout:?}")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The connection failed after the request was sent.
+    #[error("request to {url} failed: {message}")]
+    Io {
+        /// The URL.
+        url: String,
+        /// The cause.
+        message: String,
+    },
+}
+
+impl HttpError {
+    /// True when the server cannot have seen the request (connection refused): safe to send
+    /// any request again, elsewhere or later.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, HttpError::Connect { .. })
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    /// A client with a keep-alive pool (idle connections closed after 30s).
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        HttpClient { inner }
+    }
+
+    /// `GET url`.
+    ///
+    /// # Errors
+    ///
+    /// See [`HttpError`]; a non-2xx status is not an error.
+    pub async fn get(&self, url: &str, timeout: Duration) -> Result<HttpResponse, HttpError> {
+        self.send(Method::GET, url, None, Bytes::new(), timeout)
+            .await
+    }
+
+    /// `POST url` with `body` of `content_type`.
+    ///
+    /// # Errors
+    ///
+    /// See [`HttpError`]; a non-2xx status is not an error.
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<HttpResponse, HttpError> {
+        self.send(Method::POST, url, Some(content_type), body, timeout)
+            .await
+    }
+
+    /// Sends one request and collects the whole response within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// See [`HttpError`].
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<HttpResponse, HttpError> {
+        let mut builder = Request::builder().method(method).uri(url);
+        if let Some(ct) = content_type {
+            builder = builder.header(http::header::CONTENT_TYPE, ct);
+        }
+        let req = builder.body(Full::new(body)).map_err(|e| HttpError::Build {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        let call = async {
+            let resp = self.inner.request(req).await.map_err(|e| {
+                let message = error_chain(&e);
+                if e.is_connect() {
+                    HttpError::Connect {
+                        url: url.to_string(),
+                        message,
+                    }
+                } else {
+                    HttpError::Io {
+                        url: url.to_string(),
+                        message,
+                    }
+                }
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| HttpError::Io {
+                    url: url.to_string(),
+                    message: error_chain(&e),
+                })?
+                .to_bytes();
+            Ok(HttpResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(HttpError::Timeout {
+                    url: url.to_string(),
+                    timeout,
+                })
+            })
+    }
+}
+
+/// `error: cause: cause...` for an error and its sources.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_str = s.to_string();
+        if !out.contains(&s_str) {
+            out.push_str(": ");
+            out.push_str(&s_str);
+        }
+        cur = s.source();
+    }
+    out
+}

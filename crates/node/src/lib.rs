@@ -1,0 +1,65 @@
+//! What every webfarm node shares, whatever its role.
+//!
+//! - [`Shutdown`]: the graceful-shutdown signal every task of a node watches.
+//! - [`admin`]: the admin server with `GET /healthz`, `GET /readyz`, `GET /status`, fed by the
+//!   role through the [`Health`] trait.
+//! - [`http`]: a small pooled HTTP/1.1 client (hyper-util) for node-to-node calls.
+//! - [`logging`]: the tracing subscriber every node installs.
+//! - [`NodeContext`]: what a role needs to start (the farm, its own node, its data dir).
+//!
+//! A role crate exposes `start(ctx) -> Result<RoleNode, Error>` that binds its listeners and
+//! spawns its tasks, `health()` for the admin server, and `wait()` that returns once the node
+//! has shut down gracefully.
+
+pub mod admin;
+pub mod http;
+pub mod logging;
+mod shutdown;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use admin::Health;
+pub use shutdown::{Shutdown, ShutdownTrigger};
+use webfarm_config::{Farm, Node};
+
+/// Everything a role needs to start one node.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    /// The whole farm (every role reads the others' addresses from it).
+    pub farm: Arc<Farm>,
+    /// This node.
+    pub node: Node,
+    /// This node's own data directory (created by the caller).
+    pub data_dir: PathBuf,
+    /// Fires when the node must stop: stop accepting, finish in-flight work, flush.
+    pub shutdown: Shutdown,
+}
+
+/// Binds a TCP listener, with an error that names the address and the node's key.
+///
+/// # Errors
+///
+/// [`BindError`] when the address is in use, not local, or not permitted.
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError {
+            addr,
+            what: what.to_string(),
+            source,
+        })
+}
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({what}): {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// What the listener is for, such as `admin` or `frontend www`.
+    pub what: String,
+    /// The OS error (`Address already in use`...).
+    pub source: std::io::Error,
+}
