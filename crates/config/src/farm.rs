@@ -35,7 +35,7 @@ impl Role {
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -319,7 +319,7 @@ impl Farm {
     pub fn warnings(&self) -> Vec<String> {
         let voters = self.nodes_with_role(Role::Db).count();
         let mut out = Vec::new();
-        if voters > 0 && voters % 2 == 0 {
+        if voters > 0 && voters.is_multiple_of(2) {
             let survives = (voters - 1) / 2;
             out.push(format!(
                 "the db cluster has {voters} voters: a majority is {}, so it survives {survives} \
@@ -447,7 +447,11 @@ fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {
     nodes
 }
 
-fn resolve_backends(raw: &[RawBackend], nodes: &[Node], problems: &mut Vec<String>) -> Vec<Backend> {
+fn resolve_backends(
+    raw: &[RawBackend],
+    nodes: &[Node],
+    problems: &mut Vec<String>,
+) -> Vec<Backend> {
     let mut names = HashSet::new();
     let mut out = Vec::new();
     for (i, b) in raw.iter().enumerate() {
@@ -566,7 +570,10 @@ fn resolve_frontends(
         if f.port == 0 {
             problems.push(format!("{key}.port: port 0 is not allowed"));
         } else if !ports.insert(f.port) {
-            problems.push(format!("{key}.port: port {} is used by another frontend", f.port));
+            problems.push(format!(
+                "{key}.port: port {} is used by another frontend",
+                f.port
+            ));
         }
         for n in nodes.iter().filter(|n| n.role == Role::Lb) {
             if n.admin_port == f.port {

@@ -57,7 +57,10 @@ address = "127.0.0.2"
         let farm = Farm::builtin();
         assert_eq!(farm.site, "www.foobar.com");
         let names: Vec<_> = farm.nodes.iter().map(|n| n.name.as_str()).collect();
-        assert_eq!(names, ["lb-1", "web-1", "web-2", "web-3", "db-1", "db-2", "db-3"]);
+        assert_eq!(
+            names,
+            ["lb-1", "web-1", "web-2", "web-3", "db-1", "db-2", "db-3"]
+        );
         let db1 = farm.node("db-1").unwrap();
         assert_eq!(db1.main_addr().to_string(), "127.0.1.31:4001");
         assert_eq!(db1.raft_addr().to_string(), "127.0.1.31:4002");
@@ -75,14 +78,20 @@ address = "127.0.0.2"
         let farm = parse(MINIMAL).unwrap();
         assert_eq!(farm.data_dir, Path::new("/base/farm-data"));
         assert_eq!(farm.web.root, Path::new("/base/site"));
-        assert_eq!(farm.node_data_dir("db-1"), Path::new("/base/farm-data/db-1"));
+        assert_eq!(
+            farm.node_data_dir("db-1"),
+            Path::new("/base/farm-data/db-1")
+        );
     }
 
     #[test]
     fn unknown_role_names_the_key_and_the_choices() {
         let e = err("[[nodes]]\nname = \"x\"\nrole = \"dbx\"\naddress = \"127.0.0.1\"\n");
         assert!(e.starts_with("test.toml: nodes[0].role:"), "{e}");
-        assert!(e.contains("lb") && e.contains("web") && e.contains("db"), "{e}");
+        assert!(
+            e.contains("lb") && e.contains("web") && e.contains("db"),
+            "{e}"
+        );
         assert!(e.contains("line 3"), "{e}");
     }
 
@@ -103,8 +112,14 @@ address = "127.0.0.2"
         let e = err(&format!(
             "{MINIMAL}\n[[nodes]]\nname = \"web-1\"\nrole = \"web\"\naddress = \"127.0.0.1\"\n"
         ));
-        assert!(e.contains("nodes[2].name: duplicate node name \"web-1\""), "{e}");
-        assert!(e.contains("nodes[2].port: 127.0.0.1:8000 is already used by nodes[0].port"), "{e}");
+        assert!(
+            e.contains("nodes[2].name: duplicate node name \"web-1\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("nodes[2].port: 127.0.0.1:8000 is already used by nodes[0].port"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -112,7 +127,10 @@ address = "127.0.0.2"
         let e = err(&format!(
             "{MINIMAL}\n[[backends]]\nname = \"web\"\n[[backends.servers]]\nname = \"web-9\"\n"
         ));
-        assert!(e.contains("backends[0].servers[0].name: no node named \"web-9\""), "{e}");
+        assert!(
+            e.contains("backends[0].servers[0].name: no node named \"web-9\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -122,13 +140,19 @@ address = "127.0.0.2"
         ))
         .unwrap();
         let s = &farm.backends[0].servers[0];
-        assert_eq!((s.name.as_str(), s.addr.to_string(), s.weight), ("127.0.0.9:81", "127.0.0.9:81".into(), 3));
+        assert_eq!(
+            (s.name.as_str(), s.addr.to_string(), s.weight),
+            ("127.0.0.9:81", "127.0.0.9:81".into(), 3)
+        );
     }
 
     #[test]
     fn web_nodes_need_a_db_node() {
         let e = err("[[nodes]]\nname = \"web-1\"\nrole = \"web\"\naddress = \"127.0.0.1\"\n");
-        assert!(e.contains("nodes: the farm has web nodes but no db node"), "{e}");
+        assert!(
+            e.contains("nodes: the farm has web nodes but no db node"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -150,6 +174,9 @@ address = "127.0.0.2"
         .unwrap();
         let w = farm.warnings();
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("2 voters") && w[0].contains("survives 0 failures"), "{w:?}");
+        assert!(
+            w[0].contains("2 voters") && w[0].contains("survives 0 failures"),
+            "{w:?}"
+        );
     }
 }

@@ -136,10 +136,28 @@ impl HttpClient {
         if let Some(ct) = content_type {
             builder = builder.header(http::header::CONTENT_TYPE, ct);
         }
-        let req = builder.body(Full::new(body)).map_err(|e| HttpError::Build {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+        let req = builder
+            .body(Full::new(body))
+            .map_err(|e| HttpError::Build {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+        self.request(req, timeout).await
+    }
+
+    /// Sends a prepared request (any method and headers) and collects the whole response
+    /// within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// See [`HttpError`].
+    pub async fn request(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<HttpResponse, HttpError> {
+        let url = req.uri().to_string();
+        let url = url.as_str();
         let call = async {
             let resp = self.inner.request(req).await.map_err(|e| {
                 let message = error_chain(&e);

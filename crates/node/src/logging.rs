@@ -4,12 +4,12 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs a compact `tracing` subscriber on stderr.
 ///
-/// The level comes from `RUST_LOG` (default `info`, with the noisy `openraft` and `hyper`
-/// internals at `warn`). No timestamps when `supervised` is true: the supervisor (`webfarm
-/// up`) prefixes each line with the node name and its own time.
+/// The level comes from `RUST_LOG` (default `info`; `openraft` at `error`, because it logs
+/// ordinary election races at `warn`; `hyper` at `warn`). No timestamps when `supervised` is
+/// true: the supervisor (`webfarm up`) prefixes each line with the node name.
 pub fn init(supervised: bool) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,hyper=warn,h2=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=error,hyper=warn,h2=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
