@@ -1,1 +1,55 @@
-//! placeholder
+//! webfarm's database tier: a replicated SQLite database in the manner of rqlite.
+//!
+//! Every db node of the farm is a voter of one Raft cluster ([openraft]). A write goes to the
+//! leader (any node forwards it), becomes a log entry, and once a majority stored it every node
+//! applies it to its own SQLite database. Reads are served from a node's local copy at the
+//! consistency level the client asks for. The HTTP API is rqlite's, so rqlite clients work.
+//!
+//! - [`DbNode`]: one node as the CLI runs it (`start`, `health`, `wait`).
+//! - [`DbClient`]: the client the web tier uses, with failover ([`client`]).
+//! - [`log_store::LogStore`], [`state_machine::StateMachine`]: the storage openraft drives.
+//! - [`types`]: the Raft type configuration and the log entry payload.
+//!
+//! Files in a node's data directory: `raft-log.db` (the Raft log, vote and committed log id,
+//! synced before every acknowledgement), `db.sqlite` (the user's database, which also records
+//! the last applied log id in its `_webfarm_raft` table, in the same transaction as each
+//! entry's effects), `snapshot/` (the current snapshot, a SQLite file, and its metadata).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), webfarm_db::ClientError> {
+//! use std::time::Duration;
+//! use webfarm_db::{Consistency, DbClient, Statement};
+//!
+//! let db = DbClient::new(vec!["127.0.1.31:4001".parse().unwrap()], 0, Duration::from_secs(10));
+//! let w = db
+//!     .execute(&[Statement::with_params(
+//!         "INSERT INTO messages (author, text) VALUES (?, ?)",
+//!         vec!["ada".into(), "hello".into()],
+//!     )])
+//!     .await?;
+//! let rows = db
+//!     .query(&Statement::new("SELECT * FROM messages"), Consistency::Weak, Some(w.raft_index))
+//!     .await?;
+//! # let _ = rows;
+//! # Ok(())
+//! # }
+//! ```
+
+mod api;
+mod apply;
+pub mod client;
+mod determinism;
+mod forward;
+mod health;
+pub mod log_store;
+mod network;
+mod node;
+mod request;
+mod snapshot;
+mod sql;
+pub mod state_machine;
+mod store;
+pub mod types;
+
+pub use client::{ClientError, Consistency, DbClient, ExecuteResult, Rows, Statement, WriteResult};
+pub use node::{cluster_members, raft_config, DbError, DbNode};

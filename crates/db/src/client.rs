@@ -1,0 +1,500 @@
+//! The database client the web tier uses: rqlite's HTTP API with failover.
+//!
+//! A [`DbClient`] knows the SQL API address of every db node. Reads go to a preferred node
+//! first (spread the read load by giving each web node another `read_from`), writes go to the
+//! node that last took a write (any node forwards a write to the leader anyway). Through a
+//! failover the client keeps retrying, with a small backoff, for `retry_for`; after that it
+//! gives up with [`ClientError::Unavailable`], which the web tier turns into a 503.
+//!
+//! A write is only sent again when the previous attempt cannot have been applied: the
+//! connection was refused, or the node answered 503 (no leader, not leader). A write whose
+//! answer never came (timeout, connection reset after sending) may have been applied, so it
+//! is not repeated: the call returns [`ClientError::Unavailable`] with that reason.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use webfarm_node::http::{HttpClient, HttpError, HttpResponse};
+
+/// Longest a single HTTP attempt may take (the whole call is bounded by `retry_for`).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest time given to one attempt, even when the deadline is nearer.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
+/// First pause between two rounds of attempts; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between two rounds of attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// One SQL statement with positional parameters (`?` or `?NNN` placeholders).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    /// The SQL text.
+    pub sql: String,
+    /// Positional parameters: JSON integers bind as INTEGER, other numbers as REAL, strings as
+    /// TEXT, booleans as 0/1, null as NULL.
+    pub params: Vec<Value>,
+}
+
+impl Statement {
+    /// A statement without parameters.
+    pub fn new(sql: impl Into<String>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+
+    /// A statement with positional parameters.
+    pub fn with_params(sql: impl Into<String>, params: Vec<Value>) -> Self {
+        Statement {
+            sql: sql.into(),
+            params,
+        }
+    }
+
+    /// The rqlite wire form: `"sql"` or `["sql", param...]`.
+    pub fn to_json(&self) -> Value {
+        if self.params.is_empty() {
+            Value::String(self.sql.clone())
+        } else {
+            let mut items = Vec::with_capacity(self.params.len() + 1);
+            items.push(Value::String(self.sql.clone()));
+            items.extend(self.params.iter().cloned());
+            Value::Array(items)
+        }
+    }
+}
+
+/// Read consistency level (rqlite's `level` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Read the local copy of whichever node answers: fastest, may be stale.
+    None,
+    /// Read on the node that believes it is the leader (followers forward): almost always
+    /// fresh; stale only for the short time a deposed leader has not noticed.
+    #[default]
+    Weak,
+    /// The leader confirms with a quorum that it still leads before reading: never stale.
+    Linearizable,
+}
+
+impl Consistency {
+    /// The value of the `level` query parameter: `none`, `weak` or `linearizable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::None => "none",
+            Consistency::Weak => "weak",
+            Consistency::Linearizable => "linearizable",
+        }
+    }
+}
+
+/// The rows a query returned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rows {
+    /// Column names, in order.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Each column's declared type, lowercased (`""` for an expression).
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// One array per row; BLOBs are base64 strings.
+    #[serde(default)]
+    pub values: Vec<Vec<Value>>,
+}
+
+/// The outcome of one write statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResult {
+    /// The rowid of the last row inserted (SQLite's `last_insert_rowid()`).
+    #[serde(default)]
+    pub last_insert_id: i64,
+    /// Rows changed by the statement.
+    #[serde(default)]
+    pub rows_affected: u64,
+}
+
+/// The outcome of [`DbClient::execute`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecuteResult {
+    /// One result per statement, in order.
+    pub results: Vec<WriteResult>,
+    /// Raft log index of the write: pass it as `min_index` to a later query to read your
+    /// own write on any node.
+    pub raft_index: u64,
+}
+
+/// Why a database call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// No node answered usefully within retry_for: the web tier answers 503.
+    #[error(
+        "database unavailable: no db node answered usefully within {tried_for:?} \
+         (last error: {last_error}); check that a majority of db nodes runs"
+    )]
+    Unavailable {
+        /// How long the client tried.
+        tried_for: Duration,
+        /// The last failure seen.
+        last_error: String,
+    },
+    /// The database refused statement `index` (SQL error): not retried.
+    #[error("database refused statement {index}: {message}")]
+    Statement {
+        /// Index of the statement in the request, from 0.
+        index: usize,
+        /// SQLite's message, or the reason the request was refused.
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// True for [`ClientError::Unavailable`]: the database could not be reached in time.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ClientError::Unavailable { .. })
+    }
+}
+
+/// A cloneable client of the db cluster's SQL API. Cheap to clone (shared state).
+#[derive(Debug, Clone)]
+pub struct DbClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    nodes: Vec<SocketAddr>,
+    read_from: usize,
+    retry_for: Duration,
+    http: HttpClient,
+    /// Index into `nodes` of the node that last took a write.
+    writer: AtomicUsize,
+}
+
+/// What one attempt on one node gave.
+enum Attempt<T> {
+    /// A final answer (success or a refusal that retrying cannot change).
+    Done(Result<T, ClientError>),
+    /// Nothing was done; try another node or later.
+    Retry(String),
+    /// A write that may have been applied: give up without resending.
+    Ambiguous(String),
+}
+
+impl DbClient {
+    /// nodes: SQL API addresses of every db node (Node::main_addr()). Reads go to
+    /// nodes[read_from % len] first, then the others; writes go to the last node known to be
+    /// leader first (any node forwards to the leader anyway). retry_for: how long to keep
+    /// retrying through connection errors / "no leader" / 503 before giving up (failover).
+    pub fn new(nodes: Vec<SocketAddr>, read_from: usize, retry_for: Duration) -> DbClient {
+        let writer = if nodes.is_empty() {
+            0
+        } else {
+            read_from % nodes.len()
+        };
+        DbClient {
+            inner: Arc::new(Inner {
+                nodes,
+                read_from,
+                retry_for,
+                http: HttpClient::new(),
+                writer: AtomicUsize::new(writer),
+            }),
+        }
+    }
+
+    /// POST /db/execute; returns each statement's result and the Raft log index of the write.
+    ///
+    /// Several statements run in one transaction (`?transaction`): either all apply or none.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Statement`] when SQLite refused a statement (nothing was applied when
+    /// there were several); [`ClientError::Unavailable`] when no leader took the write within
+    /// `retry_for`, or when an attempt's answer was lost (the write may have been applied).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may leave a write that was sent applied or not.
+    pub async fn execute(&self, statements: &[Statement]) -> Result<ExecuteResult, ClientError> {
+        let body = statements_body(statements.iter());
+        let path = if statements.len() > 1 {
+            "/db/execute?transaction"
+        } else {
+            "/db/execute"
+        };
+        let start = self.inner.writer.load(Ordering::Relaxed);
+        self.run(start, |client, idx, timeout| {
+            let body = body.clone();
+            async move {
+                let addr = client.inner.nodes[idx];
+                let url = format!("http://{addr}{path}");
+                let resp = client
+                    .inner
+                    .http
+                    .post(&url, "application/json", body, timeout)
+                    .await;
+                let attempt = write_attempt(resp);
+                if matches!(attempt, Attempt::Done(Ok(_))) {
+                    client.inner.writer.store(idx, Ordering::Relaxed);
+                }
+                attempt
+            }
+        })
+        .await
+    }
+
+    /// POST /db/query?level=..[&min_index=N]
+    ///
+    /// `min_index`: the answering node must have applied at least this Raft log index (read
+    /// your own writes with [`ExecuteResult::raft_index`]); a node that is behind answers 503
+    /// and the client tries another.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Statement`] when SQLite refused the statement (or it is not read-only);
+    /// [`ClientError::Unavailable`] when no node answered within `retry_for`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn query(
+        &self,
+        statement: &Statement,
+        level: Consistency,
+        min_index: Option<u64>,
+    ) -> Result<Rows, ClientError> {
+        let body = statements_body(std::iter::once(statement));
+        let mut path = format!("/db/query?level={}", level.as_str());
+        if let Some(n) = min_index {
+            path.push_str(&format!("&min_index={n}"));
+        }
+        let start = self.inner.read_from;
+        self.run(start, |client, idx, timeout| {
+            let body = body.clone();
+            let path = path.clone();
+            async move {
+                let addr = client.inner.nodes[idx];
+                let url = format!("http://{addr}{path}");
+                let resp = client
+                    .inner
+                    .http
+                    .post(&url, "application/json", body, timeout)
+                    .await;
+                read_attempt(resp)
+            }
+        })
+        .await
+    }
+
+    /// Tries the nodes in turn from `start`, with a backoff after each full round, until one
+    /// attempt is final or `retry_for` has passed.
+    async fn run<T, F, Fut>(&self, start: usize, attempt: F) -> Result<T, ClientError>
+    where
+        F: Fn(DbClient, usize, Duration) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let began = Instant::now();
+        let deadline = began + self.inner.retry_for;
+        let n = self.inner.nodes.len();
+        if n == 0 {
+            return Err(ClientError::Unavailable {
+                tried_for: Duration::ZERO,
+                last_error: "the client knows no db node".into(),
+            });
+        }
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_error: String;
+        let mut tried = 0usize;
+        let mut in_round = 0usize;
+        loop {
+            let idx = (start + tried) % n;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeout = remaining.clamp(MIN_ATTEMPT_TIMEOUT, ATTEMPT_TIMEOUT);
+            match attempt(self.clone(), idx, timeout).await {
+                Attempt::Done(r) => return r,
+                Attempt::Ambiguous(e) => {
+                    return Err(ClientError::Unavailable {
+                        tried_for: began.elapsed(),
+                        last_error: format!("{e} (the write may or may not have been applied)"),
+                    });
+                }
+                Attempt::Retry(e) => {
+                    tracing::debug!(node = %self.inner.nodes[idx], error = %e, "db attempt failed");
+                    last_error = e;
+                }
+            }
+            tried += 1;
+            in_round += 1;
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unavailable {
+                    tried_for: began.elapsed(),
+                    last_error,
+                });
+            }
+            if in_round == n {
+                in_round = 0;
+                let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn statements_body<'a>(statements: impl Iterator<Item = &'a Statement>) -> Bytes {
+    let arr: Vec<Value> = statements.map(Statement::to_json).collect();
+    Bytes::from(Value::Array(arr).to_string())
+}
+
+/// The `error` field of a JSON error body, or the body itself.
+fn error_text(resp: &HttpResponse) -> String {
+    let text = String::from_utf8_lossy(&resp.body);
+    match serde_json::from_slice::<Value>(&resp.body) {
+        Ok(v) => match v.get("error").and_then(Value::as_str) {
+            Some(e) => e.to_string(),
+            None => text.trim().to_string(),
+        },
+        Err(_) => text.trim().to_string(),
+    }
+}
+
+/// A 400 answer: the request was refused as a whole; `index` names the statement if known.
+fn bad_request(resp: &HttpResponse) -> ClientError {
+    let index = serde_json::from_slice::<Value>(&resp.body)
+        .ok()
+        .and_then(|v| v.get("index").and_then(Value::as_u64))
+        .unwrap_or(0);
+    ClientError::Statement {
+        index: usize::try_from(index).unwrap_or(0),
+        message: error_text(resp),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExecuteBody {
+    #[serde(default)]
+    results: Vec<Value>,
+    #[serde(default)]
+    raft_index: u64,
+}
+
+#[derive(Deserialize)]
+struct QueryBody {
+    #[serde(default)]
+    results: Vec<Value>,
+}
+
+/// The first `{"error": ..}` among `results`, as a statement error.
+fn first_error(results: &[Value]) -> Option<ClientError> {
+    results.iter().enumerate().find_map(|(index, r)| {
+        r.get("error")
+            .and_then(Value::as_str)
+            .map(|message| ClientError::Statement {
+                index,
+                message: message.to_string(),
+            })
+    })
+}
+
+fn write_attempt(resp: Result<HttpResponse, HttpError>) -> Attempt<ExecuteResult> {
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => return Attempt::Retry(e.to_string()),
+        Err(e) => return Attempt::Ambiguous(e.to_string()),
+    };
+    match resp.status {
+        StatusCode::OK => {
+            let body: ExecuteBody = match serde_json::from_slice(&resp.body) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Attempt::Ambiguous(format!("unreadable answer to a write: {e}"));
+                }
+            };
+            if let Some(err) = first_error(&body.results) {
+                return Attempt::Done(Err(err));
+            }
+            let mut results = Vec::with_capacity(body.results.len());
+            for r in body.results {
+                match serde_json::from_value::<WriteResult>(r) {
+                    Ok(w) => results.push(w),
+                    Err(e) => {
+                        return Attempt::Ambiguous(format!("unreadable write result: {e}"));
+                    }
+                }
+            }
+            Attempt::Done(Ok(ExecuteResult {
+                results,
+                raft_index: body.raft_index,
+            }))
+        }
+        StatusCode::BAD_REQUEST => Attempt::Done(Err(bad_request(&resp))),
+        // Our nodes answer 503 only when the write was not proposed (no leader, not leader).
+        StatusCode::SERVICE_UNAVAILABLE => Attempt::Retry(format!("503: {}", error_text(&resp))),
+        s => Attempt::Ambiguous(format!("{s}: {}", error_text(&resp))),
+    }
+}
+
+fn read_attempt(resp: Result<HttpResponse, HttpError>) -> Attempt<Rows> {
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return Attempt::Retry(e.to_string()),
+    };
+    match resp.status {
+        StatusCode::OK => {
+            let body: QueryBody = match serde_json::from_slice(&resp.body) {
+                Ok(b) => b,
+                Err(e) => return Attempt::Retry(format!("unreadable answer to a query: {e}")),
+            };
+            if let Some(err) = first_error(&body.results) {
+                return Attempt::Done(Err(err));
+            }
+            match body.results.into_iter().next() {
+                Some(r) => match serde_json::from_value::<Rows>(r) {
+                    Ok(rows) => Attempt::Done(Ok(rows)),
+                    Err(e) => Attempt::Retry(format!("unreadable rows: {e}")),
+                },
+                None => Attempt::Retry("the answer to a query had no result".into()),
+            }
+        }
+        StatusCode::BAD_REQUEST => Attempt::Done(Err(bad_request(&resp))),
+        s => Attempt::Retry(format!("{s}: {}", error_text(&resp))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn statements_use_the_rqlite_wire_form() {
+        assert_eq!(Statement::new("SELECT 1").to_json(), json!("SELECT 1"));
+        assert_eq!(
+            Statement::with_params("SELECT ?, ?", vec![json!(1), json!("a")]).to_json(),
+            json!(["SELECT ?, ?", 1, "a"])
+        );
+    }
+
+    #[test]
+    fn the_first_error_names_its_statement() {
+        let results = vec![
+            json!({"rows_affected": 1}),
+            json!({"error": "no such table: t"}),
+        ];
+        assert_eq!(
+            first_error(&results),
+            Some(ClientError::Statement {
+                index: 1,
+                message: "no such table: t".into()
+            })
+        );
+    }
+}

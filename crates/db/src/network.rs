@@ -1,0 +1,184 @@
+//! Raft traffic between db nodes: HTTP/1.1 with JSON bodies on each node's Raft address.
+//!
+//! - `POST /raft/append`: AppendEntries (replication and heartbeats).
+//! - `POST /raft/vote`: RequestVote.
+//! - `POST /raft/snapshot`: one chunk of InstallSnapshot.
+//!
+//! Each answer is the JSON of `Result<response, RaftError>`. On the sending side a refused
+//! connection becomes openraft's `Unreachable` (openraft backs off), any other transport failure
+//! a `NetworkError`, and an error answered by the peer a `RemoteError`.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use webfarm_node::http::HttpClient;
+
+use crate::types::{NodeInfo, Raft, TypeConfig};
+
+/// Largest Raft request body accepted (a batch of entries, or one snapshot chunk as JSON).
+const MAX_RAFT_BODY: usize = 256 * 1024 * 1024;
+
+/// Makes one [`Peer`] per target node; they share one connection pool.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Network {
+    http: HttpClient,
+}
+
+/// The sending side of the Raft RPCs to one node.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    http: HttpClient,
+    target: u64,
+    base: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Peer {
+        Peer {
+            http: self.http.clone(),
+            target,
+            base: format!("http://{}", node.raft_addr),
+        }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<u64, NodeInfo, RaftError<u64, E>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+impl Peer {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("{}{path}", self.base);
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = self
+            .http
+            .post(&url, "application/json", body.into(), option.hard_ttl())
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        if resp.status != StatusCode::OK {
+            let m = Message(format!(
+                "{url} answered {}: {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            ));
+            return Err(RPCError::Network(NetworkError::new(&m)));
+        }
+        let answer: Result<Resp, RaftError<u64, E>> =
+            serde_json::from_slice(&resp.body).map_err(|e| {
+                RPCError::Network(NetworkError::new(&Message(format!(
+                    "unreadable answer from {url}: {e}"
+                ))))
+            })?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
+        self.call("/raft/append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        self.call("/raft/snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
+        self.call("/raft/vote", &rpc, &option).await
+    }
+}
+
+/// The receiving side: the router served on the node's Raft address.
+pub(crate) fn router(raft: Raft) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
+        .with_state(raft)
+}
+
+/// The request, or the 400 answer's text.
+fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid {what} request: {e}\n"))
+}
+
+fn refuse(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, message).into_response()
+}
+
+fn answer<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn append(State(raft): State<Raft>, body: Bytes) -> Response {
+    match decode::<AppendEntriesRequest<TypeConfig>>(&body, "append") {
+        Ok(req) => answer(&raft.append_entries(req).await),
+        Err(m) => refuse(m),
+    }
+}
+
+async fn vote(State(raft): State<Raft>, body: Bytes) -> Response {
+    match decode::<VoteRequest<u64>>(&body, "vote") {
+        Ok(req) => answer(&raft.vote(req).await),
+        Err(m) => refuse(m),
+    }
+}
+
+async fn snapshot(State(raft): State<Raft>, body: Bytes) -> Response {
+    match decode::<InstallSnapshotRequest<TypeConfig>>(&body, "snapshot") {
+        Ok(req) => answer(&raft.install_snapshot(req).await),
+        Err(m) => refuse(m),
+    }
+}

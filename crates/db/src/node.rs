@@ -1,0 +1,299 @@
+//! [`DbNode`]: one member of the db cluster, as the CLI starts it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Config, SnapshotPolicy};
+use tokio::task::JoinHandle;
+use webfarm_config::{DbSettings, Farm, Role};
+use webfarm_node::{Health, NodeContext, Shutdown};
+
+use crate::api::{self, Api};
+use crate::forward::Forwarder;
+use crate::health::DbHealth;
+use crate::log_store::LogStore;
+use crate::network::{self, Network};
+use crate::state_machine::StateMachine;
+use crate::store::Store;
+use crate::types::{node_id, NodeInfo, Raft};
+
+/// How long `wait` lets each HTTP server finish its in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a db node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The node given to [`DbNode::start`] does not have role `db`.
+    #[error("node {name:?} has role {role}, not db; start it with its own role")]
+    NotDbNode {
+        /// The node's name.
+        name: String,
+        /// Its role.
+        role: Role,
+    },
+    /// Two db node names hash to the same Raft node id.
+    #[error("db nodes {a:?} and {b:?} get the same Raft node id (FNV-1a of the name); rename one")]
+    IdCollision {
+        /// One name.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] webfarm_node::BindError),
+    /// A data file could not be opened: corrupted, not a database, not writable.
+    #[error(
+        "cannot open the db storage in {dir}: {message}; check the files' permissions, or move \
+         the data directory away to let the node rejoin empty and catch up from the others"
+    )]
+    Storage {
+        /// The node's data directory.
+        dir: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The `[db]` settings do not make a valid Raft configuration.
+    #[error("invalid [db] settings: {0}")]
+    Config(String),
+    /// Raft could not start, or failed.
+    #[error("raft failed: {0}")]
+    Raft(String),
+    /// An HTTP server failed.
+    #[error("the {what} server failed: {source}")]
+    Server {
+        /// `SQL API` or `raft`.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A running db node: Raft, its log and state machine, the SQL API and the Raft endpoint.
+pub struct DbNode {
+    raft: Raft,
+    health: Arc<DbHealth>,
+    store: Arc<Store>,
+    shutdown: Shutdown,
+    api_task: JoinHandle<std::io::Result<()>>,
+    raft_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for DbNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbNode")
+            .field("id", &self.health.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every db node of the farm, by Raft node id.
+///
+/// # Errors
+///
+/// [`DbError::IdCollision`] when two names hash to the same id.
+pub fn cluster_members(farm: &Farm) -> Result<BTreeMap<u64, NodeInfo>, DbError> {
+    let mut members = BTreeMap::new();
+    for n in farm.nodes_with_role(Role::Db) {
+        let info = NodeInfo {
+            name: n.name.clone(),
+            api_addr: n.main_addr().to_string(),
+            raft_addr: n.raft_addr().to_string(),
+        };
+        if let Some(other) = members.insert(node_id(&n.name), info) {
+            return Err(DbError::IdCollision {
+                a: other.name,
+                b: n.name.clone(),
+            });
+        }
+    }
+    Ok(members)
+}
+
+/// The openraft configuration of the farm's `[db]` settings.
+///
+/// # Errors
+///
+/// [`DbError::Config`] when openraft refuses it.
+pub fn raft_config(cluster: &str, db: &DbSettings) -> Result<Config, DbError> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let election = ms(db.election_timeout);
+    let config = Config {
+        cluster_name: cluster.to_string(),
+        heartbeat_interval: ms(db.heartbeat_interval),
+        election_timeout_min: election,
+        election_timeout_max: election.saturating_mul(2),
+        install_snapshot_timeout: election.max(2000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(db.snapshot_threshold),
+        max_in_snapshot_log_to_keep: db.snapshot_threshold.min(1000),
+        snapshot_max_chunk_size: 1024 * 1024,
+        ..Config::default()
+    };
+    config
+        .validate()
+        .map_err(|e| DbError::Config(e.to_string()))
+}
+
+fn storage_err(dir: &std::path::Path) -> impl Fn(String) -> DbError + '_ {
+    move |message| DbError::Storage {
+        dir: dir.to_path_buf(),
+        message,
+    }
+}
+
+impl DbNode {
+    /// Binds every listener (so "address in use" fails here), opens storage, spawns tasks.
+    ///
+    /// On a node whose storage is pristine, the cluster is initialized with every db node of
+    /// the farm as a voter (the same membership on every node, which openraft documents as
+    /// safe); a node that already holds Raft state just rejoins.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError`]: not a db node, a port in use, unreadable storage, invalid settings.
+    pub async fn start(ctx: NodeContext) -> Result<DbNode, DbError> {
+        let node = ctx.node.clone();
+        if node.role != Role::Db {
+            return Err(DbError::NotDbNode {
+                name: node.name,
+                role: node.role,
+            });
+        }
+        let members = Arc::new(cluster_members(&ctx.farm)?);
+        let id = node_id(&node.name);
+        let config = raft_config(&ctx.farm.site, &ctx.farm.db)?;
+        let api_listener = webfarm_node::bind(node.main_addr(), "db SQL API").await?;
+        let raft_listener = webfarm_node::bind(node.raft_addr(), "db raft").await?;
+
+        let dir = ctx.data_dir.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let log = LogStore::open(&dir.join("raft-log.db"))
+                .map_err(|e| format!("{}: {e}", dir.join("raft-log.db").display()))?;
+            let sm = StateMachine::open(&dir)?;
+            Ok::<_, String>((log, sm))
+        })
+        .await
+        .map_err(|e| DbError::Raft(format!("storage task failed: {e}")))?;
+        let (log, sm) = opened.map_err(storage_err(&ctx.data_dir))?;
+        let store = Arc::clone(sm.store());
+
+        let raft = Raft::new(id, Arc::new(config), Network::default(), log.clone(), sm)
+            .await
+            .map_err(|e| DbError::Raft(e.to_string()))?;
+        let health = Arc::new(DbHealth {
+            id,
+            members: Arc::clone(&members),
+            metrics: raft.metrics(),
+            log,
+            applied: store.applied_index(),
+        });
+
+        let shutdown = ctx.shutdown.clone();
+        let raft_router = network::router(raft.clone());
+        let raft_task = tokio::spawn(async move {
+            axum::serve(raft_listener, raft_router)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await
+        });
+        let api = Arc::new(Api {
+            raft: raft.clone(),
+            health: (*health).clone(),
+            store: Arc::clone(&store),
+            name: node.name.clone(),
+            forwarder: Forwarder::new(),
+            http: webfarm_node::http::HttpClient::new(),
+            seq: AtomicU64::new(0),
+        });
+        let shutdown = ctx.shutdown.clone();
+        let api_router = api::router(api);
+        let api_task = tokio::spawn(async move {
+            axum::serve(api_listener, api_router)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await
+        });
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| DbError::Raft(e.to_string()))?;
+        if !initialized {
+            match raft.initialize((*members).clone()).await {
+                Ok(()) => {
+                    tracing::info!(node = %node.name, voters = members.len(), "cluster initialized")
+                }
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                    tracing::debug!(node = %node.name, "cluster already initialized");
+                }
+                Err(e) => return Err(DbError::Raft(format!("cannot initialize the cluster: {e}"))),
+            }
+        }
+        tracing::info!(
+            node = %node.name,
+            api = %node.main_addr(),
+            raft = %node.raft_addr(),
+            data = %ctx.data_dir.display(),
+            "db node started"
+        );
+        Ok(DbNode {
+            raft,
+            health,
+            store,
+            shutdown: ctx.shutdown,
+            api_task,
+            raft_task,
+        })
+    }
+
+    /// For the admin server (/readyz, /status details).
+    pub fn health(&self) -> Arc<dyn Health> {
+        Arc::clone(&self.health) as Arc<dyn Health>
+    }
+
+    /// Returns once ctx.shutdown fired and the node stopped gracefully: the SQL API and Raft
+    /// servers stop accepting and finish their requests, Raft stops, the files are closed.
+    ///
+    /// # Errors
+    ///
+    /// [`DbError::Server`] when a server failed, [`DbError::Raft`] when Raft did not stop
+    /// cleanly.
+    pub async fn wait(self) -> Result<(), DbError> {
+        self.shutdown.wait().await;
+        let api = join_server(self.api_task, "SQL API").await;
+        let raft_srv = join_server(self.raft_task, "raft").await;
+        let stopped = self
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| DbError::Raft(format!("raft did not stop cleanly: {e}")));
+        self.store.close();
+        api?;
+        raft_srv?;
+        stopped
+    }
+}
+
+async fn join_server(
+    mut task: JoinHandle<std::io::Result<()>>,
+    what: &'static str,
+) -> Result<(), DbError> {
+    match tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(source))) => Err(DbError::Server { what, source }),
+        Ok(Err(e)) => Err(DbError::Server {
+            what,
+            source: std::io::Error::other(e.to_string()),
+        }),
+        Err(_) => {
+            tracing::warn!(
+                server = what,
+                "requests still running after {DRAIN_TIMEOUT:?}; closing"
+            );
+            task.abort();
+            Ok(())
+        }
+    }
+}

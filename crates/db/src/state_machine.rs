@@ -1,0 +1,154 @@
+//! openraft's state machine: a thin adapter over the store of `db.sqlite` and its snapshots.
+
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, OptionalSend, RaftSnapshotBuilder, Snapshot, StorageError, StorageIOError,
+};
+
+use crate::apply::AppliedState;
+use crate::snapshot::Meta;
+use crate::store::Store;
+use crate::types::{CommandResponse, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<u64>>;
+
+fn sm_read(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::read_state_machine(AnyError::error(e)).into()
+}
+
+fn sm_write(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_state_machine(AnyError::error(e)).into()
+}
+
+fn snap_err(meta: Option<&Meta>, e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_snapshot(meta.map(Meta::signature), AnyError::error(e)).into()
+}
+
+/// Runs blocking `f` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("storage task failed: {e}"))?
+}
+
+/// The state machine of one node: the user's SQLite database.
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    store: Arc<Store>,
+}
+
+impl StateMachine {
+    /// Opens `data_dir/db.sqlite` and `data_dir/snapshot/`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the file that cannot be opened.
+    pub fn open(data_dir: &std::path::Path) -> Result<StateMachine, String> {
+        Ok(StateMachine {
+            store: Store::open(data_dir)?,
+        })
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+/// Builds a snapshot of the state machine as it is when `build_snapshot` runs.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    store: Arc<Store>,
+}
+
+async fn open_snapshot(
+    meta: Meta,
+    path: std::path::PathBuf,
+) -> StorageResult<Snapshot<TypeConfig>> {
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| snap_err(Some(&meta), format!("{}: {e}", path.display())))?;
+    Ok(Snapshot {
+        meta,
+        snapshot: Box::new(file),
+    })
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let store = Arc::clone(&self.store);
+        let (meta, path) = blocking(move || store.build_snapshot())
+            .await
+            .map_err(|e| snap_err(None, e))?;
+        open_snapshot(meta, path).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> StorageResult<AppliedState> {
+        let store = Arc::clone(&self.store);
+        blocking(move || store.applied_state())
+            .await
+            .map_err(sm_read)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let store = Arc::clone(&self.store);
+        blocking(move || store.apply(&entries))
+            .await
+            .map_err(sm_write)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            store: Arc::clone(&self.store),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<tokio::fs::File>> {
+        let path = self.store.receiving_path();
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| snap_err(None, format!("{}: {e}", path.display())))?;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        mut snapshot: Box<tokio::fs::File>,
+    ) -> StorageResult<()> {
+        self.store
+            .install_snapshot(meta.clone(), &mut snapshot)
+            .await
+            .map_err(|e| snap_err(Some(meta), e))
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let store = Arc::clone(&self.store);
+        let current = blocking(move || store.current_snapshot())
+            .await
+            .map_err(|e| {
+                StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e)))
+            })?;
+        match current {
+            Some((meta, path)) => Ok(Some(open_snapshot(meta, path).await?)),
+            None => Ok(None),
+        }
+    }
+}

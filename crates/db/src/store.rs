@@ -1,0 +1,335 @@
+//! The user's database of one node (`db.sqlite`) and its snapshots: the write connection the
+//! state machine applies entries with, a small pool of read-only connections for queries, and
+//! the snapshot directory.
+//!
+//! A `gate` (tokio `RwLock`) orders the file-level operations: every read and every snapshot
+//! build holds it shared for as long as it uses the file; installing a snapshot holds it
+//! exclusively while it closes every connection, swaps `db.sqlite` and reopens.
+
+use std::fs;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::io::AsyncSeekExt;
+use tokio::sync::{watch, RwLock};
+
+use crate::apply::{read_applied, AppliedState, WriteConn};
+use crate::snapshot::{new_snapshot_id, sync_dir, Meta, SnapshotDir};
+use crate::sql;
+use crate::types::{CommandResponse, Outcome, SqlStatement, TypeConfig};
+
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// The user's database and its snapshots.
+#[derive(Debug)]
+pub(crate) struct Store {
+    db_path: PathBuf,
+    writer: Mutex<Option<WriteConn>>,
+    idle: Mutex<Vec<Connection>>,
+    gate: Arc<RwLock<()>>,
+    applied: watch::Sender<u64>,
+    snapshots: SnapshotDir,
+}
+
+fn msg(path: &Path, e: impl std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
+impl Store {
+    /// Opens `data_dir/db.sqlite` and `data_dir/snapshot/`. A missing or older database is
+    /// restored from the current snapshot.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the file that cannot be opened and why.
+    pub(crate) fn open(data_dir: &Path) -> Result<Arc<Store>, String> {
+        let db_path = data_dir.join("db.sqlite");
+        let snap_dir = data_dir.join("snapshot");
+        let snapshots = SnapshotDir::open(&snap_dir).map_err(|e| msg(&snap_dir, e))?;
+        let current = snapshots.current()?;
+        let mut writer = WriteConn::open(&db_path).map_err(|e| msg(&db_path, e))?;
+        let (applied, _) = read_applied(writer.conn()).map_err(|e| msg(&db_path, e))?;
+        if let Some((meta, file)) = current {
+            if meta.last_log_id > applied {
+                tracing::warn!(
+                    db = %db_path.display(),
+                    snapshot = %meta.snapshot_id,
+                    "the database is older than the current snapshot; restoring it from the snapshot"
+                );
+                drop(writer);
+                replace_db(&db_path, &file)?;
+                writer = WriteConn::open(&db_path).map_err(|e| msg(&db_path, e))?;
+            }
+        }
+        let (applied, _) = read_applied(writer.conn()).map_err(|e| msg(&db_path, e))?;
+        let (tx, _) = watch::channel(applied.map_or(0, |id| id.index));
+        Ok(Arc::new(Store {
+            db_path,
+            writer: Mutex::new(Some(writer)),
+            idle: Mutex::new(Vec::new()),
+            gate: Arc::new(RwLock::new(())),
+            applied: tx,
+            snapshots,
+        }))
+    }
+
+    /// A receiver of the applied log index (0 before any).
+    pub(crate) fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut WriteConn) -> rusqlite::Result<T>,
+    ) -> Result<T, String> {
+        let mut guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let w = guard
+            .as_mut()
+            .ok_or_else(|| msg(&self.db_path, "the database is closed"))?;
+        f(w).map_err(|e| msg(&self.db_path, e))
+    }
+
+    /// The applied state recorded in the database.
+    pub(crate) fn applied_state(&self) -> Result<AppliedState, String> {
+        self.with_writer(|w| read_applied(w.conn()))
+    }
+
+    /// Applies entries (blocking): see [`WriteConn::apply_batch`].
+    pub(crate) fn apply(
+        &self,
+        entries: &[openraft::Entry<TypeConfig>],
+    ) -> Result<Vec<CommandResponse>, String> {
+        let (responses, last) = self.with_writer(|w| w.apply_batch(entries))?;
+        if let Some(id) = last {
+            self.applied.send_replace(id.index);
+        }
+        Ok(responses)
+    }
+
+    fn open_reader(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.db_path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        crate::apply::guard_reader(&conn);
+        Ok(conn)
+    }
+
+    /// Runs `f` with a read connection on the blocking pool, the gate held shared.
+    async fn with_reader<T, F>(self: &Arc<Self>, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> T + Send + 'static,
+    {
+        let guard = Arc::clone(&self.gate).read_owned().await;
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let pooled = me.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => me.open_reader().map_err(|e| msg(&me.db_path, e))?,
+            };
+            let out = f(&conn);
+            let mut idle = me.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| format!("read task failed: {e}"))?
+    }
+
+    /// Runs read-only statements on a read connection; a statement that could write gets
+    /// an error result instead.
+    ///
+    /// # Errors
+    ///
+    /// A message when no read connection can be opened.
+    pub(crate) async fn query(
+        self: &Arc<Self>,
+        statements: Vec<SqlStatement>,
+    ) -> Result<Vec<Outcome>, String> {
+        self.with_reader(move |conn| {
+            statements
+                .iter()
+                .map(|s| sql::run(conn, s, true, true))
+                .collect()
+        })
+        .await
+    }
+
+    /// Whether every statement is read-only (a statement that does not compile counts as a
+    /// write: it goes through Raft and gets its error there).
+    ///
+    /// # Errors
+    ///
+    /// A message when no read connection can be opened.
+    pub(crate) async fn all_read_only(
+        self: &Arc<Self>,
+        statements: Vec<String>,
+    ) -> Result<bool, String> {
+        self.with_reader(move |conn| {
+            statements
+                .iter()
+                .all(|s| sql::is_read_only(conn, s).unwrap_or(false))
+        })
+        .await
+    }
+
+    /// Builds a snapshot of the database as it is now and makes it current (blocking).
+    pub(crate) fn build_snapshot(&self) -> Result<(Meta, PathBuf), String> {
+        let _gate = self.gate.blocking_read();
+        let tmp = self.snapshots.tmp_path("building");
+        let _ = fs::remove_file(&tmp);
+        let conn = Connection::open(&self.db_path).map_err(|e| msg(&self.db_path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| msg(&self.db_path, e))?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| msg(&self.db_path, e))?;
+        let target = tmp.to_string_lossy().into_owned();
+        conn.execute("VACUUM INTO ?1", [target])
+            .map_err(|e| msg(&self.db_path, format!("VACUUM INTO failed: {e}")))?;
+        drop(conn);
+        let (last, membership) = read_snapshot_file(&tmp)?;
+        let meta = Meta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: new_snapshot_id(last.as_ref()),
+        };
+        let path = self
+            .snapshots
+            .commit(&meta, &tmp)
+            .map_err(|e| msg(&tmp, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, "snapshot built");
+        Ok((meta, path))
+    }
+
+    /// The current snapshot, if any.
+    pub(crate) fn current_snapshot(&self) -> Result<Option<(Meta, PathBuf)>, String> {
+        self.snapshots.current()
+    }
+
+    /// Where an incoming snapshot is received.
+    pub(crate) fn receiving_path(&self) -> PathBuf {
+        self.snapshots.tmp_path("receiving")
+    }
+
+    /// Installs the snapshot in `data` with `meta`: it becomes the current snapshot and
+    /// replaces the database.
+    ///
+    /// # Errors
+    ///
+    /// A message when the data is not a snapshot matching `meta`, or on an I/O error.
+    pub(crate) async fn install_snapshot(
+        self: &Arc<Self>,
+        meta: Meta,
+        data: &mut tokio::fs::File,
+    ) -> Result<(), String> {
+        let tmp = self.snapshots.tmp_path("installing");
+        data.seek(SeekFrom::Start(0))
+            .await
+            .map_err(|e| format!("cannot read the received snapshot: {e}"))?;
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| msg(&tmp, e))?;
+        tokio::io::copy(data, &mut out)
+            .await
+            .map_err(|e| msg(&tmp, e))?;
+        out.sync_all().await.map_err(|e| msg(&tmp, e))?;
+        drop(out);
+        let guard = Arc::clone(&self.gate).write_owned().await;
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let (last, _) = read_snapshot_file(&tmp)?;
+            if last != meta.last_log_id {
+                return Err(format!(
+                    "the received snapshot {} holds log id {last:?}, not {:?}",
+                    meta.snapshot_id, meta.last_log_id
+                ));
+            }
+            let path = me.snapshots.commit(&meta, &tmp).map_err(|e| msg(&tmp, e))?;
+            let _ = fs::remove_file(me.receiving_path());
+            me.idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            let mut writer = me.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(w) = writer.take() {
+                // Fold the WAL into the file so that nothing of the old database survives
+                // outside it.
+                let _ = w
+                    .conn()
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+            replace_db(&me.db_path, &path)?;
+            *writer = Some(WriteConn::open(&me.db_path).map_err(|e| msg(&me.db_path, e))?);
+            me.applied
+                .send_replace(meta.last_log_id.map_or(0, |id| id.index));
+            tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("snapshot install task failed: {e}"))?
+    }
+
+    /// Closes every connection (at shutdown).
+    pub(crate) fn close(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// The applied state recorded in a snapshot file.
+fn read_snapshot_file(path: &Path) -> Result<AppliedState, String> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| msg(path, e))?;
+    read_applied(&conn).map_err(|e| msg(path, format!("not a webfarm snapshot: {e}")))
+}
+
+/// Replaces the database at `db` by a copy of `src`. Every connection to `db` must be closed.
+fn replace_db(db: &Path, src: &Path) -> Result<(), String> {
+    let side = |suffix: &str| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let (wal, shm, tmp) = (side("-wal"), side("-shm"), side(".tmp"));
+    if wal.exists() {
+        // A WAL left by the old database must not be replayed onto the new one: fold it in.
+        let conn = Connection::open(db).map_err(|e| msg(db, e))?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| msg(db, e))?;
+        drop(conn);
+    }
+    for p in [&wal, &shm] {
+        match fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(msg(p, e)),
+        }
+    }
+    fs::copy(src, &tmp).map_err(|e| msg(&tmp, e))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| msg(&tmp, e))?;
+    fs::rename(&tmp, db).map_err(|e| msg(db, e))?;
+    if let Some(dir) = db.parent() {
+        sync_dir(dir).map_err(|e| msg(dir, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Shared helpers of the cluster tests: a farm of db nodes on free loopback ports, started
+//! in-process, and small HTTP helpers. Everything polls with deadlines.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use webfarm_config::Farm;
+use webfarm_db::DbNode;
+use webfarm_node::http::HttpClient;
+use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
+
+static DIRS: AtomicU64 = AtomicU64::new(0);
+
+/// How long a test waits for anything before failing.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running node: its shutdown trigger and handle.
+struct Running {
+    trigger: ShutdownTrigger,
+    node: DbNode,
+}
+
+/// A farm of `n` db nodes on 127.0.0.1.
+pub struct Cluster {
+    pub farm: Arc<Farm>,
+    pub dir: PathBuf,
+    nodes: Vec<Option<Running>>,
+    pub http: HttpClient,
+}
+
+impl Cluster {
+    /// Writes the farm (free ports, temp dir) without starting anything.
+    pub fn new(n: usize, snapshot_threshold: u64) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "webfarm-db-test-{}-{}",
+            std::process::id(),
+            DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test dir");
+        let mut toml = format!(
+            "site = \"test\"\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        );
+        for i in 1..=n {
+            toml.push_str(&format!(
+                "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"127.0.0.1\"\n\
+                 admin_port = {}\nport = {}\nraft_port = {}\n",
+                free_port(),
+                free_port(),
+                free_port()
+            ));
+        }
+        toml.push_str(&format!(
+            "[db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n\
+             snapshot_threshold = {snapshot_threshold}\n"
+        ));
+        let farm = Farm::parse(&toml, None, &dir).expect("the test farm is valid");
+        Cluster {
+            farm: Arc::new(farm),
+            dir,
+            nodes: (0..n).map(|_| None).collect(),
+            http: HttpClient::new(),
+        }
+    }
+
+    /// Starts every node.
+    pub async fn start_all(n: usize, snapshot_threshold: u64) -> Cluster {
+        let mut c = Cluster::new(n, snapshot_threshold);
+        for i in 0..n {
+            c.start(i).await;
+        }
+        c
+    }
+
+    pub fn name(&self, i: usize) -> String {
+        format!("db-{}", i + 1)
+    }
+
+    /// The SQL API address of node `i`.
+    pub fn api(&self, i: usize) -> SocketAddr {
+        self.farm.nodes[i].main_addr()
+    }
+
+    pub fn apis(&self) -> Vec<SocketAddr> {
+        (0..self.nodes.len()).map(|i| self.api(i)).collect()
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.farm.node_data_dir(&self.name(i))
+    }
+
+    pub async fn start(&mut self, i: usize) {
+        let node = self.farm.nodes[i].clone();
+        let data_dir = self.data_dir(i);
+        std::fs::create_dir_all(&data_dir).expect("create the node's data dir");
+        let (trigger, shutdown) = Shutdown::new();
+        let ctx = NodeContext {
+            farm: Arc::clone(&self.farm),
+            node,
+            data_dir,
+            shutdown,
+        };
+        let node = DbNode::start(ctx).await.expect("the db node starts");
+        self.nodes[i] = Some(Running { trigger, node });
+    }
+
+    /// Shuts node `i` down gracefully and waits until it stopped.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(r) = self.nodes[i].take() {
+            r.trigger.trigger();
+            tokio::time::timeout(DEADLINE, r.node.wait())
+                .await
+                .expect("the node stops in time")
+                .expect("the node stops cleanly");
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
+    /// The health status JSON of node `i` (as the admin server shows it).
+    pub fn status(&self, i: usize) -> Value {
+        self.nodes[i]
+            .as_ref()
+            .expect("the node runs")
+            .node
+            .health()
+            .status()
+    }
+
+    /// Waits until the running nodes agree on one leader; returns its index.
+    pub async fn leader(&self) -> usize {
+        let start = Instant::now();
+        loop {
+            let running: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.is_running(i))
+                .collect();
+            let leaders: Vec<usize> = running
+                .iter()
+                .copied()
+                .filter(|&i| self.status(i)["raft_state"] == "Leader")
+                .collect();
+            if let [l] = leaders.as_slice() {
+                let name = self.name(*l);
+                if running
+                    .iter()
+                    .all(|&i| self.status(i)["leader"].as_str() == Some(name.as_str()))
+                {
+                    return *l;
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no agreed leader within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A running node other than `not`.
+    pub fn other_than(&self, not: usize) -> usize {
+        (0..self.nodes.len())
+            .find(|&i| i != not && self.is_running(i))
+            .expect("another running node")
+    }
+
+    /// Waits until node `i` applied log index `n`.
+    pub async fn wait_applied(&self, i: usize, n: u64) {
+        let start = Instant::now();
+        while self.status(i)["applied_index"].as_u64().unwrap_or(0) < n {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "node {i} did not apply index {n}: {}",
+                self.status(i)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs a JSON body to node `i`; returns the status, the JSON answer and the headers.
+    pub async fn post(&self, i: usize, path: &str, body: &str) -> (u16, Value, http::HeaderMap) {
+        let url = format!("http://{}{path}", self.api(i));
+        let r = self
+            .http
+            .post(
+                &url,
+                "application/json",
+                Bytes::from(body.to_string()),
+                DEADLINE,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status.as_u16(), v, r.headers)
+    }
+
+    pub async fn get(&self, i: usize, path: &str) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.api(i));
+        let r = self
+            .http
+            .get(&url, DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let v = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()));
+        (r.status.as_u16(), v)
+    }
+
+    /// Runs a write through node `i`, expecting 200; returns the answer.
+    pub async fn execute(&self, i: usize, path: &str, body: &str) -> Value {
+        let (status, v, _) = self.post(i, path, body).await;
+        assert_eq!(status, 200, "{path} {body} on node {i}: {v}");
+        v
+    }
+
+    /// The rows of one query on node `i`.
+    pub async fn rows(&self, i: usize, query: &str, sql: &str) -> Value {
+        let body = serde_json::to_string(&vec![sql]).expect("json");
+        let (status, v, _) = self.post(i, &format!("/db/query?{query}"), &body).await;
+        assert_eq!(status, 200, "query {sql} on node {i}: {v}");
+        v["results"][0].clone()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for r in self.nodes.iter().flatten() {
+            r.trigger.trigger();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
