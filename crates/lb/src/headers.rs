@@ -1,0 +1,220 @@
+//! Header rewriting on the proxy path: hop-by-hop headers out (both directions),
+//! `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Request-Id` in.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Forwarded-For`: the chain of client addresses.
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used.
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Request-Id`: one id per request, the same in every tier's logs.
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest accepted incoming `X-Request-Id`, in bytes.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it
+/// names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` (hyper
+/// frames the body itself) and `Upgrade`.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Appends `client` to `X-Forwarded-For` (joining repeated headers into one list) and sets
+/// `X-Forwarded-Proto: http`.
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    let mut chain: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    chain.push(client.to_string());
+    match HeaderValue::from_str(&chain.join(", ")) {
+        Ok(v) => {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        Err(_) => {
+            // Unreachable in practice: the parts came from valid header values.
+            headers.insert(X_FORWARDED_FOR.clone(), ip_value(client));
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+}
+
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    // An IP address is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Whether an incoming `X-Request-Id` is kept: 1 to 128 characters among letters, digits and
+/// `-_.:+/=`.
+pub(crate) fn is_valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_REQUEST_ID_LEN
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:+/=".contains(c))
+}
+
+/// Makes unique request ids: 32 hex digits, different for every call in this process and,
+/// with overwhelming probability, from every other load balancer's.
+#[derive(Debug)]
+pub(crate) struct RequestIds {
+    seeds: (u64, u64),
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    /// A generator seeded from the OS's randomness (std's `RandomState`), the time and the pid.
+    pub fn new() -> RequestIds {
+        let seed = |salt: u64| {
+            let mut h = RandomState::new().build_hasher();
+            h.write_u64(salt);
+            h.write_u32(std::process::id());
+            if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+                h.write_u128(t.as_nanos());
+            }
+            h.finish()
+        };
+        RequestIds {
+            seeds: (seed(1), seed(2)),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The next id.
+    pub fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // splitmix64's finalizer is a bijection of u64: distinct n give distinct halves.
+        let step = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let hi = mix(self.seeds.0.wrapping_add(step));
+        let lo = mix(self.seeds.1.wrapping_add(step));
+        HeaderValue::from_str(&format!("{hi:016x}{lo:016x}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+
+    /// Keeps a valid incoming `X-Request-Id`, else sets a new one; returns the id in use.
+    pub fn ensure(&self, headers: &mut HeaderMap) -> HeaderValue {
+        let kept = {
+            let mut all = headers.get_all(&X_REQUEST_ID).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) if is_valid_request_id(v) => Some(v.clone()),
+                _ => None,
+            }
+        };
+        let id = kept.unwrap_or_else(|| self.next());
+        headers.insert(X_REQUEST_ID.clone(), id.clone());
+        id
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "3"),
+            ("host", "www.foobar.com"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
+        add_forwarded(&mut h, ip);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, ip);
+        assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+    }
+
+    #[test]
+    fn request_ids_are_unique_and_valid() {
+        let ids = RequestIds::new();
+        let set: HashSet<_> = (0..10_000).map(|_| ids.next()).collect();
+        assert_eq!(set.len(), 10_000);
+        assert!(set.iter().all(|v| is_valid_request_id(v) && v.len() == 32));
+    }
+
+    #[test]
+    fn valid_incoming_id_is_kept_invalid_replaced() {
+        let ids = RequestIds::new();
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(ids.ensure(&mut h), "abc-123");
+        for bad in ["has space", "quote\"", &"x".repeat(129)] {
+            let mut h = map(&[("x-request-id", bad)]);
+            let id = ids.ensure(&mut h);
+            assert_ne!(id, bad);
+            assert_eq!(h.get_all(&X_REQUEST_ID).iter().count(), 1);
+        }
+        let mut h = map(&[("x-request-id", "a"), ("x-request-id", "b")]);
+        let id = ids.ensure(&mut h);
+        assert_eq!(id.len(), 32);
+    }
+}

@@ -1,0 +1,198 @@
+//! Upstream connections: one pool of idle HTTP/1.1 connections per server.
+//!
+//! A request checks out the newest idle connection that is still ready (LIFO keeps the
+//! warmest sockets busy and lets the others expire), or opens a new one: TCP connect with a
+//! deadline, `TCP_NODELAY`, HTTP/1.1 handshake, the connection's I/O driven by its own task.
+//! Once the response head is back, [`Pool::release_when_ready`] waits in a small task until
+//! hyper reports the connection idle again (response body fully read, request body fully
+//! written) and puts it back. A connection whose exchange failed or whose body was dropped
+//! early is closed by hyper and never comes back. At most `max_idle` connections wait per
+//! server; idle ones older than `idle_timeout` are closed.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// The error type of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of requests sent upstream and of responses sent to clients: streamed, boxed.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// The sending half of one upstream HTTP/1.1 connection.
+pub(crate) type Sender = http1::SendRequest<ProxyBody>;
+
+/// Limits of one pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolLimits {
+    /// Deadline of the TCP connect.
+    pub connect_timeout: Duration,
+    /// Idle connections kept per server.
+    pub max_idle: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+}
+
+/// Why a new upstream connection could not be made. No byte of any request was sent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// Nothing listens on the server's port (`ECONNREFUSED`).
+    #[error("Connection refused")]
+    Refused,
+    /// The TCP handshake did not finish in time.
+    #[error("connect timeout after {0:?}")]
+    Timeout(Duration),
+    /// Any other connect error (unreachable, reset...).
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The HTTP/1.1 connection could not be set up.
+    #[error("HTTP/1.1 handshake failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+impl ConnectError {
+    /// True for `ECONNREFUSED`: the server is not listening, mark it down at once.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ConnectError::Refused)
+    }
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// The idle connections of one server.
+pub(crate) struct Pool {
+    addr: SocketAddr,
+    id: String,
+    limits: PoolLimits,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("server", &self.id)
+            .field("addr", &self.addr)
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// An empty pool for the server `id` (`backend/server`) at `addr`.
+    pub fn new(id: String, addr: SocketAddr, limits: PoolLimits) -> Pool {
+        Pool {
+            addr,
+            id,
+            limits,
+            idle: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        // Sections only push and pop; a poisoned queue is still a valid queue.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The newest idle connection that is still open and ready, if any. Closed and expired
+    /// connections met on the way are dropped.
+    pub fn take_idle(&self) -> Option<Sender> {
+        let now = Instant::now();
+        let mut idle = self.idle();
+        while let Some(c) = idle.pop_back() {
+            if c.sender.is_ready() && now.duration_since(c.since) < self.limits.idle_timeout {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Opens a new connection to the server.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError`]: refused, timed out, other I/O error, failed handshake.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves nothing behind.
+    pub async fn connect(&self) -> Result<Sender, ConnectError> {
+        let stream =
+            match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(self.addr))
+                .await
+            {
+                Err(_) => return Err(ConnectError::Timeout(self.limits.connect_timeout)),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(ConnectError::Refused)
+                }
+                Ok(Err(e)) => return Err(ConnectError::Io(e)),
+                Ok(Ok(s)) => s,
+            };
+        // Small requests and responses must not wait for Nagle.
+        stream.set_nodelay(true).map_err(ConnectError::Io)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(server = %id, "upstream connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Puts a ready connection back; the oldest idle one is closed when the pool is full.
+    pub fn put(&self, sender: Sender) {
+        if !sender.is_ready() {
+            return;
+        }
+        let mut idle = self.idle();
+        while idle.len() >= self.limits.max_idle {
+            idle.pop_front();
+        }
+        idle.push_back(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// Returns `sender` to the pool once its current exchange is over (hyper reports it
+    /// ready); drops it if the connection closes instead.
+    pub fn release_when_ready(self: &Arc<Self>, mut sender: Sender) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(sender);
+            }
+        });
+    }
+
+    /// Closes idle connections that expired or were closed by the server.
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let timeout = self.limits.idle_timeout;
+        self.idle()
+            .retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < timeout);
+    }
+
+    /// Closes every idle connection (at shutdown).
+    pub fn clear(&self) {
+        self.idle().clear();
+    }
+
+    /// How many idle connections wait.
+    pub fn idle_count(&self) -> usize {
+        self.idle().len()
+    }
+}

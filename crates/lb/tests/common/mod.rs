@@ -1,0 +1,531 @@
+//! Shared helpers of the load balancer's crate tests: tiny real backend servers, a real lb
+//! node built from a farm file, a raw HTTP client, polling with deadlines.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use webfarm_config::Farm;
+use webfarm_lb::{LbNode, LbOptions};
+use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
+
+/// How long any polled condition may take on a loaded machine.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type TestBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// Installs a test log subscriber once (`RUST_LOG=debug cargo test` shows the lb's logs).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `cond` every 10ms until it holds; panics with `what` after [`DEADLINE`].
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The byte at offset `i` of every test body.
+pub fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// A body of `len` pattern bytes in 64 KiB frames, made on the fly (no size hint, so it
+/// goes out chunked).
+pub struct PatternBody {
+    sent: u64,
+    len: u64,
+}
+
+impl PatternBody {
+    pub fn new(len: u64) -> PatternBody {
+        PatternBody { sent: 0, len }
+    }
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.sent >= self.len {
+            return Poll::Ready(None);
+        }
+        let n = (self.len - self.sent).min(64 * 1024);
+        let chunk: Vec<u8> = (self.sent..self.sent + n).map(pattern).collect();
+        self.sent += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+}
+
+/// Reads `body` to its end, checking every byte against [`pattern`]; returns the length.
+pub async fn read_pattern<B>(mut body: B) -> Result<u64, String>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("body error after {n} bytes: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            for &b in data.iter() {
+                if b != pattern(n) {
+                    return Err(format!("byte {n} is {b}, expected {}", pattern(n)));
+                }
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// What every test backend shares with its test.
+#[derive(Default)]
+pub struct Shared {
+    /// Requests other than health checks.
+    pub hits: AtomicU64,
+    /// Health checks received.
+    pub checks: AtomicU64,
+    /// Ids of the connections that carried requests other than health checks.
+    pub conns: Mutex<HashSet<u64>>,
+    /// Headers of the last `/headers` request.
+    pub last_headers: Mutex<HashMap<String, Vec<String>>>,
+    /// `/slow` requests in progress.
+    pub in_flight: AtomicU64,
+    /// Bytes of `/upload` bodies read so far.
+    pub uploaded: AtomicU64,
+    /// `/healthz` answers 503 while this is set.
+    pub sick: AtomicBool,
+    /// Releases the rest of a `/gate` response.
+    pub gate: Notify,
+    next_conn: AtomicU64,
+}
+
+/// A tiny HTTP/1.1 backend server that answers with its name.
+///
+/// Routes: `/healthz`; `/headers` (records the request headers); `/slow?ms=N`;
+/// `/upload` (reads a pattern body, answers `len=N`); `/download?bytes=N`; `/gate` (one
+/// chunk, then the rest once [`Shared::gate`] is notified); `/hop` (answers with hop-by-hop
+/// headers); `/flaky` (`web-1` drops the connection without answering); anything else: the
+/// name.
+pub struct TestServer {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(name: &str) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut s = TestServer {
+            name: name.to_string(),
+            addr,
+            shared: Arc::new(Shared::default()),
+            task: None,
+        };
+        s.task = Some(tokio::spawn(accept_loop(
+            listener,
+            s.name.clone(),
+            s.shared.clone(),
+        )));
+        s
+    }
+
+    /// Hits (requests other than checks) so far.
+    pub fn hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every connection: connecting is refused from now on.
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.task = Some(tokio::spawn(accept_loop(
+            listener,
+            self.name.clone(),
+            self.shared.clone(),
+        )));
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>) {
+    // Dropping this set (when the task is aborted) closes every connection.
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let id = shared.next_conn.fetch_add(1, Ordering::SeqCst);
+        let name = name.clone();
+        let shared = shared.clone();
+        conns.spawn(async move {
+            let service = service_fn(move |req| route(req, name.clone(), shared.clone(), id));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+fn text(s: impl Into<Bytes>) -> TestBody {
+    Full::new(s.into()).map_err(|e| match e {}).boxed()
+}
+
+fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn route(
+    req: Request<Incoming>,
+    name: String,
+    shared: Arc<Shared>,
+    conn: u64,
+) -> Result<Response<TestBody>, BoxError> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        shared.checks.fetch_add(1, Ordering::SeqCst);
+        let status = if shared.sick.load(Ordering::SeqCst) {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        };
+        let mut r = Response::new(text("ok"));
+        *r.status_mut() = status;
+        return Ok(r);
+    }
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    shared.conns.lock().unwrap().insert(conn);
+    let mut resp = match path.as_str() {
+        "/headers" => {
+            let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+            for (k, v) in req.headers() {
+                seen.entry(k.as_str().to_string())
+                    .or_default()
+                    .push(v.to_str().unwrap_or("<binary>").to_string());
+            }
+            *shared.last_headers.lock().unwrap() = seen;
+            Response::new(text(name.clone()))
+        }
+        "/slow" => {
+            shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms"))).await;
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Response::new(text(format!("{name} slow")))
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            let mut ok = true;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    for &b in data.iter() {
+                        ok &= b == pattern(n);
+                        n += 1;
+                    }
+                    shared.uploaded.store(n, Ordering::SeqCst);
+                }
+            }
+            Response::new(text(format!("len={n} ok={ok}")))
+        }
+        "/download" => Response::new(
+            PatternBody::new(query_u64(&req, "bytes"))
+                .map_err(|e| match e {})
+                .boxed(),
+        ),
+        "/gate" => {
+            let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(1);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let _ = tx.send_data(Bytes::from_static(b"first;")).await;
+                shared.gate.notified().await;
+                let _ = tx.send_data(Bytes::from_static(b"rest")).await;
+            });
+            Response::new(body.boxed())
+        }
+        "/hop" => {
+            let mut r = Response::new(text(name.clone()));
+            let h = r.headers_mut();
+            h.insert("connection", "X-Internal".parse().unwrap());
+            h.insert("x-internal", "secret".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("proxy-connection", "keep-alive".parse().unwrap());
+            h.insert("x-kept", "1".parse().unwrap());
+            r
+        }
+        "/flaky" if name == "web-1" => {
+            // A service error makes hyper close the connection without an answer.
+            return Err("web-1 drops /flaky".into());
+        }
+        _ => Response::new(text(name.clone())),
+    };
+    resp.headers_mut()
+        .insert("x-served-by", name.parse().unwrap());
+    Ok(resp)
+}
+
+/// A running lb node with its shutdown trigger.
+pub struct TestLb {
+    pub node: Option<LbNode>,
+    pub trigger: ShutdownTrigger,
+    pub addr: SocketAddr,
+    pub health: Arc<dyn webfarm_node::Health>,
+}
+
+/// Check settings of a test farm.
+#[derive(Clone, Copy)]
+pub struct Checks {
+    pub inter: &'static str,
+    pub rise: u32,
+    pub fall: u32,
+    pub retries: u32,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            inter: "100ms",
+            rise: 2,
+            fall: 3,
+            retries: 1,
+        }
+    }
+}
+
+/// The farm file of one lb node on 127.0.0.1 with frontend `www` on `port` and backend
+/// `web` over `servers` (name, address, weight).
+pub fn farm_toml(port: u16, servers: &[(&str, SocketAddr, u32)], checks: Checks) -> String {
+    let admin = loop {
+        let p = free_port();
+        if p != port {
+            break p;
+        }
+    };
+    let mut s = format!(
+        r#"
+site = "www.foobar.com"
+data_dir = "{data}"
+
+[[nodes]]
+name = "lb-1"
+role = "lb"
+address = "127.0.0.1"
+admin_port = {admin}
+
+[[frontends]]
+name = "www"
+port = {port}
+default_backend = "web"
+
+[[backends]]
+name = "web"
+balance = "roundrobin"
+retries = {retries}
+
+[backends.check]
+path = "/healthz"
+inter = "{inter}"
+rise = {rise}
+fall = {fall}
+timeout = "1s"
+"#,
+        data = std::env::temp_dir().join("webfarm-lb-tests").display(),
+        retries = checks.retries,
+        inter = checks.inter,
+        rise = checks.rise,
+        fall = checks.fall,
+    );
+    for (name, addr, weight) in servers {
+        s.push_str(&format!(
+            "\n[[backends.servers]]\nname = \"{name}\"\naddress = \"{addr}\"\nweight = {weight}\n"
+        ));
+    }
+    s
+}
+
+/// Starts an lb node in front of `servers` with `weights`.
+pub async fn start_lb(servers: &[&TestServer], weights: &[u32], checks: Checks) -> TestLb {
+    start_lb_with(servers, weights, checks, LbOptions::default()).await
+}
+
+/// As [`start_lb`], with explicit options.
+pub async fn start_lb_with(
+    servers: &[&TestServer],
+    weights: &[u32],
+    checks: Checks,
+    options: LbOptions,
+) -> TestLb {
+    init_logs();
+    let port = free_port();
+    let list: Vec<(&str, SocketAddr, u32)> = servers
+        .iter()
+        .zip(weights)
+        .map(|(s, &w)| (s.name.as_str(), s.addr, w))
+        .collect();
+    let text = farm_toml(port, &list, checks);
+    let farm = Farm::parse(&text, None, &std::env::temp_dir()).unwrap();
+    let node = farm.node("lb-1").unwrap().clone();
+    let (trigger, shutdown) = Shutdown::new();
+    let ctx = NodeContext {
+        data_dir: farm.node_data_dir("lb-1"),
+        farm: Arc::new(farm),
+        node,
+        shutdown,
+    };
+    let lb = LbNode::start_with(ctx, options).await.unwrap();
+    let addr = lb.frontend_addrs()[0].1;
+    assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], port)));
+    TestLb {
+        health: lb.health(),
+        node: Some(lb),
+        trigger,
+        addr,
+    }
+}
+
+impl TestLb {
+    /// Server `name`'s entry of `/status`.
+    pub fn server_status(&self, name: &str) -> serde_json::Value {
+        let status = self.health.status();
+        status["backends"][0]["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no server {name} in {status}"))
+    }
+
+    /// Whether server `name` is UP in `/status`.
+    pub fn is_up(&self, name: &str) -> bool {
+        self.server_status(name)["state"] == "UP"
+    }
+
+    /// Fires shutdown and waits for the node to stop.
+    pub async fn stop(mut self) {
+        self.trigger.trigger();
+        if let Some(node) = self.node.take() {
+            tokio::time::timeout(DEADLINE, node.wait())
+                .await
+                .expect("the lb stops in time")
+                .unwrap();
+        }
+    }
+}
+
+/// A whole response.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// Sends `req` on a new HTTP/1.1 connection to `addr` and reads the whole answer.
+pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> Answer
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let resp = send_head(addr, req).await;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Sends `req` on a new HTTP/1.1 connection to `addr`; returns once the head is back.
+pub async fn send_head<B>(addr: SocketAddr, mut req: Request<B>) -> Response<Incoming>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    if !req.headers().contains_key("host") {
+        req.headers_mut()
+            .insert("host", "www.foobar.com".parse().unwrap());
+    }
+    tokio::time::timeout(DEADLINE, sender.send_request(req))
+        .await
+        .expect("an answer in time")
+        .unwrap()
+}
+
+/// `GET path` on a new connection.
+pub async fn get(addr: SocketAddr, path: &str) -> Answer {
+    send(
+        addr,
+        Request::get(path).body(Empty::<Bytes>::new()).unwrap(),
+    )
+    .await
+}
