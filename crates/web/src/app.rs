@@ -1,0 +1,92 @@
+//! The router of a web node: the foobar app's routes, the static files as fallback, and the
+//! layers every response goes through (`X-Served-By`, body limit, request counter).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use http::header::HeaderName;
+use tower::util::MapRequestLayer;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::schema::Schema;
+use crate::store::{MessageStore, NewMessage};
+use crate::validate::ValidMessage;
+use crate::{api, clock, errors, pages, static_files};
+
+/// Largest request body the app reads: 64 KiB (a message is at most 1000 characters).
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
+
+/// The header naming the node that generated a response.
+pub(crate) const X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct App<S> {
+    /// The database, behind the trait the app declares.
+    pub store: S,
+    /// This node's name: `X-Served-By`, "Served by", `served_by` of new messages.
+    pub name: Arc<str>,
+    /// Whether the `messages` table exists.
+    pub schema: Arc<Schema>,
+    /// The code base's static files.
+    pub files: ServeDir,
+}
+
+impl<S: MessageStore> App<S> {
+    /// A validated message, stamped with now and this node's name.
+    pub(crate) fn new_message(&self, m: ValidMessage) -> NewMessage {
+        NewMessage {
+            author: m.author,
+            text: m.text,
+            created_at: clock::now_rfc3339(),
+            served_by: self.name.to_string(),
+        }
+    }
+}
+
+/// The whole HTTP service of a web node. `requests` counts every request received.
+///
+/// # Errors
+///
+/// The node name cannot be a header value (it can: names are validated `[A-Za-z0-9_-]`).
+pub(crate) fn router<S: MessageStore>(
+    app: App<S>,
+    requests: Arc<AtomicU64>,
+) -> Result<Router, http::header::InvalidHeaderValue> {
+    let served_by = HeaderValue::from_str(&app.name)?;
+    let router = Router::new()
+        .route("/", get(pages::board::<S>))
+        .route("/messages", post(pages::post_form::<S>))
+        .route("/api/messages", get(api::list::<S>).post(api::create::<S>))
+        .route("/api/messages/{id}", get(api::get_one::<S>))
+        .route("/healthz", get(healthz))
+        .fallback(static_file::<S>)
+        .method_not_allowed_fallback(method_not_allowed::<S>)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+        .layer(MapRequestLayer::new(move |req: Request| {
+            requests.fetch_add(1, Ordering::Relaxed);
+            req
+        }))
+        .layer(SetResponseHeaderLayer::overriding(X_SERVED_BY, served_by));
+    Ok(router)
+}
+
+/// Liveness for the load balancer's health check; does not touch the database.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn static_file<S: MessageStore>(State(app): State<App<S>>, req: Request) -> Response {
+    static_files::serve(app.files.clone(), &app.name, req).await
+}
+
+async fn method_not_allowed<S: MessageStore>(State(app): State<App<S>>, req: Request) -> Response {
+    errors::method_not_allowed(&app.name, req.method().as_str(), req.uri().path())
+}

@@ -1,0 +1,248 @@
+//! Shared helpers of the crate tests: a temp site, a farm on free loopback ports, a web node
+//! started on it, and a minimal HTTP/1.1 client that can send any header.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use webfarm_config::Farm;
+use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
+use webfarm_web::{WebError, WebNode};
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "webfarm-web-test-{}-{what}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago (nothing listens on it once this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The repository's `site/` directory.
+pub fn repo_site() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../site")
+}
+
+/// A site directory: a copy of the repository's `site/`, plus `docs/index.html`.
+pub fn make_site(tmp: &TempDir) -> PathBuf {
+    let site = tmp.path().join("site");
+    std::fs::create_dir_all(site.join("docs")).unwrap();
+    for entry in std::fs::read_dir(repo_site()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), site.join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(
+        site.join("docs/index.html"),
+        "<!doctype html><title>docs</title>\n",
+    )
+    .unwrap();
+    site
+}
+
+/// A farm of one web node `web-1` and one db node `db-1` on free ports of 127.0.0.1. Nothing
+/// listens on the db node's port unless a test starts one.
+pub fn farm(tmp: &TempDir, root: &Path, db_timeout: &str) -> Farm {
+    let text = format!(
+        r#"
+data_dir = '{data}'
+[[nodes]]
+name = "web-1"
+role = "web"
+address = "127.0.0.1"
+port = {web}
+admin_port = {web_admin}
+[[nodes]]
+name = "db-1"
+role = "db"
+address = "127.0.0.1"
+port = {db}
+raft_port = {raft}
+admin_port = {db_admin}
+[web]
+root = '{root}'
+db_timeout = "{db_timeout}"
+"#,
+        data = tmp.path().join("data").display(),
+        web = free_port(),
+        web_admin = free_port(),
+        db = free_port(),
+        raft = free_port(),
+        db_admin = free_port(),
+        root = root.display(),
+    );
+    Farm::parse(&text, None, tmp.path()).unwrap()
+}
+
+/// A started web node and what keeps it running.
+pub struct Running {
+    pub node: Option<WebNode>,
+    pub addr: SocketAddr,
+    pub trigger: ShutdownTrigger,
+    pub farm: Arc<Farm>,
+}
+
+/// Starts node `name` of `farm`.
+pub async fn start(farm: Farm, name: &str) -> Result<Running, WebError> {
+    let farm = Arc::new(farm);
+    let node = farm.node(name).unwrap().clone();
+    let data_dir = farm.node_data_dir(name);
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let (trigger, shutdown) = Shutdown::new();
+    let ctx = NodeContext {
+        farm: farm.clone(),
+        node,
+        data_dir,
+        shutdown,
+    };
+    let node = WebNode::start(ctx).await?;
+    Ok(Running {
+        addr: node.http_addr(),
+        node: Some(node),
+        trigger,
+        farm,
+    })
+}
+
+/// A whole HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> &str {
+        match self.headers.get(name) {
+            Some(v) => v.to_str().unwrap(),
+            None => panic!("no {name} header in {self:?}"),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} {}", self.status, self.text()))
+    }
+
+    /// The `error` of a JSON error body.
+    pub fn error(&self) -> String {
+        assert!(
+            self.header("content-type").starts_with("application/json"),
+            "{self:?}"
+        );
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {}", self.text()))
+            .to_string()
+    }
+}
+
+/// Sends one request on a new HTTP/1.1 connection, within 20s.
+pub async fn send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
+    let call = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("no answer within 20s")
+}
+
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    send(addr, Method::GET, path, headers, Bytes::new()).await
+}
+
+pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> Resp {
+    send(
+        addr,
+        Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+/// Polls `f` until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
