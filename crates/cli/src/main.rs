@@ -1,1 +1,58 @@
-fn main() {}
+//! `webfarm`: the binary. Glue only: parse the arguments, dispatch, map errors to exit codes.
+//! The logic lives in the role crates (`webfarm-lb`, `webfarm-web`, `webfarm-db`) and in the
+//! supervisor module.
+//!
+//! Exit codes: 0 success; 1 runtime failure (a node failed, a command could not be carried
+//! out); 2 invalid topology file or arguments (nothing was started).
+
+mod args;
+mod control;
+mod farm_file;
+mod run_node;
+mod status;
+mod supervisor;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("webfarm: error: {e:#}");
+            if e.chain()
+                .any(|c| c.is::<webfarm_config::ConfigError>() || c.is::<supervisor::Preflight>())
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = match cli.command {
+        Command::Up { farm } => runtime.block_on(supervisor::up(&farm)),
+        Command::Run {
+            node,
+            farm,
+            supervised,
+        } => runtime.block_on(run_node::run(&node, &farm, supervised)),
+        Command::Status { json, farm } => runtime.block_on(status::status(&farm, json)),
+        Command::Stop { node, farm } => runtime.block_on(control::send(&farm, "stop", &node)),
+        Command::Start { node, farm } => runtime.block_on(control::send(&farm, "start", &node)),
+        Command::Kill { node, farm } => runtime.block_on(control::send(&farm, "kill", &node)),
+    };
+    // The work is done; what may remain is a blocking read of stdin (a supervised node
+    // watching for its supervisor), which would keep a plain drop waiting forever.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
+}

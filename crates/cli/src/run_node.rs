@@ -1,0 +1,118 @@
+//! `webfarm run --node NAME`: one node in the foreground.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{signal, SignalKind};
+use webfarm_config::Role;
+use webfarm_node::{admin, Health, NodeContext, Shutdown, ShutdownTrigger};
+
+use crate::args::FarmArgs;
+use crate::farm_file;
+
+/// Runs node `name` until SIGTERM / Ctrl-C (or, when `supervised`, until stdin closes because
+/// the supervisor is gone), then shuts it down gracefully.
+///
+/// # Errors
+///
+/// The node is not in the file, its data directory cannot be created, a port cannot be
+/// bound, or the role failed.
+pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Result<ExitCode> {
+    webfarm_node::logging::init(supervised);
+    let resolved = farm_file::resolve(args)?;
+    let farm = Arc::new(resolved.farm);
+    let Some(node) = farm.node(name).cloned() else {
+        bail!(
+            "no node named {name:?} in {}; nodes: {}",
+            resolved
+                .config
+                .as_ref()
+                .map_or("the built-in farm".into(), |p| p.display().to_string()),
+            farm.nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let data_dir = farm.node_data_dir(name);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(watch_signals(trigger, supervised));
+
+    let admin_listener = webfarm_node::bind(node.admin_addr(), "admin").await?;
+    let ctx = NodeContext {
+        farm: farm.clone(),
+        node: node.clone(),
+        data_dir,
+        shutdown: shutdown.clone(),
+    };
+    tracing::info!(node = %node.name, role = %node.role, "starting");
+    let serve_admin = |health: Arc<dyn Health>| {
+        let (name, role, shutdown) = (node.name.clone(), node.role, shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, &name, role, health, shutdown).await {
+                tracing::error!("admin server failed: {e}");
+            }
+        })
+    };
+    let admin_task = match node.role {
+        Role::Lb => {
+            let n = webfarm_lb::LbNode::start(ctx).await?;
+            let task = serve_admin(n.health());
+            n.wait().await?;
+            task
+        }
+        Role::Web => {
+            let n = webfarm_web::WebNode::start(ctx).await?;
+            let task = serve_admin(n.health());
+            n.wait().await?;
+            task
+        }
+        Role::Db => {
+            let n = webfarm_db::DbNode::start(ctx).await?;
+            let task = serve_admin(n.health());
+            n.wait().await?;
+            task
+        }
+    };
+    let _ = admin_task.await;
+    tracing::info!(node = %node.name, "stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fires `trigger` on SIGTERM, SIGINT, or (supervised) EOF on stdin. A second signal exits
+/// at once.
+async fn watch_signals(trigger: ShutdownTrigger, supervised: bool) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let stdin_closed = async {
+        if !supervised {
+            return std::future::pending().await;
+        }
+        let mut buf = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down gracefully"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down gracefully"),
+        _ = stdin_closed => tracing::info!("supervisor gone: shutting down gracefully"),
+    }
+    trigger.trigger();
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(1);
+}

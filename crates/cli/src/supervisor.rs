@@ -1,0 +1,436 @@
+//! `webfarm up`: the supervisor of a whole farm on one machine.
+//!
+//! It re-executes its own binary once per node (`webfarm run --node NAME --supervised`),
+//! starts the db nodes first, then the web nodes, then the load balancers, waiting for each
+//! group to answer `/readyz`; it forwards every node's log lines prefixed with the node's
+//! name, records pids in `<data_dir>/run/`, takes `stop|start|kill NODE` commands on
+//! `<data_dir>/run/control.sock`, and on Ctrl-C / SIGTERM stops every node gracefully (load
+//! balancers first, db nodes last). A node that dies is reported and left down: the
+//! supervisor never restarts a node by itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use futures_util::future::join_all;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{ChildStdin, Command};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use webfarm_config::{Node, Role};
+use webfarm_node::http::HttpClient;
+
+use crate::args::FarmArgs;
+use crate::control;
+use crate::farm_file::{self, Resolved};
+
+/// A farm that must not start: a file the topology names is missing, or a farm already runs
+/// from the data directory. Exit code 2, like an invalid topology file.
+#[derive(Debug)]
+pub struct Preflight(pub String);
+
+impl std::fmt::Display for Preflight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Preflight {}
+
+/// How long a node may take to answer `/readyz` after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a node may take to stop after SIGTERM before it gets SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The last lines a node wrote, kept to explain why it failed.
+const KEPT_LINES: usize = 8;
+
+/// One node process and what the supervisor knows of it.
+struct Proc {
+    pid: u32,
+    /// Held open: the node shuts down when its stdin closes (the supervisor died).
+    _stdin: Option<ChildStdin>,
+    /// `None` while running; then how it exited (`exit status: 0`, `signal: 9 (SIGKILL)`).
+    exited: watch::Receiver<Option<String>>,
+    last_lines: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// The running farm.
+pub struct Supervisor {
+    exe: PathBuf,
+    resolved: Resolved,
+    procs: Mutex<HashMap<String, Proc>>,
+    http: HttpClient,
+}
+
+/// Runs `webfarm up`.
+///
+/// # Errors
+///
+/// An invalid topology file or [`Preflight`] problem before anything starts; a node that
+/// could not start (the farm is stopped first).
+pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
+    let resolved = farm_file::resolve(args)?;
+    farm_file::preflight(&resolved.farm).map_err(Preflight)?;
+    for w in resolved.farm.warnings() {
+        say(&format!("warning: {w}"));
+    }
+    let run_dir = resolved.run_dir();
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    if let Some(pid) = running_supervisor(&run_dir) {
+        return Err(Preflight(format!(
+            "a farm is already running from {} (supervisor pid {pid}); stop it first",
+            resolved.farm.data_dir.display()
+        ))
+        .into());
+    }
+    std::fs::write(
+        run_dir.join("supervisor.pid"),
+        std::process::id().to_string(),
+    )?;
+    let config = resolved
+        .config
+        .as_ref()
+        .map_or(String::new(), |p| p.display().to_string());
+    std::fs::write(run_dir.join("config"), config)?;
+
+    let sup = Arc::new(Supervisor {
+        exe: std::env::current_exe().context("cannot find the webfarm binary")?,
+        resolved,
+        procs: Mutex::new(HashMap::new()),
+        http: HttpClient::new(),
+    });
+    let control = control::serve(sup.clone(), run_dir.join("control.sock"))?;
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let started = tokio::select! {
+        r = sup.start_all() => r,
+        _ = term.recv() => Err(anyhow!("SIGTERM during start")),
+        _ = int.recv() => Err(anyhow!("SIGINT during start")),
+    };
+    if let Err(e) = started {
+        say("stopping the farm");
+        sup.stop_all().await;
+        control.abort();
+        cleanup(&run_dir);
+        return Err(e);
+    }
+    sup.print_endpoints();
+    say("farm is up; Ctrl-C stops it");
+    tokio::select! {
+        _ = term.recv() => say("SIGTERM: stopping the farm"),
+        _ = int.recv() => say("SIGINT: stopping the farm"),
+    }
+    sup.stop_all().await;
+    control.abort();
+    cleanup(&run_dir);
+    say("farm stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Supervisor {
+    fn farm(&self) -> &webfarm_config::Farm {
+        &self.resolved.farm
+    }
+
+    /// Starts db nodes, then web nodes, then load balancers; each group must be ready before
+    /// the next starts.
+    async fn start_all(self: &Arc<Self>) -> anyhow::Result<()> {
+        for role in [Role::Db, Role::Web, Role::Lb] {
+            let nodes: Vec<Node> = self.farm().nodes_with_role(role).cloned().collect();
+            for node in &nodes {
+                self.spawn(node)?;
+            }
+            let waits = nodes.iter().map(|n| self.wait_ready(n));
+            for r in join_all(waits).await {
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts node `name` again (control command).
+    pub async fn start_node(self: &Arc<Self>, name: &str) -> anyhow::Result<String> {
+        let node = self.node(name)?;
+        if self.pid_if_running(name).is_some() {
+            bail!("{name} is already running");
+        }
+        self.spawn(&node)?;
+        self.wait_ready(&node).await?;
+        Ok(format!("{name} started and ready"))
+    }
+
+    /// Stops node `name` gracefully, or SIGKILLs it (control command).
+    pub async fn stop_node(&self, name: &str, hard: bool) -> anyhow::Result<String> {
+        self.node(name)?;
+        let Some(pid) = self.pid_if_running(name) else {
+            bail!("{name} is not running");
+        };
+        let how = if hard {
+            signal_pid(pid, Signal::SIGKILL);
+            self.wait_exit(name, STOP_TIMEOUT).await
+        } else {
+            self.stop_gracefully(name, pid).await
+        };
+        Ok(format!("{name} stopped ({how})"))
+    }
+
+    fn node(&self, name: &str) -> anyhow::Result<Node> {
+        self.farm().node(name).cloned().ok_or_else(|| {
+            anyhow!(
+                "no node named {name:?}; nodes: {}",
+                self.farm()
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+
+    fn pid_if_running(&self, name: &str) -> Option<u32> {
+        let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        procs
+            .get(name)
+            .filter(|p| p.exited.borrow().is_none())
+            .map(|p| p.pid)
+    }
+
+    fn spawn(self: &Arc<Self>, node: &Node) -> anyhow::Result<()> {
+        let farm = self.farm();
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("run")
+            .arg("--node")
+            .arg(&node.name)
+            .arg("--data-dir")
+            .arg(&farm.data_dir)
+            .arg("--supervised");
+        if let Some(c) = &self.resolved.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start node {}", node.name))?;
+        let pid = child.id().context("node exited at once")?;
+        let pid_file = self.resolved.run_dir().join(format!("{}.pid", node.name));
+        std::fs::write(&pid_file, pid.to_string())?;
+
+        let last_lines = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward(node.name.clone(), out, last_lines.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward(node.name.clone(), err, last_lines.clone()));
+        }
+        let stdin = child.stdin.take();
+        let (tx, rx) = watch::channel(None);
+        let name = node.name.clone();
+        tokio::spawn(async move {
+            let how = match child.wait().await {
+                Ok(status) => describe(status),
+                Err(e) => format!("lost: {e}"),
+            };
+            say(&format!("{name} exited ({how})"));
+            let _ = std::fs::remove_file(&pid_file);
+            let _ = tx.send(Some(how));
+        });
+        let proc = Proc {
+            pid,
+            _stdin: stdin,
+            exited: rx,
+            last_lines,
+        };
+        self.procs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.name.clone(), proc);
+        say(&format!("started {} ({}, pid {pid})", node.name, node.role));
+        Ok(())
+    }
+
+    /// Polls the node's `/readyz` until 200; fails if it exits or takes too long.
+    async fn wait_ready(&self, node: &Node) -> anyhow::Result<()> {
+        let url = format!("http://{}/readyz", node.admin_addr());
+        let mut exited = self.exited_rx(&node.name)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(how) = exited.borrow_and_update().clone() {
+                bail!(
+                    "node {} failed to start ({how}):\n{}",
+                    node.name,
+                    self.last_lines(&node.name)
+                );
+            }
+            let last = match self.http.get(&url, Duration::from_secs(2)).await {
+                Ok(r) if r.status.is_success() => return Ok(()),
+                Ok(r) => String::from_utf8_lossy(&r.body).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} was not ready after {READY_TIMEOUT:?}: {last}",
+                    node.name
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = exited.changed() => {}
+            }
+        }
+    }
+
+    fn exited_rx(&self, name: &str) -> anyhow::Result<watch::Receiver<Option<String>>> {
+        let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        procs
+            .get(name)
+            .map(|p| p.exited.clone())
+            .ok_or_else(|| anyhow!("{name} was never started"))
+    }
+
+    fn last_lines(&self, name: &str) -> String {
+        let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        procs.get(name).map_or(String::new(), |p| {
+            let lines = p.last_lines.lock().unwrap_or_else(|p| p.into_inner());
+            lines
+                .iter()
+                .map(|l| format!("  {name} | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    /// Waits until node `name` exited; returns how, or `still running` after `timeout`.
+    async fn wait_exit(&self, name: &str, timeout: Duration) -> String {
+        let Ok(mut rx) = self.exited_rx(name) else {
+            return "not started".into();
+        };
+        let wait = async move {
+            match rx.wait_for(|e| e.is_some()).await {
+                Ok(how) => how.clone().unwrap_or_default(),
+                Err(_) => "exited".to_string(),
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| "still running".into())
+    }
+
+    async fn stop_gracefully(&self, name: &str, pid: u32) -> String {
+        signal_pid(pid, Signal::SIGTERM);
+        let how = self.wait_exit(name, STOP_TIMEOUT).await;
+        if how != "still running" {
+            return how;
+        }
+        say(&format!(
+            "{name} did not stop within {STOP_TIMEOUT:?}: SIGKILL"
+        ));
+        signal_pid(pid, Signal::SIGKILL);
+        self.wait_exit(name, STOP_TIMEOUT).await
+    }
+
+    /// Stops every running node: load balancers, then web nodes, then db nodes.
+    async fn stop_all(&self) {
+        for role in [Role::Lb, Role::Web, Role::Db] {
+            let running: Vec<(String, u32)> = self
+                .farm()
+                .nodes_with_role(role)
+                .filter_map(|n| self.pid_if_running(&n.name).map(|p| (n.name.clone(), p)))
+                .collect();
+            let stops = running
+                .iter()
+                .map(|(name, pid)| self.stop_gracefully(name, *pid));
+            join_all(stops).await;
+        }
+    }
+
+    fn print_endpoints(&self) {
+        let farm = self.farm();
+        println!();
+        println!("{:<10} {:<5} {:<16} URL", "NODE", "ROLE", "ADDRESS");
+        for n in &farm.nodes {
+            let urls = match n.role {
+                Role::Lb => farm
+                    .frontends
+                    .iter()
+                    .map(|f| format!("http://{}:{}/ (frontend {})", n.address, f.port, f.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Role::Web => format!("http://{}/", n.main_addr()),
+                Role::Db => format!("http://{}/db/query (SQL API)", n.main_addr()),
+            };
+            println!("{:<10} {:<5} {:<16} {urls}", n.name, n.role, n.address);
+        }
+        println!("every node: http://<address>:<admin_port>/status, /readyz, /healthz");
+        if let (Some(lb), Some(f)) = (
+            farm.nodes_with_role(Role::Lb).next(),
+            farm.frontends.first(),
+        ) {
+            println!(
+                "try: curl -H 'Host: {}' http://{}:{}/",
+                farm.site, lb.address, f.port
+            );
+        }
+        println!();
+    }
+}
+
+async fn forward(name: String, stream: impl AsyncRead + Unpin, last: Arc<Mutex<VecDeque<String>>>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        println!("{name:<7}| {line}");
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() == KEPT_LINES {
+            last.pop_front();
+        }
+        last.push_back(line);
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("signal {sig} ({s})"),
+            Err(_) => format!("signal {sig}"),
+        },
+        _ => status.to_string(),
+    }
+}
+
+fn signal_pid(pid: u32, sig: Signal) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(raw), sig);
+    }
+}
+
+/// The pid of a live supervisor recorded in `run_dir`, if any.
+fn running_supervisor(run_dir: &std::path::Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(run_dir.join("supervisor.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (pid != std::process::id() as i32 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
+}
+
+fn cleanup(run_dir: &std::path::Path) {
+    for f in ["supervisor.pid", "control.sock"] {
+        let _ = std::fs::remove_file(run_dir.join(f));
+    }
+}
+
+/// Prints one line of the supervisor's own, prefixed like the nodes' lines.
+pub fn say(msg: &str) {
+    println!("{:<7}| {msg}", "webfarm");
+}

@@ -1,0 +1,309 @@
+//! Test harness: a whole farm run by the real `webfarm up` binary, on its own loopback
+//! addresses (`127.0.N.x`, one N per test) and its own temp dir.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use webfarm_node::http::{HttpClient, HttpResponse};
+
+/// The `webfarm` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_webfarm")
+}
+
+/// The repository's `site/` directory.
+pub fn site_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../site")
+}
+
+/// A fresh temp dir for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("webfarm-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The seed farm (lb-1, web-1..3, db-1..3) on `127.0.<net>.x`, with fast health checks
+/// (inter 300ms) and small snapshots (every 20 entries) so tests exercise them.
+pub fn farm_toml(net: u8) -> String {
+    let p = format!("127.0.{net}");
+    let site = site_dir();
+    let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
+    s += &format!("[[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"{p}.10\"\n");
+    for i in 1..=3 {
+        s += &format!("[[nodes]]\nname = \"web-{i}\"\nrole = \"web\"\naddress = \"{p}.2{i}\"\n");
+    }
+    for i in 1..=3 {
+        s += &format!("[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"{p}.3{i}\"\n");
+    }
+    s += "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n";
+    s += "[[backends]]\nname = \"web\"\n[backends.check]\npath = \"/healthz\"\ninter = \"300ms\"\nrise = 2\nfall = 3\ntimeout = \"1s\"\n";
+    for i in 1..=3 {
+        s += &format!("[[backends.servers]]\nname = \"web-{i}\"\n");
+    }
+    s += &format!(
+        "[web]\nroot = \"{}\"\ndb_timeout = \"10s\"\n[db]\nsnapshot_threshold = 20\n",
+        site.display()
+    );
+    s
+}
+
+/// A running `webfarm up`.
+pub struct TestFarm {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub net: u8,
+    pub child: Option<Child>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub http: HttpClient,
+}
+
+impl TestFarm {
+    /// Writes the seed farm for `net` into a fresh temp dir and starts it.
+    pub fn start(name: &str, net: u8) -> TestFarm {
+        let dir = temp_dir(name);
+        let config = dir.join("farm.toml");
+        std::fs::write(&config, farm_toml(net)).unwrap();
+        Self::start_in(dir, config, net)
+    }
+
+    /// Starts `webfarm up` on an existing dir and config (a restart).
+    pub fn start_in(dir: PathBuf, config: PathBuf, net: u8) -> TestFarm {
+        let mut farm = TestFarm {
+            dir,
+            config,
+            net,
+            child: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+            http: HttpClient::new(),
+        };
+        let (ok, why) = farm.spawn_up();
+        assert!(ok, "farm did not come up: {why}\n{}", farm.log_text());
+        farm
+    }
+
+    /// Spawns `webfarm up`; returns whether it printed "farm is up", and the reason if not.
+    pub fn spawn_up(&mut self) -> (bool, String) {
+        let mut child = Command::new(bin())
+            .args(["up", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn webfarm up");
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (log, tx) = (self.log.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains("farm is up") {
+                        let _ = tx.send(true);
+                    }
+                    log.lock().unwrap().push(line);
+                }
+                let _ = tx.send(false);
+            });
+        }
+        self.child = Some(child);
+        match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(true) => (true, String::new()),
+            Ok(false) => (false, "webfarm up exited".into()),
+            Err(_) => (false, "no 'farm is up' within 180s".into()),
+        }
+    }
+
+    /// Waits for `webfarm up` to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// `http://127.0.N.10:8080`
+    pub fn lb(&self) -> String {
+        format!("http://127.0.{}.10:8080", self.net)
+    }
+    /// `http://127.0.N.2i:8000`
+    pub fn web(&self, i: u8) -> String {
+        format!("http://127.0.{}.2{i}:8000", self.net)
+    }
+    /// `http://127.0.N.3i:4001`
+    pub fn db(&self, i: u8) -> String {
+        format!("http://127.0.{}.3{i}:4001", self.net)
+    }
+    /// Admin `/status` URL of node `name`.
+    pub fn status_url(&self, name: &str) -> String {
+        let host = match name.split_once('-') {
+            Some(("lb", i)) => format!("1{}", i.parse::<u8>().unwrap() - 1),
+            Some(("web", i)) => format!("2{i}"),
+            Some(("db", i)) => format!("3{i}"),
+            _ => panic!("bad node name {name}"),
+        };
+        format!("http://127.0.{}.{host}:9000/status", self.net)
+    }
+
+    /// Runs `webfarm ARGS --config <farm.toml>`.
+    pub fn webfarm(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run webfarm")
+    }
+
+    /// Stops the farm with SIGTERM, as Ctrl-C would; asserts a clean exit.
+    pub fn stop(&mut self) {
+        let pid = self.child.as_ref().expect("farm running").id();
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let code = self.wait_exit(Duration::from_secs(60));
+        assert_eq!(
+            code,
+            Some(0),
+            "webfarm up did not stop cleanly:\n{}",
+            self.log_text()
+        );
+        let log = self.log_text();
+        assert!(
+            !log.contains("did not stop within"),
+            "a node had to be killed instead of stopping gracefully:\n{log}"
+        );
+    }
+
+    pub async fn get(&self, url: &str) -> HttpResponse {
+        self.http
+            .get(url, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    pub async fn get_with_cookie(&self, url: &str, cookie: &str) -> HttpResponse {
+        let req = http::Request::get(url)
+            .header("cookie", cookie)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        self.http
+            .request(req, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    pub async fn post_json(&self, url: &str, body: &Value) -> HttpResponse {
+        self.http
+            .post(
+                url,
+                "application/json",
+                Bytes::from(body.to_string()),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    }
+
+    pub async fn status(&self, name: &str) -> Option<Value> {
+        let r = self
+            .http
+            .get(&self.status_url(name), Duration::from_secs(2))
+            .await
+            .ok()?;
+        serde_json::from_slice(&r.body).ok()
+    }
+
+    /// The name of the db leader, polling until one is known.
+    pub async fn db_leader(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for i in 1..=3 {
+                let name = format!("db-{i}");
+                if let Some(s) = self.status(&name).await {
+                    if s["details"]["raft_state"] == "Leader" {
+                        return name;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no db leader within 30s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for TestFarm {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            if self.wait_exit(Duration::from_secs(30)).is_none() {
+                if let Some(c) = self.child.as_mut() {
+                    let _ = c.kill();
+                }
+            }
+        }
+    }
+}
+
+/// The `X-Served-By` header of a response.
+pub fn served_by(r: &HttpResponse) -> String {
+    r.headers
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `name=value` of the first `Set-Cookie` of a response.
+pub fn cookie(r: &HttpResponse) -> String {
+    r.headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
