@@ -234,14 +234,7 @@ impl DbClient {
         self.run(start, |client, idx, timeout| {
             let body = body.clone();
             async move {
-                let addr = client.inner.nodes[idx];
-                let url = format!("http://{addr}{path}");
-                let resp = client
-                    .inner
-                    .http
-                    .post(&url, "application/json", body, timeout)
-                    .await;
-                let attempt = write_attempt(resp);
+                let attempt = write_attempt(client.post(idx, path, body, timeout).await);
                 if matches!(attempt, Attempt::Done(Ok(_))) {
                     client.inner.writer.store(idx, Ordering::Relaxed);
                 }
@@ -249,6 +242,21 @@ impl DbClient {
             }
         })
         .await
+    }
+
+    /// `POST http://<node idx><path>` with a JSON body.
+    async fn post(
+        &self,
+        idx: usize,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<HttpResponse, HttpError> {
+        let url = format!("http://{}{path}", self.inner.nodes[idx]);
+        self.inner
+            .http
+            .post(&url, "application/json", body, timeout)
+            .await
     }
 
     /// POST /db/query?level=..[&min_index=N]
@@ -280,16 +288,7 @@ impl DbClient {
         self.run(start, |client, idx, timeout| {
             let body = body.clone();
             let path = path.clone();
-            async move {
-                let addr = client.inner.nodes[idx];
-                let url = format!("http://{addr}{path}");
-                let resp = client
-                    .inner
-                    .http
-                    .post(&url, "application/json", body, timeout)
-                    .await;
-                read_attempt(resp)
-            }
+            async move { read_attempt(client.post(idx, &path, body, timeout).await) }
         })
         .await
     }

@@ -7,27 +7,17 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, Request};
+use http_body_util::Full;
+use webfarm_node::http::{HttpClient, HttpError, HttpResponse};
 
 /// The header that marks a forwarded request.
 pub(crate) const FORWARDED: &str = "x-webfarm-forwarded";
 
-/// A pooled HTTP/1.1 client for forwarded requests.
+/// Sends forwarded requests over the node's shared pooled client.
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarder {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-/// The leader's whole answer.
-#[derive(Debug)]
-pub(crate) struct Forwarded {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    client: HttpClient,
 }
 
 /// Why forwarding failed.
@@ -40,15 +30,8 @@ pub(crate) enum ForwardError {
 }
 
 impl Forwarder {
-    pub(crate) fn new() -> Forwarder {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        Forwarder {
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector),
-        }
+    pub(crate) fn new(client: HttpClient) -> Forwarder {
+        Forwarder { client }
     }
 
     /// Sends `method path_and_query` with `body` to `addr` (`ip:port`) and collects the answer.
@@ -59,7 +42,7 @@ impl Forwarder {
         path_and_query: &str,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<Forwarded, ForwardError> {
+    ) -> Result<HttpResponse, ForwardError> {
         let url = format!("http://{addr}{path_and_query}");
         let req = Request::builder()
             .method(method)
@@ -68,33 +51,17 @@ impl Forwarder {
             .header(FORWARDED, "1")
             .body(Full::new(body))
             .map_err(|e| ForwardError::Connect(format!("cannot build a request to {url}: {e}")))?;
-        let call = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                let m = format!("{url}: {}", webfarm_node::http::error_chain(&e));
-                if e.is_connect() {
-                    ForwardError::Connect(m)
-                } else {
-                    ForwardError::Uncertain(m)
-                }
-            })?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| ForwardError::Uncertain(format!("{url}: {e}")))?
-                .to_bytes();
-            Ok(Forwarded {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(timeout, call)
+        self.client
+            .request(req, timeout)
             .await
-            .unwrap_or_else(|_| {
-                Err(ForwardError::Uncertain(format!(
-                    "{url}: no answer within {timeout:?}"
-                )))
+            .map_err(|e| match e {
+                // Not built or not connected: the leader cannot have seen it.
+                HttpError::Build { .. } | HttpError::Connect { .. } => {
+                    ForwardError::Connect(e.to_string())
+                }
+                HttpError::Timeout { .. } | HttpError::Io { .. } => {
+                    ForwardError::Uncertain(e.to_string())
+                }
             })
     }
 }

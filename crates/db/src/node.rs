@@ -199,13 +199,14 @@ impl DbNode {
                 .with_graceful_shutdown(async move { shutdown.wait().await })
                 .await
         });
+        let http = webfarm_node::http::HttpClient::new();
         let api = Arc::new(Api {
             raft: raft.clone(),
             health: (*health).clone(),
             store: Arc::clone(&store),
             name: node.name.clone(),
-            forwarder: Forwarder::new(),
-            http: webfarm_node::http::HttpClient::new(),
+            forwarder: Forwarder::new(http.clone()),
+            http,
             seq: AtomicU64::new(0),
         });
         let shutdown = ctx.shutdown.clone();

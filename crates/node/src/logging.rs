@@ -5,11 +5,14 @@ use tracing_subscriber::EnvFilter;
 /// Installs a compact `tracing` subscriber on stderr.
 ///
 /// The level comes from `RUST_LOG` (default `info`; `openraft` at `error`, because it logs
-/// ordinary election races at `warn`; `hyper` at `warn`). No timestamps when `supervised` is
+/// ordinary election races at `warn`; its `engine_impl` target off, because it logs "Can not
+/// initialize" at `error` when a node of a forming cluster already voted, which the db role
+/// expects and treats as success; `hyper` at `warn`). No timestamps when `supervised` is
 /// true: the supervisor (`webfarm up`) prefixes each line with the node name.
 pub fn init(supervised: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=error,hyper=warn,h2=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,openraft=error,openraft::engine::engine_impl=off,hyper=warn,h2=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
