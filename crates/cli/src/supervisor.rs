@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use webfarm_config::{Node, Role};
 use webfarm_node::http::HttpClient;
 
@@ -52,6 +52,9 @@ const KEPT_LINES: usize = 8;
 /// One node process and what the supervisor knows of it.
 struct Proc {
     pid: u32,
+    /// Signals for the node, delivered by the task that owns (and reaps) the child, so a
+    /// signal can never reach a recycled pid.
+    signals: mpsc::UnboundedSender<Signal>,
     /// Held open: the node shuts down when its stdin closes (the supervisor died).
     _stdin: Option<ChildStdin>,
     /// `None` while running; then how it exited (`exit status: 0`, `signal: 9 (SIGKILL)`).
@@ -65,6 +68,8 @@ pub struct Supervisor {
     resolved: Resolved,
     procs: Mutex<HashMap<String, Proc>>,
     http: HttpClient,
+    /// Serializes control commands, so two `start web-1` cannot both spawn it.
+    commands: tokio::sync::Mutex<()>,
 }
 
 /// Runs `webfarm up`.
@@ -104,6 +109,7 @@ pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
         resolved,
         procs: Mutex::new(HashMap::new()),
         http: HttpClient::new(),
+        commands: tokio::sync::Mutex::new(()),
     });
     let control = control::serve(sup.clone(), run_dir.join("control.sock"))?;
 
@@ -157,6 +163,7 @@ impl Supervisor {
 
     /// Starts node `name` again (control command).
     pub async fn start_node(self: &Arc<Self>, name: &str) -> anyhow::Result<String> {
+        let _one_at_a_time = self.commands.lock().await;
         let node = self.node(name)?;
         if self.pid_if_running(name).is_some() {
             bail!("{name} is already running");
@@ -168,15 +175,16 @@ impl Supervisor {
 
     /// Stops node `name` gracefully, or SIGKILLs it (control command).
     pub async fn stop_node(&self, name: &str, hard: bool) -> anyhow::Result<String> {
+        let _one_at_a_time = self.commands.lock().await;
         self.node(name)?;
-        let Some(pid) = self.pid_if_running(name) else {
+        if self.pid_if_running(name).is_none() {
             bail!("{name} is not running");
-        };
+        }
         let how = if hard {
-            signal_pid(pid, Signal::SIGKILL);
+            self.signal(name, Signal::SIGKILL);
             self.wait_exit(name, STOP_TIMEOUT).await
         } else {
-            self.stop_gracefully(name, pid).await
+            self.stop_gracefully(name).await
         };
         Ok(format!("{name} stopped ({how})"))
     }
@@ -215,7 +223,10 @@ impl Supervisor {
         if let Some(c) = &self.resolved.config {
             cmd.arg("--config").arg(c);
         }
-        cmd.stdin(Stdio::piped())
+        // Its own process group: a Ctrl-C in the terminal reaches the supervisor only, which
+        // then stops the nodes in order (load balancers first, db nodes last).
+        cmd.process_group(0)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd
@@ -234,9 +245,21 @@ impl Supervisor {
         }
         let stdin = child.stdin.take();
         let (tx, rx) = watch::channel(None);
+        let (signals, mut signal_rx) = mpsc::unbounded_channel::<Signal>();
         let name = node.name.clone();
         tokio::spawn(async move {
-            let how = match child.wait().await {
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    Some(sig) = signal_rx.recv() => {
+                        // `id()` is `None` once the child was reaped, which only this task does.
+                        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                            let _ = kill(Pid::from_raw(pid), sig);
+                        }
+                    }
+                }
+            };
+            let how = match status {
                 Ok(status) => describe(status),
                 Err(e) => format!("lost: {e}"),
             };
@@ -246,6 +269,7 @@ impl Supervisor {
         });
         let proc = Proc {
             pid,
+            signals,
             _stdin: stdin,
             exited: rx,
             last_lines,
@@ -325,8 +349,16 @@ impl Supervisor {
             .unwrap_or_else(|_| "still running".into())
     }
 
-    async fn stop_gracefully(&self, name: &str, pid: u32) -> String {
-        signal_pid(pid, Signal::SIGTERM);
+    /// Sends `sig` to node `name` if it still runs.
+    fn signal(&self, name: &str, sig: Signal) {
+        let procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = procs.get(name) {
+            let _ = p.signals.send(sig);
+        }
+    }
+
+    async fn stop_gracefully(&self, name: &str) -> String {
+        self.signal(name, Signal::SIGTERM);
         let how = self.wait_exit(name, STOP_TIMEOUT).await;
         if how != "still running" {
             return how;
@@ -334,21 +366,20 @@ impl Supervisor {
         say(&format!(
             "{name} did not stop within {STOP_TIMEOUT:?}: SIGKILL"
         ));
-        signal_pid(pid, Signal::SIGKILL);
+        self.signal(name, Signal::SIGKILL);
         self.wait_exit(name, STOP_TIMEOUT).await
     }
 
     /// Stops every running node: load balancers, then web nodes, then db nodes.
     async fn stop_all(&self) {
         for role in [Role::Lb, Role::Web, Role::Db] {
-            let running: Vec<(String, u32)> = self
+            let running: Vec<String> = self
                 .farm()
                 .nodes_with_role(role)
-                .filter_map(|n| self.pid_if_running(&n.name).map(|p| (n.name.clone(), p)))
+                .filter(|n| self.pid_if_running(&n.name).is_some())
+                .map(|n| n.name.clone())
                 .collect();
-            let stops = running
-                .iter()
-                .map(|(name, pid)| self.stop_gracefully(name, *pid));
+            let stops = running.iter().map(|name| self.stop_gracefully(name));
             join_all(stops).await;
         }
     }
@@ -385,8 +416,19 @@ impl Supervisor {
 }
 
 async fn forward(name: String, stream: impl AsyncRead + Unpin, last: Arc<Mutex<VecDeque<String>>>) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    // Bytes, not `lines()`: a line that is not UTF-8 must not stop the draining, or the
+    // node would block on a full pipe.
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
         println!("{name:<7}| {line}");
         let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
         if last.len() == KEPT_LINES {
@@ -405,12 +447,6 @@ fn describe(status: std::process::ExitStatus) -> String {
             Err(_) => format!("signal {sig}"),
         },
         _ => status.to_string(),
-    }
-}
-
-fn signal_pid(pid: u32, sig: Signal) {
-    if let Ok(raw) = i32::try_from(pid) {
-        let _ = kill(Pid::from_raw(raw), sig);
     }
 }
 
