@@ -8,6 +8,13 @@
 //! A follower forwards writes (and `weak`/`linearizable` reads) to the leader's API; see
 //! [`crate::forward`]. No leader: 503 `{"error":"no leader"}`. Bad input: 400 with a JSON
 //! error naming the statement at fault.
+//!
+//! `min_index=N` on a read: the answering node must have applied log index N. A node that has
+//! not waits up to [`MIN_INDEX_WAIT`], then answers 503. A follower whose log does not reach N
+//! yet forwards the read to the leader; the leader answers an N beyond its own log at once with
+//! 400 `{"error": "min_index N is beyond the log (commit index M)", "beyond_log": true,
+//! "commit_index": M}`: such an index was never handed out by this cluster (a forged or stale
+//! read-your-writes cookie, a wiped cluster), and waiting for it would only time out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,12 +39,18 @@ use crate::request::{parse_statements, BadRequest, Flags};
 use crate::store::Store;
 use crate::types::{Command, NodeInfo, Outcome, Raft, SqlStatement};
 
-/// How long the leader waits for a write to be committed and applied.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a forwarded request may take.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a read waits for `min_index` to be applied.
-const MIN_INDEX_WAIT: Duration = Duration::from_secs(5);
+/// How long the leader waits for a write to be committed and applied. Shorter than
+/// [`FORWARD_TIMEOUT`], so a follower relays the leader's answer (even "not committed in
+/// time") instead of timing out itself.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a forwarded request may take. Shorter than the client's per-attempt timeout
+/// ([`crate::client::ATTEMPT_TIMEOUT`]), so the client gets the leader's answer rather than
+/// an ambiguous timeout.
+pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
+/// How long a read waits for `min_index` to be applied. Shorter than [`FORWARD_TIMEOUT`]
+/// and the client's per-attempt timeout, so a lagging node answers 503 and the client can try
+/// another node in time.
+pub(crate) const MIN_INDEX_WAIT: Duration = Duration::from_secs(2);
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -376,15 +389,8 @@ impl Api {
             }
         }
         if let Some(n) = min_index {
-            if let Err(applied) = self.wait_applied(n).await {
-                return error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "node {} has applied log index {applied}, below min_index {n}, after \
-                         {MIN_INDEX_WAIT:?}; try another node or later",
-                        self.name
-                    ),
-                );
+            if let Some(resp) = self.reach_min_index(req, n).await {
+                return resp;
             }
         }
         match self.store.query(statements).await {
@@ -393,6 +399,50 @@ impl Api {
                 &Value::Object(results_json(&outcomes, req.flags.flag("timings"), started)),
             ),
             Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+
+    /// Makes sure this node applied log index `n` before a read; `Some(answer)` when the read
+    /// must not run here: `n` is beyond the leader's log (400), the leader serves it instead
+    /// (forwarded), or `n` was not applied within [`MIN_INDEX_WAIT`] (503).
+    async fn reach_min_index(&self, req: &Incoming, n: u64) -> Option<Response> {
+        if *self.store.applied_index().borrow() >= n {
+            return None;
+        }
+        let last_log = self.health.metrics.borrow().last_log_index.unwrap_or(0);
+        if n > last_log {
+            match self.health.leader() {
+                // A leader's log holds every committed entry: nothing past it was handed out.
+                Leader::Me => {
+                    let commit = self.health.log.committed_index();
+                    return Some(json_response(
+                        StatusCode::BAD_REQUEST,
+                        &json!({
+                            "error": format!(
+                                "min_index {n} is beyond the log (commit index {commit})"
+                            ),
+                            "beyond_log": true,
+                            "commit_index": commit,
+                        }),
+                    ));
+                }
+                // The leader knows whether n exists, and has it applied if it does.
+                Leader::Other(node) if !req.forwarded => {
+                    return Some(self.forward(req, &node, false).await)
+                }
+                _ => {}
+            }
+        }
+        match self.wait_applied(n).await {
+            Ok(()) => None,
+            Err(applied) => Some(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "node {} has applied log index {applied}, below min_index {n}, after \
+                     {MIN_INDEX_WAIT:?}; try another node or later",
+                    self.name
+                ),
+            )),
         }
     }
 

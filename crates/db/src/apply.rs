@@ -5,6 +5,13 @@
 //! [`WriteConn::apply_batch`] wraps a batch of entries in one SQLite transaction that also
 //! records the last applied log id and membership in the `_webfarm_raft` table, so a crash
 //! never leaves an entry half-applied, nor applied without its log id.
+//!
+//! A statement's own error (syntax, constraint...) is its result and the batch goes on; a
+//! fault of this node's storage (disk full, I/O error, corruption, out of memory, busy...; see
+//! [`crate::sql::is_statement_error`]) fails the whole batch, which is rolled back and not
+//! recorded as applied: openraft then stops the node with a storage error, and after a restart
+//! the entries are applied again from the durable log. Recording the fault as the statement's
+//! result instead would leave this replica different from the others for good.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +46,23 @@ impl std::fmt::Debug for WriteConn {
     }
 }
 
+/// Pragmas user SQL may not run on a connection we manage: they would change the journal, let
+/// user SQL write the schema, or make later statements fail with errors that look like a
+/// storage fault (`max_page_count` gives "database or disk is full", `hard_heap_limit` "out of
+/// memory", the directory pragmas "unable to open").
+const DENIED_PRAGMAS: [&str; 8] = [
+    "journal_mode",
+    "locking_mode",
+    "writable_schema",
+    "query_only",
+    "max_page_count",
+    "hard_heap_limit",
+    "temp_store_directory",
+    "data_store_directory",
+];
+
 /// Refuses what user SQL must not do on a connection we manage: end or nest our transaction,
-/// attach other files, touch the `_webfarm_raft` table, change the journal.
+/// attach other files, touch the `_webfarm_raft` table, run one of [`DENIED_PRAGMAS`].
 fn authorize(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         AuthAction::Transaction { .. }
@@ -57,14 +79,9 @@ fn authorize(ctx: AuthContext<'_>) -> Authorization {
             Authorization::Deny
         }
         AuthAction::Pragma { pragma_name, .. }
-            if [
-                "journal_mode",
-                "locking_mode",
-                "writable_schema",
-                "query_only",
-            ]
-            .iter()
-            .any(|p| pragma_name.eq_ignore_ascii_case(p)) =>
+            if DENIED_PRAGMAS
+                .iter()
+                .any(|p| pragma_name.eq_ignore_ascii_case(p)) =>
         {
             Authorization::Deny
         }
@@ -119,8 +136,9 @@ impl WriteConn {
     ///
     /// # Errors
     ///
-    /// SQLite's error when the transaction itself fails (disk full, I/O error); a statement's
-    /// own error is part of its [`Outcome`] instead.
+    /// SQLite's error when the transaction or a statement fails for a reason of this node's
+    /// storage (disk full, I/O error...): nothing of the batch is kept. A statement's own
+    /// error is part of its [`Outcome`] instead.
     pub(crate) fn apply_batch(
         &mut self,
         entries: &[openraft::Entry<TypeConfig>],
@@ -162,7 +180,7 @@ impl WriteConn {
         }
     }
 
-    fn run_user(&self, cmd: &Command, index: usize) -> Outcome {
+    fn run_user(&self, cmd: &Command, index: usize) -> rusqlite::Result<Outcome> {
         let st = &cmd.statements[index];
         self.det.begin_statement(cmd.time_ms, cmd.seed, index);
         self.user.store(true, Ordering::SeqCst);
@@ -181,15 +199,15 @@ impl WriteConn {
 ///
 /// # Errors
 ///
-/// SQLite's error when a savepoint cannot be set or released (the caller rolls back the whole
-/// batch).
+/// SQLite's error when a savepoint cannot be set or released, or a statement failed for a
+/// reason of this node's storage (the caller rolls back the whole batch).
 pub(crate) fn apply(w: &WriteConn, cmd: &Command) -> rusqlite::Result<Vec<Outcome>> {
     let conn = &w.conn;
     let mut out = Vec::with_capacity(cmd.statements.len());
     if cmd.transaction {
         conn.execute_batch("SAVEPOINT webfarm_tx")?;
         for i in 0..cmd.statements.len() {
-            let r = w.run_user(cmd, i);
+            let r = w.run_user(cmd, i)?;
             let failed = matches!(r.result, StatementResult::Error(_));
             out.push(r);
             if failed {
@@ -201,7 +219,7 @@ pub(crate) fn apply(w: &WriteConn, cmd: &Command) -> rusqlite::Result<Vec<Outcom
     } else {
         for i in 0..cmd.statements.len() {
             conn.execute_batch("SAVEPOINT webfarm_st")?;
-            let r = w.run_user(cmd, i);
+            let r = w.run_user(cmd, i)?;
             if matches!(r.result, StatementResult::Error(_)) {
                 conn.execute_batch("ROLLBACK TO webfarm_st")?;
             }
@@ -258,4 +276,122 @@ fn write_applied(
         rusqlite::params![applied, membership],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::types::{Params, SqlStatement};
+    use openraft::{CommittedLeaderId, Entry};
+
+    /// A normal entry at `index` (term 1) with `sql`, one statement each.
+    pub(crate) fn entry(index: u64, sql: &[&str]) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command {
+                statements: sql
+                    .iter()
+                    .map(|s| SqlStatement {
+                        sql: (*s).to_string(),
+                        params: Params::None,
+                    })
+                    .collect(),
+                transaction: false,
+                time_ms: 0,
+                seed: 1,
+                want_rows: false,
+            }),
+        }
+    }
+
+    /// A directory of its own under the system temp dir, removed on drop.
+    pub(crate) struct Dir(pub(crate) std::path::PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(crate) fn temp_dir(what: &str) -> Dir {
+        let dir =
+            std::env::temp_dir().join(format!("webfarm-db-unit-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    #[test]
+    fn a_storage_fault_rolls_the_whole_batch_back() {
+        let dir = temp_dir("fault");
+        let mut w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+        let (r, last) = w
+            .apply_batch(&[entry(
+                1,
+                &["CREATE TABLE t (v TEXT)", "INSERT INTO nope VALUES (1)"],
+            )])
+            .unwrap();
+        assert_eq!(last.map(|l| l.index), Some(1));
+        // A statement's own error is its result, and the batch is recorded.
+        assert_eq!(
+            r[0].results[1].result,
+            StatementResult::Error("no such table: nope".into())
+        );
+
+        // The file may not grow any more, as on a full disk.
+        let pages: i64 = w
+            .conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        w.conn()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = format!("INSERT INTO t VALUES ('{}')", "x".repeat(200_000));
+        let e = w
+            .apply_batch(&[
+                entry(2, &["INSERT INTO t VALUES ('small')"]),
+                entry(3, &[&big]),
+            ])
+            .expect_err("a full disk fails the batch");
+        assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
+        let (applied, _) = read_applied(w.conn()).unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(1), "not recorded as applied");
+        let n: i64 = w
+            .conn()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "entry 2 was rolled back with the batch");
+        assert!(w.conn().is_autocommit(), "no transaction left open");
+    }
+
+    #[test]
+    fn user_sql_cannot_fake_a_storage_fault() {
+        let dir = temp_dir("pragmas");
+        let mut w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+        let target = dir.0.join("no-such-dir").join("copy.db");
+        let vacuum = format!("VACUUM INTO '{}'", target.display());
+        let (r, _) = w
+            .apply_batch(&[entry(
+                1,
+                &[
+                    "PRAGMA max_page_count = 1",
+                    "PRAGMA hard_heap_limit = 1000",
+                    "PRAGMA temp_store_directory = '/nonexistent'",
+                    &vacuum,
+                    "CREATE TABLE t (v TEXT)",
+                ],
+            )])
+            .expect("only statement errors");
+        for out in &r[0].results[..4] {
+            assert!(
+                matches!(out.result, StatementResult::Error(_)),
+                "{:?}",
+                out.result
+            );
+        }
+        assert!(matches!(
+            r[0].results[4].result,
+            StatementResult::Write { .. }
+        ));
+    }
 }

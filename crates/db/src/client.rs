@@ -10,6 +10,18 @@
 //! connection was refused, or the node answered 503 (no leader, not leader). A write whose
 //! answer never came (timeout, connection reset after sending) may have been applied, so it
 //! is not repeated: the call returns [`ClientError::Unavailable`] with that reason.
+//!
+//! Timeouts are ordered so that an answer always beats the timeout of the layer above: the
+//! leader gives up on a commit after 5s, a follower forwarding to it after 7s, and the client
+//! after [`ATTEMPT_TIMEOUT`] (9s): a slow commit comes back as the leader's "not committed in
+//! time" rather than as a lost answer.
+//!
+//! Reads at level `none` answer from whichever node serves them; a node that says "no such
+//! table" may simply lag behind the one that created it, so the client asks the next node, and
+//! the refusal is final only when every node gives it. A `min_index` beyond the cluster's log
+//! (a stale or forged read-your-writes index) is answered at once by the leader; the client
+//! then reads at the leader's commit index instead, and [`QueryResult::min_index_reset`] says
+//! so.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use webfarm_node::http::{HttpClient, HttpError, HttpResponse};
 
-/// Longest a single HTTP attempt may take (the whole call is bounded by `retry_for`).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a single HTTP attempt may take (the whole call is bounded by `retry_for`). Longer
+/// than the SQL API's forward timeout, itself longer than the leader's write timeout.
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(9);
 /// Shortest time given to one attempt, even when the deadline is nearer.
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// First pause between two rounds of attempts; doubles up to [`MAX_BACKOFF`].
@@ -110,6 +123,17 @@ pub struct Rows {
     pub values: Vec<Vec<Value>>,
 }
 
+/// The outcome of [`DbClient::query_full`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryResult {
+    /// The rows.
+    pub rows: Rows,
+    /// `Some(index)` when the `min_index` asked for was beyond the cluster's log (a stale or
+    /// forged read-your-writes index, or one from before the data was wiped): the rows were
+    /// read at `index`, the leader's commit index then, instead. `None` otherwise.
+    pub min_index_reset: Option<u64>,
+}
+
 /// The outcome of one write statement.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteResult {
@@ -184,8 +208,19 @@ enum Attempt<T> {
     Done(Result<T, ClientError>),
     /// Nothing was done; try another node or later.
     Retry(String),
+    /// A refusal that may be this node's alone (it lags): final only when every node of a
+    /// round gives it.
+    NotHere(ClientError),
     /// A write that may have been applied: give up without resending.
     Ambiguous(String),
+}
+
+/// What one read attempt gave.
+enum Read {
+    /// The rows.
+    Rows(Rows),
+    /// `min_index` is beyond the cluster's log; the leader's commit index.
+    BeyondLog(u64),
 }
 
 impl DbClient {
@@ -231,7 +266,8 @@ impl DbClient {
             "/db/execute"
         };
         let start = self.inner.writer.load(Ordering::Relaxed);
-        self.run(start, |client, idx, timeout| {
+        let deadline = Instant::now() + self.inner.retry_for;
+        self.run(start, deadline, |client, idx, timeout| {
             let body = body.clone();
             async move {
                 let attempt = write_attempt(client.post(idx, path, body, timeout).await);
@@ -263,7 +299,8 @@ impl DbClient {
     ///
     /// `min_index`: the answering node must have applied at least this Raft log index (read
     /// your own writes with [`ExecuteResult::raft_index`]); a node that is behind answers 503
-    /// and the client tries another.
+    /// and the client tries another. An index beyond the cluster's log is replaced by the
+    /// leader's commit index (see [`DbClient::query_full`] to learn when).
     ///
     /// # Errors
     ///
@@ -279,29 +316,95 @@ impl DbClient {
         level: Consistency,
         min_index: Option<u64>,
     ) -> Result<Rows, ClientError> {
+        Ok(self.query_full(statement, level, min_index).await?.rows)
+    }
+
+    /// [`DbClient::query`], and whether `min_index` had to be replaced because it is beyond
+    /// the cluster's log ([`QueryResult::min_index_reset`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`DbClient::query`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn query_full(
+        &self,
+        statement: &Statement,
+        level: Consistency,
+        min_index: Option<u64>,
+    ) -> Result<QueryResult, ClientError> {
+        let began = Instant::now();
+        let deadline = began + self.inner.retry_for;
+        let commit = match self
+            .query_once(statement, level, min_index, deadline)
+            .await?
+        {
+            Read::Rows(rows) => {
+                return Ok(QueryResult {
+                    rows,
+                    min_index_reset: None,
+                })
+            }
+            Read::BeyondLog(commit) => commit,
+        };
+        tracing::info!(
+            min_index,
+            commit_index = commit,
+            "min_index is beyond the cluster's log; reading at its commit index instead"
+        );
+        let at = (commit > 0).then_some(commit);
+        match self.query_once(statement, level, at, deadline).await? {
+            Read::Rows(rows) => Ok(QueryResult {
+                rows,
+                min_index_reset: Some(commit),
+            }),
+            Read::BeyondLog(c) => Err(ClientError::Unavailable {
+                tried_for: began.elapsed(),
+                last_error: format!(
+                    "the leader's commit index {commit} is beyond the log of the next leader \
+                     (commit index {c})"
+                ),
+            }),
+        }
+    }
+
+    async fn query_once(
+        &self,
+        statement: &Statement,
+        level: Consistency,
+        min_index: Option<u64>,
+        deadline: Instant,
+    ) -> Result<Read, ClientError> {
         let body = statements_body(std::iter::once(statement));
         let mut path = format!("/db/query?level={}", level.as_str());
         if let Some(n) = min_index {
             path.push_str(&format!("&min_index={n}"));
         }
         let start = self.inner.read_from;
-        self.run(start, |client, idx, timeout| {
+        self.run(start, deadline, |client, idx, timeout| {
             let body = body.clone();
             let path = path.clone();
-            async move { read_attempt(client.post(idx, &path, body, timeout).await) }
+            async move { read_attempt(client.post(idx, &path, body, timeout).await, level) }
         })
         .await
     }
 
     /// Tries the nodes in turn from `start`, with a backoff after each full round, until one
-    /// attempt is final or `retry_for` has passed.
-    async fn run<T, F, Fut>(&self, start: usize, attempt: F) -> Result<T, ClientError>
+    /// attempt is final, every node of a round refused with [`Attempt::NotHere`], or
+    /// `deadline` has passed.
+    async fn run<T, F, Fut>(
+        &self,
+        start: usize,
+        deadline: Instant,
+        attempt: F,
+    ) -> Result<T, ClientError>
     where
         F: Fn(DbClient, usize, Duration) -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
     {
         let began = Instant::now();
-        let deadline = began + self.inner.retry_for;
         let n = self.inner.nodes.len();
         if n == 0 {
             return Err(ClientError::Unavailable {
@@ -313,6 +416,7 @@ impl DbClient {
         let mut last_error: String;
         let mut tried = 0usize;
         let mut in_round = 0usize;
+        let mut refused_in_round = 0usize;
         loop {
             let idx = (start + tried) % n;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -329,6 +433,14 @@ impl DbClient {
                     tracing::debug!(node = %self.inner.nodes[idx], error = %e, "db attempt failed");
                     last_error = e;
                 }
+                Attempt::NotHere(refusal) => {
+                    refused_in_round += 1;
+                    if refused_in_round == n {
+                        return Err(refusal);
+                    }
+                    tracing::debug!(node = %self.inner.nodes[idx], error = %refusal, "trying another node");
+                    last_error = refusal.to_string();
+                }
             }
             tried += 1;
             in_round += 1;
@@ -340,6 +452,7 @@ impl DbClient {
             }
             if in_round == n {
                 in_round = 0;
+                refused_in_round = 0;
                 let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
                 tokio::time::sleep(pause).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -441,7 +554,23 @@ fn write_attempt(resp: Result<HttpResponse, HttpError>) -> Attempt<ExecuteResult
     }
 }
 
-fn read_attempt(resp: Result<HttpResponse, HttpError>) -> Attempt<Rows> {
+/// Whether a statement error at level `none` may be the answering node's alone: it has not
+/// applied the entry that created the table yet.
+fn may_be_lag(level: Consistency, e: &ClientError) -> bool {
+    level == Consistency::None
+        && matches!(e, ClientError::Statement { message, .. } if message.starts_with("no such table"))
+}
+
+/// The leader's commit index when a 400 says `min_index` is beyond the log.
+fn beyond_log(resp: &HttpResponse) -> Option<u64> {
+    let v: Value = serde_json::from_slice(&resp.body).ok()?;
+    if v.get("beyond_log").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    v.get("commit_index").and_then(Value::as_u64)
+}
+
+fn read_attempt(resp: Result<HttpResponse, HttpError>, level: Consistency) -> Attempt<Read> {
     let resp = match resp {
         Ok(r) => r,
         Err(e) => return Attempt::Retry(e.to_string()),
@@ -453,17 +582,23 @@ fn read_attempt(resp: Result<HttpResponse, HttpError>) -> Attempt<Rows> {
                 Err(e) => return Attempt::Retry(format!("unreadable answer to a query: {e}")),
             };
             if let Some(err) = first_error(&body.results) {
+                if may_be_lag(level, &err) {
+                    return Attempt::NotHere(err);
+                }
                 return Attempt::Done(Err(err));
             }
             match body.results.into_iter().next() {
                 Some(r) => match serde_json::from_value::<Rows>(r) {
-                    Ok(rows) => Attempt::Done(Ok(rows)),
+                    Ok(rows) => Attempt::Done(Ok(Read::Rows(rows))),
                     Err(e) => Attempt::Retry(format!("unreadable rows: {e}")),
                 },
                 None => Attempt::Retry("the answer to a query had no result".into()),
             }
         }
-        StatusCode::BAD_REQUEST => Attempt::Done(Err(bad_request(&resp))),
+        StatusCode::BAD_REQUEST => match beyond_log(&resp) {
+            Some(commit) => Attempt::Done(Ok(Read::BeyondLog(commit))),
+            None => Attempt::Done(Err(bad_request(&resp))),
+        },
         s => Attempt::Retry(format!("{s}: {}", error_text(&resp))),
     }
 }
@@ -480,6 +615,59 @@ mod tests {
             Statement::with_params("SELECT ?, ?", vec![json!(1), json!("a")]).to_json(),
             json!(["SELECT ?, ?", 1, "a"])
         );
+    }
+
+    #[test]
+    fn timeouts_are_ordered_so_an_answer_beats_the_timeout_above() {
+        use crate::api::{FORWARD_TIMEOUT, MIN_INDEX_WAIT, WRITE_TIMEOUT};
+        assert!(WRITE_TIMEOUT < FORWARD_TIMEOUT, "leader write < forward");
+        assert!(
+            FORWARD_TIMEOUT < ATTEMPT_TIMEOUT,
+            "forward < client attempt"
+        );
+        assert!(MIN_INDEX_WAIT < FORWARD_TIMEOUT, "min_index wait < forward");
+    }
+
+    fn answer(status: u16, body: serde_json::Value) -> Result<HttpResponse, HttpError> {
+        Ok(HttpResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: http::HeaderMap::new(),
+            body: Bytes::from(body.to_string()),
+        })
+    }
+
+    #[test]
+    fn a_missing_table_at_level_none_may_be_lag() {
+        let missing = json!({"results": [{"error": "no such table: messages"}]});
+        assert!(matches!(
+            read_attempt(answer(200, missing.clone()), Consistency::None),
+            Attempt::NotHere(ClientError::Statement { index: 0, .. })
+        ));
+        // The leader's answer is final.
+        assert!(matches!(
+            read_attempt(answer(200, missing), Consistency::Weak),
+            Attempt::Done(Err(ClientError::Statement { .. }))
+        ));
+        let syntax = json!({"results": [{"error": "near \"SELEC\": syntax error"}]});
+        assert!(matches!(
+            read_attempt(answer(200, syntax), Consistency::None),
+            Attempt::Done(Err(ClientError::Statement { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_min_index_beyond_the_log_is_told_apart_from_a_bad_request() {
+        let beyond = json!({"error": "min_index 99 is beyond the log (commit index 7)",
+                            "beyond_log": true, "commit_index": 7});
+        assert!(matches!(
+            read_attempt(answer(400, beyond), Consistency::None),
+            Attempt::Done(Ok(Read::BeyondLog(7)))
+        ));
+        let bad = json!({"error": "min_index: expected a Raft log index"});
+        assert!(matches!(
+            read_attempt(answer(400, bad), Consistency::None),
+            Attempt::Done(Err(ClientError::Statement { .. }))
+        ));
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! What a db node tells the admin server (`/readyz`, `/status`) and its own `/status`.
+//!
+//! A Raft node that hit a fatal error (openraft's `running_state`, e.g. a storage error) is
+//! never ready, whatever leader it last knew, and `/status` shows the error as `"fatal"`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use openraft::error::Fatal;
 use openraft::{RaftMetrics, ServerState};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -18,6 +23,8 @@ pub(crate) struct DbHealth {
     pub(crate) metrics: watch::Receiver<RaftMetrics<u64, NodeInfo>>,
     pub(crate) log: LogStore,
     pub(crate) applied: watch::Receiver<u64>,
+    /// Whether the database holds a user table (`"has_data"` in `/status`).
+    pub(crate) user_data: Arc<AtomicBool>,
 }
 
 /// Who leads, as this node sees it.
@@ -31,7 +38,21 @@ pub(crate) enum Leader {
     Unknown,
 }
 
+/// Why Raft no longer runs, from its metrics: `None` while it runs.
+pub(crate) fn failure(m: &RaftMetrics<u64, NodeInfo>) -> Option<String> {
+    match &m.running_state {
+        Ok(()) => None,
+        Err(Fatal::Stopped) => Some("raft stopped".into()),
+        Err(f) => Some(format!("raft failed: {f}")),
+    }
+}
+
 impl DbHealth {
+    /// Why Raft no longer runs (`None` while it runs).
+    pub(crate) fn fatal(&self) -> Option<String> {
+        failure(&self.metrics.borrow())
+    }
+
     fn name_of(&self, id: u64) -> String {
         self.members
             .get(&id)
@@ -58,6 +79,9 @@ impl DbHealth {
 
 impl webfarm_node::Health for DbHealth {
     fn ready(&self) -> Result<(), String> {
+        if let Some(f) = self.fatal() {
+            return Err(f);
+        }
         match self.leader() {
             Leader::Unknown => Err("no leader".into()),
             _ => Ok(()),
@@ -97,7 +121,7 @@ impl webfarm_node::Health for DbHealth {
                 );
             }
         }
-        json!({
+        let mut out = json!({
             "node_id": self.id.to_string(),
             "raft_state": state,
             "term": m.current_term,
@@ -107,6 +131,11 @@ impl webfarm_node::Health for DbHealth {
             "last_log_index": last_log_index,
             "voters": voters,
             "replication": replication,
-        })
+            "has_data": self.user_data.load(Ordering::Relaxed),
+        });
+        if let (Some(f), Value::Object(o)) = (failure(&m), &mut out) {
+            o.insert("fatal".into(), Value::from(f));
+        }
+        out
     }
 }

@@ -39,6 +39,7 @@ mod api;
 mod apply;
 pub mod client;
 mod determinism;
+mod formation;
 mod forward;
 mod health;
 pub mod log_store;
@@ -51,5 +52,7 @@ pub mod state_machine;
 mod store;
 pub mod types;
 
-pub use client::{ClientError, Consistency, DbClient, ExecuteResult, Rows, Statement, WriteResult};
+pub use client::{
+    ClientError, Consistency, DbClient, ExecuteResult, QueryResult, Rows, Statement, WriteResult,
+};
 pub use node::{cluster_members, raft_config, DbError, DbNode};

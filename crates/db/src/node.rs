@@ -6,15 +6,15 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use tokio::task::JoinHandle;
 use webfarm_config::{DbSettings, Farm, Role};
-use webfarm_node::{Health, NodeContext, Shutdown};
+use webfarm_node::{Health, NodeContext, Shutdown, ShutdownTrigger};
 
 use crate::api::{self, Api};
+use crate::formation;
 use crate::forward::Forwarder;
-use crate::health::DbHealth;
+use crate::health::{failure, DbHealth};
 use crate::log_store::LogStore;
 use crate::network::{self, Network};
 use crate::state_machine::StateMachine;
@@ -48,8 +48,9 @@ pub enum DbError {
     Bind(#[from] webfarm_node::BindError),
     /// A data file could not be opened: corrupted, not a database, not writable.
     #[error(
-        "cannot open the db storage in {dir}: {message}; check the files' permissions, or move \
-         the data directory away to let the node rejoin empty and catch up from the others"
+        "cannot open the db storage in {dir}: {message}; check the files' permissions and the \
+         disk, then restore the directory from a backup, or remove the node from the cluster \
+         and re-add it (starting it with an empty directory could lose acknowledged writes)"
     )]
     Storage {
         /// The node's data directory.
@@ -60,7 +61,28 @@ pub enum DbError {
     /// The `[db]` settings do not make a valid Raft configuration.
     #[error("invalid [db] settings: {0}")]
     Config(String),
-    /// Raft could not start, or failed.
+    /// This node's Raft state is empty while the cluster already holds data: its data
+    /// directory was lost. Rejoining as an empty voter could lose acknowledged writes.
+    #[error(
+        "db node {node:?} has no Raft state in {dir} but db node {peer:?} reports a cluster that \
+         holds data (term {term}, last log index {last_log_index}): this node's data is gone \
+         while the cluster exists, and it will not rejoin as an empty voter, which could lose \
+         acknowledged writes; restore its data directory from a backup, or remove the node \
+         from the cluster and re-add it"
+    )]
+    DataLost {
+        /// This node's name.
+        node: String,
+        /// The peer that reported the cluster's data.
+        peer: String,
+        /// The peer's term.
+        term: u64,
+        /// The peer's last log index.
+        last_log_index: u64,
+        /// This node's data directory.
+        dir: PathBuf,
+    },
+    /// Raft could not start, or failed (a storage error while running, for instance).
     #[error("raft failed: {0}")]
     Raft(String),
     /// An HTTP server failed.
@@ -78,7 +100,10 @@ pub struct DbNode {
     raft: Raft,
     health: Arc<DbHealth>,
     store: Arc<Store>,
+    data_dir: PathBuf,
     shutdown: Shutdown,
+    /// Stops the servers without ctx.shutdown (a Raft failure); dropping it stops them too.
+    stop: ShutdownTrigger,
     api_task: JoinHandle<std::io::Result<()>>,
     raft_task: JoinHandle<std::io::Result<()>>,
 }
@@ -150,11 +175,14 @@ impl DbNode {
     ///
     /// On a node whose storage is pristine, the cluster is initialized with every db node of
     /// the farm as a voter (the same membership on every node, which openraft documents as
-    /// safe); a node that already holds Raft state just rejoins.
+    /// safe), unless a peer reports a cluster that already holds data (see
+    /// [`crate::formation`]); a node that already holds Raft state just rejoins. The Raft
+    /// endpoint serves only once that is decided, so a refused node receives no entry.
     ///
     /// # Errors
     ///
-    /// [`DbError`]: not a db node, a port in use, unreadable storage, invalid settings.
+    /// [`DbError`]: not a db node, a port in use, unreadable storage, invalid settings,
+    /// [`DbError::DataLost`] for a pristine node of a cluster that holds data.
     pub async fn start(ctx: NodeContext) -> Result<DbNode, DbError> {
         let node = ctx.node.clone();
         if node.role != Role::Db {
@@ -190,15 +218,10 @@ impl DbNode {
             metrics: raft.metrics(),
             log,
             applied: store.applied_index(),
+            user_data: store.user_data(),
         });
 
-        let shutdown = ctx.shutdown.clone();
-        let raft_router = network::router(raft.clone());
-        let raft_task = tokio::spawn(async move {
-            axum::serve(raft_listener, raft_router)
-                .with_graceful_shutdown(async move { shutdown.wait().await })
-                .await
-        });
+        let (stop, stopped) = Shutdown::new();
         let http = webfarm_node::http::HttpClient::new();
         let api = Arc::new(Api {
             raft: raft.clone(),
@@ -206,32 +229,26 @@ impl DbNode {
             store: Arc::clone(&store),
             name: node.name.clone(),
             forwarder: Forwarder::new(http.clone()),
-            http,
+            http: http.clone(),
             seq: AtomicU64::new(0),
         });
-        let shutdown = ctx.shutdown.clone();
-        let api_router = api::router(api);
-        let api_task = tokio::spawn(async move {
-            axum::serve(api_listener, api_router)
-                .with_graceful_shutdown(async move { shutdown.wait().await })
-                .await
-        });
+        let api_task = serve(api_listener, api::router(api), &ctx.shutdown, &stopped);
 
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| DbError::Raft(e.to_string()))?;
-        if !initialized {
-            match raft.initialize((*members).clone()).await {
-                Ok(()) => {
-                    tracing::info!(node = %node.name, voters = members.len(), "cluster initialized")
-                }
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                    tracing::debug!(node = %node.name, "cluster already initialized");
-                }
-                Err(e) => return Err(DbError::Raft(format!("cannot initialize the cluster: {e}"))),
-            }
+        let me = members.get(&id).cloned().unwrap_or_default();
+        let formed = formation::form(&raft, &me, id, &members, &http, &ctx.data_dir).await;
+        if let Err(e) = formed {
+            stop.trigger();
+            let _ = raft.shutdown().await;
+            let _ = join_server(api_task, "SQL API").await;
+            store.close();
+            return Err(e);
         }
+        let raft_task = serve(
+            raft_listener,
+            network::router(raft.clone()),
+            &ctx.shutdown,
+            &stopped,
+        );
         tracing::info!(
             node = %node.name,
             api = %node.main_addr(),
@@ -243,7 +260,9 @@ impl DbNode {
             raft,
             health,
             store,
+            data_dir: ctx.data_dir,
             shutdown: ctx.shutdown,
+            stop,
             api_task,
             raft_task,
         })
@@ -257,12 +276,25 @@ impl DbNode {
     /// Returns once ctx.shutdown fired and the node stopped gracefully: the SQL API and Raft
     /// servers stop accepting and finish their requests, Raft stops, the files are closed.
     ///
+    /// Also returns, with an error, when Raft stops on a fatal error while running (a storage
+    /// error: disk full, I/O error...): the node then stops the same way, so that the process
+    /// exits and its supervisor reports it. Restarted, the node applies the committed log
+    /// again from its data directory.
+    ///
     /// # Errors
     ///
-    /// [`DbError::Server`] when a server failed, [`DbError::Raft`] when Raft did not stop
-    /// cleanly.
+    /// [`DbError::Raft`] when Raft failed or did not stop cleanly, [`DbError::Server`] when a
+    /// server failed.
     pub async fn wait(self) -> Result<(), DbError> {
-        self.shutdown.wait().await;
+        let mut metrics = self.raft.metrics();
+        let failed = tokio::select! {
+            () = self.shutdown.wait() => None,
+            f = raft_failure(&mut metrics) => Some(f),
+        };
+        if let Some(f) = &failed {
+            tracing::error!(error = %f, "raft stopped on a fatal error; stopping the node");
+        }
+        self.stop.trigger();
         let api = join_server(self.api_task, "SQL API").await;
         let raft_srv = join_server(self.raft_task, "raft").await;
         let stopped = self
@@ -271,10 +303,47 @@ impl DbNode {
             .await
             .map_err(|e| DbError::Raft(format!("raft did not stop cleanly: {e}")));
         self.store.close();
+        if let Some(f) = failed {
+            return Err(DbError::Raft(format!(
+                "{f}; the node stopped. Restart it to apply the committed log again from {}; \
+                 if the error comes back, check that disk (free space, I/O errors)",
+                self.data_dir.display()
+            )));
+        }
         api?;
         raft_srv?;
         stopped
     }
+}
+
+/// Waits until Raft stops by itself; returns why.
+async fn raft_failure(
+    metrics: &mut tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, crate::types::NodeInfo>>,
+) -> String {
+    match metrics.wait_for(|m| m.running_state.is_err()).await {
+        Ok(m) => failure(&m).unwrap_or_else(|| "raft stopped".into()),
+        Err(_) => "the raft task ended".into(),
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` or `stop` fires.
+fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: &Shutdown,
+    stop: &Shutdown,
+) -> JoinHandle<std::io::Result<()>> {
+    let (shutdown, stop) = (shutdown.clone(), stop.clone());
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    () = shutdown.wait() => {}
+                    () = stop.wait() => {}
+                }
+            })
+            .await
+    })
 }
 
 async fn join_server(

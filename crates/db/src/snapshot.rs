@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::NodeInfo;
 
+/// What to do about a damaged snapshot directory. Deleting it is no fix: the log before the
+/// snapshot is purged, so the node could not rebuild its database.
+const RECOVER: &str = "restore the node's data directory from a backup, or remove the node \
+     from the cluster and re-add it";
+
 /// The snapshot metadata of this cluster's types.
 pub(crate) type Meta = SnapshotMeta<u64, NodeInfo>;
 
@@ -82,18 +87,12 @@ impl SnapshotDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", meta_path.display())),
         };
-        let cur: Current = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{} is corrupted ({e}); remove the snapshot directory to let the node fetch a \
-                 snapshot from the leader",
-                meta_path.display()
-            )
-        })?;
+        let cur: Current = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is corrupted ({e}); {RECOVER}", meta_path.display()))?;
         let data = self.dir.join(&cur.file);
         if !data.is_file() {
             return Err(format!(
-                "{} names {}, which is missing; remove the snapshot directory to let the node \
-                 fetch a snapshot from the leader",
+                "{} names {}, which is missing; {RECOVER}",
                 meta_path.display(),
                 data.display()
             ));

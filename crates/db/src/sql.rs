@@ -4,12 +4,19 @@
 //! JSON parameters: integers bind as INTEGER (above `i64::MAX` as REAL), other numbers as
 //! REAL, strings as TEXT, booleans as 0/1, null as NULL. Results: INTEGER and REAL as numbers,
 //! TEXT as strings, NULL as null, BLOB as a base64 string (standard alphabet, padded).
+//!
+//! Errors come in two kinds ([`is_statement_error`]): those the statement itself causes (a
+//! syntax error, a missing table, a constraint, bad parameters) are the statement's result,
+//! the same on every replica; any other (disk full, I/O error, corruption, out of memory,
+//! busy, locked) is a fault of this node's storage, and [`run`] returns it as an `Err` so the
+//! caller can fail the whole batch instead of recording a result that other replicas would
+//! not have.
 
 use std::time::Instant;
 
 use base64::Engine as _;
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::Connection;
+use rusqlite::{ffi, Connection};
 use serde_json::Value;
 
 use crate::client::Rows;
@@ -51,38 +58,86 @@ pub(crate) fn sql_to_json(v: ValueRef<'_>) -> Value {
     }
 }
 
+/// Why a statement did not give a result.
+#[derive(Debug)]
+enum Failure {
+    /// Caused by the statement or its parameters: its result on every replica.
+    Statement(String),
+    /// A fault of this node's storage or of SQLite itself (see [`is_statement_error`]).
+    Storage(rusqlite::Error),
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure::Statement(m)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        if is_statement_error(&e) {
+            Failure::Statement(sqlite_message(&e))
+        } else {
+            Failure::Storage(e)
+        }
+    }
+}
+
+/// Whether `e` was caused by the SQL itself, so that every replica gets the same error from
+/// the same statement: `SQLITE_ERROR` (syntax, no such table or column...), `CONSTRAINT`,
+/// `MISMATCH`, `RANGE`, `TOOBIG`, `AUTH` (our authorizer), `MISUSE` (bad parameters), and
+/// rusqlite's own checks of the input (several statements, a NUL in the SQL, a value it cannot
+/// convert). Anything else (`FULL`, `IOERR`, `CORRUPT`, `NOTADB`, `NOMEM`, `BUSY`, `LOCKED`,
+/// `READONLY`, `CANTOPEN`, `PERM`, `INTERRUPT`, `ABORT`, `SCHEMA`, `INTERNAL`...) depends on
+/// this node, not on the statement.
+pub(crate) fn is_statement_error(e: &rusqlite::Error) -> bool {
+    match e.sqlite_error() {
+        None => true,
+        Some(f) => matches!(
+            f.extended_code & 0xff,
+            ffi::SQLITE_ERROR
+                | ffi::SQLITE_CONSTRAINT
+                | ffi::SQLITE_MISMATCH
+                | ffi::SQLITE_RANGE
+                | ffi::SQLITE_TOOBIG
+                | ffi::SQLITE_AUTH
+                | ffi::SQLITE_MISUSE
+        ),
+    }
+}
+
 /// Binds `params` to `stmt`.
 ///
 /// # Errors
 ///
-/// A message when the parameters do not match the statement's placeholders.
-fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), String> {
+/// A statement failure when the parameters do not match the statement's placeholders.
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), Failure> {
     let expected = stmt.parameter_count();
     match params {
         Params::None if expected == 0 => Ok(()),
-        Params::None => Err(format!(
+        Params::None => Err(Failure::Statement(format!(
             "the statement has {expected} parameter(s) but none was given"
-        )),
+        ))),
         Params::Positional(values) => {
             if values.len() != expected {
-                return Err(format!(
+                return Err(Failure::Statement(format!(
                     "the statement has {expected} parameter(s) but {} were given",
                     values.len()
-                ));
+                )));
             }
             for (i, v) in values.iter().enumerate() {
                 let v = json_to_sql(v).map_err(|e| format!("parameter {}: {e}", i + 1))?;
                 stmt.raw_bind_parameter(i + 1, v)
-                    .map_err(|e| format!("parameter {}: {e}", i + 1))?;
+                    .map_err(|e| bind_failure(&format!("parameter {}", i + 1), e))?;
             }
             Ok(())
         }
         Params::Named(map) => {
             for i in 1..=expected {
                 let Some(name) = stmt.parameter_name(i).map(str::to_string) else {
-                    return Err(format!(
+                    return Err(Failure::Statement(format!(
                         "parameter {i} is positional but named parameters were given"
-                    ));
+                    )));
                 };
                 let bare = name.get(1..).unwrap_or_default();
                 let v = map
@@ -91,10 +146,18 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> Result<(), Strin
                     .ok_or_else(|| format!("missing a value for named parameter {name}"))?;
                 let v = json_to_sql(v).map_err(|e| format!("parameter {name}: {e}"))?;
                 stmt.raw_bind_parameter(i, v)
-                    .map_err(|e| format!("parameter {name}: {e}"))?;
+                    .map_err(|e| bind_failure(&format!("parameter {name}"), e))?;
             }
             Ok(())
         }
+    }
+}
+
+/// A failure to bind parameter `what`, classified.
+fn bind_failure(what: &str, e: rusqlite::Error) -> Failure {
+    match Failure::from(e) {
+        Failure::Statement(m) => Failure::Statement(format!("{what}: {m}")),
+        storage => storage,
     }
 }
 
@@ -135,20 +198,29 @@ pub(crate) fn is_read_only(conn: &Connection, sql: &str) -> Result<bool, String>
 
 /// Runs one statement. With `want_rows`, a statement that returns rows gives
 /// [`StatementResult::Rows`]; otherwise every row is stepped through and the result is a
-/// [`StatementResult::Write`]. With `read_only`, a statement that could write is refused.
+/// [`StatementResult::Write`]. With `read_only`, a statement that could write is refused. An
+/// error the statement causes is its [`StatementResult::Error`].
+///
+/// # Errors
+///
+/// SQLite's error when it is not the statement's fault ([`is_statement_error`]): the caller
+/// must not record a result for the statement (a write batch is rolled back whole).
 pub(crate) fn run(
     conn: &Connection,
     statement: &SqlStatement,
     want_rows: bool,
     read_only: bool,
-) -> Outcome {
+) -> rusqlite::Result<Outcome> {
     let start = Instant::now();
-    let result =
-        run_inner(conn, statement, want_rows, read_only).unwrap_or_else(StatementResult::Error);
-    Outcome {
+    let result = match run_inner(conn, statement, want_rows, read_only) {
+        Ok(r) => r,
+        Err(Failure::Statement(m)) => StatementResult::Error(m),
+        Err(Failure::Storage(e)) => return Err(e),
+    };
+    Ok(Outcome {
         result,
         time: start.elapsed().as_secs_f64(),
-    }
+    })
 }
 
 fn run_inner(
@@ -156,39 +228,37 @@ fn run_inner(
     statement: &SqlStatement,
     want_rows: bool,
     read_only: bool,
-) -> Result<StatementResult, String> {
-    let mut stmt = conn
-        .prepare_cached(&statement.sql)
-        .map_err(|e| sqlite_message(&e))?;
+) -> Result<StatementResult, Failure> {
+    let mut stmt = conn.prepare_cached(&statement.sql)?;
     if read_only && !stmt.readonly() {
-        return Err(NOT_READ_ONLY.to_string());
+        return Err(Failure::Statement(NOT_READ_ONLY.to_string()));
     }
-    bind(&mut stmt, &statement.params)?;
-    let result = if want_rows && stmt.column_count() > 0 {
-        collect_rows(&mut stmt).map(StatementResult::Rows)
-    } else {
-        // DDL and no-op writes change no row: report 0 rather than the previous statement's
-        // count, which sqlite3_changes() still holds.
-        let before = conn.total_changes();
-        let mut rows = stmt.raw_query();
-        let stepped = loop {
-            match rows.next() {
-                Ok(Some(_)) => continue,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        stepped.map(|()| {
-            let changed = conn.total_changes() != before;
-            StatementResult::Write {
-                last_insert_id: if changed { conn.last_insert_rowid() } else { 0 },
-                rows_affected: if changed { conn.changes() } else { 0 },
-            }
-        })
-    };
+    let bound = bind(&mut stmt, &statement.params);
+    let result = bound.and_then(|()| step(conn, &mut stmt, want_rows).map_err(Failure::from));
     // A cached statement keeps its bindings: clear them so the next use starts clean.
     stmt.clear_bindings();
-    result.map_err(|e| sqlite_message(&e))
+    result
+}
+
+/// Steps a prepared, bound statement through: its rows, or what it changed.
+fn step(
+    conn: &Connection,
+    stmt: &mut rusqlite::Statement<'_>,
+    want_rows: bool,
+) -> rusqlite::Result<StatementResult> {
+    if want_rows && stmt.column_count() > 0 {
+        return collect_rows(stmt).map(StatementResult::Rows);
+    }
+    // DDL and no-op writes change no row: report 0 rather than the previous statement's
+    // count, which sqlite3_changes() still holds.
+    let before = conn.total_changes();
+    let mut rows = stmt.raw_query();
+    while rows.next()?.is_some() {}
+    let changed = conn.total_changes() != before;
+    Ok(StatementResult::Write {
+        last_insert_id: if changed { conn.last_insert_rowid() } else { 0 },
+        rows_affected: if changed { conn.changes() } else { 0 },
+    })
 }
 
 /// SQLite's own message, without rusqlite's wrapping.
@@ -224,7 +294,8 @@ mod tests {
             ),
             false,
             false,
-        );
+        )
+        .unwrap();
         assert_eq!(
             ins.result,
             StatementResult::Write {
@@ -242,8 +313,9 @@ mod tests {
             &st("INSERT INTO t (a, c, d) VALUES (:a, @c, x'00ff')", named),
             false,
             false,
-        );
-        let rows = run(&conn, &st("SELECT * FROM t", Params::None), true, true);
+        )
+        .unwrap();
+        let rows = run(&conn, &st("SELECT * FROM t", Params::None), true, true).unwrap();
         let StatementResult::Rows(rows) = rows.result else {
             panic!("expected rows, got {rows:?}");
         };
@@ -261,19 +333,103 @@ mod tests {
     #[test]
     fn reports_errors_per_statement() {
         let conn = Connection::open_in_memory().unwrap();
-        let r = run(&conn, &st("SELECT * FROM nope", Params::None), true, true);
+        let r = run(&conn, &st("SELECT * FROM nope", Params::None), true, true).unwrap();
         assert_eq!(
             r.result,
             StatementResult::Error("no such table: nope".into())
         );
-        let r = run(&conn, &st("CREATE TABLE x (a)", Params::None), true, true);
+        let r = run(&conn, &st("CREATE TABLE x (a)", Params::None), true, true).unwrap();
         assert_eq!(r.result, StatementResult::Error(NOT_READ_ONLY.into()));
         let r = run(
             &conn,
             &st("SELECT ?", Params::Positional(vec![])),
             true,
             true,
-        );
+        )
+        .unwrap();
         assert!(matches!(r.result, StatementResult::Error(ref m) if m.contains("1 parameter")));
+    }
+
+    fn code(c: std::os::raw::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(c), None)
+    }
+
+    #[test]
+    fn only_errors_of_the_sql_itself_are_statement_errors() {
+        for c in [
+            ffi::SQLITE_ERROR,
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_CONSTRAINT_NOTNULL,
+            ffi::SQLITE_CONSTRAINT_UNIQUE,
+            ffi::SQLITE_MISMATCH,
+            ffi::SQLITE_RANGE,
+            ffi::SQLITE_TOOBIG,
+            ffi::SQLITE_AUTH,
+            ffi::SQLITE_MISUSE,
+        ] {
+            assert!(is_statement_error(&code(c)), "code {c}");
+        }
+        for c in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_PERM,
+            ffi::SQLITE_INTERRUPT,
+            ffi::SQLITE_ABORT,
+            ffi::SQLITE_SCHEMA,
+            ffi::SQLITE_INTERNAL,
+            ffi::SQLITE_PROTOCOL,
+            ffi::SQLITE_NOLFS,
+        ] {
+            assert!(!is_statement_error(&code(c)), "code {c}");
+        }
+        // rusqlite's own checks of the input.
+        assert!(is_statement_error(&rusqlite::Error::MultipleStatement));
+        assert!(is_statement_error(&rusqlite::Error::InvalidParameterCount(
+            1, 2
+        )));
+    }
+
+    #[test]
+    fn a_storage_fault_is_an_error_not_a_result() {
+        let dir = std::env::temp_dir().join(format!("webfarm-db-sql-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = Connection::open(dir.join("full.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (v TEXT)").unwrap();
+        // The file may not grow: as a full disk would refuse it.
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let big = st(
+            "INSERT INTO t VALUES (?)",
+            Params::Positional(vec![json!("x".repeat(100_000))]),
+        );
+        let e = run(&conn, &big, false, false).expect_err("the database is full");
+        assert!(!is_statement_error(&e), "{e}");
+        assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
+        // The statement's own mistakes stay results.
+        let r = run(
+            &conn,
+            &st("INSERT INTO nope VALUES (1)", Params::None),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            r.result,
+            StatementResult::Error("no such table: nope".into())
+        );
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

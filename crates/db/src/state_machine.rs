@@ -64,26 +64,21 @@ pub struct SnapshotBuilder {
     store: Arc<Store>,
 }
 
-async fn open_snapshot(
-    meta: Meta,
-    path: std::path::PathBuf,
-) -> StorageResult<Snapshot<TypeConfig>> {
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| snap_err(Some(&meta), format!("{}: {e}", path.display())))?;
-    Ok(Snapshot {
+/// A snapshot of an already open file (opened where the file cannot vanish first).
+fn snapshot_of(meta: Meta, file: std::fs::File) -> Snapshot<TypeConfig> {
+    Snapshot {
         meta,
-        snapshot: Box::new(file),
-    })
+        snapshot: Box::new(tokio::fs::File::from_std(file)),
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let store = Arc::clone(&self.store);
-        let (meta, path) = blocking(move || store.build_snapshot())
+        let (meta, file) = blocking(move || store.build_snapshot())
             .await
             .map_err(|e| snap_err(None, e))?;
-        open_snapshot(meta, path).await
+        Ok(snapshot_of(meta, file))
     }
 }
 
@@ -141,14 +136,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         let store = Arc::clone(&self.store);
-        let current = blocking(move || store.current_snapshot())
+        let current = blocking(move || store.open_current_snapshot())
             .await
             .map_err(|e| {
                 StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e)))
             })?;
-        match current {
-            Some((meta, path)) => Ok(Some(open_snapshot(meta, path).await?)),
-            None => Ok(None),
-        }
+        Ok(current.map(|(meta, file)| snapshot_of(meta, file)))
     }
 }

@@ -5,10 +5,16 @@
 //! A `gate` (tokio `RwLock`) orders the file-level operations: every read and every snapshot
 //! build holds it shared for as long as it uses the file; installing a snapshot holds it
 //! exclusively while it closes every connection, swaps `db.sqlite` and reopens.
+//!
+//! `snap_lock` (a plain mutex, only taken on the blocking pool) makes "make a snapshot
+//! current" and "open the current snapshot" atomic with respect to each other: a commit
+//! removes the previous snapshot's file, so a reader must open its file before the next
+//! commit can run. Once open, the file stays readable even after it is removed.
 
 use std::fs;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OpenFlags};
@@ -32,6 +38,9 @@ pub(crate) struct Store {
     gate: Arc<RwLock<()>>,
     applied: watch::Sender<u64>,
     snapshots: SnapshotDir,
+    snap_lock: Mutex<()>,
+    /// Whether the database holds a table of the user's (see [`user_tables`]).
+    user_data: Arc<AtomicBool>,
 }
 
 fn msg(path: &Path, e: impl std::fmt::Display) -> String {
@@ -65,6 +74,7 @@ impl Store {
             }
         }
         let (applied, _) = read_applied(writer.conn()).map_err(|e| msg(&db_path, e))?;
+        let user_data = user_tables(writer.conn()).map_err(|e| msg(&db_path, e))?;
         let (tx, _) = watch::channel(applied.map_or(0, |id| id.index));
         Ok(Arc::new(Store {
             db_path,
@@ -73,7 +83,15 @@ impl Store {
             gate: Arc::new(RwLock::new(())),
             applied: tx,
             snapshots,
+            snap_lock: Mutex::new(()),
+            user_data: Arc::new(AtomicBool::new(user_data)),
         }))
+    }
+
+    /// Whether the database holds a table of the user's: the cluster has data that a voter
+    /// wiped empty would lose (see [`crate::formation`]). Shared, kept up to date.
+    pub(crate) fn user_data(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.user_data)
     }
 
     /// A receiver of the applied log index (0 before any).
@@ -102,7 +120,14 @@ impl Store {
         &self,
         entries: &[openraft::Entry<TypeConfig>],
     ) -> Result<Vec<CommandResponse>, String> {
-        let (responses, last) = self.with_writer(|w| w.apply_batch(entries))?;
+        let known = self.user_data.load(Ordering::Relaxed);
+        let (responses, last, has_tables) = self.with_writer(|w| {
+            let (responses, last) = w.apply_batch(entries)?;
+            // Not knowing yet is harmless: the next batch asks again.
+            let has_tables = known || user_tables(w.conn()).unwrap_or(false);
+            Ok((responses, last, has_tables))
+        })?;
+        self.user_data.store(has_tables, Ordering::Relaxed);
         if let Some(id) = last {
             self.applied.send_replace(id.index);
         }
@@ -152,18 +177,21 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// A message when no read connection can be opened.
+    /// A message when no read connection can be opened, or a statement failed for a reason
+    /// of this node's storage (I/O error, corruption, busy...): another replica may answer.
     pub(crate) async fn query(
         self: &Arc<Self>,
         statements: Vec<SqlStatement>,
     ) -> Result<Vec<Outcome>, String> {
+        let path = self.db_path.clone();
         self.with_reader(move |conn| {
             statements
                 .iter()
                 .map(|s| sql::run(conn, s, true, true))
-                .collect()
+                .collect::<rusqlite::Result<Vec<Outcome>>>()
+                .map_err(|e| msg(&path, e))
         })
-        .await
+        .await?
     }
 
     /// Whether every statement is read-only (a statement that does not compile counts as a
@@ -184,8 +212,9 @@ impl Store {
         .await
     }
 
-    /// Builds a snapshot of the database as it is now and makes it current (blocking).
-    pub(crate) fn build_snapshot(&self) -> Result<(Meta, PathBuf), String> {
+    /// Builds a snapshot of the database as it is now, makes it current and opens it
+    /// (blocking).
+    pub(crate) fn build_snapshot(&self) -> Result<(Meta, fs::File), String> {
         let _gate = self.gate.blocking_read();
         let tmp = self.snapshots.tmp_path("building");
         let _ = fs::remove_file(&tmp);
@@ -204,17 +233,39 @@ impl Store {
             last_membership: membership,
             snapshot_id: new_snapshot_id(last.as_ref()),
         };
-        let path = self
-            .snapshots
-            .commit(&meta, &tmp)
-            .map_err(|e| msg(&tmp, e))?;
+        let file = {
+            let _snap = self
+                .snap_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let path = self
+                .snapshots
+                .commit(&meta, &tmp)
+                .map_err(|e| msg(&tmp, e))?;
+            fs::File::open(&path).map_err(|e| msg(&path, e))?
+        };
         tracing::info!(snapshot = %meta.snapshot_id, "snapshot built");
-        Ok((meta, path))
+        Ok((meta, file))
     }
 
-    /// The current snapshot, if any.
-    pub(crate) fn current_snapshot(&self) -> Result<Option<(Meta, PathBuf)>, String> {
-        self.snapshots.current()
+    /// The current snapshot, if any, opened (blocking): a snapshot made current meanwhile
+    /// cannot remove the file between the two steps.
+    ///
+    /// # Errors
+    ///
+    /// A message when `current.json` is unreadable or its file cannot be opened.
+    pub(crate) fn open_current_snapshot(&self) -> Result<Option<(Meta, fs::File)>, String> {
+        let _snap = self
+            .snap_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match self.snapshots.current()? {
+            Some((meta, path)) => {
+                let file = fs::File::open(&path).map_err(|e| msg(&path, e))?;
+                Ok(Some((meta, file)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Where an incoming snapshot is received.
@@ -256,7 +307,10 @@ impl Store {
                     meta.snapshot_id, meta.last_log_id
                 ));
             }
-            let path = me.snapshots.commit(&meta, &tmp).map_err(|e| msg(&tmp, e))?;
+            let path = {
+                let _snap = me.snap_lock.lock().unwrap_or_else(PoisonError::into_inner);
+                me.snapshots.commit(&meta, &tmp).map_err(|e| msg(&tmp, e))?
+            };
             let _ = fs::remove_file(me.receiving_path());
             me.idle
                 .lock()
@@ -270,10 +324,28 @@ impl Store {
                     .conn()
                     .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             }
-            replace_db(&me.db_path, &path)?;
-            *writer = Some(WriteConn::open(&me.db_path).map_err(|e| msg(&me.db_path, e))?);
-            me.applied
-                .send_replace(meta.last_log_id.map_or(0, |id| id.index));
+            let replaced = replace_db(&me.db_path, &path);
+            // Reopen whatever db.sqlite is now, also when the swap failed, so the node never
+            // stays without its write connection; the applied index is the file's.
+            let reopened = WriteConn::open(&me.db_path)
+                .and_then(|w| {
+                    let (applied, _) = read_applied(w.conn())?;
+                    let tables = user_tables(w.conn())?;
+                    Ok((w, applied, tables))
+                })
+                .map_err(|e| msg(&me.db_path, e));
+            match reopened {
+                Ok((w, applied, tables)) => {
+                    *writer = Some(w);
+                    me.applied.send_replace(applied.map_or(0, |id| id.index));
+                    me.user_data.store(tables, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    replaced?;
+                    return Err(e);
+                }
+            }
+            replaced?;
             tracing::info!(snapshot = %meta.snapshot_id, "snapshot installed");
             Ok(())
         })
@@ -292,6 +364,19 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
     }
+}
+
+/// Whether the database has a table other than SQLite's and `_webfarm_raft`.
+fn user_tables(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+             AND name <> '{}' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\')",
+            crate::apply::META_TABLE
+        ),
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// The applied state recorded in a snapshot file.
@@ -333,3 +418,7 @@ fn replace_db(db: &Path, src: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

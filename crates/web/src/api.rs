@@ -5,7 +5,11 @@
 //! - `GET /api/messages/{id}`: the message, or 404.
 //!
 //! Errors are `{"error": "..."}`: 400/413/415 for a body or query axum cannot read, 422 for a
-//! field that fails validation, 503 when the database is unavailable, 500 when it refused.
+//! field that fails validation, 503 when the database is unavailable (a generic reason; the
+//! detail is logged), 500 when it refused.
+//!
+//! Reads ask for at least the `wf_index` cookie's index and the table's creation index; a
+//! cookie the database does not know is dropped (`Set-Cookie` with `Max-Age=0`).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -17,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::errors::{no_store, ApiError};
-use crate::read_your_writes::{min_index, remember};
+use crate::read_your_writes::{forget, min_index, remember};
+use crate::schema::read_index;
 use crate::store::MessageStore;
 use crate::validate::{self, MessageInput};
 
@@ -35,9 +40,16 @@ pub(crate) async fn list<S: MessageStore>(
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
     let limit = validate::limit(params.limit)?;
-    app.schema.ensure(&app.store).await?;
-    let messages = app.store.latest(limit, min_index(&headers)).await?;
-    Ok(json(StatusCode::OK, &messages))
+    let schema = app.schema.ensure(&app.store).await?;
+    let fetched = app
+        .store
+        .latest(limit, read_index(min_index(&headers), schema))
+        .await?;
+    let mut resp = json(StatusCode::OK, &fetched.value);
+    if fetched.index_reset {
+        forget(resp.headers_mut());
+    }
+    Ok(resp)
 }
 
 /// `POST /api/messages`.
@@ -65,11 +77,19 @@ pub(crate) async fn get_one<S: MessageStore>(
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
-    app.schema.ensure(&app.store).await?;
-    match app.store.get(id, min_index(&headers)).await? {
-        Some(message) => Ok(json(StatusCode::OK, &message)),
-        None => Err(ApiError::not_found(format!("no message with id {id}"))),
+    let schema = app.schema.ensure(&app.store).await?;
+    let fetched = app
+        .store
+        .get(id, read_index(min_index(&headers), schema))
+        .await?;
+    let mut resp = match fetched.value {
+        Some(message) => json(StatusCode::OK, &message),
+        None => ApiError::not_found(format!("no message with id {id}")).into_response(),
+    };
+    if fetched.index_reset {
+        forget(resp.headers_mut());
     }
+    Ok(resp)
 }
 
 /// A JSON answer that no cache may keep.

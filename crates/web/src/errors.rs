@@ -48,10 +48,11 @@ impl From<Invalid> for ApiError {
     }
 }
 
-/// 503 when the database is unavailable, 500 (logged) when it refused a statement.
+/// 503 when the database is unavailable, 500 when it refused a statement; the detail is
+/// logged, the answer carries [`StoreError::public_message`].
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::new(store_status(&e), e.to_string())
+        ApiError::new(store_status(&e), e.public_message())
     }
 }
 
@@ -92,18 +93,28 @@ pub(crate) fn html_response(status: StatusCode, page: String) -> Response {
     resp
 }
 
+/// What a page tells a visitor about a store error: no node address, no SQL (the detail is
+/// logged by [`store_status`]).
+pub(crate) fn public_detail(e: &StoreError) -> String {
+    if e.is_unavailable() {
+        "The database is unavailable; try again in a few seconds.".into()
+    } else {
+        "The database could not answer this request; the error was logged.".into()
+    }
+}
+
 /// The HTML page for a store error: a short 503 page, or a 500 page.
 pub(crate) fn store_error_page(served_by: &str, e: &StoreError) -> Response {
     let status = store_status(e);
-    let (title, detail) = if status == StatusCode::SERVICE_UNAVAILABLE {
-        (
-            "Service unavailable",
-            format!("{e}. Please try again in a moment."),
-        )
+    let title = if status == StatusCode::SERVICE_UNAVAILABLE {
+        "Service unavailable"
     } else {
-        ("Internal error", e.to_string())
+        "Internal error"
     };
-    html_response(status, html::error_page(served_by, title, &detail))
+    html_response(
+        status,
+        html::error_page(served_by, title, &public_detail(e)),
+    )
 }
 
 /// 404 for `path`: JSON under `/api/`, an HTML page elsewhere.

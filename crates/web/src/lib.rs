@@ -16,8 +16,11 @@
 //! Writes go to the database primary; reads go to this node's own replica (web-1 reads from
 //! db-1, web-2 from db-2...) with [`webfarm_db::Consistency::None`]. A `wf_index` cookie
 //! carries the Raft log index of a browser's last write so its later reads ask for at least
-//! that index (read-your-writes). When no db node answers within `[web] db_timeout` (through a
-//! failover, say) the app answers 503 with a reason, never a 500.
+//! that index (read-your-writes); reads also ask for at least the index at which this node
+//! created the `messages` table, so a replica that lags behind it waits instead of answering
+//! "no such table". A cookie beyond the database's log (forged, or from before the data was
+//! wiped) is dropped. When no db node answers within `[web] db_timeout` (through a failover,
+//! say) the app answers 503 with a generic reason (the detail goes to the log), never a 500.
 //!
 //! The app reaches the database only through [`MessageStore`], the small trait this crate
 //! declares and implements for [`webfarm_db::DbClient`].
@@ -44,4 +47,4 @@ mod store;
 mod validate;
 
 pub use node::{WebError, WebNode};
-pub use store::{Message, MessageStore, NewMessage, StoreError, Stored};
+pub use store::{Fetched, Message, MessageStore, NewMessage, StoreError, Stored};

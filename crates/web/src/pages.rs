@@ -8,9 +8,10 @@ use http::header::LOCATION;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::app::App;
-use crate::errors::{html_response, no_store, store_status};
+use crate::errors::{html_response, no_store, public_detail, store_status};
 use crate::html;
-use crate::read_your_writes::{min_index, remember};
+use crate::read_your_writes::{forget, min_index, remember};
+use crate::schema::read_index;
 use crate::store::MessageStore;
 use crate::validate::{self, MessageInput, LIMIT_DEFAULT};
 
@@ -20,12 +21,21 @@ pub(crate) async fn board<S: MessageStore>(
     headers: HeaderMap,
 ) -> Response {
     let messages = async {
-        app.schema.ensure(&app.store).await?;
-        app.store.latest(LIMIT_DEFAULT, min_index(&headers)).await
+        let schema = app.schema.ensure(&app.store).await?;
+        app.store
+            .latest(LIMIT_DEFAULT, read_index(min_index(&headers), schema))
+            .await
     }
     .await;
     match messages {
-        Ok(messages) => html_response(StatusCode::OK, html::board_page(&app.name, &messages)),
+        Ok(fetched) => {
+            let mut resp =
+                html_response(StatusCode::OK, html::board_page(&app.name, &fetched.value));
+            if fetched.index_reset {
+                forget(resp.headers_mut());
+            }
+            resp
+        }
         Err(e) => crate::errors::store_error_page(&app.name, &e),
     }
 }
@@ -70,9 +80,6 @@ pub(crate) async fn post_form<S: MessageStore>(
             no_store(&mut resp);
             resp
         }
-        Err(e) => refused(
-            store_status(&e),
-            &format!("{e}. Please try again in a moment."),
-        ),
+        Err(e) => refused(store_status(&e), &public_detail(&e)),
     }
 }

@@ -4,6 +4,10 @@
 //! that browser passes it as `min_index`, so whichever replica answers has applied the write
 //! (a replica that is behind refuses and the client tries another). Other users read the
 //! replica's copy at once, possibly a few milliseconds stale.
+//!
+//! A cookie beyond the database's log (forged, or from before the data was wiped) would make
+//! every read wait in vain: the database says so at once, the read is made without it, and
+//! [`forget`] drops the cookie.
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
@@ -31,6 +35,15 @@ pub(crate) fn remember(headers: &mut HeaderMap, raft_index: u64) {
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         headers.append(SET_COOKIE, v);
     }
+}
+
+/// Adds `Set-Cookie: wf_index=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax`: the browser drops
+/// the cookie.
+pub(crate) fn forget(headers: &mut HeaderMap) {
+    headers.append(
+        SET_COOKIE,
+        HeaderValue::from_static("wf_index=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+    );
 }
 
 #[cfg(test)]
@@ -77,5 +90,12 @@ mod tests {
             "wf_index=99; Path=/; HttpOnly; SameSite=Lax"
         );
         assert_eq!(min_index(&with_cookies(&["wf_index=99"])), Some(99));
+        let mut h = HeaderMap::new();
+        forget(&mut h);
+        let dropped = h.get(SET_COOKIE).unwrap().to_str().unwrap();
+        assert!(
+            dropped.starts_with("wf_index=;") && dropped.contains("Max-Age=0"),
+            "{dropped}"
+        );
     }
 }

@@ -65,6 +65,17 @@ pub struct Stored {
     pub raft_index: u64,
 }
 
+/// What a read returned, and whether its read-your-writes index was unknown to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched<T> {
+    /// The value read.
+    pub value: T,
+    /// True when the `min_index` asked for is beyond the database's log (a stale or forged
+    /// `wf_index` cookie, or one from before the data was wiped): the read was made at the
+    /// database's commit index instead, and the cookie should be dropped.
+    pub index_reset: bool,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -82,6 +93,20 @@ impl StoreError {
     #[must_use]
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// What a site visitor may read: no node address or internal detail (those go to the
+    /// log). `database unavailable: ...` for [`StoreError::Unavailable`]; the SQL error for
+    /// [`StoreError::Database`].
+    #[must_use]
+    pub fn public_message(&self) -> String {
+        match self {
+            StoreError::Unavailable(_) => {
+                "database unavailable: no database node answered in time; try again in a few seconds"
+                    .into()
+            }
+            StoreError::Database(_) => self.to_string(),
+        }
     }
 }
 
@@ -106,12 +131,13 @@ impl From<ClientError> for StoreError {
 /// `min_index` on reads is read-your-writes: the answering database copy must have applied at
 /// least that Raft log index (see [`Stored::raft_index`]).
 pub trait MessageStore: Clone + Send + Sync + 'static {
-    /// Creates the `messages` table if it does not exist.
+    /// Creates the `messages` table if it does not exist; returns the Raft log index of that
+    /// write: a read with `min_index` at least this finds the table on any replica.
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] while the database cannot be reached.
-    fn create_schema(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn create_schema(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Stores `message`; returns it with its id and the write's Raft log index.
     ///
@@ -132,7 +158,7 @@ pub trait MessageStore: Clone + Send + Sync + 'static {
         &self,
         limit: u32,
         min_index: Option<u64>,
-    ) -> impl Future<Output = Result<Vec<Message>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Fetched<Vec<Message>>, StoreError>> + Send;
 
     /// The message with this id, if any.
     ///
@@ -143,15 +169,14 @@ pub trait MessageStore: Clone + Send + Sync + 'static {
         &self,
         id: i64,
         min_index: Option<u64>,
-    ) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Fetched<Option<Message>>, StoreError>> + Send;
 }
 
 /// Writes go to the primary (the client finds the leader); reads use
 /// [`Consistency::None`] on this web node's preferred replica, with `min_index`.
 impl MessageStore for DbClient {
-    async fn create_schema(&self) -> Result<(), StoreError> {
-        self.execute(&[Statement::new(SCHEMA)]).await?;
-        Ok(())
+    async fn create_schema(&self) -> Result<u64, StoreError> {
+        Ok(self.execute(&[Statement::new(SCHEMA)]).await?.raft_index)
     }
 
     async fn insert(&self, m: &NewMessage) -> Result<Stored, StoreError> {
@@ -182,16 +207,30 @@ impl MessageStore for DbClient {
         })
     }
 
-    async fn latest(&self, limit: u32, min_index: Option<u64>) -> Result<Vec<Message>, StoreError> {
+    async fn latest(
+        &self,
+        limit: u32,
+        min_index: Option<u64>,
+    ) -> Result<Fetched<Vec<Message>>, StoreError> {
         let stmt = Statement::with_params(LATEST, vec![json!(limit)]);
-        let rows = self.query(&stmt, Consistency::None, min_index).await?;
-        messages_from_rows(&rows)
+        let r = self.query_full(&stmt, Consistency::None, min_index).await?;
+        Ok(Fetched {
+            value: messages_from_rows(&r.rows)?,
+            index_reset: r.min_index_reset.is_some(),
+        })
     }
 
-    async fn get(&self, id: i64, min_index: Option<u64>) -> Result<Option<Message>, StoreError> {
+    async fn get(
+        &self,
+        id: i64,
+        min_index: Option<u64>,
+    ) -> Result<Fetched<Option<Message>>, StoreError> {
         let stmt = Statement::with_params(BY_ID, vec![json!(id)]);
-        let rows = self.query(&stmt, Consistency::None, min_index).await?;
-        Ok(messages_from_rows(&rows)?.into_iter().next())
+        let r = self.query_full(&stmt, Consistency::None, min_index).await?;
+        Ok(Fetched {
+            value: messages_from_rows(&r.rows)?.into_iter().next(),
+            index_reset: r.min_index_reset.is_some(),
+        })
     }
 }
 
@@ -362,6 +401,12 @@ mod tests {
         assert!(e.is_unavailable());
         assert!(e.to_string().starts_with("database unavailable: "), "{e}");
         assert!(e.to_string().contains("connection refused"), "{e}");
+        assert!(
+            !e.public_message().contains("connection refused"),
+            "{}",
+            e.public_message()
+        );
+        assert!(e.public_message().starts_with("database unavailable: "));
         let e = StoreError::from(ClientError::Statement {
             index: 0,
             message: "no such table: messages".into(),

@@ -237,9 +237,19 @@ async fn an_unreachable_database_gives_503_never_500() {
     assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "ok"));
     assert_eq!(r.header("x-served-by"), "web-1");
 
+    // Visitors get a generic reason; the db nodes' addresses stay in the log.
+    let db_port = web
+        .farm
+        .node("db-1")
+        .unwrap()
+        .main_addr()
+        .port()
+        .to_string();
     let r = get(a, "/api/messages", &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
     assert!(r.error().starts_with("database unavailable: "), "{r:?}");
+    assert!(r.error().contains("try again"), "{r:?}");
+    assert!(!r.text().contains(&db_port), "{}", r.text());
     assert_eq!(r.header("x-served-by"), "web-1");
 
     let r = post_json(a, "/api/messages", r#"{"author": "ann", "text": "hi"}"#).await;
@@ -254,6 +264,12 @@ async fn an_unreachable_database_gives_503_never_500() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.header("content-type").starts_with("text/html"));
     assert!(r.text().contains("Service unavailable"));
+    assert!(
+        r.text().contains("try again in a few seconds"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains(&db_port), "{}", r.text());
     assert!(r.text().contains("Served by <strong>web-1</strong>"));
 
     let r = send(
@@ -266,6 +282,7 @@ async fn an_unreachable_database_gives_503_never_500() {
     .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(r.text().contains("not lost</textarea>"), "{}", r.text());
+    assert!(!r.text().contains(&db_port), "{}", r.text());
 
     // Readiness says why; status shows the node's shape.
     let node = web.node.as_ref().unwrap();

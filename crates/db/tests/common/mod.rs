@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 use webfarm_config::Farm;
-use webfarm_db::DbNode;
+use webfarm_db::{DbError, DbNode};
 use webfarm_node::http::HttpClient;
 use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
 
@@ -103,6 +103,11 @@ impl Cluster {
     }
 
     pub async fn start(&mut self, i: usize) {
+        self.try_start(i).await.expect("the db node starts");
+    }
+
+    /// Starts node `i`; its start error if it does not.
+    pub async fn try_start(&mut self, i: usize) -> Result<(), DbError> {
         let node = self.farm.nodes[i].clone();
         let data_dir = self.data_dir(i);
         std::fs::create_dir_all(&data_dir).expect("create the node's data dir");
@@ -113,8 +118,15 @@ impl Cluster {
             data_dir,
             shutdown,
         };
-        let node = DbNode::start(ctx).await.expect("the db node starts");
+        let node = DbNode::start(ctx).await?;
         self.nodes[i] = Some(Running { trigger, node });
+        Ok(())
+    }
+
+    /// Takes node `i` out of the cluster's hands, still running: its trigger and handle.
+    pub fn take(&mut self, i: usize) -> (ShutdownTrigger, DbNode) {
+        let r = self.nodes[i].take().expect("the node runs");
+        (r.trigger, r.node)
     }
 
     /// Shuts node `i` down gracefully and waits until it stopped.

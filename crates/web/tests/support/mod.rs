@@ -110,6 +110,40 @@ db_timeout = "{db_timeout}"
     Farm::parse(&text, None, tmp.path()).unwrap()
 }
 
+/// A farm of one web node `web-1` and `dbs` db nodes `db-1`.. on free ports of 127.0.0.1,
+/// with fast elections.
+pub fn farm_with_dbs(tmp: &TempDir, root: &Path, db_timeout: &str, dbs: usize) -> Farm {
+    let mut text = format!(
+        r#"
+data_dir = '{data}'
+[[nodes]]
+name = "web-1"
+role = "web"
+address = "127.0.0.1"
+port = {web}
+admin_port = {web_admin}
+"#,
+        data = tmp.path().join("data").display(),
+        web = free_port(),
+        web_admin = free_port(),
+    );
+    for i in 1..=dbs {
+        text.push_str(&format!(
+            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"127.0.0.1\"\n\
+             port = {}\nraft_port = {}\nadmin_port = {}\n",
+            free_port(),
+            free_port(),
+            free_port()
+        ));
+    }
+    text.push_str(&format!(
+        "[web]\nroot = '{}'\ndb_timeout = \"{db_timeout}\"\n\
+         [db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n",
+        root.display()
+    ));
+    Farm::parse(&text, None, tmp.path()).unwrap()
+}
+
 /// A started web node and what keeps it running.
 pub struct Running {
     pub node: Option<WebNode>,

@@ -1,0 +1,227 @@
+//! Regressions: a storage fault while running, a wiped voter, a forged `min_index`, a table
+//! that only some nodes have.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cluster, DEADLINE};
+use serde_json::json;
+use webfarm_db::{ClientError, Consistency, DbClient, DbError, Statement};
+
+/// Polls `f` until it is true, or panics after [`DEADLINE`].
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_fault_while_running_stops_the_node_with_an_error() {
+    let mut c = Cluster::start_all(1, 1000).await;
+    c.leader().await;
+    c.execute(0, "/db/execute", r#"["CREATE TABLE t (v TEXT)"]"#)
+        .await;
+
+    // Someone damages db.sqlite under the running node: the applier's bookkeeping is gone.
+    let db = rusqlite::Connection::open(c.data_dir(0).join("db.sqlite")).expect("open");
+    db.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    db.execute_batch("DROP TABLE _webfarm_raft").expect("drop");
+    drop(db);
+
+    let (status, v, _) = c
+        .post(0, "/db/execute", r#"["INSERT INTO t VALUES ('x')"]"#)
+        .await;
+    assert_ne!(status, 200, "a write the node could not apply: {v}");
+
+    let (_trigger, node) = c.take(0);
+    let health = node.health();
+    until("the fatal error in /status", || {
+        health.status()["fatal"].is_string()
+    })
+    .await;
+    let reason = health.ready().expect_err("a failed node is not ready");
+    assert!(reason.contains("raft failed"), "{reason}");
+    assert!(
+        health.status()["fatal"]
+            .as_str()
+            .is_some_and(|f| f.contains("_webfarm_raft")),
+        "{}",
+        health.status()
+    );
+
+    // wait() returns by itself (shutdown never fired), with the error.
+    let e = tokio::time::timeout(DEADLINE, node.wait())
+        .await
+        .expect("wait returns after a fatal error")
+        .expect_err("the node failed");
+    assert!(matches!(e, DbError::Raft(_)), "{e:?}");
+    assert!(e.to_string().contains("Restart it"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_voter_refuses_to_rejoin_empty() {
+    let mut c = Cluster::start_all(3, 1000).await;
+    let leader = c.leader().await;
+    let v = c
+        .execute(
+            leader,
+            "/db/execute",
+            r#"["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('kept')"]"#,
+        )
+        .await;
+    let idx = v["raft_index"].as_u64().expect("raft_index");
+    let wiped = c.other_than(leader);
+    c.wait_applied(wiped, idx).await;
+    c.stop(wiped).await;
+    std::fs::remove_dir_all(c.data_dir(wiped)).expect("wipe");
+
+    for attempt in 0..2 {
+        let e = c
+            .try_start(wiped)
+            .await
+            .expect_err("a pristine node of a cluster with data");
+        assert!(matches!(e, DbError::DataLost { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("data is gone") && text.contains("backup"),
+            "attempt {attempt}: {text}"
+        );
+        assert!(!text.contains("move the data directory"), "{text}");
+    }
+    // The others go on.
+    let rows = c.rows(leader, "level=weak", "SELECT v FROM t").await;
+    assert_eq!(rows["values"], json!([["kept"]]));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_node_joins_a_cluster_that_holds_no_data_yet() {
+    // Two nodes elect a leader, which appends its blank entry; the third starts only then.
+    let mut c = Cluster::new(3, 1000);
+    c.start(0).await;
+    c.start(1).await;
+    c.leader().await;
+    c.start(2).await;
+    c.leader().await;
+    let v = c
+        .execute(2, "/db/execute", r#"["CREATE TABLE t (v TEXT)"]"#)
+        .await;
+    let idx = v["raft_index"].as_u64().expect("raft_index");
+    c.wait_applied(2, idx).await;
+    assert_eq!(c.status(2)["has_data"], true, "{}", c.status(2));
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_min_index_beyond_the_log_is_answered_at_once() {
+    let mut c = Cluster::start_all(3, 1000).await;
+    let leader = c.leader().await;
+    let f = c.other_than(leader);
+    let v = c
+        .execute(
+            leader,
+            "/db/execute",
+            r#"["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('a')"]"#,
+        )
+        .await;
+    let idx = v["raft_index"].as_u64().expect("raft_index");
+    c.wait_applied(f, idx).await;
+
+    let forged = u64::MAX;
+    for node in [leader, f] {
+        let (status, v, _) = c
+            .post(
+                node,
+                &format!("/db/query?level=none&min_index={forged}"),
+                r#"["SELECT v FROM t"]"#,
+            )
+            .await;
+        assert_eq!(status, 400, "node {node}: {v}");
+        assert_eq!(v["beyond_log"], true, "{v}");
+        assert!(v["commit_index"].as_u64() >= Some(idx), "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("beyond the log")),
+            "{v}"
+        );
+    }
+
+    // The client reads at the commit index instead, and says so.
+    let client = DbClient::new(c.apis(), f, Duration::from_secs(20));
+    let r = client
+        .query_full(
+            &Statement::new("SELECT v FROM t"),
+            Consistency::None,
+            Some(forged),
+        )
+        .await
+        .expect("a read despite the forged index");
+    assert_eq!(r.rows.values, vec![vec![json!("a")]]);
+    assert!(r.min_index_reset >= Some(idx), "{r:?}");
+    let r = client
+        .query_full(
+            &Statement::new("SELECT v FROM t"),
+            Consistency::None,
+            Some(idx),
+        )
+        .await
+        .expect("a read at a real index");
+    assert_eq!(r.min_index_reset, None);
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_missing_table_is_final_only_when_every_node_says_so() {
+    // Two separate one-node clusters: the table exists on one only, as on a replica that has
+    // not applied its creation yet.
+    let mut with = Cluster::start_all(1, 1000).await;
+    let mut without = Cluster::start_all(1, 1000).await;
+    with.leader().await;
+    without.leader().await;
+    with.execute(
+        0,
+        "/db/execute",
+        r#"["CREATE TABLE m (v TEXT)", "INSERT INTO m VALUES ('here')"]"#,
+    )
+    .await;
+
+    let client = DbClient::new(
+        vec![without.api(0), with.api(0)],
+        0,
+        Duration::from_secs(20),
+    );
+    let rows = client
+        .query(&Statement::new("SELECT v FROM m"), Consistency::None, None)
+        .await
+        .expect("the next node has the table");
+    assert_eq!(rows.values, vec![vec![json!("here")]]);
+
+    let started = Instant::now();
+    let e = client
+        .query(
+            &Statement::new("SELECT * FROM nowhere"),
+            Consistency::None,
+            None,
+        )
+        .await
+        .expect_err("no node has it");
+    assert_eq!(
+        e,
+        ClientError::Statement {
+            index: 0,
+            message: "no such table: nowhere".into()
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "final after one round, not after retry_for: {:?}",
+        started.elapsed()
+    );
+    with.stop_all().await;
+    without.stop_all().await;
+}
