@@ -82,4 +82,63 @@ pub enum Command {
         #[command(flatten)]
         farm: FarmArgs,
     },
+    /// Load balancer run-time control: list servers, set a weight or a state.
+    Lb {
+        /// What to do.
+        #[command(subcommand)]
+        command: LbCommand,
+    },
+    /// Re-read the topology file on every lb node (as SIGHUP does): new backends, servers
+    /// and weights apply without dropping requests; an invalid file is refused.
+    Reload {
+        /// Only this lb node (default: every lb node of the farm).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+}
+
+/// `webfarm lb ...`: talks to the lb nodes' admin addresses (`/lb/...`).
+#[derive(Debug, Subcommand)]
+pub enum LbCommand {
+    /// List every backend's servers: state, weight, connections, last check.
+    Servers {
+        /// Only this lb node (default: every lb node of the farm).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// One JSON object `{"nodes":[{"name","backends":[...]}]}` instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+    /// Set a server's weight (0..=256) at run time.
+    SetWeight {
+        /// `BACKEND/SERVER`, e.g. `web/web-2`.
+        target: String,
+        /// The new weight.
+        weight: u32,
+        /// Only this lb node (default: every lb node of the farm).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+    /// Set a server's state: ready, drain (no new requests, in-flight ones finish) or maint.
+    SetState {
+        /// `BACKEND/SERVER`, e.g. `web/web-2`.
+        target: String,
+        /// `ready`, `drain` or `maint`.
+        state: String,
+        /// Only this lb node (default: every lb node of the farm).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
 }

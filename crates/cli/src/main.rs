@@ -8,6 +8,7 @@
 mod args;
 mod control;
 mod farm_file;
+mod lb_cmd;
 mod run_node;
 mod status;
 mod supervisor;
@@ -50,6 +51,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop { node, farm } => runtime.block_on(control::send(&farm, "stop", &node)),
         Command::Start { node, farm } => runtime.block_on(control::send(&farm, "start", &node)),
         Command::Kill { node, farm } => runtime.block_on(control::send(&farm, "kill", &node)),
+        Command::Lb { command } => runtime.block_on(lb_cmd::run(&command)),
+        Command::Reload { node, farm } => runtime.block_on(lb_cmd::reload(&farm, node.as_deref())),
     };
     // The work is done; what may remain is a blocking read of stdin (a supervised node
     // watching for its supervisor), which would keep a plain drop waiting forever.

@@ -52,10 +52,11 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
         shutdown: shutdown.clone(),
     };
     tracing::info!(node = %node.name, role = %node.role, "starting");
-    let serve_admin = |health: Arc<dyn Health>| {
+    let serve_admin = |health: Arc<dyn Health>, extra: admin::Router| {
         let (name, role, shutdown) = (node.name.clone(), node.role, shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, &name, role, health, shutdown).await {
+            if let Err(e) = admin::serve(admin_listener, &name, role, health, extra, shutdown).await
+            {
                 tracing::error!("admin server failed: {e}");
             }
         })
@@ -63,19 +64,20 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
     let admin_task = match node.role {
         Role::Lb => {
             let n = webfarm_lb::LbNode::start(ctx).await?;
-            let task = serve_admin(n.health());
+            let task = serve_admin(n.health(), n.admin_routes());
+            tokio::spawn(reload_on_sighup(n.control(), shutdown.clone()));
             n.wait().await?;
             task
         }
         Role::Web => {
             let n = webfarm_web::WebNode::start(ctx).await?;
-            let task = serve_admin(n.health());
+            let task = serve_admin(n.health(), admin::Router::new());
             n.wait().await?;
             task
         }
         Role::Db => {
             let n = webfarm_db::DbNode::start(ctx).await?;
-            let task = serve_admin(n.health());
+            let task = serve_admin(n.health(), admin::Router::new());
             n.wait().await?;
             task
         }
@@ -83,6 +85,28 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
     let _ = admin_task.await;
     tracing::info!(node = %node.name, "stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads the lb node's configuration on every SIGHUP (as `POST /lb/reload` does) until
+/// shutdown; a refused reload is logged and the running configuration kept.
+async fn reload_on_sighup(control: webfarm_lb::LbControl, shutdown: Shutdown) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; reload with POST /lb/reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = hup.recv() => {}
+        }
+        tracing::info!("SIGHUP: reloading the configuration");
+        let control = control.clone();
+        match tokio::task::spawn_blocking(move || control.reload()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("reload refused: {e}"),
+            Err(e) => tracing::error!("reload task failed: {e}"),
+        }
+    }
 }
 
 /// Fires `trigger` on SIGTERM, SIGINT, or (supervised) EOF on stdin. A second signal exits

@@ -1,14 +1,16 @@
 //! The validated farm: every default applied, every reference checked.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raw::{RawBackend, RawFarm, RawNode};
+use crate::lb::{resolve_backends, resolve_frontends, resolve_lb};
+use crate::raw::{RawFarm, RawNode};
 use crate::ConfigError;
+use crate::{Backend, Frontend, LbSettings};
 
 /// What a node does. One node is one OS process running one role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,14 +41,26 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// How a backend picks a server for each request (HAProxy's `balance`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Balance {
-    /// Smooth weighted round robin: over `sum(weights)` requests each server gets exactly
-    /// `weight` of them, interleaved (nginx's algorithm, HAProxy's `roundrobin`).
+/// What kind of replica a db node is (`replica = "voter" | "learner"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replica {
+    /// A Raft voter: counts in the quorum and can become the leader (primary).
     #[default]
-    Roundrobin,
+    Voter,
+    /// A Raft learner: a read-only replica that receives the log but never votes, never
+    /// counts in the quorum and never leads.
+    Learner,
+}
+
+impl Replica {
+    /// `voter` or `learner`, as written in the topology file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replica::Voter => "voter",
+            Replica::Learner => "learner",
+        }
+    }
 }
 
 /// One node of the farm.
@@ -65,6 +79,9 @@ pub struct Node {
     pub port: u16,
     /// Raft port of a db node (default 4002); 0 for other roles.
     pub raft_port: u16,
+    /// The kind of replica a db node is when the cluster forms (default voter); always
+    /// `Voter` for other roles. After formation the cluster's own membership decides.
+    pub replica: Replica,
 }
 
 impl Node {
@@ -80,58 +97,6 @@ impl Node {
     pub fn raft_addr(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.raft_port)
     }
-}
-
-/// A listener of the load balancers (HAProxy's `frontend`), bound on every lb node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frontend {
-    /// Name used in logs and status.
-    pub name: String,
-    /// TCP port, bound on each lb node's address.
-    pub port: u16,
-    /// Index into [`Farm::backends`] of the backend that takes this frontend's requests.
-    pub default_backend: usize,
-}
-
-/// A pool of servers and how to balance over them (HAProxy's `backend`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    /// Unique name.
-    pub name: String,
-    /// The balancing algorithm.
-    pub balance: Balance,
-    /// How many times a request whose connection was refused is tried on another server.
-    pub retries: u32,
-    /// The active health check.
-    pub check: Check,
-    /// The servers, in file order.
-    pub servers: Vec<Server>,
-}
-
-/// Active HTTP health check of a backend's servers (HAProxy's `option httpchk` + `check`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    /// Path requested with `GET`; any 2xx or 3xx status passes.
-    pub path: String,
-    /// Time between two checks of one server. HAProxy's default: 2s.
-    pub inter: Duration,
-    /// Consecutive passed checks that bring a down server up. Default 2.
-    pub rise: u32,
-    /// Consecutive failed checks that take an up server down. Default 3.
-    pub fall: u32,
-    /// How long one check may take before it counts as failed. Default: `inter`, at most 2s.
-    pub timeout: Duration,
-}
-
-/// One server of a backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Server {
-    /// The web node's name, or the `host:port` written in the file.
-    pub name: String,
-    /// Where the server listens.
-    pub addr: SocketAddr,
-    /// Relative share of requests, 1..=256 (HAProxy's range). Default 1.
-    pub weight: u32,
 }
 
 /// Settings shared by every web node.
@@ -169,6 +134,8 @@ pub struct Farm {
     pub frontends: Vec<Frontend>,
     /// The backends the frontends send requests to.
     pub backends: Vec<Backend>,
+    /// Settings of every lb node (`[lb]`).
+    pub lb: LbSettings,
     /// Web role settings.
     pub web: WebSettings,
     /// Db role settings.
@@ -242,11 +209,23 @@ impl Farm {
         let nodes = resolve_nodes(&raw.nodes, &mut problems);
         let backends = resolve_backends(&raw.backends, &nodes, &mut problems);
         let frontends = resolve_frontends(&raw, &backends, &nodes, &mut problems);
+        let lb = resolve_lb(&raw.lb, &mut problems);
 
         let has = |role| nodes.iter().any(|n: &Node| n.role == role);
         if has(Role::Web) && !has(Role::Db) {
             problems.push(
                 "nodes: the farm has web nodes but no db node; add a [[nodes]] with role = \"db\""
+                    .into(),
+            );
+        }
+        if has(Role::Db)
+            && !nodes
+                .iter()
+                .any(|n| n.role == Role::Db && n.replica == Replica::Voter)
+        {
+            problems.push(
+                "nodes: every db node is a learner; a cluster needs at least one voter (replica \
+                 = \"voter\", the default)"
                     .into(),
             );
         }
@@ -291,6 +270,7 @@ impl Farm {
             nodes,
             frontends,
             backends,
+            lb,
             web,
             db,
             source: None,
@@ -315,9 +295,13 @@ impl Farm {
     /// Warnings about a farm that runs but is fragile, one line each.
     ///
     /// Today: a db cluster with an even number of voters, which survives no more failures
-    /// than the next smaller odd cluster (Raft needs a majority: `n/2 + 1`).
+    /// than the next smaller odd cluster (Raft needs a majority: `n/2 + 1`). Learners do not
+    /// count: they never vote.
     pub fn warnings(&self) -> Vec<String> {
-        let voters = self.nodes_with_role(Role::Db).count();
+        let voters = self
+            .nodes_with_role(Role::Db)
+            .filter(|n| n.replica == Replica::Voter)
+            .count();
         let mut out = Vec::new();
         if voters > 0 && voters.is_multiple_of(2) {
             let survives = (voters - 1) / 2;
@@ -420,7 +404,13 @@ fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {
             admin_port: r.admin_port.unwrap_or(DEFAULT_ADMIN_PORT),
             port,
             raft_port,
+            replica: r.replica.unwrap_or_default(),
         };
+        if r.replica.is_some() && r.role != Role::Db {
+            problems.push(format!(
+                "{key}.replica: only db nodes are replicas (voter or learner); remove it"
+            ));
+        }
         let mut ports = vec![("admin_port", node.admin_port)];
         if port != 0 {
             ports.push(("port", port));
@@ -447,166 +437,50 @@ fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {
     nodes
 }
 
-fn resolve_backends(
-    raw: &[RawBackend],
-    nodes: &[Node],
-    problems: &mut Vec<String>,
-) -> Vec<Backend> {
-    let mut names = HashSet::new();
-    let mut out = Vec::new();
-    for (i, b) in raw.iter().enumerate() {
-        let key = format!("backends[{i}]");
-        if !names.insert(b.name.clone()) {
-            problems.push(format!("{key}.name: duplicate backend name {:?}", b.name));
-        }
-        let inter = b.check.inter.unwrap_or(Duration::from_secs(2));
-        let check = Check {
-            path: b.check.path.clone().unwrap_or_else(|| "/healthz".into()),
-            inter,
-            rise: b.check.rise.unwrap_or(2),
-            fall: b.check.fall.unwrap_or(3),
-            timeout: b
-                .check
-                .timeout
-                .unwrap_or_else(|| inter.min(Duration::from_secs(2))),
-        };
-        if !check.path.starts_with('/') {
-            problems.push(format!(
-                "{key}.check.path: {:?} must start with '/'",
-                check.path
-            ));
-        }
-        if check.inter.is_zero() {
-            problems.push(format!("{key}.check.inter: must be greater than 0"));
-        }
-        if check.timeout.is_zero() {
-            problems.push(format!("{key}.check.timeout: must be greater than 0"));
-        }
-        if check.rise == 0 || check.fall == 0 {
-            problems.push(format!("{key}.check: rise and fall must be at least 1"));
-        }
-        let mut servers = Vec::new();
-        for (j, s) in b.servers.iter().enumerate() {
-            let skey = format!("{key}.servers[{j}]");
-            let weight = s.weight.unwrap_or(1);
-            if !(1..=256).contains(&weight) {
-                problems.push(format!(
-                    "{skey}.weight: {weight} is out of range; expected 1..=256"
-                ));
-            }
-            let server = match (&s.name, &s.address) {
-                (_, Some(address)) => match address.to_socket_addrs().map(|mut a| a.next()) {
-                    Ok(Some(addr)) => Some(Server {
-                        name: s.name.clone().unwrap_or_else(|| address.clone()),
-                        addr,
-                        weight,
-                    }),
-                    _ => {
-                        problems.push(format!(
-                            "{skey}.address: {address:?} is not a reachable host:port; \
-                             expected e.g. \"10.0.0.5:80\""
-                        ));
-                        None
-                    }
-                },
-                (Some(name), None) => match nodes.iter().find(|n| &n.name == name) {
-                    Some(n) if n.role == Role::Web => Some(Server {
-                        name: name.clone(),
-                        addr: n.main_addr(),
-                        weight,
-                    }),
-                    Some(n) => {
-                        problems.push(format!(
-                            "{skey}.name: node {name:?} has role {}, a backend server must be \
-                             a web node (or give address = \"host:port\")",
-                            n.role
-                        ));
-                        None
-                    }
-                    None => {
-                        problems.push(format!(
-                            "{skey}.name: no node named {name:?} in this file; name a web node \
-                             or give address = \"host:port\" for a server webfarm does not run"
-                        ));
-                        None
-                    }
-                },
-                (None, None) => {
-                    problems.push(format!(
-                        "{skey}: a server needs name = \"<web node>\" or address = \"host:port\""
-                    ));
-                    None
-                }
-            };
-            servers.extend(server);
-        }
-        if b.servers.is_empty() {
-            problems.push(format!(
-                "{key}.servers: backend {:?} has no server; add [[backends.servers]]",
-                b.name
-            ));
-        }
-        out.push(Backend {
-            name: b.name.clone(),
-            balance: b.balance,
-            retries: b.retries.unwrap_or(1),
-            check,
-            servers,
-        });
-    }
-    out
-}
-
-fn resolve_frontends(
-    raw: &RawFarm,
-    backends: &[Backend],
-    nodes: &[Node],
-    problems: &mut Vec<String>,
-) -> Vec<Frontend> {
-    let mut out = Vec::new();
-    let mut ports = HashSet::new();
-    for (i, f) in raw.frontends.iter().enumerate() {
-        let key = format!("frontends[{i}]");
-        if f.port == 0 {
-            problems.push(format!("{key}.port: port 0 is not allowed"));
-        } else if !ports.insert(f.port) {
-            problems.push(format!(
-                "{key}.port: port {} is used by another frontend",
-                f.port
-            ));
-        }
-        for n in nodes.iter().filter(|n| n.role == Role::Lb) {
-            if n.admin_port == f.port {
-                problems.push(format!(
-                    "{key}.port: {} is also lb node {:?}'s admin_port",
-                    f.port, n.name
-                ));
-            }
-        }
-        match backends.iter().position(|b| b.name == f.default_backend) {
-            Some(idx) => out.push(Frontend {
-                name: f.name.clone(),
-                port: f.port,
-                default_backend: idx,
-            }),
-            None => problems.push(format!(
-                "{key}.default_backend: no backend named {:?}; expected one of [{}]",
-                f.default_backend,
-                backends
-                    .iter()
-                    .map(|b| b.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        }
-    }
-    out
-}
-
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod replica_tests {
+    use super::*;
+
+    fn farm(nodes: &str) -> Result<Farm, ConfigError> {
+        Farm::parse(nodes, None, Path::new("."))
+    }
+
+    const DB: &str = "[[nodes]]\nrole = \"db\"\naddress = \"127.0.0.1\"\n";
+
+    #[test]
+    fn db_nodes_are_voters_unless_declared_learners() {
+        let text = format!(
+            "{DB}name = \"db-1\"\nport = 1\nraft_port = 2\nadmin_port = 3\n\
+             {DB}name = \"db-2\"\nport = 4\nraft_port = 5\nadmin_port = 6\nreplica = \"voter\"\n\
+             {DB}name = \"db-3\"\nport = 7\nraft_port = 8\nadmin_port = 9\nreplica = \"learner\"\n"
+        );
+        let f = farm(&text).expect("valid");
+        let kinds: Vec<Replica> = f.nodes.iter().map(|n| n.replica).collect();
+        assert_eq!(kinds, [Replica::Voter, Replica::Voter, Replica::Learner]);
+        // Two voters and a learner: the learner does not make the count odd.
+        assert_eq!(f.warnings().len(), 1, "{:?}", f.warnings());
+        assert!(f.warnings()[0].contains("2 voters"), "{:?}", f.warnings());
+    }
+
+    #[test]
+    fn replica_is_refused_on_other_roles_and_learners_alone() {
+        let text = "[[nodes]]\nname = \"web-1\"\nrole = \"web\"\naddress = \"127.0.0.1\"\n\
+                    replica = \"learner\"\n[[nodes]]\nname = \"db-1\"\nrole = \"db\"\n\
+                    address = \"127.0.0.2\"\nreplica = \"learner\"\n";
+        let e = farm(text).expect_err("invalid").to_string();
+        assert!(e.contains("nodes[0].replica: only db nodes"), "{e}");
+        assert!(e.contains("every db node is a learner"), "{e}");
+        let e = farm(&format!("{DB}name = \"db-1\"\nreplica = \"observer\"\n"))
+            .expect_err("unknown kind")
+            .to_string();
+        assert!(e.contains("replica"), "{e}");
+    }
 }

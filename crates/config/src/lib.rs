@@ -20,12 +20,14 @@
 
 mod error;
 mod farm;
+mod lb;
 mod raw;
 
 pub use error::ConfigError;
-pub use farm::{
-    Backend, Balance, Check, DbSettings, Farm, Frontend, Node, Role, Server, WebSettings,
-    DEFAULT_FARM_TOML,
+pub use farm::{DbSettings, Farm, Node, Replica, Role, WebSettings, DEFAULT_FARM_TOML};
+pub use lb::{
+    AccessLog, Backend, BackendTimeouts, Balance, Check, CheckType, Cookie, Frontend,
+    FrontendTimeouts, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,
 };
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub(crate) struct RawFarm {
     pub web: RawWeb,
     #[serde(default)]
     pub db: RawDb,
+    #[serde(default)]
+    pub lb: RawLb,
 }
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +35,7 @@ pub(crate) struct RawNode {
     pub admin_port: Option<u16>,
     pub port: Option<u16>,
     pub raft_port: Option<u16>,
+    pub replica: Option<crate::Replica>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,15 +44,39 @@ pub(crate) struct RawFrontend {
     pub name: String,
     pub port: u16,
     pub default_backend: String,
+    pub mode: Option<crate::Mode>,
+    pub maxconn: Option<u32>,
+    #[serde(default)]
+    pub timeout: RawFrontendTimeouts,
+    pub max_header_size: Option<usize>,
+    pub max_body_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFrontendTimeouts {
+    #[serde(default, with = "humantime_serde")]
+    pub client: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub http_request: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub http_keep_alive: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBackend {
     pub name: String,
-    #[serde(default)]
-    pub balance: crate::Balance,
+    pub mode: Option<crate::Mode>,
+    pub balance: Option<String>,
+    pub hash_type: Option<crate::HashType>,
     pub retries: Option<u32>,
+    pub redispatch: Option<bool>,
+    pub retry_on: Option<Vec<String>>,
+    pub allbackups: Option<bool>,
+    #[serde(default)]
+    pub timeout: RawBackendTimeouts,
+    pub cookie: Option<RawCookie>,
     #[serde(default)]
     pub check: RawCheck,
     #[serde(default)]
@@ -58,14 +85,44 @@ pub(crate) struct RawBackend {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawBackendTimeouts {
+    #[serde(default, with = "humantime_serde")]
+    pub connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub server: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub queue: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCookie {
+    pub name: String,
+    pub insert: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<crate::CheckType>,
+    pub method: Option<String>,
     pub path: Option<String>,
+    pub host: Option<String>,
+    pub expect_status: Option<Vec<u16>>,
     #[serde(default, with = "humantime_serde")]
     pub inter: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub fastinter: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub downinter: Option<Duration>,
     pub rise: Option<u32>,
     pub fall: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    pub observe: Option<crate::Observe>,
+    pub error_limit: Option<u32>,
+    pub on_error: Option<crate::OnError>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +131,18 @@ pub(crate) struct RawServer {
     pub name: Option<String>,
     pub address: Option<String>,
     pub weight: Option<u32>,
+    pub backup: Option<bool>,
+    pub maxconn: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub slowstart: Option<Duration>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLb {
+    pub maxconn: Option<u32>,
+    pub access_log: Option<crate::AccessLog>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,50 +1,129 @@
-//! A backend at run time: its servers' state, their connection pools, its balancer, and the
-//! HAProxy-style log lines of server state changes.
+//! A backend at run time: its servers (state + connection pool), its balancer, its queue,
+//! server picking with backup servers, and the HAProxy-style log lines of state changes.
 
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
+use tokio::sync::Notify;
 use webfarm_config::Backend;
 
-use crate::balance::{self, Balancer};
+use crate::balance::{self, Balancer, RequestKey, ServerView};
 use crate::pool::{Pool, PoolLimits};
-use crate::server::{ServerState, Transition};
+use crate::server::{ActiveRequest, ServerState, Transition};
 
 /// One server of a backend with its pool of upstream connections.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Member {
-    /// Up/down and counters.
+    /// Health, admin state, weight, counters.
     pub state: Arc<ServerState>,
     /// Idle upstream connections.
     pub pool: Arc<Pool>,
 }
 
-/// A backend: configuration, servers, balancer.
+/// The outcome of one pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// This server (its slot is not taken yet).
+    Server(usize),
+    /// Usable servers exist but none has a free slot: wait in the queue.
+    Full,
+    /// No server is usable.
+    NoServer,
+}
+
+/// Why no slot was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueError {
+    /// No server is usable.
+    NoServer,
+    /// Every usable server stayed full for `timeout.queue`.
+    Timeout,
+}
+
+/// A backend: configuration, servers, balancer, queue.
 #[derive(Debug)]
 pub(crate) struct BackendState {
-    /// The configuration (name, retries, check, servers).
+    /// The configuration.
     pub config: Backend,
     /// The servers, in configuration order.
     pub members: Vec<Member>,
     balancer: Box<dyn Balancer>,
+    /// Woken when a slot frees or a server becomes usable.
+    pub queue: Arc<Notify>,
+    queued: AtomicU64,
+}
+
+/// The servers as one pick sees them.
+struct View<'a> {
+    members: &'a [Member],
+    now: Instant,
+    backup: bool,
+    tried: &'a [usize],
+    need_slot: bool,
+}
+
+impl ServerView for View<'_> {
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+    fn eligible(&self, i: usize) -> bool {
+        let s = &self.members[i].state;
+        s.config.backup == self.backup
+            && s.is_usable(self.now)
+            && !self.tried.contains(&i)
+            && (!self.need_slot || s.has_slot())
+    }
+    fn weight(&self, i: usize) -> u32 {
+        self.members[i].state.effective_weight(self.now)
+    }
+    fn base_weight(&self, i: usize) -> u32 {
+        self.members[i].state.weight()
+    }
+    fn conns(&self, i: usize) -> u64 {
+        self.members[i].state.current_conns()
+    }
+    fn name(&self, i: usize) -> &str {
+        self.members[i].state.name()
+    }
 }
 
 impl BackendState {
-    /// The run-time state of `config`; every server starts UP.
-    pub fn new(config: &Backend, limits: PoolLimits) -> BackendState {
+    /// The run-time state of `config`. Servers of `previous` with the same name and the same
+    /// configuration (weight and `disabled` aside) are kept as they are, with their health,
+    /// counters, check task and idle connections; the others start fresh (UP, as in
+    /// HAProxy).
+    pub fn new(
+        config: &Backend,
+        limits: PoolLimits,
+        previous: Option<&BackendState>,
+    ) -> BackendState {
+        let queue = previous.map_or_else(|| Arc::new(Notify::new()), |p| p.queue.clone());
         let members = config
             .servers
             .iter()
-            .map(|s| {
-                let state = Arc::new(ServerState::new(&config.name, s));
-                let pool = Arc::new(Pool::new(state.id.clone(), s.addr, limits));
-                Member { state, pool }
+            .map(|s| match previous.and_then(|p| p.member_by_name(&s.name)) {
+                Some(old) if same_server(&old.state.config, s) => {
+                    old.state.apply_file(s);
+                    old.clone()
+                }
+                _ => {
+                    let state = Arc::new(ServerState::new(&config.name, s, queue.clone()));
+                    Member {
+                        pool: Arc::new(Pool::new(state.id.clone(), s.addr, limits)),
+                        state,
+                    }
+                }
             })
             .collect();
         let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
         BackendState {
             config: config.clone(),
             members,
-            balancer: balance::build(config.balance, &weights),
+            balancer: balance::build(&config.balance, config.hash_type, &weights),
+            queue,
+            queued: AtomicU64::new(0),
         }
     }
 
@@ -53,35 +132,162 @@ impl BackendState {
         &self.config.name
     }
 
-    /// Picks an up server that is not in `tried`. When every up server was tried already,
-    /// picks among all up servers (a fresh connection to the same server may work).
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let up = |i: usize| self.members[i].state.is_up();
-        self.balancer
-            .select(&|i| up(i) && !tried.contains(&i))
-            .or_else(|| self.balancer.select(&up))
+    /// The member named `name`.
+    pub fn member_by_name(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.state.name() == name)
     }
 
-    /// How many servers are up.
+    /// The index of the member named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.state.name() == name)
+    }
+
+    /// Picks a server for `key` that is not in `tried`, as HAProxy does: active servers
+    /// while any is usable, else the first usable backup server (every usable backup server
+    /// with `allbackups`). A server without a free slot is skipped, except by hash
+    /// algorithms, whose key keeps its server (the caller then waits for the slot). When
+    /// every usable server was tried, picks among all of them (a fresh connection to the
+    /// same server may work).
+    pub fn pick(&self, key: &RequestKey<'_>, tried: &[usize]) -> Pick {
+        let now = Instant::now();
+        let usable = |backup: bool| {
+            self.members
+                .iter()
+                .any(|m| m.state.config.backup == backup && m.state.is_usable(now))
+        };
+        let backup = !usable(false);
+        if backup && !usable(true) {
+            return Pick::NoServer;
+        }
+        if backup && !self.config.allbackups {
+            let first = self
+                .members
+                .iter()
+                .position(|m| m.state.config.backup && m.state.is_usable(now));
+            return match first {
+                Some(i) if self.members[i].state.has_slot() => Pick::Server(i),
+                Some(_) => Pick::Full,
+                None => Pick::NoServer,
+            };
+        }
+        let need_slot = !self.balancer.is_deterministic(key);
+        let mut view = View {
+            members: &self.members,
+            now,
+            backup,
+            tried,
+            need_slot,
+        };
+        if let Some(i) = self.balancer.select(&view, key) {
+            return Pick::Server(i);
+        }
+        if !tried.is_empty() {
+            view.tried = &[];
+            if let Some(i) = self.balancer.select(&view, key) {
+                return Pick::Server(i);
+            }
+        }
+        Pick::Full
+    }
+
+    /// Takes a slot on a server for `key`: picks, and while every usable server is full
+    /// waits in the backend's queue for at most `timeout.queue`. `fixed` forces a server
+    /// (sticky cookie, retry without redispatch). Returns the server and its slot.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::NoServer`] when no server is usable (or `fixed` is not), or
+    /// [`QueueError::Timeout`] when the queue timeout passed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is taken until it returns.
+    pub async fn acquire(
+        &self,
+        key: &RequestKey<'_>,
+        tried: &[usize],
+        fixed: Option<usize>,
+    ) -> Result<(usize, ActiveRequest), QueueError> {
+        let deadline = tokio::time::Instant::now() + self.config.timeout.queue;
+        let mut counted = false;
+        let result = loop {
+            let mut notified = pin!(self.queue.notified());
+            notified.as_mut().enable();
+            let pick = match fixed {
+                Some(i) if self.members[i].state.is_sticky_usable() => Pick::Server(i),
+                Some(_) => Pick::NoServer,
+                None => self.pick(key, tried),
+            };
+            match pick {
+                Pick::NoServer => break Err(QueueError::NoServer),
+                Pick::Server(i) => {
+                    if let Some(slot) = self.members[i].state.try_acquire() {
+                        break Ok((i, slot));
+                    }
+                }
+                Pick::Full => {}
+            }
+            if !counted {
+                counted = true;
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => break Err(QueueError::Timeout),
+            }
+        };
+        if counted {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// How many active and backup servers are UP (and not in maintenance).
+    pub fn up_counts(&self) -> (usize, usize) {
+        let up = |backup: bool| {
+            self.members
+                .iter()
+                .filter(|m| {
+                    m.state.config.backup == backup
+                        && m.state.is_up()
+                        && m.state.admin() != crate::server::AdminState::Maint
+                })
+                .count()
+        };
+        (up(false), up(true))
+    }
+
+    /// How many servers are UP and not in maintenance.
     pub fn up_count(&self) -> usize {
-        self.members.iter().filter(|m| m.state.is_up()).count()
+        let (a, b) = self.up_counts();
+        a + b
     }
 
     /// Logs a server's state change the way HAProxy does, `detail` being
     /// `reason: ..., info: "...", check duration: Nms`.
     pub fn log_transition(&self, server: &ServerState, transition: Transition, detail: &str) {
-        let left = self.up_count();
+        let (active, backup) = self.up_counts();
+        let kind = if server.config.backup {
+            "Backup server"
+        } else {
+            "Server"
+        };
         match transition {
             Transition::WentUp => tracing::info!(
-                "Server {} is UP, {detail}. {left} active and 0 backup servers online.",
+                "{kind} {} is UP, {detail}. {active} active and {backup} backup servers online.",
                 server.id
             ),
             Transition::WentDown => {
                 tracing::warn!(
-                    "Server {} is DOWN, {detail}. {left} active and 0 backup servers left.",
+                    "{kind} {} is DOWN, {detail}. {active} active and {backup} backup servers left.",
                     server.id
                 );
-                if left == 0 {
+                if active + backup == 0 {
                     tracing::error!("backend '{}' has no server available!", self.name());
                 }
             }
@@ -101,4 +307,14 @@ impl BackendState {
             m.pool.clear();
         }
     }
+}
+
+/// Whether a reload may keep a server's state: same name, address and options (weight and
+/// `disabled` are applied to the kept state).
+fn same_server(old: &webfarm_config::Server, new: &webfarm_config::Server) -> bool {
+    old.name == new.name
+        && old.addr == new.addr
+        && old.backup == new.backup
+        && old.maxconn == new.maxconn
+        && old.slowstart == new.slowstart
 }

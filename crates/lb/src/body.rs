@@ -1,31 +1,108 @@
-//! Streamed bodies with a side effect: the request body tells when it was sent in full
-//! (the response timeout starts then), the response body keeps its request counted on the
-//! server until it ends.
+//! Streamed bodies with side effects.
+//!
+//! - [`RequestBody`]: a client's request body on its way upstream. Tells when it was sent
+//!   in full (the response timeout starts then), enforces the frontend's `max_body_size`
+//!   and `timeout client` (no byte from the client for that long), and records why it
+//!   failed so the proxy answers 413 or 408 instead of 502.
+//! - [`ResponseBody`]: any response on its way to the client. Keeps the request's server
+//!   slot and connection counted until it ends, counts the bytes, and writes the access log
+//!   line when it ends or is dropped.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
-use crate::pool::BoxError;
+use crate::access_log::LogRecord;
+use crate::conn::ConnGuard;
+use crate::pool::{BoxError, ProxyBody};
 use crate::server::ActiveRequest;
 
-/// A client's request body on its way upstream; sets its flag to `true` once the last
-/// frame was read (or the body failed), so the wait for the response head can start.
+/// Why a request body stopped early ([`BodyState::get`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFailure {
+    /// Larger than `max_body_size`.
+    TooLarge,
+    /// The client sent nothing for `timeout client`.
+    ClientTimeout,
+    /// The client's connection failed.
+    ClientAbort,
+}
+
+/// Shared between a [`RequestBody`] and the proxy: what happened to the body.
+#[derive(Debug, Default)]
+pub(crate) struct BodyState(AtomicU8);
+
+impl BodyState {
+    fn set(&self, f: BodyFailure) {
+        let v = match f {
+            BodyFailure::TooLarge => 1,
+            BodyFailure::ClientTimeout => 2,
+            BodyFailure::ClientAbort => 3,
+        };
+        self.0.store(v, Ordering::Release);
+    }
+
+    /// The failure, if the body failed.
+    pub fn get(&self) -> Option<BodyFailure> {
+        match self.0.load(Ordering::Acquire) {
+            1 => Some(BodyFailure::TooLarge),
+            2 => Some(BodyFailure::ClientTimeout),
+            3 => Some(BodyFailure::ClientAbort),
+            _ => None,
+        }
+    }
+}
+
+/// A client's request body on its way upstream.
 pub(crate) struct RequestBody {
     inner: Incoming,
     sent: watch::Sender<bool>,
+    limit: u64,
+    read: u64,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    state: Arc<BodyState>,
 }
 
 impl RequestBody {
-    /// Wraps `inner`; the receiver turns `true` when the body was sent in full, and reports
-    /// an error if the body was dropped before.
-    pub fn new(inner: Incoming) -> (RequestBody, watch::Receiver<bool>) {
+    /// Wraps `inner`: at most `limit` bytes (0: no limit), at most `idle` between two
+    /// frames. The receiver turns `true` once the body was read in full or failed.
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        idle: Duration,
+    ) -> (RequestBody, watch::Receiver<bool>, Arc<BodyState>) {
         let (sent, rx) = watch::channel(false);
-        (RequestBody { inner, sent }, rx)
+        let state = Arc::new(BodyState::default());
+        let body = RequestBody {
+            inner,
+            sent,
+            limit,
+            read: 0,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            state: state.clone(),
+        };
+        (body, rx, state)
+    }
+
+    fn fail(
+        &mut self,
+        f: BodyFailure,
+        text: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.state.set(f);
+        self.sent.send_replace(true);
+        Poll::Ready(Some(Err(text.into())))
     }
 }
 
@@ -37,14 +114,41 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                self.sent.send_replace(true);
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.read += data.len() as u64;
+                    if this.limit != 0 && this.read > this.limit {
+                        let limit = this.limit;
+                        return this.fail(
+                            BodyFailure::TooLarge,
+                            format!("request body larger than max_body_size ({limit} bytes)"),
+                        );
+                    }
+                }
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
             }
-            _ => {}
+            Poll::Ready(None) => {
+                this.sent.send_replace(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.fail(BodyFailure::ClientAbort, format!("client body failed: {e}"))
+            }
+            Poll::Pending => {
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    let idle = this.idle;
+                    return this.fail(
+                        BodyFailure::ClientTimeout,
+                        format!("client sent no body byte for {idle:?} (timeout client)"),
+                    );
+                }
+                Poll::Pending
+            }
         }
-        polled.map_err(|e| -> BoxError { Box::new(e) })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -56,17 +160,46 @@ impl Body for RequestBody {
     }
 }
 
-/// A server's response body on its way to the client; keeps the request counted in the
-/// server's `current_conns` until it ends or is dropped, and logs a failure mid-way.
+/// A response on its way to the client.
 pub(crate) struct ResponseBody {
-    inner: Incoming,
-    active: ActiveRequest,
+    inner: ProxyBody,
+    slot: Option<ActiveRequest>,
+    log: Option<LogRecord>,
+    guard: Option<ConnGuard>,
+    bytes: u64,
+    done: bool,
 }
 
 impl ResponseBody {
-    /// Wraps `inner`, counted by `active`.
-    pub fn new(inner: Incoming, active: ActiveRequest) -> ResponseBody {
-        ResponseBody { inner, active }
+    /// Wraps `inner`; `slot` (the server's), `guard` (the client connection's) and the log
+    /// record live until the body ends or is dropped.
+    pub fn new(
+        inner: ProxyBody,
+        slot: Option<ActiveRequest>,
+        log: Option<LogRecord>,
+        guard: Option<ConnGuard>,
+    ) -> ResponseBody {
+        ResponseBody {
+            inner,
+            slot,
+            log,
+            guard,
+            bytes: 0,
+            done: false,
+        }
+    }
+
+    fn finish(&mut self, termination: Option<&'static str>) {
+        self.done = true;
+        if let Some(mut log) = self.log.take() {
+            log.bytes = self.bytes;
+            if let Some(t) = termination {
+                log.termination = t;
+            }
+            log.emit();
+        }
+        self.slot = None;
+        self.guard = None;
     }
 }
 
@@ -78,15 +211,29 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                tracing::warn!(
-                    "server {} failed while sending the response body: {e}",
-                    self.active.server_id()
-                );
-                Poll::Ready(Some(Err(Box::new(e))))
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
-            other => other.map_err(|e| -> BoxError { Box::new(e) }),
+            Poll::Ready(None) => {
+                this.finish(None);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let server = this
+                    .slot
+                    .as_ref()
+                    .map_or("?", |s| s.server().id.as_str())
+                    .to_string();
+                tracing::warn!("server {server} failed while sending the response body: {e}");
+                this.finish(Some("SD"));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -96,5 +243,16 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if !self.done {
+            // hyper drops a body it knows is empty without polling it; anything else
+            // dropped early means the client went away.
+            let normal = self.inner.is_end_stream();
+            self.finish((!normal).then_some("CD"));
+        }
     }
 }

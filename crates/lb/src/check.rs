@@ -1,31 +1,36 @@
-//! Active health checks (HAProxy's `option httpchk` with `check inter rise fall`).
+//! Health: active checks (HAProxy's `check` with `option httpchk`, or a plain TCP connect)
+//! and passive health (`observe`, `error_limit`, `on_error`).
 //!
-//! One task per server sends `GET <check.path>` with `Host: <site>` on a new connection every
-//! `inter`, bounded by `check.timeout`; a 2xx or 3xx answer passes. A server starts UP;
-//! `fall` consecutive failures take it DOWN and `rise` consecutive passes bring it back UP.
-//! Results are described in HAProxy's words (`Layer4 connection problem`, `Layer7 wrong
-//! status`...), and every state change is logged as HAProxy logs it.
+//! One task per server checks on a new connection every `inter` while the server is UP and
+//! passing, every `fastinter` while it is transitioning (UP with failures, DOWN with passes,
+//! or after `on_error`), every `downinter` while it is fully DOWN; never while it is in
+//! maintenance. Each check is bounded by `check.timeout`. An HTTP check sends `method path`
+//! with `Host: <check.host or site>` and passes on a status of `expect_status` (default any
+//! 2xx or 3xx); a TCP check passes when the connection opens. Results are described in
+//! HAProxy's words (`Layer4 connection problem`, `Layer7 wrong status`...), and every state
+//! change is logged as HAProxy logs it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
+use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
+use webfarm_config::{Check, CheckType, Observe, OnError};
 use webfarm_node::Shutdown;
 
 use crate::backend::BackendState;
-use crate::server::Transition;
+use crate::server::{AdminState, CheckEffect, ServerState, Transition};
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CheckResult {
-    /// 2xx or 3xx received in time.
+    /// Passed in time.
     pub passed: bool,
     /// HAProxy's reason: `Layer7 check passed`, `Layer4 connection problem`...
     pub reason: &'static str,
@@ -51,77 +56,205 @@ impl std::fmt::Display for CheckResult {
     }
 }
 
-/// The check task of server `index` of `backend`: runs until `shutdown` fires.
+/// What one check does, resolved from the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckSpec {
+    /// HTTP or TCP.
+    pub kind: CheckType,
+    /// HTTP method.
+    pub method: Method,
+    /// Path requested.
+    pub path: String,
+    /// `Host` header.
+    pub host: HeaderValue,
+    /// Passing statuses; empty: 2xx and 3xx.
+    pub expect: Vec<u16>,
+    /// Deadline of one check.
+    pub timeout: Duration,
+}
+
+impl CheckSpec {
+    /// The check of `check`, with `site` as the default `Host`.
+    pub fn new(check: &Check, site: &str) -> CheckSpec {
+        let host = check.host.as_deref().unwrap_or(site);
+        CheckSpec {
+            kind: check.kind,
+            method: Method::from_bytes(check.method.as_bytes()).unwrap_or(Method::GET),
+            path: check.path.clone(),
+            host: HeaderValue::from_str(host)
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            expect: check.expect_status.clone(),
+            timeout: check.timeout,
+        }
+    }
+
+    fn passes(&self, code: StatusCode) -> bool {
+        if self.expect.is_empty() {
+            code.is_success() || code.is_redirection()
+        } else {
+            self.expect.contains(&code.as_u16())
+        }
+    }
+}
+
+/// Where a check task finds the current backend of its server (it changes on reload), to
+/// log state changes with the current counts.
+pub(crate) trait BackendLookup: Send + Sync + 'static {
+    /// The current backend named `name`.
+    fn backend(&self, name: &str) -> Option<Arc<BackendState>>;
+}
+
+/// The check task of `server` of backend `backend`: runs until `shutdown` fires (or the task
+/// is aborted by a reload). The first check waits `offset`, to spread the servers' checks.
 pub(crate) async fn run(
-    backend: Arc<BackendState>,
-    index: usize,
+    lookup: Arc<dyn BackendLookup>,
+    backend: String,
+    server: Arc<ServerState>,
+    check: Check,
     site: String,
+    offset: Duration,
     shutdown: Shutdown,
 ) {
-    let check = backend.config.check.clone();
-    let member = &backend.members[index];
-    // Spread the servers' first checks over one interval, as HAProxy does at start-up.
-    let n = u32::try_from(backend.members.len())
-        .unwrap_or(u32::MAX)
-        .max(1);
-    let offset = check.inter / n * u32::try_from(index).unwrap_or(0);
+    let spec = CheckSpec::new(&check, &site);
     let mut next = tokio::time::Instant::now() + offset;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tokio::time::sleep_until(next) => {}
+            _ = server.check_wake.notified() => {
+                // `on_error` or a state change: the next check comes at `fastinter` at the
+                // latest (HAProxy's "forces fastinter"), not at once.
+                if server.admin() != AdminState::Maint {
+                    next = next.min(tokio::time::Instant::now() + check.fastinter);
+                    continue;
+                }
+            }
         }
-        next += check.inter;
+        if server.admin() == AdminState::Maint {
+            // No checks in maintenance; a state change wakes the task.
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = server.check_wake.notified() => {}
+            }
+            next = tokio::time::Instant::now();
+            continue;
+        }
         let result = tokio::select! {
             _ = shutdown.wait() => return,
-            r = check_once(member.state.addr, &check.path, &site, check.timeout) => r,
+            r = check_once(server.addr(), &spec) => r,
         };
         let text = result.to_string();
-        let effect = member
-            .state
-            .record_check(result.passed, text.clone(), check.rise, check.fall);
-        let id = &member.state.id;
-        match effect.transition {
-            Some(t) => backend.log_transition(&member.state, t, &format!("reason: {text}")),
-            None if !result.passed && member.state.is_up() => tracing::info!(
-                "Health check for server {id} failed, reason: {text}, status: {}/{} UP.",
-                check.fall.saturating_sub(effect.failures),
-                check.fall
-            ),
-            None if result.passed && !member.state.is_up() => tracing::info!(
-                "Health check for server {id} succeeded, reason: {text}, status: {}/{} DOWN.",
-                effect.passes,
-                check.rise
-            ),
-            None => tracing::debug!("Health check for server {id}: {text}"),
-        }
-        // A slow check must not make the next ones pile up.
-        let now = tokio::time::Instant::now();
-        if next < now {
-            next = now;
-        }
+        let effect = server.record_check(result.passed, text.clone(), check.rise, check.fall);
+        log_check(&*lookup, &backend, &server, &check, &result, &text, effect);
+        let interval = match server.check_phase() {
+            Some(false) => check.inter,
+            Some(true) => check.fastinter,
+            None => check.downinter,
+        };
+        next = tokio::time::Instant::now() + interval;
     }
 }
 
-/// Marks server `index` DOWN because a request could not connect to it (`info` says why);
-/// logs the change. The checks bring it back after `rise` passes.
-pub(crate) fn mark_down_observed(backend: &BackendState, index: usize, info: &str) {
-    let state = &backend.members[index].state;
-    let text = format!("Layer4 connection problem (observed on request), info: \"{info}\"");
-    if state.mark_down(text.clone()) {
-        backend.log_transition(state, Transition::WentDown, &format!("reason: {text}"));
+fn log_check(
+    lookup: &dyn BackendLookup,
+    backend: &str,
+    server: &ServerState,
+    check: &Check,
+    result: &CheckResult,
+    text: &str,
+    effect: CheckEffect,
+) {
+    let id = &server.id;
+    match effect.transition {
+        Some(t) => match lookup.backend(backend) {
+            Some(b) => b.log_transition(server, t, &format!("reason: {text}")),
+            None => tracing::info!("Server {id} changed state, reason: {text}"),
+        },
+        None if !result.passed && server.is_up() => tracing::info!(
+            "Health check for server {id} failed, reason: {text}, status: {}/{} UP.",
+            check.fall.saturating_sub(effect.failures),
+            check.fall
+        ),
+        None if result.passed && !server.is_up() => tracing::info!(
+            "Health check for server {id} succeeded, reason: {text}, status: {}/{} DOWN.",
+            effect.passes,
+            check.rise
+        ),
+        None => tracing::debug!("Health check for server {id}: {text}"),
     }
 }
 
-/// One check of the server at `addr`: `GET path` with `Host: site`, within `limit`.
-pub(crate) async fn check_once(
-    addr: SocketAddr,
-    path: &str,
-    site: &str,
-    limit: Duration,
-) -> CheckResult {
+/// What the request path saw of a server (passive health, HAProxy's `observe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Observed {
+    /// A valid answer (a status that is no layer-7 error).
+    Success,
+    /// Nothing listens (`ECONNREFUSED`): marks the server DOWN at once.
+    Refused(String),
+    /// Another connection error: timeout, reset, closed before an answer.
+    Layer4(String),
+    /// An invalid answer, or a 5xx other than 501 and 505.
+    Layer7(String),
+}
+
+/// Reports `what` happened on a request to server `index` of `backend`, per the backend's
+/// `observe`, `error_limit` and `on_error`; logs the state changes it causes.
+pub(crate) fn observe(backend: &BackendState, index: usize, what: Observed) {
+    let check = &backend.config.check;
+    let Some(member) = backend.members.get(index) else {
+        return;
+    };
+    let state = &member.state;
+    let info = match (&what, check.observe) {
+        (_, Observe::Off) => return,
+        (Observed::Success, _) | (Observed::Layer7(_), Observe::Layer4) => {
+            state.observe_success();
+            return;
+        }
+        (Observed::Refused(info), _) => {
+            let text = format!("Layer4 connection problem (observed on request), info: \"{info}\"");
+            if state.mark_down(text.clone()) {
+                backend.log_transition(state, Transition::WentDown, &format!("reason: {text}"));
+            }
+            state.check_wake.notify_one();
+            return;
+        }
+        (Observed::Layer4(info) | Observed::Layer7(info), _) => info,
+    };
+    if !state.observe_error(check.error_limit) {
+        return;
+    }
+    let text = format!(
+        "Health analyze, info: \"Detected {} consecutive errors, last one was: {info}\"",
+        check.error_limit
+    );
+    let transition = match check.on_error {
+        OnError::Fastinter => None,
+        OnError::FailCheck => {
+            state
+                .record_check(false, text.clone(), check.rise, check.fall)
+                .transition
+        }
+        OnError::SuddenDeath => {
+            state
+                .sudden_death(text.clone(), check.rise, check.fall)
+                .transition
+        }
+        OnError::MarkDown => state
+            .mark_down(text.clone())
+            .then_some(Transition::WentDown),
+    };
+    state.force_fastinter();
+    match transition {
+        Some(t) => backend.log_transition(state, t, &format!("reason: {text}")),
+        None => tracing::warn!("Server {}: {text}", state.id),
+    }
+}
+
+/// One check of the server at `addr`, within `spec.timeout`.
+pub(crate) async fn check_once(addr: SocketAddr, spec: &CheckSpec) -> CheckResult {
     let start = Instant::now();
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = tokio::time::Instant::now() + spec.timeout;
     let done = |passed, reason, code, info| CheckResult {
         passed,
         reason,
@@ -134,6 +267,9 @@ pub(crate) async fn check_once(
         Ok(Err(e)) => return done(false, "Layer4 connection problem", None, Some(io_text(&e))),
         Ok(Ok(s)) => s,
     };
+    if spec.kind == CheckType::Tcp {
+        return done(true, "Layer4 check passed", None, None);
+    }
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match timeout_at(
         deadline,
@@ -146,8 +282,10 @@ pub(crate) async fn check_once(
         Ok(Ok(pair)) => pair,
     };
     let conn = tokio::spawn(conn);
-    let request = Request::get(path)
-        .header(header::HOST, site)
+    let request = Request::builder()
+        .method(spec.method.clone())
+        .uri(spec.path.as_str())
+        .header(header::HOST, spec.host.clone())
         .header(header::USER_AGENT, "webfarm-lb-check")
         .header(header::CONNECTION, "close")
         .body(Empty::new());
@@ -163,7 +301,7 @@ pub(crate) async fn check_once(
             ),
             Ok(Ok(resp)) => {
                 let code = resp.status();
-                if code.is_success() || code.is_redirection() {
+                if spec.passes(code) {
                     done(true, "Layer7 check passed", Some(code), None)
                 } else {
                     let info = code.canonical_reason().map(str::to_string);
@@ -190,20 +328,50 @@ pub(crate) fn io_text(e: &std::io::Error) -> String {
 mod tests {
     use super::*;
 
+    fn spec(kind: CheckType) -> CheckSpec {
+        CheckSpec {
+            kind,
+            method: Method::GET,
+            path: "/healthz".into(),
+            host: HeaderValue::from_static("www.foobar.com"),
+            expect: Vec::new(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
     #[tokio::test]
     async fn refused_is_a_layer4_connection_problem() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let r = check_once(addr, "/healthz", "www.foobar.com", Duration::from_secs(2)).await;
-        assert!(!r.passed);
-        let text = r.to_string();
-        assert!(
-            text.starts_with(
-                "Layer4 connection problem, info: \"Connection refused\", check duration: "
-            ),
-            "{text}"
-        );
+        for kind in [CheckType::Http, CheckType::Tcp] {
+            let r = check_once(addr, &spec(kind)).await;
+            assert!(!r.passed);
+            let text = r.to_string();
+            assert!(
+                text.starts_with(
+                    "Layer4 connection problem, info: \"Connection refused\", check duration: "
+                ),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_check_passes_on_connect() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = check_once(listener.local_addr().unwrap(), &spec(CheckType::Tcp)).await;
+        assert!(r.passed, "{r}");
+        assert!(r.to_string().starts_with("Layer4 check passed"));
+    }
+
+    #[test]
+    fn expected_statuses() {
+        let mut s = spec(CheckType::Http);
+        assert!(s.passes(StatusCode::OK) && s.passes(StatusCode::FOUND));
+        assert!(!s.passes(StatusCode::NOT_FOUND));
+        s.expect = vec![404];
+        assert!(s.passes(StatusCode::NOT_FOUND) && !s.passes(StatusCode::OK));
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! A frontend's listener: the accept loop, one task per client connection (HTTP/1.1 with
-//! keep-alive, or HTTP/2 with prior knowledge), and graceful shutdown.
+//! A frontend's listener: the accept loop, connection limits (`maxconn`, per frontend and
+//! global), one task per client connection (HTTP/1.1 with keep-alive and upgrades, HTTP/2
+//! with prior knowledge, or TCP mode), and graceful shutdown.
+//!
+//! Over a limit, a new connection is accepted, answered `503` with the reason (HTTP mode)
+//! or closed (TCP mode), so the client learns why at once instead of waiting in the
+//! kernel's backlog.
 //!
 //! On shutdown the listener closes at once (new connections are refused), every connection
 //! is told to finish: idle keep-alive connections close, a connection with a request in
@@ -14,36 +19,51 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use webfarm_config::{Frontend, Mode};
 use webfarm_node::Shutdown;
 
+use crate::conn::{ConnIo, ConnState};
 use crate::proxy::Proxy;
-
-/// How long a client may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::runtime::{ConnSlot, Runtime};
 
 type ServerBuilder = auto::Builder<TokioExecutor>;
 
-fn builder() -> ServerBuilder {
+/// The HTTP server settings of frontend `fe`: `timeout http-request` as hyper's header read
+/// timeout, `max_header_size` as its read buffer limit (431 past it).
+fn builder(fe: &Frontend) -> ServerBuilder {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    b.http2().timer(TokioTimer::new());
+        .header_read_timeout(fe.timeout.http_request)
+        .max_buf_size(fe.max_header_size);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(fe.max_header_size).unwrap_or(u32::MAX));
     b
 }
 
-/// Serves `listener` until `shutdown` fires, then drains its connections for at most `grace`.
+/// Serves frontend `index` on `listener` until `shutdown` fires, then drains its
+/// connections for at most `grace`.
 pub(crate) async fn serve(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    rt: Arc<Runtime>,
+    index: usize,
     shutdown: Shutdown,
     grace: Duration,
 ) {
-    let builder = Arc::new(builder());
-    let name = proxy.frontend.clone();
+    let name = rt
+        .snapshot()
+        .frontends
+        .get(index)
+        .map_or_else(String::new, |f| f.config.name.clone());
+    let proxy = Arc::new(Proxy {
+        rt: rt.clone(),
+        index,
+    });
     let mut conns = JoinSet::new();
     let stop = shutdown.wait();
     tokio::pin!(stop);
@@ -53,13 +73,28 @@ pub(crate) async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    conns.spawn(serve_connection(
-                        builder.clone(),
-                        stream,
-                        peer,
-                        proxy.clone(),
-                        shutdown.clone(),
-                    ));
+                    let snap = rt.snapshot();
+                    let Some(fe) = snap.frontends.get(index) else { continue };
+                    let fe = fe.config.clone();
+                    match rt.admit(index) {
+                        None => {
+                            tracing::warn!(
+                                "frontend {name}: connection from {peer} refused: maxconn reached \
+                                 ({} on this frontend, {} in all)",
+                                rt.frontend_conns[index].load(std::sync::atomic::Ordering::Relaxed),
+                                rt.conns.load(std::sync::atomic::Ordering::Relaxed),
+                            );
+                            conns.spawn(reject(stream, fe.mode));
+                        }
+                        Some(slot) => match fe.mode {
+                            Mode::Http => {
+                                conns.spawn(serve_http(fe, stream, peer, proxy.clone(), shutdown.clone(), slot));
+                            }
+                            Mode::Tcp => {
+                                conns.spawn(crate::tcp::serve(rt.clone(), index, stream, peer, shutdown.clone(), slot));
+                            }
+                        },
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little instead of spinning.
@@ -89,19 +124,45 @@ pub(crate) async fn serve(
     }
 }
 
-async fn serve_connection(
-    builder: Arc<ServerBuilder>,
+/// Answers a connection over `maxconn`: a `503` in HTTP mode, a plain close in TCP mode.
+async fn reject(mut stream: TcpStream, mode: Mode) {
+    if mode == Mode::Http {
+        let body = "503 Service Unavailable: too many connections (maxconn reached); retry later\n";
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Read what the client sent so that closing does not reset the connection
+            // before it read the answer.
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    }
+}
+
+async fn serve_http(
+    fe: Frontend,
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     shutdown: Shutdown,
+    slot: ConnSlot,
 ) {
     let _ = stream.set_nodelay(true);
+    let state = ConnState::new(fe.timeout.http_keep_alive);
+    let io = ConnIo::new(stream, state.clone());
     let service = service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        let (proxy, state) = (proxy.clone(), state.clone());
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, state).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let builder = builder(&fe);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let finished = tokio::select! {
         r = conn.as_mut() => Some(r),
@@ -117,4 +178,5 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!("client connection from {peer} ended: {e}");
     }
+    drop(slot);
 }

@@ -1,5 +1,6 @@
 //! Header rewriting on the proxy path: hop-by-hop headers out (both directions),
-//! `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Request-Id` in.
+//! `Forwarded` / `X-Forwarded-For` / `X-Forwarded-Proto` / `X-Request-Id` in; the checks
+//! hyper leaves to the application (`Host`); upgrade detection.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -45,9 +46,19 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends `client` to `X-Forwarded-For` (joining repeated headers into one list) and sets
-/// `X-Forwarded-Proto: http`.
+/// `Forwarded` (RFC 7239).
+pub(crate) static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Appends `client` to `X-Forwarded-For` (joining repeated headers into one list), sets
+/// `X-Forwarded-Proto: http`, and appends `for=<client>;proto=http` to `Forwarded`.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    let element = match client {
+        IpAddr::V4(v4) => format!("for={v4};proto=http"),
+        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=http"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&element) {
+        headers.append(FORWARDED.clone(), v);
+    }
     let mut chain: Vec<String> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -66,6 +77,38 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
         }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with an
+/// `Upgrade` header, e.g. WebSocket), if any.
+pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// What hyper's parser leaves to the application (RFC 9112 §3.2): an HTTP/1.1 request
+/// must carry exactly one `Host`, and a valid one. `Err` has the reason for a 400.
+pub(crate) fn check_host(version: http::Version, headers: &HeaderMap) -> Result<(), String> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == http::Version::HTTP_11 => {
+            Err("an HTTP/1.1 request needs a Host header".into())
+        }
+        (Some(_), Some(_)) => Err("more than one Host header".into()),
+        (Some(h), None) if h.is_empty() || h.as_bytes().iter().any(|b| !b.is_ascii_graphic()) => {
+            Err("invalid Host header".into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn ip_value(ip: IpAddr) -> HeaderValue {
@@ -189,9 +232,29 @@ mod tests {
         add_forwarded(&mut h, ip);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&FORWARDED], "for=127.0.0.1;proto=http");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "::1".parse().unwrap());
+        assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, ip);
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+    }
+
+    #[test]
+    fn upgrade_and_host_checks() {
+        let h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        assert!(upgrade_protocol(&map(&[("upgrade", "websocket")])).is_none());
+        let v11 = http::Version::HTTP_11;
+        assert!(check_host(v11, &map(&[("host", "a")])).is_ok());
+        assert!(check_host(v11, &HeaderMap::new()).is_err());
+        assert!(check_host(http::Version::HTTP_10, &HeaderMap::new()).is_ok());
+        assert!(check_host(v11, &map(&[("host", "a"), ("host", "b")])).is_err());
+        assert!(check_host(v11, &map(&[("host", "a b")])).is_err());
     }
 
     #[test]

@@ -1,24 +1,34 @@
-//! webfarm's load balancer role: an HTTP reverse proxy with HAProxy's semantics and words.
+//! webfarm's load balancer role: an HTTP and TCP reverse proxy with HAProxy's semantics
+//! and words. `crates/lb/DESIGN.md` maps the modules and the decisions.
 //!
 //! An lb node listens on every **frontend** of the farm (at its own address) and sends each
-//! request to a **server** of the frontend's **backend**:
+//! request (HTTP mode) or connection (TCP mode) to a **server** of the frontend's
+//! **backend**:
 //!
-//! - **Balancing**: `roundrobin`, done as nginx's smooth weighted round robin over the
-//!   servers that are up; over `sum(weights)` requests each server gets exactly `weight`.
-//! - **Health checks**: every `inter`, `GET <check.path>` with `Host: <site>`; 2xx/3xx
-//!   passes. Servers start UP; `fall` consecutive failures take one DOWN, `rise` consecutive
-//!   passes bring it back. A refused connection on the request path takes a server DOWN at
-//!   once (HAProxy's `observe layer4` + `on-error mark-down`).
-//! - **Retries**: a request whose connection failed is sent to another up server, at most
-//!   `retries` more times (no byte was sent, so any request is safe to resend); a request
-//!   that failed after it was sent is retried only when idempotent and bodiless.
-//! - **Connections**: keep-alive HTTP/1.1 (and HTTP/2 prior knowledge) from clients; an
-//!   upstream pool of keep-alive HTTP/1.1 connections per server. Bodies are streamed both
-//!   ways, never buffered whole.
-//! - **Headers**: hop-by-hop headers removed both ways; `X-Forwarded-For`,
+//! - **Balancing** (`balance`): `roundrobin` (smooth weighted), `static-rr`, `leastconn`,
+//!   `first`, `source`, `uri`, `hdr(name)` (with `hash_type` `map-based` or `consistent`),
+//!   `random(N)`. Weights change at run time; `slowstart` ramps a returning server up.
+//! - **Servers**: `backup` (with `allbackups`), `maxconn` with a backend queue
+//!   (`timeout queue`, then 503), `disabled`, admin states ready/drain/maint.
+//! - **Health**: active HTTP or TCP checks with `inter`, `fastinter`, `downinter`, `rise`,
+//!   `fall`, `timeout`; passive health (`observe`, `error_limit`, `on_error`); every state
+//!   change logged with its reason.
+//! - **Retries**: `retries`, `redispatch`, `retry_on`; a request whose bytes reached a
+//!   server is sent again only if idempotent and bodiless; `http-reuse safe`.
+//! - **Sticky sessions**: `cookie = { name, insert }`.
+//! - **Connections**: keep-alive HTTP/1.1, WebSocket upgrades and HTTP/2 prior knowledge
+//!   from clients; a pool of keep-alive HTTP/1.1 connections per server. Bodies are
+//!   streamed both ways, never buffered whole. Limits: `maxconn` (global and per
+//!   frontend), `timeout client|http_request|http_keep_alive`, `max_header_size`,
+//!   `max_body_size`.
+//! - **Headers**: hop-by-hop headers removed both ways; `Forwarded`, `X-Forwarded-For`,
 //!   `X-Forwarded-Proto: http` and `X-Request-Id` (kept if valid, else generated) added.
-//! - **Errors**: `503` with `Retry-After: 1` when no server is up, `502` when a server fails
-//!   mid-way, `504` when it sends no response head in time; each with a one-line reason.
+//! - **Errors**: `503` with `Retry-After: 1` when no server is up or the queue timed out,
+//!   `502` when a server fails mid-way, `504` when it sends no response head in time,
+//!   `400`/`408`/`413`/`431` for bad or slow clients; each with a one-line reason.
+//! - **Access log**: one line per request, HAProxy's format or JSON (target `access`).
+//! - **Run-time control**: [`LbNode::admin_routes`] (`/lb/servers`, weights, states,
+//!   `/lb/reload`) and [`LbControl::reload`] (SIGHUP).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -38,16 +48,24 @@
 //! # Ok(()) }
 //! ```
 
+mod access_log;
+mod admin;
 mod backend;
 mod balance;
 mod body;
 mod check;
+mod conn;
 mod frontend;
 mod headers;
 mod pool;
 mod proxy;
+mod respond;
+mod runtime;
 mod server;
 mod status;
+mod sticky;
+mod tcp;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,13 +76,13 @@ use tokio::task::JoinHandle;
 use webfarm_config::Role;
 use webfarm_node::{BindError, Health, NodeContext, Shutdown};
 
-use crate::backend::BackendState;
-use crate::headers::RequestIds;
 use crate::pool::PoolLimits;
-use crate::proxy::Proxy;
+use crate::runtime::{reap_period, Runtime};
 use crate::status::LbHealth;
 
 pub use crate::pool::{BoxError, ProxyBody};
+pub use crate::runtime::{ReloadError, ReloadSummary};
+pub use crate::server::AdminState;
 
 /// Why a load balancer node could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -96,15 +114,10 @@ pub enum LbError {
     },
 }
 
-/// Tuning of a load balancer node. [`LbOptions::default`] is what [`LbNode::start`] uses.
+/// Tuning of a load balancer node that the topology file does not carry.
+/// [`LbOptions::default`] is what [`LbNode::start`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LbOptions {
-    /// Deadline of a TCP connect to a server (HAProxy's `timeout connect`). Default 3s.
-    pub connect_timeout: Duration,
-    /// Deadline for a server's response head, counted from the moment the request (body
-    /// included) was sent in full; past it the client gets a 504 (HAProxy's
-    /// `timeout server`). Default 30s.
-    pub response_timeout: Duration,
     /// Idle upstream connections kept per server. Default 64.
     pub max_idle_per_server: usize,
     /// Idle upstream connections older than this are closed. Default 30s.
@@ -116,8 +129,6 @@ pub struct LbOptions {
 impl Default for LbOptions {
     fn default() -> Self {
         LbOptions {
-            connect_timeout: Duration::from_secs(3),
-            response_timeout: Duration::from_secs(30),
             max_idle_per_server: 64,
             idle_timeout: Duration::from_secs(30),
             grace_period: Duration::from_secs(30),
@@ -125,14 +136,31 @@ impl Default for LbOptions {
     }
 }
 
+/// A handle on a running node's configuration, for signals and admin commands.
+#[derive(Debug, Clone)]
+pub struct LbControl(Arc<Runtime>);
+
+impl LbControl {
+    /// Re-reads the topology file the node was started with and applies it without
+    /// dropping requests in flight or idle keep-alive connections. Blocking (reads a file):
+    /// call it from a blocking context (`spawn_blocking`).
+    ///
+    /// # Errors
+    ///
+    /// [`ReloadError`]: the built-in farm, an invalid file, or a change that needs a
+    /// restart (frontends, this node's address). The running configuration is kept.
+    pub fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.0.reload()
+    }
+}
+
 /// A running load balancer node.
 #[derive(Debug)]
 pub struct LbNode {
+    rt: Arc<Runtime>,
     health: Arc<LbHealth>,
     addrs: Vec<(String, SocketAddr)>,
-    backends: Vec<Arc<BackendState>>,
     frontends: Vec<(String, JoinHandle<()>)>,
-    checks: Vec<(String, JoinHandle<()>)>,
     reaper: JoinHandle<()>,
 }
 
@@ -161,87 +189,58 @@ impl LbNode {
                 role: ctx.node.role,
             });
         }
-        let farm = &ctx.farm;
-        let site = HeaderValue::from_str(&farm.site).map_err(|_| LbError::BadSite {
-            site: farm.site.clone(),
+        let site = HeaderValue::from_str(&ctx.farm.site).map_err(|_| LbError::BadSite {
+            site: ctx.farm.site.clone(),
         })?;
         let limits = PoolLimits {
-            connect_timeout: options.connect_timeout,
             max_idle: options.max_idle_per_server,
             idle_timeout: options.idle_timeout,
         };
-        let backends: Vec<Arc<BackendState>> = farm
-            .backends
-            .iter()
-            .map(|b| Arc::new(BackendState::new(b, limits)))
-            .collect();
 
         // Bind everything before starting anything, so "address in use" leaves no task behind.
         let mut listeners = Vec::new();
-        for f in &farm.frontends {
+        for f in &ctx.farm.frontends {
             let addr = SocketAddr::new(ctx.node.address, f.port);
             let listener = webfarm_node::bind(addr, &format!("frontend {}", f.name)).await?;
             let local = listener.local_addr().unwrap_or(addr);
-            listeners.push((f, listener, local));
+            listeners.push((f.name.clone(), listener, local));
         }
 
-        let ids = Arc::new(RequestIds::new());
+        let rt = Arc::new(Runtime::new(
+            ctx.farm.clone(),
+            ctx.node.clone(),
+            site,
+            limits,
+            ctx.shutdown.clone(),
+        ));
         let mut frontends = Vec::new();
         let mut addrs = Vec::new();
-        for (f, listener, local) in listeners {
-            let Some(backend) = backends.get(f.default_backend) else {
-                continue; // The validated farm guarantees the index.
-            };
-            let proxy = Arc::new(Proxy {
-                frontend: f.name.clone(),
-                backend: backend.clone(),
-                site: site.clone(),
-                ids: ids.clone(),
-                response_timeout: options.response_timeout,
-            });
-            tracing::info!(
-                "frontend {} listening on {local}, default_backend {}",
-                f.name,
-                backend.name()
-            );
+        let snap = rt.snapshot();
+        for (index, (name, listener, local)) in listeners.into_iter().enumerate() {
+            if let Some(f) = snap.frontends.get(index) {
+                tracing::info!(
+                    "frontend {name} listening on {local} (mode {}), default_backend {}",
+                    f.config.mode.as_str(),
+                    f.backend.name()
+                );
+            }
             let task = tokio::spawn(frontend::serve(
                 listener,
-                proxy,
+                rt.clone(),
+                index,
                 ctx.shutdown.clone(),
                 options.grace_period,
             ));
-            frontends.push((format!("frontend {}", f.name), task));
-            addrs.push((f.name.clone(), local));
+            frontends.push((format!("frontend {name}"), task));
+            addrs.push((name, local));
         }
-
-        let mut checks = Vec::new();
-        for b in &backends {
-            for (i, m) in b.members.iter().enumerate() {
-                let task = tokio::spawn(check::run(
-                    b.clone(),
-                    i,
-                    farm.site.clone(),
-                    ctx.shutdown.clone(),
-                ));
-                checks.push((format!("health check {}", m.state.id), task));
-            }
-        }
-        let reaper = tokio::spawn(reap_idle(
-            backends.clone(),
-            options.idle_timeout,
-            ctx.shutdown.clone(),
-        ));
-
-        let health = Arc::new(LbHealth {
-            frontends: farm.frontends.clone(),
-            backends: backends.clone(),
-        });
+        rt.sync_checks();
+        let reaper = tokio::spawn(reap_idle(rt.clone(), ctx.shutdown.clone()));
         Ok(LbNode {
-            health,
+            health: Arc::new(LbHealth { rt: rt.clone() }),
+            rt,
             addrs,
-            backends,
             frontends,
-            checks,
             reaper,
         })
     }
@@ -249,6 +248,17 @@ impl LbNode {
     /// Readiness and status for the admin server (`/readyz`, `/status`).
     pub fn health(&self) -> Arc<dyn Health> {
         self.health.clone()
+    }
+
+    /// The run-time control routes (`/lb/servers`, `/lb/servers/{b}/{s}/weight|state`,
+    /// `/lb/reload`), to serve on the node's admin address beside `/status`.
+    pub fn admin_routes(&self) -> axum::Router {
+        admin::routes(self.rt.clone())
+    }
+
+    /// A handle to reload the configuration (on SIGHUP).
+    pub fn control(&self) -> LbControl {
+        LbControl(self.rt.clone())
     }
 
     /// Every frontend's name and the address it listens on.
@@ -269,22 +279,31 @@ impl LbNode {
     /// Not cancel safe: dropping the future detaches the remaining tasks.
     pub async fn wait(self) -> Result<(), LbError> {
         let mut first_error = None;
-        for (what, task) in self.frontends.into_iter().chain(self.checks) {
+        let mut record = |what: String, e: tokio::task::JoinError| {
+            tracing::error!("the {what} task ended abnormally: {e}");
+            first_error.get_or_insert(LbError::Task {
+                what,
+                message: e.to_string(),
+            });
+        };
+        for (what, task) in self.frontends {
             if let Err(e) = task.await {
-                tracing::error!("the {what} task ended abnormally: {e}");
-                first_error.get_or_insert(LbError::Task {
-                    what,
-                    message: e.to_string(),
-                });
+                record(what, e);
             }
         }
         if let Err(e) = self.reaper.await {
-            first_error.get_or_insert(LbError::Task {
-                what: "idle connection reaper".into(),
-                message: e.to_string(),
-            });
+            record("idle connection reaper".into(), e);
         }
-        for b in &self.backends {
+        // Check tasks end with the shutdown signal; a reload may still have started some
+        // while the frontends drained, so take them last.
+        for (what, task) in self.rt.take_checks() {
+            if let Err(e) = task.await {
+                if !e.is_cancelled() {
+                    record(what, e);
+                }
+            }
+        }
+        for b in &self.rt.snapshot().backends {
             b.close_idle();
         }
         tracing::info!("load balancer stopped");
@@ -292,17 +311,15 @@ impl LbNode {
     }
 }
 
-/// Closes expired idle upstream connections every `idle_timeout / 4` (at least every 10s,
-/// at most every 100ms) until shutdown.
-async fn reap_idle(backends: Vec<Arc<BackendState>>, idle_timeout: Duration, shutdown: Shutdown) {
-    let period = (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
-    let mut tick = tokio::time::interval(period);
+/// Closes expired idle upstream connections until shutdown.
+async fn reap_idle(rt: Arc<Runtime>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(reap_period(rt.limits().idle_timeout));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {
-                for b in &backends {
+                for b in &rt.snapshot().backends {
                     b.reap_idle();
                 }
             }

@@ -32,8 +32,6 @@ pub(crate) type Sender = http1::SendRequest<ProxyBody>;
 /// Limits of one pool.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PoolLimits {
-    /// Deadline of the TCP connect.
-    pub connect_timeout: Duration,
     /// Idle connections kept per server.
     pub max_idle: usize,
     /// Idle connections older than this are closed.
@@ -104,19 +102,28 @@ impl Pool {
     }
 
     /// The newest idle connection that is still open and ready, if any. Closed and expired
-    /// connections met on the way are dropped.
-    pub fn take_idle(&self) -> Option<Sender> {
+    /// connections met on the way are dropped. With `max_age`, only a connection idle for
+    /// less than that is taken (HAProxy's `http-reuse safe` for requests that must not be
+    /// sent on a connection the server may be closing); older ones stay for others.
+    pub fn take_idle(&self, max_age: Option<Duration>) -> Option<Sender> {
         let now = Instant::now();
         let mut idle = self.idle();
         while let Some(c) = idle.pop_back() {
-            if c.sender.is_ready() && now.duration_since(c.since) < self.limits.idle_timeout {
-                return Some(c.sender);
+            let age = now.duration_since(c.since);
+            if !c.sender.is_ready() || age >= self.limits.idle_timeout {
+                continue;
             }
+            if max_age.is_some_and(|max| age >= max) {
+                // The newest is too old, so every other one is too: keep it for others.
+                idle.push_back(c);
+                return None;
+            }
+            return Some(c.sender);
         }
         None
     }
 
-    /// Opens a new connection to the server.
+    /// Opens a new connection to the server, the TCP connect bounded by `timeout`.
     ///
     /// # Errors
     ///
@@ -125,18 +132,15 @@ impl Pool {
     /// # Cancel safety
     ///
     /// Cancel safe: a dropped call leaves nothing behind.
-    pub async fn connect(&self) -> Result<Sender, ConnectError> {
-        let stream =
-            match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(self.addr))
-                .await
-            {
-                Err(_) => return Err(ConnectError::Timeout(self.limits.connect_timeout)),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(ConnectError::Refused)
-                }
-                Ok(Err(e)) => return Err(ConnectError::Io(e)),
-                Ok(Ok(s)) => s,
-            };
+    pub async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Err(_) => return Err(ConnectError::Timeout(timeout)),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(ConnectError::Refused)
+            }
+            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Ok(Ok(s)) => s,
+        };
         // Small requests and responses must not wait for Nagle.
         stream.set_nodelay(true).map_err(ConnectError::Io)?;
         let (sender, conn) = http1::Builder::new()
@@ -145,7 +149,8 @@ impl Pool {
             .map_err(ConnectError::Handshake)?;
         let id = self.id.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // `with_upgrades`: a `101 Switching Protocols` hands the socket to the proxy.
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(server = %id, "upstream connection ended: {e}");
             }
         });

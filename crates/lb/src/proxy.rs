@@ -1,65 +1,70 @@
-//! The request path: pick a server, send the request on a pooled connection, stream the
-//! response back; retry where it is safe; answer 502/503/504 with a reason otherwise.
+//! The HTTP request path: check the request, pick a server (sticky cookie, balancer, queue),
+//! send the request on a pooled connection, stream the response back; retry where the rules
+//! allow; answer 4xx/5xx with a reason otherwise; log one access line.
 //!
-//! Retry rules (HAProxy's `retries` with `option redispatch`):
-//! - connect failed (no byte sent): always safe; a refused connection also marks the server
-//!   DOWN at once. The request goes to another up server, at most `retries` more times.
-//! - a pooled connection turned out closed before the request went out (hyper hands the
-//!   request back): sent again on another connection to the same server, not counted.
-//! - the exchange failed after bytes were sent: retried only for an idempotent method
-//!   without a body, rebuilt from a copy of its head.
-//! - no response head within the response timeout: 504, never retried.
+//! Retry rules (HAProxy's `retries`, `option redispatch`, `retry-on`):
+//! - at most `retries` more attempts; with `redispatch` each goes to a server not tried yet
+//!   (the same one again only if every server was tried), without it to the same server;
+//! - `conn-failure` (no connection; or a pooled connection found closed before the request
+//!   went out): no byte reached a server, so any request may go again;
+//! - `empty-response`, `junk-response`, `response-timeout` and status codes: the request
+//!   reached a server, so it goes again only if its method is idempotent and it has no body
+//!   (its head is kept to rebuild it);
+//! - a stale pooled connection (closed by the server while idle) costs no attempt: the
+//!   request is handed back untouched and goes on another connection.
+//!
+//! HAProxy's `http-reuse safe`: a request that must not be sent twice (non-idempotent, or
+//! with a body) only goes on a fresh connection or one idle for less than
+//! [`SAFE_REUSE_AGE`], which the server cannot have started closing.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::watch;
+use webfarm_config::{AccessLog, Balance, RetryOn};
 
-use crate::backend::{BackendState, Member};
-use crate::body::{RequestBody, ResponseBody};
-use crate::check::{io_text, mark_down_observed};
-use crate::headers::{add_forwarded, remove_hop_by_hop, RequestIds, X_REQUEST_ID};
+use crate::access_log::LogRecord;
+use crate::backend::{BackendState, Member, QueueError};
+use crate::balance::RequestKey;
+use crate::body::{BodyFailure, BodyState, RequestBody, ResponseBody};
+use crate::check::{io_text, observe, Observed};
+use crate::conn::{ConnGuard, ConnState};
+use crate::headers::{self, add_forwarded, remove_hop_by_hop, X_REQUEST_ID};
 use crate::pool::{ConnectError, ProxyBody};
+use crate::respond::{empty, Local};
+use crate::runtime::Runtime;
 use crate::server::ActiveRequest;
+use crate::{sticky, upgrade};
 
-/// What one frontend needs to proxy a request to its backend.
+/// The longest a pooled connection may have been idle to carry a request that must not be
+/// sent twice.
+pub(crate) const SAFE_REUSE_AGE: Duration = Duration::from_secs(1);
+
+/// What one frontend needs to proxy a request.
 #[derive(Debug)]
 pub(crate) struct Proxy {
-    /// The frontend's name, for logs.
-    pub frontend: String,
-    /// Where requests go.
-    pub backend: Arc<BackendState>,
-    /// `Host` for requests that carry none (HTTP/1.0): the site's name.
-    pub site: HeaderValue,
-    /// Request id generator shared by every frontend.
-    pub ids: Arc<RequestIds>,
-    /// Deadline for the response head once the request was sent in full.
-    pub response_timeout: Duration,
+    /// The live configuration.
+    pub rt: Arc<Runtime>,
+    /// The frontend's index in the snapshot.
+    pub index: usize,
 }
 
 /// Why one attempt on one server failed.
 enum AttemptError {
     /// No connection could be made; the request is handed back.
-    Connect {
-        error: ConnectError,
-        request: Request<ProxyBody>,
-    },
-    /// The connection closed before the request went out; the request is handed back.
-    NotSent {
-        error: hyper::Error,
-        request: Request<ProxyBody>,
-    },
+    Connect(ConnectError, Request<ProxyBody>),
+    /// A new connection closed before the request went out; the request is handed back.
+    NotSent(hyper::Error, Request<ProxyBody>),
     /// The exchange failed after bytes were sent.
-    Sent { error: hyper::Error },
-    /// No response head in time.
+    Sent(hyper::Error),
+    /// No response head within `timeout server`.
     Timeout,
 }
 
@@ -81,236 +86,500 @@ impl Replay {
     }
 }
 
+/// What a request carries into [`Proxy::forward`].
+struct Plan {
+    replay: Option<Replay>,
+    body_sent: Option<watch::Receiver<bool>>,
+    body_state: Option<Arc<BodyState>>,
+    client: SocketAddr,
+    path: String,
+    /// Only the header `hdr(name)` hashes, when the backend balances so.
+    hash_headers: Option<HeaderMap>,
+    sticky: Option<usize>,
+}
+
+impl Plan {
+    fn key(&self) -> RequestKey<'_> {
+        RequestKey {
+            client: self.client.ip(),
+            path: &self.path,
+            headers: self.hash_headers.as_ref(),
+        }
+    }
+}
+
+/// HAProxy's timers of the last attempt.
+#[derive(Debug, Default, Clone, Copy)]
+struct Timers {
+    tw: Option<Duration>,
+    tc: Option<Duration>,
+    tr: Option<Duration>,
+}
+
+/// A server's answer with the server and its slot.
+struct Forwarded {
+    resp: Response<Incoming>,
+    index: usize,
+    slot: ActiveRequest,
+}
+
 impl Proxy {
-    /// Proxies one client request from `client`; never fails: errors become 502/503/504.
+    /// Proxies one client request from `client` on connection `conn`; never fails: errors
+    /// become 4xx/5xx answers.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: SocketAddr,
+        conn: Arc<ConnState>,
     ) -> Response<ProxyBody> {
-        let start = Instant::now();
-        let (mut parts, body) = req.into_parts();
-        let method = parts.method.clone();
-        let path = parts.uri.path().to_string();
-        let id = self.prepare_head(&mut parts, client);
-        let bodiless = body.is_end_stream();
-        let replay = (bodiless && is_idempotent(&parts.method)).then(|| Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-        });
-        let (body, body_sent) = if bodiless {
-            (empty(), None)
-        } else {
-            let (body, sent) = RequestBody::new(body);
-            (body.boxed(), Some(sent))
+        let (guard, tq) = conn.begin();
+        let snap = self.rt.snapshot();
+        let Some(fe) = snap.frontends.get(self.index) else {
+            return Local::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no such frontend".into(),
+                "PR",
+            )
+            .into_response();
         };
+        let backend = fe.backend.clone();
+        let upgrade_to = if req.version() == Version::HTTP_11 {
+            headers::upgrade_protocol(req.headers())
+        } else {
+            None
+        };
+        let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let id = self.rt.ids.ensure(&mut parts.headers);
+        let mut log = (snap.farm.lb.access_log != AccessLog::Off).then(|| LogRecord {
+            format: snap.farm.lb.access_log,
+            client,
+            frontend: fe.config.name.clone(),
+            backend: backend.name().to_string(),
+            server: None,
+            start: Instant::now(),
+            tq,
+            tw: None,
+            tc: None,
+            tr: None,
+            status: 0,
+            bytes: 0,
+            termination: "--",
+            method: parts.method.clone(),
+            uri: parts.uri.to_string(),
+            version: parts.version,
+            request_id: id.clone(),
+        });
+        let finish_local = |local: Local, mut log: Option<LogRecord>, guard: ConnGuard| {
+            if let Some(l) = log.as_mut() {
+                l.status = local.status.as_u16();
+                l.termination = local.termination;
+                l.server.clone_from(&local.server);
+            }
+            let mut resp = local.into_response();
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+            let (p, b) = resp.into_parts();
+            Response::from_parts(p, ResponseBody::new(b, None, log, Some(guard)).boxed())
+        };
+
+        if let Err(why) = headers::check_host(parts.version, &parts.headers) {
+            let local = Local::new(
+                StatusCode::BAD_REQUEST,
+                format!("400 Bad Request: {why}"),
+                "PR",
+            );
+            return finish_local(local, log, guard);
+        }
+        let limit = fe.config.max_body_size;
+        if limit != 0 && body.size_hint().exact().is_some_and(|n| n > limit) {
+            let local = Local::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("413 Content Too Large: the request body is larger than {limit} bytes"),
+                "PR",
+            );
+            return finish_local(local, log, guard);
+        }
+
+        let cookie = backend.config.cookie.clone();
+        let sticky = cookie.as_ref().and_then(|c| {
+            let name = sticky::find(&parts.headers, &c.name)?;
+            backend.index_of(name)
+        });
+        if let Some(c) = &cookie {
+            sticky::strip(&mut parts.headers, &c.name);
+        }
+        let hash_headers = match &backend.config.balance {
+            Balance::Hdr(name) => {
+                let mut h = HeaderMap::new();
+                if let (Ok(n), Some(v)) = (
+                    http::header::HeaderName::from_bytes(name.as_bytes()),
+                    parts.headers.get(name.as_str()),
+                ) {
+                    h.insert(n, v.clone());
+                }
+                Some(h)
+            }
+            _ => None,
+        };
+        let path = parts.uri.path().to_string();
+        prepare_head(&mut parts, client, &snap.site, upgrade_to.as_ref());
+        let bodiless = body.is_end_stream();
+        let replay =
+            (bodiless && upgrade_to.is_none() && is_idempotent(&parts.method)).then(|| Replay {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+            });
+        let (body, body_sent, body_state) = if bodiless {
+            (empty(), None, None)
+        } else {
+            let (body, sent, state) = RequestBody::new(body, limit, fe.config.timeout.client);
+            (body.boxed(), Some(sent), Some(state))
+        };
+        let plan = Plan {
+            replay,
+            body_sent,
+            body_state,
+            client,
+            path,
+            hash_headers,
+            sticky,
+        };
+        let mut timers = Timers::default();
         let request = Request::from_parts(parts, body);
-        let (mut resp, server) = self.forward(request, replay, body_sent.as_ref()).await;
-        resp.headers_mut()
-            .entry(&X_REQUEST_ID)
-            .or_insert(id.clone());
-        tracing::debug!(
-            "{} {}/{} \"{method} {path}\" {} {}ms id={}",
-            self.frontend,
-            self.backend.name(),
-            server.unwrap_or("<NOSRV>"),
-            resp.status().as_u16(),
-            start.elapsed().as_millis(),
-            id.to_str().unwrap_or("-"),
-        );
-        resp
-    }
-
-    /// Rewrites the client's request head for the server; returns the request id.
-    fn prepare_head(&self, parts: &mut http::request::Parts, client: SocketAddr) -> HeaderValue {
+        let result = self.forward(&backend, request, &plan, &mut timers).await;
+        if let Some(l) = log.as_mut() {
+            (l.tw, l.tc, l.tr) = (timers.tw, timers.tc, timers.tr);
+        }
+        let fwd = match result {
+            Ok(f) => f,
+            Err(local) => return finish_local(local, log, guard),
+        };
+        let member = &backend.members[fwd.index];
+        if let Some(l) = log.as_mut() {
+            l.server = Some(member.state.name().to_string());
+            l.status = fwd.resp.status().as_u16();
+        }
+        let mut resp = fwd.resp;
+        let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let server_upgrade =
+            (upgraded && client_upgrade.is_some()).then(|| hyper::upgrade::on(&mut resp));
+        let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        // hyper answers `100 Continue` to the client itself, when the body is first read to
-        // go upstream; the server must not hold its answer back waiting for a body.
-        parts.headers.remove(header::EXPECT);
-        // An absolute-form target (or HTTP/2's :authority) carries the host (RFC 9112 §3.2.2).
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
+        if let (Some(c), true) = (&cookie, fwd.index != sticky.unwrap_or(usize::MAX)) {
+            if c.insert {
+                sticky::insert(&mut parts.headers, &c.name, member.state.name());
             }
         }
-        if !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, self.site.clone());
-        }
-        if parts.uri.scheme().is_some() {
-            let origin = parts
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .parse::<Uri>();
-            if let Ok(origin) = origin {
-                parts.uri = origin;
+        parts.headers.entry(&X_REQUEST_ID).or_insert(id.clone());
+        if let (Some(proto), Some(client_up), Some(server_up)) =
+            (upgrade_to, client_upgrade, server_upgrade)
+        {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto);
+            drop(body);
+            upgrade::tunnel(client_up, server_up, fwd.slot, guard);
+            if let Some(l) = log {
+                l.emit();
             }
+            return Response::from_parts(parts, empty());
         }
-        parts.version = Version::HTTP_11;
-        add_forwarded(&mut parts.headers, client.ip());
-        self.ids.ensure(&mut parts.headers)
+        let body = body.map_err(|e| -> crate::BoxError { Box::new(e) }).boxed();
+        Response::from_parts(
+            parts,
+            ResponseBody::new(body, Some(fwd.slot), log, Some(guard)).boxed(),
+        )
     }
 
-    /// Sends `req` to a server of the backend, retrying as the module doc says. Returns the
-    /// response and the name of the server that answered last.
+    /// Sends `req` to a server of `b`, retrying as the module doc says.
     async fn forward(
         &self,
+        b: &BackendState,
         req: Request<ProxyBody>,
-        replay: Option<Replay>,
-        body_sent: Option<&watch::Receiver<bool>>,
-    ) -> (Response<ProxyBody>, Option<&str>) {
-        let backend = &self.backend;
+        plan: &Plan,
+        timers: &mut Timers,
+    ) -> Result<Forwarded, Local> {
+        let key = plan.key();
+        let retry_on = &b.config.retry_on;
         let mut pending = Some(req);
         let mut tried: Vec<usize> = Vec::new();
-        let mut attempts_left = backend.config.retries.saturating_add(1);
+        let mut retries_left = b.config.retries;
+        let mut last: Option<usize> = None;
         loop {
-            let Some(index) = backend.pick(&tried) else {
-                return (no_server_up(backend.name()), None);
+            let fixed = match last {
+                None => plan.sticky,
+                Some(l) if !b.config.redispatch => Some(l),
+                Some(_) => None,
             };
-            let member = &backend.members[index];
-            let name = Some(member.state.name.as_str());
+            let queued_at = Instant::now();
+            let (index, slot) = match b.acquire(&key, &tried, fixed).await {
+                Ok(x) => x,
+                Err(QueueError::NoServer) => {
+                    let local = Local::no_server(b.name());
+                    return Err(match last {
+                        Some(l) => local.at(b.members[l].state.name()),
+                        None => local,
+                    });
+                }
+                Err(QueueError::Timeout) => {
+                    return Err(Local::queue_timeout(b.name(), queued_at.elapsed()))
+                }
+            };
+            timers.tw = Some(timers.tw.unwrap_or_default() + queued_at.elapsed());
+            let member = &b.members[index];
+            let name = member.state.name();
+            last = Some(index);
             let Some(req) = pending
                 .take()
-                .or_else(|| replay.as_ref().map(Replay::request))
+                .or_else(|| plan.replay.as_ref().map(Replay::request))
             else {
-                // Unreachable: a request whose body was sent is never retried.
-                return (
-                    bad_gateway(member, "the request cannot be sent again"),
-                    name,
-                );
+                return Err(bad_gateway(member, "the request cannot be sent again"));
             };
-            attempts_left = attempts_left.saturating_sub(1);
-            let failure = match self.attempt(member, req, body_sent).await {
-                Ok(resp) => return (resp, name),
-                Err(AttemptError::Timeout) => {
-                    return (gateway_timeout(member, self.response_timeout), name)
-                }
-                Err(AttemptError::Sent { error }) => {
-                    let why = webfarm_node::http::error_chain(&error);
-                    if replay.is_none() || attempts_left == 0 {
+            let (failure, final_answer, retryable) =
+                match self.attempt(b, member, req, plan, timers).await {
+                    Ok(resp) => {
+                        let code = resp.status().as_u16();
+                        let l7_error = code >= 500 && code != 501 && code != 505;
+                        observe(
+                            b,
+                            index,
+                            if l7_error {
+                                Observed::Layer7(format!("status {code}"))
+                            } else {
+                                Observed::Success
+                            },
+                        );
+                        if retries_left == 0
+                            || plan.replay.is_none()
+                            || !retry_on.contains(&RetryOn::Status(code))
+                        {
+                            return Ok(Forwarded { resp, index, slot });
+                        }
+                        let text = format!("status {code}");
+                        let answer = Local::new(
+                            StatusCode::BAD_GATEWAY,
+                            format!(
+                                "502 Bad Gateway: server {} answered {code}",
+                                member.state.id
+                            ),
+                            "SH",
+                        );
+                        (text, answer, true)
+                    }
+                    Err(AttemptError::Connect(error, request)) => {
+                        pending = Some(request);
+                        let why = match &error {
+                            ConnectError::Io(e) => io_text(e),
+                            other => other.to_string(),
+                        };
+                        let seen = if error.is_refused() {
+                            Observed::Refused(why.clone())
+                        } else {
+                            Observed::Layer4(why.clone())
+                        };
+                        observe(b, index, seen);
+                        let termination = if matches!(error, ConnectError::Timeout(_)) {
+                            "sC"
+                        } else {
+                            "SC"
+                        };
+                        let answer = Local::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                            "503 Service Unavailable: cannot connect to a server of backend \"{}\" \
+                             after {} attempt(s); last: server {name} ({why})",
+                            b.name(),
+                            b.config.retries - retries_left + 1,
+                        ),
+                            termination,
+                        )
+                        .retry_after();
+                        (why, answer, retry_on.contains(&RetryOn::ConnFailure))
+                    }
+                    Err(AttemptError::NotSent(error, request)) => {
+                        pending = Some(request);
+                        let why = webfarm_node::http::error_chain(&error);
+                        observe(b, index, Observed::Layer4(why.clone()));
+                        let answer = bad_gateway(member, &why);
+                        (why, answer, retry_on.contains(&RetryOn::ConnFailure))
+                    }
+                    Err(AttemptError::Sent(error)) => {
+                        if let Some(f) = plan.body_state.as_ref().and_then(|s| s.get()) {
+                            return Err(body_failure(f).at(name));
+                        }
+                        let why = webfarm_node::http::error_chain(&error);
+                        let (seen, cond) = if error.is_parse() {
+                            (
+                                Observed::Layer7(format!("junk response: {why}")),
+                                RetryOn::JunkResponse,
+                            )
+                        } else {
+                            (
+                                Observed::Layer4(format!("empty response: {why}")),
+                                RetryOn::EmptyResponse,
+                            )
+                        };
+                        observe(b, index, seen);
+                        let ok = plan.replay.is_some() && retry_on.contains(&cond);
+                        (why.clone(), bad_gateway(member, &why), ok)
+                    }
+                    Err(AttemptError::Timeout) => {
+                        let limit = b.config.timeout.server;
+                        observe(
+                            b,
+                            index,
+                            Observed::Layer4(format!("no response within {limit:?}")),
+                        );
+                        let ok =
+                            plan.replay.is_some() && retry_on.contains(&RetryOn::ResponseTimeout);
                         tracing::warn!(
-                            "server {} failed during the exchange: {why}",
+                            "server {} sent no response within {limit:?}",
                             member.state.id
                         );
-                        return (bad_gateway(member, &why), name);
-                    }
-                    why
-                }
-                Err(AttemptError::NotSent { error, request }) => {
-                    let why = webfarm_node::http::error_chain(&error);
-                    if attempts_left == 0 {
-                        tracing::warn!(
-                            "server {} closed the connection before the request went out: {why}",
-                            member.state.id
+                        let answer = Local::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!(
+                                "504 Gateway Timeout: server {} did not answer within {limit:?}",
+                                member.state.id
+                            ),
+                            "sH",
                         );
-                        return (bad_gateway(member, &why), name);
+                        (format!("no response within {limit:?}"), answer, ok)
                     }
-                    pending = Some(request);
-                    why
-                }
-                Err(AttemptError::Connect { error, request }) => {
-                    pending = Some(request);
-                    let why = match &error {
-                        ConnectError::Io(e) => io_text(e),
-                        other => other.to_string(),
-                    };
-                    if error.is_refused() {
-                        mark_down_observed(backend, index, &why);
-                    }
-                    if attempts_left == 0 {
-                        tracing::warn!("cannot connect to server {}: {why}", member.state.id);
-                        return (cannot_connect(backend, member, &why), name);
-                    }
-                    why
-                }
-            };
+                };
+            drop(slot);
+            if !retryable || retries_left == 0 {
+                tracing::warn!("request to server {} failed: {failure}", member.state.id);
+                return Err(final_answer.at(name));
+            }
+            retries_left -= 1;
             tracing::info!(
-                "request to server {} failed ({failure}); retrying on another server, {attempts_left} attempt(s) left",
-                member.state.id
+                "request to server {} failed ({failure}); retrying{}, {retries_left} retr{} left",
+                member.state.id,
+                if b.config.redispatch {
+                    " on another server"
+                } else {
+                    ""
+                },
+                if retries_left == 1 { "y" } else { "ies" },
             );
             tried.push(index);
         }
     }
 
-    /// One attempt on one server: an idle pooled connection if one is ready, else a new one.
+    /// One attempt on one server: an idle pooled connection if one is ready (and young
+    /// enough for a request that must not be sent twice), else a new one.
     async fn attempt(
         &self,
+        b: &BackendState,
         member: &Member,
         mut req: Request<ProxyBody>,
-        body_sent: Option<&watch::Receiver<bool>>,
-    ) -> Result<Response<ProxyBody>, AttemptError> {
-        // Counted once per attempt, however many stale pooled connections it meets.
-        let mut counted: Option<ActiveRequest> = None;
+        plan: &Plan,
+        timers: &mut Timers,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let max_age = plan.replay.is_none().then_some(SAFE_REUSE_AGE);
         loop {
-            let (mut sender, reused) = match member.pool.take_idle() {
+            let connect_start = Instant::now();
+            let (mut sender, reused) = match member.pool.take_idle(max_age) {
                 Some(s) => (s, true),
-                None => match member.pool.connect().await {
+                None => match member.pool.connect(b.config.timeout.connect).await {
                     Ok(s) => (s, false),
-                    Err(error) => {
-                        return Err(AttemptError::Connect {
-                            error,
-                            request: req,
-                        })
-                    }
+                    Err(error) => return Err(AttemptError::Connect(error, req)),
                 },
             };
-            let active = counted
-                .take()
-                .unwrap_or_else(|| member.state.begin_request());
-            let sent = self
-                .response_head(sender.try_send_request(req), body_sent)
-                .await;
+            timers.tc = Some(if reused {
+                Duration::ZERO
+            } else {
+                connect_start.elapsed()
+            });
+            let sent_at = Instant::now();
+            let sent = response_head(
+                sender.try_send_request(req),
+                plan.body_sent.as_ref(),
+                b.config.timeout.server,
+            )
+            .await;
             match sent {
                 Err(_) => return Err(AttemptError::Timeout),
                 Ok(Ok(resp)) => {
-                    member.pool.release_when_ready(sender);
-                    return Ok(into_client_response(resp, active));
+                    timers.tr = Some(sent_at.elapsed());
+                    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        member.pool.release_when_ready(sender);
+                    }
+                    return Ok(resp);
                 }
                 Ok(Err(mut e)) => match e.take_message() {
                     // The server had closed the idle connection: try the next one.
-                    Some(r) if reused => {
-                        req = r;
-                        counted = Some(active);
-                    }
-                    Some(request) => {
-                        return Err(AttemptError::NotSent {
-                            error: e.into_error(),
-                            request,
-                        })
-                    }
-                    None => {
-                        return Err(AttemptError::Sent {
-                            error: e.into_error(),
-                        })
-                    }
+                    Some(r) if reused => req = r,
+                    Some(r) => return Err(AttemptError::NotSent(e.into_error(), r)),
+                    None => return Err(AttemptError::Sent(e.into_error())),
                 },
             }
         }
     }
 }
 
-impl Proxy {
-    /// Waits for the response head of `send`: without a deadline while the request body
-    /// still streams (a slow upload is no slow server), then for at most the response
-    /// timeout. `Err` when the deadline passed.
-    async fn response_head<F: Future>(
-        &self,
-        send: F,
-        body_sent: Option<&watch::Receiver<bool>>,
-    ) -> Result<F::Output, tokio::time::error::Elapsed> {
-        tokio::pin!(send);
-        if let Some(rx) = body_sent {
-            let mut rx = rx.clone();
-            tokio::select! {
-                // The server may answer before it read the whole body (e.g. 413).
-                r = &mut send => return Ok(r),
-                // `Err`: the body was dropped, the exchange is failing; wait for that below.
-                _ = rx.wait_for(|sent| *sent) => {}
-            }
-        }
-        tokio::time::timeout(self.response_timeout, send).await
+/// Rewrites the client's request head for the server.
+fn prepare_head(
+    parts: &mut http::request::Parts,
+    client: SocketAddr,
+    site: &HeaderValue,
+    upgrade_to: Option<&HeaderValue>,
+) {
+    remove_hop_by_hop(&mut parts.headers);
+    if let Some(proto) = upgrade_to {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto.clone());
     }
+    // hyper answers `100 Continue` to the client itself, when the body is first read to go
+    // upstream; the server must not hold its answer back waiting for a body.
+    parts.headers.remove(header::EXPECT);
+    // An absolute-form target (or HTTP/2's :authority) carries the host (RFC 9112 §3.2.2).
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
+    if !parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, site.clone());
+    }
+    if parts.uri.scheme().is_some() {
+        let origin = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .parse::<Uri>();
+        if let Ok(origin) = origin {
+            parts.uri = origin;
+        }
+    }
+    parts.version = Version::HTTP_11;
+    add_forwarded(&mut parts.headers, client.ip());
+}
+
+/// Waits for the response head of `send`: without a deadline while the request body still
+/// streams (a slow upload is no slow server), then for at most `limit`. `Err` when the
+/// deadline passed.
+async fn response_head<F: Future>(
+    send: F,
+    body_sent: Option<&watch::Receiver<bool>>,
+    limit: Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(send);
+    if let Some(rx) = body_sent {
+        let mut rx = rx.clone();
+        tokio::select! {
+            // The server may answer before it read the whole body (e.g. 413).
+            r = &mut send => return Ok(r),
+            // `Err`: the body was dropped, the exchange is failing; wait for that below.
+            _ = rx.wait_for(|sent| *sent) => {}
+        }
+    }
+    tokio::time::timeout(limit, send).await
 }
 
 /// The methods RFC 9110 §9.2.2 calls idempotent.
@@ -321,88 +590,32 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// The server's response, hop-by-hop headers removed, body streamed and counted.
-fn into_client_response(resp: Response<Incoming>, active: ActiveRequest) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ResponseBody::new(body, active).boxed())
-}
-
-fn empty() -> ProxyBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A short `text/plain` error answer.
-fn error_response(status: StatusCode, text: String, retry_after: bool) -> Response<ProxyBody> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if retry_after {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
-}
-
-/// 503: every server of the backend is down.
-pub(crate) fn no_server_up(backend: &str) -> Response<ProxyBody> {
-    tracing::warn!("backend \"{backend}\" has no server up: answering 503");
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("503 Service Unavailable: no server is up in backend \"{backend}\"\n"),
-        true,
-    )
-}
-
-/// 503: the last allowed attempt could not connect.
-fn cannot_connect(backend: &BackendState, member: &Member, why: &str) -> Response<ProxyBody> {
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!(
-            "503 Service Unavailable: cannot connect to a server of backend \"{}\" after {} \
-             attempt(s); last: server {} ({why})\n",
-            backend.name(),
-            backend.config.retries.saturating_add(1),
-            member.state.name,
-        ),
-        true,
-    )
-}
-
 /// 502: the server failed after the request was sent.
-fn bad_gateway(member: &Member, why: &str) -> Response<ProxyBody> {
-    error_response(
+fn bad_gateway(member: &Member, why: &str) -> Local {
+    Local::new(
         StatusCode::BAD_GATEWAY,
-        format!(
-            "502 Bad Gateway: server {} failed: {why}\n",
-            member.state.id
-        ),
-        false,
+        format!("502 Bad Gateway: server {} failed: {why}", member.state.id),
+        "SH",
     )
 }
 
-/// 504: no response head in time.
-fn gateway_timeout(member: &Member, limit: Duration) -> Response<ProxyBody> {
-    tracing::warn!(
-        "server {} sent no response within {limit:?}: answering 504",
-        member.state.id
-    );
-    error_response(
-        StatusCode::GATEWAY_TIMEOUT,
-        format!(
-            "504 Gateway Timeout: server {} did not answer within {limit:?}\n",
-            member.state.id
+/// The answer when the client's body made the exchange fail.
+fn body_failure(f: BodyFailure) -> Local {
+    match f {
+        BodyFailure::TooLarge => Local::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "413 Content Too Large: the request body is larger than max_body_size".into(),
+            "PR",
         ),
-        false,
-    )
+        BodyFailure::ClientTimeout => Local::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "408 Request Timeout: the client stopped sending its body (timeout client)".into(),
+            "cD",
+        ),
+        BodyFailure::ClientAbort => Local::new(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: the client's body failed".into(),
+            "CD",
+        ),
+    }
 }

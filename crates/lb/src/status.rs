@@ -1,28 +1,28 @@
-//! What the load balancer tells the admin server: readiness and `/status` details.
+//! What the load balancer tells the admin server: readiness, `/status` details, and the
+//! server list of `GET /lb/servers`.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use webfarm_config::{Balance, Frontend};
+use webfarm_config::HashType;
 use webfarm_node::Health;
 
 use crate::backend::BackendState;
+use crate::runtime::Runtime;
 
-/// Readiness and status of a load balancer node, read from the live server state.
+/// Readiness and status of a load balancer node, read from the live state.
 #[derive(Debug)]
 pub(crate) struct LbHealth {
-    pub frontends: Vec<Frontend>,
-    pub backends: Vec<Arc<BackendState>>,
+    pub rt: Arc<Runtime>,
 }
 
 impl Health for LbHealth {
     /// Ready when the backend of every frontend has at least one server up.
     fn ready(&self) -> Result<(), String> {
+        let snap = self.rt.snapshot();
         let mut empty: Vec<&str> = Vec::new();
-        for f in &self.frontends {
-            let Some(b) = self.backends.get(f.default_backend) else {
-                continue;
-            };
+        for f in &snap.frontends {
+            let b = &f.backend;
             if b.up_count() == 0 && !empty.contains(&b.name()) {
                 empty.push(b.name());
             }
@@ -40,22 +40,32 @@ impl Health for LbHealth {
         }
     }
 
-    /// `{"frontends":[{"name","port","backend"}],"backends":[{"name","balance","servers":[..]}]}`.
+    /// `{"frontends":[{"name","port","mode","backend"}],"backends":[..],"conns"}`.
     fn status(&self) -> Value {
-        let frontends: Vec<Value> = self
+        let snap = self.rt.snapshot();
+        let frontends: Vec<Value> = snap
             .frontends
             .iter()
             .map(|f| {
                 json!({
-                    "name": f.name,
-                    "port": f.port,
-                    "backend": self.backends.get(f.default_backend).map(|b| b.name()),
+                    "name": f.config.name,
+                    "port": f.config.port,
+                    "mode": f.config.mode.as_str(),
+                    "backend": f.backend.name(),
                 })
             })
             .collect();
-        let backends: Vec<Value> = self.backends.iter().map(|b| backend_status(b)).collect();
-        json!({ "frontends": frontends, "backends": backends })
+        json!({
+            "frontends": frontends,
+            "backends": backends_status(&snap.backends),
+            "conns": self.rt.conns.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
+}
+
+/// Every backend with its servers, as `/status` and `GET /lb/servers` show them.
+pub(crate) fn backends_status(backends: &[Arc<BackendState>]) -> Vec<Value> {
+    backends.iter().map(|b| backend_status(b)).collect()
 }
 
 fn backend_status(b: &BackendState) -> Value {
@@ -65,10 +75,15 @@ fn backend_status(b: &BackendState) -> Value {
         .map(|m| {
             let s = m.state.snapshot();
             json!({
-                "name": m.state.name,
-                "addr": m.state.addr.to_string(),
-                "weight": m.state.weight,
-                "state": if s.up { "UP" } else { "DOWN" },
+                "name": m.state.name(),
+                "addr": m.state.addr().to_string(),
+                "state": s.state_word(),
+                "health": if s.up { "UP" } else { "DOWN" },
+                "admin": s.admin.as_str(),
+                "weight": s.weight,
+                "effective_weight": s.effective_weight,
+                "backup": m.state.config.backup,
+                "maxconn": m.state.config.maxconn,
                 "check": s.last_check,
                 "current_conns": s.current_conns,
                 "total_requests": s.total_requests,
@@ -79,10 +94,15 @@ fn backend_status(b: &BackendState) -> Value {
         .collect();
     json!({
         "name": b.name(),
-        "balance": match b.config.balance {
-            Balance::Roundrobin => "roundrobin",
+        "mode": b.config.mode.as_str(),
+        "balance": b.config.balance.to_string(),
+        "hash_type": match b.config.hash_type {
+            HashType::MapBased => "map-based",
+            HashType::Consistent => "consistent",
         },
         "retries": b.config.retries,
+        "redispatch": b.config.redispatch,
+        "queued": b.queued(),
         "servers": servers,
     })
 }

@@ -11,7 +11,6 @@ use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use webfarm_lb::LbOptions;
 
 #[tokio::test]
 async fn forwarded_headers_and_request_id() {
@@ -240,11 +239,11 @@ async fn idempotent_bodiless_request_is_retried_after_a_failed_exchange() {
 #[tokio::test]
 async fn slow_server_gives_504() {
     let s = TestServer::start("web-1").await;
-    let options = LbOptions {
-        response_timeout: Duration::from_millis(300),
-        ..LbOptions::default()
+    let extra = Extra {
+        backend: "timeout = { server = \"300ms\" }".into(),
+        ..Extra::default()
     };
-    let lb = start_lb_with(&[&s], &[1], Checks::default(), options).await;
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
     let a = get(lb.addr, "/slow?ms=3000").await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(
@@ -258,11 +257,11 @@ async fn slow_server_gives_504() {
 #[tokio::test]
 async fn slow_upload_is_not_a_gateway_timeout() {
     let s = TestServer::start("web-1").await;
-    let options = LbOptions {
-        response_timeout: Duration::from_millis(200),
-        ..LbOptions::default()
+    let extra = Extra {
+        backend: "timeout = { server = \"200ms\" }".into(),
+        ..Extra::default()
     };
-    let lb = start_lb_with(&[&s], &[1], Checks::default(), options).await;
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(1);
     let req = Request::post("/upload").body(body).unwrap();
     let lb_addr = lb.addr;

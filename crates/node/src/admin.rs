@@ -4,6 +4,9 @@
 //! - `GET /readyz`: 200 `ready`, or 503 with the reason the node cannot take traffic yet.
 //! - `GET /status`: JSON `{"name","role","state","reason"?,"details"}`; `details` is the
 //!   role's own status (for a db node: raft state, term, commit and applied index...).
+//!
+//! A role may add routes of its own (the load balancer's `/lb/...` run-time control) by
+//! passing them as `extra` to [`serve`].
 
 use std::sync::Arc;
 
@@ -11,7 +14,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+/// The router type of [`serve`]'s `extra` routes (axum's), re-exported so that callers need
+/// no axum dependency of their own.
+pub use axum::Router;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use webfarm_config::Role;
@@ -46,19 +52,26 @@ pub fn router(name: &str, role: Role, health: Arc<dyn Health>) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` fires.
+/// Serves the admin endpoints, merged with the role's `extra` routes (`Router::new()` for
+/// none), on `listener` until `shutdown` fires.
 ///
 /// # Errors
 ///
 /// The I/O error that stopped the server.
+///
+/// # Panics
+///
+/// If `extra` has a route that overlaps `/healthz`, `/readyz` or `/status` (axum refuses
+/// overlapping routes): a programming error, caught by any test that starts a node.
 pub async fn serve(
     listener: TcpListener,
     name: &str,
     role: Role,
     health: Arc<dyn Health>,
+    extra: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(name, role, health))
+    axum::serve(listener, router(name, role, health).merge(extra))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
 }

@@ -135,12 +135,19 @@ pub struct Shared {
     pub sick: AtomicBool,
     /// Releases the rest of a `/gate` response.
     pub gate: Notify,
+    /// Method and `Host` of the last health check.
+    pub last_check: Mutex<Option<(String, String)>>,
+    /// When non-zero, every request other than a health check gets this status.
+    pub force_status: AtomicU64,
+    /// Milliseconds every request other than a health check waits before its answer.
+    pub delay_ms: AtomicU64,
     next_conn: AtomicU64,
 }
 
 /// A tiny HTTP/1.1 backend server that answers with its name.
 ///
-/// Routes: `/healthz`; `/headers` (records the request headers); `/slow?ms=N`;
+/// Routes: `/healthz` (records method and Host); `/code?code=N`; `/ws` (upgrade, then echo
+/// prefixed by the name); `/headers` (records the request headers); `/slow?ms=N`;
 /// `/upload` (reads a pattern body, answers `len=N`); `/download?bytes=N`; `/gate` (one
 /// chunk, then the rest once [`Shared::gate`] is notified); `/hop` (answers with hop-by-hop
 /// headers); `/flaky` (`web-1` drops the connection without answering); anything else: the
@@ -217,6 +224,7 @@ async fn accept_loop(listener: TcpListener, name: String, shared: Arc<Shared>) {
             let service = service_fn(move |req| route(req, name.clone(), shared.clone(), id));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
         });
         while conns.try_join_next().is_some() {}
@@ -247,6 +255,13 @@ async fn route(
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         shared.checks.fetch_add(1, Ordering::SeqCst);
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        *shared.last_check.lock().unwrap() = Some((req.method().to_string(), host));
         let status = if shared.sick.load(Ordering::SeqCst) {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
@@ -258,7 +273,53 @@ async fn route(
     }
     shared.hits.fetch_add(1, Ordering::SeqCst);
     shared.conns.lock().unwrap().insert(conn);
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay != 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let forced = shared.force_status.load(Ordering::SeqCst);
+    if forced != 0 {
+        let mut r = Response::new(text(name.clone()));
+        *r.status_mut() = StatusCode::from_u16(forced as u16).unwrap();
+        r.headers_mut().insert("x-served-by", name.parse().unwrap());
+        return Ok(r);
+    }
     let mut resp = match path.as_str() {
+        "/code" => {
+            let mut r = Response::new(text(name.clone()));
+            *r.status_mut() = StatusCode::from_u16(query_u64(&req, "code") as u16).unwrap();
+            r
+        }
+        "/ws" => {
+            // A WebSocket-like upgrade: answer 101, then echo every byte prefixed by the name.
+            let mut req = req;
+            let on = hyper::upgrade::on(&mut req);
+            let name2 = name.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let mut out = format!("{name2}:").into_bytes();
+                        out.extend_from_slice(&buf[..n]);
+                        if io.write_all(&out).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            let mut r = Response::new(text(""));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            return Ok(r);
+        }
         "/headers" => {
             let mut seen: HashMap<String, Vec<String>> = HashMap::new();
             for (k, v) in req.headers() {
@@ -354,9 +415,34 @@ impl Default for Checks {
     }
 }
 
+/// Extra TOML lines for a test farm, each inserted where its table is open.
+#[derive(Clone, Default)]
+pub struct Extra {
+    /// Lines of `[[frontends]]`.
+    pub frontend: String,
+    /// Lines of `[[backends]]` (before `[backends.check]`).
+    pub backend: String,
+    /// Lines of `[backends.check]`.
+    pub check: String,
+    /// Lines of every `[[backends.servers]]`, by server index.
+    pub servers: Vec<String>,
+    /// Tables after everything (`[lb]`...).
+    pub tail: String,
+}
+
 /// The farm file of one lb node on 127.0.0.1 with frontend `www` on `port` and backend
 /// `web` over `servers` (name, address, weight).
 pub fn farm_toml(port: u16, servers: &[(&str, SocketAddr, u32)], checks: Checks) -> String {
+    farm_toml_with(port, servers, checks, &Extra::default())
+}
+
+/// As [`farm_toml`], with `extra` lines.
+pub fn farm_toml_with(
+    port: u16,
+    servers: &[(&str, SocketAddr, u32)],
+    checks: Checks,
+    extra: &Extra,
+) -> String {
     let admin = loop {
         let p = free_port();
         if p != port {
@@ -378,11 +464,13 @@ admin_port = {admin}
 name = "www"
 port = {port}
 default_backend = "web"
+{frontend}
 
 [[backends]]
 name = "web"
 balance = "roundrobin"
 retries = {retries}
+{backend}
 
 [backends.check]
 path = "/healthz"
@@ -390,42 +478,59 @@ inter = "{inter}"
 rise = {rise}
 fall = {fall}
 timeout = "1s"
+{check}
 "#,
         data = std::env::temp_dir().join("webfarm-lb-tests").display(),
         retries = checks.retries,
         inter = checks.inter,
         rise = checks.rise,
         fall = checks.fall,
+        frontend = extra.frontend,
+        backend = extra.backend,
+        check = extra.check,
     );
-    for (name, addr, weight) in servers {
+    for (i, (name, addr, weight)) in servers.iter().enumerate() {
         s.push_str(&format!(
-            "\n[[backends.servers]]\nname = \"{name}\"\naddress = \"{addr}\"\nweight = {weight}\n"
+            "\n[[backends.servers]]\nname = \"{name}\"\naddress = \"{addr}\"\nweight = {weight}\n{}\n",
+            extra.servers.get(i).map_or("", String::as_str)
         ));
     }
+    s.push_str(&extra.tail);
     s
 }
 
 /// Starts an lb node in front of `servers` with `weights`.
 pub async fn start_lb(servers: &[&TestServer], weights: &[u32], checks: Checks) -> TestLb {
-    start_lb_with(servers, weights, checks, LbOptions::default()).await
+    start_lb_extra(servers, weights, checks, &Extra::default()).await
 }
 
-/// As [`start_lb`], with explicit options.
-pub async fn start_lb_with(
+/// As [`start_lb`], with extra configuration lines.
+pub async fn start_lb_extra(
     servers: &[&TestServer],
     weights: &[u32],
     checks: Checks,
-    options: LbOptions,
+    extra: &Extra,
 ) -> TestLb {
-    init_logs();
     let port = free_port();
     let list: Vec<(&str, SocketAddr, u32)> = servers
         .iter()
         .zip(weights)
         .map(|(s, &w)| (s.name.as_str(), s.addr, w))
         .collect();
-    let text = farm_toml(port, &list, checks);
-    let farm = Farm::parse(&text, None, &std::env::temp_dir()).unwrap();
+    start_lb_text(&farm_toml_with(port, &list, checks, extra), None).await
+}
+
+/// Starts the lb node `lb-1` of farm `text` (read from `file` when given, so that it can
+/// be reloaded).
+pub async fn start_lb_text(text: &str, file: Option<&std::path::Path>) -> TestLb {
+    init_logs();
+    let farm = match file {
+        Some(path) => {
+            std::fs::write(path, text).unwrap();
+            Farm::load(path).unwrap()
+        }
+        None => Farm::parse(text, None, &std::env::temp_dir()).unwrap(),
+    };
     let node = farm.node("lb-1").unwrap().clone();
     let (trigger, shutdown) = Shutdown::new();
     let ctx = NodeContext {
@@ -434,15 +539,21 @@ pub async fn start_lb_with(
         node,
         shutdown,
     };
-    let lb = LbNode::start_with(ctx, options).await.unwrap();
+    let lb = LbNode::start_with(ctx, LbOptions::default()).await.unwrap();
     let addr = lb.frontend_addrs()[0].1;
-    assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], port)));
     TestLb {
         health: lb.health(),
         node: Some(lb),
         trigger,
         addr,
     }
+}
+
+/// A fresh temp file path for one test.
+pub fn temp_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("webfarm-lb-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
 }
 
 impl TestLb {
@@ -461,6 +572,30 @@ impl TestLb {
     /// Whether server `name` is UP in `/status`.
     pub fn is_up(&self, name: &str) -> bool {
         self.server_status(name)["state"] == "UP"
+    }
+
+    /// Serves the node's admin routes (`/lb/...`, `/status`) on a free port; returns it.
+    pub async fn serve_admin(&self) -> SocketAddr {
+        let node = self.node.as_ref().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let extra = node.admin_routes();
+        let health = node.health();
+        let (_trigger, shutdown) = Shutdown::new();
+        tokio::spawn(async move {
+            let _keep = _trigger;
+            webfarm_node::admin::serve(
+                listener,
+                "lb-1",
+                webfarm_config::Role::Lb,
+                health,
+                extra,
+                shutdown,
+            )
+            .await
+            .unwrap();
+        });
+        addr
     }
 
     /// Fires shutdown and waits for the node to stop.
@@ -519,6 +654,28 @@ where
         .await
         .expect("an answer in time")
         .unwrap()
+}
+
+/// Writes `raw` on a new TCP connection to `addr` and reads until the server closes (or
+/// [`DEADLINE`]); returns what was read.
+pub async fn raw(addr: SocketAddr, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `POST path` with `body` to `addr` on a new connection.
+pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Answer {
+    send(
+        addr,
+        Request::post(path)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap(),
+    )
+    .await
 }
 
 /// `GET path` on a new connection.

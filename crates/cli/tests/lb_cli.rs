@@ -1,0 +1,225 @@
+//! `webfarm lb servers|set-weight|set-state`, `webfarm reload` and SIGHUP, against a real
+//! `webfarm run --node lb-1` process.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An lb-only farm in front of `servers` (name, port, weight), checked over TCP.
+fn farm(admin: u16, port: u16, servers: &[(&str, u16, u32)]) -> String {
+    let mut s = format!(
+        "site = \"www.foobar.com\"\ndata_dir = \"data\"\n\
+         [[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"127.0.0.1\"\nadmin_port = {admin}\n\
+         [[frontends]]\nname = \"www\"\nport = {port}\ndefault_backend = \"web\"\n\
+         [[backends]]\nname = \"web\"\n[backends.check]\ntype = \"tcp\"\ninter = \"100ms\"\n"
+    );
+    for (name, p, w) in servers {
+        s += &format!(
+            "[[backends.servers]]\nname = \"{name}\"\naddress = \"127.0.0.1:{p}\"\nweight = {w}\n"
+        );
+    }
+    s
+}
+
+fn webfarm(config: &Path, args: &[&str]) -> Output {
+    Command::new(common::bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run webfarm")
+}
+
+fn servers_json(config: &Path) -> Option<Value> {
+    let out = webfarm(config, &["lb", "servers", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn server<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["nodes"][0]["backends"][0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no server {name} in {v}"))
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Lb(Child);
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn lb_commands_and_reload() {
+    let dir = common::temp_dir("lb-cli");
+    let config = dir.join("farm.toml");
+    // Servers that accept connections (TCP checks pass) and are never sent a request.
+    let backends: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = backends
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let (admin, port) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        farm(admin, port, &[("s1", ports[0], 1), ("s2", ports[1], 1)]),
+    )
+    .unwrap();
+    let lb = Lb(Command::new(common::bin())
+        .args(["run", "--node", "lb-1", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    wait_for("the lb answers", || servers_json(&config).is_some());
+
+    let out = webfarm(&config, &["lb", "servers"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains("lb-1") && table.contains("web/s1"),
+        "{table}"
+    );
+
+    let out = webfarm(&config, &["lb", "set-weight", "web/s1", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "lb-1: web/s1 weight 1 -> 5"
+    );
+    let out = webfarm(
+        &config,
+        &["lb", "set-state", "web/s2", "drain", "--node", "lb-1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = servers_json(&config).unwrap();
+    assert_eq!(server(&v, "s1")["weight"], 5);
+    assert_eq!(server(&v, "s2")["admin"], "drain");
+
+    let out = webfarm(&config, &["lb", "set-weight", "web/s9", "5"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no server \"s9\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = webfarm(&config, &["lb", "set-state", "web/s1", "asleep"]);
+    assert!(!out.status.success());
+
+    // `webfarm reload`: a new server.
+    std::fs::write(
+        &config,
+        farm(
+            admin,
+            port,
+            &[
+                ("s1", ports[0], 1),
+                ("s2", ports[1], 1),
+                ("s3", ports[2], 1),
+            ],
+        ),
+    )
+    .unwrap();
+    let out = webfarm(&config, &["reload"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("servers added: web/s3"), "{text}");
+    let v = servers_json(&config).unwrap();
+    assert_eq!(server(&v, "s3")["name"], "s3");
+    assert_eq!(server(&v, "s2")["admin"], "drain", "run-time state kept");
+
+    // SIGHUP: s2's weight from the file.
+    std::fs::write(
+        &config,
+        farm(
+            admin,
+            port,
+            &[
+                ("s1", ports[0], 1),
+                ("s2", ports[1], 7),
+                ("s3", ports[2], 1),
+            ],
+        ),
+    )
+    .unwrap();
+    let pid = lb.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("SIGHUP applies the new weight", || {
+        servers_json(&config).is_some_and(|v| server(&v, "s2")["weight"] == 7)
+    });
+
+    // An invalid file: the CLI refuses it (exit code 2) and so does the lb on SIGHUP,
+    // which keeps running as it was.
+    let valid = dir.join("valid.toml");
+    std::fs::copy(&config, &valid).unwrap();
+    std::fs::write(&config, farm(admin, port, &[("s1", ports[0], 999)])).unwrap();
+    let out = webfarm(&config, &["reload"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("weight: 999 is out of range"), "{err}");
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    let v = servers_json(&valid).expect("the lb still answers");
+    assert_eq!(
+        server(&v, "s2")["weight"],
+        7,
+        "the running configuration is kept"
+    );
+    assert_eq!(server(&v, "s3")["name"], "s3");
+    drop(lb);
+}

@@ -1,0 +1,174 @@
+//! The access log: one line per request, at info level with tracing target `access`, in
+//! HAProxy's HTTP log format or as JSON.
+//!
+//! Text: `client frontend backend/server Tq/Tw/Tc/Tr/Ta status bytes termination "request" id`,
+//! for example
+//! `127.0.0.1:51234 www web/web-2 0/0/1/3/4 200 1524 -- "GET / HTTP/1.1" 9f2c...`.
+//!
+//! Timers in milliseconds, `-1` for a phase never reached (HAProxy's convention):
+//! `Tq` first byte of the request to its head parsed, `Tw` time in the queue, `Tc` TCP
+//! connect to the server (0 on a reused connection), `Tr` request sent to response head,
+//! `Ta` first byte of the request to the last byte of the response. The two-letter
+//! termination state is HAProxy's: `--` normal; first letter who ended it (`C` client, `S`
+//! server, `P` proxy, `s` server timeout, `c` client timeout, `R` resource limit, `L` local
+//! answer), second the phase (`R` request, `Q` queue, `C` connect, `H` response head, `D`
+//! data).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Version};
+use serde_json::json;
+use webfarm_config::AccessLog;
+
+/// One request's log line, filled in as the request goes.
+#[derive(Debug, Clone)]
+pub(crate) struct LogRecord {
+    /// Text or JSON (never `Off`: no record is made then).
+    pub format: AccessLog,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The frontend's name.
+    pub frontend: String,
+    /// The backend's name.
+    pub backend: String,
+    /// The server that answered, if any.
+    pub server: Option<String>,
+    /// When the request head was handed to the proxy.
+    pub start: Instant,
+    /// First byte to head parsed.
+    pub tq: Duration,
+    /// Time in the queue.
+    pub tw: Option<Duration>,
+    /// Connect time of the last attempt.
+    pub tc: Option<Duration>,
+    /// Request sent to response head.
+    pub tr: Option<Duration>,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Response body bytes sent to the client.
+    pub bytes: u64,
+    /// HAProxy's two-letter termination state.
+    pub termination: &'static str,
+    /// Method.
+    pub method: Method,
+    /// Request target as received.
+    pub uri: String,
+    /// HTTP version.
+    pub version: Version,
+    /// `X-Request-Id`.
+    pub request_id: HeaderValue,
+}
+
+fn ms(d: Option<Duration>) -> i64 {
+    d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl LogRecord {
+    /// `Ta`: the request's first byte to now.
+    fn ta(&self) -> Duration {
+        self.tq + self.start.elapsed()
+    }
+
+    /// The line in `format`.
+    pub fn line(&self) -> String {
+        let server = self.server.as_deref().unwrap_or("<NOSRV>");
+        let id = self.request_id.to_str().unwrap_or("-");
+        let ta = self.ta();
+        match self.format {
+            AccessLog::Json => json!({
+                "client": self.client.to_string(),
+                "frontend": self.frontend,
+                "backend": self.backend,
+                "server": server,
+                "tq": ms(Some(self.tq)),
+                "tw": ms(self.tw),
+                "tc": ms(self.tc),
+                "tr": ms(self.tr),
+                "ta": ms(Some(ta)),
+                "status": self.status,
+                "bytes": self.bytes,
+                "termination": self.termination,
+                "method": self.method.as_str(),
+                "uri": self.uri,
+                "version": format!("{:?}", self.version),
+                "request_id": id,
+            })
+            .to_string(),
+            _ => format!(
+                "{} {} {}/{} {}/{}/{}/{}/{} {} {} {} \"{} {} {:?}\" {id}",
+                self.client,
+                self.frontend,
+                self.backend,
+                server,
+                ms(Some(self.tq)),
+                ms(self.tw),
+                ms(self.tc),
+                ms(self.tr),
+                ms(Some(ta)),
+                self.status,
+                self.bytes,
+                self.termination,
+                self.method,
+                self.uri,
+                self.version,
+            ),
+        }
+    }
+
+    /// Writes the line at info level, target `access`.
+    pub fn emit(&self) {
+        tracing::info!(target: "access", "{}", self.line());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(format: AccessLog) -> LogRecord {
+        LogRecord {
+            format,
+            client: "127.0.0.1:5000".parse().unwrap(),
+            frontend: "www".into(),
+            backend: "web".into(),
+            server: Some("web-2".into()),
+            start: Instant::now(),
+            tq: Duration::ZERO,
+            tw: Some(Duration::ZERO),
+            tc: None,
+            tr: None,
+            status: 503,
+            bytes: 12,
+            termination: "sQ",
+            method: Method::GET,
+            uri: "/a?b".into(),
+            version: Version::HTTP_11,
+            request_id: HeaderValue::from_static("abc"),
+        }
+    }
+
+    #[test]
+    fn text_reads_like_haproxy() {
+        let line = record(AccessLog::Text).line();
+        let re_ta = line.replace("/-1/-1/0 ", "/-1/-1/x ");
+        assert!(
+            re_ta.starts_with("127.0.0.1:5000 www web/web-2 0/0/-1/-1/"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(" 503 12 sQ \"GET /a?b HTTP/1.1\" abc"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_has_every_field() {
+        let v: serde_json::Value = serde_json::from_str(&record(AccessLog::Json).line()).unwrap();
+        assert_eq!(v["server"], "web-2");
+        assert_eq!(v["tc"], -1);
+        assert_eq!(v["termination"], "sQ");
+        assert_eq!(v["version"], "HTTP/1.1");
+        assert_eq!(v["request_id"], "abc");
+    }
+}

@@ -1,0 +1,172 @@
+//! Run-time control on the lb node's admin address (HAProxy's runtime API, over HTTP):
+//!
+//! - `GET /lb/servers`: every backend and server: state, weight, connections, last check.
+//! - `POST /lb/servers/{backend}/{server}/weight`, body `N` or `{"weight": N}` (0..=256).
+//! - `POST /lb/servers/{backend}/{server}/state`, body `ready|drain|maint` or
+//!   `{"state": "drain"}`. Drain: no new balanced requests, in-flight ones finish, sticky
+//!   clients still reach it. Maint: no traffic, no checks.
+//! - `POST /lb/reload`: re-reads the topology file (as SIGHUP does).
+//!
+//! Errors answer `{"error": "..."}` with 400 (bad value), 404 (no such backend or server)
+//! or 409 (the reload cannot apply).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::runtime::{ReloadError, Runtime};
+use crate::server::{AdminState, ServerState};
+use crate::status::backends_status;
+
+/// The `/lb/...` routes over `rt`.
+pub(crate) fn routes(rt: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/lb/servers", get(list))
+        .route("/lb/servers/{backend}/{server}/weight", post(set_weight))
+        .route("/lb/servers/{backend}/{server}/state", post(set_state))
+        .route("/lb/reload", post(reload))
+        .with_state(rt)
+}
+
+fn error(status: StatusCode, text: String) -> Response {
+    (status, Json(json!({ "error": text }))).into_response()
+}
+
+async fn list(State(rt): State<Arc<Runtime>>) -> Json<Value> {
+    Json(json!({ "backends": backends_status(&rt.snapshot().backends) }))
+}
+
+fn find(
+    rt: &Runtime,
+    backend: &str,
+    server: &str,
+) -> Result<Arc<ServerState>, (StatusCode, String)> {
+    let snap = rt.snapshot();
+    let Some(b) = snap.backend(backend) else {
+        let names: Vec<&str> = snap.backends.iter().map(|b| b.name()).collect();
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("no backend {backend:?}; backends: {}", names.join(", ")),
+        ));
+    };
+    match b.member_by_name(server) {
+        Some(m) => Ok(m.state.clone()),
+        None => {
+            let names: Vec<&str> = b.members.iter().map(|m| m.state.name()).collect();
+            Err((
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no server {server:?} in backend {backend:?}; servers: {}",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// The value of `body`: plain text, or the string/number under `field` of a JSON object.
+fn value(body: &str, field: &str) -> String {
+    let t = body.trim();
+    if t.starts_with('{') {
+        if let Ok(v) = serde_json::from_str::<Value>(t) {
+            return match &v[field] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+        }
+    }
+    t.trim_matches('"').to_string()
+}
+
+async fn set_weight(
+    State(rt): State<Arc<Runtime>>,
+    Path((backend, server)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let s = match find(&rt, &backend, &server) {
+        Ok(s) => s,
+        Err((status, text)) => return error(status, text),
+    };
+    let text = value(&body, "weight");
+    let weight = match text.parse::<u32>() {
+        Ok(w) if w <= 256 => w,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("weight {text:?} is not a number in 0..=256"),
+            )
+        }
+    };
+    let old = s.weight();
+    s.set_weight(weight);
+    tracing::info!(
+        "Server {} weight changed from {old} to {weight} (admin)",
+        s.id
+    );
+    Json(json!({ "server": s.id, "weight": weight, "previous": old })).into_response()
+}
+
+async fn set_state(
+    State(rt): State<Arc<Runtime>>,
+    Path((backend, server)): Path<(String, String)>,
+    body: String,
+) -> Response {
+    let s = match find(&rt, &backend, &server) {
+        Ok(s) => s,
+        Err((status, text)) => return error(status, text),
+    };
+    let text = value(&body, "state");
+    let Some(state) = AdminState::parse(&text) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("state {text:?} is not one of ready, drain, maint"),
+        );
+    };
+    let old = s.set_admin(state);
+    let what = match state {
+        AdminState::Ready => "is leaving maintenance/drain: ready",
+        AdminState::Drain => "is going into drain mode",
+        AdminState::Maint => "is going into maintenance",
+    };
+    tracing::warn!(
+        "Server {} {what} (admin; was {}), {} request(s) in flight.",
+        s.id,
+        old.as_str(),
+        s.current_conns()
+    );
+    Json(json!({ "server": s.id, "state": state.as_str(), "previous": old.as_str() }))
+        .into_response()
+}
+
+async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
+    // Reading and validating a file is blocking work; keep it off the I/O threads.
+    let result = tokio::task::spawn_blocking(move || rt.reload()).await;
+    match result {
+        Ok(Ok(summary)) => Json(json!({
+            "reloaded": summary.file.display().to_string(),
+            "backends_added": summary.backends_added,
+            "backends_removed": summary.backends_removed,
+            "servers_added": summary.servers_added,
+            "servers_removed": summary.servers_removed,
+        }))
+        .into_response(),
+        Ok(Err(e)) => {
+            tracing::error!("reload refused: {e}");
+            let status = match e {
+                ReloadError::Config(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            error(status, e.to_string())
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload task failed: {e}"),
+        ),
+    }
+}

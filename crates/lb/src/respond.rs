@@ -1,0 +1,118 @@
+//! Answers the load balancer makes itself (HAProxy's "local" responses): each a short
+//! `text/plain` body with the reason, and the termination state for the access log.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+
+use crate::pool::ProxyBody;
+
+/// A response the proxy makes instead of a server's.
+#[derive(Debug, Clone)]
+pub(crate) struct Local {
+    /// Its status.
+    pub status: StatusCode,
+    /// The one-line reason (the body, newline added).
+    pub text: String,
+    /// Adds `Retry-After: 1` (the condition is likely to pass soon).
+    pub retry_after: bool,
+    /// HAProxy's termination state for the access log.
+    pub termination: &'static str,
+    /// The server the request was last sent to, if any.
+    pub server: Option<String>,
+}
+
+impl Local {
+    /// A local answer.
+    pub fn new(status: StatusCode, text: String, termination: &'static str) -> Local {
+        Local {
+            status,
+            text,
+            retry_after: false,
+            termination,
+            server: None,
+        }
+    }
+
+    /// With `Retry-After: 1`.
+    pub fn retry_after(mut self) -> Local {
+        self.retry_after = true;
+        self
+    }
+
+    /// Naming the server that was tried last.
+    pub fn at(mut self, server: &str) -> Local {
+        self.server = Some(server.to_string());
+        self
+    }
+
+    /// 503: every server of the backend is down (or in maintenance, or drained).
+    pub fn no_server(backend: &str) -> Local {
+        tracing::warn!("backend \"{backend}\" has no server up: answering 503");
+        Local::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("503 Service Unavailable: no server is up in backend \"{backend}\""),
+            "SC",
+        )
+        .retry_after()
+    }
+
+    /// 503: every usable server stayed at its `maxconn` for `timeout queue`.
+    pub fn queue_timeout(backend: &str, waited: std::time::Duration) -> Local {
+        tracing::warn!(
+            "backend \"{backend}\": request waited {waited:?} in the queue: answering 503"
+        );
+        Local::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "503 Service Unavailable: every server of backend \"{backend}\" is at its maxconn; \
+                 the request waited {waited:?} in the queue (timeout queue)"
+            ),
+            "sQ",
+        )
+        .retry_after()
+    }
+
+    /// The response. A 4xx closes the connection after it (as HAProxy does): the client
+    /// misbehaved, and what it sent after may not be a request.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut resp = error_response(self.status, format!("{}\n", self.text), self.retry_after);
+        if self.status.is_client_error() {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// A short `text/plain` error answer.
+pub(crate) fn error_response(
+    status: StatusCode,
+    text: String,
+    retry_after: bool,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+/// An empty streamed body.
+pub(crate) fn empty() -> ProxyBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}

@@ -1,0 +1,130 @@
+//! The access log: one line per request, HAProxy's text format or JSON, target `access`.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
+
+use common::*;
+use http::StatusCode;
+
+static LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LINES.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the `access` target's lines (installed before any lb starts in this binary).
+fn capture() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        tracing_subscriber::fmt()
+            .with_env_filter("access=info")
+            .with_writer(|| Capture)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .with_ansi(false)
+            .init();
+    });
+}
+
+/// Captured lines containing `needle`.
+fn lines_with(needle: &str) -> Vec<String> {
+    String::from_utf8_lossy(&LINES.lock().unwrap())
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_text_line_per_request_with_haproxy_timers() {
+    capture();
+    let mut s = [
+        TestServer::start("web-1").await,
+        TestServer::start("web-2").await,
+    ];
+    let checks = Checks {
+        inter: "1h",
+        retries: 0,
+        ..Checks::default()
+    };
+    let lb = start_lb(&[&s[0], &s[1]], &[1, 1], checks).await;
+    let a = get(lb.addr, "/text-log-ok?x=1").await;
+    assert_eq!(a.status, StatusCode::OK);
+    let id = a.headers["x-request-id"].to_str().unwrap().to_string();
+    eventually("the line is written", || !lines_with(&id).is_empty()).await;
+    let line = &lines_with(&id)[0];
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert!(fields[0].starts_with("127.0.0.1:"), "{line}");
+    assert_eq!(fields[1], "www", "{line}");
+    assert_eq!(fields[2], "web/web-1", "{line}");
+    let timers: Vec<i64> = fields[3].split('/').map(|t| t.parse().unwrap()).collect();
+    assert_eq!(timers.len(), 5, "Tq/Tw/Tc/Tr/Ta: {line}");
+    assert!(timers.iter().all(|&t| t >= 0), "{line}");
+    assert_eq!(&fields[4..7], ["200", "5", "--"], "{line}");
+    assert!(line.contains("\"GET /text-log-ok?x=1 HTTP/1.1\""), "{line}");
+
+    // A refused connection: 503 from the proxy, server named, termination `SC`.
+    s[1].stop().await;
+    let a = get(lb.addr, "/text-log-refused").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    let id = a.headers["x-request-id"].to_str().unwrap().to_string();
+    eventually("the 503 line is written", || !lines_with(&id).is_empty()).await;
+    let line = &lines_with(&id)[0];
+    assert!(line.contains(" web/web-2 "), "{line}");
+    assert!(line.contains(" 503 ") && line.contains(" SC "), "{line}");
+    assert!(
+        line.contains("/-1/-1/"),
+        "no connection, no response: {line}"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn json_lines() {
+    capture();
+    let s = TestServer::start("web-1").await;
+    let extra = Extra {
+        tail: "\n[lb]\naccess_log = \"json\"\n".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
+    let a = get(lb.addr, "/json-log").await;
+    let id = a.headers["x-request-id"].to_str().unwrap().to_string();
+    eventually("the line is written", || !lines_with(&id).is_empty()).await;
+    let line = &lines_with(&id)[0];
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["frontend"], "www");
+    assert_eq!(v["server"], "web-1");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["bytes"], 5);
+    assert_eq!(v["termination"], "--");
+    assert_eq!(v["uri"], "/json-log");
+    assert!(v["ta"].as_i64().unwrap() >= 0);
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn access_log_off_writes_nothing() {
+    capture();
+    let s = TestServer::start("web-1").await;
+    let extra = Extra {
+        tail: "\n[lb]\naccess_log = \"off\"\n".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
+    let a = get(lb.addr, "/no-log").await;
+    assert_eq!(a.status, StatusCode::OK);
+    lb.stop().await;
+    assert!(lines_with("/no-log").is_empty());
+}

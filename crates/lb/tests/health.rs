@@ -1,0 +1,207 @@
+//! Health: TCP checks, HTTP check method/Host/expected statuses, `fastinter`, `downinter`,
+//! passive health (`observe`, `error_limit`, `on_error`).
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+
+fn check_text(lb: &TestLb, name: &str) -> String {
+    lb.server_status(name)["check"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn tcp_checks_follow_the_listener() {
+    let mut s = TestServer::start("web-1").await;
+    let other = TestServer::start("web-2").await;
+    let extra = Extra {
+        check: "type = \"tcp\"".into(),
+        ..Extra::default()
+    };
+    let text = farm_toml_with(
+        free_port(),
+        &[("web-1", s.addr, 1), ("web-2", other.addr, 1)],
+        Checks::default(),
+        &extra,
+    )
+    .replace("path = \"/healthz\"\n", "");
+    let lb = start_lb_text(&text, None).await;
+    eventually("a TCP check passed", || {
+        check_text(&lb, "web-1").starts_with("Layer4 check passed")
+    })
+    .await;
+    assert_eq!(
+        s.shared.checks.load(Ordering::SeqCst),
+        0,
+        "no HTTP request sent"
+    );
+    s.stop().await;
+    eventually("web-1 goes down", || !lb.is_up("web-1")).await;
+    assert!(check_text(&lb, "web-1").starts_with("Layer4 connection problem"));
+    s.restart().await;
+    eventually("web-1 comes back", || lb.is_up("web-1")).await;
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn http_check_method_host_and_expected_status() {
+    let s = TestServer::start("web-1").await;
+    let extra = Extra {
+        check: "method = \"HEAD\"\nhost = \"check.local\"\nexpect_status = [200]".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
+    eventually("a check arrives", || {
+        s.shared.last_check.lock().unwrap().is_some()
+    })
+    .await;
+    let seen = s.shared.last_check.lock().unwrap().clone().unwrap();
+    assert_eq!(seen, ("HEAD".to_string(), "check.local".to_string()));
+    lb.stop().await;
+
+    // 200 is not in the expected list: the server goes down with HAProxy's reason.
+    let extra = Extra {
+        check: "expect_status = [204]".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
+    eventually("web-1 goes down on an unexpected 200", || {
+        !lb.is_up("web-1")
+    })
+    .await;
+    assert!(
+        check_text(&lb, "web-1").starts_with("Layer7 wrong status, code: 200"),
+        "{}",
+        check_text(&lb, "web-1")
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn observed_errors_force_fastinter() {
+    let s = [
+        TestServer::start("web-1").await,
+        TestServer::start("web-2").await,
+    ];
+    // Checks every hour, so only `on_error fastinter` can bring the next ones sooner.
+    let checks = Checks {
+        inter: "1h",
+        rise: 2,
+        fall: 2,
+        retries: 0,
+    };
+    let extra = Extra {
+        check:
+            "fastinter = \"50ms\"\nobserve = \"layer7\"\nerror_limit = 2\non_error = \"fastinter\""
+                .into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks, &extra).await;
+    // web-1's first check runs at once (web-2's half an interval later).
+    eventually("web-1's first check ran", || {
+        s[0].shared.checks.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    s[0].shared.sick.store(true, Ordering::SeqCst);
+    s[0].shared.force_status.store(500, Ordering::SeqCst);
+    for _ in 0..4 {
+        get(lb.addr, "/").await;
+    }
+    eventually("web-1 goes down at fastinter", || !lb.is_up("web-1")).await;
+    assert!(check_text(&lb, "web-1").starts_with("Layer7 wrong status, code: 503"));
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn on_error_mark_down_takes_a_failing_server_out() {
+    let s = [
+        TestServer::start("web-1").await,
+        TestServer::start("web-2").await,
+    ];
+    let checks = Checks {
+        inter: "1h",
+        retries: 0,
+        ..Checks::default()
+    };
+    let extra = Extra {
+        check: "observe = \"layer7\"\nerror_limit = 3\non_error = \"mark-down\"".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks, &extra).await;
+    s[0].shared.force_status.store(500, Ordering::SeqCst);
+    let mut errors = 0;
+    for _ in 0..6 {
+        if get(lb.addr, "/").await.status == StatusCode::INTERNAL_SERVER_ERROR {
+            errors += 1;
+        }
+    }
+    assert_eq!(errors, 3, "web-1 answered 500 three times, then left");
+    assert!(!lb.is_up("web-1"));
+    let text = check_text(&lb, "web-1");
+    assert!(
+        text.starts_with(
+            "Health analyze, info: \"Detected 3 consecutive errors, last one was: status 500"
+        ),
+        "{text}"
+    );
+    for _ in 0..4 {
+        assert_eq!(get(lb.addr, "/").await.body, "web-2");
+    }
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn layer4_observation_ignores_status_errors() {
+    let s = [
+        TestServer::start("web-1").await,
+        TestServer::start("web-2").await,
+    ];
+    let checks = Checks {
+        inter: "1h",
+        retries: 0,
+        ..Checks::default()
+    };
+    let extra = Extra {
+        check: "observe = \"layer4\"\nerror_limit = 1\non_error = \"mark-down\"".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks, &extra).await;
+    s[0].shared.force_status.store(500, Ordering::SeqCst);
+    for _ in 0..6 {
+        get(lb.addr, "/").await;
+    }
+    assert!(lb.is_up("web-1"), "a 500 is no layer-4 error");
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn downinter_slows_the_checks_of_a_down_server() {
+    let s = TestServer::start("web-1").await;
+    let checks = Checks {
+        inter: "50ms",
+        rise: 2,
+        fall: 2,
+        retries: 0,
+    };
+    let extra = Extra {
+        check: "downinter = \"1h\"".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], checks, &extra).await;
+    s.shared.sick.store(true, Ordering::SeqCst);
+    eventually("web-1 goes down", || !lb.is_up("web-1")).await;
+    let at_down = s.shared.checks.load(Ordering::SeqCst);
+    // A negative claim needs a wait: ten times `inter` without a check.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        s.shared.checks.load(Ordering::SeqCst) <= at_down + 1,
+        "a fully down server is checked every downinter"
+    );
+    lb.stop().await;
+}

@@ -1,0 +1,202 @@
+//! Server options: backup servers and `allbackups`, `maxconn` with the queue, `slowstart`,
+//! `disabled`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+
+async fn counts(lb: &TestLb, n: usize) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for _ in 0..n {
+        let a = get(lb.addr, "/").await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        *out.entry(a.body).or_insert(0) += 1;
+    }
+    out
+}
+
+fn checks_far_apart() -> Checks {
+    Checks {
+        inter: "1h",
+        retries: 2,
+        ..Checks::default()
+    }
+}
+
+#[tokio::test]
+async fn backup_servers_take_over_only_when_no_active_server_is_up() {
+    let mut s = [
+        TestServer::start("web-1").await,
+        TestServer::start("web-2").await,
+        TestServer::start("spare-1").await,
+        TestServer::start("spare-2").await,
+    ];
+    let extra = Extra {
+        servers: vec![
+            String::new(),
+            String::new(),
+            "backup = true".into(),
+            "backup = true".into(),
+        ],
+        ..Extra::default()
+    };
+    let refs: Vec<&TestServer> = s.iter().collect();
+    let lb = start_lb_extra(&refs, &[1, 1, 1, 1], checks_far_apart(), &extra).await;
+    let c = counts(&lb, 10).await;
+    assert_eq!(
+        (c.get("web-1"), c.get("web-2")),
+        (Some(&5), Some(&5)),
+        "{c:?}"
+    );
+    s[0].stop().await;
+    s[1].stop().await;
+    // The first request finds both active servers refused (marked down) and goes to the
+    // first backup server, which then takes everything.
+    let c = counts(&lb, 10).await;
+    assert_eq!(c.get("spare-1"), Some(&10), "{c:?}");
+    lb.stop().await;
+
+    let extra = Extra {
+        backend: "allbackups = true".into(),
+        ..extra
+    };
+    let refs: Vec<&TestServer> = s.iter().collect();
+    let lb = start_lb_extra(&refs, &[1, 1, 1, 1], checks_far_apart(), &extra).await;
+    let c = counts(&lb, 12).await;
+    let spares = (c.get("spare-1").copied(), c.get("spare-2").copied());
+    assert!(
+        matches!(spares, (Some(a), Some(b)) if a >= 5 && b >= 5),
+        "{c:?}"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn maxconn_queues_then_answers_503_when_the_queue_times_out() {
+    let s = TestServer::start("web-1").await;
+    let extra = Extra {
+        backend: "timeout = { queue = \"300ms\" }".into(),
+        servers: vec!["maxconn = 1".into()],
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
+    let addr = lb.addr;
+    let slow = tokio::spawn(async move { get(addr, "/slow?ms=2000").await });
+    let shared = s.shared.clone();
+    eventually("the slow request holds the only slot", || {
+        shared.in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let start = Instant::now();
+    let a = get(lb.addr, "/").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.body);
+    assert!(
+        a.body.contains("maxconn") && a.body.contains("timeout queue"),
+        "{}",
+        a.body
+    );
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(slow.await.unwrap().status, StatusCode::OK);
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_request_gets_the_slot_when_it_frees() {
+    let s = TestServer::start("web-1").await;
+    let extra = Extra {
+        backend: "timeout = { queue = \"10s\" }".into(),
+        servers: vec!["maxconn = 1".into()],
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
+    let addr = lb.addr;
+    let slow = tokio::spawn(async move { get(addr, "/slow?ms=500").await });
+    let shared = s.shared.clone();
+    eventually("the slow request holds the only slot", || {
+        shared.in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let queued = tokio::spawn(async move { get(addr, "/slow?ms=1").await });
+    eventually("the second request waits in the queue", || {
+        lb.health.status()["backends"][0]["queued"] == 1
+    })
+    .await;
+    assert_eq!(
+        shared.in_flight.load(Ordering::SeqCst),
+        1,
+        "never two at once"
+    );
+    assert_eq!(slow.await.unwrap().status, StatusCode::OK);
+    let a = queued.await.unwrap();
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, "web-1 slow");
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn slowstart_ramps_the_weight_of_a_returning_server() {
+    let mut s = [
+        TestServer::start("web-1").await,
+        TestServer::start("web-2").await,
+    ];
+    let extra = Extra {
+        servers: vec![String::new(), "slowstart = \"3s\"".into()],
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0], &s[1]], &[100, 100], Checks::default(), &extra).await;
+    assert_eq!(
+        lb.server_status("web-2")["effective_weight"],
+        100,
+        "no ramp at start-up"
+    );
+    s[1].stop().await;
+    eventually("web-2 goes down", || !lb.is_up("web-2")).await;
+    s[1].restart().await;
+    eventually("web-2 comes back", || lb.is_up("web-2")).await;
+    let early = lb.server_status("web-2")["effective_weight"]
+        .as_u64()
+        .unwrap();
+    assert!(early < 100, "the ramp starts low: {early}");
+    // While ramping, web-2 gets less than its share.
+    let c = counts(&lb, 40).await;
+    assert!(c.get("web-2").copied().unwrap_or(0) < 20, "{c:?}");
+    eventually("the ramp ends at the full weight", || {
+        lb.server_status("web-2")["effective_weight"] == 100
+    })
+    .await;
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn a_disabled_server_is_in_maintenance_until_set_ready() {
+    let s = [
+        TestServer::start("web-1").await,
+        TestServer::start("web-2").await,
+    ];
+    let extra = Extra {
+        servers: vec![String::new(), "disabled = true".into()],
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], Checks::default(), &extra).await;
+    assert_eq!(lb.server_status("web-2")["state"], "MAINT");
+    let c = counts(&lb, 6).await;
+    assert_eq!(c.get("web-1"), Some(&6), "{c:?}");
+    let checks_before = s[1].shared.checks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s[1].shared.checks.load(Ordering::SeqCst),
+        checks_before,
+        "no checks in maintenance"
+    );
+    let admin = lb.serve_admin().await;
+    let a = post(admin, "/lb/servers/web/web-2/state", "ready").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let c = counts(&lb, 6).await;
+    assert_eq!(c.get("web-2"), Some(&3), "{c:?}");
+    lb.stop().await;
+}

@@ -1,0 +1,169 @@
+//! TCP mode: layer-4 proxying with roundrobin, leastconn and source, TCP health checks,
+//! connection retries.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A TCP server that greets with its name, then echoes.
+struct Echo {
+    name: String,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Echo {
+    async fn start(name: &str) -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let n = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let n = n.clone();
+                conns.spawn(async move {
+                    let _ = s.write_all(format!("{n}\n").as_bytes()).await;
+                    let mut buf = [0u8; 1024];
+                    while let Ok(k) = s.read(&mut buf).await {
+                        if k == 0 || s.write_all(&buf[..k]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Echo {
+            name: name.into(),
+            addr,
+            task,
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn tcp_farm(port: u16, servers: &[&Echo], backend: &str) -> String {
+    let list: Vec<(&str, SocketAddr, u32)> = servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.addr, 1))
+        .collect();
+    farm_toml(port, &list, Checks::default())
+        .replace(
+            "default_backend = \"web\"",
+            "default_backend = \"web\"\nmode = \"tcp\"",
+        )
+        .replace(
+            "balance = \"roundrobin\"",
+            &format!("mode = \"tcp\"\n{backend}"),
+        )
+        .replace("path = \"/healthz\"", "type = \"tcp\"")
+}
+
+/// Connects, reads the greeting, checks the echo; returns the server's name and the stream.
+async fn session(addr: SocketAddr) -> (String, TcpStream) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !got.contains(&b'\n') {
+        let n = tokio::time::timeout(DEADLINE, c.read(&mut buf))
+            .await
+            .expect("greeting in time")
+            .unwrap();
+        assert!(n > 0, "closed before the greeting");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let name = String::from_utf8_lossy(&got).trim().to_string();
+    c.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    c.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    (name, c)
+}
+
+#[tokio::test]
+async fn roundrobin_over_tcp() {
+    let s = [
+        Echo::start("db-1").await,
+        Echo::start("db-2").await,
+        Echo::start("db-3").await,
+    ];
+    let text = tcp_farm(
+        free_port(),
+        &[&s[0], &s[1], &s[2]],
+        "balance = \"roundrobin\"",
+    );
+    let lb = start_lb_text(&text, None).await;
+    let mut counts = HashMap::new();
+    for _ in 0..9 {
+        let (name, _c) = session(lb.addr).await;
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    assert!(counts.values().all(|&n| n == 3), "{counts:?}");
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn leastconn_over_tcp_counts_open_connections() {
+    let s = [Echo::start("db-1").await, Echo::start("db-2").await];
+    let text = tcp_farm(free_port(), &[&s[0], &s[1]], "balance = \"leastconn\"");
+    let lb = start_lb_text(&text, None).await;
+    // Keep one connection open: the next ones all go to the other server while it lasts.
+    let (held, _keep) = session(lb.addr).await;
+    for _ in 0..4 {
+        let (name, c) = session(lb.addr).await;
+        assert_ne!(name, held);
+        drop(c);
+        eventually("the connection is closed on the lb", || {
+            lb.server_status(&name)["current_conns"] == 0
+        })
+        .await;
+    }
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn source_over_tcp_keeps_a_client_on_one_server() {
+    let s = [
+        Echo::start("db-1").await,
+        Echo::start("db-2").await,
+        Echo::start("db-3").await,
+    ];
+    let text = tcp_farm(free_port(), &[&s[0], &s[1], &s[2]], "balance = \"source\"");
+    let lb = start_lb_text(&text, None).await;
+    let (first, _) = session(lb.addr).await;
+    for _ in 0..5 {
+        assert_eq!(session(lb.addr).await.0, first);
+    }
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn tcp_checks_and_connection_retries() {
+    let s = [Echo::start("db-1").await, Echo::start("db-2").await];
+    let text = tcp_farm(free_port(), &[&s[0], &s[1]], "balance = \"roundrobin\"");
+    let lb = start_lb_text(&text, None).await;
+    eventually("TCP checks pass", || {
+        lb.server_status("db-1")["check"]
+            .as_str()
+            .unwrap()
+            .starts_with("Layer4 check passed")
+    })
+    .await;
+    s[0].task.abort();
+    // Refused connections are retried on the other server: every session works.
+    for _ in 0..4 {
+        assert_eq!(session(lb.addr).await.0, "db-2");
+    }
+    eventually("db-1 is down", || !lb.is_up("db-1")).await;
+    lb.stop().await;
+}
