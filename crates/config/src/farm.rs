@@ -112,10 +112,12 @@ pub struct WebSettings {
 /// Settings shared by every db node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbSettings {
-    /// Leader heartbeat period. Default 200ms.
+    /// Leader heartbeat period. Default 100ms.
     pub heartbeat_interval: Duration,
-    /// Minimum election timeout; a follower waits a random time in `[t, 2t)` without a
-    /// heartbeat before it calls an election. Default 1s.
+    /// Minimum election timeout `t`; the maximum is `1.5 t`. After the last heartbeat, a
+    /// follower waits out the leader's lease (openraft 0.9: the maximum election timeout)
+    /// plus a random election timeout before it campaigns, so a dead leader is replaced after
+    /// about `1.5 t + [t, 1.5 t)` plus one vote round: 0.75–0.9s with the default 300ms.
     pub election_timeout: Duration,
     /// Applied log entries between two snapshots. Default 1000.
     pub snapshot_threshold: u64,
@@ -247,8 +249,11 @@ impl Farm {
             heartbeat_interval: raw
                 .db
                 .heartbeat_interval
-                .unwrap_or(Duration::from_millis(200)),
-            election_timeout: raw.db.election_timeout.unwrap_or(Duration::from_secs(1)),
+                .unwrap_or(Duration::from_millis(100)),
+            election_timeout: raw
+                .db
+                .election_timeout
+                .unwrap_or(Duration::from_millis(300)),
             snapshot_threshold: raw.db.snapshot_threshold.unwrap_or(1000),
         };
         if db.heartbeat_interval.is_zero() || db.heartbeat_interval >= db.election_timeout {
