@@ -1,43 +1,47 @@
 //! The SQL API on each db node's main address: rqlite's HTTP API.
 //!
-//! - `POST /db/execute`: writes through Raft (`?transaction`, `?timings`).
-//! - `POST /db/query`, `GET /db/query?q=`: reads (`level=none|weak|linearizable`, `min_index`).
-//! - `POST /db/request`: reads served as a query, anything else through Raft.
-//! - `GET /status`, `GET /nodes`, `GET /readyz`.
+//! - `POST /db/execute`: writes through Raft (`?transaction`, `?timings`, `?queue`, `?wait`).
+//! - `POST /db/query`, `GET /db/query?q=`: reads at a consistency level ([`crate::read`]).
+//! - `POST /db/request`: reads served as a query, anything else (or `level=strong`) through
+//!   Raft with the rows of each statement.
+//! - `GET /db/backup`, `POST /db/load`: [`crate::backup`].
+//! - `GET /status`, `GET /nodes`, `GET /readyz`: [`crate::status`].
 //!
-//! A follower forwards writes (and `weak`/`linearizable` reads) to the leader's API; see
-//! [`crate::forward`]. No leader: 503 `{"error":"no leader"}`. Bad input: 400 with a JSON
-//! error naming the statement at fault.
+//! Every answer can be indented with `pretty`; results carry times with `timings`, rows come
+//! as objects with `associative` and BLOBs as byte arrays with `blob_array`
+//! ([`crate::render`]). A follower forwards what only the leader can serve (writes, `weak`,
+//! `linearizable` and `strong` reads, backups, loads) to the leader's API ([`crate::forward`]),
+//! or, with `redirect`, answers 301 with the leader's URL in `Location`. No leader: 503
+//! `{"error":"no leader"}`. Bad input: 400 with a JSON error naming the statement at fault.
 //!
-//! `min_index=N` on a read: the answering node must have applied log index N. A node that has
-//! not waits up to [`MIN_INDEX_WAIT`], then answers 503. A follower whose log does not reach N
-//! yet forwards the read to the leader; the leader answers an N beyond its own log at once with
-//! 400 `{"error": "min_index N is beyond the log (commit index M)", "beyond_log": true,
-//! "commit_index": M}`: such an index was never handed out by this cluster (a forged or stale
-//! read-your-writes cookie, a wiped cluster), and waiting for it would only time out.
+//! On the leader, writes go through the group-commit batcher ([`crate::batch`]). Each write
+//! answer carries its Raft log index (`raft_index` and `X-Raft-Index`), for read-your-writes
+//! with `min_index` ([`crate::read`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use serde_json::{json, Value};
+use openraft::error::ForwardToLeader;
+use serde_json::Value;
 use webfarm_node::http::HttpClient;
-use webfarm_node::Health as _;
 
-use crate::client::Consistency;
-use crate::determinism::splitmix64;
+use crate::batch::{Applied, Batcher, WriteError};
+use crate::command::{Request, SqlRequest};
 use crate::forward::{ForwardError, Forwarder, FORWARDED};
 use crate::health::{DbHealth, Leader};
+use crate::network::LeaderContact;
+use crate::queue::{Attempt, QueueWriter, WriteQueue};
+use crate::render::Render;
 use crate::request::{parse_statements, BadRequest, Flags};
 use crate::store::Store;
-use crate::types::{Command, NodeInfo, Outcome, Raft, SqlStatement};
+use crate::types::{NodeInfo, Params, Raft, SqlStatement, StatementResult};
 
 /// How long the leader waits for a write to be committed and applied. Shorter than
 /// [`FORWARD_TIMEOUT`], so a follower relays the leader's answer (even "not committed in
@@ -51,6 +55,10 @@ pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 /// and the client's per-attempt timeout, so a lagging node answers 503 and the client can try
 /// another node in time.
 pub(crate) const MIN_INDEX_WAIT: Duration = Duration::from_secs(2);
+/// Default of rqlite's `timeout` for `?queue&wait` and `/readyz?sync`.
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// How long a graceful shutdown waits for the write queue to drain.
+const QUEUE_DRAIN: Duration = Duration::from_secs(10);
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -62,33 +70,92 @@ pub(crate) struct Api {
     pub(crate) name: String,
     pub(crate) forwarder: Forwarder,
     pub(crate) http: HttpClient,
-    pub(crate) seq: AtomicU64,
+    pub(crate) batcher: Batcher,
+    pub(crate) queue: WriteQueue,
+    pub(crate) contact: LeaderContact,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) started: SystemTime,
+}
+
+impl Api {
+    /// The API state of a node, with its group-commit batcher and write queue running.
+    pub(crate) fn new(
+        raft: Raft,
+        health: DbHealth,
+        store: Arc<Store>,
+        name: String,
+        http: HttpClient,
+        data_dir: PathBuf,
+    ) -> Arc<Api> {
+        Arc::new_cyclic(|me| Api {
+            batcher: Batcher::spawn(raft.clone(), health.id),
+            queue: WriteQueue::spawn(me.clone()),
+            raft,
+            health,
+            store,
+            name,
+            forwarder: Forwarder::new(http.clone()),
+            http,
+            contact: LeaderContact::default(),
+            data_dir,
+            started: SystemTime::now(),
+        })
+    }
+
+    /// When this node last heard from its leader (shared with the Raft endpoint).
+    pub(crate) fn leader_contact(&self) -> LeaderContact {
+        self.contact.clone()
+    }
+
+    /// Stops taking queued writes and waits (bounded) until the queued ones are written.
+    pub(crate) async fn drain_queue(&self) {
+        if !self.queue.close(QUEUE_DRAIN).await {
+            tracing::warn!(
+                pending = self.queue.pending(),
+                "queued writes were still not written after {QUEUE_DRAIN:?} at shutdown"
+            );
+        }
+    }
+
+    /// Whether this node is a learner (not a voter of the current membership).
+    pub(crate) fn is_learner(&self) -> bool {
+        let m = self.health.metrics.borrow();
+        let membership = m.membership_config.membership();
+        !membership.voter_ids().any(|id| id == self.health.id)
+    }
 }
 
 /// The API router.
 pub(crate) fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/db/execute", post(execute))
-        .route("/db/query", post(query).get(query))
+        .route(
+            "/db/query",
+            post(crate::read::query).get(crate::read::query),
+        )
         .route("/db/request", post(request))
-        .route("/status", get(status))
-        .route("/nodes", get(nodes))
-        .route("/readyz", get(readyz))
+        .route("/db/backup", get(crate::backup::backup))
+        .route("/db/load", post(crate::backup::load))
+        .route("/status", get(crate::status::status))
+        .route("/nodes", get(crate::status::nodes))
+        .route("/readyz", get(crate::status::readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
 
 /// The parts of an incoming request needed to serve or forward it.
-struct Incoming {
-    method: Method,
-    path_and_query: String,
-    forwarded: bool,
-    body: Bytes,
-    flags: Flags,
+pub(crate) struct Incoming {
+    pub(crate) method: Method,
+    pub(crate) path_and_query: String,
+    pub(crate) forwarded: bool,
+    pub(crate) body: Bytes,
+    pub(crate) flags: Flags,
+    pub(crate) render: Render,
 }
 
 impl Incoming {
-    fn new(method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Incoming {
+    pub(crate) fn new(method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Incoming {
+        let flags = Flags::parse(uri.query());
         Incoming {
             method,
             path_and_query: uri
@@ -96,42 +163,30 @@ impl Incoming {
                 .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string()),
             forwarded: headers.contains_key(FORWARDED),
             body,
-            flags: Flags::parse(uri.query()),
+            render: Render::of(&flags),
+            flags,
         }
     }
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response {
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
+pub(crate) fn bad_request(r: &Render, e: &BadRequest) -> Response {
+    r.json(StatusCode::BAD_REQUEST, &e.to_json())
 }
 
-fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
-    json_response(status, &json!({ "error": message.into() }))
-}
-
-fn bad_request(e: &BadRequest) -> Response {
-    json_response(StatusCode::BAD_REQUEST, &e.to_json())
-}
-
-fn results_json(
-    outcomes: &[Outcome],
-    timings: bool,
-    started: Instant,
-) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "results".into(),
-        Value::Array(outcomes.iter().map(|o| o.to_json(timings)).collect()),
-    );
-    if timings {
-        m.insert("time".into(), Value::from(started.elapsed().as_secs_f64()));
+/// The rqlite wire form of a statement: `"sql"`, `["sql", p...]` or `["sql", {name: v}]`.
+pub(crate) fn statement_json(s: &SqlStatement) -> Value {
+    match &s.params {
+        Params::None => Value::String(s.sql.clone()),
+        Params::Positional(p) => {
+            let mut items = vec![Value::String(s.sql.clone())];
+            items.extend(p.iter().cloned());
+            Value::Array(items)
+        }
+        Params::Named(m) => Value::Array(vec![
+            Value::String(s.sql.clone()),
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        ]),
     }
-    m
 }
 
 async fn execute(
@@ -142,39 +197,21 @@ async fn execute(
     body: Bytes,
 ) -> Response {
     let req = Incoming::new(method, &uri, &headers, body);
-    match parse_statements(&req.body) {
-        Ok(statements) => api.write(&req, statements, false).await,
-        Err(e) => bad_request(&e),
+    if req.flags.flag("queue") {
+        return api.queued(&req).await;
     }
-}
-
-async fn query(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, body);
-    let statements =
-        if req.method == Method::GET {
-            match req.flags.get("q") {
-                Some(q) if !q.trim().is_empty() => vec![SqlStatement {
-                    sql: q.to_string(),
-                    params: crate::types::Params::None,
-                }],
-                _ => return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "GET /db/query needs the SQL in the q parameter, e.g. /db/query?q=SELECT%201",
-                ),
-            }
-        } else {
-            match parse_statements(&req.body) {
-                Ok(s) => s,
-                Err(e) => return bad_request(&e),
-            }
-        };
-    api.read(&req, statements).await
+    match parse_statements(&req.body) {
+        Ok(statements) => {
+            let sql = SqlRequest {
+                statements,
+                transaction: req.flags.flag("transaction"),
+                blob_array: req.flags.flag("blob_array"),
+                ..SqlRequest::default()
+            };
+            api.write(&req, sql).await
+        }
+        Err(e) => bad_request(&req.render, &e),
+    }
 }
 
 async fn request(
@@ -187,42 +224,58 @@ async fn request(
     let req = Incoming::new(method, &uri, &headers, body);
     let statements = match parse_statements(&req.body) {
         Ok(s) => s,
-        Err(e) => return bad_request(&e),
+        Err(e) => return bad_request(&req.render, &e),
     };
+    let strong =
+        crate::read::parse_level(&req.flags, api.is_learner()) == crate::read::Level::Strong;
     let sqls = statements.iter().map(|s| s.sql.clone()).collect();
-    match api.store.all_read_only(sqls).await {
-        Ok(true) => api.read(&req, statements).await,
-        Ok(false) => api.write(&req, statements, true).await,
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
+    let read_only = match api.store.all_read_only(sqls).await {
+        Ok(r) => r,
+        Err(e) => return req.render.error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    if read_only && !strong {
+        return api.read(&req, statements).await;
     }
-}
-
-fn parse_level(flags: &Flags) -> Result<Consistency, String> {
-    match flags.get("level").unwrap_or("weak") {
-        "none" => Ok(Consistency::None),
-        "" | "weak" => Ok(Consistency::Weak),
-        "linearizable" | "strong" => Ok(Consistency::Linearizable),
-        other => Err(format!(
-            "level: {other:?} is not a read consistency level; expected none, weak or \
-             linearizable"
-        )),
-    }
+    let sql = SqlRequest {
+        statements,
+        transaction: req.flags.flag("transaction"),
+        want_rows: true,
+        read_only: false,
+        blob_array: req.flags.flag("blob_array"),
+    };
+    api.write(&req, sql).await
 }
 
 impl Api {
-    fn next_seed(&self) -> u64 {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let mut s =
-            nanos ^ self.health.id ^ self.seq.fetch_add(1, Ordering::Relaxed).rotate_left(32);
-        splitmix64(&mut s)
+    /// Answers 301 to the same path and query on `leader`'s API.
+    pub(crate) fn redirect(&self, req: &Incoming, leader: &NodeInfo) -> Response {
+        let location = format!("http://{}{}", leader.api_addr, req.path_and_query);
+        let mut resp = req.render.error(
+            StatusCode::MOVED_PERMANENTLY,
+            format!(
+                "not the leader; the leader is {} at {location}",
+                leader.name
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp
     }
 
-    /// Forwards `req` to `leader`; a forwarded request never forwards again.
-    async fn forward(&self, req: &Incoming, leader: &NodeInfo, write: bool) -> Response {
+    /// Forwards `req` to `leader` (one that certainly did not see it may be retried: 503; one
+    /// that may have been applied: 504). A forwarded request never forwards again.
+    pub(crate) async fn forward(
+        &self,
+        req: &Incoming,
+        leader: &NodeInfo,
+        write: bool,
+        timeout: Duration,
+    ) -> Response {
         if req.forwarded {
-            return error_response(StatusCode::SERVICE_UNAVAILABLE, "not leader");
+            return req
+                .render
+                .error(StatusCode::SERVICE_UNAVAILABLE, "not leader");
         }
         let sent = self
             .forwarder
@@ -231,13 +284,13 @@ impl Api {
                 &leader.api_addr,
                 &req.path_and_query,
                 req.body.clone(),
-                FORWARD_TIMEOUT,
+                timeout,
             )
             .await;
         match sent {
             Ok(f) => {
                 let mut resp = (f.status, f.body).into_response();
-                for name in [axum::http::header::CONTENT_TYPE.as_str(), "x-raft-index"] {
+                for name in [header::CONTENT_TYPE.as_str(), "x-raft-index", "location"] {
                     if let Some(v) = f.headers.get(name) {
                         resp.headers_mut()
                             .insert(axum::http::HeaderName::from_static(name), v.clone());
@@ -245,275 +298,222 @@ impl Api {
                 }
                 resp
             }
-            Err(ForwardError::Connect(m)) => error_response(
+            Err(ForwardError::Connect(m)) => req.render.error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("leader {} is unreachable: {m}", leader.name),
             ),
-            Err(ForwardError::Uncertain(m)) if write => error_response(
+            Err(ForwardError::Uncertain(m)) if write => req.render.error(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "no answer from leader {} ({m}); the write may or may not have been applied",
                     leader.name
                 ),
             ),
-            Err(ForwardError::Uncertain(m)) => error_response(
+            Err(ForwardError::Uncertain(m)) => req.render.error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("no answer from leader {}: {m}", leader.name),
             ),
         }
     }
 
-    /// Forwards to the leader named by openraft's `ForwardToLeader`, or answers 503.
-    async fn forward_to(
+    /// `None` when this node leads and should serve `req`; otherwise the answer: a redirect
+    /// (`?redirect`), the leader's answer, or 503 without a leader.
+    pub(crate) async fn via_leader(
+        &self,
+        req: &Incoming,
+        write: bool,
+        timeout: Duration,
+    ) -> Option<Response> {
+        match self.health.leader() {
+            Leader::Me => None,
+            Leader::Other(node) if req.flags.flag("redirect") => Some(self.redirect(req, &node)),
+            Leader::Other(node) => Some(self.forward(req, &node, write, timeout).await),
+            Leader::Unknown if req.forwarded => Some(
+                req.render
+                    .error(StatusCode::SERVICE_UNAVAILABLE, "not leader"),
+            ),
+            Leader::Unknown => Some(
+                req.render
+                    .error(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
+            ),
+        }
+    }
+
+    /// Serves `req` on the leader named by openraft's `ForwardToLeader`, or answers 503.
+    pub(crate) async fn forward_to(
         &self,
         req: &Incoming,
         f: &ForwardToLeader<u64, NodeInfo>,
         write: bool,
     ) -> Response {
         match (&f.leader_id, &f.leader_node) {
-            (Some(id), Some(node)) if *id != self.health.id => self.forward(req, node, write).await,
-            _ if req.forwarded => error_response(StatusCode::SERVICE_UNAVAILABLE, "not leader"),
-            _ => error_response(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
+            (Some(id), Some(node)) if *id != self.health.id => {
+                if req.flags.flag("redirect") {
+                    self.redirect(req, node)
+                } else {
+                    self.forward(req, node, write, FORWARD_TIMEOUT).await
+                }
+            }
+            _ if req.forwarded => req
+                .render
+                .error(StatusCode::SERVICE_UNAVAILABLE, "not leader"),
+            _ => req
+                .render
+                .error(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
         }
+    }
+
+    /// Proposes `request` through the group-commit batcher (this node must lead).
+    pub(crate) async fn propose(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Applied, WriteError> {
+        match tokio::time::timeout(timeout, self.batcher.submit(request, timeout)).await {
+            Ok(r) => r,
+            Err(_) => Err(WriteError::Timeout(timeout)),
+        }
+    }
+
+    /// The answer to a write that got no result.
+    pub(crate) async fn write_error(&self, req: &Incoming, e: WriteError) -> Response {
+        let r = &req.render;
+        match e {
+            WriteError::NotLeader(f) => self.forward_to(req, &f, true).await,
+            WriteError::Stopped(m) => r.error(StatusCode::SERVICE_UNAVAILABLE, m),
+            WriteError::Timeout(d) => r.error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the write was not committed within {d:?}; it may still be applied"),
+            ),
+            WriteError::Lost => r.error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "raft stopped before confirming the write; it may or may not have been applied",
+            ),
+            WriteError::Other(m) => r.error(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+
+    /// The 200 answer of an applied request: its results and its log index.
+    pub(crate) fn applied(&self, req: &Incoming, applied: &Applied, started: Instant) -> Response {
+        let mut body = req.render.results(&applied.outcomes, started);
+        body.insert("raft_index".into(), Value::from(applied.index));
+        let mut out = req.render.json(StatusCode::OK, &Value::Object(body));
+        out.headers_mut()
+            .insert("x-raft-index", HeaderValue::from(applied.index));
+        out
     }
 
     /// Serves a write: proposes it on the leader, or forwards it there.
-    async fn write(
-        &self,
-        req: &Incoming,
-        statements: Vec<SqlStatement>,
-        want_rows: bool,
-    ) -> Response {
+    pub(crate) async fn write(&self, req: &Incoming, sql: SqlRequest) -> Response {
         let started = Instant::now();
-        match self.health.leader() {
-            Leader::Me => {}
-            Leader::Other(node) => return self.forward(req, &node, true).await,
-            Leader::Unknown if req.forwarded => {
-                return error_response(StatusCode::SERVICE_UNAVAILABLE, "not leader")
-            }
-            Leader::Unknown => return error_response(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
+        if let Some(resp) = self.via_leader(req, true, FORWARD_TIMEOUT).await {
+            return resp;
         }
-        let cmd = Command {
-            statements,
-            transaction: req.flags.flag("transaction"),
-            time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            seed: self.next_seed(),
-            want_rows,
-        };
-        // Not proposed when this fails: safe for the client to retry.
-        let rx = match self.raft.client_write_ff(cmd).await {
-            Ok(rx) => rx,
-            Err(e) => {
-                return error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("raft is stopping: {e}"),
-                )
-            }
-        };
-        let resp =
-            match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
-                Err(_) => {
-                    return error_response(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                        "the write was not committed within {WRITE_TIMEOUT:?}; it may still be \
-                         applied"
-                    ),
-                    )
-                }
-                Ok(Err(_)) => return error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "raft stopped before confirming the write; it may or may not have been applied",
-                ),
-                Ok(Ok(r)) => r,
-            };
-        match resp {
-            Ok(r) => {
-                let mut body = results_json(&r.data.results, req.flags.flag("timings"), started);
-                body.insert("raft_index".into(), Value::from(r.log_id.index));
-                let mut out = json_response(StatusCode::OK, &Value::Object(body));
-                out.headers_mut()
-                    .insert("x-raft-index", HeaderValue::from(r.log_id.index));
-                out
-            }
-            Err(ClientWriteError::ForwardToLeader(f)) => self.forward_to(req, &f, true).await,
-            Err(ClientWriteError::ChangeMembershipError(e)) => {
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
+        match self.propose(Request::Sql(sql), WRITE_TIMEOUT).await {
+            Ok(applied) => self.applied(req, &applied, started),
+            Err(e) => self.write_error(req, e).await,
         }
     }
 
-    /// Serves a read at the level the request asks for.
-    async fn read(&self, req: &Incoming, statements: Vec<SqlStatement>) -> Response {
+    /// Serves `/db/execute?queue`: queues the statements and answers with their sequence
+    /// number at once, or with `wait` once they are written.
+    async fn queued(&self, req: &Incoming) -> Response {
         let started = Instant::now();
-        let level = match parse_level(&req.flags) {
-            Ok(l) => l,
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, e),
+        let r = &req.render;
+        if !req.flags.flag("noleader") && self.health.leader() == Leader::Unknown {
+            return r.error(StatusCode::SERVICE_UNAVAILABLE, "no leader");
+        }
+        let timeout = match req.flags.duration("timeout") {
+            Ok(t) => t.unwrap_or(DEFAULT_WAIT),
+            Err(e) => return r.error(StatusCode::BAD_REQUEST, e),
         };
-        let min_index = match req.flags.get("min_index").map(str::parse::<u64>) {
-            None => None,
-            Some(Ok(n)) => Some(n),
-            Some(Err(_)) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "min_index: expected a Raft log index (an unsigned integer)",
-                )
-            }
-        };
-        if level != Consistency::None {
-            match self.health.leader() {
-                Leader::Me => {}
-                Leader::Other(node) => return self.forward(req, &node, false).await,
-                Leader::Unknown if req.forwarded => {
-                    return error_response(StatusCode::SERVICE_UNAVAILABLE, "not leader")
-                }
-                Leader::Unknown => {
-                    return error_response(StatusCode::SERVICE_UNAVAILABLE, "no leader")
-                }
-            }
-        }
-        if level == Consistency::Linearizable {
-            match self.raft.ensure_linearizable().await {
-                Ok(_) => {}
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                    return self.forward_to(req, &f, false).await
-                }
-                Err(e) => {
-                    return error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("cannot confirm leadership: {e}"),
-                    )
-                }
-            }
-        }
-        if let Some(n) = min_index {
-            if let Some(resp) = self.reach_min_index(req, n).await {
-                return resp;
-            }
-        }
-        match self.store.query(statements).await {
-            Ok(outcomes) => json_response(
-                StatusCode::OK,
-                &Value::Object(results_json(&outcomes, req.flags.flag("timings"), started)),
-            ),
-            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
-        }
-    }
-
-    /// Makes sure this node applied log index `n` before a read; `Some(answer)` when the read
-    /// must not run here: `n` is beyond the leader's log (400), the leader serves it instead
-    /// (forwarded), or `n` was not applied within [`MIN_INDEX_WAIT`] (503).
-    async fn reach_min_index(&self, req: &Incoming, n: u64) -> Option<Response> {
-        if *self.store.applied_index().borrow() >= n {
-            return None;
-        }
-        let last_log = self.health.metrics.borrow().last_log_index.unwrap_or(0);
-        if n > last_log {
-            match self.health.leader() {
-                // A leader's log holds every committed entry: nothing past it was handed out.
-                Leader::Me => {
-                    let commit = self.health.log.committed_index();
-                    return Some(json_response(
-                        StatusCode::BAD_REQUEST,
-                        &json!({
-                            "error": format!(
-                                "min_index {n} is beyond the log (commit index {commit})"
-                            ),
-                            "beyond_log": true,
-                            "commit_index": commit,
-                        }),
-                    ));
-                }
-                // The leader knows whether n exists, and has it applied if it does.
-                Leader::Other(node) if !req.forwarded => {
-                    return Some(self.forward(req, &node, false).await)
-                }
-                _ => {}
-            }
-        }
-        match self.wait_applied(n).await {
-            Ok(()) => None,
-            Err(applied) => Some(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "node {} has applied log index {applied}, below min_index {n}, after \
-                     {MIN_INDEX_WAIT:?}; try another node or later",
-                    self.name
-                ),
-            )),
-        }
-    }
-
-    /// Waits until this node applied log index `n`; `Err(applied)` after [`MIN_INDEX_WAIT`].
-    async fn wait_applied(&self, n: u64) -> Result<(), u64> {
-        let mut rx = self.store.applied_index();
-        let reached = tokio::time::timeout(MIN_INDEX_WAIT, rx.wait_for(|&a| a >= n))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if reached {
-            Ok(())
+        let wait = req.flags.flag("wait");
+        let empty = matches!(serde_json::from_slice::<Value>(&req.body), Ok(Value::Array(a)) if a.is_empty());
+        let seq = if empty && wait {
+            // A checkpoint: wait for what is already queued.
+            self.queue.flushed() + self.queue.pending()
         } else {
-            Err(*rx.borrow())
+            let statements = match parse_statements(&req.body) {
+                Ok(s) => s,
+                Err(e) => return bad_request(r, &e),
+            };
+            let sql = SqlRequest {
+                statements,
+                transaction: req.flags.flag("transaction"),
+                ..SqlRequest::default()
+            };
+            match self.queue.push(sql) {
+                Ok(seq) => seq,
+                Err(m) => return r.error(StatusCode::SERVICE_UNAVAILABLE, m),
+            }
+        };
+        if wait && !self.queue.wait_flushed(seq, timeout).await {
+            return r.error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("timeout: sequence number {seq} was not written within {timeout:?}"),
+            );
+        }
+        let mut body = r.results(&[], started);
+        body.insert("sequence_number".into(), Value::from(seq));
+        r.json(StatusCode::OK, &Value::Object(body))
+    }
+}
+
+/// Logs the statement errors of a queued write (its client was told only "queued").
+fn log_queued_errors(outcomes: &[crate::types::Outcome]) {
+    for (i, o) in outcomes.iter().enumerate() {
+        if let StatementResult::Error(e) = &o.result {
+            tracing::warn!(statement = i, error = %e, "a queued write failed");
         }
     }
 }
 
-async fn status(State(api): State<Arc<Api>>) -> Response {
-    let mut v = api.health.status();
-    if let Value::Object(m) = &mut v {
-        m.insert("name".into(), Value::from(api.name.clone()));
-    }
-    json_response(StatusCode::OK, &v)
-}
-
-async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    match api.health.ready() {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn nodes(State(api): State<Arc<Api>>) -> Response {
-    let leader = api.health.metrics.borrow().current_leader;
-    let mut checks = tokio::task::JoinSet::new();
-    for (id, node) in api.health.members.iter() {
-        let (id, node, http) = (*id, node.clone(), api.http.clone());
-        let me = id == api.health.id;
-        checks.spawn(async move {
-            let reachable = me
-                || http
-                    .get(
-                        &format!("http://{}/readyz", node.api_addr),
-                        Duration::from_secs(1),
+impl QueueWriter for Api {
+    async fn write_queued(&self, request: SqlRequest) -> Attempt {
+        match self.health.leader() {
+            Leader::Me => match self.propose(Request::Sql(request), WRITE_TIMEOUT).await {
+                Ok(a) => {
+                    log_queued_errors(&a.outcomes);
+                    Attempt::Done
+                }
+                Err(WriteError::NotLeader(_)) => Attempt::Retry("not leader".into()),
+                Err(WriteError::Stopped(m)) => Attempt::Retry(m),
+                Err(e) => Attempt::Unknown(format!("{e:?}")),
+            },
+            Leader::Other(node) => {
+                let path = if request.transaction {
+                    "/db/execute?transaction"
+                } else {
+                    "/db/execute"
+                };
+                let body: Vec<Value> = request.statements.iter().map(statement_json).collect();
+                let body = Value::Array(body).to_string();
+                let sent = self
+                    .forwarder
+                    .send(
+                        Method::POST,
+                        &node.api_addr,
+                        path,
+                        body.into(),
+                        FORWARD_TIMEOUT,
                     )
-                    .await
-                    .is_ok();
-            (id, node, reachable)
-        });
+                    .await;
+                match sent {
+                    Ok(resp) if resp.status == StatusCode::OK => Attempt::Done,
+                    Ok(resp) if resp.status == StatusCode::SERVICE_UNAVAILABLE => {
+                        Attempt::Retry(String::from_utf8_lossy(&resp.body).into_owned())
+                    }
+                    Ok(resp) => Attempt::Unknown(format!(
+                        "leader {} answered {}: {}",
+                        node.name,
+                        resp.status,
+                        String::from_utf8_lossy(&resp.body)
+                    )),
+                    Err(ForwardError::Connect(m)) => Attempt::Retry(m),
+                    Err(ForwardError::Uncertain(m)) => Attempt::Unknown(m),
+                }
+            }
+            Leader::Unknown => Attempt::Retry("no leader".into()),
+        }
     }
-    let mut out = serde_json::Map::new();
-    while let Some(joined) = checks.join_next().await {
-        let Ok((id, node, reachable)) = joined else {
-            continue;
-        };
-        out.insert(
-            node.name.clone(),
-            json!({
-                "id": node.name,
-                "node_id": id.to_string(),
-                "api_addr": format!("http://{}", node.api_addr),
-                "addr": node.raft_addr,
-                "reachable": reachable,
-                "leader": leader == Some(id),
-                "voter": true,
-            }),
-        );
-    }
-    json_response(StatusCode::OK, &Value::Object(out))
 }

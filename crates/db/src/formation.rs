@@ -1,20 +1,36 @@
-//! Cluster formation at start: a pristine node initializes the cluster, unless the cluster
-//! already holds data.
+//! Cluster formation at start: what a node with no Raft state does.
 //!
-//! Every pristine node calls openraft's `initialize` with the same membership (every db node of
-//! the farm as a voter), which openraft documents as safe for a cluster that forms. It is not
-//! safe for a voter whose data directory was wiped while the cluster ran: it would come back
-//! with no vote and no log, and count in a majority that may then elect a leader without
-//! entries it had acknowledged. So before initializing, a pristine node asks every peer's SQL
-//! API for `/status`: if any reports that its database holds data (`"has_data"`: a user
-//! table exists), this node's data is gone while the cluster exists, and the start fails
-//! instead. A peer that does not answer within [`PEER_STATUS_TIMEOUT`] is not counted.
+//! A node whose storage holds Raft state just rejoins: **once initialized, the membership in
+//! its log wins**, whatever the farm file now says. The farm file's db nodes only seed the
+//! membership when the cluster forms: voters (`replica = "voter"`, the default) call
+//! openraft's `initialize` with the same voter set (documented as safe when every node uses
+//! the same set), and learners ask the leader to add them ([`auto_join`]). After that,
+//! membership changes only through the membership API (`webfarm db add/remove/promote`).
 //!
-//! The term and the log index are no such sign: openraft elects a leader as soon as two
+//! A pristine node first asks every peer of its farm for `/status` (each within
+//! [`PEER_STATUS_TIMEOUT`]) and decides:
+//!
+//! 1. A leader reports that it once replicated entries to this node (`"replicated"` in its
+//!    replication details), or a peer whose database holds data (`"has_data"`: a user table
+//!    exists) lists this node as a voter: this node's data is gone while the cluster
+//!    exists. Coming back as an empty voter could count in a majority that lacks
+//!    acknowledged writes, and a leader that once replicated to it would find its log gone
+//!    backwards, so the start fails with [`DbError::DataLost`]. The procedure: remove the
+//!    node (`webfarm db remove NODE`, from the running majority), start it with its empty
+//!    directory, add it (`webfarm db add NODE`): it comes back as a new learner, catches up
+//!    (from a snapshot when the log was compacted), then is promoted.
+//! 2. A peer reports a formed cluster (a membership) in which this node is a learner or
+//!    not a member: the node does not initialize. It serves the Raft endpoint and waits: as
+//!    a learner the leader replicates to it; as a non-member it waits to be added. A
+//!    farm learner that finds no data in the cluster (it is forming) asks to be added
+//!    itself ([`Formation::Join`]).
+//! 3. Otherwise a farm voter initializes with the farm's voters, a farm learner asks to be
+//!    added.
+//!
+//! The term and the log index are no sign of data: openraft elects a leader as soon as two
 //! initialized nodes see each other, and that leader appends a blank entry, so when the db
 //! nodes start one after the other (as the supervisor and the tests do), the last to start
-//! already sees term 1 and log index 1 from a cluster that is only forming. User data only
-//! appears once the db nodes are ready and the web tier writes.
+//! already sees term 1 and log index 1 from a cluster that is only forming.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,15 +38,19 @@ use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
 use serde_json::Value;
+use webfarm_config::Replica;
 use webfarm_node::http::HttpClient;
+use webfarm_node::Shutdown;
 
 use crate::node::DbError;
-use crate::types::{NodeInfo, Raft};
+use crate::types::{node_id, NodeInfo, Raft};
 
 /// How long a pristine node waits for each peer's `/status`.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between two rounds of a learner's requests to be added.
+const JOIN_RETRY: Duration = Duration::from_millis(500);
 
-/// What a peer's `/status` says of the cluster's log.
+/// What a peer's `/status` says of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PeerLog {
     /// The peer's name.
@@ -41,18 +61,92 @@ pub(crate) struct PeerLog {
     pub(crate) last_log_index: u64,
     /// Whether its database holds a user table.
     pub(crate) has_data: bool,
+    /// The voters of its membership (names); empty when it has none yet.
+    pub(crate) voters: Vec<String>,
+    /// The learners of its membership (names).
+    pub(crate) learners: Vec<String>,
+    /// The nodes a leader once replicated entries to (names).
+    pub(crate) replicated: Vec<String>,
+}
+
+fn names(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl PeerLog {
     /// Reads a `/status` answer; `None` when it is not a db node's status.
     pub(crate) fn from_status(name: &str, status: &Value) -> Option<PeerLog> {
         let num = |key: &str| status.get(key).and_then(Value::as_u64);
+        let replicated = status
+            .get("replication")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, r)| r.get("replicated").and_then(Value::as_bool) == Some(true))
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         Some(PeerLog {
             name: name.to_string(),
             term: num("term")?,
             last_log_index: num("last_log_index")?,
             has_data: status.get("has_data").and_then(Value::as_bool)?,
+            voters: names(status.get("voters")),
+            learners: names(status.get("learners")),
+            replicated,
         })
+    }
+
+    /// Whether the peer has a membership (the cluster is formed as far as it knows).
+    fn formed(&self) -> bool {
+        !self.voters.is_empty()
+    }
+}
+
+/// What a pristine node decided, or what a node with state does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Formation {
+    /// The node has Raft state (or initialized the cluster just now): it runs as its log says.
+    Member,
+    /// The node waits for the leader to replicate to it: it is a learner of the cluster, or
+    /// it waits for `webfarm db add`.
+    Wait,
+    /// The node is a learner of a forming cluster: it asks the leader to add it.
+    Join,
+}
+
+/// What a pristine node `me` must do given its peers' logs (rules 1 to 3 of the module).
+///
+/// # Errors
+///
+/// The peer that proves this node's data is gone.
+fn decide<'a>(me: &str, replica: Replica, peers: &'a [PeerLog]) -> Result<Formation, &'a PeerLog> {
+    if let Some(p) = peers.iter().find(|p| p.replicated.iter().any(|n| n == me)) {
+        return Err(p);
+    }
+    if let Some(p) = peers
+        .iter()
+        .find(|p| p.has_data && p.voters.iter().any(|n| n == me))
+    {
+        return Err(p);
+    }
+    let cluster_has_data = peers.iter().any(|p| p.has_data);
+    let outside = peers
+        .iter()
+        .any(|p| p.formed() && !p.voters.iter().any(|n| n == me));
+    match replica {
+        Replica::Learner if !cluster_has_data => Ok(Formation::Join),
+        Replica::Learner => Ok(Formation::Wait),
+        Replica::Voter if outside => Ok(Formation::Wait),
+        Replica::Voter => Ok(Formation::Member),
     }
 }
 
@@ -84,55 +178,136 @@ async fn peer_logs(me: u64, members: &BTreeMap<u64, NodeInfo>, http: &HttpClient
     logs
 }
 
-/// Initializes the cluster from a pristine node, or lets a node with Raft state rejoin.
+/// Decides what this node does at start (see the module), and initializes the cluster when
+/// it is a pristine voter of a forming cluster.
+///
+/// `members` are the farm's db nodes, `voters` those declared voters.
 ///
 /// # Errors
 ///
-/// [`DbError::DataLost`] when this node is pristine but a peer reports a cluster that holds
-/// data; [`DbError::Raft`] when openraft fails.
+/// [`DbError::DataLost`] when this node is pristine but its data is known to be gone;
+/// [`DbError::Raft`] when openraft fails.
 pub(crate) async fn form(
     raft: &Raft,
     me: &NodeInfo,
-    id: u64,
+    replica: Replica,
     members: &BTreeMap<u64, NodeInfo>,
+    voters: &BTreeMap<u64, NodeInfo>,
     http: &HttpClient,
     data_dir: &Path,
-) -> Result<(), DbError> {
+) -> Result<Formation, DbError> {
     let initialized = raft
         .is_initialized()
         .await
         .map_err(|e| DbError::Raft(e.to_string()))?;
     if initialized {
-        return Ok(());
+        return Ok(Formation::Member);
     }
+    let id = node_id(&me.name);
     let peers = peer_logs(id, members, http).await;
-    if let Some(p) = peers.iter().find(|p| p.has_data) {
-        tracing::error!(
+    let decided = match decide(&me.name, replica, &peers) {
+        Ok(d) => d,
+        Err(p) => {
+            tracing::error!(
+                node = %me.name,
+                peer = %p.name,
+                term = p.term,
+                last_log_index = p.last_log_index,
+                "this node has no Raft state but the cluster knows it held data: its data is \
+                 gone while the cluster exists; it will not rejoin as an empty member"
+            );
+            return Err(DbError::DataLost {
+                node: me.name.clone(),
+                peer: p.name.clone(),
+                term: p.term,
+                last_log_index: p.last_log_index,
+                dir: data_dir.to_path_buf(),
+            });
+        }
+    };
+    if decided != Formation::Member {
+        tracing::info!(
             node = %me.name,
-            peer = %p.name,
-            term = p.term,
-            last_log_index = p.last_log_index,
-            "this node has no Raft state but the cluster already holds data: its data is gone \
-             while the cluster exists; it will not rejoin as an empty voter"
+            replica = replica.as_str(),
+            "no Raft state: waiting for the leader to add this node (run `webfarm db add {}` \
+             if it is not in the cluster)",
+            me.name
         );
-        return Err(DbError::DataLost {
-            node: me.name.clone(),
-            peer: p.name.clone(),
-            term: p.term,
-            last_log_index: p.last_log_index,
-            dir: data_dir.to_path_buf(),
-        });
+        return Ok(decided);
     }
-    match raft.initialize(members.clone()).await {
+    match raft.initialize(voters.clone()).await {
         Ok(()) => {
-            tracing::info!(node = %me.name, voters = members.len(), "cluster initialized");
-            Ok(())
+            tracing::info!(node = %me.name, voters = voters.len(), "cluster initialized");
+            Ok(Formation::Member)
         }
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
             tracing::debug!(node = %me.name, "cluster already initialized");
-            Ok(())
+            Ok(Formation::Member)
         }
         Err(e) => Err(DbError::Raft(format!("cannot initialize the cluster: {e}"))),
+    }
+}
+
+/// A learner of a forming cluster asks its peers (any of them forwards to the leader) to add
+/// it with `POST /join`, until the membership in its log names it or `stop` fires.
+pub(crate) async fn auto_join(
+    raft: Raft,
+    me: NodeInfo,
+    members: BTreeMap<u64, NodeInfo>,
+    http: HttpClient,
+    stop: Shutdown,
+) {
+    let id = node_id(&me.name);
+    let body = serde_json::json!({
+        "id": me.name,
+        "addr": me.raft_addr,
+        "api_addr": me.api_addr,
+        "voter": false,
+    })
+    .to_string();
+    let mut metrics = raft.metrics();
+    let is_member = |m: &openraft::RaftMetrics<u64, NodeInfo>| {
+        m.membership_config.membership().get_node(&id).is_some()
+    };
+    let mut attempts = 0u64;
+    loop {
+        if is_member(&metrics.borrow()) || stop.is_triggered() {
+            return;
+        }
+        for node in members.values().filter(|n| n.name != me.name) {
+            let url = format!("http://{}/join", node.api_addr);
+            let sent = http
+                .post(
+                    &url,
+                    "application/json",
+                    body.clone().into(),
+                    Duration::from_secs(15),
+                )
+                .await;
+            match sent {
+                Ok(r) if r.status.is_success() => {
+                    tracing::info!(node = %me.name, via = %node.name, "added to the cluster as a learner");
+                    return;
+                }
+                Ok(r) if attempts.is_multiple_of(20) => tracing::info!(
+                    node = %me.name,
+                    via = %node.name,
+                    status = %r.status,
+                    answer = %String::from_utf8_lossy(&r.body),
+                    "not added yet; retrying"
+                ),
+                Err(e) if attempts.is_multiple_of(20) => {
+                    tracing::debug!(node = %me.name, error = %e, "cannot ask to be added; retrying")
+                }
+                _ => {}
+            }
+        }
+        attempts += 1;
+        tokio::select! {
+            () = stop.wait() => return,
+            _ = metrics.changed() => {}
+            () = tokio::time::sleep(JOIN_RETRY) => {}
+        }
     }
 }
 
@@ -143,11 +318,53 @@ mod tests {
 
     #[test]
     fn reads_a_peers_status() {
-        let forming = json!({"term": 1, "last_log_index": 1, "has_data": false});
+        let forming = json!({"term": 1, "last_log_index": 1, "has_data": false,
+                             "voters": ["db-1", "db-2"], "learners": []});
         let p = PeerLog::from_status("db-1", &forming).unwrap();
         assert!(!p.has_data, "a leader and a blank entry are no data");
-        let formed = json!({"term": 2, "last_log_index": 9, "has_data": true});
-        assert!(PeerLog::from_status("db-1", &formed).unwrap().has_data);
+        assert_eq!(p.voters, ["db-1", "db-2"]);
+        let formed = json!({"term": 2, "last_log_index": 9, "has_data": true,
+            "replication": {"db-2": {"replicated": true}, "db-3": {"replicated": false}}});
+        let p = PeerLog::from_status("db-1", &formed).unwrap();
+        assert!(p.has_data);
+        assert_eq!(p.replicated, ["db-2"]);
         assert_eq!(PeerLog::from_status("x", &json!({"error": "no"})), None);
+    }
+
+    fn peer(voters: &[&str], learners: &[&str], has_data: bool, replicated: &[&str]) -> PeerLog {
+        let s = |v: &[&str]| v.iter().map(|n| n.to_string()).collect();
+        PeerLog {
+            name: "db-1".into(),
+            term: 2,
+            last_log_index: 5,
+            has_data,
+            voters: s(voters),
+            learners: s(learners),
+            replicated: s(replicated),
+        }
+    }
+
+    #[test]
+    fn a_pristine_node_decides_from_its_peers() {
+        use Formation::*;
+        let v = Replica::Voter;
+        let l = Replica::Learner;
+        // Nobody answers, or the cluster is forming with this node among the voters.
+        assert_eq!(decide("db-2", v, &[]), Ok(Member));
+        let forming = peer(&["db-1", "db-2"], &[], false, &[]);
+        assert_eq!(
+            decide("db-2", v, std::slice::from_ref(&forming)),
+            Ok(Member)
+        );
+        // A learner of a forming cluster asks to be added; of a cluster with data it waits.
+        assert_eq!(decide("db-4", l, &[forming]), Ok(Join));
+        let data = peer(&["db-1", "db-2"], &["db-4"], true, &[]);
+        assert_eq!(decide("db-4", l, std::slice::from_ref(&data)), Ok(Wait));
+        // A voter removed from (or never in) the cluster waits for `webfarm db add`.
+        assert_eq!(decide("db-3", v, std::slice::from_ref(&data)), Ok(Wait));
+        // A voter of a cluster with data, or any node the leader replicated to, lost its data.
+        assert!(decide("db-2", v, &[data]).is_err());
+        let leader = peer(&["db-1", "db-2"], &["db-4"], false, &["db-4"]);
+        assert!(decide("db-4", l, &[leader]).is_err());
     }
 }

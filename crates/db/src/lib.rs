@@ -1,9 +1,13 @@
 //! webfarm's database tier: a replicated SQLite database in the manner of rqlite.
 //!
-//! Every db node of the farm is a voter of one Raft cluster ([openraft]). A write goes to the
-//! leader (any node forwards it), becomes a log entry, and once a majority stored it every node
-//! applies it to its own SQLite database. Reads are served from a node's local copy at the
-//! consistency level the client asks for. The HTTP API is rqlite's, so rqlite clients work.
+//! The db nodes of the farm form one Raft cluster ([openraft]) of voters and read-only learners,
+//! whose membership changes at run time (`/join`, `/remove`, `/cluster/...`; see `DESIGN.md`).
+//! A write goes to the leader (any node forwards it), becomes a log entry (writes that arrive
+//! together share one: group commit), and once a majority of the voters stored it every node
+//! applies it to its own SQLite
+//! database. Reads are served from a node's local copy at the consistency level the client asks
+//! for. The HTTP API is rqlite's (bulk and parameterized statements, consistency levels,
+//! queued writes, backups and loads), so rqlite clients such as pyrqlite work unchanged.
 //!
 //! - [`DbNode`]: one node as the CLI runs it (`start`, `health`, `wait`).
 //! - [`DbClient`]: the client the web tier uses, with failover ([`client`]).
@@ -37,18 +41,29 @@
 
 mod api;
 mod apply;
+mod backup;
+mod batch;
 pub mod client;
+pub mod command;
 mod determinism;
+mod dump;
 mod formation;
 mod forward;
 mod health;
+mod load;
 pub mod log_store;
+mod membership;
 mod network;
 mod node;
+mod pragma;
+mod queue;
+mod read;
+mod render;
 mod request;
 mod snapshot;
 mod sql;
 pub mod state_machine;
+mod status;
 mod store;
 pub mod types;
 

@@ -7,6 +7,10 @@
 //! Each answer is the JSON of `Result<response, RaftError>`. On the sending side a refused
 //! connection becomes openraft's `Unreachable` (openraft backs off), any other transport failure
 //! a `NetworkError`, and an error answered by the peer a `RemoteError`.
+//!
+//! The receiving side notes when the leader last reached this node ([`LeaderContact`]: an
+//! AppendEntries, heartbeats included, that the node accepted as coming from its leader), for
+//! rqlite's `freshness` on `none` reads.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -24,6 +28,8 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use webfarm_node::http::HttpClient;
 
 use crate::types::{NodeInfo, Raft, TypeConfig};
@@ -132,14 +138,39 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
+/// When this node last heard from its leader (this node's clock). Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaderContact {
+    last: Arc<Mutex<Option<Instant>>>,
+}
+
+impl LeaderContact {
+    /// Notes a contact now.
+    pub(crate) fn touch(&self) {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// The last contact, if any.
+    pub(crate) fn last(&self) -> Option<Instant> {
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What the Raft endpoint's handlers share.
+#[derive(Clone)]
+struct RaftState {
+    raft: Raft,
+    contact: LeaderContact,
+}
+
 /// The receiving side: the router served on the node's Raft address.
-pub(crate) fn router(raft: Raft) -> Router {
+pub(crate) fn router(raft: Raft, contact: LeaderContact) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
-        .with_state(raft)
+        .with_state(RaftState { raft, contact })
 }
 
 /// The request, or the 400 answer's text.
@@ -162,23 +193,36 @@ fn answer<T: Serialize>(v: &T) -> Response {
     }
 }
 
-async fn append(State(raft): State<Raft>, body: Bytes) -> Response {
+async fn append(State(st): State<RaftState>, body: Bytes) -> Response {
     match decode::<AppendEntriesRequest<TypeConfig>>(&body, "append") {
-        Ok(req) => answer(&raft.append_entries(req).await),
+        Ok(req) => {
+            let resp = st.raft.append_entries(req).await;
+            // Any answer but "higher vote" means the sender is this node's leader.
+            if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                st.contact.touch();
+            }
+            answer(&resp)
+        }
         Err(m) => refuse(m),
     }
 }
 
-async fn vote(State(raft): State<Raft>, body: Bytes) -> Response {
+async fn vote(State(st): State<RaftState>, body: Bytes) -> Response {
     match decode::<VoteRequest<u64>>(&body, "vote") {
-        Ok(req) => answer(&raft.vote(req).await),
+        Ok(req) => answer(&st.raft.vote(req).await),
         Err(m) => refuse(m),
     }
 }
 
-async fn snapshot(State(raft): State<Raft>, body: Bytes) -> Response {
+async fn snapshot(State(st): State<RaftState>, body: Bytes) -> Response {
     match decode::<InstallSnapshotRequest<TypeConfig>>(&body, "snapshot") {
-        Ok(req) => answer(&raft.install_snapshot(req).await),
+        Ok(req) => {
+            let resp = st.raft.install_snapshot(req).await;
+            if resp.is_ok() {
+                st.contact.touch();
+            }
+            answer(&resp)
+        }
         Err(m) => refuse(m),
     }
 }

@@ -2,20 +2,21 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{Config, SnapshotPolicy};
 use tokio::task::JoinHandle;
-use webfarm_config::{DbSettings, Farm, Role};
+use webfarm_config::{DbSettings, Farm, Replica, Role};
 use webfarm_node::{Health, NodeContext, Shutdown, ShutdownTrigger};
 
 use crate::api::{self, Api};
-use crate::formation;
+use crate::formation::{self, Formation};
 use crate::forward::Forwarder;
 use crate::health::{failure, DbHealth};
 use crate::log_store::LogStore;
+use crate::membership::{self, Membership};
 use crate::network::{self, Network};
 use crate::state_machine::StateMachine;
 use crate::store::Store;
@@ -61,14 +62,18 @@ pub enum DbError {
     /// The `[db]` settings do not make a valid Raft configuration.
     #[error("invalid [db] settings: {0}")]
     Config(String),
-    /// This node's Raft state is empty while the cluster already holds data: its data
-    /// directory was lost. Rejoining as an empty voter could lose acknowledged writes.
+    /// This node's Raft state is empty while the cluster holds data it had: its data
+    /// directory was lost. Rejoining as an empty member could lose acknowledged writes; the
+    /// way back is `webfarm db remove NODE`, then `webfarm db add NODE` (see
+    /// `crates/db/DESIGN.md`).
     #[error(
-        "db node {node:?} has no Raft state in {dir} but db node {peer:?} reports a cluster that \
-         holds data (term {term}, last log index {last_log_index}): this node's data is gone \
-         while the cluster exists, and it will not rejoin as an empty voter, which could lose \
-         acknowledged writes; restore its data directory from a backup, or remove the node \
-         from the cluster and re-add it"
+        "db node {node:?} has no Raft state in {dir}, but db node {peer:?} (term {term}, last \
+         log index {last_log_index}) shows that the cluster holds data this node had: its data \
+         is gone while the cluster exists, and it will not rejoin as an empty member, which \
+         could lose acknowledged writes; restore its data directory from a backup, or remove \
+         it from the cluster (`webfarm db remove {node}`, with a majority of the voters \
+         running), start it with the empty directory, then add it back (`webfarm db add \
+         {node}`): it catches up as a learner and is promoted"
     )]
     DataLost {
         /// This node's name.
@@ -106,6 +111,8 @@ pub struct DbNode {
     stop: ShutdownTrigger,
     api_task: JoinHandle<std::io::Result<()>>,
     raft_task: JoinHandle<std::io::Result<()>>,
+    /// The SQL API's state: its write queue is drained before Raft stops.
+    api: Arc<Api>,
 }
 
 impl std::fmt::Debug for DbNode {
@@ -151,7 +158,10 @@ pub fn raft_config(cluster: &str, db: &DbSettings) -> Result<Config, DbError> {
         cluster_name: cluster.to_string(),
         heartbeat_interval: ms(db.heartbeat_interval),
         election_timeout_min: election,
-        election_timeout_max: election.saturating_mul(2),
+        // openraft 0.9 makes a follower wait `leader_lease` (= election_timeout_max) plus a
+        // random election timeout after the last heartbeat: a narrow band keeps failover near
+        // 2.5 x election_timeout (DbSettings::election_timeout).
+        election_timeout_max: election.saturating_add(election / 2).max(election + 1),
         install_snapshot_timeout: election.max(2000),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(db.snapshot_threshold),
         max_in_snapshot_log_to_keep: db.snapshot_threshold.min(1000),
@@ -173,16 +183,18 @@ fn storage_err(dir: &std::path::Path) -> impl Fn(String) -> DbError + '_ {
 impl DbNode {
     /// Binds every listener (so "address in use" fails here), opens storage, spawns tasks.
     ///
-    /// On a node whose storage is pristine, the cluster is initialized with every db node of
-    /// the farm as a voter (the same membership on every node, which openraft documents as
-    /// safe), unless a peer reports a cluster that already holds data (see
-    /// [`crate::formation`]); a node that already holds Raft state just rejoins. The Raft
+    /// A node that holds Raft state rejoins with the membership of its log, whatever the
+    /// farm file says. On a node whose storage is pristine, a voter of the farm file
+    /// initializes the cluster with the farm's voters (the same membership on every node,
+    /// which openraft documents as safe) and a learner of a forming cluster asks to be added,
+    /// unless its peers show that the cluster is formed without it (it then waits for
+    /// `webfarm db add`) or that its data was lost (see [`crate::formation`]). The Raft
     /// endpoint serves only once that is decided, so a refused node receives no entry.
     ///
     /// # Errors
     ///
     /// [`DbError`]: not a db node, a port in use, unreadable storage, invalid settings,
-    /// [`DbError::DataLost`] for a pristine node of a cluster that holds data.
+    /// [`DbError::DataLost`] for a pristine node whose data the cluster knows it had.
     pub async fn start(ctx: NodeContext) -> Result<DbNode, DbError> {
         let node = ctx.node.clone();
         if node.role != Role::Db {
@@ -219,33 +231,75 @@ impl DbNode {
             log,
             applied: store.applied_index(),
             user_data: store.user_data(),
+            handover: Arc::new(AtomicBool::new(false)),
         });
 
         let (stop, stopped) = Shutdown::new();
         let http = webfarm_node::http::HttpClient::new();
-        let api = Arc::new(Api {
+        let api = Api::new(
+            raft.clone(),
+            (*health).clone(),
+            Arc::clone(&store),
+            node.name.clone(),
+            http.clone(),
+            ctx.data_dir.clone(),
+        );
+        let contact = api.leader_contact();
+        let membership = Arc::new(Membership {
             raft: raft.clone(),
             health: (*health).clone(),
-            store: Arc::clone(&store),
-            name: node.name.clone(),
-            forwarder: Forwarder::new(http.clone()),
             http: http.clone(),
-            seq: AtomicU64::new(0),
+            forwarder: Forwarder::new(http.clone()),
+            farm: Arc::clone(&ctx.farm),
+            busy: tokio::sync::Mutex::new(()),
         });
-        let api_task = serve(api_listener, api::router(api), &ctx.shutdown, &stopped);
+        let router = api::router(Arc::clone(&api)).merge(membership::router(membership));
+        let api_task = serve(api_listener, router, &ctx.shutdown, &stopped);
 
         let me = members.get(&id).cloned().unwrap_or_default();
-        let formed = formation::form(&raft, &me, id, &members, &http, &ctx.data_dir).await;
-        if let Err(e) = formed {
-            stop.trigger();
-            let _ = raft.shutdown().await;
-            let _ = join_server(api_task, "SQL API").await;
-            store.close();
-            return Err(e);
+        let voters: BTreeMap<u64, NodeInfo> = ctx
+            .farm
+            .nodes_with_role(Role::Db)
+            .filter(|n| n.replica == Replica::Voter)
+            .filter_map(|n| {
+                let id = node_id(&n.name);
+                members.get(&id).map(|info| (id, info.clone()))
+            })
+            .collect();
+        let formed = formation::form(
+            &raft,
+            &me,
+            node.replica,
+            &members,
+            &voters,
+            &http,
+            &ctx.data_dir,
+        )
+        .await;
+        match formed {
+            Err(e) => {
+                stop.trigger();
+                let _ = raft.shutdown().await;
+                let _ = join_server(api_task, "SQL API").await;
+                store.close();
+                return Err(e);
+            }
+            Ok(Formation::Join) => {
+                let (raft, members, http) = (raft.clone(), (*members).clone(), http.clone());
+                let (shutdown, stopped) = (ctx.shutdown.clone(), stopped.clone());
+                let me = me.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = formation::auto_join(raft, me, members, http, shutdown) => {}
+                        () = stopped.wait() => {}
+                    }
+                });
+            }
+            Ok(Formation::Member | Formation::Wait) => {}
         }
         let raft_task = serve(
             raft_listener,
-            network::router(raft.clone()),
+            network::router(raft.clone(), contact),
             &ctx.shutdown,
             &stopped,
         );
@@ -265,6 +319,7 @@ impl DbNode {
             stop,
             api_task,
             raft_task,
+            api,
         })
     }
 
@@ -296,6 +351,7 @@ impl DbNode {
         }
         self.stop.trigger();
         let api = join_server(self.api_task, "SQL API").await;
+        self.api.drain_queue().await;
         let raft_srv = join_server(self.raft_task, "raft").await;
         let stopped = self
             .raft

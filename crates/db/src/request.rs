@@ -1,6 +1,7 @@
 //! Reading an rqlite request: the JSON body of statements and the URL's query flags.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -159,6 +160,64 @@ impl Flags {
     pub(crate) fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some(v) if v != "false" && v != "0")
     }
+
+    /// A duration flag in Go's syntax (`500ms`, `1s`, `1m30s`), as rqlite takes them.
+    ///
+    /// # Errors
+    ///
+    /// rqlite's message when the value is not a duration: `"{key} is not a valid duration"`.
+    pub(crate) fn duration(&self, key: &str) -> Result<Option<Duration>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => parse_go_duration(v).map(Some).ok_or_else(|| {
+                format!("{key} is not a valid duration (e.g. 500ms, 1s, 1m30s; got {v:?})")
+            }),
+        }
+    }
+}
+
+/// A duration in Go's `time.ParseDuration` syntax: a sequence of decimal numbers, each with a
+/// unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), such as `300ms`, `1.5h` or `2h45m`; `0`
+/// alone is zero. Negative durations are refused.
+pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim().strip_prefix('+').unwrap_or(s.trim());
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_end);
+        if num.is_empty() || num == "." {
+            return None;
+        }
+        let value: f64 = num.parse().ok()?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let nanos_per = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += value * nanos_per;
+        rest = next;
+    }
+    if !total.is_finite() || total > u64::MAX as f64 {
+        return None;
+    }
+    Some(Duration::from_nanos(total as u64))
 }
 
 /// Percent-decoding of a query component (`+` is a space); invalid escapes are kept as is.
@@ -211,7 +270,7 @@ mod tests {
             e.message,
             "statement 2: expected a string or an array [sql, param...]"
         );
-        let e = parse_statements(br#"[["SELECT ?", [1]]]"#).unwrap_err();
+        let e = parse_statements(br#"[["SELECT ?", [1, 300]]]"#).unwrap_err();
         assert!(
             e.message.starts_with("statement 0: parameter 1:"),
             "{}",
@@ -231,5 +290,22 @@ mod tests {
         assert_eq!(f.get("level"), Some("strong"));
         assert_eq!(f.get("q"), Some("SELECT * FROM t"));
         assert_eq!(decode("100%"), "100%");
+    }
+
+    #[test]
+    fn reads_go_durations() {
+        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("300us"), Some(Duration::from_micros(300)));
+        for bad in ["", "1", "s", "1x", "-1s", "1s2"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+        let f = Flags::parse(Some("freshness=1s&timeout=soon"));
+        assert_eq!(f.duration("freshness"), Ok(Some(Duration::from_secs(1))));
+        assert!(f.duration("timeout").is_err());
+        assert_eq!(f.duration("nope"), Ok(None));
     }
 }

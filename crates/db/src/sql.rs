@@ -25,11 +25,12 @@ use crate::types::{Outcome, Params, SqlStatement, StatementResult};
 /// The message rqlite gives for a write statement sent to `/db/query`.
 pub(crate) const NOT_READ_ONLY: &str = "attempt to change database via query operation";
 
-/// The SQL value of JSON parameter `v`.
+/// The SQL value of JSON parameter `v`: a JSON array of integers 0 to 255 is a BLOB (rqlite's
+/// byte-array form).
 ///
 /// # Errors
 ///
-/// A message when `v` is an array or an object.
+/// A message when `v` is an object, or an array that is not one of bytes.
 pub(crate) fn json_to_sql(v: &Value) -> Result<SqlValue, String> {
     Ok(match v {
         Value::Null => SqlValue::Null,
@@ -39,23 +40,57 @@ pub(crate) fn json_to_sql(v: &Value) -> Result<SqlValue, String> {
             None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
         },
         Value::String(s) => SqlValue::Text(s.clone()),
-        Value::Array(_) | Value::Object(_) => {
+        Value::Array(items) => {
+            let bytes: Option<Vec<u8>> = items
+                .iter()
+                .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect();
+            match bytes {
+                Some(b) => SqlValue::Blob(b),
+                None => {
+                    return Err(format!(
+                        "{v} is not a valid parameter; an array parameter is a BLOB and must \
+                         hold integers from 0 to 255"
+                    ))
+                }
+            }
+        }
+        Value::Object(_) => {
             return Err(format!(
-                "{v} is not a valid parameter; expected a string, number, boolean or null"
+                "{v} is not a valid parameter; expected a string, number, boolean, null or \
+                 an array of bytes"
             ))
         }
     })
 }
 
-/// The JSON form of a SQL value (BLOBs as base64).
-pub(crate) fn sql_to_json(v: ValueRef<'_>) -> Value {
+/// The JSON form of a SQL value: BLOBs as base64 (standard alphabet, padded), or with
+/// `blob_array` as an array of byte values (rqlite's `blob_array`).
+pub(crate) fn sql_to_json(v: ValueRef<'_>, blob_array: bool) -> Value {
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::from(i),
         ValueRef::Real(f) => Value::from(f),
         ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) if blob_array => {
+            Value::Array(b.iter().map(|&x| Value::from(x)).collect())
+        }
         ValueRef::Blob(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
     }
+}
+
+/// How [`run`] runs a statement.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RunOpts {
+    /// Give the rows of a statement that returns rows (else step through them).
+    pub(crate) want_rows: bool,
+    /// Refuse a statement that could write.
+    pub(crate) read_only: bool,
+    /// BLOBs as arrays of bytes instead of base64.
+    pub(crate) blob_array: bool,
+    /// Use the connection's prepared statement cache (read connections). The write connection
+    /// prepares every statement, so that its authorizer sees each one.
+    pub(crate) cached: bool,
 }
 
 /// Why a statement did not give a result.
@@ -162,7 +197,7 @@ fn bind_failure(what: &str, e: rusqlite::Error) -> Failure {
 }
 
 /// The rows of a prepared, bound statement.
-fn collect_rows(stmt: &mut rusqlite::Statement<'_>) -> rusqlite::Result<Rows> {
+fn collect_rows(stmt: &mut rusqlite::Statement<'_>, blob_array: bool) -> rusqlite::Result<Rows> {
     let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
     let types: Vec<String> = stmt
         .columns()
@@ -175,7 +210,7 @@ fn collect_rows(stmt: &mut rusqlite::Statement<'_>) -> rusqlite::Result<Rows> {
     while let Some(row) = rows.next()? {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
-            out.push(sql_to_json(row.get_ref(i)?));
+            out.push(sql_to_json(row.get_ref(i)?, blob_array));
         }
         values.push(out);
     }
@@ -208,11 +243,10 @@ pub(crate) fn is_read_only(conn: &Connection, sql: &str) -> Result<bool, String>
 pub(crate) fn run(
     conn: &Connection,
     statement: &SqlStatement,
-    want_rows: bool,
-    read_only: bool,
+    opts: RunOpts,
 ) -> rusqlite::Result<Outcome> {
     let start = Instant::now();
-    let result = match run_inner(conn, statement, want_rows, read_only) {
+    let result = match run_inner(conn, statement, opts) {
         Ok(r) => r,
         Err(Failure::Statement(m)) => StatementResult::Error(m),
         Err(Failure::Storage(e)) => return Err(e),
@@ -226,15 +260,28 @@ pub(crate) fn run(
 fn run_inner(
     conn: &Connection,
     statement: &SqlStatement,
-    want_rows: bool,
-    read_only: bool,
+    opts: RunOpts,
 ) -> Result<StatementResult, Failure> {
-    let mut stmt = conn.prepare_cached(&statement.sql)?;
-    if read_only && !stmt.readonly() {
+    if opts.cached {
+        let mut stmt = conn.prepare_cached(&statement.sql)?;
+        run_prepared(conn, &mut stmt, statement, opts)
+    } else {
+        let mut stmt = conn.prepare(&statement.sql)?;
+        run_prepared(conn, &mut stmt, statement, opts)
+    }
+}
+
+fn run_prepared(
+    conn: &Connection,
+    stmt: &mut rusqlite::Statement<'_>,
+    statement: &SqlStatement,
+    opts: RunOpts,
+) -> Result<StatementResult, Failure> {
+    if opts.read_only && !stmt.readonly() {
         return Err(Failure::Statement(NOT_READ_ONLY.to_string()));
     }
-    let bound = bind(&mut stmt, &statement.params);
-    let result = bound.and_then(|()| step(conn, &mut stmt, want_rows).map_err(Failure::from));
+    let bound = bind(stmt, &statement.params);
+    let result = bound.and_then(|()| step(conn, stmt, opts).map_err(Failure::from));
     // A cached statement keeps its bindings: clear them so the next use starts clean.
     stmt.clear_bindings();
     result
@@ -244,10 +291,10 @@ fn run_inner(
 fn step(
     conn: &Connection,
     stmt: &mut rusqlite::Statement<'_>,
-    want_rows: bool,
+    opts: RunOpts,
 ) -> rusqlite::Result<StatementResult> {
-    if want_rows && stmt.column_count() > 0 {
-        return collect_rows(stmt).map(StatementResult::Rows);
+    if opts.want_rows && stmt.column_count() > 0 {
+        return collect_rows(stmt, opts.blob_array).map(StatementResult::Rows);
     }
     // DDL and no-op writes change no row: report 0 rather than the previous statement's
     // count, which sqlite3_changes() still holds.
@@ -274,6 +321,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const WRITE: RunOpts = RunOpts {
+        want_rows: false,
+        read_only: false,
+        blob_array: false,
+        cached: false,
+    };
+    const READ: RunOpts = RunOpts {
+        want_rows: true,
+        read_only: true,
+        blob_array: false,
+        cached: true,
+    };
+
     fn st(sql: &str, params: Params) -> SqlStatement {
         SqlStatement {
             sql: sql.into(),
@@ -292,8 +352,7 @@ mod tests {
                 "INSERT INTO t VALUES (?, ?, ?, ?)",
                 Params::Positional(vec![json!(1), json!(2.5), json!("x"), json!(true)]),
             ),
-            false,
-            false,
+            WRITE,
         )
         .unwrap();
         assert_eq!(
@@ -311,11 +370,10 @@ mod tests {
         run(
             &conn,
             &st("INSERT INTO t (a, c, d) VALUES (:a, @c, x'00ff')", named),
-            false,
-            false,
+            WRITE,
         )
         .unwrap();
-        let rows = run(&conn, &st("SELECT * FROM t", Params::None), true, true).unwrap();
+        let rows = run(&conn, &st("SELECT * FROM t", Params::None), READ).unwrap();
         let StatementResult::Rows(rows) = rows.result else {
             panic!("expected rows, got {rows:?}");
         };
@@ -331,22 +389,40 @@ mod tests {
     }
 
     #[test]
+    fn blobs_go_in_as_byte_arrays_and_out_as_base64_or_arrays() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE b (v BLOB)").unwrap();
+        let bytes = Params::Positional(vec![json!([0, 1, 255])]);
+        run(&conn, &st("INSERT INTO b VALUES (?)", bytes), WRITE).unwrap();
+        let typed = run(&conn, &st("SELECT typeof(v), v FROM b", Params::None), READ).unwrap();
+        let StatementResult::Rows(rows) = typed.result else {
+            panic!("rows: {typed:?}");
+        };
+        assert_eq!(rows.values, vec![vec![json!("blob"), json!("AAH/")]]);
+        let arrays = RunOpts {
+            blob_array: true,
+            ..READ
+        };
+        let r = run(&conn, &st("SELECT v FROM b", Params::None), arrays).unwrap();
+        let StatementResult::Rows(rows) = r.result else {
+            panic!("rows: {r:?}");
+        };
+        assert_eq!(rows.values, vec![vec![json!([0, 1, 255])]]);
+        assert!(json_to_sql(&json!([1, 256])).is_err());
+        assert!(json_to_sql(&json!({"a": 1})).is_err());
+    }
+
+    #[test]
     fn reports_errors_per_statement() {
         let conn = Connection::open_in_memory().unwrap();
-        let r = run(&conn, &st("SELECT * FROM nope", Params::None), true, true).unwrap();
+        let r = run(&conn, &st("SELECT * FROM nope", Params::None), READ).unwrap();
         assert_eq!(
             r.result,
             StatementResult::Error("no such table: nope".into())
         );
-        let r = run(&conn, &st("CREATE TABLE x (a)", Params::None), true, true).unwrap();
+        let r = run(&conn, &st("CREATE TABLE x (a)", Params::None), READ).unwrap();
         assert_eq!(r.result, StatementResult::Error(NOT_READ_ONLY.into()));
-        let r = run(
-            &conn,
-            &st("SELECT ?", Params::Positional(vec![])),
-            true,
-            true,
-        )
-        .unwrap();
+        let r = run(&conn, &st("SELECT ?", Params::Positional(vec![])), READ).unwrap();
         assert!(matches!(r.result, StatementResult::Error(ref m) if m.contains("1 parameter")));
     }
 
@@ -414,15 +490,14 @@ mod tests {
             "INSERT INTO t VALUES (?)",
             Params::Positional(vec![json!("x".repeat(100_000))]),
         );
-        let e = run(&conn, &big, false, false).expect_err("the database is full");
+        let e = run(&conn, &big, WRITE).expect_err("the database is full");
         assert!(!is_statement_error(&e), "{e}");
         assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
         // The statement's own mistakes stay results.
         let r = run(
             &conn,
             &st("INSERT INTO nope VALUES (1)", Params::None),
-            false,
-            false,
+            WRITE,
         )
         .unwrap();
         assert_eq!(

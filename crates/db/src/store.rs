@@ -16,27 +16,53 @@ use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::{watch, RwLock};
 
 use crate::apply::{read_applied, AppliedState, WriteConn};
+use crate::pragma::Guard;
 use crate::snapshot::{new_snapshot_id, sync_dir, Meta, SnapshotDir};
-use crate::sql;
-use crate::types::{CommandResponse, Outcome, SqlStatement, TypeConfig};
+use crate::sql::{self, RunOpts};
+use crate::types::{CommandResponse, Outcome, SqlStatement, StatementResult, TypeConfig};
 
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 4;
+
+/// A pooled read-only connection and its authorizer.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    conn: Connection,
+    guard: Guard,
+    /// The `foreign_keys` value last set on it.
+    foreign_keys: bool,
+}
+
+impl Reader {
+    /// Runs `f` on the connection as our own work (not user SQL): the authorizer lets it
+    /// open a read transaction, for instance.
+    pub(crate) fn internal<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        self.guard.set_user(false);
+        let out = f(&self.conn);
+        self.guard.set_user(true);
+        out
+    }
+}
 
 /// The user's database and its snapshots.
 #[derive(Debug)]
 pub(crate) struct Store {
     db_path: PathBuf,
     writer: Mutex<Option<WriteConn>>,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Reader>>,
     gate: Arc<RwLock<()>>,
     applied: watch::Sender<u64>,
+    /// When the applied index last moved (local clock), for `freshness_strict`.
+    applied_at: Mutex<Instant>,
+    /// The `foreign_keys` setting of the write connection, mirrored on read connections.
+    foreign_keys: AtomicBool,
     snapshots: SnapshotDir,
     snap_lock: Mutex<()>,
     /// Whether the database holds a table of the user's (see [`user_tables`]).
@@ -75,6 +101,7 @@ impl Store {
         }
         let (applied, _) = read_applied(writer.conn()).map_err(|e| msg(&db_path, e))?;
         let user_data = user_tables(writer.conn()).map_err(|e| msg(&db_path, e))?;
+        let foreign_keys = writer.foreign_keys().map_err(|e| msg(&db_path, e))?;
         let (tx, _) = watch::channel(applied.map_or(0, |id| id.index));
         Ok(Arc::new(Store {
             db_path,
@@ -82,6 +109,8 @@ impl Store {
             idle: Mutex::new(Vec::new()),
             gate: Arc::new(RwLock::new(())),
             applied: tx,
+            applied_at: Mutex::new(Instant::now()),
+            foreign_keys: AtomicBool::new(foreign_keys),
             snapshots,
             snap_lock: Mutex::new(()),
             user_data: Arc::new(AtomicBool::new(user_data)),
@@ -97,6 +126,49 @@ impl Store {
     /// A receiver of the applied log index (0 before any).
     pub(crate) fn applied_index(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    /// When the applied index last moved (this node's clock).
+    pub(crate) fn applied_at(&self) -> Instant {
+        *self
+            .applied_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The path of `db.sqlite`.
+    pub(crate) fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// Whether foreign keys are enforced (the setting recorded in the database).
+    pub(crate) fn foreign_keys(&self) -> bool {
+        self.foreign_keys.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the database as it is now at `target`, without webfarm's `_webfarm_raft`
+    /// table (`/db/backup`): a plain SQLite file in rollback-journal mode. Writes go on
+    /// meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the file that could not be read or written.
+    pub(crate) async fn backup_to(self: &Arc<Self>, target: PathBuf) -> Result<(), String> {
+        let guard = Arc::clone(&self.gate).read_owned().await;
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let _ = fs::remove_file(&target);
+            me.copy_to(&target)?;
+            let copy = Connection::open(&target).map_err(|e| msg(&target, e))?;
+            copy.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {}",
+                crate::apply::META_TABLE
+            ))
+            .map_err(|e| msg(&target, e))
+        })
+        .await
+        .map_err(|e| format!("backup task failed: {e}"))?
     }
 
     fn with_writer<T>(
@@ -121,20 +193,25 @@ impl Store {
         entries: &[openraft::Entry<TypeConfig>],
     ) -> Result<Vec<CommandResponse>, String> {
         let known = self.user_data.load(Ordering::Relaxed);
-        let (responses, last, has_tables) = self.with_writer(|w| {
+        let (responses, last, has_tables, fk) = self.with_writer(|w| {
             let (responses, last) = w.apply_batch(entries)?;
             // Not knowing yet is harmless: the next batch asks again.
             let has_tables = known || user_tables(w.conn()).unwrap_or(false);
-            Ok((responses, last, has_tables))
+            Ok((responses, last, has_tables, w.foreign_keys()?))
         })?;
         self.user_data.store(has_tables, Ordering::Relaxed);
+        self.foreign_keys.store(fk, Ordering::Relaxed);
         if let Some(id) = last {
+            *self
+                .applied_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
             self.applied.send_replace(id.index);
         }
         Ok(responses)
     }
 
-    fn open_reader(&self) -> rusqlite::Result<Connection> {
+    fn open_reader(&self) -> rusqlite::Result<Reader> {
         let conn = Connection::open_with_flags(
             &self.db_path,
             OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -142,29 +219,42 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        crate::apply::guard_reader(&conn);
-        Ok(conn)
+        let guard = Guard::strict();
+        guard.install(&conn);
+        Ok(Reader {
+            conn,
+            guard,
+            foreign_keys: false,
+        })
     }
 
     /// Runs `f` with a read connection on the blocking pool, the gate held shared.
-    async fn with_reader<T, F>(self: &Arc<Self>, f: F) -> Result<T, String>
+    pub(crate) async fn with_reader<T, F>(self: &Arc<Self>, f: F) -> Result<T, String>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> T + Send + 'static,
+        F: FnOnce(&Reader) -> T + Send + 'static,
     {
         let guard = Arc::clone(&self.gate).read_owned().await;
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
             let pooled = me.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let conn = match pooled {
+            let mut reader = match pooled {
                 Some(c) => c,
                 None => me.open_reader().map_err(|e| msg(&me.db_path, e))?,
             };
-            let out = f(&conn);
+            let fk = me.foreign_keys.load(Ordering::Relaxed);
+            if reader.foreign_keys != fk {
+                reader.guard.set_user(false);
+                let set = reader.conn.pragma_update(None, "foreign_keys", fk);
+                reader.guard.set_user(true);
+                set.map_err(|e| msg(&me.db_path, e))?;
+                reader.foreign_keys = fk;
+            }
+            let out = f(&reader);
             let mut idle = me.idle.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < MAX_IDLE_READERS {
-                idle.push(conn);
+                idle.push(reader);
             }
             Ok(out)
         })
@@ -173,7 +263,7 @@ impl Store {
     }
 
     /// Runs read-only statements on a read connection; a statement that could write gets
-    /// an error result instead.
+    /// an error result instead. `blob_array` gives BLOBs as arrays of bytes.
     ///
     /// # Errors
     ///
@@ -182,14 +272,26 @@ impl Store {
     pub(crate) async fn query(
         self: &Arc<Self>,
         statements: Vec<SqlStatement>,
+        blob_array: bool,
     ) -> Result<Vec<Outcome>, String> {
         let path = self.db_path.clone();
-        self.with_reader(move |conn| {
-            statements
-                .iter()
-                .map(|s| sql::run(conn, s, true, true))
-                .collect::<rusqlite::Result<Vec<Outcome>>>()
-                .map_err(|e| msg(&path, e))
+        let opts = RunOpts {
+            want_rows: true,
+            read_only: true,
+            blob_array,
+            cached: true,
+        };
+        self.with_reader(move |r| {
+            let mut out = Vec::with_capacity(statements.len());
+            for s in &statements {
+                r.guard.clear();
+                let mut o = sql::run(&r.conn, s, opts).map_err(|e| msg(&path, e))?;
+                if let StatementResult::Error(m) = &mut o.result {
+                    *m = crate::pragma::explain(std::mem::take(m), &r.guard);
+                }
+                out.push(o);
+            }
+            Ok(out)
         })
         .await?
     }
@@ -204,29 +306,42 @@ impl Store {
         self: &Arc<Self>,
         statements: Vec<String>,
     ) -> Result<bool, String> {
-        self.with_reader(move |conn| {
+        self.with_reader(move |r| {
             statements
                 .iter()
-                .all(|s| sql::is_read_only(conn, s).unwrap_or(false))
+                .all(|s| sql::is_read_only(&r.conn, s).unwrap_or(false))
         })
         .await
     }
 
+    /// Copies the database as it is now into `target` with `VACUUM INTO` on a read-only
+    /// connection (blocking): a read transaction in WAL mode sees one consistent state,
+    /// `_webfarm_raft` with it, and does not stop the write connection meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the file that could not be read or written.
+    pub(crate) fn copy_to(&self, target: &Path) -> Result<(), String> {
+        let conn = Connection::open_with_flags(
+            &self.db_path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| msg(&self.db_path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| msg(&self.db_path, e))?;
+        conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])
+            .map_err(|e| msg(&self.db_path, format!("VACUUM INTO failed: {e}")))?;
+        Ok(())
+    }
+
     /// Builds a snapshot of the database as it is now, makes it current and opens it
-    /// (blocking).
+    /// (blocking). The copy is made on a read connection ([`Store::copy_to`]), so writes go
+    /// on while it is built; its log id is the one its own `_webfarm_raft` holds.
     pub(crate) fn build_snapshot(&self) -> Result<(Meta, fs::File), String> {
         let _gate = self.gate.blocking_read();
         let tmp = self.snapshots.tmp_path("building");
         let _ = fs::remove_file(&tmp);
-        let conn = Connection::open(&self.db_path).map_err(|e| msg(&self.db_path, e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| msg(&self.db_path, e))?;
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(|e| msg(&self.db_path, e))?;
-        let target = tmp.to_string_lossy().into_owned();
-        conn.execute("VACUUM INTO ?1", [target])
-            .map_err(|e| msg(&self.db_path, format!("VACUUM INTO failed: {e}")))?;
-        drop(conn);
+        self.copy_to(&tmp)?;
         let (last, membership) = read_snapshot_file(&tmp)?;
         let meta = Meta {
             last_log_id: last,
@@ -336,7 +451,10 @@ impl Store {
                 .map_err(|e| msg(&me.db_path, e));
             match reopened {
                 Ok((w, applied, tables)) => {
+                    let fk = w.foreign_keys().unwrap_or(false);
                     *writer = Some(w);
+                    me.foreign_keys.store(fk, Ordering::Relaxed);
+                    *me.applied_at.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
                     me.applied.send_replace(applied.map_or(0, |id| id.index));
                     me.user_data.store(tables, Ordering::Relaxed);
                 }

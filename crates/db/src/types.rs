@@ -65,25 +65,7 @@ pub struct SqlStatement {
     pub params: Params,
 }
 
-/// The payload of a Raft log entry: statements to apply on every replica.
-///
-/// `time_ms` and `seed` are chosen once, by the leader that proposes the entry, so that
-/// `datetime('now')`, `CURRENT_TIMESTAMP`, `random()` and `randomblob()` give every replica the
-/// same values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Command {
-    /// The statements, in order.
-    pub statements: Vec<SqlStatement>,
-    /// All-or-nothing: on the first error every statement is rolled back.
-    pub transaction: bool,
-    /// The entry's "now": milliseconds since the Unix epoch.
-    pub time_ms: i64,
-    /// Seed of `random()` and `randomblob()`.
-    pub seed: u64,
-    /// Return the rows of statements that produce rows (`/db/request`).
-    #[serde(default)]
-    pub want_rows: bool,
-}
+pub use crate::command::{Command, CommandResponse, LoadRequest, Request, SqlRequest};
 
 /// The outcome of one statement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,13 +118,6 @@ impl Outcome {
         }
         v
     }
-}
-
-/// What applying one entry gave (only the leader's copy reaches the client).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CommandResponse {
-    /// One outcome per statement of a normal entry; empty for blank and membership entries.
-    pub results: Vec<Outcome>,
 }
 
 #[cfg(test)]

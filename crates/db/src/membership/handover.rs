@@ -1,0 +1,229 @@
+//! Planned leadership transfer (`POST /cluster/step-down`), see the parent module.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use openraft::RaftMetrics;
+use serde_json::json;
+
+use super::{
+    fail, leads, matched, ok, wait_until, Body, Handled, Incoming, Membership, Refusal,
+    HANDOVER_TIMEOUT,
+};
+use crate::health::{kind_of, Kind};
+use crate::types::{node_id, NodeInfo, Raft};
+
+/// Restores heartbeats and request handling when a handover ends, however it ends.
+struct HandoverGuard<'a> {
+    raft: &'a Raft,
+    flag: &'a AtomicBool,
+}
+
+impl<'a> HandoverGuard<'a> {
+    /// Stops requests as leader and heartbeats; keeps this node from campaigning once it
+    /// stepped down, so the successor is the only candidate.
+    fn begin(raft: &'a Raft, flag: &'a AtomicBool) -> HandoverGuard<'a> {
+        flag.store(true, Ordering::Release);
+        raft.runtime_config().heartbeat(false);
+        raft.runtime_config().elect(false);
+        HandoverGuard { raft, flag }
+    }
+}
+
+impl Drop for HandoverGuard<'_> {
+    fn drop(&mut self) {
+        self.raft.runtime_config().elect(true);
+        self.raft.runtime_config().heartbeat(true);
+        self.flag.store(false, Ordering::Release);
+    }
+}
+
+impl Membership {
+    /// The voter best placed to lead after this one: the most up to date, then by name.
+    pub(super) fn successor(&self) -> Option<u64> {
+        let m = self.health.metrics.borrow();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != self.health.id)
+            .max_by_key(|id| {
+                (
+                    matched(&m, *id),
+                    std::cmp::Reverse(self.health.name_of(*id)),
+                )
+            })
+    }
+
+    /// Hands leadership to voter `to`; the new leader's name. The caller holds `busy`.
+    pub(super) async fn handover(&self, to: u64) -> Result<String, Refusal> {
+        let name = self.health.name_of(to);
+        let Some(target) = self.health.node(to) else {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                format!("{name} is not a member"),
+            ));
+        };
+        let config = self.raft.config();
+        let lease = Duration::from_millis(config.election_timeout_max);
+        let round = Duration::from_millis(config.election_timeout_min);
+        let started = Instant::now();
+        let limit = HANDOVER_TIMEOUT.max(lease * 4);
+        let deadline = started + limit;
+        let me = self.health.id;
+        let someone_else = move |m: &RaftMetrics<u64, NodeInfo>| {
+            !leads(m) && m.current_leader.is_some_and(|l| l != me)
+        };
+        let mut rx = self.health.metrics.clone();
+        let guard = HandoverGuard::begin(&self.raft, &self.health.handover);
+        tracing::info!(to = %name, "handing leadership over");
+        let leader = loop {
+            let m = rx.borrow().clone();
+            if someone_else(&m) {
+                break m.current_leader;
+            }
+            if Instant::now() >= deadline {
+                let why = if leads(&m) {
+                    format!("{name} did not win an election within {limit:?}; this node stays the leader")
+                } else {
+                    format!(
+                        "this node stepped down but {name} did not win an election within \
+                         {limit:?}; the voters now elect a leader on their own"
+                    )
+                };
+                return Err(fail(StatusCode::GATEWAY_TIMEOUT, why));
+            }
+            if leads(&m) {
+                // The successor must hold the whole log, or this node would refuse its vote.
+                let last = m.last_log_index.unwrap_or(0);
+                let caught_up = wait_until(&mut rx, deadline, |m| {
+                    !leads(m) || matched(m, to).is_some_and(|i| i >= last)
+                })
+                .await;
+                if !caught_up {
+                    return Err(fail(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "{name} did not catch up with the log within {limit:?}; this node \
+                             stays the leader"
+                        ),
+                    ));
+                }
+            }
+            let url = format!("http://{}/cluster/campaign", target.api_addr);
+            let asked = self
+                .http
+                .post(
+                    &url,
+                    "application/json",
+                    Bytes::new(),
+                    Duration::from_secs(2),
+                )
+                .await;
+            match asked {
+                Ok(r) if r.status.is_success() => {}
+                Ok(r) => {
+                    return Err(fail(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "{name} refused to campaign: {}",
+                            String::from_utf8_lossy(&r.body).trim()
+                        ),
+                    ))
+                }
+                Err(e) => {
+                    return Err(fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("cannot reach {name}: {e}"),
+                    ))
+                }
+            }
+            // A vote is refused while the voter's leader lease runs; with the heartbeats
+            // stopped every lease runs out within `lease`, and the next campaign wins.
+            let round_end = deadline.min(Instant::now() + round);
+            wait_until(&mut rx, round_end, someone_else).await;
+        };
+        drop(guard);
+        let leader = leader.map_or_else(|| "unknown".to_string(), |l| self.health.name_of(l));
+        tracing::info!(
+            to = %name,
+            leader = %leader,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "leadership handed over"
+        );
+        Ok(leader)
+    }
+}
+
+pub(super) async fn step_down(
+    State(m): State<Arc<Membership>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Handled {
+    let req = Incoming::new(method, &uri, &headers, body);
+    if let Some(r) = m.route(&req).await {
+        return Ok(r);
+    }
+    let body = Body::parse(&req.body)?;
+    let _busy = m.busy.lock().await;
+    let me = m.health.name_of(m.health.id);
+    let to = match body.to.as_deref() {
+        Some(name) => {
+            let id = node_id(name);
+            let kind = kind_of(&m.health.metrics.borrow(), id);
+            match kind {
+                _ if id == m.health.id => {
+                    return Err(fail(StatusCode::CONFLICT, format!("{name} already leads")))
+                }
+                Some(Kind::Voter) => id,
+                Some(Kind::Learner) => {
+                    return Err(fail(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "{name} is a learner; promote it first (`webfarm db promote {name}`)"
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(fail(
+                        StatusCode::NOT_FOUND,
+                        format!("{name} is not a member of the cluster"),
+                    ))
+                }
+            }
+        }
+        None => m.successor().ok_or_else(|| {
+            fail(
+                StatusCode::CONFLICT,
+                format!("{me} is the only voter: there is nobody to hand leadership to"),
+            )
+        })?,
+    };
+    let started = Instant::now();
+    let leader = m.handover(to).await?;
+    ok(&json!({
+        "from": me,
+        "to": m.health.name_of(to),
+        "leader": leader,
+        "took_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+pub(super) async fn campaign(State(m): State<Arc<Membership>>) -> Handled {
+    let name = m.health.name_of(m.health.id);
+    if m.health.kind() != Some(Kind::Voter) {
+        return Err(fail(StatusCode::CONFLICT, format!("{name} is not a voter")));
+    }
+    m.raft.trigger().elect().await.map_err(|f| {
+        fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {f}"),
+        )
+    })?;
+    ok(&json!({"campaigning": name}))
+}

@@ -1,0 +1,276 @@
+//! `/status`, `/nodes` and `/readyz` in rqlite's shapes.
+//!
+//! - `/status`: the node's Raft view as flat fields (`raft_state`, `term`, `leader`,
+//!   `commit_index`, `applied_index`, `last_log_index`, `voters`, `replication`, `has_data`,
+//!   what `webfarm status` and cluster formation read), plus rqlite's sections: `store`
+//!   (`raft`, `leader`, `nodes`, `sqlite3`...), `http` (`bind_addr`, the write `queue` and its
+//!   `sequence_number`), `node` (start time, uptime), `build`, `runtime`, `os`. `?key=a.b`
+//!   answers the sub-object at that path; `?pretty` indents.
+//! - `/nodes`: the members of the current membership, voters only unless `?nonvoters`, each
+//!   checked for reachability (`GET /readyz?noleader`, bounded by `?timeout`, default 2s).
+//!   rqlite's legacy shape (an object keyed by node id) by default, `{"nodes": [...]}` with
+//!   `?ver=2`.
+//! - `/readyz`: `[+]node ok`, `[+]leader ok`, `[+]store ok` lines, 200 or 503; `?noleader` only
+//!   checks that the node answers; `?sync` also waits (up to `?timeout`, default 30s) until
+//!   this node applied the commit index its leader had told it at the time of the request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use webfarm_node::Health as _;
+
+use crate::api::{Api, Incoming, DEFAULT_WAIT};
+use crate::health::Leader;
+
+/// Default of `/nodes?timeout`.
+const NODES_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn unix_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Api {
+    /// The `/status` JSON of this node.
+    pub(crate) fn status_json(&self) -> Value {
+        let mut v = self.health.status();
+        let m = self.health.metrics.borrow().clone();
+        let membership = m.membership_config.membership();
+        let me = membership
+            .get_node(&self.health.id)
+            .cloned()
+            .or_else(|| self.health.members.get(&self.health.id).cloned())
+            .unwrap_or_default();
+        let leader = m
+            .current_leader
+            .and_then(|id| membership.get_node(&id).cloned().map(|n| (id, n)));
+        let voter = membership.voter_ids().any(|id| id == self.health.id);
+        let nodes: Vec<Value> = membership
+            .nodes()
+            .map(|(id, n)| {
+                let suffrage = if membership.voter_ids().any(|v| v == *id) {
+                    "Voter"
+                } else {
+                    "Nonvoter"
+                };
+                json!({"id": n.name, "addr": n.raft_addr, "suffrage": suffrage})
+            })
+            .collect();
+        let db_size = std::fs::metadata(self.store.db_path()).map_or(0, |md| md.len());
+        let uptime = self.started.elapsed().unwrap_or_default();
+        let store = json!({
+            "node_id": me.name,
+            "addr": me.raft_addr,
+            "dir": self.data_dir.display().to_string(),
+            "ready": self.health.ready().is_ok(),
+            "leader": {
+                "node_id": leader.as_ref().map_or(String::new(), |(_, n)| n.name.clone()),
+                "addr": leader.as_ref().map_or(String::new(), |(_, n)| n.raft_addr.clone()),
+            },
+            "raft": {
+                "state": v["raft_state"].clone(),
+                "term": m.current_term,
+                "commit_index": self.health.log.committed_index(),
+                "applied_index": *self.store.applied_index().borrow(),
+                "last_log_index": m.last_log_index.unwrap_or(0),
+                "last_snapshot_index": m.snapshot.map_or(0, |s| s.index),
+                "voter": voter,
+                "num_peers": membership.nodes().count().saturating_sub(1),
+                "log_entries_proposed": self.batcher.entries_proposed(),
+            },
+            "nodes": nodes,
+            "sqlite3": {
+                "path": self.store.db_path().display().to_string(),
+                "db_size": db_size,
+                "fk_constraints": if self.store.foreign_keys() { "enabled" } else { "disabled" },
+            },
+        });
+        if let Value::Object(o) = &mut v {
+            o.insert("name".into(), Value::from(self.name.clone()));
+            o.insert("store".into(), store);
+            o.insert(
+                "http".into(),
+                json!({
+                    "bind_addr": me.api_addr,
+                    "auth": "disabled",
+                    "queue": {"_default": {
+                        "sequence_number": self.queue.flushed(),
+                        "pending": self.queue.pending(),
+                    }},
+                }),
+            );
+            o.insert(
+                "node".into(),
+                json!({
+                    "start_time": unix_secs(self.started),
+                    "current_time": unix_secs(std::time::SystemTime::now()),
+                    "uptime": format!("{:.3}s", uptime.as_secs_f64()),
+                }),
+            );
+            o.insert(
+                "build".into(),
+                json!({"version": env!("CARGO_PKG_VERSION"), "name": "webfarm-db"}),
+            );
+            o.insert(
+                "runtime".into(),
+                json!({
+                    "os": std::env::consts::OS,
+                    "arch": std::env::consts::ARCH,
+                    "num_cpu": std::thread::available_parallelism().map_or(1, |n| n.get()),
+                }),
+            );
+            o.insert("os".into(), json!({"pid": std::process::id()}));
+        }
+        v
+    }
+}
+
+/// `GET /status`.
+pub(crate) async fn status(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let req = Incoming::new(method, &uri, &headers, Bytes::new());
+    let mut v = api.status_json();
+    if let Some(path) = req.flags.get("key").filter(|k| !k.is_empty()) {
+        for key in path.split('.') {
+            v = match v {
+                Value::Object(mut o) => o.remove(key).unwrap_or_else(|| json!({})),
+                other => other,
+            };
+        }
+    }
+    req.render.json(StatusCode::OK, &v)
+}
+
+/// `GET /nodes`.
+pub(crate) async fn nodes(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let req = Incoming::new(method, &uri, &headers, Bytes::new());
+    let timeout = match req.flags.duration("timeout") {
+        Ok(t) => t.unwrap_or(NODES_TIMEOUT),
+        Err(e) => return req.render.error(StatusCode::BAD_REQUEST, e),
+    };
+    let nonvoters = req.flags.flag("nonvoters");
+    let (leader, members) = {
+        let m = api.health.metrics.borrow();
+        let membership = m.membership_config.membership();
+        let members: Vec<(u64, crate::types::NodeInfo, bool)> = membership
+            .nodes()
+            .map(|(id, n)| (*id, n.clone(), membership.voter_ids().any(|v| v == *id)))
+            .filter(|(_, _, voter)| *voter || nonvoters)
+            .collect();
+        (m.current_leader, members)
+    };
+    let mut checks = tokio::task::JoinSet::new();
+    for (id, node, voter) in members {
+        let http = api.http.clone();
+        let me = id == api.health.id;
+        checks.spawn(async move {
+            let started = Instant::now();
+            let answer = if me {
+                Ok(())
+            } else {
+                let url = format!("http://{}/readyz?noleader", node.api_addr);
+                match http.get(&url, timeout).await {
+                    Ok(r) if r.status.is_success() => Ok(()),
+                    Ok(r) => Err(format!("{url} answered {}", r.status)),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            (id, node, voter, answer, started.elapsed())
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = checks.join_next().await {
+        let Ok((id, node, voter, answer, took)) = joined else {
+            continue;
+        };
+        let mut n = json!({
+            "id": node.name,
+            "node_id": id.to_string(),
+            "api_addr": format!("http://{}", node.api_addr),
+            "addr": node.raft_addr,
+            "version": env!("CARGO_PKG_VERSION"),
+            "voter": voter,
+            "reachable": answer.is_ok(),
+            "leader": leader == Some(id),
+            "time": took.as_secs_f64(),
+            "time_s": format!("{took:?}"),
+        });
+        if let (Err(e), Value::Object(o)) = (answer, &mut n) {
+            o.insert("error".into(), Value::from(e));
+        }
+        out.push((node.name.clone(), n));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    let body = if req.flags.get("ver") == Some("2") {
+        json!({ "nodes": out.into_iter().map(|(_, n)| n).collect::<Vec<_>>() })
+    } else {
+        Value::Object(out.into_iter().collect::<Map<String, Value>>())
+    };
+    req.render.json(StatusCode::OK, &body)
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /readyz`.
+pub(crate) async fn readyz(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let req = Incoming::new(method, &uri, &headers, Bytes::new());
+    if req.flags.flag("noleader") {
+        return text(StatusCode::OK, "[+]node ok\n".into());
+    }
+    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+    if let Some(f) = api.health.fatal() {
+        return text(unavailable, format!("[+]node ok\n[+]store failed: {f}\n"));
+    }
+    if api.health.leader() == Leader::Unknown {
+        return text(unavailable, "[+]node ok\n[+]leader does not exist\n".into());
+    }
+    let mut body = String::from("[+]node ok\n[+]leader ok\n[+]store ok\n");
+    if req.flags.flag("sync") {
+        let timeout = match req.flags.duration("timeout") {
+            Ok(t) => t.unwrap_or(DEFAULT_WAIT),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        };
+        // The leader's commit index as this node last heard it.
+        let target = api.health.log.committed_index();
+        match api.wait_applied(target, timeout).await {
+            Ok(()) => body.push_str("[+]sync ok\n"),
+            Err(applied) => {
+                body.push_str(&format!(
+                    "[+]sync timeout: applied index {applied} is below the leader's commit \
+                     index {target} after {timeout:?}\n"
+                ));
+                return text(unavailable, body);
+            }
+        }
+    }
+    text(StatusCode::OK, body)
+}
