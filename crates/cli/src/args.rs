@@ -31,6 +31,15 @@ pub struct FarmArgs {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// An SQL shell on the db cluster, like sqlite3 and the rqlite shell: interactive, or
+    /// `-c "SQL"`, or statements on standard input.
+    Sql(crate::sql_shell::SqlArgs),
+    /// Db cluster membership at run time: nodes, add, remove, promote, step-down.
+    Db {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::db_cmd::DbCommand,
+    },
     /// Start every node of the farm as its own process and supervise them until Ctrl-C.
     Up {
         /// File and data directory.

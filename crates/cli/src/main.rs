@@ -7,9 +7,11 @@
 
 mod args;
 mod control;
+mod db_cmd;
 mod farm_file;
 mod lb_cmd;
 mod run_node;
+mod sql_shell;
 mod status;
 mod supervisor;
 
@@ -42,6 +44,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     let result = match cli.command {
         Command::Up { farm } => runtime.block_on(supervisor::up(&farm)),
+        Command::Sql(args) => runtime.block_on(sql_shell::run(&args)),
+        Command::Db { command } => runtime.block_on(db_cmd::run(&command)),
         Command::Run {
             node,
             farm,

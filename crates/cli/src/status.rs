@@ -107,7 +107,10 @@ fn summary(n: &Value) -> String {
             if let Some(rep) = d["replication"].as_object() {
                 let lags: Vec<String> = rep
                     .iter()
-                    .map(|(name, r)| format!("{name} lag {}", r["lag"]))
+                    .map(|(name, r)| match r["replica"].as_str() {
+                        Some("learner") => format!("{name} (learner) lag {}", r["lag"]),
+                        _ => format!("{name} lag {}", r["lag"]),
+                    })
                     .collect();
                 if !lags.is_empty() {
                     s.push_str(&format!(" ({})", lags.join(", ")));
