@@ -5,6 +5,14 @@
 //! in WAL mode with `synchronous=FULL`: a commit returns only once it is on disk, so the
 //! `LogFlushed` callback and `save_vote` acknowledge durable writes only.
 //!
+//! The committed log id is *not* written durably on its own: `save_committed` only records it in
+//! memory, and the next transaction of `append`, `truncate` or `purge` stores it along with its
+//! own rows (no extra fsync, no extra transaction on openraft's commit path). openraft treats a
+//! saved committed id as optional (`RaftLogStorage::save_committed`): on restart it re-applies
+//! logs up to what was saved, never beyond, and whatever was committed later is learned from the
+//! leader again. A stale value is safe because only ids that were already committed are saved,
+//! so it can lag behind but never run ahead.
+//!
 //! The blocking SQLite work runs on tokio's blocking pool; the connection sits behind a
 //! `std::sync::Mutex` that is only locked there, never across an `.await`.
 
@@ -39,6 +47,29 @@ struct Inner {
     conn: Mutex<Connection>,
     /// The committed log index last saved (for `/status`); 0 before any.
     committed: AtomicU64,
+    /// The committed log id last saved and whether the file lags behind it. Only locked for
+    /// short copies, never across an `.await`.
+    pending: Mutex<Committed>,
+}
+
+/// The committed log id as openraft last saved it.
+#[derive(Debug, Default)]
+struct Committed {
+    id: Option<LogId<u64>>,
+    /// `id` is newer than the value in the file.
+    dirty: bool,
+}
+
+/// Writes `committed` into `meta` within the caller's transaction.
+fn store_committed(tx: &rusqlite::Transaction<'_>, text: Option<&str>) -> rusqlite::Result<()> {
+    if let Some(text) = text {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('committed', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [text],
+        )?;
+    }
+    Ok(())
 }
 
 /// Which kind of I/O failed, to build openraft's error.
@@ -83,13 +114,16 @@ impl LogStore {
             .optional()?;
         let committed = committed
             .and_then(|s| serde_json::from_str::<Option<LogId<u64>>>(&s).ok())
-            .flatten()
-            .map_or(0, |id| id.index);
+            .flatten();
         Ok(LogStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 conn: Mutex::new(conn),
-                committed: AtomicU64::new(committed),
+                committed: AtomicU64::new(committed.map_or(0, |id| id.index)),
+                pending: Mutex::new(Committed {
+                    id: committed,
+                    dirty: false,
+                }),
             }),
         })
     }
@@ -97,6 +131,34 @@ impl LogStore {
     /// The last committed log index saved by openraft (0 before any).
     pub fn committed_index(&self) -> u64 {
         self.inner.committed.load(Ordering::Relaxed)
+    }
+
+    /// The committed log id not yet in the file, as JSON, to store with the next transaction;
+    /// marks it stored (a failed transaction marks it dirty again with [`Self::unsaved`]).
+    fn take_committed(&self) -> Option<(Option<LogId<u64>>, String)> {
+        let mut p = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !p.dirty {
+            return None;
+        }
+        let text = serde_json::to_string(&p.id).ok()?;
+        p.dirty = false;
+        Some((p.id, text))
+    }
+
+    /// Marks `id` as not stored after all (its transaction failed), unless a newer one came.
+    fn unsaved(&self, id: Option<LogId<u64>>) {
+        let mut p = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if p.id == id {
+            p.dirty = true;
+        }
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -233,9 +295,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(Io::ReadVote, "vote").await
     }
 
+    /// Records `committed` in memory only; the next `append`, `truncate` or `purge` stores it
+    /// (see the module doc for why losing it is safe).
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.set_meta(Io::WriteLogs, "committed", &committed)
-            .await?;
+        {
+            let mut p = self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if p.id != committed {
+                p.id = committed;
+                p.dirty = true;
+            }
+        }
         self.inner
             .committed
             .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
@@ -243,7 +316,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
-        Ok(self.get_meta(Io::ReadLogs, "committed").await?.flatten())
+        let p = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(p.id)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -258,9 +336,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let text = serde_json::to_string(&e).map_err(|err| io_err(Io::WriteLogs, err))?;
             rows.push((idx, text));
         }
+        let committed = self.take_committed();
+        let committed_text = committed.as_ref().map(|(_, t)| t.clone());
         let res = self
             .blocking(Io::WriteLogs, move |c| {
                 let tx = c.transaction()?;
+                store_committed(&tx, committed_text.as_deref())?;
                 {
                     let mut stmt = tx.prepare_cached(
                         "INSERT OR REPLACE INTO log (idx, entry) VALUES (?1, ?2)",
@@ -273,6 +354,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 tx.commit()
             })
             .await;
+        if res.is_err() {
+            if let Some((id, _)) = committed {
+                self.unsaved(id);
+            }
+        }
         match res {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -287,26 +373,81 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         let (start, _) = index_range(&(log_id.index..));
-        self.blocking(Io::WriteLogs, move |c| {
-            c.execute("DELETE FROM log WHERE idx >= ?1", [start])
-                .map(|_| ())
-        })
-        .await
+        let committed = self.take_committed();
+        let committed_text = committed.as_ref().map(|(_, t)| t.clone());
+        let res = self
+            .blocking(Io::WriteLogs, move |c| {
+                let tx = c.transaction()?;
+                store_committed(&tx, committed_text.as_deref())?;
+                tx.execute("DELETE FROM log WHERE idx >= ?1", [start])?;
+                tx.commit()
+            })
+            .await;
+        if res.is_err() {
+            if let Some((id, _)) = committed {
+                self.unsaved(id);
+            }
+        }
+        res
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         let (_, end) = index_range(&(..=log_id.index));
         let text = serde_json::to_string(&Some(log_id)).map_err(|e| io_err(Io::WriteLogs, e))?;
-        self.blocking(Io::WriteLogs, move |c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('last_purged', ?1)
+        let committed = self.take_committed();
+        let committed_text = committed.as_ref().map(|(_, t)| t.clone());
+        let res = self
+            .blocking(Io::WriteLogs, move |c| {
+                let tx = c.transaction()?;
+                store_committed(&tx, committed_text.as_deref())?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('last_purged', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [text.as_str()],
-            )?;
-            tx.execute("DELETE FROM log WHERE idx < ?1", [end])?;
-            tx.commit()
-        })
-        .await
+                    [text.as_str()],
+                )?;
+                tx.execute("DELETE FROM log WHERE idx < ?1", [end])?;
+                tx.commit()
+            })
+            .await;
+        if res.is_err() {
+            if let Some((id, _)) = committed {
+                self.unsaved(id);
+            }
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::tests::temp_dir;
+
+    fn id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(openraft::CommittedLeaderId::new(term, 0), index)
+    }
+
+    #[tokio::test]
+    async fn the_committed_id_is_stored_with_the_next_transaction_only() {
+        let dir = temp_dir("log-committed");
+        let path = dir.0.join("raft-log.db");
+        let mut log = LogStore::open(&path).unwrap();
+        log.save_committed(Some(id(1, 5))).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(id(1, 5)));
+        assert_eq!(log.committed_index(), 5);
+        // Not written yet: a restart now finds no committed id (openraft then re-applies less).
+        let mut reopened = LogStore::open(&path).unwrap();
+        assert_eq!(reopened.read_committed().await.unwrap(), None);
+        drop(reopened);
+        // The next transaction of the log carries it.
+        log.purge(id(1, 2)).await.unwrap();
+        let mut reopened = LogStore::open(&path).unwrap();
+        assert_eq!(reopened.read_committed().await.unwrap(), Some(id(1, 5)));
+        assert_eq!(reopened.committed_index(), 5);
+        // Unchanged ids are not rewritten; a newer one is, with the next transaction.
+        log.save_committed(Some(id(2, 9))).await.unwrap();
+        log.truncate(id(2, 10)).await.unwrap();
+        let mut reopened = LogStore::open(&path).unwrap();
+        assert_eq!(reopened.read_committed().await.unwrap(), Some(id(2, 9)));
     }
 }
