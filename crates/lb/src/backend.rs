@@ -208,38 +208,46 @@ impl BackendState {
         tried: &[usize],
         fixed: Option<usize>,
     ) -> Result<(usize, ActiveRequest), QueueError> {
+        // Fast path: no registration with the queue (a mutex and a list insert) unless a
+        // slot is not free at once.
+        if let Some(got) = self.try_take(key, tried, fixed)? {
+            return Ok(got);
+        }
         let deadline = tokio::time::Instant::now() + self.config.timeout.queue;
-        let mut counted = false;
-        let result = loop {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        // Uncounted on every exit, including a cancelled wait (the client went away).
+        let _counted = Queued(&self.queued);
+        loop {
             let mut notified = pin!(self.queue.notified());
             notified.as_mut().enable();
-            let pick = match fixed {
-                Some(i) if self.members[i].state.is_sticky_usable() => Pick::Server(i),
-                Some(_) => Pick::NoServer,
-                None => self.pick(key, tried),
-            };
-            match pick {
-                Pick::NoServer => break Err(QueueError::NoServer),
-                Pick::Server(i) => {
-                    if let Some(slot) = self.members[i].state.try_acquire() {
-                        break Ok((i, slot));
-                    }
-                }
-                Pick::Full => {}
-            }
-            if !counted {
-                counted = true;
-                self.queued.fetch_add(1, Ordering::Relaxed);
+            if let Some(got) = self.try_take(key, tried, fixed)? {
+                return Ok(got);
             }
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => break Err(QueueError::Timeout),
+                _ = tokio::time::sleep_until(deadline) => return Err(QueueError::Timeout),
             }
-        };
-        if counted {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
         }
-        result
+    }
+
+    /// One try of [`BackendState::acquire`]: `Ok(None)` when the picked server (or every
+    /// server) is full.
+    fn try_take(
+        &self,
+        key: &RequestKey<'_>,
+        tried: &[usize],
+        fixed: Option<usize>,
+    ) -> Result<Option<(usize, ActiveRequest)>, QueueError> {
+        let pick = match fixed {
+            Some(i) if self.members[i].state.is_sticky_usable() => Pick::Server(i),
+            Some(_) => Pick::NoServer,
+            None => self.pick(key, tried),
+        };
+        match pick {
+            Pick::NoServer => Err(QueueError::NoServer),
+            Pick::Server(i) => Ok(self.members[i].state.try_acquire().map(|slot| (i, slot))),
+            Pick::Full => Ok(None),
+        }
     }
 
     /// Requests waiting in the queue now.
@@ -317,4 +325,13 @@ fn same_server(old: &webfarm_config::Server, new: &webfarm_config::Server) -> bo
         && old.backup == new.backup
         && old.maxconn == new.maxconn
         && old.slowstart == new.slowstart
+}
+
+/// Counts one request in a backend's queue while it lives.
+struct Queued<'a>(&'a AtomicU64);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

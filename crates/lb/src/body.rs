@@ -5,8 +5,9 @@
 //!   and `timeout client` (no byte from the client for that long), and records why it
 //!   failed so the proxy answers 413 or 408 instead of 502.
 //! - [`ResponseBody`]: any response on its way to the client. Keeps the request's server
-//!   slot and connection counted until it ends, counts the bytes, and writes the access log
-//!   line when it ends or is dropped.
+//!   slot and connection counted until it ends, counts the bytes, gives the upstream
+//!   connection back to its pool when it ends normally, and writes the access log line when
+//!   it ends or is dropped.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +24,7 @@ use tokio::time::Sleep;
 
 use crate::access_log::LogRecord;
 use crate::conn::ConnGuard;
-use crate::pool::{BoxError, ProxyBody};
+use crate::pool::{BoxError, Pooled, ProxyBody};
 use crate::server::ActiveRequest;
 
 /// Why a request body stopped early ([`BodyState::get`]).
@@ -160,37 +161,69 @@ impl Body for RequestBody {
     }
 }
 
+/// What a [`ResponseBody`] streams.
+pub(crate) enum Inner {
+    /// A server's body, as hyper gives it (no second box on the hot path).
+    Upstream(Incoming),
+    /// A local answer's body.
+    Local(ProxyBody),
+}
+
+impl Inner {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Local(b) => b.is_end_stream(),
+        }
+    }
+}
+
 /// A response on its way to the client.
 pub(crate) struct ResponseBody {
-    inner: ProxyBody,
+    inner: Inner,
     slot: Option<ActiveRequest>,
     log: Option<LogRecord>,
     guard: Option<ConnGuard>,
+    upstream: Option<Pooled>,
     bytes: u64,
     done: bool,
 }
 
 impl ResponseBody {
     /// Wraps `inner`; `slot` (the server's), `guard` (the client connection's) and the log
-    /// record live until the body ends or is dropped.
+    /// record live until the body ends or is dropped; `upstream` (the server connection)
+    /// goes back to its pool if the body ends normally.
     pub fn new(
-        inner: ProxyBody,
+        inner: Inner,
         slot: Option<ActiveRequest>,
         log: Option<LogRecord>,
         guard: Option<ConnGuard>,
+        upstream: Option<Pooled>,
     ) -> ResponseBody {
         ResponseBody {
             inner,
             slot,
             log,
             guard,
+            upstream,
             bytes: 0,
             done: false,
         }
     }
 
+    /// A local answer's body with nothing attached.
+    pub fn local(body: ProxyBody) -> ResponseBody {
+        ResponseBody::new(Inner::Local(body), None, None, None, None)
+    }
+
+    /// `termination`: `None` when the body ended normally.
     fn finish(&mut self, termination: Option<&'static str>) {
         self.done = true;
+        if let Some(conn) = self.upstream.take() {
+            if termination.is_none() {
+                conn.release();
+            }
+        }
         if let Some(mut log) = self.log.take() {
             log.bytes = self.bytes;
             if let Some(t) = termination {
@@ -212,7 +245,13 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = match &mut this.inner {
+            Inner::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| -> BoxError { Box::new(e) }),
+            Inner::Local(b) => Pin::new(b).poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
@@ -242,7 +281,10 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Local(b) => b.size_hint(),
+        }
     }
 }
 

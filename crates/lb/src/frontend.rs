@@ -31,14 +31,36 @@ use crate::runtime::{ConnSlot, Runtime};
 
 type ServerBuilder = auto::Builder<TokioExecutor>;
 
-/// The HTTP server settings of frontend `fe`: `timeout http-request` as hyper's header read
+/// What a client connection needs of its frontend's configuration (copied, not cloned: no
+/// allocation per connection).
+#[derive(Debug, Clone, Copy)]
+struct ConnSettings {
+    /// `timeout http-keep-alive`.
+    keep_alive: Duration,
+    /// `timeout http-request`.
+    http_request: Duration,
+    /// `max_header_size`, bytes.
+    max_header_size: usize,
+}
+
+impl ConnSettings {
+    fn of(fe: &Frontend) -> ConnSettings {
+        ConnSettings {
+            keep_alive: fe.timeout.http_keep_alive,
+            http_request: fe.timeout.http_request,
+            max_header_size: fe.max_header_size,
+        }
+    }
+}
+
+/// The HTTP server settings of a frontend: `timeout http-request` as hyper's header read
 /// timeout, `max_header_size` as its read buffer limit (431 past it).
-fn builder(fe: &Frontend) -> ServerBuilder {
+fn builder(fe: ConnSettings) -> ServerBuilder {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(fe.timeout.http_request)
+        .header_read_timeout(fe.http_request)
         .max_buf_size(fe.max_header_size);
     b.http2()
         .timer(TokioTimer::new())
@@ -75,7 +97,8 @@ pub(crate) async fn serve(
                 Ok((stream, peer)) => {
                     let snap = rt.snapshot();
                     let Some(fe) = snap.frontends.get(index) else { continue };
-                    let fe = fe.config.clone();
+                    let mode = fe.config.mode;
+                    let settings = ConnSettings::of(&fe.config);
                     match rt.admit(index) {
                         None => {
                             tracing::warn!(
@@ -84,11 +107,11 @@ pub(crate) async fn serve(
                                 rt.frontend_conns[index].load(std::sync::atomic::Ordering::Relaxed),
                                 rt.conns.load(std::sync::atomic::Ordering::Relaxed),
                             );
-                            conns.spawn(reject(stream, fe.mode));
+                            conns.spawn(reject(stream, mode));
                         }
-                        Some(slot) => match fe.mode {
+                        Some(slot) => match mode {
                             Mode::Http => {
-                                conns.spawn(serve_http(fe, stream, peer, proxy.clone(), shutdown.clone(), slot));
+                                conns.spawn(serve_http(settings, stream, peer, proxy.clone(), shutdown.clone(), slot));
                             }
                             Mode::Tcp => {
                                 conns.spawn(crate::tcp::serve(rt.clone(), index, stream, peer, shutdown.clone(), slot));
@@ -147,7 +170,7 @@ async fn reject(mut stream: TcpStream, mode: Mode) {
 }
 
 async fn serve_http(
-    fe: Frontend,
+    fe: ConnSettings,
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
@@ -155,13 +178,13 @@ async fn serve_http(
     slot: ConnSlot,
 ) {
     let _ = stream.set_nodelay(true);
-    let state = ConnState::new(fe.timeout.http_keep_alive);
+    let state = ConnState::new(fe.keep_alive);
     let io = ConnIo::new(stream, state.clone());
     let service = service_fn(move |req| {
         let (proxy, state) = (proxy.clone(), state.clone());
         async move { Ok::<_, Infallible>(proxy.handle(req, peer, state).await) }
     });
-    let builder = builder(&fe);
+    let builder = builder(fe);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let finished = tokio::select! {

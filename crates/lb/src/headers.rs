@@ -7,6 +7,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::fmt::Write as _;
+
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Forwarded-For`: the chain of client addresses.
@@ -19,28 +22,53 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 /// Longest accepted incoming `X-Request-Id`, in bytes.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// `Keep-Alive`: a hop-by-hop header outside `http`'s standard set.
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection`: likewise.
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether `name` is one of the fixed hop-by-hop headers.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+}
+
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every header it
 /// names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding` (hyper
-/// frames the body itself) and `Upgrade`.
+/// frames the body itself) and `Upgrade`. Allocates nothing in the usual cases (no such
+/// header, or one `Connection` header).
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    // Cloning a value shares its bytes; only a second `Connection` header needs the Vec.
+    let (first, more): (Option<HeaderValue>, Vec<HeaderValue>) = {
+        let mut all = headers.get_all(header::CONNECTION).iter();
+        (all.next().cloned(), all.cloned().collect())
+    };
+    for value in first.iter().chain(&more) {
+        let Ok(text) = value.to_str() else { continue };
+        for token in text.split(',') {
+            let token = token.trim();
+            if !token.is_empty() {
+                // By `&str`: no `HeaderName` is allocated; an invalid name removes nothing.
+                headers.remove(token);
+            }
+        }
     }
     for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
     ] {
         headers.remove(name);
     }
@@ -50,33 +78,43 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Appends `client` to `X-Forwarded-For` (joining repeated headers into one list), sets
-/// `X-Forwarded-Proto: http`, and appends `for=<client>;proto=http` to `Forwarded`.
+/// `X-Forwarded-Proto: http`, and appends `for=<client>;proto=http` to `Forwarded`. Each
+/// value is written once into its own buffer, which the header then shares.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
-    let element = match client {
-        IpAddr::V4(v4) => format!("for={v4};proto=http"),
-        IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=http"),
+    // `write!` into a `BytesMut` cannot fail: it grows as needed.
+    let mut fwd = BytesMut::with_capacity(64);
+    let _ = match client {
+        IpAddr::V4(v4) => write!(fwd, "for={v4};proto=http"),
+        IpAddr::V6(v6) => write!(fwd, "for=\"[{v6}]\";proto=http"),
     };
-    if let Ok(v) = HeaderValue::from_str(&element) {
-        headers.append(FORWARDED.clone(), v);
+    if let Ok(v) = HeaderValue::from_maybe_shared(fwd.freeze()) {
+        headers.append(&FORWARDED, v);
     }
-    let mut chain: Vec<String> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect();
-    chain.push(client.to_string());
-    match HeaderValue::from_str(&chain.join(", ")) {
+    let mut chain = BytesMut::with_capacity(48);
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(text) = v.to_str() else { continue };
+        let text = text.trim();
+        if !text.is_empty() {
+            if !chain.is_empty() {
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(text.as_bytes());
+        }
+    }
+    if !chain.is_empty() {
+        chain.extend_from_slice(b", ");
+    }
+    let _ = write!(chain, "{client}");
+    match HeaderValue::from_maybe_shared(chain.freeze()) {
         Ok(v) => {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+            headers.insert(&X_FORWARDED_FOR, v);
         }
         Err(_) => {
             // Unreachable in practice: the parts came from valid header values.
-            headers.insert(X_FORWARDED_FOR.clone(), ip_value(client));
+            headers.insert(&X_FORWARDED_FOR, ip_value(client));
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with an
@@ -159,8 +197,13 @@ impl RequestIds {
         let step = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let hi = mix(self.seeds.0.wrapping_add(step));
         let lo = mix(self.seeds.1.wrapping_add(step));
-        HeaderValue::from_str(&format!("{hi:016x}{lo:016x}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("0"))
+        let mut hex = [0u8; 32];
+        for (i, byte) in hi.to_be_bytes().iter().chain(&lo.to_be_bytes()).enumerate() {
+            hex[2 * i] = HEX[usize::from(byte >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+        }
+        // Hex digits are always a valid header value.
+        HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("0"))
     }
 
     /// Keeps a valid incoming `X-Request-Id`, else sets a new one; returns the id in use.
@@ -177,6 +220,9 @@ impl RequestIds {
         id
     }
 }
+
+/// Lower-case hex digits.
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -3,11 +3,13 @@
 //! A request checks out the newest idle connection that is still ready (LIFO keeps the
 //! warmest sockets busy and lets the others expire), or opens a new one: TCP connect with a
 //! deadline, `TCP_NODELAY`, HTTP/1.1 handshake, the connection's I/O driven by its own task.
-//! Once the response head is back, [`Pool::release_when_ready`] waits in a small task until
-//! hyper reports the connection idle again (response body fully read, request body fully
-//! written) and puts it back. A connection whose exchange failed or whose body was dropped
-//! early is closed by hyper and never comes back. At most `max_idle` connections wait per
-//! server; idle ones older than `idle_timeout` are closed.
+//! Once the response head is back, the connection travels with the response body as a
+//! [`Pooled`]; when the body ends (read in full, or known empty) it goes back to the pool
+//! at once, without a task per request. hyper may still be finishing the exchange (request
+//! body still being written, its idle state not yet signalled), so a returned connection is
+//! only handed out once hyper reports it ready. A connection whose exchange failed or whose
+//! body was dropped early is closed by hyper and never comes back. At most `max_idle`
+//! connections wait per server; idle ones older than `idle_timeout` are closed.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -102,23 +104,30 @@ impl Pool {
     }
 
     /// The newest idle connection that is still open and ready, if any. Closed and expired
-    /// connections met on the way are dropped. With `max_age`, only a connection idle for
-    /// less than that is taken (HAProxy's `http-reuse safe` for requests that must not be
-    /// sent on a connection the server may be closing); older ones stay for others.
+    /// connections met on the way are dropped; ones whose last exchange hyper is still
+    /// finishing are skipped and kept. With `max_age`, only a connection idle for less than
+    /// that is taken (HAProxy's `http-reuse safe` for requests that must not be sent on a
+    /// connection the server may be closing); older ones stay for others.
     pub fn take_idle(&self, max_age: Option<Duration>) -> Option<Sender> {
         let now = Instant::now();
         let mut idle = self.idle();
-        while let Some(c) = idle.pop_back() {
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let c = &idle[i];
             let age = now.duration_since(c.since);
-            if !c.sender.is_ready() || age >= self.limits.idle_timeout {
+            if c.sender.is_closed() || age >= self.limits.idle_timeout {
+                idle.remove(i);
+                continue;
+            }
+            if !c.sender.is_ready() {
                 continue;
             }
             if max_age.is_some_and(|max| age >= max) {
-                // The newest is too old, so every other one is too: keep it for others.
-                idle.push_back(c);
+                // Older ones sit further front: none is young enough.
                 return None;
             }
-            return Some(c.sender);
+            return idle.remove(i).map(|c| c.sender);
         }
         None
     }
@@ -157,9 +166,10 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Puts a ready connection back; the oldest idle one is closed when the pool is full.
-    pub fn put(&self, sender: Sender) {
-        if !sender.is_ready() {
+    /// Puts a connection back once its response ended; the oldest idle one is closed when
+    /// the pool is full. A closed connection is dropped.
+    fn put(&self, sender: Sender) {
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.idle();
@@ -172,15 +182,13 @@ impl Pool {
         });
     }
 
-    /// Returns `sender` to the pool once its current exchange is over (hyper reports it
-    /// ready); drops it if the connection closes instead.
-    pub fn release_when_ready(self: &Arc<Self>, mut sender: Sender) {
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.put(sender);
-            }
-        });
+    /// Wraps `sender`, whose response head just came back, to travel with the response
+    /// body and come back here when the body ends ([`Pooled::release`]).
+    pub fn lend(self: &Arc<Self>, sender: Sender) -> Pooled {
+        Pooled {
+            pool: self.clone(),
+            sender,
+        }
     }
 
     /// Closes idle connections that expired or were closed by the server.
@@ -199,5 +207,25 @@ impl Pool {
     /// How many idle connections wait.
     pub fn idle_count(&self) -> usize {
         self.idle().len()
+    }
+}
+
+/// A connection lent to one response: [`Pooled::release`] returns it to its pool when the
+/// response body ended normally; dropping it closes the connection once hyper is done.
+pub(crate) struct Pooled {
+    pool: Arc<Pool>,
+    sender: Sender,
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled").field("pool", &self.pool).finish()
+    }
+}
+
+impl Pooled {
+    /// Gives the connection back to its pool (call when the response body ended normally).
+    pub fn release(self) {
+        self.pool.put(self.sender);
     }
 }

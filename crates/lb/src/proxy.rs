@@ -9,7 +9,8 @@
 //!   went out): no byte reached a server, so any request may go again;
 //! - `empty-response`, `junk-response`, `response-timeout` and status codes: the request
 //!   reached a server, so it goes again only if its method is idempotent and it has no body
-//!   (its head is kept to rebuild it);
+//!   (its head is kept to rebuild it, only when `retries` and `retry_on` allow such a
+//!   retry: cloning it costs allocations on every request);
 //! - a stale pooled connection (closed by the server while idle) costs no attempt: the
 //!   request is handed back untouched and goes on another connection.
 //!
@@ -33,11 +34,11 @@ use webfarm_config::{AccessLog, Balance, RetryOn};
 use crate::access_log::LogRecord;
 use crate::backend::{BackendState, Member, QueueError};
 use crate::balance::RequestKey;
-use crate::body::{BodyFailure, BodyState, RequestBody, ResponseBody};
+use crate::body::{BodyFailure, BodyState, Inner, RequestBody, ResponseBody};
 use crate::check::{io_text, observe, Observed};
 use crate::conn::{ConnGuard, ConnState};
 use crate::headers::{self, add_forwarded, remove_hop_by_hop, X_REQUEST_ID};
-use crate::pool::{ConnectError, ProxyBody};
+use crate::pool::{ConnectError, Pooled, ProxyBody};
 use crate::respond::{empty, Local};
 use crate::runtime::Runtime;
 use crate::server::ActiveRequest;
@@ -88,10 +89,14 @@ impl Replay {
 
 /// What a request carries into [`Proxy::forward`].
 struct Plan {
+    /// The request may be sent twice (idempotent, no body, no upgrade).
+    resendable: bool,
+    /// Its head, kept only when a retry after sending is possible.
     replay: Option<Replay>,
     body_sent: Option<watch::Receiver<bool>>,
     body_state: Option<Arc<BodyState>>,
     client: SocketAddr,
+    /// The path, only when the backend balances by `uri` (else empty).
     path: String,
     /// Only the header `hdr(name)` hashes, when the backend balances so.
     hash_headers: Option<HeaderMap>,
@@ -121,6 +126,8 @@ struct Forwarded {
     resp: Response<Incoming>,
     index: usize,
     slot: ActiveRequest,
+    /// The connection, to go back to the pool when the response body ends.
+    conn: Option<Pooled>,
 }
 
 impl Proxy {
@@ -131,7 +138,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: SocketAddr,
         conn: Arc<ConnState>,
-    ) -> Response<ProxyBody> {
+    ) -> Response<ResponseBody> {
         let (guard, tq) = conn.begin();
         let snap = self.rt.snapshot();
         let Some(fe) = snap.frontends.get(self.index) else {
@@ -140,7 +147,8 @@ impl Proxy {
                 "no such frontend".into(),
                 "PR",
             )
-            .into_response();
+            .into_response()
+            .map(ResponseBody::local);
         };
         let backend = fe.backend.clone();
         let upgrade_to = if req.version() == Version::HTTP_11 {
@@ -151,7 +159,10 @@ impl Proxy {
         let client_upgrade = upgrade_to.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let id = self.rt.ids.ensure(&mut parts.headers);
-        let mut log = (snap.farm.lb.access_log != AccessLog::Off).then(|| LogRecord {
+        // No record at all (four allocations) when no line would be written.
+        let logging = snap.farm.lb.access_log != AccessLog::Off
+            && tracing::enabled!(target: "access", tracing::Level::INFO);
+        let mut log = logging.then(|| LogRecord {
             format: snap.farm.lb.access_log,
             client,
             frontend: fe.config.name.clone(),
@@ -179,7 +190,10 @@ impl Proxy {
             let mut resp = local.into_response();
             resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
             let (p, b) = resp.into_parts();
-            Response::from_parts(p, ResponseBody::new(b, None, log, Some(guard)).boxed())
+            Response::from_parts(
+                p,
+                ResponseBody::new(Inner::Local(b), None, log, Some(guard), None),
+            )
         };
 
         if let Err(why) = headers::check_host(parts.version, &parts.headers) {
@@ -200,12 +214,12 @@ impl Proxy {
             return finish_local(local, log, guard);
         }
 
-        let cookie = backend.config.cookie.clone();
+        let cookie = backend.config.cookie.as_ref();
         let sticky = cookie.as_ref().and_then(|c| {
             let name = sticky::find(&parts.headers, &c.name)?;
             backend.index_of(name)
         });
-        if let Some(c) = &cookie {
+        if let Some(c) = cookie {
             sticky::strip(&mut parts.headers, &c.name);
         }
         let hash_headers = match &backend.config.balance {
@@ -221,15 +235,21 @@ impl Proxy {
             }
             _ => None,
         };
-        let path = parts.uri.path().to_string();
+        let path = if matches!(backend.config.balance, Balance::Uri) {
+            parts.uri.path().to_string()
+        } else {
+            String::new()
+        };
         prepare_head(&mut parts, client, &snap.site, upgrade_to.as_ref());
         let bodiless = body.is_end_stream();
-        let replay =
-            (bodiless && upgrade_to.is_none() && is_idempotent(&parts.method)).then(|| Replay {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                headers: parts.headers.clone(),
-            });
+        let resendable = bodiless && upgrade_to.is_none() && is_idempotent(&parts.method);
+        // Cloning the head costs allocations on every request: only when a retry after
+        // the request was sent can happen.
+        let replay = (resendable && may_resend(&backend.config)).then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        });
         let (body, body_sent, body_state) = if bodiless {
             (empty(), None, None)
         } else {
@@ -237,6 +257,7 @@ impl Proxy {
             (body.boxed(), Some(sent), Some(state))
         };
         let plan = Plan {
+            resendable,
             replay,
             body_sent,
             body_state,
@@ -266,7 +287,7 @@ impl Proxy {
             (upgraded && client_upgrade.is_some()).then(|| hyper::upgrade::on(&mut resp));
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        if let (Some(c), true) = (&cookie, fwd.index != sticky.unwrap_or(usize::MAX)) {
+        if let (Some(c), true) = (cookie, fwd.index != sticky.unwrap_or(usize::MAX)) {
             if c.insert {
                 sticky::insert(&mut parts.headers, &c.name, member.state.name());
             }
@@ -284,13 +305,16 @@ impl Proxy {
             if let Some(l) = log {
                 l.emit();
             }
-            return Response::from_parts(parts, empty());
+            return Response::from_parts(parts, ResponseBody::local(empty()));
         }
-        let body = body.map_err(|e| -> crate::BoxError { Box::new(e) }).boxed();
-        Response::from_parts(
-            parts,
-            ResponseBody::new(body, Some(fwd.slot), log, Some(guard)).boxed(),
-        )
+        let body = ResponseBody::new(
+            Inner::Upstream(body),
+            Some(fwd.slot),
+            log,
+            Some(guard),
+            fwd.conn,
+        );
+        Response::from_parts(parts, body)
     }
 
     /// Sends `req` to a server of `b`, retrying as the module doc says.
@@ -339,7 +363,7 @@ impl Proxy {
             };
             let (failure, final_answer, retryable) =
                 match self.attempt(b, member, req, plan, timers).await {
-                    Ok(resp) => {
+                    Ok((resp, conn)) => {
                         let code = resp.status().as_u16();
                         let l7_error = code >= 500 && code != 501 && code != 505;
                         observe(
@@ -355,7 +379,12 @@ impl Proxy {
                             || plan.replay.is_none()
                             || !retry_on.contains(&RetryOn::Status(code))
                         {
-                            return Ok(Forwarded { resp, index, slot });
+                            return Ok(Forwarded {
+                                resp,
+                                index,
+                                slot,
+                                conn,
+                            });
                         }
                         let text = format!("status {code}");
                         let answer = Local::new(
@@ -478,8 +507,8 @@ impl Proxy {
         mut req: Request<ProxyBody>,
         plan: &Plan,
         timers: &mut Timers,
-    ) -> Result<Response<Incoming>, AttemptError> {
-        let max_age = plan.replay.is_none().then_some(SAFE_REUSE_AGE);
+    ) -> Result<(Response<Incoming>, Option<Pooled>), AttemptError> {
+        let max_age = (!plan.resendable).then_some(SAFE_REUSE_AGE);
         loop {
             let connect_start = Instant::now();
             let (mut sender, reused) = match member.pool.take_idle(max_age) {
@@ -505,10 +534,10 @@ impl Proxy {
                 Err(_) => return Err(AttemptError::Timeout),
                 Ok(Ok(resp)) => {
                     timers.tr = Some(sent_at.elapsed());
-                    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                        member.pool.release_when_ready(sender);
-                    }
-                    return Ok(resp);
+                    // After a `101` the socket belongs to the tunnel.
+                    let conn = (resp.status() != StatusCode::SWITCHING_PROTOCOLS)
+                        .then(|| member.pool.lend(sender));
+                    return Ok((resp, conn));
                 }
                 Ok(Err(mut e)) => match e.take_message() {
                     // The server had closed the idle connection: try the next one.
@@ -580,6 +609,11 @@ async fn response_head<F: Future>(
         }
     }
     tokio::time::timeout(limit, send).await
+}
+
+/// Whether backend `b`'s rules can send a request again after it reached a server.
+fn may_resend(b: &webfarm_config::Backend) -> bool {
+    b.retries > 0 && b.retry_on.iter().any(|r| *r != RetryOn::ConnFailure)
 }
 
 /// The methods RFC 9110 §9.2.2 calls idempotent.

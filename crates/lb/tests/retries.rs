@@ -167,3 +167,49 @@ async fn a_server_killed_under_load_costs_no_idempotent_request() {
     assert!(!lb.is_up("web-2"));
     lb.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_goes_back_to_the_pool_when_its_response_ends() {
+    let s = TestServer::start("web-1").await;
+    let lb = start_lb(&[&s], &[1], Checks::default()).await;
+    let conns = || s.shared.conns.lock().unwrap().len();
+    // Sequential requests of every shape end on the same upstream connection: a small
+    // answer, a bodiless HEAD, a 404, a multi-chunk body, a request with a body.
+    for _ in 0..3 {
+        assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);
+        let head = Request::head("/")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        assert_eq!(send(lb.addr, head).await.status, StatusCode::OK);
+        assert_eq!(
+            get(lb.addr, "/code?code=404").await.status,
+            StatusCode::NOT_FOUND
+        );
+        let big = get(lb.addr, "/download?bytes=300000").await;
+        // (Lossy UTF-8 of the byte pattern: at least as long as the bytes.)
+        assert!(big.status == StatusCode::OK && big.body.len() >= 300_000);
+        let req = Request::post("/upload")
+            .body(Full::new(Bytes::from(vec![0u8; 20_000])))
+            .unwrap();
+        assert_eq!(send(lb.addr, req).await.status, StatusCode::OK);
+    }
+    assert_eq!(conns(), 1, "every exchange reused the first connection");
+    // A response the client abandons takes its connection with it.
+    let resp = send_head(
+        lb.addr,
+        Request::get("/download?bytes=50000000")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap(),
+    )
+    .await;
+    drop(resp);
+    assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);
+    assert_eq!(conns(), 2, "the abandoned connection was not reused");
+    eventually("the abandoned connection is gone", || {
+        lb.server_status("web-1")["idle_conns"] == 1
+    })
+    .await;
+    assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);
+    assert_eq!(conns(), 2, "the healthy connection is reused");
+    lb.stop().await;
+}
