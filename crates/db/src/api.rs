@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use openraft::error::ForwardToLeader;
@@ -277,42 +277,11 @@ impl Api {
                 .render
                 .error(StatusCode::SERVICE_UNAVAILABLE, "not leader");
         }
-        let sent = self
-            .forwarder
-            .send(
-                req.method.clone(),
-                &leader.api_addr,
-                &req.path_and_query,
-                req.body.clone(),
-                timeout,
-            )
-            .await;
-        match sent {
-            Ok(f) => {
-                let mut resp = (f.status, f.body).into_response();
-                for name in [header::CONTENT_TYPE.as_str(), "x-raft-index", "location"] {
-                    if let Some(v) = f.headers.get(name) {
-                        resp.headers_mut()
-                            .insert(axum::http::HeaderName::from_static(name), v.clone());
-                    }
-                }
-                resp
-            }
-            Err(ForwardError::Connect(m)) => req.render.error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("leader {} is unreachable: {m}", leader.name),
-            ),
-            Err(ForwardError::Uncertain(m)) if write => req.render.error(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "no answer from leader {} ({m}); the write may or may not have been applied",
-                    leader.name
-                ),
-            ),
-            Err(ForwardError::Uncertain(m)) => req.render.error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("no answer from leader {}: {m}", leader.name),
-            ),
+        let change = write.then_some("the write");
+        let parts = (&req.method, req.path_and_query.as_str(), &req.body);
+        match self.forwarder.relay(parts, leader, timeout, change).await {
+            Ok(resp) => resp,
+            Err((status, reason)) => req.render.error(status, reason),
         }
     }
 

@@ -6,10 +6,20 @@
 
 use std::time::Duration;
 
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{HeaderName, Method, Request, StatusCode};
 use http_body_util::Full;
 use webfarm_node::http::{HttpClient, HttpError, HttpResponse};
+
+use crate::types::NodeInfo;
+
+/// The leader's headers a client needs in a relayed answer.
+const RELAYED_HEADERS: [HeaderName; 3] = [
+    http::header::CONTENT_TYPE,
+    HeaderName::from_static("x-raft-index"),
+    http::header::LOCATION,
+];
 
 /// The header that marks a forwarded request.
 pub(crate) const FORWARDED: &str = "x-webfarm-forwarded";
@@ -32,6 +42,58 @@ pub(crate) enum ForwardError {
 impl Forwarder {
     pub(crate) fn new(client: HttpClient) -> Forwarder {
         Forwarder { client }
+    }
+
+    /// Relays a request (`method path_and_query` with `body`) to `leader` and returns the
+    /// leader's answer (status, body and the headers a client needs).
+    ///
+    /// # Errors
+    ///
+    /// The status and reason to answer with instead: 503 when the leader cannot have seen the
+    /// request (safe to retry), or when `change` is `None` (a read) and no answer came; 504
+    /// when `change` names a change (`"the write"`) that may or may not have been made.
+    pub(crate) async fn relay(
+        &self,
+        (method, path_and_query, body): (&Method, &str, &Bytes),
+        leader: &NodeInfo,
+        timeout: Duration,
+        change: Option<&str>,
+    ) -> Result<Response, (StatusCode, String)> {
+        let sent = self
+            .send(
+                method.clone(),
+                &leader.api_addr,
+                path_and_query,
+                body.clone(),
+                timeout,
+            )
+            .await;
+        match (sent, change) {
+            (Ok(f), _) => {
+                let mut resp = (f.status, f.body).into_response();
+                for name in RELAYED_HEADERS {
+                    if let Some(v) = f.headers.get(&name) {
+                        resp.headers_mut().insert(name, v.clone());
+                    }
+                }
+                Ok(resp)
+            }
+            (Err(ForwardError::Connect(m)), _) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("leader {} is unreachable: {m}", leader.name),
+            )),
+            (Err(ForwardError::Uncertain(m)), Some(change)) => Err((
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "no answer from leader {} ({m}); {change} may or may not have been made",
+                    leader.name
+                ),
+            )),
+            (Err(ForwardError::Uncertain(m)), None) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no answer from leader {}: {m}", leader.name),
+            )),
+        }
     }
 
     /// Sends `method path_and_query` with `body` to `addr` (`ip:port`) and collects the answer.

@@ -57,7 +57,7 @@ use tokio::sync::watch;
 use webfarm_config::{Farm, Replica, Role};
 use webfarm_node::http::HttpClient;
 
-use crate::forward::{ForwardError, Forwarder, FORWARDED};
+use crate::forward::{Forwarder, FORWARDED};
 
 mod handover;
 use crate::health::{kind_of, DbHealth, Kind, Leader};
@@ -262,37 +262,15 @@ impl Membership {
     }
 
     async fn forward(&self, req: &Incoming, leader: &NodeInfo) -> Response {
-        let sent = self
+        let change = Some("the change (check with `webfarm db nodes`)");
+        let parts = (&req.method, req.path_and_query.as_str(), &req.body);
+        match self
             .forwarder
-            .send(
-                req.method.clone(),
-                &leader.api_addr,
-                &req.path_and_query,
-                req.body.clone(),
-                FORWARD_TIMEOUT,
-            )
-            .await;
-        match sent {
-            Ok(f) => (
-                f.status,
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                f.body,
-            )
-                .into_response(),
-            Err(ForwardError::Connect(m)) => fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("leader {} is unreachable: {m}", leader.name),
-            )
-            .into_response(),
-            Err(ForwardError::Uncertain(m)) => fail(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "no answer from leader {} ({m}); the change may or may not have been made; \
-                     check with `webfarm db nodes`",
-                    leader.name
-                ),
-            )
-            .into_response(),
+            .relay(parts, leader, FORWARD_TIMEOUT, change)
+            .await
+        {
+            Ok(resp) => resp,
+            Err((status, reason)) => fail(status, reason).into_response(),
         }
     }
 
