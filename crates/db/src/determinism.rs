@@ -146,14 +146,7 @@ fn is_now(v: &SqlValue) -> bool {
     matches!(v, SqlValue::Text(s) if s.eq_ignore_ascii_case("now"))
 }
 
-/// splitmix64: advances `state` and returns the next output.
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+pub(crate) use webfarm_node::hash::splitmix64;
 
 /// `YYYY-MM-DD HH:MM:SS.SSS` of a Unix time in milliseconds (proleptic Gregorian, UTC).
 pub(crate) fn format_utc_millis(ms: i64) -> String {

@@ -36,10 +36,7 @@ pub struct NodeInfo {
 /// The Raft node id of the node named `name`: FNV-1a 64 of the name, so it does not depend on
 /// the order of the topology file.
 pub fn node_id(name: &str) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    name.bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+    webfarm_node::hash::fnv1a64(name.as_bytes())
 }
 
 /// The parameters of one statement.

@@ -195,8 +195,8 @@ impl RequestIds {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // splitmix64's finalizer is a bijection of u64: distinct n give distinct halves.
         let step = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let hi = mix(self.seeds.0.wrapping_add(step));
-        let lo = mix(self.seeds.1.wrapping_add(step));
+        let hi = webfarm_node::hash::mix64(self.seeds.0.wrapping_add(step));
+        let lo = webfarm_node::hash::mix64(self.seeds.1.wrapping_add(step));
         let mut hex = [0u8; 32];
         for (i, byte) in hi.to_be_bytes().iter().chain(&lo.to_be_bytes()).enumerate() {
             hex[2 * i] = HEX[usize::from(byte >> 4)];
@@ -223,12 +223,6 @@ impl RequestIds {
 
 /// Lower-case hex digits.
 const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 //!   role through the [`Health`] trait.
 //! - [`http`]: a small pooled HTTP/1.1 client (hyper-util) for node-to-node calls.
 //! - [`logging`]: the tracing subscriber every node installs.
+//! - [`hash`]: FNV-1a and splitmix64, fixed across hosts (node ids, hash balancing, seeds).
 //! - [`NodeContext`]: what a role needs to start (the farm, its own node, its data dir).
 //!
 //! A role crate exposes `start(ctx) -> Result<RoleNode, Error>` that binds its listeners and
@@ -12,6 +13,7 @@
 //! has shut down gracefully.
 
 pub mod admin;
+pub mod hash;
 pub mod http;
 pub mod logging;
 mod shutdown;

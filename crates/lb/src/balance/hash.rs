@@ -17,21 +17,11 @@ use super::{Balancer, RequestKey, ServerView};
 /// Ring points per unit of weight (`consistent`).
 const POINTS_PER_WEIGHT: u32 = 64;
 
-/// splitmix64's finalizer: a bijection of `u64` with full avalanche.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub(crate) use webfarm_node::hash::mix64;
 
 /// The hash of `bytes`: FNV-1a 64, then [`mix64`].
 pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    mix64(h)
+    mix64(webfarm_node::hash::fnv1a64(bytes))
 }
 
 /// What of the request is hashed.
