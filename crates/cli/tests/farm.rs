@@ -257,6 +257,7 @@ async fn a_node_that_cannot_start_stops_the_farm_with_its_error() {
         net: 55,
         child: None,
         log: Default::default(),
+        readers: Vec::new(),
         http: Default::default(),
     };
     let (up, _) = farm.spawn_up();

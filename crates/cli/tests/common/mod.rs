@@ -64,6 +64,8 @@ pub struct TestFarm {
     pub net: u8,
     pub child: Option<Child>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The threads copying the supervisor's stdout and stderr into `log`.
+    pub readers: Vec<std::thread::JoinHandle<()>>,
     pub http: HttpClient,
 }
 
@@ -84,6 +86,7 @@ impl TestFarm {
             net,
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
+            readers: Vec::new(),
             http: HttpClient::new(),
         };
         let (ok, why) = farm.spawn_up();
@@ -109,7 +112,7 @@ impl TestFarm {
             Box::new(child.stderr.take().unwrap()),
         ] {
             let (log, tx) = (self.log.clone(), tx.clone());
-            std::thread::spawn(move || {
+            self.readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if line.contains("farm is up") {
                         let _ = tx.send(true);
@@ -117,7 +120,7 @@ impl TestFarm {
                     log.lock().unwrap().push(line);
                 }
                 let _ = tx.send(false);
-            });
+            }));
         }
         self.child = Some(child);
         match rx.recv_timeout(Duration::from_secs(180)) {
@@ -134,6 +137,11 @@ impl TestFarm {
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
+                // The last lines (an error printed just before exiting) may still be in the
+                // pipes: the readers end at EOF, which follows the exit.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return status.code();
             }
             if Instant::now() > deadline {
