@@ -44,8 +44,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -225,16 +225,28 @@ struct Incoming {
     body: Bytes,
 }
 
-impl Incoming {
-    fn new(method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Incoming {
-        Incoming {
+/// Every membership handler takes its request as an [`Incoming`] (the body is read with
+/// axum's `Bytes` extractor, so the router's body limit applies).
+impl<S: Send + Sync> FromRequest<S> for Incoming {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+        let forwarded = parts.headers.contains_key(FORWARDED);
+        let method = parts.method.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Incoming {
             method,
-            path_and_query: uri
-                .path_and_query()
-                .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string()),
-            forwarded: headers.contains_key(FORWARDED),
+            path_and_query,
+            forwarded,
             body,
-        }
+        })
     }
 }
 
@@ -374,14 +386,7 @@ fn ok(v: &Value) -> Handled {
     Ok(answer(StatusCode::OK, v))
 }
 
-async fn join(
-    State(m): State<Arc<Membership>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Handled {
-    let req = Incoming::new(method, &uri, &headers, body);
+async fn join(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
     if let Some(r) = m.route(&req).await {
         return Ok(r);
     }
@@ -436,14 +441,7 @@ async fn join(
     ok(&v)
 }
 
-async fn promote(
-    State(m): State<Arc<Membership>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Handled {
-    let req = Incoming::new(method, &uri, &headers, body);
+async fn promote(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
     if let Some(r) = m.route(&req).await {
         return Ok(r);
     }
@@ -466,14 +464,7 @@ async fn promote(
     }
 }
 
-async fn remove(
-    State(m): State<Arc<Membership>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Handled {
-    let req = Incoming::new(method, &uri, &headers, body);
+async fn remove(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
     if let Some(r) = m.route(&req).await {
         return Ok(r);
     }
@@ -529,14 +520,7 @@ async fn remove(
     ok(&json!({"node": name, "removed": true, "raft_index": removed.log_id.index}))
 }
 
-async fn nodes(
-    State(m): State<Arc<Membership>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, body);
+async fn nodes(State(m): State<Arc<Membership>>, req: Incoming) -> Response {
     if let Leader::Other(leader) = m.health.leader() {
         if !req.forwarded {
             let r = m.forward(&req, &leader).await;

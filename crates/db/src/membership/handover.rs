@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use openraft::RaftMetrics;
 use serde_json::json;
 
@@ -158,14 +158,7 @@ impl Membership {
     }
 }
 
-pub(super) async fn step_down(
-    State(m): State<Arc<Membership>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Handled {
-    let req = Incoming::new(method, &uri, &headers, body);
+pub(super) async fn step_down(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
     if let Some(r) = m.route(&req).await {
         return Ok(r);
     }
