@@ -162,6 +162,32 @@ impl LogStore {
     }
 
     /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` in one durable log transaction that first stores the committed log id
+    /// recorded since the last one (see `save_committed`); if the transaction fails, that id
+    /// is marked unsaved again.
+    async fn write_logs<F>(&self, f: F) -> StorageResult<()>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    {
+        let committed = self.take_committed();
+        let committed_text = committed.as_ref().map(|(_, t)| t.clone());
+        let res = self
+            .blocking(Io::WriteLogs, move |c| {
+                let tx = c.transaction()?;
+                store_committed(&tx, committed_text.as_deref())?;
+                f(&tx)?;
+                // synchronous=FULL: the commit is on disk when this returns.
+                tx.commit()
+            })
+            .await;
+        if res.is_err() {
+            if let Some((id, _)) = committed {
+                self.unsaved(id);
+            }
+        }
+        res
+    }
+
     async fn blocking<T, F>(&self, kind: Io, f: F) -> StorageResult<T>
     where
         T: Send + 'static,
@@ -336,29 +362,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let text = serde_json::to_string(&e).map_err(|err| io_err(Io::WriteLogs, err))?;
             rows.push((idx, text));
         }
-        let committed = self.take_committed();
-        let committed_text = committed.as_ref().map(|(_, t)| t.clone());
         let res = self
-            .blocking(Io::WriteLogs, move |c| {
-                let tx = c.transaction()?;
-                store_committed(&tx, committed_text.as_deref())?;
-                {
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT OR REPLACE INTO log (idx, entry) VALUES (?1, ?2)",
-                    )?;
-                    for (idx, text) in &rows {
-                        stmt.execute(rusqlite::params![idx, text])?;
-                    }
+            .write_logs(move |tx| {
+                let mut stmt =
+                    tx.prepare_cached("INSERT OR REPLACE INTO log (idx, entry) VALUES (?1, ?2)")?;
+                for (idx, text) in &rows {
+                    stmt.execute(rusqlite::params![idx, text])?;
                 }
-                // synchronous=FULL: the commit is on disk when this returns.
-                tx.commit()
+                Ok(())
             })
             .await;
-        if res.is_err() {
-            if let Some((id, _)) = committed {
-                self.unsaved(id);
-            }
-        }
         match res {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -373,48 +386,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         let (start, _) = index_range(&(log_id.index..));
-        let committed = self.take_committed();
-        let committed_text = committed.as_ref().map(|(_, t)| t.clone());
-        let res = self
-            .blocking(Io::WriteLogs, move |c| {
-                let tx = c.transaction()?;
-                store_committed(&tx, committed_text.as_deref())?;
-                tx.execute("DELETE FROM log WHERE idx >= ?1", [start])?;
-                tx.commit()
-            })
-            .await;
-        if res.is_err() {
-            if let Some((id, _)) = committed {
-                self.unsaved(id);
-            }
-        }
-        res
+        self.write_logs(move |tx| {
+            tx.execute("DELETE FROM log WHERE idx >= ?1", [start])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
         let (_, end) = index_range(&(..=log_id.index));
         let text = serde_json::to_string(&Some(log_id)).map_err(|e| io_err(Io::WriteLogs, e))?;
-        let committed = self.take_committed();
-        let committed_text = committed.as_ref().map(|(_, t)| t.clone());
-        let res = self
-            .blocking(Io::WriteLogs, move |c| {
-                let tx = c.transaction()?;
-                store_committed(&tx, committed_text.as_deref())?;
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('last_purged', ?1)
+        self.write_logs(move |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_purged', ?1)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    [text.as_str()],
-                )?;
-                tx.execute("DELETE FROM log WHERE idx < ?1", [end])?;
-                tx.commit()
-            })
-            .await;
-        if res.is_err() {
-            if let Some((id, _)) = committed {
-                self.unsaved(id);
-            }
-        }
-        res
+                [text.as_str()],
+            )?;
+            tx.execute("DELETE FROM log WHERE idx < ?1", [end])?;
+            Ok(())
+        })
+        .await
     }
 }
 
