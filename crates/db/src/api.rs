@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use openraft::error::ForwardToLeader;
@@ -153,6 +153,25 @@ pub(crate) struct Incoming {
     pub(crate) render: Render,
 }
 
+/// SQL API handlers take their request as an [`Incoming`] (the body is read with axum's
+/// `Bytes` extractor, so the router's body limit applies).
+impl<S: Send + Sync> FromRequest<S> for Incoming {
+    type Rejection = Response;
+
+    async fn from_request(req: HttpRequest, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let (method, uri, headers) = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
+        let body = Bytes::from_request(HttpRequest::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Incoming::new(method, &uri, &headers, body))
+    }
+}
+
 impl Incoming {
     pub(crate) fn new(method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Incoming {
         let flags = Flags::parse(uri.query());
@@ -189,14 +208,7 @@ pub(crate) fn statement_json(s: &SqlStatement) -> Value {
     }
 }
 
-async fn execute(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, body);
+async fn execute(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     if req.flags.flag("queue") {
         return api.queued(&req).await;
     }
@@ -214,14 +226,7 @@ async fn execute(
     }
 }
 
-async fn request(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, body);
+async fn request(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     let statements = match parse_statements(&req.body) {
         Ok(s) => s,
         Err(e) => return bad_request(&req.render, &e),

@@ -17,9 +17,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::json;
@@ -48,13 +47,7 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// `GET /db/backup`.
-pub(crate) async fn backup(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, Bytes::new());
+pub(crate) async fn backup(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     let r = &req.render;
     if !req.flags.flag("noleader") {
         if let Some(resp) = api.via_leader(&req, false, BULK_FORWARD_TIMEOUT).await {
@@ -123,14 +116,7 @@ pub(crate) async fn backup(
 }
 
 /// `POST /db/load`.
-pub(crate) async fn load(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, body);
+pub(crate) async fn load(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     let r = &req.render;
     if let Some(resp) = api.via_leader(&req, true, BULK_FORWARD_TIMEOUT).await {
         return resp;

@@ -23,9 +23,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use serde_json::{json, Value};
@@ -62,14 +61,7 @@ pub(crate) fn parse_level(flags: &Flags, learner: bool) -> Level {
 }
 
 /// `GET /db/query?q=SQL` or `POST /db/query` with statements.
-pub(crate) async fn query(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, body);
+pub(crate) async fn query(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     let statements =
         if req.method == Method::GET {
             match req.flags.get("q") {

@@ -17,9 +17,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use webfarm_node::Health as _;
@@ -131,13 +130,7 @@ impl Api {
 }
 
 /// `GET /status`.
-pub(crate) async fn status(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, Bytes::new());
+pub(crate) async fn status(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     let mut v = api.status_json();
     if let Some(path) = req.flags.get("key").filter(|k| !k.is_empty()) {
         for key in path.split('.') {
@@ -151,13 +144,7 @@ pub(crate) async fn status(
 }
 
 /// `GET /nodes`.
-pub(crate) async fn nodes(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, Bytes::new());
+pub(crate) async fn nodes(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     let timeout = match req.flags.duration("timeout") {
         Ok(t) => t.unwrap_or(NODES_TIMEOUT),
         Err(e) => return req.render.error(StatusCode::BAD_REQUEST, e),
@@ -236,13 +223,7 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 /// `GET /readyz`.
-pub(crate) async fn readyz(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let req = Incoming::new(method, &uri, &headers, Bytes::new());
+pub(crate) async fn readyz(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     if req.flags.flag("noleader") {
         return text(StatusCode::OK, "[+]node ok\n".into());
     }
