@@ -3,26 +3,18 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An lb-only farm in front of `servers` (name, port, weight), checked over TCP.
-fn farm(admin: u16, port: u16, servers: &[(&str, u16, u32)]) -> String {
+fn farm(ip: Ipv4Addr, admin: u16, port: u16, servers: &[(&str, u16, u32)]) -> String {
     let mut s = format!(
         "site = \"www.foobar.com\"\ndata_dir = \"data\"\n\
-         [[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"127.0.0.1\"\nadmin_port = {admin}\n\
+         [[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"{ip}\"\nadmin_port = {admin}\n\
          [[frontends]]\nname = \"www\"\nport = {port}\ndefault_backend = \"web\"\n\
          [[backends]]\nname = \"web\"\n[backends.check]\ntype = \"tcp\"\ninter = \"100ms\"\n"
     );
@@ -92,10 +84,12 @@ fn lb_commands_and_reload() {
         .iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect();
-    let (admin, port) = (free_port(), free_port());
+    // The lb node on a loopback address of its own: no other test takes its ports.
+    let ip = webfarm_testkit::loopback_ip();
+    let (admin, port) = (9000, 8080);
     std::fs::write(
         &config,
-        farm(admin, port, &[("s1", ports[0], 1), ("s2", ports[1], 1)]),
+        farm(ip, admin, port, &[("s1", ports[0], 1), ("s2", ports[1], 1)]),
     )
     .unwrap();
     let lb = Lb(Command::new(common::bin())
@@ -153,6 +147,7 @@ fn lb_commands_and_reload() {
     std::fs::write(
         &config,
         farm(
+            ip,
             admin,
             port,
             &[
@@ -179,6 +174,7 @@ fn lb_commands_and_reload() {
     std::fs::write(
         &config,
         farm(
+            ip,
             admin,
             port,
             &[
@@ -203,7 +199,7 @@ fn lb_commands_and_reload() {
     // which keeps running as it was.
     let valid = dir.join("valid.toml");
     std::fs::copy(&config, &valid).unwrap();
-    std::fs::write(&config, farm(admin, port, &[("s1", ports[0], 999)])).unwrap();
+    std::fs::write(&config, farm(ip, admin, port, &[("s1", ports[0], 999)])).unwrap();
     let out = webfarm(&config, &["reload"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -8,16 +8,25 @@
 //! connection becomes openraft's `Unreachable` (openraft backs off), any other transport failure
 //! a `NetworkError`, and an error answered by the peer a `RemoteError`.
 //!
+//! Every request names the farm (`X-Webfarm-Site`, the topology file's `site`) and the node it
+//! is meant for (`X-Webfarm-Node`); a node that is not that node of that farm answers 421
+//! Misdirected Request (RFC 9110 §15.5.20) and hands nothing to Raft. Node ids are hashes of
+//! node names, so without this a node whose address was reused by another farm's node of the
+//! same name would take that farm's log entries and votes as its own.
+//!
 //! The receiving side notes when the leader last reached this node ([`LeaderContact`]: an
 //! AppendEntries, heartbeats included, that the node accepted as coming from its leader), for
 //! rqlite's `freshness` on `none` reads.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use http_body_util::Full;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -37,10 +46,30 @@ use crate::types::{NodeInfo, Raft, TypeConfig};
 /// Largest Raft request body accepted (a batch of entries, or one snapshot chunk as JSON).
 const MAX_RAFT_BODY: usize = 256 * 1024 * 1024;
 
+/// The header naming the farm (its `site`) a Raft request belongs to.
+const SITE_HEADER: &str = "x-webfarm-site";
+/// The header naming the node a Raft request is meant for.
+const NODE_HEADER: &str = "x-webfarm-node";
+
 /// Makes one [`Peer`] per target node; they share one connection pool.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Network {
     http: HttpClient,
+    site: HeaderValue,
+}
+
+impl Network {
+    /// The network of a node of the farm whose `site` is `site`.
+    pub(crate) fn new(site: &str) -> Result<Network, String> {
+        Ok(Network {
+            http: HttpClient::new(),
+            site: header_value(site)?,
+        })
+    }
+}
+
+fn header_value(s: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(s).map_err(|_| format!("{s:?} cannot travel in an HTTP header"))
 }
 
 /// The sending side of the Raft RPCs to one node.
@@ -49,6 +78,9 @@ pub(crate) struct Peer {
     http: HttpClient,
     target: u64,
     base: String,
+    site: HeaderValue,
+    /// The target's name, or `Err` when it cannot be sent (every call then fails).
+    name: Result<HeaderValue, String>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -59,6 +91,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             http: self.http.clone(),
             target,
             base: format!("http://{}", node.raft_addr),
+            site: self.site.clone(),
+            name: header_value(&node.name),
         }
     }
 }
@@ -82,10 +116,18 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let url = format!("{}{path}", self.base);
+        let network = |m: String| RPCError::Network(NetworkError::new(&Message(m)));
+        let name = self.name.clone().map_err(network)?;
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = axum::http::Request::post(&url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(SITE_HEADER, self.site.clone())
+            .header(NODE_HEADER, name)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| network(format!("{url}: {e}")))?;
         let resp = self
             .http
-            .post(&url, "application/json", body.into(), option.hard_ttl())
+            .request(request, option.hard_ttl())
             .await
             .map_err(|e| {
                 if e.is_connect() {
@@ -163,14 +205,54 @@ struct RaftState {
     contact: LeaderContact,
 }
 
-/// The receiving side: the router served on the node's Raft address.
-pub(crate) fn router(raft: Raft, contact: LeaderContact) -> Router {
+/// Who this node is, for the misdirected-request check.
+#[derive(Clone)]
+struct Identity {
+    site: Arc<str>,
+    name: Arc<str>,
+}
+
+/// The receiving side: the router served on the node's Raft address, for node `name` of the
+/// farm whose `site` is `site`.
+pub(crate) fn router(raft: Raft, contact: LeaderContact, site: &str, name: &str) -> Router {
+    let me = Identity {
+        site: site.into(),
+        name: name.into(),
+    };
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .layer(DefaultBodyLimit::max(MAX_RAFT_BODY))
+        .layer(middleware::from_fn_with_state(me, only_for_me))
         .with_state(RaftState { raft, contact })
+}
+
+/// Answers 421 to a request meant for another farm or another node (see the module docs).
+async fn only_for_me(State(me): State<Identity>, req: Request, next: Next) -> Response {
+    match misdirected(&me, req.headers()) {
+        None => next.run(req).await,
+        Some(message) => {
+            tracing::warn!("refused a misdirected Raft request: {}", message.trim_end());
+            (StatusCode::MISDIRECTED_REQUEST, message).into_response()
+        }
+    }
+}
+
+/// Why a request with `headers` is not for this node, if it is not.
+fn misdirected(me: &Identity, headers: &HeaderMap) -> Option<String> {
+    let named = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    let (site, node) = (named(SITE_HEADER), named(NODE_HEADER));
+    if site == Some(&*me.site) && node == Some(&*me.name) {
+        return None;
+    }
+    Some(format!(
+        "this is node {} of farm {:?}; the request was meant for node {} of farm {}\n",
+        me.name,
+        me.site,
+        node.unwrap_or("(unnamed)"),
+        site.map_or("(unnamed)".to_string(), |s| format!("{s:?}")),
+    ))
 }
 
 /// The request, or the 400 answer's text.

@@ -208,6 +208,8 @@ impl DbNode {
         let config = raft_config(&ctx.farm.site, &ctx.farm.db)?;
         let api_listener = webfarm_node::bind(node.main_addr(), "db SQL API").await?;
         let raft_listener = webfarm_node::bind(node.raft_addr(), "db raft").await?;
+        let network =
+            Network::new(&ctx.farm.site).map_err(|e| DbError::Raft(format!("site: {e}")))?;
 
         let dir = ctx.data_dir.clone();
         let opened = tokio::task::spawn_blocking(move || {
@@ -221,7 +223,7 @@ impl DbNode {
         let (log, sm) = opened.map_err(storage_err(&ctx.data_dir))?;
         let store = Arc::clone(sm.store());
 
-        let raft = Raft::new(id, Arc::new(config), Network::default(), log.clone(), sm)
+        let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm)
             .await
             .map_err(|e| DbError::Raft(e.to_string()))?;
         let health = Arc::new(DbHealth {
@@ -299,7 +301,7 @@ impl DbNode {
         }
         let raft_task = serve(
             raft_listener,
-            network::router(raft.clone(), contact),
+            network::router(raft.clone(), contact, &ctx.farm.site, &node.name),
             &ctx.shutdown,
             &stopped,
         );

@@ -225,3 +225,53 @@ async fn a_missing_table_is_final_only_when_every_node_says_so() {
     with.stop_all().await;
     without.stop_all().await;
 }
+
+/// A Raft request meant for another farm's node of the same name (an address reused, a
+/// test's port taken by another test) is refused with 421 and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raft_request_meant_for_another_farm_is_refused() {
+    let c = Cluster::start_all(1, 1000).await;
+    c.leader().await;
+    let term = c.status(0)["term"].as_u64().expect("a term");
+    let url = format!("http://{}/raft/vote", c.farm.nodes[0].raft_addr());
+    // A vote with a far higher term: accepted, it would depose the leader.
+    let vote = json!({
+        "vote": {"leader_id": {"term": term + 100, "node_id": 7}, "committed": false},
+        "last_log_id": null,
+    });
+    let send = |site: &str, node: &str, body: String| {
+        let req = http::Request::post(url.as_str())
+            .header("content-type", "application/json")
+            .header("x-webfarm-site", site)
+            .header("x-webfarm-node", node)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .expect("a request");
+        c.http.request(req, DEADLINE)
+    };
+
+    let a = send("another-farm", "db-1", vote.to_string())
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, 421, "{:?}", a.body);
+    let text = String::from_utf8_lossy(&a.body);
+    assert!(
+        text.contains("this is node db-1 of farm") && text.contains("\"another-farm\""),
+        "{text}"
+    );
+    let a = send(&c.farm.site, "db-2", vote.to_string())
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, 421, "another node's request: {:?}", a.body);
+    assert_eq!(
+        c.status(0)["term"].as_u64(),
+        Some(term),
+        "the vote was not seen"
+    );
+
+    // The right farm and node get through to Raft (here, to the request decoder).
+    let a = send(&c.farm.site, "db-1", "{".into())
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, 400, "{:?}", a.body);
+    assert!(String::from_utf8_lossy(&a.body).contains("invalid vote request"));
+}

@@ -1,4 +1,4 @@
-//! Shared helpers of the cluster tests: a farm of db nodes on free loopback ports, started
+//! Shared helpers of the cluster tests: a farm of db nodes on loopback addresses of their own, started
 //! in-process, and small HTTP helpers. Everything polls with deadlines.
 
 #![allow(dead_code)]
@@ -21,18 +21,13 @@ static DIRS: AtomicU64 = AtomicU64::new(0);
 /// How long a test waits for anything before failing.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
 /// A running node: its shutdown trigger and handle.
 struct Running {
     trigger: ShutdownTrigger,
     node: DbNode,
 }
 
-/// A farm of `n` db nodes on 127.0.0.1.
+/// A farm of `n` db nodes, each on a loopback address of its own.
 pub struct Cluster {
     pub farm: Arc<Farm>,
     pub dir: PathBuf,
@@ -50,17 +45,19 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the test dir");
+        // A site of its own too: a Raft request meant for another test's cluster is refused.
         let mut toml = format!(
-            "site = \"test\"\ndata_dir = \"{}\"\n",
+            "site = \"{}\"\ndata_dir = \"{}\"\n",
+            dir.file_name().unwrap().to_string_lossy(),
             dir.join("data").display()
         );
+        // Each node on a loopback address of its own (see webfarm-testkit): no other test
+        // can take its ports or reach it by mistake.
         for i in 1..=n {
+            let ip = webfarm_testkit::loopback_ip();
             toml.push_str(&format!(
-                "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"127.0.0.1\"\n\
-                 admin_port = {}\nport = {}\nraft_port = {}\n",
-                free_port(),
-                free_port(),
-                free_port()
+                "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"{ip}\"\n\
+                 admin_port = 9000\nport = 4001\nraft_port = 4002\n"
             ));
         }
         toml.push_str(&format!(

@@ -44,15 +44,6 @@ impl Drop for TempDir {
     }
 }
 
-/// A port that was free a moment ago (nothing listens on it once this returns).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The repository's `site/` directory.
 pub fn repo_site() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../site")
@@ -76,8 +67,8 @@ pub fn make_site(tmp: &TempDir) -> PathBuf {
     site
 }
 
-/// A farm of one web node `web-1` and one db node `db-1` on free ports of 127.0.0.1. Nothing
-/// listens on the db node's port unless a test starts one.
+/// A farm of one web node `web-1` and one db node `db-1`, each on a loopback address of its
+/// own (webfarm-testkit), so nothing listens on the db node's port unless a test starts one.
 pub fn farm(tmp: &TempDir, root: &Path, db_timeout: &str) -> Farm {
     let text = format!(
         r#"
@@ -85,33 +76,30 @@ data_dir = '{data}'
 [[nodes]]
 name = "web-1"
 role = "web"
-address = "127.0.0.1"
-port = {web}
-admin_port = {web_admin}
+address = "{web_ip}"
+port = 8000
+admin_port = 9000
 [[nodes]]
 name = "db-1"
 role = "db"
-address = "127.0.0.1"
-port = {db}
-raft_port = {raft}
-admin_port = {db_admin}
+address = "{db_ip}"
+port = 4001
+raft_port = 4002
+admin_port = 9000
 [web]
 root = '{root}'
 db_timeout = "{db_timeout}"
 "#,
         data = tmp.path().join("data").display(),
-        web = free_port(),
-        web_admin = free_port(),
-        db = free_port(),
-        raft = free_port(),
-        db_admin = free_port(),
+        web_ip = webfarm_testkit::loopback_ip(),
+        db_ip = webfarm_testkit::loopback_ip(),
         root = root.display(),
     );
     Farm::parse(&text, None, tmp.path()).unwrap()
 }
 
-/// A farm of one web node `web-1` and `dbs` db nodes `db-1`.. on free ports of 127.0.0.1,
-/// with fast elections.
+/// A farm of one web node `web-1` and `dbs` db nodes `db-1`.., each on a loopback address of
+/// its own, with fast elections.
 pub fn farm_with_dbs(tmp: &TempDir, root: &Path, db_timeout: &str, dbs: usize) -> Farm {
     let mut text = format!(
         r#"
@@ -119,21 +107,18 @@ data_dir = '{data}'
 [[nodes]]
 name = "web-1"
 role = "web"
-address = "127.0.0.1"
-port = {web}
-admin_port = {web_admin}
+address = "{web_ip}"
+port = 8000
+admin_port = 9000
 "#,
         data = tmp.path().join("data").display(),
-        web = free_port(),
-        web_admin = free_port(),
+        web_ip = webfarm_testkit::loopback_ip(),
     );
     for i in 1..=dbs {
+        let ip = webfarm_testkit::loopback_ip();
         text.push_str(&format!(
-            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"127.0.0.1\"\n\
-             port = {}\nraft_port = {}\nadmin_port = {}\n",
-            free_port(),
-            free_port(),
-            free_port()
+            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"{ip}\"\n\
+             port = 4001\nraft_port = 4002\nadmin_port = 9000\n"
         ));
     }
     text.push_str(&format!(

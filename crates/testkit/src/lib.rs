@@ -1,0 +1,80 @@
+//! Test support shared by webfarm's crates.
+//!
+//! Tests run in parallel threads of one process (and, under `cargo nextest`, in parallel
+//! processes). Picking a "free" port on `127.0.0.1` by binding port 0 and releasing it races:
+//! another test can bind the same port before the node under test does, and a db node of one
+//! test can then receive the Raft traffic of another test's cluster. Instead every test farm
+//! gets loopback addresses nobody else uses: Linux routes the whole `127.0.0.0/8` to `lo`, so
+//! `127.A.B.C` needs no setup, and a port on an address of its own cannot be taken by another
+//! test.
+//!
+//! Layout: `A` is 64 + (process id mod 63), so concurrent test processes differ; `B.C` counts
+//! the addresses this process handed out (`C` in 1..=254). `127.0.x.x` (the default farm's
+//! `127.0.1.x` and the cli tests' `127.0.N.x`) is never used.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+static NEXT_IP: AtomicU32 = AtomicU32::new(0);
+static HANDED_OUT: Mutex<Option<HashSet<SocketAddr>>> = Mutex::new(None);
+
+/// A loopback address this process has not handed out before, on a `127.A.x.x` range that no
+/// concurrently running test process uses (see the crate docs).
+///
+/// # Panics
+/// After 64,770 addresses in one process.
+pub fn loopback_ip() -> Ipv4Addr {
+    let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+    assert!(n < 255 * 254, "out of test loopback addresses");
+    let a = 64 + (std::process::id() % 63) as u8;
+    let b = (n / 254) as u8;
+    let c = (n % 254) as u8 + 1;
+    Ipv4Addr::new(127, a, b, c)
+}
+
+/// A TCP port free on `ip` that this process has not handed out before for `ip`.
+///
+/// # Panics
+/// If `ip` cannot be bound (not a local address).
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    loop {
+        let port = TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|e| panic!("bind {ip}:0: {e}"))
+            .port();
+        let mut seen = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen
+            .get_or_insert_with(HashSet::new)
+            .insert(SocketAddr::from((ip, port)))
+        {
+            return port;
+        }
+    }
+}
+
+/// A free address of its own: a fresh [`loopback_ip`] and a port on it.
+pub fn free_addr() -> SocketAddr {
+    let ip = loopback_ip();
+    SocketAddr::from((ip, free_port(ip)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_distinct_and_bindable() {
+        let a = loopback_ip();
+        let b = loopback_ip();
+        assert_ne!(a, b);
+        assert!(a.is_loopback() && a.octets()[1] >= 64);
+        let p = free_port(a);
+        let q = free_port(a);
+        assert_ne!(p, q, "a port is handed out once");
+        TcpListener::bind((a, p)).expect("the handed-out port binds");
+        let addr = free_addr();
+        assert_ne!(addr.ip(), std::net::IpAddr::V4(a));
+    }
+}
