@@ -28,6 +28,7 @@ pub use farm::{DbSettings, Farm, Node, Replica, Role, WebSettings, DEFAULT_FARM_
 pub use lb::{
     AccessLog, Backend, BackendTimeouts, Balance, Check, CheckType, Cookie, Frontend,
     FrontendTimeouts, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,
+    MAX_LB_THREADS,
 };
 
 #[cfg(test)]

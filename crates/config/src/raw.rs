@@ -143,6 +143,7 @@ pub(crate) struct RawServer {
 pub(crate) struct RawLb {
     pub maxconn: Option<u32>,
     pub access_log: Option<crate::AccessLog>,
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]

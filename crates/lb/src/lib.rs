@@ -66,6 +66,7 @@ mod status;
 mod sticky;
 mod tcp;
 mod upgrade;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,6 +105,14 @@ pub enum LbError {
     /// A frontend could not listen (address in use, not local...).
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The event-loop threads (`[lb] threads`) could not be started.
+    #[error("cannot start {threads} lb thread(s): {message}; lower [lb] threads")]
+    Threads {
+        /// How many were asked for.
+        threads: usize,
+        /// The system's error.
+        message: String,
+    },
     /// A task of the node panicked or was cancelled.
     #[error("the {what} task of the load balancer ended abnormally: {message}")]
     Task {
@@ -192,18 +201,29 @@ impl LbNode {
         let site = HeaderValue::from_str(&ctx.farm.site).map_err(|_| LbError::BadSite {
             site: ctx.farm.site.clone(),
         })?;
+        let threads = workers::count(ctx.farm.lb.threads);
         let limits = PoolLimits {
             max_idle: options.max_idle_per_server,
             idle_timeout: options.idle_timeout,
+            shards: threads,
         };
 
         // Bind everything before starting anything, so "address in use" leaves no task behind.
         let mut listeners = Vec::new();
-        for f in &ctx.farm.frontends {
+        let mut addrs = Vec::new();
+        for (index, f) in ctx.farm.frontends.iter().enumerate() {
             let addr = SocketAddr::new(ctx.node.address, f.port);
-            let listener = webfarm_node::bind(addr, &format!("frontend {}", f.name)).await?;
+            let what = format!("frontend {}", f.name);
+            let listener = webfarm_node::bind(addr, &what).await?;
             let local = listener.local_addr().unwrap_or(addr);
-            listeners.push((f.name.clone(), listener, local));
+            // The event-loop threads register their own clones of the socket.
+            let listener = listener.into_std().map_err(|source| BindError {
+                addr,
+                what: what.clone(),
+                source,
+            })?;
+            listeners.push((index, listener));
+            addrs.push((f.name.clone(), local));
         }
 
         let rt = Arc::new(Runtime::new(
@@ -213,27 +233,33 @@ impl LbNode {
             limits,
             ctx.shutdown.clone(),
         ));
-        let mut frontends = Vec::new();
-        let mut addrs = Vec::new();
         let snap = rt.snapshot();
-        for (index, (name, listener, local)) in listeners.into_iter().enumerate() {
+        for (index, (name, local)) in addrs.iter().enumerate() {
             if let Some(f) = snap.frontends.get(index) {
                 tracing::info!(
-                    "frontend {name} listening on {local} (mode {}), default_backend {}",
+                    "frontend {name} listening on {local} (mode {}), default_backend {}, \
+                     {threads} thread(s)",
                     f.config.mode.as_str(),
                     f.backend.name()
                 );
             }
-            let task = tokio::spawn(frontend::serve(
-                listener,
-                rt.clone(),
-                index,
-                ctx.shutdown.clone(),
-                options.grace_period,
-            ));
-            frontends.push((format!("frontend {name}"), task));
-            addrs.push((name, local));
         }
+        let frontends = workers::start(
+            threads,
+            &listeners,
+            &rt,
+            &ctx.shutdown,
+            options.grace_period,
+        )
+        .map_err(|e| LbError::Threads {
+            threads,
+            message: e.to_string(),
+        })?
+        .into_iter()
+        .enumerate()
+        .map(|(k, task)| (format!("lb-worker-{k}"), task))
+        .collect();
+        drop(listeners);
         rt.sync_checks();
         let reaper = tokio::spawn(reap_idle(rt.clone(), ctx.shutdown.clone()));
         Ok(LbNode {

@@ -9,8 +9,14 @@
 //! body still being written, its idle state not yet signalled), so a returned connection is
 //! only handed out once hyper reports it ready. A connection whose exchange failed or whose
 //! body was dropped early is closed by hyper and never comes back. At most `max_idle`
-//! connections wait per server; idle ones older than `idle_timeout` are closed.
+//! connections wait per server and thread; idle ones older than `idle_timeout` are closed.
+//!
+//! Each event-loop thread of the node (`[lb] threads`) has its own shard of every pool: a
+//! connection's I/O task runs on the thread that opened it, so handing it only to requests
+//! of that same thread keeps every exchange on one thread (no cross-thread wake-ups), as
+//! HAProxy keeps its idle connections per thread.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,10 +40,23 @@ pub(crate) type Sender = http1::SendRequest<ProxyBody>;
 /// Limits of one pool.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PoolLimits {
-    /// Idle connections kept per server.
+    /// Idle connections kept per server and shard.
     pub max_idle: usize,
     /// Idle connections older than this are closed.
     pub idle_timeout: Duration,
+    /// Shards per pool: the node's event-loop threads (at least 1).
+    pub shards: usize,
+}
+
+thread_local! {
+    /// The pool shard of this thread: its index among the node's event-loop threads, set by
+    /// [`set_shard`]; 0 on any other thread.
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes this thread use pool shard `index` (call once, first thing on an event-loop thread).
+pub(crate) fn set_shard(index: usize) {
+    SHARD.with(|s| s.set(index));
 }
 
 /// Why a new upstream connection could not be made. No byte of any request was sent.
@@ -74,7 +93,8 @@ pub(crate) struct Pool {
     addr: SocketAddr,
     id: String,
     limits: PoolLimits,
-    idle: Mutex<VecDeque<Idle>>,
+    /// One queue per shard (see the module docs).
+    shards: Box<[Mutex<VecDeque<Idle>>]>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -94,13 +114,16 @@ impl Pool {
             addr,
             id,
             limits,
-            idle: Mutex::new(VecDeque::new()),
+            shards: (0..limits.shards.max(1))
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
         }
     }
 
+    /// The idle queue of this thread's shard.
     fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
-        // Sections only push and pop; a poisoned queue is still a valid queue.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        let index = SHARD.with(Cell::get) % self.shards.len();
+        lock(&self.shards[index])
     }
 
     /// The newest idle connection that is still open and ready, if any. Closed and expired
@@ -191,23 +214,31 @@ impl Pool {
         }
     }
 
-    /// Closes idle connections that expired or were closed by the server.
+    /// Closes idle connections (of every shard) that expired or were closed by the server.
     pub fn reap(&self) {
         let now = Instant::now();
         let timeout = self.limits.idle_timeout;
-        self.idle()
-            .retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < timeout);
+        for shard in &self.shards {
+            lock(shard).retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < timeout);
+        }
     }
 
     /// Closes every idle connection (at shutdown).
     pub fn clear(&self) {
-        self.idle().clear();
+        for shard in &self.shards {
+            lock(shard).clear();
+        }
     }
 
-    /// How many idle connections wait.
+    /// How many idle connections wait, over all shards.
     pub fn idle_count(&self) -> usize {
-        self.idle().len()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
+}
+
+fn lock(shard: &Mutex<VecDeque<Idle>>) -> MutexGuard<'_, VecDeque<Idle>> {
+    // Sections only push and pop; a poisoned queue is still a valid queue.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A connection lent to one response: [`Pooled::release`] returns it to its pool when the

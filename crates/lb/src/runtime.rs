@@ -320,6 +320,11 @@ impl Runtime {
                 .map(|fe| (fe.name.clone(), fe.port, fe.mode.as_str()))
                 .collect()
         };
+        if farm.lb.threads != old.farm.lb.threads {
+            return Err(restart(
+                "[lb] threads changed; restart the node to run the new number of threads".into(),
+            ));
+        }
         if shape(&farm) != shape(&old.farm) {
             return Err(restart(
                 "the frontends changed (added, removed, or a new port or mode); restart the \

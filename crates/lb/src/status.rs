@@ -59,6 +59,7 @@ impl Health for LbHealth {
             "frontends": frontends,
             "backends": backends_status(&snap.backends),
             "conns": self.rt.conns.load(std::sync::atomic::Ordering::Relaxed),
+            "threads": self.rt.limits().shards,
         })
     }
 }

@@ -95,7 +95,7 @@ async fn json_lines() {
     capture();
     let s = TestServer::start("web-1").await;
     let extra = Extra {
-        tail: "\n[lb]\naccess_log = \"json\"\n".into(),
+        lb: "access_log = \"json\"".into(),
         ..Extra::default()
     };
     let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
@@ -119,7 +119,7 @@ async fn access_log_off_writes_nothing() {
     capture();
     let s = TestServer::start("web-1").await;
     let extra = Extra {
-        tail: "\n[lb]\naccess_log = \"off\"\n".into(),
+        lb: "access_log = \"off\"".into(),
         ..Extra::default()
     };
     let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;

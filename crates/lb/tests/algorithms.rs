@@ -21,7 +21,7 @@ async fn three() -> Vec<TestServer> {
 /// The farm text with `balance` replaced.
 async fn lb_with(s: &[TestServer], weights: &[u32], backend_lines: &str) -> TestLb {
     let refs: Vec<&TestServer> = s.iter().collect();
-    let port = free_port();
+    let port = FRONTEND_PORT;
     let list: Vec<(&str, std::net::SocketAddr, u32)> = refs
         .iter()
         .zip(weights)

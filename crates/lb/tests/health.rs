@@ -25,7 +25,7 @@ async fn tcp_checks_follow_the_listener() {
         ..Extra::default()
     };
     let text = farm_toml_with(
-        free_port(),
+        FRONTEND_PORT,
         &[("web-1", s.addr, 1), ("web-2", other.addr, 1)],
         Checks::default(),
         &extra,

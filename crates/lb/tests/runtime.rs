@@ -108,7 +108,7 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
         TestServer::start("web-3").await,
     ];
     let file = temp_file("reload.toml");
-    let port = free_port();
+    let port = FRONTEND_PORT;
     let before = farm_toml(
         port,
         &[("web-1", s[0].addr, 1), ("web-2", s[1].addr, 1)],
@@ -130,12 +130,14 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
     })
     .await;
 
-    // New file: web-1 weight 2, web-3 added. The admin port must stay the same.
-    let admin_line = before
-        .lines()
-        .find(|l| l.starts_with("admin_port"))
-        .unwrap()
-        .to_string();
+    // New file: web-1 weight 2, web-3 added. The node's address and admin port must stay
+    // the same.
+    let line = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .to_string()
+    };
     let mut after = farm_toml(
         port,
         &[
@@ -145,12 +147,9 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
         ],
         Checks::default(),
     );
-    let new_admin = after
-        .lines()
-        .find(|l| l.starts_with("admin_port"))
-        .unwrap()
-        .to_string();
-    after = after.replace(&new_admin, &admin_line);
+    for key in ["address", "admin_port"] {
+        after = after.replace(&line(&after, key), &line(&before, key));
+    }
     std::fs::write(&file, &after).unwrap();
     let a = post(admin, "/lb/reload", "").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
@@ -185,10 +184,7 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
     // New frontends need a restart.
     std::fs::write(
         &file,
-        after.replace(
-            &format!("port = {port}"),
-            &format!("port = {}", free_port()),
-        ),
+        after.replace(&format!("port = {port}"), &format!("port = {}", port + 1)),
     )
     .unwrap();
     let a = post(admin, "/lb/reload", "").await;

@@ -20,7 +20,9 @@ struct Echo {
 
 impl Echo {
     async fn start(name: &str) -> Echo {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((webfarm_testkit::loopback_ip(), 0))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let n = name.to_string();
         let task = tokio::spawn(async move {
@@ -98,7 +100,7 @@ async fn roundrobin_over_tcp() {
         Echo::start("db-3").await,
     ];
     let text = tcp_farm(
-        free_port(),
+        FRONTEND_PORT,
         &[&s[0], &s[1], &s[2]],
         "balance = \"roundrobin\"",
     );
@@ -115,7 +117,7 @@ async fn roundrobin_over_tcp() {
 #[tokio::test]
 async fn leastconn_over_tcp_counts_open_connections() {
     let s = [Echo::start("db-1").await, Echo::start("db-2").await];
-    let text = tcp_farm(free_port(), &[&s[0], &s[1]], "balance = \"leastconn\"");
+    let text = tcp_farm(FRONTEND_PORT, &[&s[0], &s[1]], "balance = \"leastconn\"");
     let lb = start_lb_text(&text, None).await;
     // Keep one connection open: the next ones all go to the other server while it lasts.
     let (held, _keep) = session(lb.addr).await;
@@ -138,7 +140,11 @@ async fn source_over_tcp_keeps_a_client_on_one_server() {
         Echo::start("db-2").await,
         Echo::start("db-3").await,
     ];
-    let text = tcp_farm(free_port(), &[&s[0], &s[1], &s[2]], "balance = \"source\"");
+    let text = tcp_farm(
+        FRONTEND_PORT,
+        &[&s[0], &s[1], &s[2]],
+        "balance = \"source\"",
+    );
     let lb = start_lb_text(&text, None).await;
     let (first, _) = session(lb.addr).await;
     for _ in 0..5 {
@@ -149,8 +155,8 @@ async fn source_over_tcp_keeps_a_client_on_one_server() {
 
 #[tokio::test]
 async fn tcp_checks_and_connection_retries() {
-    let s = [Echo::start("db-1").await, Echo::start("db-2").await];
-    let text = tcp_farm(free_port(), &[&s[0], &s[1]], "balance = \"roundrobin\"");
+    let mut s = [Echo::start("db-1").await, Echo::start("db-2").await];
+    let text = tcp_farm(FRONTEND_PORT, &[&s[0], &s[1]], "balance = \"roundrobin\"");
     let lb = start_lb_text(&text, None).await;
     eventually("TCP checks pass", || {
         lb.server_status("db-1")["check"]
@@ -159,7 +165,9 @@ async fn tcp_checks_and_connection_retries() {
             .starts_with("Layer4 check passed")
     })
     .await;
+    // Wait until the listener is gone: the lb's threads could connect before otherwise.
     s[0].task.abort();
+    let _ = (&mut s[0].task).await;
     // Refused connections are retried on the other server: every session works.
     for _ in 0..4 {
         assert_eq!(session(lb.addr).await.0, "db-2");

@@ -344,13 +344,21 @@ pub struct LbSettings {
     pub maxconn: u32,
     /// Access log format. Default `text`.
     pub access_log: AccessLog,
+    /// Event-loop threads serving the frontends of one node (HAProxy's `nbthread`): each
+    /// accepts and serves its own connections, with its own pool of upstream connections.
+    /// 0 (the default): one per CPU the process may run on. At most [`MAX_LB_THREADS`].
+    pub threads: u16,
 }
+
+/// Largest `[lb] threads` (HAProxy's limit of threads per thread group).
+pub const MAX_LB_THREADS: u16 = 64;
 
 impl Default for LbSettings {
     fn default() -> Self {
         LbSettings {
             maxconn: 10_000,
             access_log: AccessLog::Text,
+            threads: 0,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::parse::{parse_balance, parse_retry_on};
 use super::{
     Backend, BackendTimeouts, Balance, Check, CheckType, Cookie, Frontend, FrontendTimeouts,
-    LbSettings, Mode, RetryOn, Server,
+    LbSettings, Mode, RetryOn, Server, MAX_LB_THREADS,
 };
 use crate::raw::{RawBackend, RawCheck, RawFarm, RawLb, RawServer};
 use crate::{Node, Role};
@@ -22,9 +22,16 @@ pub(crate) fn resolve_lb(raw: &RawLb, problems: &mut Vec<String>) -> LbSettings 
     let lb = LbSettings {
         maxconn: raw.maxconn.unwrap_or(d.maxconn),
         access_log: raw.access_log.unwrap_or(d.access_log),
+        threads: raw.threads.unwrap_or(d.threads),
     };
     if lb.maxconn == 0 {
         problems.push("lb.maxconn: must be at least 1".into());
+    }
+    if lb.threads > MAX_LB_THREADS {
+        problems.push(format!(
+            "lb.threads: {} is more than {MAX_LB_THREADS}; 0 means one per CPU",
+            lb.threads
+        ));
     }
     lb
 }

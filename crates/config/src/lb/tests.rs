@@ -83,12 +83,13 @@ fn defaults_follow_haproxy_or_say_why_not() {
     assert_eq!(fe.timeout.http_keep_alive, Duration::from_secs(10));
     assert_eq!(f.lb.maxconn, 10_000);
     assert_eq!(f.lb.access_log, AccessLog::Text);
+    assert_eq!(f.lb.threads, 0, "one per CPU");
 }
 
 #[test]
 fn every_key_is_read() {
     let f = parse(&format!(
-        "{}\n[lb]\nmaxconn = 500\naccess_log = \"json\"\n",
+        "{}\n[lb]\nmaxconn = 500\naccess_log = \"json\"\nthreads = 3\n",
         farm(
             "mode = \"http\"\nmaxconn = 50\ntimeout = { client = \"5s\", http_request = \"2s\", \
              http_keep_alive = \"1s\" }\nmax_header_size = 9000\nmax_body_size = 1048576\n",
@@ -107,6 +108,7 @@ fn every_key_is_read() {
     .unwrap();
     assert_eq!(f.lb.maxconn, 500);
     assert_eq!(f.lb.access_log, AccessLog::Json);
+    assert_eq!(f.lb.threads, 3);
     let fe = &f.frontends[0];
     assert_eq!(
         (fe.maxconn, fe.max_header_size, fe.max_body_size),
@@ -215,6 +217,8 @@ fn bad_values_name_their_keys() {
     assert!(e.contains("lb.access_log") && e.contains("json"), "{e}");
     let e = err(&format!("{}\n[lb]\nmaxconn = 0\n", farm("", "")));
     assert!(e.contains("lb.maxconn: must be at least 1"), "{e}");
+    let e = err(&format!("{}\n[lb]\nthreads = 65\n", farm("", "")));
+    assert!(e.contains("lb.threads: 65 is more than 64"), "{e}");
 }
 
 #[test]

@@ -50,14 +50,9 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The port of frontend `www` in [`farm_toml`]: the lb node listens on a loopback address of
+/// its own (webfarm-testkit), so the port is free there whatever other tests bind.
+pub const FRONTEND_PORT: u16 = 8080;
 
 /// The byte at offset `i` of every test body.
 pub fn pattern(i: u64) -> u8 {
@@ -161,7 +156,9 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(name: &str) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((webfarm_testkit::loopback_ip(), 0))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let mut s = TestServer {
             name: name.to_string(),
@@ -426,11 +423,15 @@ pub struct Extra {
     pub check: String,
     /// Lines of every `[[backends.servers]]`, by server index.
     pub servers: Vec<String>,
-    /// Tables after everything (`[lb]`...).
-    pub tail: String,
+    /// Lines of `[lb]`.
+    pub lb: String,
+    /// `[lb] threads`; 1 when not given, so that which pooled connection a request reuses
+    /// does not depend on which thread accepted it.
+    pub threads: Option<u16>,
 }
 
-/// The farm file of one lb node on 127.0.0.1 with frontend `www` on `port` and backend
+/// The farm file of one lb node on a loopback address of its own (admin port 9000) with
+/// frontend `www` on `port` and backend
 /// `web` over `servers` (name, address, weight).
 pub fn farm_toml(port: u16, servers: &[(&str, SocketAddr, u32)], checks: Checks) -> String {
     farm_toml_with(port, servers, checks, &Extra::default())
@@ -443,12 +444,8 @@ pub fn farm_toml_with(
     checks: Checks,
     extra: &Extra,
 ) -> String {
-    let admin = loop {
-        let p = free_port();
-        if p != port {
-            break p;
-        }
-    };
+    let ip = webfarm_testkit::loopback_ip();
+    let admin = if port == 9000 { 9001 } else { 9000 };
     let mut s = format!(
         r#"
 site = "www.foobar.com"
@@ -457,7 +454,7 @@ data_dir = "{data}"
 [[nodes]]
 name = "lb-1"
 role = "lb"
-address = "127.0.0.1"
+address = "{ip}"
 admin_port = {admin}
 
 [[frontends]]
@@ -495,7 +492,11 @@ timeout = "1s"
             extra.servers.get(i).map_or("", String::as_str)
         ));
     }
-    s.push_str(&extra.tail);
+    s.push_str(&format!(
+        "\n[lb]\nthreads = {}\n{}\n",
+        extra.threads.unwrap_or(1),
+        extra.lb
+    ));
     s
 }
 
@@ -511,7 +512,7 @@ pub async fn start_lb_extra(
     checks: Checks,
     extra: &Extra,
 ) -> TestLb {
-    let port = free_port();
+    let port = FRONTEND_PORT;
     let list: Vec<(&str, SocketAddr, u32)> = servers
         .iter()
         .zip(weights)
