@@ -266,6 +266,11 @@ impl Farm {
         if db.snapshot_threshold == 0 {
             problems.push("db.snapshot_threshold: must be at least 1".into());
         }
+        if let Some(site) = &raw.site {
+            if let Err(why) = check_site(site) {
+                problems.push(format!("site: {site:?} {why}"));
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -448,6 +453,33 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Checks that `site` is a DNS name (RFC 1123 §2.1: labels of ASCII letters, digits and `-`,
+/// not starting or ending with `-`, at most 63 bytes each, 253 in all): it travels as the
+/// `Host` header and names the farm in every Raft request. Internationalised names go in
+/// their ASCII (punycode) form.
+fn check_site(site: &str) -> Result<(), String> {
+    if site.is_empty() || site.len() > 253 {
+        return Err("must be a DNS name of 1 to 253 characters".into());
+    }
+    for label in site.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "is not a DNS name: label {label:?} must be 1 to 63 ASCII letters, digits or \
+                 '-', not starting or ending with '-' (write internationalised names in \
+                 punycode)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

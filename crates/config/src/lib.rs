@@ -56,6 +56,30 @@ address = "127.0.0.2"
 "#;
 
     #[test]
+    fn the_site_must_be_a_dns_name() {
+        for bad in [
+            "",
+            "bücher.de",
+            "www..foobar.com",
+            "-www.foobar.com",
+            "a b",
+            "x ",
+        ] {
+            let e = err(&format!("site = {bad:?}\n{MINIMAL}"));
+            assert!(e.contains("site: "), "{bad:?}: {e}");
+        }
+        for good in [
+            "www.foobar.com",
+            "xn--bcher-kva.de",
+            "test-123-4",
+            "localhost",
+        ] {
+            let farm = parse(&format!("site = {good:?}\n{MINIMAL}")).expect(good);
+            assert_eq!(farm.site, good);
+        }
+    }
+
+    #[test]
     fn builtin_is_the_seed_design() {
         let farm = Farm::builtin();
         assert_eq!(farm.site, "www.foobar.com");

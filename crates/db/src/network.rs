@@ -12,7 +12,8 @@
 //! is meant for (`X-Webfarm-Node`); a node that is not that node of that farm answers 421
 //! Misdirected Request (RFC 9110 §15.5.20) and hands nothing to Raft. Node ids are hashes of
 //! node names, so without this a node whose address was reused by another farm's node of the
-//! same name would take that farm's log entries and votes as its own.
+//! same name would take that farm's log entries and votes as its own. The site is therefore
+//! part of the db cluster's identity: renaming it needs every db node restarted together.
 //!
 //! The receiving side notes when the leader last reached this node ([`LeaderContact`]: an
 //! AppendEntries, heartbeats included, that the node accepted as coming from its leader), for
@@ -210,7 +211,13 @@ struct RaftState {
 struct Identity {
     site: Arc<str>,
     name: Arc<str>,
+    /// When a refusal was last logged: at most one line per [`REFUSAL_LOG_EVERY`], since a
+    /// misdirected leader retries at its heartbeat rate.
+    last_logged: Arc<Mutex<Option<Instant>>>,
 }
+
+/// How often a refused misdirected request is logged at most.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The receiving side: the router served on the node's Raft address, for node `name` of the
 /// farm whose `site` is `site`.
@@ -218,6 +225,7 @@ pub(crate) fn router(raft: Raft, contact: LeaderContact, site: &str, name: &str)
     let me = Identity {
         site: site.into(),
         name: name.into(),
+        last_logged: Arc::default(),
     };
     Router::new()
         .route("/raft/append", post(append))
@@ -233,7 +241,15 @@ async fn only_for_me(State(me): State<Identity>, req: Request, next: Next) -> Re
     match misdirected(&me, req.headers()) {
         None => next.run(req).await,
         Some(message) => {
-            tracing::warn!("refused a misdirected Raft request: {}", message.trim_end());
+            let now = Instant::now();
+            let mut last = me
+                .last_logged
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_EVERY) {
+                *last = Some(now);
+                tracing::warn!("refused a misdirected Raft request: {}", message.trim_end());
+            }
             (StatusCode::MISDIRECTED_REQUEST, message).into_response()
         }
     }
@@ -241,16 +257,20 @@ async fn only_for_me(State(me): State<Identity>, req: Request, next: Next) -> Re
 
 /// Why a request with `headers` is not for this node, if it is not.
 fn misdirected(me: &Identity, headers: &HeaderMap) -> Option<String> {
-    let named = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
-    let (site, node) = (named(SITE_HEADER), named(NODE_HEADER));
-    if site == Some(&*me.site) && node == Some(&*me.name) {
+    // Bytes, not `to_str()`: a header value need not be visible ASCII to match.
+    let named = |h: &str| headers.get(h).map(HeaderValue::as_bytes);
+    if named(SITE_HEADER) == Some(me.site.as_bytes())
+        && named(NODE_HEADER) == Some(me.name.as_bytes())
+    {
         return None;
     }
+    let named = |h: &str| named(h).map(String::from_utf8_lossy);
+    let (site, node) = (named(SITE_HEADER), named(NODE_HEADER));
     Some(format!(
         "this is node {} of farm {:?}; the request was meant for node {} of farm {}\n",
         me.name,
         me.site,
-        node.unwrap_or("(unnamed)"),
+        node.as_deref().unwrap_or("(unnamed)"),
         site.map_or("(unnamed)".to_string(), |s| format!("{s:?}")),
     ))
 }

@@ -127,7 +127,8 @@ pub enum LbError {
 /// [`LbOptions::default`] is what [`LbNode::start`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LbOptions {
-    /// Idle upstream connections kept per server. Default 64.
+    /// Idle upstream connections kept per server, shared out evenly among the node's
+    /// event-loop threads (each keeps at least one). Default 64.
     pub max_idle_per_server: usize,
     /// Idle upstream connections older than this are closed. Default 30s.
     pub idle_timeout: Duration,
@@ -157,7 +158,8 @@ impl LbControl {
     /// # Errors
     ///
     /// [`ReloadError`]: the built-in farm, an invalid file, or a change that needs a
-    /// restart (frontends, this node's address). The running configuration is kept.
+    /// restart (frontends, this node's address, the number of `[lb] threads`). The running
+    /// configuration is kept.
     pub fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         self.0.reload()
     }
@@ -180,8 +182,9 @@ impl LbNode {
     /// # Errors
     ///
     /// [`LbError::NotLb`] if `ctx.node` is not an lb node, [`LbError::BadSite`] for a site
-    /// name that is no valid `Host`, [`LbError::Bind`] if a frontend port cannot be bound
-    /// (nothing is started then).
+    /// name that is no valid `Host`, [`LbError::Bind`] if a frontend port cannot be bound,
+    /// [`LbError::Threads`] if the event-loop threads cannot be started (nothing is left
+    /// running then).
     pub async fn start(ctx: NodeContext) -> Result<LbNode, LbError> {
         LbNode::start_with(ctx, LbOptions::default()).await
     }
@@ -203,7 +206,7 @@ impl LbNode {
         })?;
         let threads = workers::count(ctx.farm.lb.threads);
         let limits = PoolLimits {
-            max_idle: options.max_idle_per_server,
+            max_idle: options.max_idle_per_server.div_ceil(threads).max(1),
             idle_timeout: options.idle_timeout,
             shards: threads,
         };
@@ -251,6 +254,7 @@ impl LbNode {
             &ctx.shutdown,
             options.grace_period,
         )
+        .await
         .map_err(|e| LbError::Threads {
             threads,
             message: e.to_string(),

@@ -279,8 +279,9 @@ impl Runtime {
 
     /// Re-reads the topology file the node was started with and applies it: new and changed
     /// backends, servers, weights and settings take effect for the next request; requests
-    /// in flight and idle keep-alive connections are kept. Frontends (names, ports, modes)
-    /// and this node's own address cannot change without a restart.
+    /// in flight and idle keep-alive connections are kept. Frontends (names, ports, modes),
+    /// this node's own address and the number of `[lb] threads` cannot change without a
+    /// restart.
     ///
     /// # Errors
     ///
@@ -320,7 +321,7 @@ impl Runtime {
                 .map(|fe| (fe.name.clone(), fe.port, fe.mode.as_str()))
                 .collect()
         };
-        if farm.lb.threads != old.farm.lb.threads {
+        if crate::workers::count(farm.lb.threads) != self.limits.shards {
             return Err(restart(
                 "[lb] threads changed; restart the node to run the new number of threads".into(),
             ));

@@ -24,56 +24,112 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use webfarm_node::Shutdown;
 
+use webfarm_config::MAX_LB_THREADS;
+
 use crate::runtime::Runtime;
 use crate::{frontend, pool};
 
 /// How many event-loop threads `[lb] threads = configured` means: `configured`, or one per
-/// CPU this process may run on when 0.
+/// CPU this process may run on when 0, at most [`MAX_LB_THREADS`].
 pub(crate) fn count(configured: u16) -> usize {
-    match configured {
+    let n = match configured {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         n => usize::from(n),
-    }
+    };
+    n.min(usize::from(MAX_LB_THREADS))
 }
 
 /// Starts `threads` event-loop threads named `lb-worker-K`, each serving every listener of
-/// `listeners` (frontend index, socket). Returns, per thread, a task of the caller's runtime
-/// that ends when the thread ended (with the thread's panic, if it panicked).
+/// `listeners` (frontend index, socket) until `shutdown` fires. Returns once every thread
+/// runs its event loop, with, per thread, a task of the caller's runtime that ends when the
+/// thread ended (with the thread's panic, if it panicked).
 ///
 /// # Errors
 ///
-/// A runtime or thread that could not be created (out of memory, thread limit); the
-/// threads already started are stopped by `shutdown`.
-pub(crate) fn start(
+/// A socket, runtime or thread that could not be created (descriptor or thread limit, out
+/// of memory). The threads already started are then stopped and joined before this returns,
+/// so nothing is left serving.
+pub(crate) async fn start(
     threads: usize,
     listeners: &[(usize, StdListener)],
     rt: &Arc<Runtime>,
     shutdown: &Shutdown,
     grace: Duration,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
+    // The threads stop on the node's shutdown, or on this function's own when a later
+    // thread fails to start.
+    let (abort, stop) = Shutdown::new();
+    let node_stop = shutdown.clone();
+    let abort = Arc::new(abort);
+    let forward = {
+        let abort = abort.clone();
+        tokio::spawn(async move {
+            node_stop.wait().await;
+            abort.trigger();
+        })
+    };
     let mut handles = Vec::with_capacity(threads);
     for k in 0..threads {
-        let own = listeners
-            .iter()
-            .map(|(index, l)| Ok((*index, l.try_clone()?)))
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (rt, shutdown) = (rt.clone(), shutdown.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("lb-worker-{k}"))
-            .spawn(move || {
-                pool::set_shard(k);
-                runtime.block_on(serve(own, rt, shutdown, grace));
-            })?;
-        handles.push(tokio::task::spawn_blocking(move || {
-            if let Err(panic) = thread.join() {
-                std::panic::resume_unwind(panic);
+        match start_one(k, listeners, rt, &stop, grace).await {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                abort.trigger();
+                for h in handles {
+                    let _ = h.await;
+                }
+                forward.abort();
+                return Err(e);
             }
-        }));
+        }
     }
     Ok(handles)
+}
+
+/// Starts thread `k`; returns once its runtime is built and it serves.
+async fn start_one(
+    k: usize,
+    listeners: &[(usize, StdListener)],
+    rt: &Arc<Runtime>,
+    stop: &Shutdown,
+    grace: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    let own = listeners
+        .iter()
+        .map(|(index, l)| Ok((*index, l.try_clone()?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let (rt, stop) = (rt.clone(), stop.clone());
+    let (started, built) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("lb-worker-{k}"))
+        .spawn(move || {
+            // Built here, not by the caller: a runtime must not be dropped (as it would be
+            // if the spawn failed) inside the caller's async context.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = started.send(Err(e));
+                    return;
+                }
+            };
+            let _ = started.send(Ok(()));
+            pool::set_shard(k);
+            runtime.block_on(serve(own, rt, stop, grace));
+        })?;
+    let joined = tokio::task::spawn_blocking(move || {
+        if let Err(panic) = thread.join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
+    match built.await {
+        Ok(Ok(())) => Ok(joined),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other(format!(
+            "lb-worker-{k} ended before it started"
+        ))),
+    }
 }
 
 /// One thread's work: every frontend on its own clone of the listener, until shutdown and

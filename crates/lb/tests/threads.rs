@@ -43,7 +43,7 @@ fn workers() -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_thread_serves_and_all_stop_with_the_node() {
+async fn the_threads_serve_together_and_stop_with_the_node() {
     let s = [
         TestServer::start("web-1").await,
         TestServer::start("web-2").await,
@@ -71,7 +71,7 @@ async fn every_thread_serves_and_all_stop_with_the_node() {
     let served: u64 = s.iter().map(TestServer::hits).sum();
     assert_eq!(served, 150, "every request reached a server once");
 
-    // The node's wait() joins its threads.
+    // The node's wait() joins its threads (their /proc entries may outlive the join a bit).
     lb.stop().await;
-    assert_eq!(workers(), 0, "the threads ended with the node");
+    eventually("the threads ended with the node", || workers() == 0).await;
 }

@@ -8,27 +8,56 @@
 //! `127.A.B.C` needs no setup, and a port on an address of its own cannot be taken by another
 //! test.
 //!
-//! Layout: `A` is 64 + (process id mod 63), so concurrent test processes differ; `B.C` counts
-//! the addresses this process handed out (`C` in 1..=254). `127.0.x.x` (the default farm's
-//! `127.0.1.x` and the cli tests' `127.0.N.x`) is never used.
+//! Layout: each process takes a block `127.A.0.0/16` (A in 64..=126) that no other running
+//! process holds: it keeps a listener on the block's sentinel address `127.A.255.254:1024`
+//! for its whole life, and the kernel lets only one process bind it. The search starts at
+//! 64 + (process id mod 63), so concurrent processes (`cargo nextest`, two checkouts testing
+//! at once) usually get their first choice. `B.C` counts the addresses this process handed out
+//! (`C` in 1..=254, `B` below 255). `127.0.x.x` (the default farm's `127.0.1.x` and the cli
+//! tests' `127.0.N.x`) is never used.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 static NEXT_IP: AtomicU32 = AtomicU32::new(0);
+static BLOCK: OnceLock<(u8, TcpListener)> = OnceLock::new();
+
+/// The port of each block's sentinel listener.
+const SENTINEL_PORT: u16 = 1024;
+
+/// This process's `A` (see the crate docs), reserved on first use.
+///
+/// # Panics
+/// When every block is held by another running process.
+fn block() -> u8 {
+    BLOCK
+        .get_or_init(|| {
+            let first = std::process::id() % 63;
+            (0..63)
+                .map(|i| 64 + ((first + i) % 63) as u8)
+                .find_map(|a| {
+                    let sentinel = Ipv4Addr::new(127, a, 255, 254);
+                    TcpListener::bind((sentinel, SENTINEL_PORT))
+                        .ok()
+                        .map(|l| (a, l))
+                })
+                .expect("every 127.64-126.0.0/16 test block is held by another process")
+        })
+        .0
+}
 static HANDED_OUT: Mutex<Option<HashSet<SocketAddr>>> = Mutex::new(None);
 
-/// A loopback address this process has not handed out before, on a `127.A.x.x` range that no
-/// concurrently running test process uses (see the crate docs).
+/// A loopback address this process has not handed out before, in a `127.A.0.0/16` block that
+/// no other running test process holds (see the crate docs).
 ///
 /// # Panics
 /// After 64,770 addresses in one process.
 pub fn loopback_ip() -> Ipv4Addr {
     let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
     assert!(n < 255 * 254, "out of test loopback addresses");
-    let a = 64 + (std::process::id() % 63) as u8;
+    let a = block();
     let b = (n / 254) as u8;
     let c = (n % 254) as u8 + 1;
     Ipv4Addr::new(127, a, b, c)
@@ -70,6 +99,9 @@ mod tests {
         let b = loopback_ip();
         assert_ne!(a, b);
         assert!(a.is_loopback() && a.octets()[1] >= 64);
+        // The block is held: nobody else can take its sentinel.
+        let sentinel = Ipv4Addr::new(127, a.octets()[1], 255, 254);
+        assert!(TcpListener::bind((sentinel, SENTINEL_PORT)).is_err());
         let p = free_port(a);
         let q = free_port(a);
         assert_ne!(p, q, "a port is handed out once");

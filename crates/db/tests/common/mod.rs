@@ -36,7 +36,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Writes the farm (free ports, temp dir) without starting anything.
+    /// Writes the farm (own loopback addresses, temp dir) without starting anything.
     pub fn new(n: usize, snapshot_threshold: u64) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "webfarm-db-test-{}-{}",
