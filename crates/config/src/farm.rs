@@ -119,7 +119,10 @@ pub struct DbSettings {
     /// plus a random election timeout before it campaigns, so a dead leader is replaced after
     /// about `1.5 t + [t, 1.5 t)` plus one vote round: 0.75–0.9s with the default 300ms.
     pub election_timeout: Duration,
-    /// Applied log entries between two snapshots. Default 1000.
+    /// Applied log entries between two snapshots. Default 8192, rqlite's default: a snapshot
+    /// copies the whole database (`VACUUM INTO` + fsync), so taking one every 1000 entries
+    /// put that I/O beside the log's fsyncs every few seconds under load (the p99 write
+    /// latency doubled; BENCHMARKS.md).
     pub snapshot_threshold: u64,
 }
 
@@ -254,7 +257,7 @@ impl Farm {
                 .db
                 .election_timeout
                 .unwrap_or(Duration::from_millis(300)),
-            snapshot_threshold: raw.db.snapshot_threshold.unwrap_or(1000),
+            snapshot_threshold: raw.db.snapshot_threshold.unwrap_or(8192),
         };
         if db.heartbeat_interval.is_zero() || db.heartbeat_interval >= db.election_timeout {
             problems.push(format!(
