@@ -4,6 +4,8 @@
 //!   leads; a follower forwards.
 //! - `linearizable`: the leader confirms with a quorum that it still leads and waits until it
 //!   applied the commit index of that moment (openraft's `ensure_linearizable`), then reads.
+//!   `linearizable_timeout=D` bounds that wait (rqlite's parameter; default
+//!   [`LINEARIZABLE_TIMEOUT`]): past it the read is not served, 503.
 //! - `strong`: the statements go through the Raft log as an entry of their own kind (read-only
 //!   statements only), and the leader answers with the rows its apply gave.
 //! - `none`: the local copy of whichever node answers. With `freshness=D` a follower that has
@@ -22,6 +24,10 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a `linearizable` read waits for a quorum to confirm the leader when the request
+/// does not say (`linearizable_timeout`); rqlite's server default.
+pub(crate) const LINEARIZABLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -128,6 +134,10 @@ impl Api {
                 "freshness_strict requires freshness",
             );
         }
+        let linearizable_timeout = match req.flags.duration("linearizable_timeout") {
+            Ok(d) => d.unwrap_or(LINEARIZABLE_TIMEOUT),
+            Err(e) => return r.error(StatusCode::BAD_REQUEST, e),
+        };
         let blob_array = req.flags.flag("blob_array");
         match level {
             Level::Strong => {
@@ -160,7 +170,18 @@ impl Api {
             }
         }
         if level == Level::Linearizable {
-            match self.raft.ensure_linearizable().await {
+            let confirmed =
+                tokio::time::timeout(linearizable_timeout, self.raft.ensure_linearizable()).await;
+            let Ok(confirmed) = confirmed else {
+                return r.error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "leadership not confirmed by a quorum within linearizable_timeout \
+                         ({linearizable_timeout:?}); the read was not served"
+                    ),
+                );
+            };
+            match confirmed {
                 Ok(_) => {}
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                     return self.forward_to(req, &f, false).await

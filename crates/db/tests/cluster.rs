@@ -240,3 +240,46 @@ async fn a_cluster_serves_the_rqlite_api_from_any_node() {
 
     c.stop_all().await;
 }
+
+/// `linearizable_timeout` (rqlite's parameter) bounds how long a linearizable read waits for a
+/// quorum: a leader whose followers no longer answer (connections accepted, nothing said, as
+/// with a paused process or a dropped network) answers 503 at that bound; one whose followers
+/// refuse connections fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_linearizable_read_without_a_quorum_ends_at_its_timeout() {
+    let mut c = Cluster::start_all(3, 1000).await;
+    let leader = c.leader().await;
+    let read = |timeout: &str| {
+        format!("/db/query?level=linearizable&linearizable_timeout={timeout}&q=SELECT%201")
+    };
+    let (status, v) = c.get(leader, &read("soon")).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("linearizable_timeout"), "{v}");
+    let (status, v) = c.get(leader, &read("2s")).await;
+    assert_eq!(status, 200, "with a quorum: {v}");
+
+    // The followers stop; something that accepts connections and never answers takes their
+    // Raft addresses.
+    let mut silent = Vec::new();
+    for i in 0..3 {
+        if i != leader {
+            c.stop(i).await;
+            let addr = c.farm.nodes[i].raft_addr();
+            silent.push(std::net::TcpListener::bind(addr).expect("bind the silent listener"));
+        }
+    }
+    let started = std::time::Instant::now();
+    let (status, v) = c.get(leader, &read("50ms")).await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "no quorum: {v}");
+    assert!(
+        v.to_string().contains("within linearizable_timeout (50ms)"),
+        "{v} after {took:?}"
+    );
+    assert!(took < common::DEADLINE, "answered in {took:?}");
+
+    // Refused connections: openraft knows at once that there is no quorum.
+    drop(silent);
+    let (status, v) = c.get(leader, &read("10s")).await;
+    assert_eq!(status, 503, "no quorum: {v}");
+}
