@@ -7,23 +7,10 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{bin, eventually, temp_dir, TestFarm};
+use common::{bin, db_farm_toml, eventually, temp_dir, TestFarm};
 use serde_json::{json, Value};
 
 const NET: u8 = 72;
-
-fn db_farm_toml(net: u8) -> String {
-    let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
-    for i in 1..=4 {
-        s += &format!(
-            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"127.0.{net}.3{i}\"\n"
-        );
-        if i == 4 {
-            s += "replica = \"learner\"\n";
-        }
-    }
-    s + "[db]\nsnapshot_threshold = 20\n"
-}
 
 fn run(farm: &TestFarm, args: &[&str]) -> (bool, String, String) {
     let o: Output = farm.webfarm(args);

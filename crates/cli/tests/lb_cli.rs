@@ -87,11 +87,10 @@ fn lb_commands_and_reload() {
     // The lb node on a loopback address of its own: no other test takes its ports.
     let ip = webfarm_testkit::loopback_ip();
     let (admin, port) = (9000, 8080);
-    std::fs::write(
-        &config,
-        farm(ip, admin, port, &[("s1", ports[0], 1), ("s2", ports[1], 1)]),
-    )
-    .unwrap();
+    let write_farm = |servers: &[(&str, u16, u32)]| {
+        std::fs::write(&config, farm(ip, admin, port, servers)).unwrap();
+    };
+    write_farm(&[("s1", ports[0], 1), ("s2", ports[1], 1)]);
     let lb = Lb(Command::new(common::bin())
         .args(["run", "--node", "lb-1", "--config"])
         .arg(&config)
@@ -144,20 +143,11 @@ fn lb_commands_and_reload() {
     assert!(!out.status.success());
 
     // `webfarm reload`: a new server.
-    std::fs::write(
-        &config,
-        farm(
-            ip,
-            admin,
-            port,
-            &[
-                ("s1", ports[0], 1),
-                ("s2", ports[1], 1),
-                ("s3", ports[2], 1),
-            ],
-        ),
-    )
-    .unwrap();
+    write_farm(&[
+        ("s1", ports[0], 1),
+        ("s2", ports[1], 1),
+        ("s3", ports[2], 1),
+    ]);
     let out = webfarm(&config, &["reload"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -171,20 +161,11 @@ fn lb_commands_and_reload() {
     assert_eq!(server(&v, "s2")["admin"], "drain", "run-time state kept");
 
     // SIGHUP: s2's weight from the file.
-    std::fs::write(
-        &config,
-        farm(
-            ip,
-            admin,
-            port,
-            &[
-                ("s1", ports[0], 1),
-                ("s2", ports[1], 7),
-                ("s3", ports[2], 1),
-            ],
-        ),
-    )
-    .unwrap();
+    write_farm(&[
+        ("s1", ports[0], 1),
+        ("s2", ports[1], 7),
+        ("s3", ports[2], 1),
+    ]);
     let pid = lb.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
@@ -199,7 +180,7 @@ fn lb_commands_and_reload() {
     // which keeps running as it was.
     let valid = dir.join("valid.toml");
     std::fs::copy(&config, &valid).unwrap();
-    std::fs::write(&config, farm(ip, admin, port, &[("s1", ports[0], 999)])).unwrap();
+    write_farm(&[("s1", ports[0], 999)]);
     let out = webfarm(&config, &["reload"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -10,24 +10,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bin, temp_dir, TestFarm};
+use common::{bin, db_farm_toml, temp_dir, TestFarm};
 use serde_json::json;
 
 const NET: u8 = 71;
-
-/// Three voters db-1..3 and a learner db-4 on `127.0.<net>.3i`, nothing else.
-pub fn db_farm_toml(net: u8) -> String {
-    let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
-    for i in 1..=4 {
-        s += &format!(
-            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"127.0.{net}.3{i}\"\n"
-        );
-        if i == 4 {
-            s += "replica = \"learner\"\n";
-        }
-    }
-    s + "[db]\nsnapshot_threshold = 20\n"
-}
 
 /// Runs `webfarm sql ARGS --config <farm>` with `stdin` as its standard input.
 fn sql(farm: &TestFarm, args: &[&str], stdin: &str, home: &Path) -> Output {

@@ -5,19 +5,23 @@ use super::*;
 use crate::types::{Params, SqlStatement};
 use openraft::{CommittedLeaderId, Entry};
 
+/// `sql` as statements without parameters.
+fn statements(sql: &[&str]) -> Vec<SqlStatement> {
+    sql.iter()
+        .map(|s| SqlStatement {
+            sql: (*s).to_string(),
+            params: Params::None,
+        })
+        .collect()
+}
+
 /// A normal entry at `index` (term 1) with `sql`, one statement each.
 pub(crate) fn entry(index: u64, sql: &[&str]) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(Command::sql(
             SqlRequest {
-                statements: sql
-                    .iter()
-                    .map(|s| SqlStatement {
-                        sql: (*s).to_string(),
-                        params: Params::None,
-                    })
-                    .collect(),
+                statements: statements(sql),
                 ..SqlRequest::default()
             },
             0,
@@ -42,10 +46,35 @@ pub(crate) fn temp_dir(what: &str) -> Dir {
     Dir(dir)
 }
 
+/// A write connection on `db.sqlite` in a fresh [`temp_dir`].
+fn open_writer(what: &str) -> (Dir, WriteConn) {
+    let dir = temp_dir(what);
+    let w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+    (dir, w)
+}
+
+/// The single integer `sql` returns.
+fn query_int(c: &Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Every row `sql` returns, through `row`.
+fn query_all<T>(
+    c: &Connection,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    c.prepare(sql)
+        .unwrap()
+        .query_map([], row)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 #[test]
 fn a_storage_fault_rolls_the_whole_batch_back() {
-    let dir = temp_dir("fault");
-    let mut w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+    let (_dir, mut w) = open_writer("fault");
     let (r, last) = w
         .apply_batch(&[entry(
             1,
@@ -60,10 +89,7 @@ fn a_storage_fault_rolls_the_whole_batch_back() {
     );
 
     // The file may not grow any more, as on a full disk.
-    let pages: i64 = w
-        .conn()
-        .query_row("PRAGMA page_count", [], |r| r.get(0))
-        .unwrap();
+    let pages = query_int(w.conn(), "PRAGMA page_count");
     w.conn()
         .pragma_update(None, "max_page_count", pages)
         .unwrap();
@@ -77,18 +103,14 @@ fn a_storage_fault_rolls_the_whole_batch_back() {
     assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
     let (applied, _) = read_applied(w.conn()).unwrap();
     assert_eq!(applied.map(|l| l.index), Some(1), "not recorded as applied");
-    let n: i64 = w
-        .conn()
-        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-        .unwrap();
+    let n = query_int(w.conn(), "SELECT count(*) FROM t");
     assert_eq!(n, 0, "entry 2 was rolled back with the batch");
     assert!(w.conn().is_autocommit(), "no transaction left open");
 }
 
 #[test]
 fn user_sql_cannot_fake_a_storage_fault() {
-    let dir = temp_dir("pragmas");
-    let mut w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+    let (dir, mut w) = open_writer("pragmas");
     let target = dir.0.join("no-such-dir").join("copy.db");
     let vacuum = format!("VACUUM INTO '{}'", target.display());
     let (r, _) = w
@@ -130,13 +152,7 @@ fn entry_of(index: u64, requests: Vec<Request>) -> Entry<TypeConfig> {
 
 fn sql_request(sql: &[&str], transaction: bool) -> Request {
     Request::Sql(SqlRequest {
-        statements: sql
-            .iter()
-            .map(|s| SqlStatement {
-                sql: (*s).to_string(),
-                params: Params::None,
-            })
-            .collect(),
+        statements: statements(sql),
         transaction,
         ..SqlRequest::default()
     })
@@ -209,8 +225,7 @@ fn foreign_keys_apply_from_the_next_entry_whatever_the_batching() {
 
 #[test]
 fn connection_settings_cannot_be_changed_by_user_sql() {
-    let dir = temp_dir("pragma-policy");
-    let mut w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+    let (_dir, mut w) = open_writer("pragma-policy");
     let (r, _) = w
         .apply_batch(&[entry(
             1,
@@ -234,22 +249,15 @@ fn connection_settings_cannot_be_changed_by_user_sql() {
     assert!(matches!(out[3].result, StatementResult::Write { .. }));
     assert!(error_of(&out[4]).contains("PRAGMA optimize is not allowed"));
     assert!(matches!(out[5].result, StatementResult::Write { .. }));
-    let v: i64 = w
-        .conn()
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v = query_int(w.conn(), "PRAGMA user_version");
     assert_eq!(v, 7, "a setting kept in the file replicates like a write");
-    let rt: i64 = w
-        .conn()
-        .query_row("PRAGMA recursive_triggers", [], |r| r.get(0))
-        .unwrap();
+    let rt = query_int(w.conn(), "PRAGMA recursive_triggers");
     assert_eq!(rt, 0);
 }
 
 #[test]
 fn each_request_of_an_entry_keeps_its_own_results_and_transaction() {
-    let dir = temp_dir("requests");
-    let mut w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+    let (_dir, mut w) = open_writer("requests");
     w.apply_batch(&[entry(
         1,
         &["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"],
@@ -329,33 +337,23 @@ fn a_load_replaces_the_user_tables_with_the_files() {
     assert_eq!(last.map(|l| l.index), Some(3));
     assert!(r[0].results[0].is_empty(), "{:?}", r[0]);
     let c = w.conn();
-    let names: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite%' AND name <> '_webfarm_raft' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let names: Vec<String> = query_all(
+        c,
+        "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite%' AND name <> '_webfarm_raft' ORDER BY name",
+        |r| r.get(0),
+    );
     assert_eq!(names, ["a", "a_log", "av", "b", "b_x"]);
-    let a: Vec<(i64, String)> = c
-        .prepare("SELECT id, v FROM a ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let a: Vec<(i64, String)> = query_all(c, "SELECT id, v FROM a ORDER BY id", |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    });
     assert_eq!(
         a,
         [(2, "two".into()), (3, "three".into())],
         "AUTOINCREMENT continues"
     );
-    let b: Vec<(i64, String)> = c
-        .prepare("SELECT rowid, x FROM b ORDER BY rowid")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let b: Vec<(i64, String)> = query_all(c, "SELECT rowid, x FROM b ORDER BY rowid", |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    });
     // The file's rows as they are (its trigger had fired there), rowids kept; the trigger
     // fires again only for writes after the load.
     let want: Vec<(i64, String)> = vec![
@@ -379,10 +377,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
         "{:?}",
         r[0]
     );
-    let n: i64 = w
-        .conn()
-        .query_row("SELECT count(*) FROM a", [], |r| r.get(0))
-        .unwrap();
+    let n = query_int(w.conn(), "SELECT count(*) FROM a");
     assert_eq!(n, 2);
     assert!(std::fs::read_dir(&dir.0).unwrap().all(|e| !e
         .unwrap()

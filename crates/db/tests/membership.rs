@@ -89,15 +89,37 @@ async fn count_rows(c: &Cluster, i: usize, min_index: u64) -> Value {
         .clone()
 }
 
+/// Starts nodes `0..n`; the leader's index.
+async fn start_first(c: &mut Cluster, n: usize) -> usize {
+    for i in 0..n {
+        c.start(i).await;
+    }
+    c.leader().await
+}
+
+/// Creates table `t` through node `i` and inserts `n` rows; the last write's Raft index.
+async fn create_and_fill(c: &Cluster, i: usize, n: usize) -> u64 {
+    c.execute(i, "/db/execute", r#"["CREATE TABLE t (v TEXT)"]"#)
+        .await;
+    insert_rows(c, i, 0, n).await
+}
+
+/// Asks node `i` to promote the learner `id` to voter.
+async fn promote(c: &Cluster, i: usize, id: &str) -> (u16, Value) {
+    call(c, i, Method::POST, "/cluster/promote", json!({"id": id})).await
+}
+
+/// Asks node `i` to have the leader hand leadership to `to`.
+async fn step_down_to(c: &Cluster, i: usize, to: &str) -> (u16, Value) {
+    call(c, i, Method::POST, "/cluster/step-down", json!({"to": to})).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_learner_replicates_serves_reads_and_never_counts_for_the_quorum() {
     // Two voters and a learner: if the learner counted, one voter and the learner would make
     // a majority of three.
     let mut c = with_learners(3, 1000, &[2]);
-    for i in 0..3 {
-        c.start(i).await;
-    }
-    let leader = c.leader().await;
+    let leader = start_first(&mut c, 3).await;
     assert_ne!(leader, 2, "a learner never leads");
     // The learner of a forming cluster asked to be added.
     until("db-3 is a learner of the cluster", || {
@@ -110,9 +132,7 @@ async fn a_learner_replicates_serves_reads_and_never_counts_for_the_quorum() {
     assert_eq!(c.status(2)["raft_state"], "Learner");
 
     // It receives the log and serves reads at level none; writes through it are forwarded.
-    c.execute(2, "/db/execute", r#"["CREATE TABLE t (v TEXT)"]"#)
-        .await;
-    let idx = insert_rows(&c, 2, 0, 3).await;
+    let idx = create_and_fill(&c, 2, 3).await;
     assert_eq!(count_rows(&c, 2, idx).await, json!([[3]]));
     let (status, _) = c.get(2, "/readyz").await;
     assert_eq!(status, 200);
@@ -149,13 +169,8 @@ async fn membership_changes_at_run_time_and_persists_across_restarts() {
     // db-4 is a learner of the farm file, started only once the cluster holds data, with a
     // compacted log: it waits to be added and catches up from a snapshot.
     let mut c = with_learners(4, 20, &[3]);
-    for i in 0..3 {
-        c.start(i).await;
-    }
-    let leader = c.leader().await;
-    c.execute(leader, "/db/execute", r#"["CREATE TABLE t (v TEXT)"]"#)
-        .await;
-    let idx = insert_rows(&c, leader, 0, 60).await;
+    let leader = start_first(&mut c, 3).await;
+    let idx = create_and_fill(&c, leader, 60).await;
     until("the leader compacted its log", || {
         c.status(leader)["purged_index"].as_u64().unwrap_or(0) > 0
     })
@@ -168,14 +183,7 @@ async fn membership_changes_at_run_time_and_persists_across_restarts() {
 
     // Errors are clear and change nothing.
     let f = c.other_than(leader);
-    let (status, v) = call(
-        &c,
-        f,
-        Method::POST,
-        "/cluster/promote",
-        json!({"id": "db-4"}),
-    )
-    .await;
+    let (status, v) = promote(&c, f, "db-4").await;
     assert_eq!(status, 404, "{v}");
     let (status, v) = call(&c, f, Method::DELETE, "/remove", json!({"id": "db-9"})).await;
     assert_eq!(status, 404, "{v}");
@@ -195,36 +203,15 @@ async fn membership_changes_at_run_time_and_persists_across_restarts() {
     })
     .await;
     assert_eq!(c.status(3)["raft_state"], "Learner");
-    let (status, v) = call(
-        &c,
-        f,
-        Method::POST,
-        "/cluster/step-down",
-        json!({"to": "db-4"}),
-    )
-    .await;
+    let (status, v) = step_down_to(&c, f, "db-4").await;
     assert_eq!(status, 409, "a learner cannot lead: {v}");
 
     // Promote it, then hand leadership to it.
-    let (status, v) = call(
-        &c,
-        f,
-        Method::POST,
-        "/cluster/promote",
-        json!({"id": "db-4"}),
-    )
-    .await;
+    let (status, v) = promote(&c, f, "db-4").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(c.status(leader)["voters"].as_array().map(Vec::len), Some(4));
     let before = c.status(leader)["term"].as_u64().expect("term");
-    let (status, v) = call(
-        &c,
-        f,
-        Method::POST,
-        "/cluster/step-down",
-        json!({"to": "db-4"}),
-    )
-    .await;
+    let (status, v) = step_down_to(&c, f, "db-4").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["leader"], "db-4", "{v}");
     assert_eq!(c.leader().await, 3);
@@ -276,9 +263,7 @@ async fn membership_changes_at_run_time_and_persists_across_restarts() {
 async fn a_wiped_voter_is_removed_then_added_back() {
     let mut c = Cluster::start_all(3, 20).await;
     let leader = c.leader().await;
-    c.execute(leader, "/db/execute", r#"["CREATE TABLE t (v TEXT)"]"#)
-        .await;
-    let idx = insert_rows(&c, leader, 0, 40).await;
+    let idx = create_and_fill(&c, leader, 40).await;
     let wiped = c.other_than(leader);
     c.wait_applied(wiped, idx).await;
     c.stop(wiped).await;

@@ -18,6 +18,14 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `body` through node `via` and waits until node `on` applied it; its Raft index.
+async fn write_applied(c: &Cluster, via: usize, body: &str, on: usize) -> u64 {
+    let v = c.execute(via, "/db/execute", body).await;
+    let idx = v["raft_index"].as_u64().expect("raft_index");
+    c.wait_applied(on, idx).await;
+    idx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_fault_while_running_stops_the_node_with_an_error() {
     let mut c = Cluster::start_all(1, 1000).await;
@@ -66,16 +74,14 @@ async fn a_storage_fault_while_running_stops_the_node_with_an_error() {
 async fn a_wiped_voter_refuses_to_rejoin_empty() {
     let mut c = Cluster::start_all(3, 1000).await;
     let leader = c.leader().await;
-    let v = c
-        .execute(
-            leader,
-            "/db/execute",
-            r#"["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('kept')"]"#,
-        )
-        .await;
-    let idx = v["raft_index"].as_u64().expect("raft_index");
     let wiped = c.other_than(leader);
-    c.wait_applied(wiped, idx).await;
+    write_applied(
+        &c,
+        leader,
+        r#"["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('kept')"]"#,
+        wiped,
+    )
+    .await;
     c.stop(wiped).await;
     std::fs::remove_dir_all(c.data_dir(wiped)).expect("wipe");
 
@@ -107,11 +113,7 @@ async fn a_late_node_joins_a_cluster_that_holds_no_data_yet() {
     c.leader().await;
     c.start(2).await;
     c.leader().await;
-    let v = c
-        .execute(2, "/db/execute", r#"["CREATE TABLE t (v TEXT)"]"#)
-        .await;
-    let idx = v["raft_index"].as_u64().expect("raft_index");
-    c.wait_applied(2, idx).await;
+    write_applied(&c, 2, r#"["CREATE TABLE t (v TEXT)"]"#, 2).await;
     assert_eq!(c.status(2)["has_data"], true, "{}", c.status(2));
     c.stop_all().await;
 }
@@ -121,15 +123,13 @@ async fn a_min_index_beyond_the_log_is_answered_at_once() {
     let mut c = Cluster::start_all(3, 1000).await;
     let leader = c.leader().await;
     let f = c.other_than(leader);
-    let v = c
-        .execute(
-            leader,
-            "/db/execute",
-            r#"["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('a')"]"#,
-        )
-        .await;
-    let idx = v["raft_index"].as_u64().expect("raft_index");
-    c.wait_applied(f, idx).await;
+    let idx = write_applied(
+        &c,
+        leader,
+        r#"["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('a')"]"#,
+        f,
+    )
+    .await;
 
     let forged = u64::MAX;
     for node in [leader, f] {

@@ -33,23 +33,27 @@ pub(crate) fn routes(rt: Arc<Runtime>) -> Router {
         .with_state(rt)
 }
 
+/// An error answer: the status and `{"error": text}`.
+type Refusal = (StatusCode, Json<Value>);
+
+fn refusal(status: StatusCode, text: String) -> Refusal {
+    (status, Json(json!({ "error": text })))
+}
+
 fn error(status: StatusCode, text: String) -> Response {
-    (status, Json(json!({ "error": text }))).into_response()
+    refusal(status, text).into_response()
 }
 
 async fn list(State(rt): State<Arc<Runtime>>) -> Json<Value> {
     Json(json!({ "backends": backends_status(&rt.snapshot().backends) }))
 }
 
-fn find(
-    rt: &Runtime,
-    backend: &str,
-    server: &str,
-) -> Result<Arc<ServerState>, (StatusCode, String)> {
+/// The server `backend/server`, or the 404 answer naming what exists.
+fn find(rt: &Runtime, backend: &str, server: &str) -> Result<Arc<ServerState>, Refusal> {
     let snap = rt.snapshot();
     let Some(b) = snap.backend(backend) else {
         let names: Vec<&str> = snap.backends.iter().map(|b| b.name()).collect();
-        return Err((
+        return Err(refusal(
             StatusCode::NOT_FOUND,
             format!("no backend {backend:?}; backends: {}", names.join(", ")),
         ));
@@ -58,7 +62,7 @@ fn find(
         Some(m) => Ok(m.state.clone()),
         None => {
             let names: Vec<&str> = b.members.iter().map(|m| m.state.name()).collect();
-            Err((
+            Err(refusal(
                 StatusCode::NOT_FOUND,
                 format!(
                     "no server {server:?} in backend {backend:?}; servers: {}",
@@ -88,19 +92,16 @@ async fn set_weight(
     State(rt): State<Arc<Runtime>>,
     Path((backend, server)): Path<(String, String)>,
     body: String,
-) -> Response {
-    let s = match find(&rt, &backend, &server) {
-        Ok(s) => s,
-        Err((status, text)) => return error(status, text),
-    };
+) -> Result<Response, Refusal> {
+    let s = find(&rt, &backend, &server)?;
     let text = value(&body, "weight");
     let weight = match text.parse::<u32>() {
         Ok(w) if w <= 256 => w,
         _ => {
-            return error(
+            return Err(refusal(
                 StatusCode::BAD_REQUEST,
                 format!("weight {text:?} is not a number in 0..=256"),
-            )
+            ))
         }
     };
     let old = s.weight();
@@ -109,24 +110,21 @@ async fn set_weight(
         "Server {} weight changed from {old} to {weight} (admin)",
         s.id
     );
-    Json(json!({ "server": s.id, "weight": weight, "previous": old })).into_response()
+    Ok(Json(json!({ "server": s.id, "weight": weight, "previous": old })).into_response())
 }
 
 async fn set_state(
     State(rt): State<Arc<Runtime>>,
     Path((backend, server)): Path<(String, String)>,
     body: String,
-) -> Response {
-    let s = match find(&rt, &backend, &server) {
-        Ok(s) => s,
-        Err((status, text)) => return error(status, text),
-    };
+) -> Result<Response, Refusal> {
+    let s = find(&rt, &backend, &server)?;
     let text = value(&body, "state");
     let Some(state) = AdminState::parse(&text) else {
-        return error(
+        return Err(refusal(
             StatusCode::BAD_REQUEST,
             format!("state {text:?} is not one of ready, drain, maint"),
-        );
+        ));
     };
     let old = s.set_admin(state);
     let what = match state {
@@ -140,8 +138,10 @@ async fn set_state(
         old.as_str(),
         s.current_conns()
     );
-    Json(json!({ "server": s.id, "state": state.as_str(), "previous": old.as_str() }))
-        .into_response()
+    Ok(
+        Json(json!({ "server": s.id, "state": state.as_str(), "previous": old.as_str() }))
+            .into_response(),
+    )
 }
 
 async fn reload(State(rt): State<Arc<Runtime>>) -> Response {

@@ -49,10 +49,7 @@ fn lines_with(needle: &str) -> Vec<String> {
 #[tokio::test]
 async fn one_text_line_per_request_with_haproxy_timers() {
     capture();
-    let mut s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let mut s = servers::<2>().await;
     let checks = Checks {
         inter: "1h",
         retries: 0,

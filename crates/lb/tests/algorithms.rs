@@ -10,14 +10,6 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 
-async fn three() -> Vec<TestServer> {
-    vec![
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-        TestServer::start("web-3").await,
-    ]
-}
-
 /// The farm text with `balance` replaced.
 async fn lb_with(s: &[TestServer], weights: &[u32], backend_lines: &str) -> TestLb {
     let refs: Vec<&TestServer> = s.iter().collect();
@@ -44,7 +36,7 @@ async fn counts(lb: &TestLb, paths: impl IntoIterator<Item = String>) -> HashMap
 
 #[tokio::test]
 async fn static_rr_is_weighted() {
-    let s = three().await;
+    let s = servers::<3>().await;
     let lb = lb_with(&s, &[1, 2, 3], "balance = \"static-rr\"").await;
     let c = counts(&lb, (0..60).map(|_| "/".to_string())).await;
     assert_eq!((c["web-1"], c["web-2"], c["web-3"]), (10, 20, 30), "{c:?}");
@@ -53,7 +45,7 @@ async fn static_rr_is_weighted() {
 
 #[tokio::test]
 async fn leastconn_avoids_the_busy_server() {
-    let s = three().await;
+    let s = servers::<3>().await;
     let lb = lb_with(&s, &[1, 1, 1], "balance = \"leastconn\"").await;
     // Two slow requests occupy two servers; every quick request goes to the third.
     let addr = lb.addr;
@@ -85,7 +77,7 @@ async fn leastconn_avoids_the_busy_server() {
 
 #[tokio::test]
 async fn first_fills_the_first_server() {
-    let s = three().await;
+    let s = servers::<3>().await;
     let lb = lb_with(&s, &[1, 1, 1], "balance = \"first\"").await;
     let c = counts(&lb, (0..10).map(|_| "/".to_string())).await;
     assert_eq!(c.get("web-1"), Some(&10), "{c:?}");
@@ -94,7 +86,7 @@ async fn first_fills_the_first_server() {
 
 #[tokio::test]
 async fn uri_hash_consistent_keeps_keys_and_remaps_only_the_down_servers() {
-    let mut s = three().await;
+    let mut s = servers::<3>().await;
     let lb = lb_with(
         &s,
         &[1, 1, 1],
@@ -128,7 +120,7 @@ async fn uri_hash_consistent_keeps_keys_and_remaps_only_the_down_servers() {
 
 #[tokio::test]
 async fn source_hash_sends_a_client_to_one_server() {
-    let s = three().await;
+    let s = servers::<3>().await;
     let lb = lb_with(&s, &[1, 1, 1], "balance = \"source\"").await;
     let c = counts(&lb, (0..12).map(|_| "/".to_string())).await;
     assert_eq!(c.len(), 1, "one client address, one server: {c:?}");
@@ -137,7 +129,7 @@ async fn source_hash_sends_a_client_to_one_server() {
 
 #[tokio::test]
 async fn hdr_hash_follows_the_header_and_falls_back_to_roundrobin() {
-    let s = three().await;
+    let s = servers::<3>().await;
     let lb = lb_with(&s, &[1, 1, 1], "balance = \"hdr(X-User)\"").await;
     let mut seen = HashMap::new();
     for user in [
@@ -160,7 +152,7 @@ async fn hdr_hash_follows_the_header_and_falls_back_to_roundrobin() {
 
 #[tokio::test]
 async fn random_two_choices_uses_every_server() {
-    let s = three().await;
+    let s = servers::<3>().await;
     let lb = lb_with(&s, &[1, 1, 1], "balance = \"random(2)\"").await;
     let c = counts(&lb, (0..90).map(|_| "/".to_string())).await;
     assert_eq!(c.len(), 3, "{c:?}");
@@ -170,7 +162,7 @@ async fn random_two_choices_uses_every_server() {
 
 #[tokio::test]
 async fn roundrobin_weight_changes_at_run_time() {
-    let s = three().await;
+    let s = servers::<3>().await;
     let lb = lb_with(&s, &[1, 1, 1], "balance = \"roundrobin\"").await;
     let admin = lb.serve_admin().await;
     let a = post(admin, "/lb/servers/web/web-1/weight", "4").await;

@@ -3,30 +3,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
 use http::StatusCode;
 
-/// Sends `n` sequential GETs to `/` and counts the answers by server name.
-async fn distribution(lb: &TestLb, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let a = get(lb.addr, "/").await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-        *counts.entry(a.body).or_insert(0) += 1;
-    }
-    counts
-}
-
 #[tokio::test]
 async fn equal_weights_share_exactly() {
-    let s: Vec<TestServer> = vec![
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-        TestServer::start("web-3").await,
-    ];
+    let s = servers::<3>().await;
     let lb = start_lb(&[&s[0], &s[1], &s[2]], &[1, 1, 1], Checks::default()).await;
     let counts = distribution(&lb, 30).await;
     for name in ["web-1", "web-2", "web-3"] {
@@ -50,11 +34,7 @@ async fn weights_three_to_one() {
 
 #[tokio::test]
 async fn refused_server_is_marked_down_and_costs_no_request() {
-    let mut s: Vec<TestServer> = vec![
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-        TestServer::start("web-3").await,
-    ];
+    let mut s = servers::<3>().await;
     // Checks far apart: only the request path can notice the stopped server in time.
     let checks = Checks {
         inter: "1h",
@@ -79,11 +59,7 @@ async fn refused_server_is_marked_down_and_costs_no_request() {
 
 #[tokio::test]
 async fn stopped_server_comes_back_after_rise_checks() {
-    let mut s: Vec<TestServer> = vec![
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-        TestServer::start("web-3").await,
-    ];
+    let mut s = servers::<3>().await;
     let checks = Checks::default(); // inter 100ms, rise 2, fall 3
     let lb = start_lb(&[&s[0], &s[1], &s[2]], &[1, 1, 1], checks).await;
     s[1].stop().await;
@@ -126,10 +102,7 @@ async fn stopped_server_comes_back_after_rise_checks() {
 
 #[tokio::test]
 async fn failing_check_takes_server_down_and_back_up() {
-    let s: Vec<TestServer> = vec![
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let s = servers::<2>().await;
     let lb = start_lb(&[&s[0], &s[1]], &[1, 1], Checks::default()).await;
     s[0].shared
         .sick
@@ -163,10 +136,7 @@ async fn failing_check_takes_server_down_and_back_up() {
 
 #[tokio::test]
 async fn no_server_up_gives_503_with_the_reason() {
-    let mut s: Vec<TestServer> = vec![
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let mut s = servers::<2>().await;
     let checks = Checks {
         inter: "1h",
         ..Checks::default()

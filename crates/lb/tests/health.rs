@@ -16,6 +16,28 @@ fn check_text(lb: &TestLb, name: &str) -> String {
         .to_string()
 }
 
+/// Checks every hour and no retries: after the first checks, only passive health (or what
+/// a test does) changes a server's state.
+fn hourly() -> Checks {
+    Checks {
+        inter: "1h",
+        retries: 0,
+        ..Checks::default()
+    }
+}
+
+/// web-1 and web-2 (weights 1 and 1) behind an lb node with `checks`, and `check_lines` in
+/// `[backends.check]`.
+async fn observed_pair(checks: Checks, check_lines: &str) -> ([TestServer; 2], TestLb) {
+    let s = servers::<2>().await;
+    let extra = Extra {
+        check: check_lines.into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks, &extra).await;
+    (s, lb)
+}
+
 #[tokio::test]
 async fn tcp_checks_follow_the_listener() {
     let mut s = TestServer::start("web-1").await;
@@ -85,10 +107,6 @@ async fn http_check_method_host_and_expected_status() {
 
 #[tokio::test]
 async fn observed_errors_force_fastinter() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
     // Checks every hour, so only `on_error fastinter` can bring the next ones sooner.
     let checks = Checks {
         inter: "1h",
@@ -96,13 +114,11 @@ async fn observed_errors_force_fastinter() {
         fall: 2,
         retries: 0,
     };
-    let extra = Extra {
-        check:
-            "fastinter = \"50ms\"\nobserve = \"layer7\"\nerror_limit = 2\non_error = \"fastinter\""
-                .into(),
-        ..Extra::default()
-    };
-    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks, &extra).await;
+    let (s, lb) = observed_pair(
+        checks,
+        "fastinter = \"50ms\"\nobserve = \"layer7\"\nerror_limit = 2\non_error = \"fastinter\"",
+    )
+    .await;
     // web-1's first check runs at once (web-2's half an interval later).
     eventually("web-1's first check ran", || {
         s[0].shared.checks.load(Ordering::SeqCst) >= 1
@@ -120,20 +136,11 @@ async fn observed_errors_force_fastinter() {
 
 #[tokio::test]
 async fn on_error_mark_down_takes_a_failing_server_out() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
-    let checks = Checks {
-        inter: "1h",
-        retries: 0,
-        ..Checks::default()
-    };
-    let extra = Extra {
-        check: "observe = \"layer7\"\nerror_limit = 3\non_error = \"mark-down\"".into(),
-        ..Extra::default()
-    };
-    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks, &extra).await;
+    let (s, lb) = observed_pair(
+        hourly(),
+        "observe = \"layer7\"\nerror_limit = 3\non_error = \"mark-down\"",
+    )
+    .await;
     s[0].shared.force_status.store(500, Ordering::SeqCst);
     let mut errors = 0;
     for _ in 0..6 {
@@ -158,20 +165,11 @@ async fn on_error_mark_down_takes_a_failing_server_out() {
 
 #[tokio::test]
 async fn layer4_observation_ignores_status_errors() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
-    let checks = Checks {
-        inter: "1h",
-        retries: 0,
-        ..Checks::default()
-    };
-    let extra = Extra {
-        check: "observe = \"layer4\"\nerror_limit = 1\non_error = \"mark-down\"".into(),
-        ..Extra::default()
-    };
-    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks, &extra).await;
+    let (s, lb) = observed_pair(
+        hourly(),
+        "observe = \"layer4\"\nerror_limit = 1\non_error = \"mark-down\"",
+    )
+    .await;
     s[0].shared.force_status.store(500, Ordering::SeqCst);
     for _ in 0..6 {
         get(lb.addr, "/").await;

@@ -178,11 +178,7 @@ async fn large_bodies_stream_through_intact() {
 
 #[tokio::test]
 async fn upstream_connections_are_kept_alive() {
-    let s: Vec<TestServer> = vec![
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-        TestServer::start("web-3").await,
-    ];
+    let s = servers::<3>().await;
     let lb = start_lb(&[&s[0], &s[1], &s[2]], &[1, 1, 1], Checks::default()).await;
     for _ in 0..30 {
         assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);
@@ -205,10 +201,7 @@ async fn upstream_connections_are_kept_alive() {
 
 #[tokio::test]
 async fn idempotent_bodiless_request_is_retried_after_a_failed_exchange() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let s = servers::<2>().await;
     let lb = start_lb(&[&s[0], &s[1]], &[1, 1], Checks::default()).await;
     // The first pick is web-1, which drops /flaky after reading it: GET goes to web-2.
     let a = get(lb.addr, "/flaky").await;

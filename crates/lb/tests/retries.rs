@@ -13,13 +13,6 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 
-async fn two() -> Vec<TestServer> {
-    vec![
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ]
-}
-
 fn backend(lines: &str) -> Extra {
     Extra {
         backend: lines.into(),
@@ -29,7 +22,7 @@ fn backend(lines: &str) -> Extra {
 
 #[tokio::test]
 async fn retry_on_a_status_resends_idempotent_requests_only() {
-    let s = two().await;
+    let s = servers::<2>().await;
     let extra = backend("retry_on = [\"conn-failure\", \"503\"]");
     let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], Checks::default(), &extra).await;
     s[0].shared.force_status.store(503, Ordering::SeqCst);
@@ -60,7 +53,7 @@ async fn retry_on_a_status_resends_idempotent_requests_only() {
 
 #[tokio::test]
 async fn without_redispatch_retries_stay_on_the_same_server() {
-    let s = two().await;
+    let s = servers::<2>().await;
     let extra = backend("redispatch = false");
     let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], Checks::default(), &extra).await;
     let a = get(lb.addr, "/flaky").await;
@@ -72,7 +65,7 @@ async fn without_redispatch_retries_stay_on_the_same_server() {
 
 #[tokio::test]
 async fn without_conn_failure_a_refused_connection_is_not_retried() {
-    let mut s = two().await;
+    let mut s = servers::<2>().await;
     let checks = Checks {
         inter: "1h",
         retries: 3,
@@ -91,7 +84,7 @@ async fn without_conn_failure_a_refused_connection_is_not_retried() {
 
 #[tokio::test]
 async fn response_timeout_retries_idempotent_requests() {
-    let s = two().await;
+    let s = servers::<2>().await;
     let extra = backend(
         "retry_on = [\"conn-failure\", \"response-timeout\"]\ntimeout = { server = \"300ms\" }",
     );
@@ -129,11 +122,7 @@ async fn http_reuse_safe_keeps_unsafe_requests_off_old_idle_connections() {
 
 #[tokio::test]
 async fn a_server_killed_under_load_costs_no_idempotent_request() {
-    let mut s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-        TestServer::start("web-3").await,
-    ];
+    let mut s = servers::<3>().await;
     let checks = Checks {
         retries: 3,
         ..Checks::default()

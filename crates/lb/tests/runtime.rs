@@ -3,30 +3,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use common::*;
 use http::StatusCode;
 
-async fn counts(lb: &TestLb, n: usize) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for _ in 0..n {
-        let a = get(lb.addr, "/").await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-        *out.entry(a.body).or_insert(0) += 1;
-    }
-    out
-}
-
 #[tokio::test]
 async fn servers_are_listed_and_bad_commands_refused() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let s = servers::<2>().await;
     let lb = start_lb(&[&s[0], &s[1]], &[1, 2], Checks::default()).await;
-    counts(&lb, 3).await;
+    distribution(&lb, 3).await;
     let admin = lb.serve_admin().await;
     let a = get(admin, "/lb/servers").await;
     assert_eq!(a.status, StatusCode::OK);
@@ -64,10 +50,7 @@ async fn servers_are_listed_and_bad_commands_refused() {
 
 #[tokio::test]
 async fn drain_lets_in_flight_requests_finish_and_takes_no_new_ones() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let s = servers::<2>().await;
     let lb = start_lb(&[&s[0], &s[1]], &[1, 1], Checks::default()).await;
     let admin = lb.serve_admin().await;
     // The first pick is web-1.
@@ -86,7 +69,7 @@ async fn drain_lets_in_flight_requests_finish_and_takes_no_new_ones() {
     .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(lb.server_status("web-1")["state"], "DRAIN");
-    let c = counts(&lb, 6).await;
+    let c = distribution(&lb, 6).await;
     assert_eq!(c.get("web-2"), Some(&6), "{c:?}");
     let a = slow.await.unwrap();
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "web-1 slow"));
@@ -95,18 +78,14 @@ async fn drain_lets_in_flight_requests_finish_and_takes_no_new_ones() {
     assert_eq!(lb.server_status("web-1")["state"], "MAINT");
     let a = post(admin, "/lb/servers/web/web-1/state", "ready").await;
     assert_eq!(a.status, StatusCode::OK);
-    let c = counts(&lb, 6).await;
+    let c = distribution(&lb, 6).await;
     assert_eq!(c.get("web-1"), Some(&3), "{c:?}");
     lb.stop().await;
 }
 
 #[tokio::test]
 async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-        TestServer::start("web-3").await,
-    ];
+    let s = servers::<3>().await;
     let file = temp_file("reload.toml");
     let port = FRONTEND_PORT;
     let before = farm_toml(
@@ -116,7 +95,7 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
     );
     let lb = start_lb_text(&before, Some(&file)).await;
     let admin = lb.serve_admin().await;
-    counts(&lb, 4).await;
+    distribution(&lb, 4).await;
     eventually("idle connections wait in the pool", || {
         lb.server_status("web-1")["idle_conns"] == 1
     })
@@ -166,7 +145,7 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
             .unwrap()
             >= 2
     );
-    let c = counts(&lb, 40).await;
+    let c = distribution(&lb, 40).await;
     assert_eq!((c["web-1"], c["web-2"], c["web-3"]), (20, 10, 10), "{c:?}");
     assert!(
         s[0].shared.conns.lock().unwrap().len() <= web1_conns + 1,

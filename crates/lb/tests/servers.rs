@@ -3,22 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
 use http::StatusCode;
-
-async fn counts(lb: &TestLb, n: usize) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for _ in 0..n {
-        let a = get(lb.addr, "/").await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-        *out.entry(a.body).or_insert(0) += 1;
-    }
-    out
-}
 
 fn checks_far_apart() -> Checks {
     Checks {
@@ -47,7 +36,7 @@ async fn backup_servers_take_over_only_when_no_active_server_is_up() {
     };
     let refs: Vec<&TestServer> = s.iter().collect();
     let lb = start_lb_extra(&refs, &[1, 1, 1, 1], checks_far_apart(), &extra).await;
-    let c = counts(&lb, 10).await;
+    let c = distribution(&lb, 10).await;
     assert_eq!(
         (c.get("web-1"), c.get("web-2")),
         (Some(&5), Some(&5)),
@@ -57,7 +46,7 @@ async fn backup_servers_take_over_only_when_no_active_server_is_up() {
     s[1].stop().await;
     // The first request finds both active servers refused (marked down) and goes to the
     // first backup server, which then takes everything.
-    let c = counts(&lb, 10).await;
+    let c = distribution(&lb, 10).await;
     assert_eq!(c.get("spare-1"), Some(&10), "{c:?}");
     lb.stop().await;
 
@@ -67,7 +56,7 @@ async fn backup_servers_take_over_only_when_no_active_server_is_up() {
     };
     let refs: Vec<&TestServer> = s.iter().collect();
     let lb = start_lb_extra(&refs, &[1, 1, 1, 1], checks_far_apart(), &extra).await;
-    let c = counts(&lb, 12).await;
+    let c = distribution(&lb, 12).await;
     let spares = (c.get("spare-1").copied(), c.get("spare-2").copied());
     assert!(
         matches!(spares, (Some(a), Some(b)) if a >= 5 && b >= 5),
@@ -140,10 +129,7 @@ async fn a_queued_request_gets_the_slot_when_it_frees() {
 
 #[tokio::test]
 async fn slowstart_ramps_the_weight_of_a_returning_server() {
-    let mut s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let mut s = servers::<2>().await;
     let extra = Extra {
         servers: vec![String::new(), "slowstart = \"3s\"".into()],
         ..Extra::default()
@@ -163,7 +149,7 @@ async fn slowstart_ramps_the_weight_of_a_returning_server() {
         .unwrap();
     assert!(early < 100, "the ramp starts low: {early}");
     // While ramping, web-2 gets less than its share.
-    let c = counts(&lb, 40).await;
+    let c = distribution(&lb, 40).await;
     assert!(c.get("web-2").copied().unwrap_or(0) < 20, "{c:?}");
     eventually("the ramp ends at the full weight", || {
         lb.server_status("web-2")["effective_weight"] == 100
@@ -174,17 +160,14 @@ async fn slowstart_ramps_the_weight_of_a_returning_server() {
 
 #[tokio::test]
 async fn a_disabled_server_is_in_maintenance_until_set_ready() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let s = servers::<2>().await;
     let extra = Extra {
         servers: vec![String::new(), "disabled = true".into()],
         ..Extra::default()
     };
     let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], Checks::default(), &extra).await;
     assert_eq!(lb.server_status("web-2")["state"], "MAINT");
-    let c = counts(&lb, 6).await;
+    let c = distribution(&lb, 6).await;
     assert_eq!(c.get("web-1"), Some(&6), "{c:?}");
     let checks_before = s[1].shared.checks.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -196,7 +179,7 @@ async fn a_disabled_server_is_in_maintenance_until_set_ready() {
     let admin = lb.serve_admin().await;
     let a = post(admin, "/lb/servers/web/web-2/state", "ready").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    let c = counts(&lb, 6).await;
+    let c = distribution(&lb, 6).await;
     assert_eq!(c.get("web-2"), Some(&3), "{c:?}");
     lb.stop().await;
 }

@@ -17,11 +17,7 @@ async fn get_with_cookie(lb: &TestLb, cookie: Option<&str>) -> Answer {
 
 #[tokio::test]
 async fn the_cookie_keeps_a_client_on_its_server_while_it_is_up() {
-    let mut s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-        TestServer::start("web-3").await,
-    ];
+    let mut s = servers::<3>().await;
     let extra = Extra {
         backend: "cookie = { name = \"SERVERID\", insert = true }".into(),
         ..Extra::default()
@@ -70,10 +66,7 @@ async fn the_cookie_keeps_a_client_on_its_server_while_it_is_up() {
 
 #[tokio::test]
 async fn a_draining_server_keeps_its_sticky_clients() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let s = servers::<2>().await;
     let extra = Extra {
         backend: "cookie = { name = \"SERVERID\" }".into(),
         ..Extra::default()

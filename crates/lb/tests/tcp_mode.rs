@@ -71,6 +71,21 @@ fn tcp_farm(port: u16, servers: &[&Echo], backend: &str) -> String {
         .replace("path = \"/healthz\"", "type = \"tcp\"")
 }
 
+/// Echo servers `db-1` to `db-N` behind an lb node in TCP mode with `balance` lines.
+async fn echo_farm<const N: usize>(balance: &str) -> ([Echo; N], TestLb) {
+    let mut s = Vec::with_capacity(N);
+    for i in 1..=N {
+        s.push(Echo::start(&format!("db-{i}")).await);
+    }
+    let refs: Vec<&Echo> = s.iter().collect();
+    let text = tcp_farm(FRONTEND_PORT, &refs, balance);
+    let lb = start_lb_text(&text, None).await;
+    match s.try_into() {
+        Ok(s) => (s, lb),
+        Err(_) => unreachable!("exactly N servers"),
+    }
+}
+
 /// Connects, reads the greeting, checks the echo; returns the server's name and the stream.
 async fn session(addr: SocketAddr) -> (String, TcpStream) {
     let mut c = TcpStream::connect(addr).await.unwrap();
@@ -94,17 +109,7 @@ async fn session(addr: SocketAddr) -> (String, TcpStream) {
 
 #[tokio::test]
 async fn roundrobin_over_tcp() {
-    let s = [
-        Echo::start("db-1").await,
-        Echo::start("db-2").await,
-        Echo::start("db-3").await,
-    ];
-    let text = tcp_farm(
-        FRONTEND_PORT,
-        &[&s[0], &s[1], &s[2]],
-        "balance = \"roundrobin\"",
-    );
-    let lb = start_lb_text(&text, None).await;
+    let (_s, lb) = echo_farm::<3>("balance = \"roundrobin\"").await;
     let mut counts = HashMap::new();
     for _ in 0..9 {
         let (name, _c) = session(lb.addr).await;
@@ -116,9 +121,7 @@ async fn roundrobin_over_tcp() {
 
 #[tokio::test]
 async fn leastconn_over_tcp_counts_open_connections() {
-    let s = [Echo::start("db-1").await, Echo::start("db-2").await];
-    let text = tcp_farm(FRONTEND_PORT, &[&s[0], &s[1]], "balance = \"leastconn\"");
-    let lb = start_lb_text(&text, None).await;
+    let (_s, lb) = echo_farm::<2>("balance = \"leastconn\"").await;
     // Keep one connection open: the next ones all go to the other server while it lasts.
     let (held, _keep) = session(lb.addr).await;
     for _ in 0..4 {
@@ -135,17 +138,7 @@ async fn leastconn_over_tcp_counts_open_connections() {
 
 #[tokio::test]
 async fn source_over_tcp_keeps_a_client_on_one_server() {
-    let s = [
-        Echo::start("db-1").await,
-        Echo::start("db-2").await,
-        Echo::start("db-3").await,
-    ];
-    let text = tcp_farm(
-        FRONTEND_PORT,
-        &[&s[0], &s[1], &s[2]],
-        "balance = \"source\"",
-    );
-    let lb = start_lb_text(&text, None).await;
+    let (_s, lb) = echo_farm::<3>("balance = \"source\"").await;
     let (first, _) = session(lb.addr).await;
     for _ in 0..5 {
         assert_eq!(session(lb.addr).await.0, first);
@@ -155,9 +148,7 @@ async fn source_over_tcp_keeps_a_client_on_one_server() {
 
 #[tokio::test]
 async fn tcp_checks_and_connection_retries() {
-    let mut s = [Echo::start("db-1").await, Echo::start("db-2").await];
-    let text = tcp_farm(FRONTEND_PORT, &[&s[0], &s[1]], "balance = \"roundrobin\"");
-    let lb = start_lb_text(&text, None).await;
+    let (mut s, lb) = echo_farm::<2>("balance = \"roundrobin\"").await;
     eventually("TCP checks pass", || {
         lb.server_status("db-1")["check"]
             .as_str()

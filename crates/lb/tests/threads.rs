@@ -44,10 +44,7 @@ fn workers() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_threads_serve_together_and_stop_with_the_node() {
-    let s = [
-        TestServer::start("web-1").await,
-        TestServer::start("web-2").await,
-    ];
+    let s = servers::<2>().await;
     assert_eq!(workers(), 0);
     let extra = Extra {
         threads: Some(3),

@@ -83,6 +83,20 @@ pub fn free_port(ip: Ipv4Addr) -> u16 {
     }
 }
 
+/// The `[[nodes]]` tables of `n` db nodes `db-1`..`db-n` for a test farm file, each on a
+/// fresh [`loopback_ip`] with the default ports (SQL API 4001, Raft 4002, admin 9000).
+pub fn db_nodes_toml(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            let ip = loopback_ip();
+            format!(
+                "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"{ip}\"\n\
+                 port = 4001\nraft_port = 4002\nadmin_port = 9000\n"
+            )
+        })
+        .collect()
+}
+
 /// A free address of its own: a fresh [`loopback_ip`] and a port on it.
 pub fn free_addr() -> SocketAddr {
     let ip = loopback_ip();

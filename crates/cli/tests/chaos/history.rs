@@ -127,6 +127,23 @@ pub struct KeyHistory<I, O> {
     pub records: Vec<usize>,
 }
 
+impl<I, O> KeyHistory<I, O> {
+    /// Appends to key `key`'s history in `all` the operation of record number `record`.
+    fn push(
+        all: &mut BTreeMap<u32, KeyHistory<I, O>>,
+        key: u32,
+        op: Operation<I, O>,
+        record: usize,
+    ) {
+        let h = all.entry(key).or_insert_with(|| KeyHistory {
+            ops: Vec::new(),
+            records: Vec::new(),
+        });
+        h.ops.push(op);
+        h.records.push(record);
+    }
+}
+
 fn known<I, O>(r: &Record, input: I, output: O) -> Operation<I, O> {
     Operation {
         call: r.call,
@@ -161,12 +178,7 @@ pub fn registers(records: &[Record]) -> (BTreeMap<u32, KeyHistory<RegOp, RegOut>
             (Op::Cas { from, to }, Res::Unknown(_)) => unknown(r, RegOp::Cas { from, to }),
             (op, res) => panic!("record {i}: {op:?} cannot end in {res:?}"),
         };
-        let h = out.entry(k).or_insert_with(|| KeyHistory {
-            ops: Vec::new(),
-            records: Vec::new(),
-        });
-        h.ops.push(op);
-        h.records.push(i);
+        KeyHistory::push(&mut out, k, op, i);
     }
     let mut rw = Rewrites::default();
     for h in out.values_mut() {
@@ -233,12 +245,7 @@ pub fn lists(records: &[Record]) -> (BTreeMap<u32, KeyHistory<ListOp, ListOut>>,
             (Op::Append(v), Res::Unknown(_)) => unknown(r, ListOp::Append(v)),
             (op, res) => panic!("record {i}: {op:?} cannot end in {res:?}"),
         };
-        let h = out.entry(l).or_insert_with(|| KeyHistory {
-            ops: Vec::new(),
-            records: Vec::new(),
-        });
-        h.ops.push(op);
-        h.records.push(i);
+        KeyHistory::push(&mut out, l, op, i);
     }
     let mut rw = Rewrites::default();
     for h in out.values_mut() {

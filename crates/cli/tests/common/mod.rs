@@ -32,6 +32,20 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Three voters db-1..3 and a learner db-4 on `127.0.<net>.3i`, nothing else.
+pub fn db_farm_toml(net: u8) -> String {
+    let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
+    for i in 1..=4 {
+        s += &format!(
+            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"127.0.{net}.3{i}\"\n"
+        );
+        if i == 4 {
+            s += "replica = \"learner\"\n";
+        }
+    }
+    s + "[db]\nsnapshot_threshold = 20\n"
+}
+
 /// The seed farm (lb-1, web-1..3, db-1..3) on `127.0.<net>.x`, with fast health checks
 /// (inter 300ms) and small snapshots (every 20 entries) so tests exercise them.
 pub fn farm_toml(net: u8) -> String {

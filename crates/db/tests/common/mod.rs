@@ -53,13 +53,7 @@ impl Cluster {
         );
         // Each node on a loopback address of its own (see webfarm-testkit): no other test
         // can take its ports or reach it by mistake.
-        for i in 1..=n {
-            let ip = webfarm_testkit::loopback_ip();
-            toml.push_str(&format!(
-                "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"{ip}\"\n\
-                 admin_port = 9000\nport = 4001\nraft_port = 4002\n"
-            ));
-        }
+        toml.push_str(&webfarm_testkit::db_nodes_toml(n));
         toml.push_str(&format!(
             "[db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n\
              snapshot_threshold = {snapshot_threshold}\n"

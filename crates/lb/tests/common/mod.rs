@@ -199,6 +199,18 @@ impl TestServer {
     }
 }
 
+/// Starts `N` test servers named `web-1` to `web-N`, one after the other.
+pub async fn servers<const N: usize>() -> [TestServer; N] {
+    let mut out = Vec::with_capacity(N);
+    for i in 1..=N {
+        out.push(TestServer::start(&format!("web-{i}")).await);
+    }
+    match out.try_into() {
+        Ok(servers) => servers,
+        Err(_) => unreachable!("exactly N servers"),
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {
@@ -609,6 +621,17 @@ impl TestLb {
                 .unwrap();
         }
     }
+}
+
+/// Sends `n` sequential GETs to `/` and counts the answers by server name.
+pub async fn distribution(lb: &TestLb, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let a = get(lb.addr, "/").await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        *counts.entry(a.body).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// A whole response.

@@ -70,6 +70,23 @@ pub fn make_site(tmp: &TempDir) -> PathBuf {
 /// A farm of one web node `web-1` and one db node `db-1`, each on a loopback address of its
 /// own (webfarm-testkit), so nothing listens on the db node's port unless a test starts one.
 pub fn farm(tmp: &TempDir, root: &Path, db_timeout: &str) -> Farm {
+    farm_text(tmp, root, db_timeout, 1, "")
+}
+
+/// A farm of one web node `web-1` and `dbs` db nodes `db-1`.., each on a loopback address of
+/// its own, with fast elections.
+pub fn farm_with_dbs(tmp: &TempDir, root: &Path, db_timeout: &str, dbs: usize) -> Farm {
+    farm_text(
+        tmp,
+        root,
+        db_timeout,
+        dbs,
+        "[db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n",
+    )
+}
+
+/// `web-1` and `dbs` db nodes, then `tail` (more tables).
+fn farm_text(tmp: &TempDir, root: &Path, db_timeout: &str, dbs: usize, tail: &str) -> Farm {
     let text = format!(
         r#"
 data_dir = '{data}'
@@ -79,53 +96,16 @@ role = "web"
 address = "{web_ip}"
 port = 8000
 admin_port = 9000
-[[nodes]]
-name = "db-1"
-role = "db"
-address = "{db_ip}"
-port = 4001
-raft_port = 4002
-admin_port = 9000
+{db_nodes}
 [web]
 root = '{root}'
 db_timeout = "{db_timeout}"
-"#,
+{tail}"#,
         data = tmp.path().join("data").display(),
         web_ip = webfarm_testkit::loopback_ip(),
-        db_ip = webfarm_testkit::loopback_ip(),
+        db_nodes = webfarm_testkit::db_nodes_toml(dbs),
         root = root.display(),
     );
-    Farm::parse(&text, None, tmp.path()).unwrap()
-}
-
-/// A farm of one web node `web-1` and `dbs` db nodes `db-1`.., each on a loopback address of
-/// its own, with fast elections.
-pub fn farm_with_dbs(tmp: &TempDir, root: &Path, db_timeout: &str, dbs: usize) -> Farm {
-    let mut text = format!(
-        r#"
-data_dir = '{data}'
-[[nodes]]
-name = "web-1"
-role = "web"
-address = "{web_ip}"
-port = 8000
-admin_port = 9000
-"#,
-        data = tmp.path().join("data").display(),
-        web_ip = webfarm_testkit::loopback_ip(),
-    );
-    for i in 1..=dbs {
-        let ip = webfarm_testkit::loopback_ip();
-        text.push_str(&format!(
-            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"{ip}\"\n\
-             port = 4001\nraft_port = 4002\nadmin_port = 9000\n"
-        ));
-    }
-    text.push_str(&format!(
-        "[web]\nroot = '{}'\ndb_timeout = \"{db_timeout}\"\n\
-         [db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n",
-        root.display()
-    ));
     Farm::parse(&text, None, tmp.path()).unwrap()
 }
 
