@@ -122,6 +122,41 @@ impl LogRecord {
     }
 }
 
+/// Writes the line of a connection that never delivered a request head (HAProxy's
+/// `<BADREQ>` line): no backend (the frontend's name stands in, as in HAProxy), no server,
+/// `Tq` to `Tr` unreached (`-1`), `ta` since the connection was accepted, and `bytes` of the
+/// proxy's own answer.
+pub(crate) fn emit_bad_request(
+    format: AccessLog,
+    client: SocketAddr,
+    frontend: &str,
+    (status, bytes): (u16, usize),
+    ta: Duration,
+    termination: &str,
+) {
+    let ta = ms(Some(ta));
+    let line = match format {
+        AccessLog::Off => return,
+        AccessLog::Json => json!({
+            "client": client.to_string(),
+            "frontend": frontend,
+            "backend": frontend,
+            "server": "<NOSRV>",
+            "tq": -1, "tw": -1, "tc": -1, "tr": -1, "ta": ta,
+            "status": status,
+            "bytes": bytes,
+            "termination": termination,
+            "request": "<BADREQ>",
+        })
+        .to_string(),
+        _ => format!(
+            "{client} {frontend} {frontend}/<NOSRV> -1/-1/-1/-1/{ta} {status} {bytes} \
+             {termination} \"<BADREQ>\" -"
+        ),
+    };
+    tracing::info!(target: "access", "{line}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

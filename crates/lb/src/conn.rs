@@ -1,12 +1,19 @@
-//! A client connection's socket with two timers of its own: the idle keep-alive timeout
-//! (HAProxy's `timeout http-keep-alive`) and the arrival of a request's first byte (the
-//! start of the access log's `Tq`).
+//! A client connection's socket with the timers of its idle and request-head phases, and
+//! the arrival of a request's first byte (the start of the access log's `Tq`).
 //!
-//! hyper's `header_read_timeout` bounds how long a request head may take (HAProxy's
-//! `timeout http-request`, from the moment hyper starts waiting for a head). This wrapper
-//! adds the keep-alive bound: once a connection has served a request and has none in
-//! progress, it reads end-of-file after `http_keep_alive` without a byte, so hyper closes it
-//! quietly.
+//! While no request is in progress the wrapper enforces, on its reads:
+//! - `timeout http-keep-alive`: a connection that served a request and has not sent a byte
+//!   of the next one reads end-of-file after that long, so hyper closes it quietly;
+//! - `timeout http-request` (HTTP/1): the request head must be complete that long after the
+//!   connection was accepted (first request) or after its first byte (later ones). Past it,
+//!   a client that sent part of a head is answered `408 Request Time-out` and the
+//!   connection closes, as HAProxy does; a connection that never sent a byte closes
+//!   silently (HAProxy's `option http-ignore-probes`: browsers' pre-connects are not
+//!   errors). An HTTP/2 connection (prior-knowledge preface) with no stream in progress is
+//!   idle: it closes after `http-keep-alive` and is never sent an HTTP/1 answer.
+//!
+//! hyper's own header read timeout is off: it cannot answer 408 and it would also run
+//! during keep-alive idleness.
 
 use std::future::Future;
 use std::io;
@@ -24,6 +31,7 @@ use tokio::time::Sleep;
 pub(crate) struct ConnState {
     accepted: Instant,
     keep_alive: Duration,
+    http_request: Duration,
     active: AtomicUsize,
     served: AtomicU64,
     /// Set while no request is in progress: the next byte read starts a request.
@@ -32,19 +40,64 @@ pub(crate) struct ConnState {
     first_byte: AtomicU64,
     /// Nanoseconds after `accepted` when the connection last became idle.
     idle_since: AtomicU64,
+    /// Set once a `408` was sent for a request head that took too long.
+    timed_out: AtomicBool,
 }
 
 impl ConnState {
-    /// The state of a connection accepted now, idle after `keep_alive`.
-    pub fn new(keep_alive: Duration) -> Arc<ConnState> {
+    /// The state of a connection accepted now: idle for at most `keep_alive` between
+    /// requests, at most `http_request` to send a request head.
+    pub fn new(keep_alive: Duration, http_request: Duration) -> Arc<ConnState> {
         Arc::new(ConnState {
             accepted: Instant::now(),
             keep_alive,
+            http_request,
             active: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             waiting_first: AtomicBool::new(true),
             first_byte: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
+            timed_out: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the connection ended with a `408` for a request head that took longer than
+    /// `timeout http-request`: the answer's length in bytes and the time since the accept.
+    pub fn request_timed_out(&self) -> Option<(usize, Duration)> {
+        self.timed_out
+            .load(Ordering::Acquire)
+            .then(|| (request_timeout_answer().len(), self.accepted.elapsed()))
+    }
+
+    fn at(&self, nanos: u64) -> Instant {
+        self.accepted + Duration::from_nanos(nanos)
+    }
+
+    /// While no request is in progress, when the connection's current wait ends and what
+    /// happens then; `None` while a request is in progress.
+    fn idle_deadline(&self, http1: bool) -> Option<(Instant, Expiry)> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let served = self.served.load(Ordering::Relaxed) > 0;
+        let head_started = !self.waiting_first.load(Ordering::Acquire);
+        Some(match (served, head_started) {
+            (false, false) => (self.accepted + self.http_request, Expiry::Close),
+            (true, false) => (
+                self.at(self.idle_since.load(Ordering::Acquire)) + self.keep_alive,
+                Expiry::Close,
+            ),
+            (false, true) if http1 => (self.accepted + self.http_request, Expiry::RequestTimeout),
+            (true, true) if http1 => (
+                self.at(self.first_byte.load(Ordering::Acquire)) + self.http_request,
+                Expiry::RequestTimeout,
+            ),
+            // HTTP/2 frames (the preface, a PING) and no stream: idle, as between streams.
+            (false, true) => (self.accepted + self.keep_alive, Expiry::Close),
+            (true, true) => (
+                self.at(self.idle_since.load(Ordering::Acquire)) + self.keep_alive,
+                Expiry::Close,
+            ),
         })
     }
 
@@ -61,13 +114,33 @@ impl ConnState {
         let tq = if self.waiting_first.load(Ordering::Acquire) {
             Duration::ZERO
         } else {
-            let first =
-                self.accepted + Duration::from_nanos(self.first_byte.load(Ordering::Acquire));
-            now.saturating_duration_since(first)
+            now.saturating_duration_since(self.at(self.first_byte.load(Ordering::Acquire)))
         };
         (ConnGuard(self.clone()), tq)
     }
 }
+
+/// What an idle-phase deadline does when it passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// End-of-file to hyper: the connection closes without a byte.
+    Close,
+    /// `408` to the client, then an error to hyper.
+    RequestTimeout,
+}
+
+/// HAProxy's answer when `timeout http-request` expires (its reason phrase, `Time-out`).
+fn request_timeout_answer() -> String {
+    let body = "408 Request Time-out: the request head was not received in time.\n";
+    format!(
+        "HTTP/1.1 408 Request Time-out\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The HTTP/2 connection preface's first bytes (RFC 9113 §3.4); no HTTP/1 method is `PRI`.
+const H2_PREFACE_START: &[u8; 4] = b"PRI ";
 
 /// A request in progress on its connection; dropping it (when the response ended) may make
 /// the connection idle.
@@ -85,13 +158,16 @@ impl Drop for ConnGuard {
     }
 }
 
-/// A socket with the keep-alive timer; `T` is the raw stream.
+/// A socket with the idle-phase timers; `T` is the raw stream.
 #[derive(Debug)]
 pub(crate) struct ConnIo<T> {
     inner: T,
     state: Arc<ConnState>,
     timer: Pin<Box<Sleep>>,
-    armed_for: Option<u64>,
+    armed_for: Option<Instant>,
+    /// The connection's first bytes, up to 4, to tell HTTP/2's preface from HTTP/1.
+    start: [u8; 4],
+    start_len: usize,
 }
 
 impl<T> ConnIo<T> {
@@ -102,11 +178,25 @@ impl<T> ConnIo<T> {
             state,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed_for: None,
+            start: [0; 4],
+            start_len: 0,
         }
+    }
+
+    /// Whether the connection is HTTP/1 as far as its first bytes tell: anything that
+    /// cannot become the HTTP/2 preface.
+    fn http1(&self) -> bool {
+        !H2_PREFACE_START.starts_with(&self.start[..self.start_len])
+    }
+
+    fn note_start(&mut self, read: &[u8]) {
+        let n = read.len().min(self.start.len() - self.start_len);
+        self.start[self.start_len..self.start_len + n].copy_from_slice(&read[..n]);
+        self.start_len += n;
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -116,29 +206,49 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before
-                    && this.state.waiting_first.swap(false, Ordering::AcqRel)
-                {
-                    let now = this.state.nanos(Instant::now());
-                    this.state.first_byte.store(now, Ordering::Release);
+                if buf.filled().len() > before {
+                    if this.start_len < this.start.len() {
+                        this.note_start(&buf.filled()[before..]);
+                    }
+                    if this.state.waiting_first.swap(false, Ordering::AcqRel) {
+                        let now = this.state.nanos(Instant::now());
+                        this.state.first_byte.store(now, Ordering::Release);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                let s = &this.state;
-                if s.active.load(Ordering::Acquire) == 0 && s.served.load(Ordering::Relaxed) > 0 {
-                    let since = s.idle_since.load(Ordering::Acquire);
-                    if this.armed_for != Some(since) {
-                        let deadline = s.accepted + Duration::from_nanos(since) + s.keep_alive;
-                        this.timer.as_mut().reset(deadline.into());
-                        this.armed_for = Some(since);
-                    }
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        // Idle too long: end of file, hyper closes the connection quietly.
-                        return Poll::Ready(Ok(()));
+                let Some((deadline, expiry)) = this.state.idle_deadline(this.http1()) else {
+                    return Poll::Pending;
+                };
+                if this.armed_for != Some(deadline) {
+                    this.timer.as_mut().reset(deadline.into());
+                    this.armed_for = Some(deadline);
+                }
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                match expiry {
+                    // End of file: hyper closes the connection quietly.
+                    Expiry::Close => Poll::Ready(Ok(())),
+                    Expiry::RequestTimeout => {
+                        // One attempt: the send buffer of a connection with no response in
+                        // progress has room for a few hundred bytes; if not, only close.
+                        let answer = request_timeout_answer();
+                        if let Poll::Ready(Ok(n)) =
+                            Pin::new(&mut this.inner).poll_write(cx, answer.as_bytes())
+                        {
+                            if n == answer.len() {
+                                this.state.timed_out.store(true, Ordering::Release);
+                            }
+                            let _ = Pin::new(&mut this.inner).poll_shutdown(cx);
+                        }
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "timeout http-request: the request head was not received in time",
+                        )))
                     }
                 }
-                Poll::Pending
             }
             other => other,
         }

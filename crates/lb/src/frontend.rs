@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use webfarm_config::{Frontend, Mode};
 use webfarm_node::Shutdown;
 
+use crate::access_log::emit_bad_request;
 use crate::conn::{ConnIo, ConnState};
 use crate::proxy::Proxy;
 use crate::runtime::{ConnSlot, Runtime};
@@ -53,14 +54,15 @@ impl ConnSettings {
     }
 }
 
-/// The HTTP server settings of a frontend: `timeout http-request` as hyper's header read
-/// timeout, `max_header_size` as its read buffer limit (431 past it).
+/// The HTTP server settings of a frontend: `max_header_size` as hyper's read buffer limit
+/// (431 past it). hyper's header read timeout is off: `timeout http-request` is the socket
+/// wrapper's (`conn`), which answers 408.
 fn builder(fe: ConnSettings) -> ServerBuilder {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(fe.http_request)
+        .header_read_timeout(None)
         .max_buf_size(fe.max_header_size);
     b.http2()
         .timer(TokioTimer::new())
@@ -178,8 +180,10 @@ async fn serve_http(
     slot: ConnSlot,
 ) {
     let _ = stream.set_nodelay(true);
-    let state = ConnState::new(fe.keep_alive);
+    let state = ConnState::new(fe.keep_alive, fe.http_request);
     let io = ConnIo::new(stream, state.clone());
+    let log_to = proxy.clone();
+    let conn_state = state.clone();
     let service = service_fn(move |req| {
         let (proxy, state) = (proxy.clone(), state.clone());
         async move { Ok::<_, Infallible>(proxy.handle(req, peer, state).await) }
@@ -200,6 +204,14 @@ async fn serve_http(
     };
     if let Err(e) = result {
         tracing::debug!("client connection from {peer} ended: {e}");
+    }
+    if let Some((bytes, ta)) = conn_state.request_timed_out() {
+        let snap = log_to.rt.snapshot();
+        if let Some(fe) = snap.frontends.get(log_to.index) {
+            // `cR`: the client's timeout, while the proxy waited for its request.
+            let (format, name) = (snap.farm.lb.access_log, fe.config.name.as_str());
+            emit_bad_request(format, peer, name, (408, bytes), ta, "cR");
+        }
     }
     drop(slot);
 }

@@ -125,3 +125,46 @@ async fn access_log_off_writes_nothing() {
     lb.stop().await;
     assert!(lines_with("/no-log").is_empty());
 }
+
+#[tokio::test]
+async fn a_request_head_that_times_out_is_logged_as_badreq() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    capture();
+    let s = TestServer::start("web-1").await;
+    let extra = Extra {
+        frontend: "timeout = { http_request = \"200ms\" }".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
+    let mut c = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    let me = c.local_addr().unwrap().to_string();
+    c.write_all(b"GET /never-finished HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 408 "));
+    eventually("the <BADREQ> line is written", || {
+        !lines_with(&format!("{me} ")).is_empty()
+    })
+    .await;
+    let line = &lines_with(&format!("{me} "))[0];
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(&fields[1..3], ["www", "www/<NOSRV>"], "{line}");
+    assert!(fields[3].starts_with("-1/-1/-1/-1/"), "{line}");
+    assert_eq!(fields[4], "408", "{line}");
+    assert_eq!(
+        fields[5],
+        answer.len().to_string(),
+        "bytes of the answer: {line}"
+    );
+    assert_eq!(
+        fields[6], "cR",
+        "client timeout in the request phase: {line}"
+    );
+    assert!(line.ends_with("\"<BADREQ>\" -"), "{line}");
+    lb.stop().await;
+}

@@ -146,6 +146,70 @@ async fn slowloris_is_cut_off_without_holding_up_others() {
 }
 
 #[tokio::test]
+async fn a_request_head_that_stops_halfway_gets_408_after_http_request() {
+    let (s, lb) = lb_with("timeout = { http_request = \"300ms\" }").await;
+    let mut c = TcpStream::connect(lb.addr).await.unwrap();
+    let sent = Instant::now();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: www.foobar.com\r\nX-Half: ")
+        .await
+        .unwrap();
+    let answer = read_until(&mut c, "in time").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Time-out\r\n"),
+        "HAProxy's answer to a head that took too long: {answer:?}"
+    );
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(250),
+        "not before the timeout"
+    );
+    let mut rest = [0u8; 16];
+    let n = tokio::time::timeout(DEADLINE, c.read(&mut rest))
+        .await
+        .expect("the connection closes after the 408")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing after the 408");
+    assert_eq!(s.hits(), 0, "the half request never reached a server");
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_closes_silently_after_http_request() {
+    let (_s, lb) = lb_with("timeout = { http_request = \"300ms\" }").await;
+    let mut c = TcpStream::connect(lb.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(DEADLINE, c.read(&mut buf))
+        .await
+        .expect("an empty connection is closed")
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "closed without an answer (a browser's pre-connect is no error)"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn http_request_does_not_cut_keep_alive_idleness() {
+    let (_s, lb) =
+        lb_with("timeout = { http_request = \"200ms\", http_keep_alive = \"30s\" }").await;
+    let mut c = TcpStream::connect(lb.addr).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: www.foobar.com\r\n\r\n";
+    c.write_all(request).await.unwrap();
+    let answer = read_until(&mut c, "web-1").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Idle for several times `http_request`, well within `http_keep_alive`.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.write_all(request).await.unwrap();
+    let answer = read_until(&mut c, "web-1").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the idle keep-alive connection still serves: {answer:?}"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_close_after_http_keep_alive() {
     let (_s, lb) = lb_with("timeout = { http_keep_alive = \"300ms\" }").await;
     let mut c = TcpStream::connect(lb.addr).await.unwrap();
