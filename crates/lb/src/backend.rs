@@ -1,16 +1,14 @@
 //! A backend at run time: its servers (state + connection pool), its balancer, its queue,
 //! server picking with backup servers, and the HAProxy-style log lines of state changes.
 
-use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::Notify;
 use webfarm_config::Backend;
 
 use crate::balance::{self, Balancer, RequestKey, ServerView};
 use crate::pool::{Pool, PoolLimits};
+use crate::queue::{Queue, Ticket, ANY_SERVER};
 use crate::server::{ActiveRequest, ServerState, Transition};
 
 /// One server of a backend with its pool of upstream connections.
@@ -50,9 +48,8 @@ pub(crate) struct BackendState {
     /// The servers, in configuration order.
     pub members: Vec<Member>,
     balancer: Box<dyn Balancer>,
-    /// Woken when a slot frees or a server becomes usable.
-    pub queue: Arc<Notify>,
-    queued: AtomicU64,
+    /// Requests waiting for a slot (kept across reloads).
+    pub queue: Arc<Queue>,
 }
 
 /// The servers as one pick sees them.
@@ -99,7 +96,7 @@ impl BackendState {
         limits: PoolLimits,
         previous: Option<&BackendState>,
     ) -> BackendState {
-        let queue = previous.map_or_else(|| Arc::new(Notify::new()), |p| p.queue.clone());
+        let queue = previous.map_or_else(Arc::default, |p| p.queue.clone());
         let members = config
             .servers
             .iter()
@@ -123,7 +120,6 @@ impl BackendState {
             members,
             balancer: balance::build(&config.balance, config.hash_type, &weights),
             queue,
-            queued: AtomicU64::new(0),
         }
     }
 
@@ -190,9 +186,10 @@ impl BackendState {
         Pick::Full
     }
 
-    /// Takes a slot on a server for `key`: picks, and while every usable server is full
-    /// waits in the backend's queue for at most `timeout.queue`. `fixed` forces a server
-    /// (sticky cookie, retry without redispatch). Returns the server and its slot.
+    /// Takes a slot on a server for `key`: picks, and while every server it may use is
+    /// full waits in the backend's queue (first come, first served; see [`Queue`]) for at
+    /// most `timeout.queue`. `fixed` forces a server (sticky cookie, retry without
+    /// redispatch). Returns the server and its slot.
     ///
     /// # Errors
     ///
@@ -201,42 +198,47 @@ impl BackendState {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: nothing is taken until it returns.
+    /// Cancel safe: nothing is taken until it returns, and a wake it was handed goes on to
+    /// the next waiter.
     pub async fn acquire(
         &self,
         key: &RequestKey<'_>,
         tried: &[usize],
         fixed: Option<usize>,
     ) -> Result<(usize, ActiveRequest), QueueError> {
-        // Fast path: no registration with the queue (a mutex and a list insert) unless a
-        // slot is not free at once.
-        if let Some(got) = self.try_take(key, tried, fixed)? {
+        // Fast path: with nobody waiting, no lock and no list.
+        if let Some(got) = self.try_take(key, tried, fixed, None)? {
             return Ok(got);
         }
         let deadline = tokio::time::Instant::now() + self.config.timeout.queue;
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        // Uncounted on every exit, including a cancelled wait (the client went away).
-        let _counted = Queued(&self.queued);
+        let ticket = self.queue.join(ANY_SERVER);
         loop {
-            let mut notified = pin!(self.queue.notified());
-            notified.as_mut().enable();
-            if let Some(got) = self.try_take(key, tried, fixed)? {
+            let woken = ticket.take_wake();
+            if let Some(got) = self.try_take(key, tried, fixed, Some(&ticket))? {
+                ticket.served();
                 return Ok(got);
             }
+            if woken {
+                // The slot it was woken for is not one it can take: the next waiter's.
+                ticket.pass_on();
+            }
             tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => return Err(QueueError::Timeout),
+                () = ticket.woken() => {}
+                () = tokio::time::sleep_until(deadline) => return Err(QueueError::Timeout),
             }
         }
     }
 
-    /// One try of [`BackendState::acquire`]: `Ok(None)` when the picked server (or every
-    /// server) is full.
+    /// One try of [`BackendState::acquire`] for a new request (`me` `None`) or a waiting
+    /// one: `Ok(None)` when the picked server (or every server) is full, or when a request
+    /// queued before it may use the picked server. A waiting request's ticket learns which
+    /// server it now waits for.
     fn try_take(
         &self,
         key: &RequestKey<'_>,
         tried: &[usize],
         fixed: Option<usize>,
+        me: Option<&Ticket<'_>>,
     ) -> Result<Option<(usize, ActiveRequest)>, QueueError> {
         let pick = match fixed {
             Some(i) if self.members[i].state.is_sticky_usable() => Pick::Server(i),
@@ -245,14 +247,30 @@ impl BackendState {
         };
         match pick {
             Pick::NoServer => Err(QueueError::NoServer),
-            Pick::Server(i) => Ok(self.members[i].state.try_acquire().map(|slot| (i, slot))),
-            Pick::Full => Ok(None),
+            Pick::Server(i) => {
+                let server = &self.members[i].state;
+                if let Some(t) = me {
+                    // A forced server or a hash key's server is the only one it may use.
+                    let pinned = fixed.is_some() || self.balancer.is_deterministic(key);
+                    t.wait_for(if pinned { server.uid } else { ANY_SERVER });
+                }
+                if self.queue.ahead_for(me, server.uid) {
+                    return Ok(None);
+                }
+                Ok(server.try_acquire().map(|slot| (i, slot)))
+            }
+            Pick::Full => {
+                if let Some(t) = me {
+                    t.wait_for(ANY_SERVER);
+                }
+                Ok(None)
+            }
         }
     }
 
     /// Requests waiting in the queue now.
-    pub fn queued(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// How many active and backup servers are UP (and not in maintenance).
@@ -325,13 +343,4 @@ fn same_server(old: &webfarm_config::Server, new: &webfarm_config::Server) -> bo
         && old.backup == new.backup
         && old.maxconn == new.maxconn
         && old.slowstart == new.slowstart
-}
-
-/// Counts one request in a backend's queue while it lives.
-struct Queued<'a>(&'a AtomicU64);
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }

@@ -59,6 +59,7 @@ mod frontend;
 mod headers;
 mod pool;
 mod proxy;
+mod queue;
 mod respond;
 mod runtime;
 mod server;

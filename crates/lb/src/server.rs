@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use webfarm_config::Server;
 
+use crate::queue::{next_server_id, Queue};
+
 /// A change of a server's health, returned by the methods that may cause one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transition {
@@ -116,8 +118,10 @@ pub(crate) struct ServerState {
     total_requests: AtomicU64,
     observed_errors: AtomicU32,
     counters: Mutex<CheckCounters>,
-    /// Wakes the backend's queue when a slot frees or the server becomes usable.
-    queue: Arc<Notify>,
+    /// Process-wide unique id: how the backend's queue names the server.
+    pub uid: u64,
+    /// The backend's queue: told when a slot frees or the server changes.
+    queue: Arc<Queue>,
     /// Wakes this server's check task (state change, `on_error`).
     pub check_wake: Notify,
 }
@@ -150,7 +154,7 @@ impl ServerSnapshot {
 impl ServerState {
     /// A server of backend `backend`. It starts UP (as in HAProxy) and in maintenance when
     /// `disabled`; `queue` is its backend's queue.
-    pub fn new(backend: &str, server: &Server, queue: Arc<Notify>) -> ServerState {
+    pub fn new(backend: &str, server: &Server, queue: Arc<Queue>) -> ServerState {
         let admin = if server.disabled {
             AdminState::Maint
         } else {
@@ -173,6 +177,7 @@ impl ServerState {
                 last_check: "not checked yet".into(),
                 fast: false,
             }),
+            uid: next_server_id(),
             queue,
             check_wake: Notify::new(),
         }
@@ -207,7 +212,7 @@ impl ServerState {
                 .store(nanos_since_epoch(Instant::now()).max(1), Ordering::Release);
         }
         self.check_wake.notify_one();
-        self.queue.notify_waiters();
+        self.queue.wake_all();
         old
     }
 
@@ -219,7 +224,7 @@ impl ServerState {
     /// Sets the run-time weight.
     pub fn set_weight(&self, weight: u32) {
         self.weight.store(weight, Ordering::Relaxed);
-        self.queue.notify_waiters();
+        self.queue.wake_all();
     }
 
     /// The weight balancing uses now: the run-time weight, ramped from ~0 over `slowstart`
@@ -301,7 +306,7 @@ impl ServerState {
             .store(nanos_since_epoch(Instant::now()).max(1), Ordering::Release);
         self.up.store(true, Ordering::Release);
         self.observed_errors.store(0, Ordering::Relaxed);
-        self.queue.notify_waiters();
+        self.queue.wake_all();
     }
 
     /// Takes the server DOWN at once (`on_error mark-down`, refused connection): it comes
@@ -428,7 +433,7 @@ impl Drop for ActiveRequest {
     fn drop(&mut self) {
         self.0.current.fetch_sub(1, Ordering::AcqRel);
         if self.0.config.maxconn != 0 {
-            self.0.queue.notify_one();
+            self.0.queue.slot_freed(self.0.uid);
         }
     }
 }
@@ -449,7 +454,7 @@ mod tests {
                 slowstart,
                 disabled: false,
             },
-            Arc::new(Notify::new()),
+            Arc::new(Queue::default()),
         ))
     }
 

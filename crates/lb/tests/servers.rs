@@ -4,10 +4,13 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::*;
-use http::StatusCode;
+use http::{Request, StatusCode};
+use http_body_util::Empty;
 
 fn checks_far_apart() -> Checks {
     Checks {
@@ -124,6 +127,109 @@ async fn a_queued_request_gets_the_slot_when_it_frees() {
     let a = queued.await.unwrap();
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, "web-1 slow");
+    lb.stop().await;
+}
+
+/// `GET path` with `X-Key: key`.
+fn keyed(path: &str, key: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
+        .header("x-key", key)
+        .body(Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_freed_slot_goes_to_a_request_waiting_for_that_server() {
+    // Hash balancing pins each key to a server; with maxconn 1 each, requests wait for
+    // their own server. A slot that frees on web-1 must reach the request waiting for
+    // web-1 even when a request for web-2 queued before it.
+    let s = servers::<2>().await;
+    let extra = Extra {
+        balance: "hdr(X-Key)".into(),
+        backend: "timeout = { queue = \"30s\" }".into(),
+        servers: vec!["maxconn = 1".into(), "maxconn = 1".into()],
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks_far_apart(), &extra).await;
+    let addr = lb.addr;
+    let mut key_of = std::collections::HashMap::new();
+    for k in 0..64 {
+        let key = format!("k{k}");
+        let a = send(addr, keyed("/", &key)).await;
+        key_of.entry(a.body).or_insert(key);
+    }
+    let (k1, k2) = (key_of["web-1"].clone(), key_of["web-2"].clone());
+
+    // web-2's slot is held until the test lets go; web-1's for a moment.
+    let held = send_head(addr, keyed("/gate", &k2)).await;
+    assert_eq!(held.status(), StatusCode::OK);
+    let short = tokio::spawn({
+        let k1 = k1.clone();
+        async move { send(addr, keyed("/slow?ms=300", &k1)).await }
+    });
+    let web1 = s[0].shared.clone();
+    eventually("web-1's slot is taken", || {
+        web1.in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let queued = |n: u64| lb.health.status()["backends"][0]["queued"] == n;
+    let for_web2 = tokio::spawn({
+        let k2 = k2.clone();
+        async move { send(addr, keyed("/", &k2)).await }
+    });
+    eventually("a request for web-2 waits", || queued(1)).await;
+    let for_web1 = tokio::spawn(async move { send(addr, keyed("/", &k1)).await });
+    eventually("then one for web-1", || queued(2)).await;
+
+    assert_eq!(short.await.unwrap().status, StatusCode::OK);
+    let a = tokio::time::timeout(DEADLINE, for_web1)
+        .await
+        .expect("web-1's freed slot reached the request waiting for it")
+        .unwrap();
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "web-1"));
+    assert!(!for_web2.is_finished(), "web-2 is still held");
+
+    s[1].shared.gate.notify_one();
+    drop(held);
+    let a = tokio::time::timeout(DEADLINE, for_web2)
+        .await
+        .expect("web-2's slot reached its waiter")
+        .unwrap();
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "web-2"));
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn queued_requests_are_served_first_come_first_served() {
+    let s = TestServer::start("web-1").await;
+    let extra = Extra {
+        backend: "timeout = { queue = \"30s\" }".into(),
+        servers: vec!["maxconn = 1".into()],
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s], &[1], checks_far_apart(), &extra).await;
+    let addr = lb.addr;
+    let held = send_head(addr, keyed("/gate", "-")).await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiting = Vec::new();
+    for i in 0..5u64 {
+        let order = order.clone();
+        waiting.push(tokio::spawn(async move {
+            let a = get(addr, "/slow?ms=20").await;
+            order.lock().unwrap().push(i);
+            a.status
+        }));
+        eventually("it waits in the queue", || {
+            lb.health.status()["backends"][0]["queued"] == i + 1
+        })
+        .await;
+    }
+    s.shared.gate.notify_one();
+    drop(held);
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4], "in arrival order");
     lb.stop().await;
 }
 

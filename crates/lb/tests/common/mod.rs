@@ -429,6 +429,8 @@ impl Default for Checks {
 pub struct Extra {
     /// Lines of `[[frontends]]`.
     pub frontend: String,
+    /// The backend's `balance`; `roundrobin` when empty.
+    pub balance: String,
     /// Lines of `[[backends]]` (before `[backends.check]`).
     pub backend: String,
     /// Lines of `[backends.check]`.
@@ -477,7 +479,7 @@ default_backend = "web"
 
 [[backends]]
 name = "web"
-balance = "roundrobin"
+balance = "{balance}"
 retries = {retries}
 {backend}
 
@@ -490,6 +492,11 @@ timeout = "1s"
 {check}
 "#,
         data = std::env::temp_dir().join("webfarm-lb-tests").display(),
+        balance = if extra.balance.is_empty() {
+            "roundrobin"
+        } else {
+            &extra.balance
+        },
         retries = checks.retries,
         inter = checks.inter,
         rise = checks.rise,
