@@ -31,6 +31,17 @@ pub(crate) enum Pick {
     NoServer,
 }
 
+/// The outcome of one try for a slot.
+#[derive(Debug)]
+enum Try {
+    /// This server's slot.
+    Taken((usize, ActiveRequest)),
+    /// Every server it may use is full.
+    Full,
+    /// A free slot it may use is due to a request that queued before it.
+    Behind,
+}
+
 /// Why no slot was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QueueError {
@@ -207,20 +218,30 @@ impl BackendState {
         fixed: Option<usize>,
     ) -> Result<(usize, ActiveRequest), QueueError> {
         // Fast path: with nobody waiting, no lock and no list.
-        if let Some(got) = self.try_take(key, tried, fixed, None)? {
+        if let Try::Taken(got) = self.try_take(key, tried, fixed, None)? {
             return Ok(got);
         }
         let deadline = tokio::time::Instant::now() + self.config.timeout.queue;
-        let ticket = self.queue.join(ANY_SERVER);
+        let servers = self.members.iter().map(|m| m.state.uid).collect();
+        let mut ticket = self.queue.join(ANY_SERVER, servers);
         loop {
-            let woken = ticket.take_wake();
-            if let Some(got) = self.try_take(key, tried, fixed, Some(&ticket))? {
-                ticket.served();
-                return Ok(got);
+            if let Some(slot) = ticket.take_slot() {
+                // Handed over by the request that freed it (only servers of this snapshot).
+                if let Some(i) = self
+                    .members
+                    .iter()
+                    .position(|m| Arc::ptr_eq(&m.state, slot.server()))
+                {
+                    return Ok((i, slot));
+                }
             }
-            if woken {
-                // The slot it was woken for is not one it can take: the next waiter's.
-                ticket.pass_on();
+            let woken = ticket.take_wake();
+            match self.try_take(key, tried, fixed, Some(&ticket))? {
+                Try::Taken(got) => return Ok(got),
+                // Nothing free is for it: those behind it may take what is.
+                Try::Full if woken => ticket.decline(),
+                // An earlier request takes this slot; this one waits for the next.
+                Try::Full | Try::Behind => {}
             }
             tokio::select! {
                 () = ticket.woken() => {}
@@ -230,16 +251,14 @@ impl BackendState {
     }
 
     /// One try of [`BackendState::acquire`] for a new request (`me` `None`) or a waiting
-    /// one: `Ok(None)` when the picked server (or every server) is full, or when a request
-    /// queued before it may use the picked server. A waiting request's ticket learns which
-    /// server it now waits for.
+    /// one. A waiting request's ticket learns which server it now waits for.
     fn try_take(
         &self,
         key: &RequestKey<'_>,
         tried: &[usize],
         fixed: Option<usize>,
         me: Option<&Ticket<'_>>,
-    ) -> Result<Option<(usize, ActiveRequest)>, QueueError> {
+    ) -> Result<Try, QueueError> {
         let pick = match fixed {
             Some(i) if self.members[i].state.is_sticky_usable() => Pick::Server(i),
             Some(_) => Pick::NoServer,
@@ -255,15 +274,17 @@ impl BackendState {
                     t.wait_for(if pinned { server.uid } else { ANY_SERVER });
                 }
                 if self.queue.ahead_for(me, server.uid) {
-                    return Ok(None);
+                    return Ok(Try::Behind);
                 }
-                Ok(server.try_acquire().map(|slot| (i, slot)))
+                Ok(server
+                    .try_acquire()
+                    .map_or(Try::Full, |slot| Try::Taken((i, slot))))
             }
             Pick::Full => {
                 if let Some(t) = me {
                     t.wait_for(ANY_SERVER);
                 }
-                Ok(None)
+                Ok(Try::Full)
             }
         }
     }

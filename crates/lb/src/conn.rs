@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -42,6 +43,9 @@ pub(crate) struct ConnState {
     idle_since: AtomicU64,
     /// Set once a `408` was sent for a request head that took too long.
     timed_out: AtomicBool,
+    /// The connection's reader, woken when the last request in progress ends so that it
+    /// arms the idle timers (hyper does not read again until data or a timer wakes it).
+    reader: AtomicWaker,
 }
 
 impl ConnState {
@@ -58,6 +62,7 @@ impl ConnState {
             first_byte: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
         })
     }
 
@@ -154,6 +159,7 @@ impl Drop for ConnGuard {
             s.idle_since
                 .store(s.nanos(Instant::now()), Ordering::Release);
             s.waiting_first.store(true, Ordering::Release);
+            s.reader.wake();
         }
     }
 }
@@ -168,6 +174,9 @@ pub(crate) struct ConnIo<T> {
     /// The connection's first bytes, up to 4, to tell HTTP/2's preface from HTTP/1.
     start: [u8; 4],
     start_len: usize,
+    /// Bytes were written since the last flush: hyper may be mid-response (it flushes the
+    /// socket only once its own buffer is empty), so no 408 may be written now.
+    unflushed: bool,
 }
 
 impl<T> ConnIo<T> {
@@ -180,13 +189,14 @@ impl<T> ConnIo<T> {
             armed_for: None,
             start: [0; 4],
             start_len: 0,
+            unflushed: false,
         }
     }
 
-    /// Whether the connection is HTTP/1 as far as its first bytes tell: anything that
-    /// cannot become the HTTP/2 preface.
+    /// Whether the connection is HTTP/1: anything but the HTTP/2 preface (a client that
+    /// stalls within its first 4 bytes is HTTP/1 too).
     fn http1(&self) -> bool {
-        !H2_PREFACE_START.starts_with(&self.start[..self.start_len])
+        self.start != *H2_PREFACE_START
     }
 
     fn note_start(&mut self, read: &[u8]) {
@@ -218,6 +228,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
+                if this.state.active.load(Ordering::Acquire) > 0 {
+                    // Registered before the second look: the end of the request wakes it.
+                    this.state.reader.register(cx.waker());
+                }
                 let Some((deadline, expiry)) = this.state.idle_deadline(this.http1()) else {
                     return Poll::Pending;
                 };
@@ -229,8 +243,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<T> {
                     return Poll::Pending;
                 }
                 match expiry {
-                    // End of file: hyper closes the connection quietly.
+                    // End of file: hyper closes the connection quietly. Also when a response
+                    // may still be half written: a 408 must not land inside it.
                     Expiry::Close => Poll::Ready(Ok(())),
+                    Expiry::RequestTimeout if this.unflushed => Poll::Ready(Ok(())),
                     Expiry::RequestTimeout => {
                         // One attempt: the send buffer of a connection with no response in
                         // progress has room for a few hundred bytes; if not, only close.
@@ -261,6 +277,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -269,6 +286,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -277,7 +295,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            self.unflushed = false;
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -185,8 +185,11 @@ async fn serve_http(
     let log_to = proxy.clone();
     let conn_state = state.clone();
     let service = service_fn(move |req| {
-        let (proxy, state) = (proxy.clone(), state.clone());
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer, state).await) }
+        // Counted in progress at once, not at the handler's first poll, so the connection's
+        // request timer never fires for a head hyper has already parsed.
+        let begun = state.begin();
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, begun).await) }
     });
     let builder = builder(fe);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -36,7 +36,7 @@ use crate::backend::{BackendState, Member, QueueError};
 use crate::balance::RequestKey;
 use crate::body::{BodyFailure, BodyState, Inner, RequestBody, ResponseBody};
 use crate::check::{io_text, observe, Observed};
-use crate::conn::{ConnGuard, ConnState};
+use crate::conn::ConnGuard;
 use crate::headers::{self, add_forwarded, remove_hop_by_hop, X_REQUEST_ID};
 use crate::pool::{ConnectError, Pooled, ProxyBody};
 use crate::respond::{empty, Local};
@@ -131,15 +131,15 @@ struct Forwarded {
 }
 
 impl Proxy {
-    /// Proxies one client request from `client` on connection `conn`; never fails: errors
-    /// become 4xx/5xx answers.
+    /// Proxies one client request from `client`, counted in progress on its connection by
+    /// `guard` (taken when hyper handed the request over, see [`crate::conn::ConnState::begin`]) and whose
+    /// head took `tq`; never fails: errors become 4xx/5xx answers.
     pub async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         client: SocketAddr,
-        conn: Arc<ConnState>,
+        (guard, tq): (ConnGuard, Duration),
     ) -> Response<ResponseBody> {
-        let (guard, tq) = conn.begin();
         let snap = self.rt.snapshot();
         let Some(fe) = snap.frontends.get(self.index) else {
             return Local::new(

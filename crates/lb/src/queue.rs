@@ -1,23 +1,26 @@
 //! A backend's queue: requests waiting for a connection slot while every server they may
 //! use is at `maxconn` (HAProxy's pending connections).
 //!
-//! First come, first served, per server: a slot that frees on a server goes to the oldest
-//! waiting request that may use that server. A request that may use any server waits for
-//! any slot; one whose server is fixed (hash key, sticky cookie, retry without redispatch)
-//! waits for that server's, so a slot of another server never wakes it in place of a
-//! request that could take it. A new request takes a free slot at once only when no request
-//! that came before it may use that server.
-//!
-//! Waking is a hand-off, not a broadcast: a freed slot wakes one waiter, which takes the
-//! slot or, failing (its retry excludes the server, a balancer picked otherwise), passes the
-//! wake to the next waiter. A change of the servers (up, down, weight, state, reload) wakes
-//! every waiter to look again.
+//! First come, first served, per server, as HAProxy's queues:
+//! - A slot that frees on a server is handed to the oldest waiting request that may use that
+//!   server (the slot itself, taken on the waiter's behalf: nobody can take it in between).
+//!   A request that may use any server waits for any slot; one whose server is fixed (hash
+//!   key, sticky cookie, retry without redispatch) waits for that server's only.
+//! - A new request takes a free slot at once only when no request that came before it may
+//!   use that server.
+//! - A change of the servers (up, down, weight, state) wakes every waiter to look again;
+//!   each one that finds a slot, or finds nothing it can use, wakes the next one, so free
+//!   slots are taken in arrival order and nobody waits behind a request that cannot use
+//!   them.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::Notify;
+
+use crate::server::{ActiveRequest, ServerState};
 
 /// Any server will do (no server has this id).
 pub(crate) const ANY_SERVER: u64 = 0;
@@ -33,11 +36,16 @@ pub(crate) fn next_server_id() -> u64 {
 struct Waiter {
     /// The id of the server it waits for, or [`ANY_SERVER`].
     wants: AtomicU64,
-    /// Set when a slot or a change was handed to it and it has not looked yet.
+    /// The ids of the servers of the configuration it picks from (a reload may have
+    /// replaced some): only their slots can be handed to it.
+    servers: Vec<u64>,
+    /// Set when it was told to look again and has not looked yet.
     woken: AtomicBool,
-    /// Set when it looked after a wake and could take nothing: the free slots are not for
-    /// it, so it holds up nobody behind it until its next wake.
+    /// Set when it looked and nothing free was for it: it holds up nobody behind it until
+    /// it is woken again.
     declined: AtomicBool,
+    /// A slot handed over to it, not collected yet.
+    slot: Mutex<Option<ActiveRequest>>,
     /// Its wake-up; a wake before it waits is kept (a `Notify` permit).
     notify: Notify,
 }
@@ -45,13 +53,36 @@ struct Waiter {
 impl Waiter {
     fn may_use(&self, server: u64) -> bool {
         let wants = self.wants.load(Ordering::Acquire);
-        wants == ANY_SERVER || wants == server
+        wants == server || (wants == ANY_SERVER && self.servers.contains(&server))
+    }
+
+    /// Whether it may be handed a slot of `server` now: it may use the server, holds no
+    /// slot yet, and the server takes new requests (a fixed server: UP and not in
+    /// maintenance, so a draining server still serves its sticky clients).
+    fn takes(&self, server: &ServerState) -> bool {
+        if !self.may_use(server.uid) || self.slot().is_some() {
+            return false;
+        }
+        if self.wants.load(Ordering::Acquire) == ANY_SERVER {
+            server.is_usable(Instant::now())
+        } else {
+            server.is_sticky_usable()
+        }
+    }
+
+    /// Whether it may take a free slot of `server` before those behind it.
+    fn holds_up(&self, server: u64) -> bool {
+        !self.declined.load(Ordering::Acquire) && self.slot().is_none() && self.may_use(server)
     }
 
     fn wake(&self) {
         self.declined.store(false, Ordering::Release);
         self.woken.store(true, Ordering::Release);
         self.notify.notify_one();
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<ActiveRequest>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -69,9 +100,13 @@ impl Queue {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn set_len(&self, list: &VecDeque<Arc<Waiter>>) {
+        self.len.store(list.len(), Ordering::SeqCst);
+    }
+
     /// Requests waiting now.
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.len.load(Ordering::SeqCst)
     }
 
     /// Whether a request that came before `me` (every waiter when `me` is `None`, a new
@@ -83,39 +118,49 @@ impl Queue {
         self.lock()
             .iter()
             .take_while(|w| me.is_none_or(|t| !Arc::ptr_eq(w, &t.waiter)))
-            .any(|w| !w.declined.load(Ordering::Acquire) && w.may_use(server))
+            .any(|w| w.holds_up(server))
     }
 
-    /// Enters the queue, at its end, waiting for `wants` (a server id or [`ANY_SERVER`]).
-    pub fn join(&self, wants: u64) -> Ticket<'_> {
+    /// Enters the queue, at its end, waiting for `wants` (a server id or [`ANY_SERVER`])
+    /// among `servers` (ids).
+    pub fn join(&self, wants: u64, servers: Vec<u64>) -> Ticket<'_> {
         let waiter = Arc::new(Waiter {
             wants: AtomicU64::new(wants),
+            servers,
             woken: AtomicBool::new(false),
             declined: AtomicBool::new(false),
+            slot: Mutex::new(None),
             notify: Notify::new(),
         });
         let mut list = self.lock();
         list.push_back(waiter.clone());
-        self.len.store(list.len(), Ordering::Release);
+        self.set_len(&list);
+        drop(list);
+        // Pairs with the fence in `slot_freed`: either the releaser sees this waiter, or
+        // this waiter's next try sees the freed slot.
+        fence(Ordering::SeqCst);
         Ticket {
             queue: self,
             waiter,
-            served: false,
+            looked_again: false,
         }
     }
 
-    /// A slot freed on server `server`: wakes the oldest waiter that may use it and was not
-    /// woken already.
-    pub fn slot_freed(&self, server: u64) {
+    /// A slot was just freed on `server`: takes it again on behalf of the oldest waiter
+    /// that may be handed it, if any, and hands it over.
+    pub fn slot_freed(&self, server: &Arc<ServerState>) {
+        fence(Ordering::SeqCst);
         if self.len() == 0 {
             return;
         }
-        if let Some(w) = self
-            .lock()
-            .iter()
-            .find(|w| !w.woken.load(Ordering::Acquire) && w.may_use(server))
-        {
-            w.wake();
+        let list = self.lock();
+        let Some(w) = list.iter().find(|w| w.takes(server)) else {
+            return;
+        };
+        // Fails only when someone else took the slot meanwhile: then it was not free.
+        if let Some(slot) = server.try_acquire() {
+            *w.slot() = Some(slot);
+            w.notify.notify_one();
         }
     }
 
@@ -129,10 +174,9 @@ impl Queue {
         }
     }
 
-    /// Hands a wake that `from` could not use to the next waiter behind it not woken yet
-    /// (any: the freed server is not known here), or to the oldest when `from` left.
-    fn pass_on(&self, list: &VecDeque<Arc<Waiter>>, after: Option<usize>) {
-        let start = after.map_or(0, |i| i + 1);
+    /// Wakes the first waiter behind index `from` (the front when `None`) not woken yet.
+    fn wake_next(list: &VecDeque<Arc<Waiter>>, from: Option<usize>) {
+        let start = from.map_or(0, |i| i + 1);
         if let Some(w) = list
             .iter()
             .skip(start)
@@ -143,13 +187,15 @@ impl Queue {
     }
 }
 
-/// A request's place in the queue; leaving it (drop) removes it, and a wake it did not use
-/// goes to the next waiter.
+/// A request's place in the queue; leaving it (drop) removes it and returns a slot that was
+/// handed over but not collected.
 #[derive(Debug)]
 pub(crate) struct Ticket<'q> {
     queue: &'q Queue,
     waiter: Arc<Waiter>,
-    served: bool,
+    /// It was told to look again (a change, or the one ahead left or declined): leaving,
+    /// it tells the next one.
+    looked_again: bool,
 }
 
 impl Ticket<'_> {
@@ -158,28 +204,31 @@ impl Ticket<'_> {
         self.waiter.wants.store(wants, Ordering::Release);
     }
 
-    /// Takes the pending wake, if any: whether it was woken since the last call.
-    pub fn take_wake(&self) -> bool {
-        self.waiter.woken.swap(false, Ordering::AcqRel)
+    /// A slot handed over to it, if any.
+    pub fn take_slot(&self) -> Option<ActiveRequest> {
+        self.waiter.slot().take()
     }
 
-    /// Passes a wake it could not use to the next waiter behind it, and stops holding up
-    /// those behind it until its next wake.
-    pub fn pass_on(&self) {
+    /// Takes the pending wake, if any: whether it was told to look again since the last
+    /// call.
+    pub fn take_wake(&mut self) -> bool {
+        let woken = self.waiter.woken.swap(false, Ordering::AcqRel);
+        self.looked_again |= woken;
+        woken
+    }
+
+    /// It looked and nothing free is for it: it stops holding up those behind it, and the
+    /// next one looks.
+    pub fn decline(&self) {
         self.waiter.declined.store(true, Ordering::Release);
         let list = self.queue.lock();
         let me = list.iter().position(|w| Arc::ptr_eq(w, &self.waiter));
-        self.queue.pass_on(&list, me);
+        Queue::wake_next(&list, me);
     }
 
-    /// Waits for a wake (returns at once if one came since the last wait).
+    /// Waits for a wake or a slot (returns at once if one came since the last wait).
     pub async fn woken(&self) {
         self.waiter.notify.notified().await;
-    }
-
-    /// It got a slot: leaving the queue passes nothing on.
-    pub fn served(mut self) {
-        self.served = true;
     }
 }
 
@@ -188,52 +237,82 @@ impl Drop for Ticket<'_> {
         let mut list = self.queue.lock();
         if let Some(i) = list.iter().position(|w| Arc::ptr_eq(w, &self.waiter)) {
             list.remove(i);
-            // Woken for a slot and gone without it (timeout, client went away): the slot is
-            // someone else's. The next waiter is now at index `i`.
-            if !self.served && self.waiter.woken.load(Ordering::Acquire) {
-                self.queue.pass_on(&list, i.checked_sub(1));
-            }
+            self.queue.set_len(&list);
         }
-        self.queue.len.store(list.len(), Ordering::Release);
+        // Told to look again (or woken and gone before looking): those behind it may now
+        // take what it held up.
+        if self.looked_again || self.waiter.woken.load(Ordering::Acquire) {
+            Queue::wake_next(&list, None);
+        }
+        drop(list);
+        // A slot handed over but not collected (timeout, client gone): released, so it goes
+        // to the next waiter.
+        drop(self.take_slot());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use webfarm_config::Server;
 
     fn woken(t: &Ticket<'_>) -> bool {
         t.waiter.woken.load(Ordering::Acquire)
     }
 
+    fn server(queue: &Arc<Queue>, maxconn: u32) -> Arc<ServerState> {
+        let config = Server {
+            name: "s".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            weight: 1,
+            backup: false,
+            maxconn,
+            slowstart: None,
+            disabled: false,
+        };
+        Arc::new(ServerState::new("b", &config, queue.clone()))
+    }
+
     #[test]
-    fn a_freed_slot_wakes_the_oldest_waiter_that_may_use_it() {
-        let q = Queue::default();
-        let (a, b) = (next_server_id(), next_server_id());
-        let on_a = q.join(a);
-        let on_b = q.join(b);
-        let any = q.join(ANY_SERVER);
-        q.slot_freed(b);
-        assert!(!woken(&on_a), "a slot of b never wakes a waiter of a");
-        assert!(woken(&on_b));
-        assert!(!woken(&any));
-        q.slot_freed(b);
+    fn a_freed_slot_is_handed_to_the_oldest_waiter_that_may_use_it() {
+        let q = Arc::new(Queue::default());
+        let (a, b) = (server(&q, 1), server(&q, 1));
+        let (held_a, held_b) = (a.try_acquire().unwrap(), b.try_acquire().unwrap());
+        let ids = vec![a.uid, b.uid];
+        let on_a = q.join(a.uid, ids.clone());
+        let on_b = q.join(b.uid, ids.clone());
+        let any = q.join(ANY_SERVER, ids);
+        drop(held_b);
         assert!(
-            woken(&any),
-            "the next slot of b: the next waiter that may use b"
+            on_a.take_slot().is_none(),
+            "a slot of b never goes to a waiter of a"
         );
-        assert_eq!(q.len(), 3);
+        let slot = on_b.take_slot().expect("handed to the waiter of b");
+        assert!(Arc::ptr_eq(slot.server(), &b));
+        assert_eq!(b.current_conns(), 1, "still taken: handed over, not freed");
+        drop(on_b); // served: it leaves the queue
+        drop(slot);
+        assert!(
+            any.take_slot().is_some(),
+            "the next slot of b: the next that may use b"
+        );
+        drop(held_a);
+        assert!(on_a.take_slot().is_some());
+        assert_eq!(q.len(), 2, "each leaves when its ticket goes");
+        drop((on_a, any));
+        assert_eq!(q.len(), 0);
     }
 
     #[test]
     fn new_requests_queue_behind_waiters_that_may_use_their_server() {
         let q = Queue::default();
         let (a, b) = (next_server_id(), next_server_id());
+        let ids = vec![a, b];
         assert!(!q.ahead_for(None, a), "empty queue");
-        let on_a = q.join(a);
+        let on_a = q.join(a, ids.clone());
         assert!(q.ahead_for(None, a));
         assert!(!q.ahead_for(None, b), "a waiter of a does not hold up b");
-        let any = q.join(ANY_SERVER);
+        let any = q.join(ANY_SERVER, ids);
         assert!(q.ahead_for(None, b));
         assert!(q.ahead_for(Some(&any), a), "on_a is ahead of it");
         assert!(!q.ahead_for(Some(&any), b));
@@ -241,41 +320,58 @@ mod tests {
     }
 
     #[test]
-    fn an_unused_wake_passes_to_the_next_waiter() {
+    fn a_waiter_that_declines_holds_up_nobody_and_wakes_the_next() {
         let q = Queue::default();
         let a = next_server_id();
-        let first = q.join(ANY_SERVER);
-        let second = q.join(ANY_SERVER);
-        q.slot_freed(a);
-        assert!(first.take_wake());
+        let first = q.join(ANY_SERVER, vec![a]);
+        let second = q.join(ANY_SERVER, vec![a]);
+        assert!(q.ahead_for(Some(&second), a));
+        first.decline();
+        assert!(woken(&second), "the next one looks");
+        assert!(!q.ahead_for(Some(&second), a), "first holds up nobody now");
+        q.wake_all();
         assert!(
             q.ahead_for(Some(&second), a),
-            "first may still take a's slot"
+            "woken again, first counts again"
         );
-        first.pass_on();
-        assert!(woken(&second), "passed on");
-        assert!(
-            !q.ahead_for(Some(&second), a),
-            "first declined: it does not hold up second"
-        );
+    }
 
-        // A woken waiter that leaves without its slot hands the wake on.
-        let third = q.join(ANY_SERVER);
-        drop(second);
-        assert!(woken(&third));
-        // One that was served does not.
-        let fourth = q.join(ANY_SERVER);
-        third.served();
-        assert!(!woken(&fourth));
+    #[test]
+    fn leaving_wakes_the_next_and_returns_an_uncollected_slot() {
+        let q = Arc::new(Queue::default());
+        let a = server(&q, 1);
+        let held = a.try_acquire().unwrap();
+        let first = q.join(a.uid, vec![a.uid]);
+        let second = q.join(a.uid, vec![a.uid]);
+        drop(held);
+        assert_eq!(a.current_conns(), 1, "handed to first");
         drop(first);
-        assert_eq!(q.len(), 1);
+        assert!(
+            second.take_slot().is_some(),
+            "first left without collecting: the slot went on to second"
+        );
+        let mut third = q.join(ANY_SERVER, vec![a.uid]);
+        let mut second = second;
+        q.wake_all();
+        assert!(second.take_wake());
+        assert!(third.take_wake());
+        drop(second);
+        assert!(
+            woken(&third),
+            "a waiter told to look again wakes the next one as it leaves"
+        );
     }
 
     #[test]
     fn a_change_wakes_everyone() {
         let q = Queue::default();
-        let tickets: Vec<_> = (0..3).map(|_| q.join(next_server_id())).collect();
+        let mut tickets: Vec<_> = (0..3)
+            .map(|_| {
+                let id = next_server_id();
+                q.join(id, vec![id])
+            })
+            .collect();
         q.wake_all();
-        assert!(tickets.iter().all(|t| t.take_wake()));
+        assert!(tickets.iter_mut().all(|t| t.take_wake()));
     }
 }

@@ -291,6 +291,8 @@ impl ServerState {
             c.consecutive_failures = c.consecutive_failures.saturating_add(1);
             if up && c.consecutive_failures >= fall {
                 self.up.store(false, Ordering::Release);
+                // Requests waiting for this server look elsewhere (or give up).
+                self.queue.wake_all();
                 transition = Some(Transition::WentDown);
             }
         }
@@ -316,7 +318,11 @@ impl ServerState {
         c.last_check = text;
         c.consecutive_passes = 0;
         c.fast = true;
-        self.up.swap(false, Ordering::AcqRel)
+        let was_up = self.up.swap(false, Ordering::AcqRel);
+        if was_up {
+            self.queue.wake_all();
+        }
+        was_up
     }
 
     /// Sets the failure count so that one more failed check takes the server down
@@ -433,7 +439,7 @@ impl Drop for ActiveRequest {
     fn drop(&mut self) {
         self.0.current.fetch_sub(1, Ordering::AcqRel);
         if self.0.config.maxconn != 0 {
-            self.0.queue.slot_freed(self.0.uid);
+            self.0.queue.slot_freed(&self.0);
         }
     }
 }

@@ -225,7 +225,12 @@ async fn idle_keep_alive_connections_close_after_http_keep_alive() {
         .expect("the idle connection is closed")
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without a byte");
-    assert!(idle_from.elapsed() >= Duration::from_millis(250));
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(250), "{idle:?}");
+    assert!(
+        idle < Duration::from_secs(5),
+        "closed by http_keep_alive (300ms), not by http_request (10s): {idle:?}"
+    );
     lb.stop().await;
 }
 

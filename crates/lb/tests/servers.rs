@@ -234,6 +234,44 @@ async fn queued_requests_are_served_first_come_first_served() {
 }
 
 #[tokio::test]
+async fn slots_that_free_together_all_go_to_waiting_requests() {
+    let s = servers::<2>().await;
+    let extra = Extra {
+        backend: "timeout = { queue = \"30s\" }".into(),
+        servers: vec!["maxconn = 1".into(), "maxconn = 1".into()],
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks_far_apart(), &extra).await;
+    let addr = lb.addr;
+    let held = [
+        send_head(addr, keyed("/gate", "-")).await,
+        send_head(addr, keyed("/gate", "-")).await,
+    ];
+    assert_eq!((s[0].hits(), s[1].hits()), (1, 1), "one slot held on each");
+    let mut waiting = Vec::new();
+    for i in 0..4u64 {
+        waiting.push(tokio::spawn(async move { get(addr, "/slow?ms=20").await }));
+        eventually("it waits in the queue", || {
+            lb.health.status()["backends"][0]["queued"] == i + 1
+        })
+        .await;
+    }
+    for server in &s {
+        server.shared.gate.notify_one();
+    }
+    drop(held);
+    for w in waiting {
+        let a = tokio::time::timeout(DEADLINE, w)
+            .await
+            .expect("no waiter is left behind while a slot is free (timeout queue is 30s)")
+            .unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    assert_eq!(lb.health.status()["backends"][0]["queued"], 0);
+    lb.stop().await;
+}
+
+#[tokio::test]
 async fn slowstart_ramps_the_weight_of_a_returning_server() {
     let mut s = servers::<2>().await;
     let extra = Extra {
