@@ -31,15 +31,16 @@ pub(crate) enum Pick {
     NoServer,
 }
 
-/// The outcome of one try for a slot.
+/// The outcome of one try for a slot; otherwise than `Taken`, with the server to wait for
+/// (a server id, or [`ANY_SERVER`]).
 #[derive(Debug)]
 enum Try {
     /// This server's slot.
     Taken((usize, ActiveRequest)),
     /// Every server it may use is full.
-    Full,
+    Full(u64),
     /// A free slot it may use is due to a request that queued before it.
-    Behind,
+    Behind(u64),
 }
 
 /// Why no slot was obtained.
@@ -218,12 +219,14 @@ impl BackendState {
         fixed: Option<usize>,
     ) -> Result<(usize, ActiveRequest), QueueError> {
         // Fast path: with nobody waiting, no lock and no list.
-        if let Try::Taken(got) = self.try_take(key, tried, fixed, None)? {
-            return Ok(got);
-        }
+        let wants = match self.try_take(key, tried, fixed, None)? {
+            Try::Taken(got) => return Ok(got),
+            Try::Full(wants) | Try::Behind(wants) => wants,
+        };
         let deadline = tokio::time::Instant::now() + self.config.timeout.queue;
         let servers = self.members.iter().map(|m| m.state.uid).collect();
-        let mut ticket = self.queue.join(ANY_SERVER, servers);
+        // Joins knowing its server, so a slot of another is never handed to a pinned request.
+        let mut ticket = self.queue.join(wants, servers);
         loop {
             if let Some(slot) = ticket.take_slot() {
                 // Handed over by the request that freed it (only servers of this snapshot).
@@ -239,9 +242,9 @@ impl BackendState {
             match self.try_take(key, tried, fixed, Some(&ticket))? {
                 Try::Taken(got) => return Ok(got),
                 // Nothing free is for it: those behind it may take what is.
-                Try::Full if woken => ticket.decline(),
+                Try::Full(_) if woken => ticket.decline(),
                 // An earlier request takes this slot; this one waits for the next.
-                Try::Full | Try::Behind => {}
+                Try::Full(_) | Try::Behind(_) => {}
             }
             tokio::select! {
                 () = ticket.woken() => {}
@@ -268,23 +271,24 @@ impl BackendState {
             Pick::NoServer => Err(QueueError::NoServer),
             Pick::Server(i) => {
                 let server = &self.members[i].state;
+                // A forced server or a hash key's server is the only one it may use.
+                let pinned = fixed.is_some() || self.balancer.is_deterministic(key);
+                let wants = if pinned { server.uid } else { ANY_SERVER };
                 if let Some(t) = me {
-                    // A forced server or a hash key's server is the only one it may use.
-                    let pinned = fixed.is_some() || self.balancer.is_deterministic(key);
-                    t.wait_for(if pinned { server.uid } else { ANY_SERVER });
+                    t.wait_for(wants);
                 }
                 if self.queue.ahead_for(me, server.uid) {
-                    return Ok(Try::Behind);
+                    return Ok(Try::Behind(wants));
                 }
                 Ok(server
                     .try_acquire()
-                    .map_or(Try::Full, |slot| Try::Taken((i, slot))))
+                    .map_or(Try::Full(wants), |slot| Try::Taken((i, slot))))
             }
             Pick::Full => {
                 if let Some(t) = me {
                     t.wait_for(ANY_SERVER);
                 }
-                Ok(Try::Full)
+                Ok(Try::Full(ANY_SERVER))
             }
         }
     }

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -43,9 +42,6 @@ pub(crate) struct ConnState {
     idle_since: AtomicU64,
     /// Set once a `408` was sent for a request head that took too long.
     timed_out: AtomicBool,
-    /// The connection's reader, woken when the last request in progress ends so that it
-    /// arms the idle timers (hyper does not read again until data or a timer wakes it).
-    reader: AtomicWaker,
 }
 
 impl ConnState {
@@ -62,7 +58,6 @@ impl ConnState {
             first_byte: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
-            reader: AtomicWaker::new(),
         })
     }
 
@@ -159,7 +154,6 @@ impl Drop for ConnGuard {
             s.idle_since
                 .store(s.nanos(Instant::now()), Ordering::Release);
             s.waiting_first.store(true, Ordering::Release);
-            s.reader.wake();
         }
     }
 }
@@ -199,6 +193,22 @@ impl<T> ConnIo<T> {
         self.start != *H2_PREFACE_START
     }
 
+    /// While a request is in progress: makes sure the timer wakes this reader at most
+    /// `keep_alive` from now. hyper does not read again after a response until data or a
+    /// timer wakes it, so without this a connection that goes idle would not arm its idle
+    /// timers. Re-armed only when the armed time passed or lies further out (once per
+    /// `keep_alive` at most on a busy connection), never per request.
+    fn wake_within_keep_alive(&mut self, cx: &mut Context<'_>) {
+        let now = Instant::now();
+        let latest = now + self.state.keep_alive;
+        if self.armed_for.is_none_or(|d| d <= now || d > latest) {
+            self.timer.as_mut().reset(latest.into());
+            self.armed_for = Some(latest);
+        }
+        // Registers this task with the timer; an expiry now only means a look again.
+        let _ = self.timer.as_mut().poll(cx);
+    }
+
     fn note_start(&mut self, read: &[u8]) {
         let n = read.len().min(self.start.len() - self.start_len);
         self.start[self.start_len..self.start_len + n].copy_from_slice(&read[..n]);
@@ -228,11 +238,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if this.state.active.load(Ordering::Acquire) > 0 {
-                    // Registered before the second look: the end of the request wakes it.
-                    this.state.reader.register(cx.waker());
-                }
                 let Some((deadline, expiry)) = this.state.idle_deadline(this.http1()) else {
+                    this.wake_within_keep_alive(cx);
                     return Poll::Pending;
                 };
                 if this.armed_for != Some(deadline) {
