@@ -198,6 +198,38 @@ impl BackendState {
         Pick::Full
     }
 
+    /// The ids of the servers a pick for a request that tried `tried` may choose now: the
+    /// tier in use (active servers while any is usable, else backups: the first usable one
+    /// unless `allbackups`), without the tried ones unless that leaves none (as
+    /// [`BackendState::pick`]). A queued request may be handed a slot of these only.
+    fn eligible_ids(&self, tried: &[usize]) -> Vec<u64> {
+        let now = Instant::now();
+        let tier_usable = |backup: bool| {
+            self.members
+                .iter()
+                .any(|m| m.state.config.backup == backup && m.state.is_usable(now))
+        };
+        let backup = !tier_usable(false);
+        let tier = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.state.config.backup == backup && m.state.is_usable(now));
+        if backup && !self.config.allbackups {
+            return tier.take(1).map(|(_, m)| m.state.uid).collect();
+        }
+        let untried: Vec<u64> = tier
+            .clone()
+            .filter(|(i, _)| !tried.contains(i))
+            .map(|(_, m)| m.state.uid)
+            .collect();
+        if untried.is_empty() {
+            tier.map(|(_, m)| m.state.uid).collect()
+        } else {
+            untried
+        }
+    }
+
     /// Takes a slot on a server for `key`: picks, and while every server it may use is
     /// full waits in the backend's queue (first come, first served; see [`Queue`]) for at
     /// most `timeout.queue`. `fixed` forces a server (sticky cookie, retry without
@@ -224,8 +256,12 @@ impl BackendState {
             Try::Full(wants) | Try::Behind(wants) => wants,
         };
         let deadline = tokio::time::Instant::now() + self.config.timeout.queue;
-        let servers = self.members.iter().map(|m| m.state.uid).collect();
-        // Joins knowing its server, so a slot of another is never handed to a pinned request.
+        let servers = if wants == ANY_SERVER {
+            self.eligible_ids(tried)
+        } else {
+            Vec::new()
+        };
+        // Joins knowing its server(s), so a slot of another is never handed to it.
         let mut ticket = self.queue.join(wants, servers);
         loop {
             if let Some(slot) = ticket.take_slot() {
@@ -235,6 +271,7 @@ impl BackendState {
                     .iter()
                     .position(|m| Arc::ptr_eq(&m.state, slot.server()))
                 {
+                    ticket.handed();
                     return Ok((i, slot));
                 }
             }
@@ -275,9 +312,9 @@ impl BackendState {
                 let pinned = fixed.is_some() || self.balancer.is_deterministic(key);
                 let wants = if pinned { server.uid } else { ANY_SERVER };
                 if let Some(t) = me {
-                    t.wait_for(wants);
+                    t.wait_for(wants, || self.eligible_ids(tried));
                 }
-                if self.queue.ahead_for(me, server.uid) {
+                if self.queue.ahead_for(me, server) {
                     return Ok(Try::Behind(wants));
                 }
                 Ok(server
@@ -286,7 +323,7 @@ impl BackendState {
             }
             Pick::Full => {
                 if let Some(t) = me {
-                    t.wait_for(ANY_SERVER);
+                    t.wait_for(ANY_SERVER, || self.eligible_ids(tried));
                 }
                 Ok(Try::Full(ANY_SERVER))
             }

@@ -150,11 +150,13 @@ pub(crate) struct ConnGuard(Arc<ConnState>);
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let s = &self.0;
-        if s.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            s.idle_since
-                .store(s.nanos(Instant::now()), Ordering::Release);
-            s.waiting_first.store(true, Ordering::Release);
-        }
+        // Stored before the count drops, so a reader that sees no request in progress (on
+        // another thread: HTTP/2 streams run as tasks of their own) sees when it began.
+        // While other requests are still in progress both are unused, and overwritten later.
+        s.idle_since
+            .store(s.nanos(Instant::now()), Ordering::Release);
+        s.waiting_first.store(true, Ordering::Release);
+        s.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -4,8 +4,10 @@
 //! First come, first served, per server, as HAProxy's queues:
 //! - A slot that frees on a server is handed to the oldest waiting request that may use that
 //!   server (the slot itself, taken on the waiter's behalf: nobody can take it in between).
-//!   A request that may use any server waits for any slot; one whose server is fixed (hash
-//!   key, sticky cookie, retry without redispatch) waits for that server's only.
+//!   A request that may use any server waits for a slot of any server its pick may choose
+//!   (of the tier in use, active or backup, not already tried, taking new requests); one
+//!   whose server is fixed (hash key, sticky cookie, retry without redispatch) waits for
+//!   that server's only.
 //! - A new request takes a free slot at once only when no request that came before it may
 //!   use that server.
 //! - A change of the servers (up, down, weight, state) wakes every waiter to look again;
@@ -36,9 +38,10 @@ pub(crate) fn next_server_id() -> u64 {
 struct Waiter {
     /// The id of the server it waits for, or [`ANY_SERVER`].
     wants: AtomicU64,
-    /// The ids of the servers of the configuration it picks from (a reload may have
-    /// replaced some): only their slots can be handed to it.
-    servers: Vec<u64>,
+    /// When it waits for any server: the ids of the servers its pick may choose now (its
+    /// configuration's, of the tier in use, active or backup, and not already tried):
+    /// only their slots can be handed to it.
+    servers: Mutex<Vec<u64>>,
     /// Set when it was told to look again and has not looked yet.
     woken: AtomicBool,
     /// Set when it looked and nothing free was for it: it holds up nobody behind it until
@@ -53,7 +56,13 @@ struct Waiter {
 impl Waiter {
     fn may_use(&self, server: u64) -> bool {
         let wants = self.wants.load(Ordering::Acquire);
-        wants == server || (wants == ANY_SERVER && self.servers.contains(&server))
+        wants == server
+            || (wants == ANY_SERVER
+                && self
+                    .servers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(&server))
     }
 
     /// Whether it may be handed a slot of `server` now: it may use the server, holds no
@@ -70,9 +79,10 @@ impl Waiter {
         }
     }
 
-    /// Whether it may take a free slot of `server` before those behind it.
-    fn holds_up(&self, server: u64) -> bool {
-        !self.declined.load(Ordering::Acquire) && self.slot().is_none() && self.may_use(server)
+    /// Whether it may take a free slot of `server` before those behind it: exactly when it
+    /// could be handed one, unless it found nothing for it since its last wake.
+    fn holds_up(&self, server: &ServerState) -> bool {
+        !self.declined.load(Ordering::Acquire) && self.takes(server)
     }
 
     fn wake(&self) {
@@ -111,7 +121,7 @@ impl Queue {
 
     /// Whether a request that came before `me` (every waiter when `me` is `None`, a new
     /// request) may use server `server`: then a free slot there is theirs first.
-    pub fn ahead_for(&self, me: Option<&Ticket<'_>>, server: u64) -> bool {
+    pub fn ahead_for(&self, me: Option<&Ticket<'_>>, server: &ServerState) -> bool {
         if self.len() == 0 {
             return false;
         }
@@ -121,12 +131,12 @@ impl Queue {
             .any(|w| w.holds_up(server))
     }
 
-    /// Enters the queue, at its end, waiting for `wants` (a server id or [`ANY_SERVER`])
-    /// among `servers` (ids).
+    /// Enters the queue, at its end, waiting for `wants` (a server id or [`ANY_SERVER`];
+    /// then among `servers`, ids).
     pub fn join(&self, wants: u64, servers: Vec<u64>) -> Ticket<'_> {
         let waiter = Arc::new(Waiter {
             wants: AtomicU64::new(wants),
-            servers,
+            servers: Mutex::new(servers),
             woken: AtomicBool::new(false),
             declined: AtomicBool::new(false),
             slot: Mutex::new(None),
@@ -193,15 +203,28 @@ impl Queue {
 pub(crate) struct Ticket<'q> {
     queue: &'q Queue,
     waiter: Arc<Waiter>,
-    /// It was told to look again (a change, or the one ahead left or declined): leaving,
-    /// it tells the next one.
+    /// Its latest look was on a wake (a change, or the one ahead left or declined): if it
+    /// leaves after it, it tells the next one.
     looked_again: bool,
 }
 
 impl Ticket<'_> {
-    /// Sets the server it waits for (a hash key's server moves when servers go down).
-    pub fn wait_for(&self, wants: u64) {
+    /// Sets the server it waits for (a hash key's server moves when servers go down), or
+    /// with [`ANY_SERVER`] the servers it may be handed a slot of.
+    pub fn wait_for(&self, wants: u64, servers: impl FnOnce() -> Vec<u64>) {
+        if wants == ANY_SERVER {
+            *self
+                .waiter
+                .servers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = servers();
+        }
         self.waiter.wants.store(wants, Ordering::Release);
+    }
+
+    /// It leaves with a slot handed over to it: nothing for those behind it to look at.
+    pub fn handed(&mut self) {
+        self.looked_again = false;
     }
 
     /// A slot handed over to it, if any.
@@ -213,7 +236,7 @@ impl Ticket<'_> {
     /// call.
     pub fn take_wake(&mut self) -> bool {
         let woken = self.waiter.woken.swap(false, Ordering::AcqRel);
-        self.looked_again |= woken;
+        self.looked_again = woken;
         woken
     }
 
@@ -305,33 +328,38 @@ mod tests {
 
     #[test]
     fn new_requests_queue_behind_waiters_that_may_use_their_server() {
-        let q = Queue::default();
-        let (a, b) = (next_server_id(), next_server_id());
-        let ids = vec![a, b];
-        assert!(!q.ahead_for(None, a), "empty queue");
-        let on_a = q.join(a, ids.clone());
-        assert!(q.ahead_for(None, a));
-        assert!(!q.ahead_for(None, b), "a waiter of a does not hold up b");
+        let q = Arc::new(Queue::default());
+        let (a, b) = (server(&q, 1), server(&q, 1));
+        let ids = vec![a.uid, b.uid];
+        assert!(!q.ahead_for(None, &a), "empty queue");
+        let on_a = q.join(a.uid, ids.clone());
+        assert!(q.ahead_for(None, &a));
+        assert!(!q.ahead_for(None, &b), "a waiter of a does not hold up b");
         let any = q.join(ANY_SERVER, ids);
-        assert!(q.ahead_for(None, b));
-        assert!(q.ahead_for(Some(&any), a), "on_a is ahead of it");
-        assert!(!q.ahead_for(Some(&any), b));
-        assert!(!q.ahead_for(Some(&on_a), a), "nobody ahead of the first");
+        assert!(q.ahead_for(None, &b));
+        assert!(q.ahead_for(Some(&any), &a), "on_a is ahead of it");
+        assert!(!q.ahead_for(Some(&any), &b));
+        assert!(!q.ahead_for(Some(&on_a), &a), "nobody ahead of the first");
+        b.set_admin(crate::server::AdminState::Drain);
+        assert!(
+            !q.ahead_for(None, &b),
+            "a waiter for any server does not hold up a draining one (sticky requests use it)"
+        );
     }
 
     #[test]
     fn a_waiter_that_declines_holds_up_nobody_and_wakes_the_next() {
-        let q = Queue::default();
-        let a = next_server_id();
-        let first = q.join(ANY_SERVER, vec![a]);
-        let second = q.join(ANY_SERVER, vec![a]);
-        assert!(q.ahead_for(Some(&second), a));
+        let q = Arc::new(Queue::default());
+        let a = server(&q, 1);
+        let first = q.join(ANY_SERVER, vec![a.uid]);
+        let second = q.join(ANY_SERVER, vec![a.uid]);
+        assert!(q.ahead_for(Some(&second), &a));
         first.decline();
         assert!(woken(&second), "the next one looks");
-        assert!(!q.ahead_for(Some(&second), a), "first holds up nobody now");
+        assert!(!q.ahead_for(Some(&second), &a), "first holds up nobody now");
         q.wake_all();
         assert!(
-            q.ahead_for(Some(&second), a),
+            q.ahead_for(Some(&second), &a),
             "woken again, first counts again"
         );
     }

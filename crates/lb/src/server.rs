@@ -223,8 +223,9 @@ impl ServerState {
 
     /// Sets the run-time weight.
     pub fn set_weight(&self, weight: u32) {
-        self.weight.store(weight, Ordering::Relaxed);
-        self.queue.wake_all();
+        if self.weight.swap(weight, Ordering::Relaxed) != weight {
+            self.queue.wake_all();
+        }
     }
 
     /// The weight balancing uses now: the run-time weight, ramped from ~0 over `slowstart`
