@@ -158,13 +158,8 @@ impl BackendState {
     /// same server may work).
     pub fn pick(&self, key: &RequestKey<'_>, tried: &[usize]) -> Pick {
         let now = Instant::now();
-        let usable = |backup: bool| {
-            self.members
-                .iter()
-                .any(|m| m.state.config.backup == backup && m.state.is_usable(now))
-        };
-        let backup = !usable(false);
-        if backup && !usable(true) {
+        let backup = !self.tier_usable(false, now);
+        if backup && !self.tier_usable(true, now) {
             return Pick::NoServer;
         }
         if backup && !self.config.allbackups {
@@ -198,18 +193,20 @@ impl BackendState {
         Pick::Full
     }
 
+    /// Whether a server of the backup tier (`backup`) or of the active one is usable.
+    fn tier_usable(&self, backup: bool, now: Instant) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.state.config.backup == backup && m.state.is_usable(now))
+    }
+
     /// The ids of the servers a pick for a request that tried `tried` may choose now: the
     /// tier in use (active servers while any is usable, else backups: the first usable one
     /// unless `allbackups`), without the tried ones unless that leaves none (as
     /// [`BackendState::pick`]). A queued request may be handed a slot of these only.
     fn eligible_ids(&self, tried: &[usize]) -> Vec<u64> {
         let now = Instant::now();
-        let tier_usable = |backup: bool| {
-            self.members
-                .iter()
-                .any(|m| m.state.config.backup == backup && m.state.is_usable(now))
-        };
-        let backup = !tier_usable(false);
+        let backup = !self.tier_usable(false, now);
         let tier = self
             .members
             .iter()

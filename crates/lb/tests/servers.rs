@@ -12,6 +12,15 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 
+/// `n` servers of `maxconn = 1` and `timeout queue` of `queue`.
+fn one_slot_each(n: usize, queue: &str) -> Extra {
+    Extra {
+        backend: format!("timeout = {{ queue = \"{queue}\" }}"),
+        servers: vec!["maxconn = 1".into(); n],
+        ..Extra::default()
+    }
+}
+
 fn checks_far_apart() -> Checks {
     Checks {
         inter: "1h",
@@ -71,11 +80,7 @@ async fn backup_servers_take_over_only_when_no_active_server_is_up() {
 #[tokio::test]
 async fn maxconn_queues_then_answers_503_when_the_queue_times_out() {
     let s = TestServer::start("web-1").await;
-    let extra = Extra {
-        backend: "timeout = { queue = \"300ms\" }".into(),
-        servers: vec!["maxconn = 1".into()],
-        ..Extra::default()
-    };
+    let extra = one_slot_each(1, "300ms");
     let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
     let addr = lb.addr;
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=2000").await });
@@ -100,11 +105,7 @@ async fn maxconn_queues_then_answers_503_when_the_queue_times_out() {
 #[tokio::test]
 async fn a_queued_request_gets_the_slot_when_it_frees() {
     let s = TestServer::start("web-1").await;
-    let extra = Extra {
-        backend: "timeout = { queue = \"10s\" }".into(),
-        servers: vec!["maxconn = 1".into()],
-        ..Extra::default()
-    };
+    let extra = one_slot_each(1, "10s");
     let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
     let addr = lb.addr;
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=500").await });
@@ -146,9 +147,7 @@ async fn a_freed_slot_goes_to_a_request_waiting_for_that_server() {
     let s = servers::<2>().await;
     let extra = Extra {
         balance: "hdr(X-Key)".into(),
-        backend: "timeout = { queue = \"30s\" }".into(),
-        servers: vec!["maxconn = 1".into(), "maxconn = 1".into()],
-        ..Extra::default()
+        ..one_slot_each(2, "30s")
     };
     let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks_far_apart(), &extra).await;
     let addr = lb.addr;
@@ -202,11 +201,7 @@ async fn a_freed_slot_goes_to_a_request_waiting_for_that_server() {
 #[tokio::test]
 async fn queued_requests_are_served_first_come_first_served() {
     let s = TestServer::start("web-1").await;
-    let extra = Extra {
-        backend: "timeout = { queue = \"30s\" }".into(),
-        servers: vec!["maxconn = 1".into()],
-        ..Extra::default()
-    };
+    let extra = one_slot_each(1, "30s");
     let lb = start_lb_extra(&[&s], &[1], checks_far_apart(), &extra).await;
     let addr = lb.addr;
     let held = send_head(addr, keyed("/gate", "-")).await;
@@ -236,11 +231,7 @@ async fn queued_requests_are_served_first_come_first_served() {
 #[tokio::test]
 async fn slots_that_free_together_all_go_to_waiting_requests() {
     let s = servers::<2>().await;
-    let extra = Extra {
-        backend: "timeout = { queue = \"30s\" }".into(),
-        servers: vec!["maxconn = 1".into(), "maxconn = 1".into()],
-        ..Extra::default()
-    };
+    let extra = one_slot_each(2, "30s");
     let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], checks_far_apart(), &extra).await;
     let addr = lb.addr;
     let held = [
