@@ -8,8 +8,8 @@
 //! - **Balancing** (`balance`): `roundrobin` (smooth weighted), `static-rr`, `leastconn`,
 //!   `first`, `source`, `uri`, `hdr(name)` (with `hash_type` `map-based` or `consistent`),
 //!   `random(N)`. Weights change at run time; `slowstart` ramps a returning server up.
-//! - **Servers**: `backup` (with `allbackups`), `maxconn` with a backend queue
-//!   (`timeout queue`, then 503), `disabled`, admin states ready/drain/maint.
+//! - **Servers**: `backup` (with `allbackups`), `maxconn` with a first-come-first-served
+//!   backend queue (`timeout queue`, then 503), `disabled`, admin states ready/drain/maint.
 //! - **Health**: active HTTP or TCP checks with `inter`, `fastinter`, `downinter`, `rise`,
 //!   `fall`, `timeout`; passive health (`observe`, `error_limit`, `on_error`); every state
 //!   change logged with its reason.
