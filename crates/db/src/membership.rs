@@ -137,6 +137,13 @@ impl Body {
             )),
         }
     }
+
+    /// The name and Raft id of the node a request body names.
+    fn named_node(bytes: &[u8]) -> Result<(String, u64), Refusal> {
+        let name = Body::parse(bytes)?.node_name()?.to_string();
+        let id = node_id(&name);
+        Ok((name, id))
+    }
 }
 
 fn answer(status: StatusCode, v: &Value) -> Response {
@@ -363,7 +370,7 @@ impl Membership {
         Ok(target)
     }
 
-    /// Makes learner `id` a voter (after it caught up).
+    /// Makes learner `id` a voter (after it caught up); the answer says it `changed`.
     async fn promote_learner(&self, id: u64, name: &str) -> Result<Value, Refusal> {
         self.catch_up(id, name).await?;
         let changed = tokio::time::timeout(
@@ -375,7 +382,9 @@ impl Membership {
         .map_err(|_| not_committed())?
         .map_err(change_error)?;
         tracing::info!(node = %name, index = changed.log_id.index, "learner promoted to voter");
-        Ok(json!({"node": name, "replica": "voter", "raft_index": changed.log_id.index}))
+        Ok(json!({
+            "node": name, "replica": "voter", "changed": true, "raft_index": changed.log_id.index,
+        }))
     }
 }
 
@@ -436,18 +445,14 @@ async fn join(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
             &json!({"node": name, "replica": "learner", "changed": true, "raft_index": raft_index}),
         );
     }
-    let mut v = m.promote_learner(id, &name).await?;
-    v["changed"] = Value::from(true);
-    ok(&v)
+    ok(&m.promote_learner(id, &name).await?)
 }
 
 async fn promote(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
     if let Some(r) = m.route(&req).await {
         return Ok(r);
     }
-    let body = Body::parse(&req.body)?;
-    let name = body.node_name()?.to_string();
-    let id = node_id(&name);
+    let (name, id) = Body::named_node(&req.body)?;
     let _busy = m.busy.lock().await;
     let kind = kind_of(&m.health.metrics.borrow(), id);
     match kind {
@@ -456,11 +461,7 @@ async fn promote(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
             format!("{name} is not a member of the cluster; add it with `webfarm db add {name}`"),
         )),
         Some(Kind::Voter) => ok(&json!({"node": name, "replica": "voter", "changed": false})),
-        Some(Kind::Learner) => {
-            let mut v = m.promote_learner(id, &name).await?;
-            v["changed"] = Value::from(true);
-            ok(&v)
-        }
+        Some(Kind::Learner) => ok(&m.promote_learner(id, &name).await?),
     }
 }
 
@@ -468,9 +469,7 @@ async fn remove(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
     if let Some(r) = m.route(&req).await {
         return Ok(r);
     }
-    let body = Body::parse(&req.body)?;
-    let name = body.node_name()?.to_string();
-    let id = node_id(&name);
+    let (name, id) = Body::named_node(&req.body)?;
     let busy = m.busy.lock().await;
     let (kind, voters) = {
         let metrics = m.health.metrics.borrow();
