@@ -15,11 +15,107 @@
 //! at once) usually get their first choice. `B.C` counts the addresses this process handed out
 //! (`C` in 1..=254, `B` below 255). `127.0.x.x` (the default farm's `127.0.1.x` and the cli
 //! tests' `127.0.N.x`) is never used.
+//!
+//! Besides addresses, every test uses the same three tools: [`DEADLINE`] (how long anything
+//! may take on a loaded machine), [`eventually`] / [`eventually_blocking`] (poll a condition
+//! until it holds or the deadline passes, instead of sleeping a fixed time) and [`TempDir`]
+//! (a directory of the test's own, removed on drop).
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for anything (a node ready, a leader elected, a server DOWN) before
+/// it fails: generous, because the suite must pass on a loaded 2-core machine. Conditions that
+/// are expected to take long (a failover under load, a process exit) still use this; a test
+/// that needs more passes its own deadline to [`eventually`].
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// How often [`eventually`] and [`eventually_blocking`] poll.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `f` every 20 ms until it returns `Some`, and returns that value.
+///
+/// # Panics
+/// With `what` in the message, when `deadline` passes first.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// [`eventually`] for synchronous tests: polls `f` every 20 ms on this thread.
+///
+/// # Panics
+/// With `what` in the message, when `deadline` passes first.
+pub fn eventually_blocking<T>(
+    deadline: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A fresh directory under the system temp dir, of this test alone, removed (with its
+/// contents) on drop. Set `WEBFARM_KEEP_TEST_DIRS=1` to keep it for a post-mortem.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `<tmp>/webfarm-test-<pid>-<what>-<n>` (any old one of that name removed first).
+    ///
+    /// # Panics
+    /// If the directory cannot be created.
+    pub fn new(what: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("webfarm-test-{}-{what}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("create test dir {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("WEBFARM_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
 
 static NEXT_IP: AtomicU32 = AtomicU32::new(0);
 static BLOCK: OnceLock<(u8, TcpListener)> = OnceLock::new();
@@ -122,5 +218,31 @@ mod tests {
         TcpListener::bind((a, p)).expect("the handed-out port binds");
         let addr = free_addr();
         assert_ne!(addr.ip(), std::net::IpAddr::V4(a));
+    }
+
+    #[test]
+    fn temp_dirs_are_distinct_and_removed_on_drop() {
+        let a = TempDir::new("x");
+        let b = TempDir::new("x");
+        assert_ne!(a.path(), b.path());
+        std::fs::write(a.path().join("f"), b"1").unwrap();
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn eventually_blocking_returns_the_first_some_and_panics_past_the_deadline() {
+        let mut n = 0;
+        let v = eventually_blocking(DEADLINE, "n reaches 3", || {
+            n += 1;
+            (n == 3).then_some(n)
+        });
+        assert_eq!(v, 3);
+        let r = std::panic::catch_unwind(|| {
+            eventually_blocking(Duration::from_millis(50), "never", || None::<()>)
+        });
+        let msg = *r.unwrap_err().downcast::<String>().unwrap();
+        assert!(msg.contains("never"), "{msg}");
     }
 }
