@@ -39,35 +39,16 @@
 //! # }
 //! ```
 
-mod api;
-mod apply;
-mod backup;
-mod batch;
 pub mod client;
 pub mod command;
-mod determinism;
-mod dump;
-mod formation;
-mod forward;
-mod health;
-mod load;
-pub mod log_store;
-mod membership;
-mod network;
+mod http;
 mod node;
-mod pragma;
-mod queue;
-mod read;
-mod render;
-mod request;
-mod snapshot;
-mod sql;
-pub mod state_machine;
-mod status;
-mod store;
+mod raft;
+mod sqlite;
 pub mod types;
 
 pub use client::{
     ClientError, Consistency, DbClient, ExecuteResult, QueryResult, Rows, Statement, WriteResult,
 };
 pub use node::{cluster_members, raft_config, DbError, DbNode};
+pub use raft::{log_store, state_machine};

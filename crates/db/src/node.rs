@@ -11,15 +11,15 @@ use tokio::task::JoinHandle;
 use webfarm_config::{DbSettings, Farm, Replica, Role};
 use webfarm_node::{Health, NodeContext, Shutdown, ShutdownTrigger};
 
-use crate::api::{self, Api};
-use crate::formation::{self, Formation};
-use crate::forward::Forwarder;
-use crate::health::{failure, DbHealth};
-use crate::log_store::LogStore;
-use crate::membership::{self, Membership};
-use crate::network::{self, Network};
-use crate::state_machine::StateMachine;
-use crate::store::Store;
+use crate::http::api::{self, Api};
+use crate::http::forward::Forwarder;
+use crate::raft::formation::{self, Formation};
+use crate::raft::health::{failure, DbHealth};
+use crate::raft::log_store::LogStore;
+use crate::raft::membership::{self, Membership};
+use crate::raft::network::{self, Network};
+use crate::raft::state_machine::StateMachine;
+use crate::sqlite::database::Store;
 use crate::types::{node_id, NodeInfo, Raft};
 
 /// How long `wait` lets each HTTP server finish its in-flight requests.
@@ -188,7 +188,7 @@ impl DbNode {
     /// initializes the cluster with the farm's voters (the same membership on every node,
     /// which openraft documents as safe) and a learner of a forming cluster asks to be added,
     /// unless its peers show that the cluster is formed without it (it then waits for
-    /// `webfarm db add`) or that its data was lost (see [`crate::formation`]). The Raft
+    /// `webfarm db add`) or that its data was lost (see [`crate::raft::formation`]). The Raft
     /// endpoint serves only once that is decided, so a refused node receives no entry.
     ///
     /// # Errors
@@ -233,7 +233,7 @@ impl DbNode {
             log,
             applied: store.applied_index(),
             user_data: store.user_data(),
-            handover: Arc::new(AtomicBool::new(false)),
+            transferring_leadership: Arc::new(AtomicBool::new(false)),
         });
 
         let (stop, stopped) = Shutdown::new();

@@ -1,5 +1,5 @@
 //! Membership at run time with real nodes on real sockets: learners, add (with a snapshot),
-//! promote, remove, leadership handover, persistence across restarts, and the procedure for a
+//! promote, remove, leadership transfer, persistence across restarts, and the procedure for a
 //! node whose data directory was wiped.
 
 mod common;

@@ -9,8 +9,8 @@
 //!
 //! Load: the body is a SQLite file when it starts with SQLite's header, otherwise SQL text.
 //! A file is checked on the leader (opens, `quick_check`, no virtual table), then replicated
-//! as one log entry that replaces the user's tables on every node ([`crate::load`]); a dump
-//! is split into statements (validated on a scratch database, [`crate::dump`]) and written as
+//! as one log entry that replaces the user's tables on every node ([`crate::sqlite::load`]); a dump
+//! is split into statements (validated on a scratch database, [`crate::sqlite::dump`]) and written as
 //! one transaction, like a `/db/execute?transaction` request, on top of what exists.
 
 use std::io::Write as _;
@@ -23,9 +23,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::api::{Api, Incoming};
 use crate::command::{LoadRequest, Request, SqlRequest};
-use crate::dump::{check_sqlite_file, dump_sql, is_sqlite, split_dump};
+use crate::http::api::{Api, Incoming};
+use crate::sqlite::dump::{check_sqlite_file, dump_sql, is_sqlite, split_dump};
 use crate::types::{Params, SqlStatement, StatementResult};
 
 /// How long the leader waits for a load to be committed and applied.

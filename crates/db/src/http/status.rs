@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use webfarm_node::Health as _;
 
-use crate::api::{Api, Incoming, DEFAULT_WAIT};
-use crate::health::Leader;
+use crate::http::api::{Api, Incoming, DEFAULT_WAIT};
+use crate::raft::health::Leader;
 
 /// Default of `/nodes?timeout`.
 const NODES_TIMEOUT: Duration = Duration::from_secs(2);
@@ -80,7 +80,7 @@ impl Api {
                 "last_snapshot_index": m.snapshot.map_or(0, |s| s.index),
                 "voter": voter,
                 "num_peers": membership.nodes().count().saturating_sub(1),
-                "log_entries_proposed": self.batcher.entries_proposed(),
+                "log_entries_proposed": self.group_commit.entries_proposed(),
             },
             "nodes": nodes,
             "sqlite3": {

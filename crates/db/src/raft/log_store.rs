@@ -412,7 +412,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::tests::temp_dir;
+    use crate::sqlite::apply::tests::temp_dir;
 
     fn id(term: u64, index: u64) -> LogId<u64> {
         LogId::new(openraft::CommittedLeaderId::new(term, 0), index)

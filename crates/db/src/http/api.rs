@@ -1,22 +1,22 @@
 //! The SQL API on each db node's main address: rqlite's HTTP API.
 //!
 //! - `POST /db/execute`: writes through Raft (`?transaction`, `?timings`, `?queue`, `?wait`).
-//! - `POST /db/query`, `GET /db/query?q=`: reads at a consistency level ([`crate::read`]).
+//! - `POST /db/query`, `GET /db/query?q=`: reads at a consistency level ([`crate::http::read`]).
 //! - `POST /db/request`: reads served as a query, anything else (or `level=strong`) through
 //!   Raft with the rows of each statement.
-//! - `GET /db/backup`, `POST /db/load`: [`crate::backup`].
-//! - `GET /status`, `GET /nodes`, `GET /readyz`: [`crate::status`].
+//! - `GET /db/backup`, `POST /db/load`: [`crate::http::backup`].
+//! - `GET /status`, `GET /nodes`, `GET /readyz`: [`crate::http::status`].
 //!
 //! Every answer can be indented with `pretty`; results carry times with `timings`, rows come
 //! as objects with `associative` and BLOBs as byte arrays with `blob_array`
-//! ([`crate::render`]). A follower forwards what only the leader can serve (writes, `weak`,
-//! `linearizable` and `strong` reads, backups, loads) to the leader's API ([`crate::forward`]),
+//! ([`crate::http::render`]). A follower forwards what only the leader can serve (writes, `weak`,
+//! `linearizable` and `strong` reads, backups, loads) to the leader's API ([`crate::http::forward`]),
 //! or, with `redirect`, answers 301 with the leader's URL in `Location`. No leader: 503
 //! `{"error":"no leader"}`. Bad input: 400 with a JSON error naming the statement at fault.
 //!
-//! On the leader, writes go through the group-commit batcher ([`crate::batch`]). Each write
+//! On the leader, writes go through the group-commit group_commit ([`crate::raft::group_commit`]). Each write
 //! answer carries its Raft log index (`raft_index` and `X-Raft-Index`), for read-your-writes
-//! with `min_index` ([`crate::read`]).
+//! with `min_index` ([`crate::http::read`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,15 +32,15 @@ use openraft::error::ForwardToLeader;
 use serde_json::Value;
 use webfarm_node::http::HttpClient;
 
-use crate::batch::{Applied, Batcher, WriteError};
 use crate::command::{Request, SqlRequest};
-use crate::forward::{ForwardError, Forwarder, FORWARDED};
-use crate::health::{DbHealth, Leader};
-use crate::network::LeaderContact;
-use crate::queue::{Attempt, QueueWriter, WriteQueue};
-use crate::render::Render;
-use crate::request::{parse_statements, BadRequest, Flags};
-use crate::store::Store;
+use crate::http::forward::{ForwardError, Forwarder, FORWARDED};
+use crate::http::queue::{Attempt, QueueWriter, WriteQueue};
+use crate::http::render::Render;
+use crate::http::request::{parse_statements, BadRequest, Flags};
+use crate::raft::group_commit::{Applied, GroupCommit, WriteError};
+use crate::raft::health::{DbHealth, Leader};
+use crate::raft::network::LeaderContact;
+use crate::sqlite::database::Store;
 use crate::types::{NodeInfo, Params, Raft, SqlStatement, StatementResult};
 
 /// How long the leader waits for a write to be committed and applied. Shorter than
@@ -70,7 +70,7 @@ pub(crate) struct Api {
     pub(crate) name: String,
     pub(crate) forwarder: Forwarder,
     pub(crate) http: HttpClient,
-    pub(crate) batcher: Batcher,
+    pub(crate) group_commit: GroupCommit,
     pub(crate) queue: WriteQueue,
     pub(crate) contact: LeaderContact,
     pub(crate) data_dir: PathBuf,
@@ -78,7 +78,7 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    /// The API state of a node, with its group-commit batcher and write queue running.
+    /// The API state of a node, with its group-commit group_commit and write queue running.
     pub(crate) fn new(
         raft: Raft,
         health: DbHealth,
@@ -88,7 +88,7 @@ impl Api {
         data_dir: PathBuf,
     ) -> Arc<Api> {
         Arc::new_cyclic(|me| Api {
-            batcher: Batcher::spawn(raft.clone(), health.id),
+            group_commit: GroupCommit::spawn(raft.clone(), health.id),
             queue: WriteQueue::spawn(me.clone()),
             raft,
             health,
@@ -131,14 +131,14 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .route("/db/execute", post(execute))
         .route(
             "/db/query",
-            post(crate::read::query).get(crate::read::query),
+            post(crate::http::read::query).get(crate::http::read::query),
         )
         .route("/db/request", post(request))
-        .route("/db/backup", get(crate::backup::backup))
-        .route("/db/load", post(crate::backup::load))
-        .route("/status", get(crate::status::status))
-        .route("/nodes", get(crate::status::nodes))
-        .route("/readyz", get(crate::status::readyz))
+        .route("/db/backup", get(crate::http::backup::backup))
+        .route("/db/load", post(crate::http::backup::load))
+        .route("/status", get(crate::http::status::status))
+        .route("/nodes", get(crate::http::status::nodes))
+        .route("/readyz", get(crate::http::status::readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
@@ -231,8 +231,8 @@ async fn request(State(api): State<Arc<Api>>, req: Incoming) -> Response {
         Ok(s) => s,
         Err(e) => return bad_request(&req.render, &e),
     };
-    let strong =
-        crate::read::parse_level(&req.flags, api.is_learner()) == crate::read::Level::Strong;
+    let strong = crate::http::read::parse_level(&req.flags, api.is_learner())
+        == crate::http::read::Level::Strong;
     let sqls = statements.iter().map(|s| s.sql.clone()).collect();
     let read_only = match api.store.all_read_only(sqls).await {
         Ok(r) => r,
@@ -337,13 +337,13 @@ impl Api {
         }
     }
 
-    /// Proposes `request` through the group-commit batcher (this node must lead).
+    /// Proposes `request` through the group-commit group_commit (this node must lead).
     pub(crate) async fn propose(
         &self,
         request: Request,
         timeout: Duration,
     ) -> Result<Applied, WriteError> {
-        match tokio::time::timeout(timeout, self.batcher.submit(request, timeout)).await {
+        match tokio::time::timeout(timeout, self.group_commit.submit(request, timeout)).await {
             Ok(r) => r,
             Err(_) => Err(WriteError::Timeout(timeout)),
         }

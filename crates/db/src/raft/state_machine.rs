@@ -7,9 +7,9 @@ use openraft::{
     AnyError, OptionalSend, RaftSnapshotBuilder, Snapshot, StorageError, StorageIOError,
 };
 
-use crate::apply::AppliedState;
-use crate::snapshot::Meta;
-use crate::store::Store;
+use crate::sqlite::apply::AppliedState;
+use crate::sqlite::database::Store;
+use crate::sqlite::snapshot::Meta;
 use crate::types::{CommandResponse, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;

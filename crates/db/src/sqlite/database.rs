@@ -22,10 +22,10 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::{watch, RwLock};
 
-use crate::apply::{read_applied, AppliedState, WriteConn};
-use crate::pragma::Guard;
-use crate::snapshot::{new_snapshot_id, sync_dir, Meta, SnapshotDir};
-use crate::sql::{self, RunOpts};
+use crate::sqlite::apply::{read_applied, AppliedState, WriteConn};
+use crate::sqlite::authorizer::Guard;
+use crate::sqlite::snapshot::{new_snapshot_id, sync_dir, Meta, SnapshotDir};
+use crate::sqlite::sql::{self, RunOpts};
 use crate::types::{CommandResponse, Outcome, SqlStatement, StatementResult, TypeConfig};
 
 /// Idle read connections kept open.
@@ -118,7 +118,7 @@ impl Store {
     }
 
     /// Whether the database holds a table of the user's: the cluster has data that a voter
-    /// wiped empty would lose (see [`crate::formation`]). Shared, kept up to date.
+    /// wiped empty would lose (see [`crate::raft::formation`]). Shared, kept up to date.
     pub(crate) fn user_data(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.user_data)
     }
@@ -163,7 +163,7 @@ impl Store {
             let copy = Connection::open(&target).map_err(|e| msg(&target, e))?;
             copy.execute_batch(&format!(
                 "DROP TABLE IF EXISTS {}",
-                crate::apply::META_TABLE
+                crate::sqlite::apply::META_TABLE
             ))
             .map_err(|e| msg(&target, e))
         })
@@ -287,7 +287,7 @@ impl Store {
                 r.guard.clear();
                 let mut o = sql::run(&r.conn, s, opts).map_err(|e| msg(&path, e))?;
                 if let StatementResult::Error(m) = &mut o.result {
-                    *m = crate::pragma::explain(std::mem::take(m), &r.guard);
+                    *m = crate::sqlite::authorizer::explain(std::mem::take(m), &r.guard);
                 }
                 out.push(o);
             }
@@ -490,7 +490,7 @@ fn user_tables(conn: &Connection) -> rusqlite::Result<bool> {
         &format!(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
              AND name <> '{}' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\')",
-            crate::apply::META_TABLE
+            crate::sqlite::apply::META_TABLE
         ),
         [],
         |r| r.get(0),
@@ -538,5 +538,5 @@ fn replace_db(db: &Path, src: &Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
+#[path = "database_tests.rs"]
 mod tests;

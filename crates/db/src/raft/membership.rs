@@ -57,10 +57,10 @@ use tokio::sync::watch;
 use webfarm_config::{Farm, Replica, Role};
 use webfarm_node::http::HttpClient;
 
-use crate::forward::{Forwarder, FORWARDED};
+use crate::http::forward::{Forwarder, FORWARDED};
+mod leadership_transfer;
 
-mod handover;
-use crate::health::{kind_of, DbHealth, Kind, Leader};
+use crate::raft::health::{kind_of, DbHealth, Kind, Leader};
 use crate::types::{node_id, NodeInfo, Raft};
 
 /// How long a membership log entry may take to commit.
@@ -69,8 +69,8 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a forwarded membership request may take (longer than any change).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(100);
-/// The shortest time a leadership handover may take before it is given up.
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest time a leadership transfer may take before it is given up.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `/cluster/nodes` waits for each member's `/status`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -94,8 +94,8 @@ pub(crate) fn router(m: Arc<Membership>) -> Router {
         .route("/cluster/add", post(join))
         .route("/cluster/remove", post(remove))
         .route("/cluster/promote", post(promote))
-        .route("/cluster/step-down", post(handover::step_down))
-        .route("/cluster/campaign", post(handover::campaign))
+        .route("/cluster/step-down", post(leadership_transfer::step_down))
+        .route("/cluster/campaign", post(leadership_transfer::campaign))
         .route("/cluster/nodes", get(nodes))
         .with_state(m)
 }
@@ -264,7 +264,7 @@ impl Membership {
         match self.health.leader() {
             Leader::Me => None,
             Leader::Other(leader) if !req.forwarded => Some(self.forward(req, &leader).await),
-            _ if self.health.handover.load(Ordering::Acquire) => Some(
+            _ if self.health.transferring_leadership.load(Ordering::Acquire) => Some(
                 fail(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "leadership is being handed over; retry in a moment",
@@ -498,7 +498,7 @@ async fn remove(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
         let to = m
             .successor()
             .ok_or_else(|| fail(StatusCode::CONFLICT, "no other voter to hand leadership to"))?;
-        m.handover(to).await?;
+        m.transfer_leadership(to).await?;
         drop(busy);
         return match m.health.leader() {
             Leader::Other(leader) => Ok(m.forward(&req, &leader).await),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::sql::json_to_sql;
+use crate::sqlite::sql::json_to_sql;
 use crate::types::{Params, SqlStatement};
 
 /// A request refused as a whole (HTTP 400).

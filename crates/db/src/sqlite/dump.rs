@@ -19,8 +19,8 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Batch, Connection, OpenFlags};
 
-use crate::apply::META_TABLE;
-use crate::load::ident;
+use crate::sqlite::apply::META_TABLE;
+use crate::sqlite::load::ident;
 
 /// The first 16 bytes of every SQLite database file.
 pub(crate) const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -167,7 +167,7 @@ pub(crate) fn split_dump(text: &str) -> Result<Vec<String>, String> {
             format!(
                 "statement {} of the dump does not prepare: {}",
                 out.len() + 1,
-                crate::sql::sqlite_message(&e)
+                crate::sqlite::sql::sqlite_message(&e)
             )
         })?;
         let Some(mut stmt) = next else { break };
@@ -186,7 +186,7 @@ pub(crate) fn split_dump(text: &str) -> Result<Vec<String>, String> {
                 format!(
                     "statement {} of the dump fails: {}",
                     out.len() + 1,
-                    crate::sql::sqlite_message(&e)
+                    crate::sqlite::sql::sqlite_message(&e)
                 )
             })?;
         }

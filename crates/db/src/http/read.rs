@@ -35,10 +35,12 @@ use axum::response::Response;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use serde_json::{json, Value};
 
-use crate::api::{bad_request, Api, Incoming, FORWARD_TIMEOUT, MIN_INDEX_WAIT, WRITE_TIMEOUT};
 use crate::command::{Request, SqlRequest};
-use crate::health::Leader;
-use crate::request::{parse_statements, Flags};
+use crate::http::api::{
+    bad_request, Api, Incoming, FORWARD_TIMEOUT, MIN_INDEX_WAIT, WRITE_TIMEOUT,
+};
+use crate::http::request::{parse_statements, Flags};
+use crate::raft::health::Leader;
 use crate::types::{Params, SqlStatement};
 
 /// A read consistency level, as the request asks for it.

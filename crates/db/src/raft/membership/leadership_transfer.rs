@@ -12,29 +12,29 @@ use serde_json::json;
 
 use super::{
     fail, leads, matched, ok, wait_until, Body, Handled, Incoming, Membership, Refusal,
-    HANDOVER_TIMEOUT,
+    TRANSFER_TIMEOUT,
 };
-use crate::health::{kind_of, Kind};
+use crate::raft::health::{kind_of, Kind};
 use crate::types::{node_id, NodeInfo, Raft};
 
-/// Restores heartbeats and request handling when a handover ends, however it ends.
-struct HandoverGuard<'a> {
+/// Restores heartbeats and request handling when a leadership transfer ends, however it ends.
+struct TransferGuard<'a> {
     raft: &'a Raft,
     flag: &'a AtomicBool,
 }
 
-impl<'a> HandoverGuard<'a> {
+impl<'a> TransferGuard<'a> {
     /// Stops requests as leader and heartbeats; keeps this node from campaigning once it
     /// stepped down, so the successor is the only candidate.
-    fn begin(raft: &'a Raft, flag: &'a AtomicBool) -> HandoverGuard<'a> {
+    fn begin(raft: &'a Raft, flag: &'a AtomicBool) -> TransferGuard<'a> {
         flag.store(true, Ordering::Release);
         raft.runtime_config().heartbeat(false);
         raft.runtime_config().elect(false);
-        HandoverGuard { raft, flag }
+        TransferGuard { raft, flag }
     }
 }
 
-impl Drop for HandoverGuard<'_> {
+impl Drop for TransferGuard<'_> {
     fn drop(&mut self) {
         self.raft.runtime_config().elect(true);
         self.raft.runtime_config().heartbeat(true);
@@ -59,7 +59,7 @@ impl Membership {
     }
 
     /// Hands leadership to voter `to`; the new leader's name. The caller holds `busy`.
-    pub(super) async fn handover(&self, to: u64) -> Result<String, Refusal> {
+    pub(super) async fn transfer_leadership(&self, to: u64) -> Result<String, Refusal> {
         let name = self.health.name_of(to);
         let Some(target) = self.health.node(to) else {
             return Err(fail(
@@ -71,14 +71,14 @@ impl Membership {
         let lease = Duration::from_millis(config.election_timeout_max);
         let round = Duration::from_millis(config.election_timeout_min);
         let started = Instant::now();
-        let limit = HANDOVER_TIMEOUT.max(lease * 4);
+        let limit = TRANSFER_TIMEOUT.max(lease * 4);
         let deadline = started + limit;
         let me = self.health.id;
         let someone_else = move |m: &RaftMetrics<u64, NodeInfo>| {
             !leads(m) && m.current_leader.is_some_and(|l| l != me)
         };
         let mut rx = self.health.metrics.clone();
-        let guard = HandoverGuard::begin(&self.raft, &self.health.handover);
+        let guard = TransferGuard::begin(&self.raft, &self.health.transferring_leadership);
         tracing::info!(to = %name, "handing leadership over");
         let leader = loop {
             let m = rx.borrow().clone();
@@ -198,7 +198,7 @@ pub(super) async fn step_down(State(m): State<Arc<Membership>>, req: Incoming) -
         })?,
     };
     let started = Instant::now();
-    let leader = m.handover(to).await?;
+    let leader = m.transfer_leadership(to).await?;
     ok(&json!({
         "from": me,
         "to": m.health.name_of(to),

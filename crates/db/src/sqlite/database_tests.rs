@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::Store;
-use crate::apply::tests::{entry, temp_dir};
+use crate::sqlite::apply::tests::{entry, temp_dir};
 
 #[test]
 fn the_current_snapshot_opens_while_new_ones_are_built() {
