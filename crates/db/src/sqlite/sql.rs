@@ -476,10 +476,8 @@ mod tests {
 
     #[test]
     fn a_storage_fault_is_an_error_not_a_result() {
-        let dir = std::env::temp_dir().join(format!("webfarm-db-sql-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conn = Connection::open(dir.join("full.db")).unwrap();
+        let dir = webfarm_testkit::TempDir::new("sql-full");
+        let conn = Connection::open(dir.path().join("full.db")).unwrap();
         conn.execute_batch("CREATE TABLE t (v TEXT)").unwrap();
         // The file may not grow: as a full disk would refuse it.
         let pages: i64 = conn
@@ -505,6 +503,5 @@ mod tests {
             StatementResult::Error("no such table: nope".into())
         );
         drop(conn);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
