@@ -45,6 +45,7 @@ mod http;
 mod node;
 mod raft;
 mod sqlite;
+mod store;
 pub mod types;
 
 pub use client::{

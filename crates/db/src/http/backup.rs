@@ -25,7 +25,8 @@ use serde_json::json;
 
 use crate::command::{LoadRequest, Request, SqlRequest};
 use crate::http::api::{Api, Incoming};
-use crate::sqlite::dump::{check_sqlite_file, dump_sql, is_sqlite, split_dump};
+use crate::http::service::Service;
+use crate::sqlite::dump::{check_sqlite_file, is_sqlite, split_dump};
 use crate::types::{Params, SqlStatement, StatementResult};
 
 /// How long the leader waits for a load to be committed and applied.
@@ -47,7 +48,7 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// `GET /db/backup`.
-pub(crate) async fn backup(State(api): State<Arc<Api>>, req: Incoming) -> Response {
+pub(crate) async fn backup<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
     let r = &req.render;
     if !req.flags.flag("noleader") {
         if let Some(resp) = api.via_leader(&req, false, BULK_FORWARD_TIMEOUT).await {
@@ -69,21 +70,18 @@ pub(crate) async fn backup(State(api): State<Arc<Api>>, req: Incoming) -> Respon
                     .filter(|s| !s.is_empty())
                     .collect()
             });
-            let dumped = api
-                .store
-                .with_reader(move |reader| {
-                    reader.internal(|conn| dump_sql(conn, tables.as_deref()))
-                })
-                .await;
-            match dumped {
-                Ok(Ok(text)) => (text.into_bytes(), "application/sql"),
-                Ok(Err(e)) => return r.error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                Err(e) => return r.error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            match api.store.dump(tables).await {
+                Ok(text) => (text.into_bytes(), "application/sql"),
+                Err(e) => return r.error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
         "" | "binary" | "delete" => {
-            let tmp = api.data_dir.join(scratch_name("backup"));
-            let copied = api.store.backup_to(tmp.clone()).await;
+            let tmp = api.store.data_dir().join(scratch_name("backup"));
+            let copied = api
+                .store
+                .backup_to(tmp.clone())
+                .await
+                .map_err(|e| e.to_string());
             let read = copied
                 .and_then(|()| std::fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display())));
             let _ = std::fs::remove_file(&tmp);
@@ -116,7 +114,7 @@ pub(crate) async fn backup(State(api): State<Arc<Api>>, req: Incoming) -> Respon
 }
 
 /// `POST /db/load`.
-pub(crate) async fn load(State(api): State<Arc<Api>>, req: Incoming) -> Response {
+pub(crate) async fn load<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
     let r = &req.render;
     if let Some(resp) = api.via_leader(&req, true, BULK_FORWARD_TIMEOUT).await {
         return resp;
@@ -150,10 +148,10 @@ pub(crate) async fn load(State(api): State<Arc<Api>>, req: Incoming) -> Response
     api.write(&req, sql).await
 }
 
-async fn load_file(api: &Arc<Api>, req: &Incoming) -> Response {
+async fn load_file<S: Service>(api: &Api<S>, req: &Incoming) -> Response {
     let started = Instant::now();
     let r = &req.render;
-    let tmp = api.data_dir.join(scratch_name("load-check"));
+    let tmp = api.store.data_dir().join(scratch_name("load-check"));
     let body = req.body.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let out = std::fs::write(&tmp, &body)
@@ -171,7 +169,7 @@ async fn load_file(api: &Arc<Api>, req: &Incoming) -> Response {
     let request = Request::Load(LoadRequest {
         sqlite: base64::engine::general_purpose::STANDARD.encode(&req.body),
     });
-    match api.propose(request, LOAD_TIMEOUT).await {
+    match api.store.execute(request, LOAD_TIMEOUT).await {
         Ok(applied) => {
             if let Some(StatementResult::Error(e)) = applied.outcomes.first().map(|o| &o.result) {
                 return r.json(
@@ -182,6 +180,6 @@ async fn load_file(api: &Arc<Api>, req: &Incoming) -> Response {
             // A load gives no outcome when it succeeded: `{"results": [], "raft_index": N}`.
             api.applied(req, &applied, started)
         }
-        Err(e) => api.write_error(req, e).await,
+        Err(e) => api.store_error(req, e, true).await,
     }
 }

@@ -39,36 +39,27 @@
 //! timers (`lease + election_timeout`) fire, so the chosen node wins.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::Router;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
-use serde::Deserialize;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use webfarm_config::{Farm, Replica, Role};
 use webfarm_node::http::HttpClient;
 
-use crate::http::forward::{Forwarder, FORWARDED};
 mod leadership_transfer;
 
-use crate::raft::health::{kind_of, DbHealth, Kind, Leader};
+pub(crate) use self::leadership_transfer::SteppedDown;
+use crate::raft::health::{kind_of, DbHealth, Kind};
 use crate::types::{node_id, NodeInfo, Raft};
 
 /// How long a membership log entry may take to commit.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an added node may take to catch up before it is promoted.
 pub(crate) const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a forwarded membership request may take (longer than any change).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(100);
 /// The shortest time a leadership transfer may take before it is given up.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `/cluster/nodes` waits for each member's `/status`.
@@ -79,127 +70,52 @@ pub(crate) struct Membership {
     pub(crate) raft: Raft,
     pub(crate) health: DbHealth,
     pub(crate) http: HttpClient,
-    pub(crate) forwarder: Forwarder,
     /// This node's farm file: addresses and replica kinds of the nodes it names.
     pub(crate) farm: Arc<Farm>,
     /// One change at a time on this leader.
     pub(crate) busy: tokio::sync::Mutex<()>,
 }
 
-/// The membership router, merged into the SQL API's.
-pub(crate) fn router(m: Arc<Membership>) -> Router {
-    Router::new()
-        .route("/join", post(join))
-        .route("/remove", delete(remove).post(remove))
-        .route("/cluster/add", post(join))
-        .route("/cluster/remove", post(remove))
-        .route("/cluster/promote", post(promote))
-        .route("/cluster/step-down", post(leadership_transfer::step_down))
-        .route("/cluster/campaign", post(leadership_transfer::campaign))
-        .route("/cluster/nodes", get(nodes))
-        .with_state(m)
-}
-
-/// A request body: rqlite's `id`/`addr`/`voter`, webfarm's `name`/`api_addr`/`to`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Body {
-    id: Option<String>,
-    name: Option<String>,
-    addr: Option<String>,
-    api_addr: Option<String>,
-    voter: Option<bool>,
-    to: Option<String>,
-}
-
-impl Body {
-    fn parse(bytes: &[u8]) -> Result<Body, Refusal> {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Body::default());
-        }
-        serde_json::from_slice(bytes).map_err(|e| {
-            fail(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid body: {e}; expected JSON like {{\"id\": \"db-4\", \"voter\": true}}"
-                ),
-            )
-        })
-    }
-
-    /// The node named by `id` or `name`.
-    fn node_name(&self) -> Result<&str, Refusal> {
-        match self.name.as_deref().or(self.id.as_deref()) {
-            Some(n) if !n.trim().is_empty() => Ok(n),
-            _ => Err(fail(
-                StatusCode::BAD_REQUEST,
-                "name the node: {\"id\": \"db-4\"} (rqlite) or {\"name\": \"db-4\"}",
-            )),
-        }
-    }
-
-    /// The name and Raft id of the node a request body names.
-    fn named_node(bytes: &[u8]) -> Result<(String, u64), Refusal> {
-        let name = Body::parse(bytes)?.node_name()?.to_string();
-        let id = node_id(&name);
-        Ok((name, id))
-    }
-}
-
-fn answer(status: StatusCode, v: &Value) -> Response {
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
-}
-
-/// A refused or failed membership request: its HTTP status and the reason.
-#[derive(Debug)]
-struct Refusal {
-    status: StatusCode,
-    message: String,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        answer(self.status, &json!({ "error": self.message }))
-    }
-}
-
-fn fail(status: StatusCode, message: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        message: message.into(),
-    }
+/// Why a membership request was refused or failed; each kind is one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MembershipError {
+    /// The request is malformed or names no usable node (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The node named is not a member (404).
+    #[error("{0}")]
+    NotMember(String),
+    /// The change is refused as it stands: the last voter, a learner asked to lead, other
+    /// addresses for a member, a change openraft refuses (409).
+    #[error("{0}")]
+    Refused(String),
+    /// Nothing was changed: no leader, leadership lost or being transferred, Raft stopped,
+    /// a node unreachable; retry (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Not done in time; it may still complete (504).
+    #[error("{0}")]
+    NotDone(String),
 }
 
 /// The answer to a membership change openraft refused.
-fn change_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> Refusal {
+fn change_error(e: RaftError<u64, ClientWriteError<u64, NodeInfo>>) -> MembershipError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this node stopped being the leader before the change; retry",
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MembershipError::Unavailable(
+            "this node stopped being the leader before the change; retry".into(),
         ),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            fail(StatusCode::CONFLICT, e.to_string())
+            MembershipError::Refused(e.to_string())
         }
-        RaftError::Fatal(f) => fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("raft stopped: {f}"),
-        ),
+        RaftError::Fatal(f) => MembershipError::Unavailable(format!("raft stopped: {f}")),
     }
 }
 
-fn not_committed() -> Refusal {
-    fail(
-        StatusCode::GATEWAY_TIMEOUT,
-        format!(
-            "the membership change was not committed within {COMMIT_TIMEOUT:?}: is a majority \
+fn not_committed() -> MembershipError {
+    MembershipError::NotDone(format!(
+        "the membership change was not committed within {COMMIT_TIMEOUT:?}: is a majority \
              of the voters up? It may still complete; check with `webfarm db nodes`"
-        ),
-    )
+    ))
 }
 
 fn matched(m: &RaftMetrics<u64, NodeInfo>, id: u64) -> Option<u64> {
@@ -224,97 +140,80 @@ async fn wait_until(
         .is_ok_and(|r| r.is_ok())
 }
 
-/// The parts of a request needed to serve or forward it.
-struct Incoming {
-    method: Method,
-    path_and_query: String,
-    forwarded: bool,
-    body: Bytes,
+/// A node to add (`/join`): its name, and what the farm file does not say.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JoinRequest {
+    /// The node's name (rqlite's `id`).
+    pub(crate) name: String,
+    /// Its Raft address (rqlite's `addr`), when the farm file does not name the node.
+    pub(crate) addr: Option<String>,
+    /// Its SQL API address, when the farm file does not name the node.
+    pub(crate) api_addr: Option<String>,
+    /// Whether it becomes a voter; default: what the farm file says, else a voter.
+    pub(crate) voter: Option<bool>,
 }
 
-/// Every membership handler takes its request as an [`Incoming`] (the body is read with
-/// axum's `Bytes` extractor, so the router's body limit applies).
-impl<S: Send + Sync> FromRequest<S> for Incoming {
-    type Rejection = Response;
+/// The answer to `/join` and `/cluster/promote`: the node, what it is now, and whether the
+/// request changed anything.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Change {
+    /// The node's name.
+    pub(crate) node: String,
+    /// `voter` or `learner`.
+    pub(crate) replica: &'static str,
+    /// Whether the membership changed.
+    pub(crate) changed: bool,
+    /// The log index of the last change made, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) raft_index: Option<u64>,
+}
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
-        let forwarded = parts.headers.contains_key(FORWARDED);
-        let method = parts.method.clone();
-        let body = Bytes::from_request(Request::from_parts(parts, body), state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        Ok(Incoming {
-            method,
-            path_and_query,
-            forwarded,
-            body,
-        })
+impl Change {
+    fn unchanged(node: String, kind: Kind) -> Change {
+        Change {
+            node,
+            replica: kind.as_str(),
+            changed: false,
+            raft_index: None,
+        }
     }
+}
+
+/// What `/remove` did.
+#[derive(Debug, Clone)]
+pub(crate) enum Removal {
+    /// The node left the membership at this log index.
+    Removed {
+        /// The node's name.
+        node: String,
+        /// The log index of the change.
+        raft_index: u64,
+    },
+    /// The leader was asked to remove itself: it handed leadership over first, and the new
+    /// leader (if one is known yet) must be asked to remove it.
+    HandedOver {
+        /// The node's name.
+        node: String,
+    },
 }
 
 impl Membership {
-    /// `None` when this node leads and serves the request; otherwise the leader's answer
-    /// (forwarded) or a 503.
-    async fn route(&self, req: &Incoming) -> Option<Response> {
-        match self.health.leader() {
-            Leader::Me => None,
-            Leader::Other(leader) if !req.forwarded => Some(self.forward(req, &leader).await),
-            _ if self.health.transferring_leadership.load(Ordering::Acquire) => Some(
-                fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "leadership is being handed over; retry in a moment",
-                )
-                .into_response(),
-            ),
-            Leader::Other(_) => {
-                Some(fail(StatusCode::SERVICE_UNAVAILABLE, "not leader").into_response())
-            }
-            Leader::Unknown => {
-                Some(fail(StatusCode::SERVICE_UNAVAILABLE, "no leader").into_response())
-            }
-        }
-    }
-
-    async fn forward(&self, req: &Incoming, leader: &NodeInfo) -> Response {
-        let change = Some("the change (check with `webfarm db nodes`)");
-        let parts = (&req.method, req.path_and_query.as_str(), &req.body);
-        match self
-            .forwarder
-            .relay(parts, leader, FORWARD_TIMEOUT, change)
-            .await
-        {
-            Ok(resp) => resp,
-            Err((status, reason)) => fail(status, reason).into_response(),
-        }
-    }
-
     /// Id, node info and wanted kind of the node a `/join` names.
-    fn join_target(&self, body: &Body) -> Result<(u64, NodeInfo, bool), Refusal> {
-        let name = body.node_name()?;
+    fn join_target(&self, body: &JoinRequest) -> Result<(u64, NodeInfo, bool), MembershipError> {
+        let name = body.name.as_str();
         let in_farm = self.farm.node(name).filter(|n| n.role == Role::Db);
         let addr = |given: &Option<String>, from_farm: Option<String>, key: &str| {
             let text = given.clone().or(from_farm).ok_or_else(|| {
-                fail(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "{name:?} is not a db node of {}'s farm file: give its {key} \
+                MembershipError::Invalid(format!(
+                    "{name:?} is not a db node of {}'s farm file: give its {key} \
                          (\"addr\": Raft address, \"api_addr\": SQL API address)",
-                        self.health.name_of(self.health.id)
-                    ),
-                )
+                    self.health.name_of(self.health.id)
+                ))
             })?;
             text.parse::<std::net::SocketAddr>()
                 .map(|a| a.to_string())
                 .map_err(|_| {
-                    fail(
-                        StatusCode::BAD_REQUEST,
-                        format!("{key}: {text:?} is not an ip:port address"),
-                    )
+                    MembershipError::Invalid(format!("{key}: {text:?} is not an ip:port address"))
                 })
         };
         let raft_addr = addr(
@@ -340,7 +239,7 @@ impl Membership {
     }
 
     /// Waits until the leader replicated its log, as of now, to node `id`.
-    async fn catch_up(&self, id: u64, name: &str) -> Result<u64, Refusal> {
+    async fn catch_up(&self, id: u64, name: &str) -> Result<u64, MembershipError> {
         let mut rx = self.health.metrics.clone();
         let target = rx.borrow().last_log_index.unwrap_or(0);
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
@@ -350,28 +249,24 @@ impl Membership {
         .await;
         let m = rx.borrow().clone();
         if !leads(&m) {
-            return Err(fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("this node stopped being the leader while {name} caught up; retry"),
-            ));
+            return Err(MembershipError::Unavailable(format!(
+                "this node stopped being the leader while {name} caught up; retry"
+            )));
         }
         if !done {
             let at =
                 matched(&m, id).map_or_else(|| "nothing".to_string(), |i| format!("index {i}"));
-            return Err(fail(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "{name} is a learner but has not caught up within {CATCH_UP_TIMEOUT:?} (it \
+            return Err(MembershipError::NotDone(format!(
+                "{name} is a learner but has not caught up within {CATCH_UP_TIMEOUT:?} (it \
                      has {at}, the log is at {target}): is it running? It keeps catching up; \
                      promote it with `webfarm db promote {name}` once it has"
-                ),
-            ));
+            )));
         }
         Ok(target)
     }
 
     /// Makes learner `id` a voter (after it caught up); the answer says it `changed`.
-    async fn promote_learner(&self, id: u64, name: &str) -> Result<Value, Refusal> {
+    async fn promote_learner(&self, id: u64, name: &str) -> Result<Change, MembershipError> {
         self.catch_up(id, name).await?;
         let changed = tokio::time::timeout(
             COMMIT_TIMEOUT,
@@ -382,209 +277,197 @@ impl Membership {
         .map_err(|_| not_committed())?
         .map_err(change_error)?;
         tracing::info!(node = %name, index = changed.log_id.index, "learner promoted to voter");
-        Ok(json!({
-            "node": name, "replica": "voter", "changed": true, "raft_index": changed.log_id.index,
-        }))
+        Ok(Change {
+            node: name.to_string(),
+            replica: Kind::Voter.as_str(),
+            changed: true,
+            raft_index: Some(changed.log_id.index),
+        })
     }
-}
 
-/// A handler's outcome: an answer, or a refusal with its status.
-type Handled = Result<Response, Refusal>;
-
-fn ok(v: &Value) -> Handled {
-    Ok(answer(StatusCode::OK, v))
-}
-
-async fn join(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
-    if let Some(r) = m.route(&req).await {
-        return Ok(r);
-    }
-    let (id, info, voter) = m.join_target(&Body::parse(&req.body)?)?;
-    let _busy = m.busy.lock().await;
-    let (kind, known) = {
-        let metrics = m.health.metrics.borrow();
-        let known = metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned();
-        (kind_of(&metrics, id), known)
-    };
-    let name = info.name.clone();
-    if let Some(known) = known.filter(|k| *k != info) {
-        return Err(fail(
-            StatusCode::CONFLICT,
-            format!(
+    /// Adds a node as a learner, then, for a voter, promotes it once it caught up (see the
+    /// module docs). The caller has checked that this node leads.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`]: a bad request, other addresses for a member, a change refused,
+    /// leadership lost, not committed or not caught up in time.
+    pub(crate) async fn join(&self, request: &JoinRequest) -> Result<Change, MembershipError> {
+        let m = self;
+        let (id, info, voter) = m.join_target(request)?;
+        let _busy = m.busy.lock().await;
+        let (kind, known) = {
+            let metrics = m.health.metrics.borrow();
+            let known = metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .cloned();
+            (kind_of(&metrics, id), known)
+        };
+        let name = info.name.clone();
+        if let Some(known) = known.filter(|k| *k != info) {
+            return Err(MembershipError::Refused(format!(
                 "{name} is already a member with Raft address {} and API address {}; remove it \
                  first (`webfarm db remove {name}`) to add it with other addresses",
                 known.raft_addr, known.api_addr
-            ),
-        ));
-    }
-    let mut raft_index = None;
-    match kind {
-        Some(Kind::Voter) => {
-            return ok(&json!({"node": name, "replica": "voter", "changed": false}))
+            )));
         }
-        Some(Kind::Learner) if !voter => {
-            return ok(&json!({"node": name, "replica": "learner", "changed": false}))
-        }
-        Some(Kind::Learner) => {}
-        None => {
-            let added =
-                tokio::time::timeout(COMMIT_TIMEOUT, m.raft.add_learner(id, info.clone(), false))
-                    .await
-                    .map_err(|_| not_committed())?
-                    .map_err(change_error)?;
-            tracing::info!(node = %name, raft = %info.raft_addr, index = added.log_id.index, "learner added");
-            raft_index = Some(added.log_id.index);
-        }
-    }
-    if !voter {
-        return ok(
-            &json!({"node": name, "replica": "learner", "changed": true, "raft_index": raft_index}),
-        );
-    }
-    ok(&m.promote_learner(id, &name).await?)
-}
-
-async fn promote(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
-    if let Some(r) = m.route(&req).await {
-        return Ok(r);
-    }
-    let (name, id) = Body::named_node(&req.body)?;
-    let _busy = m.busy.lock().await;
-    let kind = kind_of(&m.health.metrics.borrow(), id);
-    match kind {
-        None => Err(fail(
-            StatusCode::NOT_FOUND,
-            format!("{name} is not a member of the cluster; add it with `webfarm db add {name}`"),
-        )),
-        Some(Kind::Voter) => ok(&json!({"node": name, "replica": "voter", "changed": false})),
-        Some(Kind::Learner) => ok(&m.promote_learner(id, &name).await?),
-    }
-}
-
-async fn remove(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
-    if let Some(r) = m.route(&req).await {
-        return Ok(r);
-    }
-    let (name, id) = Body::named_node(&req.body)?;
-    let busy = m.busy.lock().await;
-    let (kind, voters) = {
-        let metrics = m.health.metrics.borrow();
-        let voters = metrics.membership_config.membership().voter_ids().count();
-        (kind_of(&metrics, id), voters)
-    };
-    let change = match kind {
-        None => {
-            return Err(fail(
-                StatusCode::NOT_FOUND,
-                format!("{name} is not a member of the cluster"),
-            ))
-        }
-        Some(Kind::Voter) if voters <= 1 => {
-            return Err(fail(
-                StatusCode::CONFLICT,
-                format!("{name} is the only voter; a cluster needs at least one"),
-            ))
-        }
-        Some(Kind::Voter) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
-        Some(Kind::Learner) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
-    };
-    if id == m.health.id {
-        // The leader removes itself: hand leadership over first, then let the new leader
-        // remove this node, so the cluster does not wait for an election timeout.
-        let to = m
-            .successor()
-            .ok_or_else(|| fail(StatusCode::CONFLICT, "no other voter to hand leadership to"))?;
-        m.transfer_leadership(to).await?;
-        drop(busy);
-        return match m.health.leader() {
-            Leader::Other(leader) => Ok(m.forward(&req, &leader).await),
-            _ => Err(fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "handed leadership over, but no new leader is known yet; retry removing \
-                     {name}"
-                ),
-            )),
-        };
-    }
-    let removed = tokio::time::timeout(COMMIT_TIMEOUT, m.raft.change_membership(change, false))
-        .await
-        .map_err(|_| not_committed())?
-        .map_err(change_error)?;
-    tracing::info!(node = %name, index = removed.log_id.index, "node removed from the cluster");
-    ok(&json!({"node": name, "removed": true, "raft_index": removed.log_id.index}))
-}
-
-async fn nodes(State(m): State<Arc<Membership>>, req: Incoming) -> Response {
-    if let Leader::Other(leader) = m.health.leader() {
-        if !req.forwarded {
-            let r = m.forward(&req, &leader).await;
-            if r.status().is_success() {
-                return r;
+        let mut raft_index = None;
+        match kind {
+            Some(Kind::Voter) => return Ok(Change::unchanged(name, Kind::Voter)),
+            Some(Kind::Learner) if !voter => return Ok(Change::unchanged(name, Kind::Learner)),
+            Some(Kind::Learner) => {}
+            None => {
+                let added = tokio::time::timeout(
+                    COMMIT_TIMEOUT,
+                    m.raft.add_learner(id, info.clone(), false),
+                )
+                .await
+                .map_err(|_| not_committed())?
+                .map_err(change_error)?;
+                tracing::info!(node = %name, raft = %info.raft_addr, index = added.log_id.index, "learner added");
+                raft_index = Some(added.log_id.index);
             }
         }
+        if !voter {
+            return Ok(Change {
+                node: name,
+                replica: Kind::Learner.as_str(),
+                changed: true,
+                raft_index,
+            });
+        }
+        m.promote_learner(id, &name).await
     }
-    answer(StatusCode::OK, &view(&m).await)
-}
 
-/// Every member as this node sees it; replication progress when it is the leader.
-async fn view(m: &Membership) -> Value {
-    let metrics = m.health.metrics.borrow().clone();
-    let membership = metrics.membership_config.membership();
-    let last = metrics.last_log_index.unwrap_or(0);
-    let mut probes = tokio::task::JoinSet::new();
-    for (id, node) in membership.nodes() {
-        let (id, node, http) = (*id, node.clone(), m.http.clone());
-        probes.spawn(async move {
-            let url = format!("http://{}/status", node.api_addr);
-            let status = match http.get(&url, PROBE_TIMEOUT).await {
-                Ok(r) if r.status.is_success() => serde_json::from_slice::<Value>(&r.body).ok(),
-                _ => None,
+    /// Makes learner `name` a voter once it caught up. The caller has checked that this node
+    /// leads.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`]: not a member, leadership lost, not caught up or not committed in
+    /// time.
+    pub(crate) async fn promote(&self, name: &str) -> Result<Change, MembershipError> {
+        let (m, name, id) = (self, name.to_string(), node_id(name));
+        let _busy = m.busy.lock().await;
+        let kind = kind_of(&m.health.metrics.borrow(), id);
+        match kind {
+            None => Err(MembershipError::NotMember(format!(
+                "{name} is not a member of the cluster; add it with `webfarm db add {name}`"
+            ))),
+            Some(Kind::Voter) => Ok(Change::unchanged(name, Kind::Voter)),
+            Some(Kind::Learner) => m.promote_learner(id, &name).await,
+        }
+    }
+
+    /// Removes voter or learner `name`. A leader asked to remove itself hands leadership
+    /// over first ([`Removal::HandedOver`]). The caller has checked that this node leads.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`]: not a member, the only voter, no successor, leadership lost, not
+    /// committed in time.
+    pub(crate) async fn remove(&self, name: &str) -> Result<Removal, MembershipError> {
+        let (m, name, id) = (self, name.to_string(), node_id(name));
+        let busy = m.busy.lock().await;
+        let (kind, voters) = {
+            let metrics = m.health.metrics.borrow();
+            let voters = metrics.membership_config.membership().voter_ids().count();
+            (kind_of(&metrics, id), voters)
+        };
+        let change = match kind {
+            None => {
+                return Err(MembershipError::NotMember(format!(
+                    "{name} is not a member of the cluster"
+                )))
+            }
+            Some(Kind::Voter) if voters <= 1 => {
+                return Err(MembershipError::Refused(format!(
+                    "{name} is the only voter; a cluster needs at least one"
+                )))
+            }
+            Some(Kind::Voter) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+            Some(Kind::Learner) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        };
+        if id == m.health.id {
+            // The leader removes itself: hand leadership over first, then let the new leader
+            // remove this node, so the cluster does not wait for an election timeout.
+            let to = m.successor().ok_or_else(|| {
+                MembershipError::Refused("no other voter to hand leadership to".into())
+            })?;
+            m.transfer_leadership(to).await?;
+            drop(busy);
+            return Ok(Removal::HandedOver { node: name });
+        }
+        let removed = tokio::time::timeout(COMMIT_TIMEOUT, m.raft.change_membership(change, false))
+            .await
+            .map_err(|_| not_committed())?
+            .map_err(change_error)?;
+        tracing::info!(node = %name, index = removed.log_id.index, "node removed from the cluster");
+        Ok(Removal::Removed {
+            node: name,
+            raft_index: removed.log_id.index,
+        })
+    }
+
+    /// Every member as this node sees it (`/cluster/nodes`); replication progress when it is
+    /// the leader.
+    pub(crate) async fn view(&self) -> Value {
+        let m = self;
+        let metrics = m.health.metrics.borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let mut probes = tokio::task::JoinSet::new();
+        for (id, node) in membership.nodes() {
+            let (id, node, http) = (*id, node.clone(), m.http.clone());
+            probes.spawn(async move {
+                let url = format!("http://{}/status", node.api_addr);
+                let status = match http.get(&url, PROBE_TIMEOUT).await {
+                    Ok(r) if r.status.is_success() => serde_json::from_slice::<Value>(&r.body).ok(),
+                    _ => None,
+                };
+                (id, node, status)
+            });
+        }
+        let mut nodes = Vec::new();
+        while let Some(joined) = probes.join_next().await {
+            let Ok((id, node, status)) = joined else {
+                continue;
             };
-            (id, node, status)
-        });
-    }
-    let mut nodes = Vec::new();
-    while let Some(joined) = probes.join_next().await {
-        let Ok((id, node, status)) = joined else {
-            continue;
-        };
-        let progress = if id == m.health.id {
-            Some(last)
-        } else {
-            matched(&metrics, id)
-        };
-        let mut n = json!({
-            "name": node.name,
-            "node_id": id.to_string(),
-            "api_addr": node.api_addr,
-            "raft_addr": node.raft_addr,
-            "replica": kind_of(&metrics, id).map_or("none", Kind::as_str),
-            "leader": metrics.current_leader == Some(id),
-            "reachable": status.is_some(),
-        });
-        if leads(&metrics) {
-            n["matched_index"] = progress.map_or(Value::Null, Value::from);
-            n["lag"] = progress.map_or(Value::Null, |p| Value::from(last.saturating_sub(p)));
+            let progress = if id == m.health.id {
+                Some(last)
+            } else {
+                matched(&metrics, id)
+            };
+            let mut n = json!({
+                "name": node.name,
+                "node_id": id.to_string(),
+                "api_addr": node.api_addr,
+                "raft_addr": node.raft_addr,
+                "replica": kind_of(&metrics, id).map_or("none", Kind::as_str),
+                "leader": metrics.current_leader == Some(id),
+                "reachable": status.is_some(),
+            });
+            if leads(&metrics) {
+                n["matched_index"] = progress.map_or(Value::Null, Value::from);
+                n["lag"] = progress.map_or(Value::Null, |p| Value::from(last.saturating_sub(p)));
+            }
+            if let Some(s) = status {
+                n["raft_state"] = s["raft_state"].clone();
+                n["applied_index"] = s["applied_index"].clone();
+            }
+            nodes.push(n);
         }
-        if let Some(s) = status {
-            n["raft_state"] = s["raft_state"].clone();
-            n["applied_index"] = s["applied_index"].clone();
-        }
-        nodes.push(n);
+        nodes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        json!({
+            "answered_by": m.health.name_of(m.health.id),
+            "leader": metrics.current_leader.map(|l| m.health.name_of(l)),
+            "term": metrics.current_term,
+            "last_log_index": last,
+            "membership_index": metrics.membership_config.log_id().map(|l| l.index),
+            "joint": membership.get_joint_config().len() > 1,
+            "nodes": nodes,
+        })
     }
-    nodes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    json!({
-        "answered_by": m.health.name_of(m.health.id),
-        "leader": metrics.current_leader.map(|l| m.health.name_of(l)),
-        "term": metrics.current_term,
-        "last_log_index": last,
-        "membership_index": metrics.membership_config.log_id().map(|l| l.index),
-        "joint": membership.get_joint_config().len() > 1,
-        "nodes": nodes,
-    })
 }

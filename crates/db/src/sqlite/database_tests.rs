@@ -1,9 +1,9 @@
-//! Unit tests of [`super::Store`]: snapshots raced against readers, a failed install.
+//! Unit tests of [`super::Database`]: snapshots raced against readers, a failed install.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::Store;
+use super::Database;
 use webfarm_testkit::TempDir;
 
 use crate::sqlite::apply::tests::entry;
@@ -11,7 +11,7 @@ use crate::sqlite::apply::tests::entry;
 #[test]
 fn the_current_snapshot_opens_while_new_ones_are_built() {
     let dir = TempDir::new("snap-race");
-    let store = Store::open(dir.path()).unwrap();
+    let store = Database::open(dir.path()).unwrap();
     store
         .apply(&[entry(
             1,
@@ -51,14 +51,14 @@ fn the_current_snapshot_opens_while_new_ones_are_built() {
 #[tokio::test]
 async fn a_failed_install_keeps_the_database_writable() {
     let dir = TempDir::new("install-fail");
-    let store = Store::open(dir.path()).unwrap();
+    let store = Database::open(dir.path()).unwrap();
     let user_data = store.user_data();
     assert!(!user_data.load(Ordering::Relaxed));
     store.apply(&[entry(1, &["CREATE TABLE t (v)"])]).unwrap();
     assert!(user_data.load(Ordering::Relaxed), "a user table is data");
 
     let source_dir = TempDir::new("install-source");
-    let source = Store::open(source_dir.path()).unwrap();
+    let source = Database::open(source_dir.path()).unwrap();
     source
         .apply(&[
             entry(1, &["CREATE TABLE t (v)"]),
@@ -77,7 +77,7 @@ async fn a_failed_install_keeps_the_database_writable() {
         .install_snapshot(meta, &mut data)
         .await
         .expect_err("db.sqlite.tmp is a directory");
-    assert!(e.contains("db.sqlite.tmp"), "{e}");
+    assert!(e.to_string().contains("db.sqlite.tmp"), "{e}");
 
     // The node still has its write connection, on its old database.
     assert_eq!(*store.applied_index().borrow(), 1);
@@ -91,7 +91,7 @@ async fn a_failed_install_keeps_the_database_writable() {
 #[test]
 fn writes_go_on_while_a_snapshot_of_a_large_database_is_built() {
     let dir = TempDir::new("snap-large");
-    let store = Store::open(dir.path()).unwrap();
+    let store = Database::open(dir.path()).unwrap();
     // About 50 MB: 50,000 rows of 1 KB.
     store
         .apply(&[entry(
