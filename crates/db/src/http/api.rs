@@ -316,6 +316,7 @@ impl<S: Service> Api<S> {
                     }),
                 )
             }
+            StoreError::InvalidLoad(_) => StatusCode::BAD_REQUEST,
             StoreError::NotApplied { .. }
             | StoreError::NotConfirmed(_)
             | StoreError::Unconfirmed(_)

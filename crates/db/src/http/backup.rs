@@ -9,37 +9,26 @@
 //!
 //! Load: the body is a SQLite file when it starts with SQLite's header, otherwise SQL text.
 //! A file is checked on the leader (opens, `quick_check`, no virtual table), then replicated
-//! as one log entry that replaces the user's tables on every node ([`crate::sqlite::load`]); a dump
-//! is split into statements (validated on a scratch database, [`crate::sqlite::dump`]) and written as
-//! one transaction, like a `/db/execute?transaction` request, on top of what exists.
+//! as one log entry that replaces the user's tables on every node; a dump is split into
+//! statements (validated on a scratch database) and written as one transaction, like a
+//! `/db/execute?transaction` request, on top of what exists (the store's `load`).
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde_json::json;
 
-use crate::command::{LoadRequest, Request, SqlRequest};
 use crate::http::api::{Api, Incoming};
 use crate::http::service::Service;
-use crate::sqlite::dump::{check_sqlite_file, is_sqlite, split_dump};
-use crate::types::{Params, SqlStatement, StatementResult};
+use crate::store::Loaded;
+use crate::types::StatementResult;
 
-/// How long the leader waits for a load to be committed and applied.
-const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a forwarded backup or load may take.
 const BULK_FORWARD_TIMEOUT: Duration = Duration::from_secs(70);
-
-fn scratch_name(what: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{what}-{nanos}.tmp")
-}
 
 fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -75,21 +64,10 @@ pub(crate) async fn backup<S: Service>(State(api): State<Arc<Api<S>>>, req: Inco
                 Err(e) => return r.error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
-        "" | "binary" | "delete" => {
-            let tmp = api.store.data_dir().join(scratch_name("backup"));
-            let copied = api
-                .store
-                .backup_to(tmp.clone())
-                .await
-                .map_err(|e| e.to_string());
-            let read = copied
-                .and_then(|()| std::fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display())));
-            let _ = std::fs::remove_file(&tmp);
-            match read {
-                Ok(b) => (b, "application/octet-stream"),
-                Err(e) => return r.error(StatusCode::INTERNAL_SERVER_ERROR, e),
-            }
-        }
+        "" | "binary" | "delete" => match api.store.backup().await {
+            Ok(b) => (b, "application/octet-stream"),
+            Err(e) => return r.error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
         other => {
             return r.error(
                 StatusCode::BAD_REQUEST,
@@ -115,62 +93,13 @@ pub(crate) async fn backup<S: Service>(State(api): State<Arc<Api<S>>>, req: Inco
 
 /// `POST /db/load`.
 pub(crate) async fn load<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
+    let started = Instant::now();
     let r = &req.render;
     if let Some(resp) = api.via_leader(&req, true, BULK_FORWARD_TIMEOUT).await {
         return resp;
     }
-    if is_sqlite(&req.body) {
-        return load_file(&api, &req).await;
-    }
-    let Ok(text) = String::from_utf8(req.body.to_vec()) else {
-        return r.error(
-            StatusCode::BAD_REQUEST,
-            "the body is neither a SQLite database file nor UTF-8 SQL text",
-        );
-    };
-    let split = tokio::task::spawn_blocking(move || split_dump(&text)).await;
-    let statements = match split {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return r.error(StatusCode::BAD_REQUEST, e),
-        Err(e) => return r.error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let sql = SqlRequest {
-        statements: statements
-            .into_iter()
-            .map(|sql| SqlStatement {
-                sql,
-                params: Params::None,
-            })
-            .collect(),
-        transaction: true,
-        ..SqlRequest::default()
-    };
-    api.write(&req, sql).await
-}
-
-async fn load_file<S: Service>(api: &Api<S>, req: &Incoming) -> Response {
-    let started = Instant::now();
-    let r = &req.render;
-    let tmp = api.store.data_dir().join(scratch_name("load-check"));
-    let body = req.body.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        let out = std::fs::write(&tmp, &body)
-            .map_err(|e| format!("{}: {e}", tmp.display()))
-            .and_then(|()| check_sqlite_file(&tmp));
-        let _ = std::fs::remove_file(&tmp);
-        out
-    })
-    .await;
-    match checked {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return r.error(StatusCode::BAD_REQUEST, e),
-        Err(e) => return r.error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-    let request = Request::Load(LoadRequest {
-        sqlite: base64::engine::general_purpose::STANDARD.encode(&req.body),
-    });
-    match api.store.execute(request, LOAD_TIMEOUT).await {
-        Ok(applied) => {
+    match api.store.load(req.body.clone()).await {
+        Ok(Loaded::File(applied)) => {
             if let Some(StatementResult::Error(e)) = applied.outcomes.first().map(|o| &o.result) {
                 return r.json(
                     StatusCode::BAD_REQUEST,
@@ -178,8 +107,9 @@ async fn load_file<S: Service>(api: &Api<S>, req: &Incoming) -> Response {
                 );
             }
             // A load gives no outcome when it succeeded: `{"results": [], "raft_index": N}`.
-            api.applied(req, &applied, started)
+            api.applied(&req, &applied, started)
         }
-        Err(e) => api.store_error(req, e, true).await,
+        Ok(Loaded::Dump(applied)) => api.applied(&req, &applied, started),
+        Err(e) => api.store_error(&req, e, true).await,
     }
 }

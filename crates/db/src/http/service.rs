@@ -4,14 +4,14 @@
 //! Raft.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::command::Request;
 use crate::store::{
-    Applied, Change, JoinRequest, Leader, Member, MembershipError, ReadRequest, ReadResult,
+    Applied, Change, JoinRequest, Leader, Loaded, Member, MembershipError, ReadRequest, ReadResult,
     Removal, SteppedDown, StoreError, StoreStatus,
 };
 
@@ -22,8 +22,6 @@ pub(crate) trait Service: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// This node's Raft id.
     fn id(&self) -> u64;
-    /// Where scratch files (backups, loads being checked) may be written.
-    fn data_dir(&self) -> &Path;
     /// Who leads, as this node sees it.
     fn leader(&self) -> Leader;
     /// Whether this leader is handing its leadership over.
@@ -54,8 +52,10 @@ pub(crate) trait Service: Send + Sync + 'static {
         n: u64,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), u64>> + Send;
-    /// A SQLite copy of this node's database at `target`.
-    fn backup_to(&self, target: PathBuf) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A SQLite copy of this node's database.
+    fn backup(&self) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+    /// Loads a SQLite file or an SQL dump (this node leads).
+    fn load(&self, body: Bytes) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
     /// This node's database as SQL text.
     fn dump(
         &self,

@@ -95,6 +95,14 @@ pub(crate) enum DatabaseError {
     },
 }
 
+/// The error of file `path`, caused by `e`.
+pub(crate) fn file_error(
+    path: &Path,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> DatabaseError {
+    msg(path, e)
+}
+
 fn msg(path: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DatabaseError {
     DatabaseError::File {
         path: path.to_path_buf(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, RaftError};
 
 use crate::sqlite::database::DatabaseError;
+use crate::sqlite::dump::LoadError;
 use crate::types::NodeInfo;
 
 /// Why a write, a read or a query of the store failed. Whether a retry is safe follows from
@@ -76,6 +77,9 @@ pub(crate) enum StoreError {
     /// This node's database failed.
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    /// A `/db/load` body that cannot be loaded.
+    #[error(transparent)]
+    InvalidLoad(#[from] LoadError),
     /// The SQL dump of this node's database failed.
     #[error(transparent)]
     Dump(rusqlite::Error),

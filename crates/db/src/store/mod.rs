@@ -11,11 +11,12 @@
 //! The HTTP layer sees the store only through the trait it declares
 //! ([`crate::http::service::Service`]), which [`Store`] implements: it never touches openraft.
 
+mod bulk;
 mod error;
 pub(crate) mod read;
 mod service;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use webfarm_config::Farm;
 use webfarm_node::http::HttpClient;
 use webfarm_node::Health as _;
 
+pub(crate) use self::bulk::Loaded;
 pub(crate) use self::error::StoreError;
 use self::read::{admit, min_index_step, MinIndex, NodeView, Path as ReadPath, MIN_INDEX_WAIT};
 pub(crate) use self::read::{Level, ReadRequest};
@@ -172,11 +174,6 @@ impl Store {
     /// This node's Raft id.
     pub(crate) fn id(&self) -> u64 {
         self.health.id
-    }
-
-    /// The node's data directory (scratch files of backups and loads go there).
-    pub(crate) fn data_dir(&self) -> &Path {
-        &self.data_dir
     }
 
     /// Who leads, as this node sees it (nobody while this leader transfers its leadership).
@@ -351,30 +348,6 @@ impl Store {
     /// [`StoreError::Database`] when no read connection can be opened.
     pub(crate) async fn all_read_only(&self, sql: Vec<String>) -> Result<bool, StoreError> {
         Ok(self.database.all_read_only(sql).await?)
-    }
-
-    /// A copy of this node's database as a plain SQLite file at `target` (`/db/backup`).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Database`] naming the file that could not be read or written.
-    pub(crate) async fn backup_to(&self, target: PathBuf) -> Result<(), StoreError> {
-        Ok(self.database.backup_to(target).await?)
-    }
-
-    /// This node's database as SQL text (`/db/backup?fmt=sql`), only `tables` if given.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Database`] when the database cannot be read.
-    pub(crate) async fn dump(&self, tables: Option<Vec<String>>) -> Result<String, StoreError> {
-        let dumped = self
-            .database
-            .with_reader(move |reader| {
-                reader.internal(|conn| crate::sqlite::dump::dump_sql(conn, tables.as_deref()))
-            })
-            .await?;
-        dumped.map_err(StoreError::Dump)
     }
 
     /// The members of the current membership, and the leader's id if known.

@@ -1,12 +1,12 @@
 //! [`Store`] as the HTTP layer's [`Service`].
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use super::{
-    Applied, Change, JoinRequest, Leader, Member, MembershipError, ReadRequest, ReadResult,
+    Applied, Change, JoinRequest, Leader, Loaded, Member, MembershipError, ReadRequest, ReadResult,
     Removal, SteppedDown, Store, StoreError, StoreStatus,
 };
 use crate::command::Request;
@@ -18,9 +18,6 @@ impl Service for Store {
     }
     fn id(&self) -> u64 {
         Store::id(self)
-    }
-    fn data_dir(&self) -> &Path {
-        Store::data_dir(self)
     }
     fn leader(&self) -> Leader {
         Store::leader(self)
@@ -46,8 +43,11 @@ impl Service for Store {
     async fn wait_applied(&self, n: u64, timeout: Duration) -> Result<(), u64> {
         Store::wait_applied(self, n, timeout).await
     }
-    async fn backup_to(&self, target: PathBuf) -> Result<(), StoreError> {
-        Store::backup_to(self, target).await
+    async fn backup(&self) -> Result<Vec<u8>, StoreError> {
+        Store::backup(self).await
+    }
+    async fn load(&self, body: Bytes) -> Result<Loaded, StoreError> {
+        Store::load(self, body).await
     }
     async fn dump(&self, tables: Option<Vec<String>>) -> Result<String, StoreError> {
         Store::dump(self, tables).await
