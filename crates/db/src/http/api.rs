@@ -359,7 +359,7 @@ impl<S: Service> Api<S> {
         }
         let timeout = match req.flags.duration("timeout") {
             Ok(t) => t.unwrap_or(DEFAULT_WAIT),
-            Err(e) => return r.error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return r.error(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let wait = req.flags.flag("wait");
         let empty = matches!(serde_json::from_slice::<Value>(&req.body), Ok(Value::Array(a)) if a.is_empty());
@@ -378,7 +378,7 @@ impl<S: Service> Api<S> {
             };
             match self.queue.push(sql) {
                 Ok(seq) => seq,
-                Err(m) => return r.error(StatusCode::SERVICE_UNAVAILABLE, m),
+                Err(e) => return r.error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }
         };
         if wait && !self.queue.wait_flushed(seq, timeout).await {

@@ -16,7 +16,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use crate::http::api::{bad_request, Api, Incoming};
-use crate::http::request::{parse_statements, Flags};
+use crate::http::request::{parse_statements, BadFlag, Flags};
 use crate::http::service::Service;
 use crate::store::read::LINEARIZABLE_TIMEOUT;
 use crate::store::{Level, ReadRequest, ReadResult};
@@ -49,23 +49,21 @@ pub(crate) async fn query<S: Service>(State(api): State<Arc<Api<S>>>, req: Incom
 ///
 /// # Errors
 ///
-/// The reason, for a 400, when a flag's value is not valid.
+/// [`BadFlag`], for a 400, when a flag's value is not valid.
 fn read_request(
     flags: &Flags,
     statements: Vec<SqlStatement>,
     forwarded: bool,
-) -> Result<ReadRequest, String> {
+) -> Result<ReadRequest, BadFlag> {
     let min_index = match flags.get("min_index").map(str::parse::<u64>) {
         None => None,
         Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            return Err("min_index: expected a Raft log index (an unsigned integer)".into())
-        }
+        Some(Err(_)) => return Err(BadFlag::MinIndex),
     };
     let freshness = flags.duration("freshness")?;
     let freshness_strict = flags.get("freshness_strict").is_some();
     if freshness_strict && freshness.is_none() {
-        return Err("freshness_strict requires freshness".into());
+        return Err(BadFlag::StrictWithoutFreshness);
     }
     Ok(ReadRequest {
         statements,
@@ -89,7 +87,7 @@ impl<S: Service> Api<S> {
         let r = &req.render;
         let read = match read_request(&req.flags, statements, req.forwarded) {
             Ok(read) => read,
-            Err(e) => return r.error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return r.error(StatusCode::BAD_REQUEST, e.to_string()),
         };
         match self.store.query(read).await {
             Ok(ReadResult::Rows(outcomes)) => r.json(
@@ -106,7 +104,7 @@ impl<S: Service> Api<S> {
 mod tests {
     use super::*;
 
-    fn parse(q: &str) -> Result<ReadRequest, String> {
+    fn parse(q: &str) -> Result<ReadRequest, BadFlag> {
         read_request(&Flags::parse(Some(q)), Vec::new(), false)
     }
 
@@ -125,10 +123,11 @@ mod tests {
 
     #[test]
     fn invalid_read_flags_are_refused() {
-        assert!(parse("min_index=-1").unwrap_err().contains("min_index"));
-        assert!(parse("freshness_strict")
-            .unwrap_err()
-            .contains("requires freshness"));
+        assert_eq!(parse("min_index=-1").unwrap_err(), BadFlag::MinIndex);
+        assert_eq!(
+            parse("freshness_strict").unwrap_err(),
+            BadFlag::StrictWithoutFreshness
+        );
         assert!(parse("freshness=soon").is_err());
         assert!(parse("linearizable_timeout=x").is_err());
     }

@@ -135,7 +135,7 @@ pub(crate) async fn status<S: Service>(State(api): State<Arc<Api<S>>>, req: Inco
 pub(crate) async fn nodes<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
     let timeout = match req.flags.duration("timeout") {
         Ok(t) => t.unwrap_or(NODES_TIMEOUT),
-        Err(e) => return req.render.error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return req.render.error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let nonvoters = req.flags.flag("nonvoters");
     let (leader, members) = api.store.members();

@@ -30,8 +30,8 @@ pub(crate) const NOT_READ_ONLY: &str = "attempt to change database via query ope
 ///
 /// # Errors
 ///
-/// A message when `v` is an object, or an array that is not one of bytes.
-pub(crate) fn json_to_sql(v: &Value) -> Result<SqlValue, String> {
+/// [`BadParameter`] when `v` is an object, or an array that is not one of bytes.
+pub(crate) fn json_to_sql(v: &Value) -> Result<SqlValue, BadParameter> {
     Ok(match v {
         Value::Null => SqlValue::Null,
         Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
@@ -47,21 +47,28 @@ pub(crate) fn json_to_sql(v: &Value) -> Result<SqlValue, String> {
                 .collect();
             match bytes {
                 Some(b) => SqlValue::Blob(b),
-                None => {
-                    return Err(format!(
-                        "{v} is not a valid parameter; an array parameter is a BLOB and must \
-                         hold integers from 0 to 255"
-                    ))
-                }
+                None => return Err(BadParameter::NotBytes(v.clone())),
             }
         }
-        Value::Object(_) => {
-            return Err(format!(
-                "{v} is not a valid parameter; expected a string, number, boolean, null or \
-                 an array of bytes"
-            ))
-        }
+        Value::Object(_) => return Err(BadParameter::Object(v.clone())),
     })
+}
+
+/// A JSON parameter that has no SQL value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum BadParameter {
+    /// An array that is not one of bytes.
+    #[error(
+        "{0} is not a valid parameter; an array parameter is a BLOB and must hold integers \
+         from 0 to 255"
+    )]
+    NotBytes(Value),
+    /// An object.
+    #[error(
+        "{0} is not a valid parameter; expected a string, number, boolean, null or an array \
+         of bytes"
+    )]
+    Object(Value),
 }
 
 /// The JSON form of a SQL value: BLOBs as base64 (standard alphabet, padded), or with
@@ -225,9 +232,9 @@ fn collect_rows(stmt: &mut rusqlite::Statement<'_>, blob_array: bool) -> rusqlit
 ///
 /// # Errors
 ///
-/// SQLite's message when the statement does not compile.
-pub(crate) fn is_read_only(conn: &Connection, sql: &str) -> Result<bool, String> {
-    let stmt = conn.prepare_cached(sql).map_err(|e| e.to_string())?;
+/// SQLite's error when the statement does not compile.
+pub(crate) fn is_read_only(conn: &Connection, sql: &str) -> rusqlite::Result<bool> {
+    let stmt = conn.prepare_cached(sql)?;
     Ok(stmt.readonly())
 }
 
