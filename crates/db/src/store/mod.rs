@@ -398,3 +398,6 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
