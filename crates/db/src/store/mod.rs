@@ -155,9 +155,58 @@ impl Store {
         }
     }
 
-    /// Membership changes at run time (see [`crate::raft::membership`]).
-    pub(crate) fn membership(&self) -> &Membership {
-        &self.membership
+    /// Adds a replica (`/join`): a learner first, then, for a voter, promoted once it caught
+    /// up. This node must lead.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`]: see [`Membership::join`].
+    pub(crate) async fn join(&self, request: JoinRequest) -> Result<Change, MembershipError> {
+        self.membership.join(&request).await
+    }
+
+    /// Removes replica `name`. This node must lead.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`]: see [`Membership::remove`].
+    pub(crate) async fn remove(&self, name: &str) -> Result<Removal, MembershipError> {
+        self.membership.remove(name).await
+    }
+
+    /// Makes read-only replica `name` a voter once it caught up. This node must lead.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`]: see [`Membership::promote`].
+    pub(crate) async fn promote(&self, name: &str) -> Result<Change, MembershipError> {
+        self.membership.promote(name).await
+    }
+
+    /// Transfers leadership to voter `to`, by default the most up to date one. This node must
+    /// lead.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`]: see [`Membership::step_down`].
+    pub(crate) async fn step_down(&self, to: Option<&str>) -> Result<SteppedDown, MembershipError> {
+        self.membership.step_down(to).await
+    }
+
+    /// Starts an election on this node at once (asked by a leader transferring its
+    /// leadership); this node's name.
+    ///
+    /// # Errors
+    ///
+    /// [`MembershipError`]: see [`Membership::campaign`].
+    pub(crate) async fn campaign(&self) -> Result<String, MembershipError> {
+        self.membership.campaign().await
+    }
+
+    /// Every member as this node sees it (`/cluster/nodes`): kind, addresses, reachability,
+    /// and on the leader each one's matched index and lag.
+    pub(crate) async fn cluster_view(&self) -> serde_json::Value {
+        self.membership.view().await
     }
 
     /// When this node last heard from its leader (shared with the Raft endpoint, which

@@ -59,21 +59,21 @@ impl Service for Store {
         Store::status(self)
     }
     async fn join(&self, request: JoinRequest) -> Result<Change, MembershipError> {
-        self.membership().join(&request).await
+        Store::join(self, request).await
     }
     async fn remove(&self, name: String) -> Result<Removal, MembershipError> {
-        self.membership().remove(&name).await
+        Store::remove(self, &name).await
     }
     async fn promote(&self, name: String) -> Result<Change, MembershipError> {
-        self.membership().promote(&name).await
+        Store::promote(self, &name).await
     }
     async fn step_down(&self, to: Option<String>) -> Result<SteppedDown, MembershipError> {
-        self.membership().step_down(to.as_deref()).await
+        Store::step_down(self, to.as_deref()).await
     }
     async fn campaign(&self) -> Result<String, MembershipError> {
-        self.membership().campaign().await
+        Store::campaign(self).await
     }
     async fn cluster_view(&self) -> Value {
-        self.membership().view().await
+        Store::cluster_view(self).await
     }
 }
