@@ -222,19 +222,7 @@ impl DbNode {
         let network =
             Network::new(&ctx.farm.site).map_err(|e| DbError::Raft(format!("site: {e}")))?;
 
-        let dir = ctx.data_dir.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            let log_path = dir.join("raft-log.db");
-            let log = LogStore::open(&log_path).map_err(|source| LogOpenError {
-                path: log_path,
-                source,
-            })?;
-            let sm = StateMachine::open(&dir)?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((log, sm))
-        })
-        .await
-        .map_err(|e| DbError::Raft(format!("storage task failed: {e}")))?;
-        let (log, sm) = opened.map_err(storage_err(&ctx.data_dir))?;
+        let (log, sm) = open_storage(&ctx.data_dir).await?;
         let database = Arc::clone(sm.store());
 
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm)
@@ -271,15 +259,7 @@ impl DbNode {
         );
 
         let me = members.get(&id).cloned().unwrap_or_default();
-        let voters: BTreeMap<u64, NodeInfo> = ctx
-            .farm
-            .nodes_with_role(Role::Db)
-            .filter(|n| n.replica == Replica::Voter)
-            .filter_map(|n| {
-                let id = node_id(&n.name);
-                members.get(&id).map(|info| (id, info.clone()))
-            })
-            .collect();
+        let voters = farm_voters(&ctx.farm, &members);
         let formed = formation::form(
             &raft,
             &me,
@@ -299,12 +279,17 @@ impl DbNode {
                 return Err(e);
             }
             Ok(Formation::Join) => {
-                let (raft, members, http) = (raft.clone(), (*members).clone(), http.clone());
-                let (shutdown, stopped) = (ctx.shutdown.clone(), stopped.clone());
-                let me = me.clone();
+                let join = formation::auto_join(
+                    raft.clone(),
+                    me.clone(),
+                    (*members).clone(),
+                    http.clone(),
+                    ctx.shutdown.clone(),
+                );
+                let stopped = stopped.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = formation::auto_join(raft, me, members, http, shutdown) => {}
+                        () = join => {}
                         () = stopped.wait() => {}
                     }
                 });
@@ -384,6 +369,34 @@ impl DbNode {
         raft_srv?;
         stopped
     }
+}
+
+/// Opens the Raft log and the state machine in `dir` (on the blocking pool).
+async fn open_storage(dir: &std::path::Path) -> Result<(LogStore, StateMachine), DbError> {
+    let owned = dir.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || {
+        let log_path = owned.join("raft-log.db");
+        let log = LogStore::open(&log_path).map_err(|source| LogOpenError {
+            path: log_path,
+            source,
+        })?;
+        let sm = StateMachine::open(&owned)?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((log, sm))
+    })
+    .await
+    .map_err(|e| DbError::Raft(format!("storage task failed: {e}")))?;
+    opened.map_err(storage_err(dir))
+}
+
+/// The voters of the farm file, by Raft node id: the membership a forming cluster starts with.
+fn farm_voters(farm: &Farm, members: &BTreeMap<u64, NodeInfo>) -> BTreeMap<u64, NodeInfo> {
+    farm.nodes_with_role(Role::Db)
+        .filter(|n| n.replica == Replica::Voter)
+        .filter_map(|n| {
+            let id = node_id(&n.name);
+            members.get(&id).map(|info| (id, info.clone()))
+        })
+        .collect()
 }
 
 /// Waits until Raft stops by itself; returns why.
