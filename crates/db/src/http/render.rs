@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::request::Flags;
+use crate::http::request::Flags;
 use crate::types::{Outcome, StatementResult};
 
 /// How an answer is written, from the request's flags.

@@ -1,15 +1,17 @@
-//! Unit tests of [`super::Store`]: snapshots raced against readers, a failed install.
+//! Unit tests of [`super::Database`]: snapshots raced against readers, a failed install.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::Store;
-use crate::apply::tests::{entry, temp_dir};
+use super::Database;
+use webfarm_testkit::TempDir;
+
+use crate::sqlite::apply::tests::entry;
 
 #[test]
 fn the_current_snapshot_opens_while_new_ones_are_built() {
-    let dir = temp_dir("snap-race");
-    let store = Store::open(&dir.0).unwrap();
+    let dir = TempDir::new("snap-race");
+    let store = Database::open(dir.path()).unwrap();
     store
         .apply(&[entry(
             1,
@@ -48,15 +50,15 @@ fn the_current_snapshot_opens_while_new_ones_are_built() {
 
 #[tokio::test]
 async fn a_failed_install_keeps_the_database_writable() {
-    let dir = temp_dir("install-fail");
-    let store = Store::open(&dir.0).unwrap();
+    let dir = TempDir::new("install-fail");
+    let store = Database::open(dir.path()).unwrap();
     let user_data = store.user_data();
     assert!(!user_data.load(Ordering::Relaxed));
     store.apply(&[entry(1, &["CREATE TABLE t (v)"])]).unwrap();
     assert!(user_data.load(Ordering::Relaxed), "a user table is data");
 
-    let source_dir = temp_dir("install-source");
-    let source = Store::open(&source_dir.0).unwrap();
+    let source_dir = TempDir::new("install-source");
+    let source = Database::open(source_dir.path()).unwrap();
     source
         .apply(&[
             entry(1, &["CREATE TABLE t (v)"]),
@@ -69,13 +71,13 @@ async fn a_failed_install_keeps_the_database_writable() {
         .unwrap();
 
     // The swap copies the snapshot to db.sqlite.tmp first: a directory there makes it fail.
-    std::fs::create_dir_all(dir.0.join("db.sqlite.tmp")).unwrap();
+    std::fs::create_dir_all(dir.path().join("db.sqlite.tmp")).unwrap();
     let mut data = tokio::fs::File::from_std(file);
     let e = store
         .install_snapshot(meta, &mut data)
         .await
         .expect_err("db.sqlite.tmp is a directory");
-    assert!(e.contains("db.sqlite.tmp"), "{e}");
+    assert!(e.to_string().contains("db.sqlite.tmp"), "{e}");
 
     // The node still has its write connection, on its old database.
     assert_eq!(*store.applied_index().borrow(), 1);
@@ -88,8 +90,8 @@ async fn a_failed_install_keeps_the_database_writable() {
 
 #[test]
 fn writes_go_on_while_a_snapshot_of_a_large_database_is_built() {
-    let dir = temp_dir("snap-large");
-    let store = Store::open(&dir.0).unwrap();
+    let dir = TempDir::new("snap-large");
+    let store = Database::open(dir.path()).unwrap();
     // About 50 MB: 50,000 rows of 1 KB.
     store
         .apply(&[entry(
@@ -102,8 +104,10 @@ fn writes_go_on_while_a_snapshot_of_a_large_database_is_built() {
             ],
         )])
         .unwrap();
-    let size = std::fs::metadata(dir.0.join("db.sqlite")).unwrap().len()
-        + std::fs::metadata(dir.0.join("db.sqlite-wal")).map_or(0, |m| m.len());
+    let size = std::fs::metadata(dir.path().join("db.sqlite"))
+        .unwrap()
+        .len()
+        + std::fs::metadata(dir.path().join("db.sqlite-wal")).map_or(0, |m| m.len());
     assert!(size > 45_000_000, "the database holds {size} bytes");
 
     let started = Arc::new(AtomicBool::new(false));

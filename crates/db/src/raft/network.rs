@@ -61,7 +61,11 @@ pub(crate) struct Network {
 
 impl Network {
     /// The network of a node of the farm whose `site` is `site`.
-    pub(crate) fn new(site: &str) -> Result<Network, String> {
+    ///
+    /// # Errors
+    ///
+    /// [`NotAHeader`] when the site's name cannot travel in an HTTP header.
+    pub(crate) fn new(site: &str) -> Result<Network, NotAHeader> {
         Ok(Network {
             http: HttpClient::new(),
             site: header_value(site)?,
@@ -69,8 +73,13 @@ impl Network {
     }
 }
 
-fn header_value(s: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(s).map_err(|_| format!("{s:?} cannot travel in an HTTP header"))
+/// A name (of the site or a node) that cannot be sent in an HTTP header.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0:?} cannot travel in an HTTP header")]
+pub(crate) struct NotAHeader(String);
+
+fn header_value(s: &str) -> Result<HeaderValue, NotAHeader> {
+    HeaderValue::from_str(s).map_err(|_| NotAHeader(s.to_string()))
 }
 
 /// The sending side of the Raft RPCs to one node.
@@ -81,7 +90,7 @@ pub(crate) struct Peer {
     base: String,
     site: HeaderValue,
     /// The target's name, or `Err` when it cannot be sent (every call then fails).
-    name: Result<HeaderValue, String>,
+    name: Result<HeaderValue, NotAHeader>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -118,7 +127,7 @@ impl Peer {
     {
         let url = format!("{}{path}", self.base);
         let network = |m: String| RPCError::Network(NetworkError::new(&Message(m)));
-        let name = self.name.clone().map_err(network)?;
+        let name = self.name.clone().map_err(|e| network(e.to_string()))?;
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let request = axum::http::Request::post(&url)
             .header(CONTENT_TYPE, "application/json")
@@ -275,13 +284,22 @@ fn misdirected(me: &Identity, headers: &HeaderMap) -> Option<String> {
     ))
 }
 
-/// The request, or the 400 answer's text.
-fn decode<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("invalid {what} request: {e}\n"))
+/// A Raft request body that does not decode (answered 400 with this text).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {what} request: {source}\n")]
+struct Undecodable {
+    what: &'static str,
+    #[source]
+    source: serde_json::Error,
 }
 
-fn refuse(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, message).into_response()
+/// The request, or why it does not decode.
+fn decode<T: DeserializeOwned>(body: &[u8], what: &'static str) -> Result<T, Undecodable> {
+    serde_json::from_slice(body).map_err(|source| Undecodable { what, source })
+}
+
+fn refuse(e: &Undecodable) -> Response {
+    (StatusCode::BAD_REQUEST, e.to_string()).into_response()
 }
 
 fn answer<T: Serialize>(v: &T) -> Response {
@@ -305,14 +323,14 @@ async fn append(State(st): State<RaftState>, body: Bytes) -> Response {
             }
             answer(&resp)
         }
-        Err(m) => refuse(m),
+        Err(e) => refuse(&e),
     }
 }
 
 async fn vote(State(st): State<RaftState>, body: Bytes) -> Response {
     match decode::<VoteRequest<u64>>(&body, "vote") {
         Ok(req) => answer(&st.raft.vote(req).await),
-        Err(m) => refuse(m),
+        Err(e) => refuse(&e),
     }
 }
 
@@ -325,6 +343,6 @@ async fn snapshot(State(st): State<RaftState>, body: Bytes) -> Response {
             }
             answer(&resp)
         }
-        Err(m) => refuse(m),
+        Err(e) => refuse(&e),
     }
 }

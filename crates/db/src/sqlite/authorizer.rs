@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
 
-use crate::apply::META_TABLE;
+use crate::sqlite::apply::META_TABLE;
 
 /// Pragmas refused even to read.
 pub(crate) const DENIED: [&str; 8] = [

@@ -7,11 +7,11 @@
 //! transaction early when it changes `foreign_keys` (the pragma only takes effect between
 //! transactions: it is set right after the commit, so the next entry sees it on every replica
 //! whatever the batching), and an entry that loads a SQLite file gets a transaction of its own
-//! (see [`crate::load`]).
+//! (see [`crate::sqlite::load`]).
 //!
 //! A statement's own error (syntax, constraint...) is its result and the batch goes on; a
 //! fault of this node's storage (disk full, I/O error, corruption, out of memory, busy...; see
-//! [`crate::sql::is_statement_error`]) fails the whole batch, which is rolled back and not
+//! [`crate::sqlite::sql::is_statement_error`]) fails the whole batch, which is rolled back and not
 //! recorded as applied: openraft then stops the node with a storage error, and after a restart
 //! the entries are applied again from the durable log. Recording the fault as the statement's
 //! result instead would leave this replica different from the others for good.
@@ -24,9 +24,9 @@ use openraft::{EntryPayload, LogId, StoredMembership};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::command::{request_seed, Command, CommandResponse, Request, SqlRequest};
-use crate::determinism::Determinism;
-use crate::pragma::Guard;
-use crate::sql::{self, RunOpts};
+use crate::sqlite::authorizer::Guard;
+use crate::sqlite::determinism::Determinism;
+use crate::sqlite::sql::{self, RunOpts};
 use crate::types::{NodeInfo, Outcome, SqlStatement, StatementResult, TypeConfig};
 
 /// The table, inside the user's database, that records what was applied.
@@ -248,7 +248,12 @@ impl WriteConn {
                     let schema = load_schema(index, r);
                     let refused = match refused.iter().find(|(i, _)| *i == r) {
                         Some((_, why)) => Some(format!("load refused: {why}")),
-                        None => crate::load::restore(&self.conn, &schema, &self.guard, check_fk)?,
+                        None => crate::sqlite::load::restore(
+                            &self.conn,
+                            &schema,
+                            &self.guard,
+                            check_fk,
+                        )?,
                     };
                     results.push(
                         refused
@@ -294,7 +299,10 @@ impl WriteConn {
             })?;
             let schema = load_schema(entry.log_id.index, r);
             let attach = self.conn.execute(
-                &format!("ATTACH DATABASE ?1 AS {}", crate::load::ident(&schema)),
+                &format!(
+                    "ATTACH DATABASE ?1 AS {}",
+                    crate::sqlite::load::ident(&schema)
+                ),
                 [path.to_string_lossy()],
             );
             match attach {
@@ -319,8 +327,10 @@ impl WriteConn {
 
     fn detach_loads(&self, attached: &[(String, PathBuf)]) -> rusqlite::Result<()> {
         for (schema, path) in attached {
-            self.conn
-                .execute_batch(&format!("DETACH DATABASE {}", crate::load::ident(schema)))?;
+            self.conn.execute_batch(&format!(
+                "DETACH DATABASE {}",
+                crate::sqlite::load::ident(schema)
+            ))?;
             let _ = std::fs::remove_file(path);
         }
         Ok(())
@@ -345,7 +355,7 @@ impl WriteConn {
         let mut fk = false;
         match &mut out.result {
             StatementResult::Error(m) => {
-                *m = crate::pragma::explain(std::mem::take(m), &self.guard)
+                *m = crate::sqlite::authorizer::explain(std::mem::take(m), &self.guard)
             }
             _ => {
                 if let Some(v) = self.guard.take_foreign_keys() {

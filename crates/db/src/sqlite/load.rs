@@ -15,9 +15,9 @@
 
 use rusqlite::Connection;
 
-use crate::apply::META_TABLE;
-use crate::pragma::Guard;
-use crate::sql::is_statement_error;
+use crate::sqlite::apply::META_TABLE;
+use crate::sqlite::authorizer::Guard;
+use crate::sqlite::sql::is_statement_error;
 
 /// `"name"`, quoted for SQL.
 pub(crate) fn ident(name: &str) -> String {
@@ -67,7 +67,7 @@ impl From<rusqlite::Error> for Refused {
             Some(rusqlite::ffi::SQLITE_NOTADB | rusqlite::ffi::SQLITE_CORRUPT)
         );
         if is_statement_error(&e) || about_the_file {
-            Refused::Load(crate::sql::sqlite_message(&e))
+            Refused::Load(crate::sqlite::sql::sqlite_message(&e))
         } else {
             Refused::Storage(e)
         }
@@ -144,7 +144,7 @@ fn restore_inner(
         let r = conn.execute_batch(sql);
         guard.set_user(false);
         r.map_err(|e| match Refused::from(e) {
-            Refused::Load(m) => Refused::Load(crate::pragma::explain(m, guard)),
+            Refused::Load(m) => Refused::Load(crate::sqlite::authorizer::explain(m, guard)),
             other => other,
         })
     };

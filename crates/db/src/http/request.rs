@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::sql::json_to_sql;
+use crate::sqlite::sql::json_to_sql;
 use crate::types::{Params, SqlStatement};
 
 /// A request refused as a whole (HTTP 400).
@@ -165,15 +165,38 @@ impl Flags {
     ///
     /// # Errors
     ///
-    /// rqlite's message when the value is not a duration: `"{key} is not a valid duration"`.
-    pub(crate) fn duration(&self, key: &str) -> Result<Option<Duration>, String> {
+    /// [`BadFlag::Duration`] when the value is not a duration (rqlite's message: `"{key} is
+    /// not a valid duration"`).
+    pub(crate) fn duration(&self, key: &str) -> Result<Option<Duration>, BadFlag> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => parse_go_duration(v).map(Some).ok_or_else(|| {
-                format!("{key} is not a valid duration (e.g. 500ms, 1s, 1m30s; got {v:?})")
-            }),
+            Some(v) => parse_go_duration(v)
+                .map(Some)
+                .ok_or_else(|| BadFlag::Duration {
+                    key: key.to_string(),
+                    value: v.to_string(),
+                }),
         }
     }
+}
+
+/// A query flag whose value is not valid (a 400 answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum BadFlag {
+    /// Not a duration.
+    #[error("{key} is not a valid duration (e.g. 500ms, 1s, 1m30s; got {value:?})")]
+    Duration {
+        /// The flag.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// `min_index` is not an unsigned integer.
+    #[error("min_index: expected a Raft log index (an unsigned integer)")]
+    MinIndex,
+    /// `freshness_strict` without `freshness`.
+    #[error("freshness_strict requires freshness")]
+    StrictWithoutFreshness,
 }
 
 /// A duration in Go's `time.ParseDuration` syntax: a sequence of decimal numbers, each with a

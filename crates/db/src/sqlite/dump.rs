@@ -19,8 +19,8 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Batch, Connection, OpenFlags};
 
-use crate::apply::META_TABLE;
-use crate::load::ident;
+use crate::sqlite::apply::META_TABLE;
+use crate::sqlite::load::ident;
 
 /// The first 16 bytes of every SQLite database file.
 pub(crate) const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -129,14 +129,77 @@ fn dump_inner(conn: &Connection, tables: Option<&[String]>) -> rusqlite::Result<
     Ok(out)
 }
 
+/// Why a `/db/load` body cannot be loaded (a 400 answer).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// Neither a SQLite file nor UTF-8 text.
+    #[error("the body is neither a SQLite database file nor UTF-8 SQL text")]
+    NotText,
+    /// The scratch database that checks a dump cannot be opened.
+    #[error("{0}")]
+    Scratch(#[source] rusqlite::Error),
+    /// A statement of the dump does not prepare.
+    #[error("statement {index} of the dump does not prepare: {message}")]
+    DoesNotPrepare {
+        /// Its position, from 1.
+        index: usize,
+        /// SQLite's message.
+        message: String,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A statement of the dump cannot be read back from SQLite.
+    #[error("statement {0} of the dump is too long to read back")]
+    TooLong(usize),
+    /// A schema statement of the dump fails on the scratch database.
+    #[error("statement {index} of the dump fails: {message}")]
+    Fails {
+        /// Its position, from 1.
+        index: usize,
+        /// SQLite's message.
+        message: String,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The dump holds nothing to run.
+    #[error("the dump holds no statement")]
+    Empty,
+    /// The uploaded file cannot be written to the scratch file that checks it.
+    #[error("{}: {source}", path.display())]
+    ScratchFile {
+        /// The scratch file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The uploaded file does not open as SQLite.
+    #[error("the file does not open as a SQLite database: {0}")]
+    NotSqlite(#[source] rusqlite::Error),
+    /// The uploaded file opens but cannot be read.
+    #[error("the file is not a usable SQLite database: {0}")]
+    Unusable(#[source] rusqlite::Error),
+    /// `PRAGMA quick_check` finds damage.
+    #[error("the SQLite file is damaged (quick_check: {0})")]
+    Damaged(String),
+    /// The file holds a virtual table, which a file load does not restore.
+    #[error(
+        "the file holds virtual table {0:?}, which /db/load does not restore from a SQLite \
+         file; load an SQL dump instead"
+    )]
+    VirtualTable(String),
+}
+
 /// The statements of an SQL dump, without its transaction control (`BEGIN`, `COMMIT`...;
 /// a load runs as one transaction of its own).
 ///
 /// # Errors
 ///
-/// A message naming the first statement that does not prepare, and why.
-pub(crate) fn split_dump(text: &str) -> Result<Vec<String>, String> {
-    let scratch = Connection::open_in_memory().map_err(|e| e.to_string())?;
+/// [`LoadError`] naming the first statement that does not prepare, and why.
+pub(crate) fn split_dump(text: &str) -> Result<Vec<String>, LoadError> {
+    let scratch = Connection::open_in_memory().map_err(LoadError::Scratch)?;
     let schema = Arc::new(AtomicBool::new(false));
     let control = Arc::new(AtomicBool::new(false));
     let (s, c) = (Arc::clone(&schema), Arc::clone(&control));
@@ -163,37 +226,30 @@ pub(crate) fn split_dump(text: &str) -> Result<Vec<String>, String> {
     loop {
         schema.store(false, Ordering::SeqCst);
         control.store(false, Ordering::SeqCst);
-        let next = batch.next().map_err(|e| {
-            format!(
-                "statement {} of the dump does not prepare: {}",
-                out.len() + 1,
-                crate::sql::sqlite_message(&e)
-            )
+        let next = batch.next().map_err(|source| LoadError::DoesNotPrepare {
+            index: out.len() + 1,
+            message: crate::sqlite::sql::sqlite_message(&source),
+            source,
         })?;
         let Some(mut stmt) = next else { break };
         if control.load(Ordering::SeqCst) {
             continue;
         }
-        let sql = stmt.expanded_sql().ok_or_else(|| {
-            format!(
-                "statement {} of the dump is too long to read back",
-                out.len() + 1
-            )
-        })?;
+        let sql = stmt
+            .expanded_sql()
+            .ok_or(LoadError::TooLong(out.len() + 1))?;
         let sql = sql.trim().trim_end_matches(';').trim_end().to_string();
         if schema.load(Ordering::SeqCst) {
-            stmt.raw_execute().map_err(|e| {
-                format!(
-                    "statement {} of the dump fails: {}",
-                    out.len() + 1,
-                    crate::sql::sqlite_message(&e)
-                )
+            stmt.raw_execute().map_err(|source| LoadError::Fails {
+                index: out.len() + 1,
+                message: crate::sqlite::sql::sqlite_message(&source),
+                source,
             })?;
         }
         out.push(sql);
     }
     if out.is_empty() {
-        return Err("the dump holds no statement".into());
+        return Err(LoadError::Empty);
     }
     Ok(out)
 }
@@ -203,15 +259,15 @@ pub(crate) fn split_dump(text: &str) -> Result<Vec<String>, String> {
 ///
 /// # Errors
 ///
-/// What is wrong with the file, for a 400 answer.
-pub(crate) fn check_sqlite_file(path: &Path) -> Result<(), String> {
+/// [`LoadError`]: what is wrong with the file, for a 400 answer.
+pub(crate) fn check_sqlite_file(path: &Path) -> Result<(), LoadError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("the file does not open as a SQLite database: {e}"))?;
+        .map_err(LoadError::NotSqlite)?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(|e| format!("the file is not a usable SQLite database: {e}"))?;
+        .map_err(LoadError::Unusable)?;
     if check != "ok" {
-        return Err(format!("the SQLite file is damaged (quick_check: {check})"));
+        return Err(LoadError::Damaged(check));
     }
     let virtual_table: Option<String> = conn
         .query_row(
@@ -221,10 +277,7 @@ pub(crate) fn check_sqlite_file(path: &Path) -> Result<(), String> {
         )
         .ok();
     if let Some(name) = virtual_table {
-        return Err(format!(
-            "the file holds virtual table {name:?}, which /db/load does not restore from a \
-             SQLite file; load an SQL dump instead"
-        ));
+        return Err(LoadError::VirtualTable(name));
     }
     Ok(())
 }
@@ -278,7 +331,7 @@ mod tests {
     fn a_bad_dump_names_its_statement() {
         let e = split_dump("CREATE TABLE a (x);\nINSERT INTO b VALUES (1);").unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "statement 2 of the dump does not prepare: no such table: b"
         );
         assert!(split_dump("  -- nothing\n").is_err());

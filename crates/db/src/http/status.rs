@@ -21,10 +21,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
-use webfarm_node::Health as _;
 
-use crate::api::{Api, Incoming, DEFAULT_WAIT};
-use crate::health::Leader;
+use crate::http::api::{Api, Incoming, DEFAULT_WAIT};
+use crate::http::service::Service;
+use crate::store::Leader;
 
 /// Default of `/nodes?timeout`.
 const NODES_TIMEOUT: Duration = Duration::from_secs(2);
@@ -34,63 +34,51 @@ fn unix_secs(t: std::time::SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-impl Api {
+impl<S: Service> Api<S> {
     /// The `/status` JSON of this node.
     pub(crate) fn status_json(&self) -> Value {
-        let mut v = self.health.status();
-        let m = self.health.metrics.borrow().clone();
-        let membership = m.membership_config.membership();
-        let me = membership
-            .get_node(&self.health.id)
-            .cloned()
-            .or_else(|| self.health.members.get(&self.health.id).cloned())
-            .unwrap_or_default();
-        let leader = m
-            .current_leader
-            .and_then(|id| membership.get_node(&id).cloned().map(|n| (id, n)));
-        let voter = membership.voter_ids().any(|id| id == self.health.id);
-        let nodes: Vec<Value> = membership
-            .nodes()
-            .map(|(id, n)| {
-                let suffrage = if membership.voter_ids().any(|v| v == *id) {
-                    "Voter"
-                } else {
-                    "Nonvoter"
-                };
-                json!({"id": n.name, "addr": n.raft_addr, "suffrage": suffrage})
+        let s = self.store.status();
+        let mut v = s.raft.clone();
+        let (me, leader, voter) = (&s.me, &s.leader, s.voter);
+        let nodes: Vec<Value> = s
+            .members
+            .iter()
+            .map(|m| {
+                let suffrage = if m.voter { "Voter" } else { "Nonvoter" };
+                json!({"id": m.node.name, "addr": m.node.raft_addr, "suffrage": suffrage})
             })
             .collect();
-        let db_size = std::fs::metadata(self.store.db_path()).map_or(0, |md| md.len());
+        let db_size = std::fs::metadata(&s.db_path).map_or(0, |md| md.len());
         let uptime = self.started.elapsed().unwrap_or_default();
         let store = json!({
             "node_id": me.name,
             "addr": me.raft_addr,
-            "dir": self.data_dir.display().to_string(),
-            "ready": self.health.ready().is_ok(),
+            "dir": s.data_dir.display().to_string(),
+            "ready": s.ready,
             "leader": {
-                "node_id": leader.as_ref().map_or(String::new(), |(_, n)| n.name.clone()),
-                "addr": leader.as_ref().map_or(String::new(), |(_, n)| n.raft_addr.clone()),
+                "node_id": leader.as_ref().map_or(String::new(), |n| n.name.clone()),
+                "addr": leader.as_ref().map_or(String::new(), |n| n.raft_addr.clone()),
             },
             "raft": {
                 "state": v["raft_state"].clone(),
-                "term": m.current_term,
-                "commit_index": self.health.log.committed_index(),
-                "applied_index": *self.store.applied_index().borrow(),
-                "last_log_index": m.last_log_index.unwrap_or(0),
-                "last_snapshot_index": m.snapshot.map_or(0, |s| s.index),
+                "term": s.term,
+                "commit_index": s.commit_index,
+                "applied_index": s.applied_index,
+                "last_log_index": s.last_log_index,
+                "last_snapshot_index": s.last_snapshot_index,
                 "voter": voter,
-                "num_peers": membership.nodes().count().saturating_sub(1),
-                "log_entries_proposed": self.batcher.entries_proposed(),
+                "num_peers": s.members.len().saturating_sub(1),
+                "log_entries_proposed": s.entries_proposed,
             },
             "nodes": nodes,
             "sqlite3": {
-                "path": self.store.db_path().display().to_string(),
+                "path": s.db_path.display().to_string(),
                 "db_size": db_size,
-                "fk_constraints": if self.store.foreign_keys() { "enabled" } else { "disabled" },
+                "fk_constraints": if s.foreign_keys { "enabled" } else { "disabled" },
             },
         });
         if let Value::Object(o) = &mut v {
-            o.insert("name".into(), Value::from(self.name.clone()));
+            o.insert("name".into(), Value::from(self.store.name()));
             o.insert("store".into(), store);
             o.insert(
                 "http".into(),
@@ -130,7 +118,7 @@ impl Api {
 }
 
 /// `GET /status`.
-pub(crate) async fn status(State(api): State<Arc<Api>>, req: Incoming) -> Response {
+pub(crate) async fn status<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
     let mut v = api.status_json();
     if let Some(path) = req.flags.get("key").filter(|k| !k.is_empty()) {
         for key in path.split('.') {
@@ -144,26 +132,18 @@ pub(crate) async fn status(State(api): State<Arc<Api>>, req: Incoming) -> Respon
 }
 
 /// `GET /nodes`.
-pub(crate) async fn nodes(State(api): State<Arc<Api>>, req: Incoming) -> Response {
+pub(crate) async fn nodes<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
     let timeout = match req.flags.duration("timeout") {
         Ok(t) => t.unwrap_or(NODES_TIMEOUT),
-        Err(e) => return req.render.error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return req.render.error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let nonvoters = req.flags.flag("nonvoters");
-    let (leader, members) = {
-        let m = api.health.metrics.borrow();
-        let membership = m.membership_config.membership();
-        let members: Vec<(u64, crate::types::NodeInfo, bool)> = membership
-            .nodes()
-            .map(|(id, n)| (*id, n.clone(), membership.voter_ids().any(|v| v == *id)))
-            .filter(|(_, _, voter)| *voter || nonvoters)
-            .collect();
-        (m.current_leader, members)
-    };
+    let (leader, members) = api.store.members();
     let mut checks = tokio::task::JoinSet::new();
-    for (id, node, voter) in members {
+    for m in members.into_iter().filter(|m| m.voter || nonvoters) {
+        let (id, node, voter) = (m.id, m.node, m.voter);
         let http = api.http.clone();
-        let me = id == api.health.id;
+        let me = id == api.store.id();
         checks.spawn(async move {
             let started = Instant::now();
             let answer = if me {
@@ -223,15 +203,15 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 /// `GET /readyz`.
-pub(crate) async fn readyz(State(api): State<Arc<Api>>, req: Incoming) -> Response {
+pub(crate) async fn readyz<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
     if req.flags.flag("noleader") {
         return text(StatusCode::OK, "[+]node ok\n".into());
     }
     let unavailable = StatusCode::SERVICE_UNAVAILABLE;
-    if let Some(f) = api.health.fatal() {
+    if let Some(f) = api.store.fatal() {
         return text(unavailable, format!("[+]node ok\n[+]store failed: {f}\n"));
     }
-    if api.health.leader() == Leader::Unknown {
+    if api.store.leader() == Leader::Unknown {
         return text(unavailable, "[+]node ok\n[+]leader does not exist\n".into());
     }
     let mut body = String::from("[+]node ok\n[+]leader ok\n[+]store ok\n");
@@ -241,8 +221,8 @@ pub(crate) async fn readyz(State(api): State<Arc<Api>>, req: Incoming) -> Respon
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };
         // The leader's commit index as this node last heard it.
-        let target = api.health.log.committed_index();
-        match api.wait_applied(target, timeout).await {
+        let target = api.store.commit_index();
+        match api.store.wait_applied(target, timeout).await {
             Ok(()) => body.push_str("[+]sync ok\n"),
             Err(applied) => {
                 body.push_str(&format!(

@@ -25,6 +25,28 @@ const RECOVER: &str = "restore the node's data directory from a backup, or remov
 /// The snapshot metadata of this cluster's types.
 pub(crate) type Meta = SnapshotMeta<u64, NodeInfo>;
 
+/// Why the current snapshot cannot be found.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CurrentError {
+    /// `current.json` cannot be read.
+    #[error("cannot read {}: {source}", meta_path.display())]
+    Read {
+        meta_path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `current.json` is not valid.
+    #[error("{} is corrupted ({source}); {}", meta_path.display(), RECOVER)]
+    Corrupted {
+        meta_path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The data file `current.json` names is missing.
+    #[error("{} names {}, which is missing; {}", meta_path.display(), data.display(), RECOVER)]
+    Missing { meta_path: PathBuf, data: PathBuf },
+}
+
 /// `snapshot/` of a node's data directory.
 #[derive(Debug)]
 pub(crate) struct SnapshotDir {
@@ -79,23 +101,21 @@ impl SnapshotDir {
     ///
     /// # Errors
     ///
-    /// A message when `current.json` is unreadable or its data file is missing.
-    pub(crate) fn current(&self) -> Result<Option<(Meta, PathBuf)>, String> {
+    /// [`CurrentError`] when `current.json` is unreadable or its data file is missing.
+    pub(crate) fn current(&self) -> Result<Option<(Meta, PathBuf)>, CurrentError> {
         let meta_path = self.dir.join("current.json");
         let text = match fs::read_to_string(&meta_path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", meta_path.display())),
+            Err(source) => return Err(CurrentError::Read { meta_path, source }),
         };
-        let cur: Current = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is corrupted ({e}); {RECOVER}", meta_path.display()))?;
+        let cur: Current = match serde_json::from_str(&text) {
+            Ok(cur) => cur,
+            Err(source) => return Err(CurrentError::Corrupted { meta_path, source }),
+        };
         let data = self.dir.join(&cur.file);
         if !data.is_file() {
-            return Err(format!(
-                "{} names {}, which is missing; {RECOVER}",
-                meta_path.display(),
-                data.display()
-            ));
+            return Err(CurrentError::Missing { meta_path, data });
         }
         Ok(Some((cur.meta, data)))
     }

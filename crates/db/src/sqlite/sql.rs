@@ -30,8 +30,8 @@ pub(crate) const NOT_READ_ONLY: &str = "attempt to change database via query ope
 ///
 /// # Errors
 ///
-/// A message when `v` is an object, or an array that is not one of bytes.
-pub(crate) fn json_to_sql(v: &Value) -> Result<SqlValue, String> {
+/// [`BadParameter`] when `v` is an object, or an array that is not one of bytes.
+pub(crate) fn json_to_sql(v: &Value) -> Result<SqlValue, BadParameter> {
     Ok(match v {
         Value::Null => SqlValue::Null,
         Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
@@ -47,21 +47,28 @@ pub(crate) fn json_to_sql(v: &Value) -> Result<SqlValue, String> {
                 .collect();
             match bytes {
                 Some(b) => SqlValue::Blob(b),
-                None => {
-                    return Err(format!(
-                        "{v} is not a valid parameter; an array parameter is a BLOB and must \
-                         hold integers from 0 to 255"
-                    ))
-                }
+                None => return Err(BadParameter::NotBytes(v.clone())),
             }
         }
-        Value::Object(_) => {
-            return Err(format!(
-                "{v} is not a valid parameter; expected a string, number, boolean, null or \
-                 an array of bytes"
-            ))
-        }
+        Value::Object(_) => return Err(BadParameter::Object(v.clone())),
     })
+}
+
+/// A JSON parameter that has no SQL value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum BadParameter {
+    /// An array that is not one of bytes.
+    #[error(
+        "{0} is not a valid parameter; an array parameter is a BLOB and must hold integers \
+         from 0 to 255"
+    )]
+    NotBytes(Value),
+    /// An object.
+    #[error(
+        "{0} is not a valid parameter; expected a string, number, boolean, null or an array \
+         of bytes"
+    )]
+    Object(Value),
 }
 
 /// The JSON form of a SQL value: BLOBs as base64 (standard alphabet, padded), or with
@@ -225,9 +232,9 @@ fn collect_rows(stmt: &mut rusqlite::Statement<'_>, blob_array: bool) -> rusqlit
 ///
 /// # Errors
 ///
-/// SQLite's message when the statement does not compile.
-pub(crate) fn is_read_only(conn: &Connection, sql: &str) -> Result<bool, String> {
-    let stmt = conn.prepare_cached(sql).map_err(|e| e.to_string())?;
+/// SQLite's error when the statement does not compile.
+pub(crate) fn is_read_only(conn: &Connection, sql: &str) -> rusqlite::Result<bool> {
+    let stmt = conn.prepare_cached(sql)?;
     Ok(stmt.readonly())
 }
 
@@ -476,10 +483,8 @@ mod tests {
 
     #[test]
     fn a_storage_fault_is_an_error_not_a_result() {
-        let dir = std::env::temp_dir().join(format!("webfarm-db-sql-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let conn = Connection::open(dir.join("full.db")).unwrap();
+        let dir = webfarm_testkit::TempDir::new("sql-full");
+        let conn = Connection::open(dir.path().join("full.db")).unwrap();
         conn.execute_batch("CREATE TABLE t (v TEXT)").unwrap();
         // The file may not grow: as a full disk would refuse it.
         let pages: i64 = conn
@@ -505,6 +510,5 @@ mod tests {
             StatementResult::Error("no such table: nope".into())
         );
         drop(conn);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

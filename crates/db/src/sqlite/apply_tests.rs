@@ -4,6 +4,7 @@
 use super::*;
 use crate::types::{Params, SqlStatement};
 use openraft::{CommittedLeaderId, Entry};
+use webfarm_testkit::TempDir;
 
 /// `sql` as statements without parameters.
 fn statements(sql: &[&str]) -> Vec<SqlStatement> {
@@ -30,26 +31,10 @@ pub(crate) fn entry(index: u64, sql: &[&str]) -> Entry<TypeConfig> {
     }
 }
 
-/// A directory of its own under the system temp dir, removed on drop.
-pub(crate) struct Dir(pub(crate) std::path::PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub(crate) fn temp_dir(what: &str) -> Dir {
-    let dir = std::env::temp_dir().join(format!("webfarm-db-unit-{what}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    Dir(dir)
-}
-
-/// A write connection on `db.sqlite` in a fresh [`temp_dir`].
-fn open_writer(what: &str) -> (Dir, WriteConn) {
-    let dir = temp_dir(what);
-    let w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+/// A write connection on `db.sqlite` in a fresh [`TempDir`].
+fn open_writer(what: &str) -> (TempDir, WriteConn) {
+    let dir = TempDir::new(what);
+    let w = WriteConn::open(&dir.path().join("db.sqlite")).unwrap();
     (dir, w)
 }
 
@@ -111,7 +96,7 @@ fn a_storage_fault_rolls_the_whole_batch_back() {
 #[test]
 fn user_sql_cannot_fake_a_storage_fault() {
     let (dir, mut w) = open_writer("pragmas");
-    let target = dir.0.join("no-such-dir").join("copy.db");
+    let target = dir.path().join("no-such-dir").join("copy.db");
     let vacuum = format!("VACUUM INTO '{}'", target.display());
     let (r, _) = w
         .apply_batch(&[entry(
@@ -175,9 +160,9 @@ const ORPHAN: &str = "INSERT INTO child (parent) VALUES (42)";
 #[test]
 fn foreign_keys_apply_from_the_next_entry_whatever_the_batching() {
     // The same log, applied in one batch on one replica and entry by entry on another.
-    let dir = temp_dir("fk");
-    let mut one = WriteConn::open(&dir.0.join("one.sqlite")).unwrap();
-    let mut two = WriteConn::open(&dir.0.join("two.sqlite")).unwrap();
+    let dir = TempDir::new("fk");
+    let mut one = WriteConn::open(&dir.path().join("one.sqlite")).unwrap();
+    let mut two = WriteConn::open(&dir.path().join("two.sqlite")).unwrap();
     let log = [entry(1, SCHEMA), entry(2, &[ORPHAN])];
     let (batched, last) = one.apply_batch(&log).unwrap();
     assert_eq!(last.map(|l| l.index), Some(2));
@@ -204,7 +189,7 @@ fn foreign_keys_apply_from_the_next_entry_whatever_the_batching() {
 
     // A restarted replica sets it again from the database.
     drop(one);
-    let mut again = WriteConn::open(&dir.0.join("one.sqlite")).unwrap();
+    let mut again = WriteConn::open(&dir.path().join("one.sqlite")).unwrap();
     assert!(again.foreign_keys().unwrap(), "recorded in the database");
     let (r, _) = again
         .apply_batch(&[
@@ -302,8 +287,8 @@ fn each_request_of_an_entry_keeps_its_own_results_and_transaction() {
 
 #[test]
 fn a_load_replaces_the_user_tables_with_the_files() {
-    let dir = temp_dir("load");
-    let src = dir.0.join("src.sqlite");
+    let dir = TempDir::new("load");
+    let src = dir.path().join("src.sqlite");
     {
         let c = Connection::open(&src).unwrap();
         c.execute_batch(
@@ -319,7 +304,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
         .unwrap();
     }
     let bytes = std::fs::read(&src).unwrap();
-    let mut w = WriteConn::open(&dir.0.join("db.sqlite")).unwrap();
+    let mut w = WriteConn::open(&dir.path().join("db.sqlite")).unwrap();
     w.apply_batch(&[entry(
         1,
         &["CREATE TABLE old (v)", "INSERT INTO old VALUES (1)"],
@@ -379,7 +364,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
     );
     let n = query_int(w.conn(), "SELECT count(*) FROM a");
     assert_eq!(n, 2);
-    assert!(std::fs::read_dir(&dir.0).unwrap().all(|e| !e
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
         .unwrap()
         .file_name()
         .to_string_lossy()

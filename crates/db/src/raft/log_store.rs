@@ -412,7 +412,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::tests::temp_dir;
+    use webfarm_testkit::TempDir;
 
     fn id(term: u64, index: u64) -> LogId<u64> {
         LogId::new(openraft::CommittedLeaderId::new(term, 0), index)
@@ -420,8 +420,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_committed_id_is_stored_with_the_next_transaction_only() {
-        let dir = temp_dir("log-committed");
-        let path = dir.0.join("raft-log.db");
+        let dir = TempDir::new("log-committed");
+        let path = dir.path().join("raft-log.db");
         let mut log = LogStore::open(&path).unwrap();
         log.save_committed(Some(id(1, 5))).await.unwrap();
         assert_eq!(log.read_committed().await.unwrap(), Some(id(1, 5)));

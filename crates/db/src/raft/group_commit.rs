@@ -20,7 +20,7 @@ use openraft::error::{ClientWriteError, ForwardToLeader};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::command::{Command, Request};
-use crate::determinism::splitmix64;
+use crate::sqlite::determinism::splitmix64;
 use crate::types::{NodeInfo, Outcome, Raft};
 
 /// Entries proposed and not yet applied, at most.
@@ -65,7 +65,7 @@ struct Pending {
 
 /// The handle of the batching task.
 #[derive(Debug, Clone)]
-pub(crate) struct Batcher {
+pub(crate) struct GroupCommit {
     tx: mpsc::UnboundedSender<Pending>,
     /// Entries proposed so far (for tests and `/status`).
     entries: Arc<AtomicU64>,
@@ -78,13 +78,13 @@ fn size_of(request: &Request) -> usize {
     }
 }
 
-impl Batcher {
+impl GroupCommit {
     /// Starts the batching task of the node whose Raft id is `node_id`.
-    pub(crate) fn spawn(raft: Raft, node_id: u64) -> Batcher {
+    pub(crate) fn spawn(raft: Raft, node_id: u64) -> GroupCommit {
         let (tx, rx) = mpsc::unbounded_channel();
         let entries = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(raft, rx, node_id, Arc::clone(&entries)));
-        Batcher { tx, entries }
+        GroupCommit { tx, entries }
     }
 
     /// Entries proposed so far.
@@ -113,7 +113,7 @@ impl Batcher {
                 timeout,
                 reply,
             })
-            .map_err(|_| WriteError::Stopped("the write batcher stopped".into()))?;
+            .map_err(|_| WriteError::Stopped("the group commit task stopped".into()))?;
         rx.await.map_err(|_| WriteError::Lost)?
     }
 }

@@ -7,9 +7,9 @@ use openraft::{
     AnyError, OptionalSend, RaftSnapshotBuilder, Snapshot, StorageError, StorageIOError,
 };
 
-use crate::apply::AppliedState;
-use crate::snapshot::Meta;
-use crate::store::Store;
+use crate::sqlite::apply::AppliedState;
+use crate::sqlite::database::{task_failed, Database, DatabaseError};
+use crate::sqlite::snapshot::Meta;
 use crate::types::{CommandResponse, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<u64>>;
@@ -28,17 +28,22 @@ fn snap_err(meta: Option<&Meta>, e: impl std::fmt::Display) -> StorageError<u64>
 
 /// Runs blocking `f` on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, DatabaseError> + Send + 'static,
+) -> Result<T, DatabaseError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| format!("storage task failed: {e}"))?
+        .map_err(task_failed("storage"))?
 }
+
+/// Why [`StateMachine::open`] failed: the file that cannot be opened, and why.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct OpenError(DatabaseError);
 
 /// The state machine of one node: the user's SQLite database.
 #[derive(Debug, Clone)]
 pub struct StateMachine {
-    store: Arc<Store>,
+    store: Arc<Database>,
 }
 
 impl StateMachine {
@@ -46,14 +51,14 @@ impl StateMachine {
     ///
     /// # Errors
     ///
-    /// A message naming the file that cannot be opened.
-    pub fn open(data_dir: &std::path::Path) -> Result<StateMachine, String> {
+    /// [`OpenError`], naming the file that cannot be opened.
+    pub fn open(data_dir: &std::path::Path) -> Result<StateMachine, OpenError> {
         Ok(StateMachine {
-            store: Store::open(data_dir)?,
+            store: Database::open(data_dir).map_err(OpenError)?,
         })
     }
 
-    pub(crate) fn store(&self) -> &Arc<Store> {
+    pub(crate) fn store(&self) -> &Arc<Database> {
         &self.store
     }
 }
@@ -61,7 +66,7 @@ impl StateMachine {
 /// Builds a snapshot of the state machine as it is when `build_snapshot` runs.
 #[derive(Debug)]
 pub struct SnapshotBuilder {
-    store: Arc<Store>,
+    store: Arc<Database>,
 }
 
 /// A snapshot of an already open file (opened where the file cannot vanish first).

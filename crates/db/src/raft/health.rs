@@ -8,7 +8,7 @@
 //! their farm file does not list it; the farm's db nodes are only a fallback for a node that
 //! has no membership yet.
 //!
-//! While the leader hands its leadership over ([`DbHealth::handover`], `webfarm db
+//! While the leader hands its leadership over ([`DbHealth::transferring_leadership`], `webfarm db
 //! step-down`), it reports no leader: the API then refuses new writes with 503 (not proposed,
 //! safe to retry) so the chosen successor can catch up with the whole log and win the vote.
 
@@ -21,7 +21,7 @@ use openraft::{RaftMetrics, ServerState};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::log_store::LogStore;
+use crate::raft::log_store::LogStore;
 use crate::types::NodeInfo;
 
 /// Raft's view of one node, read from openraft's metrics.
@@ -36,7 +36,7 @@ pub(crate) struct DbHealth {
     /// Whether the database holds a user table (`"has_data"` in `/status`).
     pub(crate) user_data: Arc<AtomicBool>,
     /// Set while this leader hands its leadership over: it takes no new request as leader.
-    pub(crate) handover: Arc<AtomicBool>,
+    pub(crate) transferring_leadership: Arc<AtomicBool>,
 }
 
 /// Who leads, as this node sees it.
@@ -46,7 +46,7 @@ pub(crate) enum Leader {
     Me,
     /// Another node.
     Other(NodeInfo),
-    /// None known (election in progress, no quorum, or a leadership handover).
+    /// None known (election in progress, no quorum, or a leadership transfer).
     Unknown,
 }
 
@@ -126,7 +126,7 @@ impl DbHealth {
         };
         match leader {
             Some(id) if id == self.id && state == ServerState::Leader => {
-                if self.handover.load(Ordering::Acquire) {
+                if self.transferring_leadership.load(Ordering::Acquire) {
                     Leader::Unknown
                 } else {
                     Leader::Me
@@ -154,7 +154,7 @@ impl webfarm_node::Health for DbHealth {
                 self.name_of(self.id)
             ));
         }
-        if self.handover.load(Ordering::Acquire) {
+        if self.transferring_leadership.load(Ordering::Acquire) {
             return Err("handing leadership over (webfarm db step-down)".into());
         }
         match self.leader() {
@@ -220,7 +220,7 @@ impl webfarm_node::Health for DbHealth {
             if let Some(f) = failure(&m) {
                 o.insert("fatal".into(), Value::from(f));
             }
-            if self.handover.load(Ordering::Acquire) {
+            if self.transferring_leadership.load(Ordering::Acquire) {
                 o.insert("handover".into(), Value::from(true));
             }
         }

@@ -22,10 +22,10 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::{watch, RwLock};
 
-use crate::apply::{read_applied, AppliedState, WriteConn};
-use crate::pragma::Guard;
-use crate::snapshot::{new_snapshot_id, sync_dir, Meta, SnapshotDir};
-use crate::sql::{self, RunOpts};
+use crate::sqlite::apply::{read_applied, AppliedState, WriteConn};
+use crate::sqlite::authorizer::Guard;
+use crate::sqlite::snapshot::{new_snapshot_id, sync_dir, Meta, SnapshotDir};
+use crate::sqlite::sql::{self, RunOpts};
 use crate::types::{CommandResponse, Outcome, SqlStatement, StatementResult, TypeConfig};
 
 /// Idle read connections kept open.
@@ -53,7 +53,7 @@ impl Reader {
 
 /// The user's database and its snapshots.
 #[derive(Debug)]
-pub(crate) struct Store {
+pub(crate) struct Database {
     db_path: PathBuf,
     writer: Mutex<Option<WriteConn>>,
     idle: Mutex<Vec<Reader>>,
@@ -69,18 +69,62 @@ pub(crate) struct Store {
     user_data: Arc<AtomicBool>,
 }
 
-fn msg(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+/// Why the user's database or its snapshots failed on this node: the file, and the cause.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DatabaseError {
+    /// A file could not be opened, read, written or used as SQLite.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What failed (a SQLite or I/O error, or what was wrong with the file).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The current snapshot cannot be found.
+    #[error(transparent)]
+    Snapshot(#[from] crate::sqlite::snapshot::CurrentError),
+    /// A task of the blocking pool failed (it panicked, or the runtime is shutting down).
+    #[error("{what} task failed: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Its failure.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
-impl Store {
+/// The error of file `path`, caused by `e`.
+pub(crate) fn file_error(
+    path: &Path,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> DatabaseError {
+    msg(path, e)
+}
+
+fn msg(path: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DatabaseError {
+    DatabaseError::File {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// The error of a blocking task that did not finish.
+pub(crate) fn task_failed(
+    what: &'static str,
+) -> impl FnOnce(tokio::task::JoinError) -> DatabaseError {
+    move |source| DatabaseError::Task { what, source }
+}
+
+impl Database {
     /// Opens `data_dir/db.sqlite` and `data_dir/snapshot/`. A missing or older database is
     /// restored from the current snapshot.
     ///
     /// # Errors
     ///
     /// A message naming the file that cannot be opened and why.
-    pub(crate) fn open(data_dir: &Path) -> Result<Arc<Store>, String> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Arc<Database>, DatabaseError> {
         let db_path = data_dir.join("db.sqlite");
         let snap_dir = data_dir.join("snapshot");
         let snapshots = SnapshotDir::open(&snap_dir).map_err(|e| msg(&snap_dir, e))?;
@@ -103,7 +147,7 @@ impl Store {
         let user_data = user_tables(writer.conn()).map_err(|e| msg(&db_path, e))?;
         let foreign_keys = writer.foreign_keys().map_err(|e| msg(&db_path, e))?;
         let (tx, _) = watch::channel(applied.map_or(0, |id| id.index));
-        Ok(Arc::new(Store {
+        Ok(Arc::new(Database {
             db_path,
             writer: Mutex::new(Some(writer)),
             idle: Mutex::new(Vec::new()),
@@ -118,7 +162,7 @@ impl Store {
     }
 
     /// Whether the database holds a table of the user's: the cluster has data that a voter
-    /// wiped empty would lose (see [`crate::formation`]). Shared, kept up to date.
+    /// wiped empty would lose (see [`crate::raft::formation`]). Shared, kept up to date.
     pub(crate) fn user_data(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.user_data)
     }
@@ -153,7 +197,7 @@ impl Store {
     /// # Errors
     ///
     /// A message naming the file that could not be read or written.
-    pub(crate) async fn backup_to(self: &Arc<Self>, target: PathBuf) -> Result<(), String> {
+    pub(crate) async fn backup_to(self: &Arc<Self>, target: PathBuf) -> Result<(), DatabaseError> {
         let guard = Arc::clone(&self.gate).read_owned().await;
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
@@ -163,18 +207,18 @@ impl Store {
             let copy = Connection::open(&target).map_err(|e| msg(&target, e))?;
             copy.execute_batch(&format!(
                 "DROP TABLE IF EXISTS {}",
-                crate::apply::META_TABLE
+                crate::sqlite::apply::META_TABLE
             ))
             .map_err(|e| msg(&target, e))
         })
         .await
-        .map_err(|e| format!("backup task failed: {e}"))?
+        .map_err(task_failed("backup"))?
     }
 
     fn with_writer<T>(
         &self,
         f: impl FnOnce(&mut WriteConn) -> rusqlite::Result<T>,
-    ) -> Result<T, String> {
+    ) -> Result<T, DatabaseError> {
         let mut guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let w = guard
             .as_mut()
@@ -183,7 +227,7 @@ impl Store {
     }
 
     /// The applied state recorded in the database.
-    pub(crate) fn applied_state(&self) -> Result<AppliedState, String> {
+    pub(crate) fn applied_state(&self) -> Result<AppliedState, DatabaseError> {
         self.with_writer(|w| read_applied(w.conn()))
     }
 
@@ -191,7 +235,7 @@ impl Store {
     pub(crate) fn apply(
         &self,
         entries: &[openraft::Entry<TypeConfig>],
-    ) -> Result<Vec<CommandResponse>, String> {
+    ) -> Result<Vec<CommandResponse>, DatabaseError> {
         let known = self.user_data.load(Ordering::Relaxed);
         let (responses, last, has_tables, fk) = self.with_writer(|w| {
             let (responses, last) = w.apply_batch(entries)?;
@@ -229,7 +273,7 @@ impl Store {
     }
 
     /// Runs `f` with a read connection on the blocking pool, the gate held shared.
-    pub(crate) async fn with_reader<T, F>(self: &Arc<Self>, f: F) -> Result<T, String>
+    pub(crate) async fn with_reader<T, F>(self: &Arc<Self>, f: F) -> Result<T, DatabaseError>
     where
         T: Send + 'static,
         F: FnOnce(&Reader) -> T + Send + 'static,
@@ -259,7 +303,7 @@ impl Store {
             Ok(out)
         })
         .await
-        .map_err(|e| format!("read task failed: {e}"))?
+        .map_err(task_failed("read"))?
     }
 
     /// Runs read-only statements on a read connection; a statement that could write gets
@@ -273,7 +317,7 @@ impl Store {
         self: &Arc<Self>,
         statements: Vec<SqlStatement>,
         blob_array: bool,
-    ) -> Result<Vec<Outcome>, String> {
+    ) -> Result<Vec<Outcome>, DatabaseError> {
         let path = self.db_path.clone();
         let opts = RunOpts {
             want_rows: true,
@@ -287,7 +331,7 @@ impl Store {
                 r.guard.clear();
                 let mut o = sql::run(&r.conn, s, opts).map_err(|e| msg(&path, e))?;
                 if let StatementResult::Error(m) = &mut o.result {
-                    *m = crate::pragma::explain(std::mem::take(m), &r.guard);
+                    *m = crate::sqlite::authorizer::explain(std::mem::take(m), &r.guard);
                 }
                 out.push(o);
             }
@@ -305,7 +349,7 @@ impl Store {
     pub(crate) async fn all_read_only(
         self: &Arc<Self>,
         statements: Vec<String>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DatabaseError> {
         self.with_reader(move |r| {
             statements
                 .iter()
@@ -321,7 +365,7 @@ impl Store {
     /// # Errors
     ///
     /// A message naming the file that could not be read or written.
-    pub(crate) fn copy_to(&self, target: &Path) -> Result<(), String> {
+    pub(crate) fn copy_to(&self, target: &Path) -> Result<(), DatabaseError> {
         let conn = Connection::open_with_flags(
             &self.db_path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -335,9 +379,9 @@ impl Store {
     }
 
     /// Builds a snapshot of the database as it is now, makes it current and opens it
-    /// (blocking). The copy is made on a read connection ([`Store::copy_to`]), so writes go
+    /// (blocking). The copy is made on a read connection ([`Database::copy_to`]), so writes go
     /// on while it is built; its log id is the one its own `_webfarm_raft` holds.
-    pub(crate) fn build_snapshot(&self) -> Result<(Meta, fs::File), String> {
+    pub(crate) fn build_snapshot(&self) -> Result<(Meta, fs::File), DatabaseError> {
         let _gate = self.gate.blocking_read();
         let tmp = self.snapshots.tmp_path("building");
         let _ = fs::remove_file(&tmp);
@@ -369,7 +413,7 @@ impl Store {
     /// # Errors
     ///
     /// A message when `current.json` is unreadable or its file cannot be opened.
-    pub(crate) fn open_current_snapshot(&self) -> Result<Option<(Meta, fs::File)>, String> {
+    pub(crate) fn open_current_snapshot(&self) -> Result<Option<(Meta, fs::File)>, DatabaseError> {
         let _snap = self
             .snap_lock
             .lock()
@@ -398,11 +442,11 @@ impl Store {
         self: &Arc<Self>,
         meta: Meta,
         data: &mut tokio::fs::File,
-    ) -> Result<(), String> {
+    ) -> Result<(), DatabaseError> {
         let tmp = self.snapshots.tmp_path("installing");
         data.seek(SeekFrom::Start(0))
             .await
-            .map_err(|e| format!("cannot read the received snapshot: {e}"))?;
+            .map_err(|e| msg(&self.receiving_path(), e))?;
         let mut out = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| msg(&tmp, e))?;
@@ -417,9 +461,12 @@ impl Store {
             let _guard = guard;
             let (last, _) = read_snapshot_file(&tmp)?;
             if last != meta.last_log_id {
-                return Err(format!(
-                    "the received snapshot {} holds log id {last:?}, not {:?}",
-                    meta.snapshot_id, meta.last_log_id
+                return Err(msg(
+                    &tmp,
+                    format!(
+                        "the received snapshot {} holds log id {last:?}, not {:?}",
+                        meta.snapshot_id, meta.last_log_id
+                    ),
                 ));
             }
             let path = {
@@ -468,7 +515,7 @@ impl Store {
             Ok(())
         })
         .await
-        .map_err(|e| format!("snapshot install task failed: {e}"))?
+        .map_err(task_failed("snapshot install"))?
     }
 
     /// Closes every connection (at shutdown).
@@ -490,7 +537,7 @@ fn user_tables(conn: &Connection) -> rusqlite::Result<bool> {
         &format!(
             "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
              AND name <> '{}' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\')",
-            crate::apply::META_TABLE
+            crate::sqlite::apply::META_TABLE
         ),
         [],
         |r| r.get(0),
@@ -498,14 +545,14 @@ fn user_tables(conn: &Connection) -> rusqlite::Result<bool> {
 }
 
 /// The applied state recorded in a snapshot file.
-fn read_snapshot_file(path: &Path) -> Result<AppliedState, String> {
+fn read_snapshot_file(path: &Path) -> Result<AppliedState, DatabaseError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| msg(path, e))?;
     read_applied(&conn).map_err(|e| msg(path, format!("not a webfarm snapshot: {e}")))
 }
 
 /// Replaces the database at `db` by a copy of `src`. Every connection to `db` must be closed.
-fn replace_db(db: &Path, src: &Path) -> Result<(), String> {
+fn replace_db(db: &Path, src: &Path) -> Result<(), DatabaseError> {
     let side = |suffix: &str| {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
@@ -538,5 +585,5 @@ fn replace_db(db: &Path, src: &Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
+#[path = "database_tests.rs"]
 mod tests;

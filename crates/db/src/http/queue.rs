@@ -56,6 +56,17 @@ struct Queued {
     request: SqlRequest,
 }
 
+/// Why a write was not queued (503: it was not taken, so it can be sent again).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub(crate) enum NotQueued {
+    /// The node is shutting down.
+    #[error("the node is shutting down; the write was not queued")]
+    ShuttingDown,
+    /// The flushing task is gone.
+    #[error("the write queue stopped; the write was not queued")]
+    Stopped,
+}
+
 /// One node's queue of writes.
 #[derive(Debug)]
 pub(crate) struct WriteQueue {
@@ -93,15 +104,15 @@ impl WriteQueue {
     ///
     /// # Errors
     ///
-    /// A message when the node is shutting down.
-    pub(crate) fn push(&self, request: SqlRequest) -> Result<u64, String> {
+    /// [`NotQueued`] when the node is shutting down or the queue stopped.
+    pub(crate) fn push(&self, request: SqlRequest) -> Result<u64, NotQueued> {
         if self.closed.load(Ordering::SeqCst) {
-            return Err("the node is shutting down; the write was not queued".into());
+            return Err(NotQueued::ShuttingDown);
         }
         let seq = self.next.fetch_add(1, Ordering::SeqCst);
         self.tx
             .send(Queued { seq, request })
-            .map_err(|_| "the write queue stopped; the write was not queued".to_string())?;
+            .map_err(|_| NotQueued::Stopped)?;
         Ok(seq)
     }
 

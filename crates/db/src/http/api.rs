@@ -1,24 +1,24 @@
 //! The SQL API on each db node's main address: rqlite's HTTP API.
 //!
 //! - `POST /db/execute`: writes through Raft (`?transaction`, `?timings`, `?queue`, `?wait`).
-//! - `POST /db/query`, `GET /db/query?q=`: reads at a consistency level ([`crate::read`]).
+//! - `POST /db/query`, `GET /db/query?q=`: reads at a consistency level ([`crate::http::read`]).
 //! - `POST /db/request`: reads served as a query, anything else (or `level=strong`) through
 //!   Raft with the rows of each statement.
-//! - `GET /db/backup`, `POST /db/load`: [`crate::backup`].
-//! - `GET /status`, `GET /nodes`, `GET /readyz`: [`crate::status`].
+//! - `GET /db/backup`, `POST /db/load`: [`crate::http::backup`].
+//! - `GET /status`, `GET /nodes`, `GET /readyz`: [`crate::http::status`].
 //!
 //! Every answer can be indented with `pretty`; results carry times with `timings`, rows come
 //! as objects with `associative` and BLOBs as byte arrays with `blob_array`
-//! ([`crate::render`]). A follower forwards what only the leader can serve (writes, `weak`,
-//! `linearizable` and `strong` reads, backups, loads) to the leader's API ([`crate::forward`]),
+//! ([`crate::http::render`]). A follower forwards what only the leader can serve (writes, `weak`,
+//! `linearizable` and `strong` reads, backups, loads) to the leader's API ([`crate::http::forward`]),
 //! or, with `redirect`, answers 301 with the leader's URL in `Location`. No leader: 503
 //! `{"error":"no leader"}`. Bad input: 400 with a JSON error naming the statement at fault.
 //!
-//! On the leader, writes go through the group-commit batcher ([`crate::batch`]). Each write
+//! The handlers parse the request, call the store through [`Service`] and render its answer
+//! or its [`StoreError`]; the store writes through the Raft log with group commit. Each write
 //! answer carries its Raft log index (`raft_index` and `X-Raft-Index`), for read-your-writes
-//! with `min_index` ([`crate::read`]).
+//! with `min_index` ([`crate::http::read`]).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,33 +28,24 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use openraft::error::ForwardToLeader;
-use serde_json::Value;
+use serde_json::{json, Value};
 use webfarm_node::http::HttpClient;
 
-use crate::batch::{Applied, Batcher, WriteError};
 use crate::command::{Request, SqlRequest};
-use crate::forward::{ForwardError, Forwarder, FORWARDED};
-use crate::health::{DbHealth, Leader};
-use crate::network::LeaderContact;
-use crate::queue::{Attempt, QueueWriter, WriteQueue};
-use crate::render::Render;
-use crate::request::{parse_statements, BadRequest, Flags};
-use crate::store::Store;
-use crate::types::{NodeInfo, Params, Raft, SqlStatement, StatementResult};
-
-/// How long the leader waits for a write to be committed and applied. Shorter than
-/// [`FORWARD_TIMEOUT`], so a follower relays the leader's answer (even "not committed in
-/// time") instead of timing out itself.
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::http::forward::{ForwardError, Forwarder, FORWARDED};
+use crate::http::queue::{Attempt, QueueWriter, WriteQueue};
+use crate::http::render::Render;
+use crate::http::request::{parse_statements, BadRequest, Flags};
+use crate::http::service::Service;
+#[cfg(test)]
+pub(crate) use crate::store::read::MIN_INDEX_WAIT;
+pub(crate) use crate::store::WRITE_TIMEOUT;
+use crate::store::{Applied, Leader, Level, StoreError};
+use crate::types::{NodeInfo, Params, SqlStatement, StatementResult};
 /// How long a forwarded request may take. Shorter than the client's per-attempt timeout
 /// ([`crate::client::ATTEMPT_TIMEOUT`]), so the client gets the leader's answer rather than
 /// an ambiguous timeout.
 pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
-/// How long a read waits for `min_index` to be applied. Shorter than [`FORWARD_TIMEOUT`]
-/// and the client's per-attempt timeout, so a lagging node answers 503 and the client can try
-/// another node in time.
-pub(crate) const MIN_INDEX_WAIT: Duration = Duration::from_secs(2);
 /// Default of rqlite's `timeout` for `?queue&wait` and `/readyz?sync`.
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// How long a graceful shutdown waits for the write queue to drain.
@@ -63,48 +54,24 @@ const QUEUE_DRAIN: Duration = Duration::from_secs(10);
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// What the API handlers share.
-pub(crate) struct Api {
-    pub(crate) raft: Raft,
-    pub(crate) health: DbHealth,
-    pub(crate) store: Arc<Store>,
-    pub(crate) name: String,
+pub(crate) struct Api<S> {
+    pub(crate) store: Arc<S>,
     pub(crate) forwarder: Forwarder,
     pub(crate) http: HttpClient,
-    pub(crate) batcher: Batcher,
     pub(crate) queue: WriteQueue,
-    pub(crate) contact: LeaderContact,
-    pub(crate) data_dir: PathBuf,
     pub(crate) started: SystemTime,
 }
 
-impl Api {
-    /// The API state of a node, with its group-commit batcher and write queue running.
-    pub(crate) fn new(
-        raft: Raft,
-        health: DbHealth,
-        store: Arc<Store>,
-        name: String,
-        http: HttpClient,
-        data_dir: PathBuf,
-    ) -> Arc<Api> {
+impl<S: Service> Api<S> {
+    /// The API state of a node, with its write queue running.
+    pub(crate) fn new(store: Arc<S>, http: HttpClient) -> Arc<Api<S>> {
         Arc::new_cyclic(|me| Api {
-            batcher: Batcher::spawn(raft.clone(), health.id),
             queue: WriteQueue::spawn(me.clone()),
-            raft,
-            health,
             store,
-            name,
             forwarder: Forwarder::new(http.clone()),
             http,
-            contact: LeaderContact::default(),
-            data_dir,
             started: SystemTime::now(),
         })
-    }
-
-    /// When this node last heard from its leader (shared with the Raft endpoint).
-    pub(crate) fn leader_contact(&self) -> LeaderContact {
-        self.contact.clone()
     }
 
     /// Stops taking queued writes and waits (bounded) until the queued ones are written.
@@ -116,29 +83,21 @@ impl Api {
             );
         }
     }
-
-    /// Whether this node is a learner (not a voter of the current membership).
-    pub(crate) fn is_learner(&self) -> bool {
-        let m = self.health.metrics.borrow();
-        let membership = m.membership_config.membership();
-        !membership.voter_ids().any(|id| id == self.health.id)
-    }
 }
 
-/// The API router.
-pub(crate) fn router(api: Arc<Api>) -> Router {
+/// The API router: rqlite's API and the membership endpoints ([`crate::http::cluster`]).
+pub(crate) fn router<S: Service>(api: Arc<Api<S>>) -> Router {
+    use crate::http::{backup, cluster, read, status};
     Router::new()
-        .route("/db/execute", post(execute))
-        .route(
-            "/db/query",
-            post(crate::read::query).get(crate::read::query),
-        )
-        .route("/db/request", post(request))
-        .route("/db/backup", get(crate::backup::backup))
-        .route("/db/load", post(crate::backup::load))
-        .route("/status", get(crate::status::status))
-        .route("/nodes", get(crate::status::nodes))
-        .route("/readyz", get(crate::status::readyz))
+        .route("/db/execute", post(execute::<S>))
+        .route("/db/query", post(read::query::<S>).get(read::query::<S>))
+        .route("/db/request", post(request::<S>))
+        .route("/db/backup", get(backup::backup::<S>))
+        .route("/db/load", post(backup::load::<S>))
+        .route("/status", get(status::status::<S>))
+        .route("/nodes", get(status::nodes::<S>))
+        .route("/readyz", get(status::readyz::<S>))
+        .merge(cluster::routes::<S>())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)
 }
@@ -208,7 +167,7 @@ pub(crate) fn statement_json(s: &SqlStatement) -> Value {
     }
 }
 
-async fn execute(State(api): State<Arc<Api>>, req: Incoming) -> Response {
+async fn execute<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
     if req.flags.flag("queue") {
         return api.queued(&req).await;
     }
@@ -226,17 +185,20 @@ async fn execute(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     }
 }
 
-async fn request(State(api): State<Arc<Api>>, req: Incoming) -> Response {
+async fn request<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
     let statements = match parse_statements(&req.body) {
         Ok(s) => s,
         Err(e) => return bad_request(&req.render, &e),
     };
-    let strong =
-        crate::read::parse_level(&req.flags, api.is_learner()) == crate::read::Level::Strong;
+    let strong = Level::parse(req.flags.get("level")) == Level::Strong;
     let sqls = statements.iter().map(|s| s.sql.clone()).collect();
     let read_only = match api.store.all_read_only(sqls).await {
         Ok(r) => r,
-        Err(e) => return req.render.error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => {
+            return req
+                .render
+                .error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
     };
     if read_only && !strong {
         return api.read(&req, statements).await;
@@ -251,7 +213,7 @@ async fn request(State(api): State<Arc<Api>>, req: Incoming) -> Response {
     api.write(&req, sql).await
 }
 
-impl Api {
+impl<S: Service> Api<S> {
     /// Answers 301 to the same path and query on `leader`'s API.
     pub(crate) fn redirect(&self, req: &Incoming, leader: &NodeInfo) -> Response {
         let location = format!("http://{}{}", leader.api_addr, req.path_and_query);
@@ -290,81 +252,82 @@ impl Api {
         }
     }
 
-    /// `None` when this node leads and should serve `req`; otherwise the answer: a redirect
-    /// (`?redirect`), the leader's answer, or 503 without a leader.
+    /// The answer to a request this node cannot serve because it does not lead: a redirect
+    /// to `leader` (`?redirect`), `leader`'s answer, or 503 without a leader (or for a request
+    /// forwarded already).
+    pub(crate) async fn to_leader(
+        &self,
+        req: &Incoming,
+        leader: Option<&NodeInfo>,
+        write: bool,
+        timeout: Duration,
+    ) -> Response {
+        match leader {
+            Some(node) if req.flags.flag("redirect") => self.redirect(req, node),
+            Some(node) => self.forward(req, node, write, timeout).await,
+            None if req.forwarded => req
+                .render
+                .error(StatusCode::SERVICE_UNAVAILABLE, "not leader"),
+            None => req
+                .render
+                .error(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
+        }
+    }
+
+    /// `None` when this node leads and should serve `req`; otherwise the answer of
+    /// [`Api::to_leader`].
     pub(crate) async fn via_leader(
         &self,
         req: &Incoming,
         write: bool,
         timeout: Duration,
     ) -> Option<Response> {
-        match self.health.leader() {
+        match self.store.leader() {
             Leader::Me => None,
-            Leader::Other(node) if req.flags.flag("redirect") => Some(self.redirect(req, &node)),
-            Leader::Other(node) => Some(self.forward(req, &node, write, timeout).await),
-            Leader::Unknown if req.forwarded => Some(
-                req.render
-                    .error(StatusCode::SERVICE_UNAVAILABLE, "not leader"),
-            ),
-            Leader::Unknown => Some(
-                req.render
-                    .error(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
-            ),
+            Leader::Other(node) => Some(self.to_leader(req, Some(&node), write, timeout).await),
+            Leader::Unknown => Some(self.to_leader(req, None, write, timeout).await),
         }
     }
 
-    /// Serves `req` on the leader named by openraft's `ForwardToLeader`, or answers 503.
-    pub(crate) async fn forward_to(
-        &self,
-        req: &Incoming,
-        f: &ForwardToLeader<u64, NodeInfo>,
-        write: bool,
-    ) -> Response {
-        match (&f.leader_id, &f.leader_node) {
-            (Some(id), Some(node)) if *id != self.health.id => {
-                if req.flags.flag("redirect") {
-                    self.redirect(req, node)
-                } else {
-                    self.forward(req, node, write, FORWARD_TIMEOUT).await
-                }
-            }
-            _ if req.forwarded => req
-                .render
-                .error(StatusCode::SERVICE_UNAVAILABLE, "not leader"),
-            _ => req
-                .render
-                .error(StatusCode::SERVICE_UNAVAILABLE, "no leader"),
-        }
-    }
-
-    /// Proposes `request` through the group-commit batcher (this node must lead).
-    pub(crate) async fn propose(
-        &self,
-        request: Request,
-        timeout: Duration,
-    ) -> Result<Applied, WriteError> {
-        match tokio::time::timeout(timeout, self.batcher.submit(request, timeout)).await {
-            Ok(r) => r,
-            Err(_) => Err(WriteError::Timeout(timeout)),
-        }
-    }
-
-    /// The answer to a write that got no result.
-    pub(crate) async fn write_error(&self, req: &Incoming, e: WriteError) -> Response {
+    /// The answer to a request the store refused: forwarded to the leader it names, or the
+    /// status that says why (`write`: a refused write was a change, see [`Api::forward`]).
+    pub(crate) async fn store_error(&self, req: &Incoming, e: StoreError, write: bool) -> Response {
         let r = &req.render;
-        match e {
-            WriteError::NotLeader(f) => self.forward_to(req, &f, true).await,
-            WriteError::Stopped(m) => r.error(StatusCode::SERVICE_UNAVAILABLE, m),
-            WriteError::Timeout(d) => r.error(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("the write was not committed within {d:?}; it may still be applied"),
-            ),
-            WriteError::Lost => r.error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "raft stopped before confirming the write; it may or may not have been applied",
-            ),
-            WriteError::Other(m) => r.error(StatusCode::INTERNAL_SERVER_ERROR, m),
-        }
+        let status = match &e {
+            StoreError::NotLeader { leader } => {
+                return self
+                    .to_leader(req, leader.as_ref(), write, FORWARD_TIMEOUT)
+                    .await
+            }
+            StoreError::LogBehind { leader } => {
+                return self.forward(req, leader, false, FORWARD_TIMEOUT).await
+            }
+            // As rqlite: a stale read is an answer, not a failure.
+            StoreError::StaleRead => {
+                return r.json(StatusCode::OK, &json!({ "error": "stale read" }))
+            }
+            StoreError::BeyondLog { commit_index, .. } => {
+                return r.json(
+                    StatusCode::BAD_REQUEST,
+                    &json!({
+                        "error": e.to_string(),
+                        "beyond_log": true,
+                        "commit_index": commit_index,
+                    }),
+                )
+            }
+            StoreError::InvalidLoad(_) => StatusCode::BAD_REQUEST,
+            StoreError::NotApplied { .. }
+            | StoreError::NotConfirmed(_)
+            | StoreError::Unconfirmed(_)
+            | StoreError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::CommitTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            StoreError::Lost
+            | StoreError::Rejected(_)
+            | StoreError::Database(_)
+            | StoreError::Dump(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        r.error(status, e.to_string())
     }
 
     /// The 200 answer of an applied request: its results and its log index.
@@ -377,15 +340,12 @@ impl Api {
         out
     }
 
-    /// Serves a write: proposes it on the leader, or forwards it there.
+    /// Serves a write: through the store on the leader, or forwarded there.
     pub(crate) async fn write(&self, req: &Incoming, sql: SqlRequest) -> Response {
         let started = Instant::now();
-        if let Some(resp) = self.via_leader(req, true, FORWARD_TIMEOUT).await {
-            return resp;
-        }
-        match self.propose(Request::Sql(sql), WRITE_TIMEOUT).await {
+        match self.store.execute(Request::Sql(sql), WRITE_TIMEOUT).await {
             Ok(applied) => self.applied(req, &applied, started),
-            Err(e) => self.write_error(req, e).await,
+            Err(e) => self.store_error(req, e, true).await,
         }
     }
 
@@ -394,12 +354,12 @@ impl Api {
     async fn queued(&self, req: &Incoming) -> Response {
         let started = Instant::now();
         let r = &req.render;
-        if !req.flags.flag("noleader") && self.health.leader() == Leader::Unknown {
+        if !req.flags.flag("noleader") && self.store.leader() == Leader::Unknown {
             return r.error(StatusCode::SERVICE_UNAVAILABLE, "no leader");
         }
         let timeout = match req.flags.duration("timeout") {
             Ok(t) => t.unwrap_or(DEFAULT_WAIT),
-            Err(e) => return r.error(StatusCode::BAD_REQUEST, e),
+            Err(e) => return r.error(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let wait = req.flags.flag("wait");
         let empty = matches!(serde_json::from_slice::<Value>(&req.body), Ok(Value::Array(a)) if a.is_empty());
@@ -418,7 +378,7 @@ impl Api {
             };
             match self.queue.push(sql) {
                 Ok(seq) => seq,
-                Err(m) => return r.error(StatusCode::SERVICE_UNAVAILABLE, m),
+                Err(e) => return r.error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }
         };
         if wait && !self.queue.wait_flushed(seq, timeout).await {
@@ -442,16 +402,20 @@ fn log_queued_errors(outcomes: &[crate::types::Outcome]) {
     }
 }
 
-impl QueueWriter for Api {
+impl<S: Service> QueueWriter for Api<S> {
     async fn write_queued(&self, request: SqlRequest) -> Attempt {
-        match self.health.leader() {
-            Leader::Me => match self.propose(Request::Sql(request), WRITE_TIMEOUT).await {
+        match self.store.leader() {
+            Leader::Me => match self
+                .store
+                .execute(Request::Sql(request), WRITE_TIMEOUT)
+                .await
+            {
                 Ok(a) => {
                     log_queued_errors(&a.outcomes);
                     Attempt::Done
                 }
-                Err(WriteError::NotLeader(_)) => Attempt::Retry("not leader".into()),
-                Err(WriteError::Stopped(m)) => Attempt::Retry(m),
+                Err(StoreError::NotLeader { .. }) => Attempt::Retry("not leader".into()),
+                Err(StoreError::Stopped(m)) => Attempt::Retry(m),
                 Err(e) => Attempt::Unknown(format!("{e:?}")),
             },
             Leader::Other(node) => {
