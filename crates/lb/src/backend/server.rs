@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use webfarm_config::Server;
 
-use crate::queue::{next_server_id, Queue};
+use crate::backend::queue::{next_server_id, Queue};
 
 /// A change of a server's health, returned by the methods that may cause one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
