@@ -310,8 +310,79 @@ pub(crate) struct Lost {
     pub waited: Duration,
 }
 
+/// Where a request's attempts stand.
+struct Attempts {
+    /// Servers that failed it (indexes).
+    tried: Vec<usize>,
+    retries_left: u32,
+    /// The server the next attempt must use: a sticky cookie's, or the last one on a retry
+    /// without redispatch.
+    fixed: Option<usize>,
+    /// The server of the last attempt.
+    last: Option<usize>,
+    /// The request may be sent again after it reached a server.
+    resendable: bool,
+}
+
+impl Attempts {
+    /// The rules for the current attempt.
+    fn policy<'a>(&self, b: &'a BackendState) -> Policy<'a> {
+        Policy {
+            retry_on: &b.config.retry_on,
+            redispatch: b.config.redispatch,
+            retries_left: self.retries_left,
+            resendable: self.resendable,
+        }
+    }
+
+    /// The answer when `failure` ends the request, `waited` in the queue last.
+    fn lost(&self, b: &BackendState, failure: Failure, waited: Duration) -> Lost {
+        let (status, termination) = answer(failure.failed);
+        Lost {
+            failure,
+            status,
+            termination,
+            server: self.last,
+            attempts: b.config.retries - self.retries_left + 1,
+            waited,
+        }
+    }
+
+    /// After `failure` on server `index`: `Ok` to try again (the next server fixed or
+    /// not), else the answer.
+    fn failed(&mut self, b: &BackendState, what: &str, failure: Failure) -> Result<(), Failure> {
+        let id = b
+            .servers
+            .get(self.last.unwrap_or(usize::MAX))
+            .map_or("-", |s| &s.state.id);
+        self.fixed = match decide(failure.failed, &self.policy(b)) {
+            Decision::RetrySameServer => self.last,
+            Decision::RetryAnotherServer => None,
+            Decision::Deliver | Decision::Answer { .. } => {
+                tracing::warn!("{what} to server {id} failed: {}", failure.why);
+                return Err(failure);
+            }
+        };
+        self.retries_left -= 1;
+        tracing::info!(
+            "{what} to server {id} failed ({}); retrying{}, {} retr{} left",
+            failure.why,
+            if b.config.redispatch {
+                " on another server"
+            } else {
+                ""
+            },
+            self.retries_left,
+            if self.retries_left == 1 { "y" } else { "ies" },
+        );
+        self.tried.extend(self.last);
+        Ok(())
+    }
+}
+
 /// Takes servers of `b` for `key` and makes attempts with `transport` until one succeeds
-/// or [`decide`] says to answer. `sticky` forces the first server (a sticky cookie).
+/// or [`decide`] says to answer. `sticky` forces the first server (a sticky cookie);
+/// `resendable` as in [`Policy`].
 ///
 /// # Errors
 ///
@@ -329,67 +400,36 @@ pub(crate) async fn run<T: Transport>(
     transport: &mut T,
     timers: &mut Timers,
 ) -> Result<Won<T::Connected>, Lost> {
-    let mut tried: Vec<usize> = Vec::new();
-    let mut retries_left = b.config.retries;
-    let mut fixed = sticky;
-    let mut last: Option<usize> = None;
+    let mut at = Attempts {
+        tried: Vec::new(),
+        retries_left: b.config.retries,
+        fixed: sticky,
+        last: None,
+        resendable,
+    };
     loop {
-        let policy = Policy {
-            retry_on: &b.config.retry_on,
-            redispatch: b.config.redispatch,
-            retries_left,
-            resendable,
-        };
-        let attempts = b.config.retries - retries_left + 1;
         let queued_at = Instant::now();
-        let lost = |failure: Failure, server: Option<usize>, waited: Duration| {
-            let (status, termination) = answer(failure.failed);
-            Lost {
-                failure,
-                status,
-                termination,
-                server,
-                attempts,
-                waited,
-            }
-        };
-        let (index, slot) = match b.acquire(key, &tried, fixed).await {
-            Ok(x) => x,
-            Err(e) => {
-                let waited = queued_at.elapsed();
-                timers.tw = Some(timers.tw.unwrap_or_default() + waited);
-                let failure = match e {
-                    QueueError::NoServer => Failure::new(Failed::NoServer, "no server is up"),
-                    QueueError::Timeout => Failure::new(
-                        Failed::QueueTimeout,
-                        format!("every server stayed full for {waited:?}"),
-                    ),
-                };
-                return Err(lost(failure, last, waited));
-            }
-        };
+        let acquired = b.acquire(key, &at.tried, at.fixed).await;
         let waited = queued_at.elapsed();
         timers.tw = Some(timers.tw.unwrap_or_default() + waited);
-        last = Some(index);
+        let (index, slot) = match acquired {
+            Ok(x) => x,
+            Err(e) => return Err(at.lost(b, choose_failure(e, waited), waited)),
+        };
+        at.last = Some(index);
         let failure = match transport.attempt(b, index, timers).await {
             Ok(connected) => {
                 let (seen, status) = T::outcome(&connected);
                 observe(b, index, seen);
-                let failed = status
-                    .map(Failed::Status)
-                    .filter(|f| f.condition().is_some_and(|c| policy.retry_on.contains(&c)));
-                match failed.map(|f| decide(f, &policy)) {
-                    None | Some(Decision::Deliver | Decision::Answer { .. }) => {
+                match status.filter(|&code| retry_status(code, &at.policy(b))) {
+                    None => {
                         return Ok(Won {
                             index,
                             slot,
                             connected,
                         })
                     }
-                    Some(_) => Failure::new(
-                        Failed::Status(status.unwrap_or_default()),
-                        format!("status {}", status.unwrap_or_default()),
-                    ),
+                    Some(code) => Failure::new(Failed::Status(code), format!("status {code}")),
                 }
             }
             Err(failure) => {
@@ -400,29 +440,27 @@ pub(crate) async fn run<T: Transport>(
             }
         };
         drop(slot);
-        let id = &b.servers[index].state.id;
-        let decision = decide(failure.failed, &policy);
-        fixed = match decision {
-            Decision::RetrySameServer => Some(index),
-            Decision::RetryAnotherServer => None,
-            Decision::Deliver | Decision::Answer { .. } => {
-                tracing::warn!("{} to server {id} failed: {}", T::WHAT, failure.why);
-                return Err(lost(failure, Some(index), waited));
-            }
-        };
-        retries_left -= 1;
-        tracing::info!(
-            "{} to server {id} failed ({}); retrying{}, {retries_left} retr{} left",
-            T::WHAT,
-            failure.why,
-            if b.config.redispatch {
-                " on another server"
-            } else {
-                ""
-            },
-            if retries_left == 1 { "y" } else { "ies" },
-        );
-        tried.push(index);
+        at.failed(b, T::WHAT, failure)
+            .map_err(|failure| at.lost(b, failure, waited))?;
+    }
+}
+
+/// Whether a response with status `code` is to be retried under `policy`.
+fn retry_status(code: u16, policy: &Policy<'_>) -> bool {
+    matches!(
+        decide(Failed::Status(code), policy),
+        Decision::RetrySameServer | Decision::RetryAnotherServer
+    )
+}
+
+/// The failure when no server could be taken, after `waited` in the queue.
+fn choose_failure(e: QueueError, waited: Duration) -> Failure {
+    match e {
+        QueueError::NoServer => Failure::new(Failed::NoServer, "no server is up"),
+        QueueError::Timeout => Failure::new(
+            Failed::QueueTimeout,
+            format!("every server stayed full for {waited:?}"),
+        ),
     }
 }
 

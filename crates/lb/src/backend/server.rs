@@ -101,7 +101,7 @@ fn nanos_since_epoch(t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The live state of one server.
+/// The state of one server while the node runs: health, admin state, weight, counters.
 #[derive(Debug)]
 pub(crate) struct ServerState {
     /// `backend/server`, HAProxy's way of naming a server in logs.

@@ -1,7 +1,8 @@
 //! Run-time control on the lb node's admin address (HAProxy's runtime API, over HTTP):
 //!
-//! - `GET /lb/servers`: the reload generation (0 as started, one more with each applied
-//!   reload) and every backend and server: state, weight, connections, last check.
+//! - `GET /lb/servers`: the reload `generation` (0 as started, one more with each applied
+//!   reload), `reloads_refused` (since the start), and every backend and server: state,
+//!   weight, connections, last check.
 //! - `POST /lb/servers/{backend}/{server}/weight`, body `N` or `{"weight": N}` (0..=256).
 //! - `POST /lb/servers/{backend}/{server}/state`, body `ready|drain|maint` or
 //!   `{"state": "drain"}`. Drain: no new balanced requests, in-flight ones finish, sticky
@@ -12,6 +13,7 @@
 //! Errors answer `{"error": "..."}` with 400 (bad value), 404 (no such backend or server)
 //! or 409 (the reload cannot apply).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -51,6 +53,7 @@ async fn list(State(live): State<Arc<LiveConfig>>) -> Json<Value> {
     let snap = live.snapshot();
     Json(json!({
         "generation": snap.generation,
+        "reloads_refused": live.reloads_refused.load(Ordering::Acquire),
         "backends": backends_status(&snap.backends),
     }))
 }

@@ -9,7 +9,7 @@
 //! connections), so requests in flight and idle keep-alive connections survive.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -81,6 +81,10 @@ pub(crate) struct LiveConfig {
     checks: Mutex<HashMap<(String, String), CheckTask>>,
     /// Serializes reloads.
     pub(super) reload_lock: Mutex<()>,
+    /// Reloads refused since the start (invalid file, change that needs a restart): with
+    /// the snapshot's generation, what tells an operator (or a test) that a reload was
+    /// processed.
+    pub reloads_refused: AtomicU64,
     /// Client connections open now, over every frontend.
     pub conns: AtomicUsize,
     /// Client connections open now, per frontend (same order as the snapshot's).
@@ -159,6 +163,7 @@ impl LiveConfig {
             shutdown,
             checks: Mutex::new(HashMap::new()),
             reload_lock: Mutex::new(()),
+            reloads_refused: AtomicU64::new(0),
             conns: AtomicUsize::new(0),
             frontend_conns,
         }

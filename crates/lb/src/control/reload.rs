@@ -3,6 +3,7 @@
 //! current one with the next reload generation.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use http::HeaderValue;
@@ -46,7 +47,7 @@ pub struct ReloadSummary {
     pub servers_added: Vec<String>,
     /// `backend/server` of servers that are gone (or replaced).
     pub servers_removed: Vec<String>,
-    /// The reload generation now in force (see [`LiveConfig::generation`]).
+    /// The reload generation now in force: 0 as started, one more with each applied reload.
     pub generation: u64,
 }
 
@@ -82,12 +83,22 @@ impl LiveConfig {
     ///
     /// # Errors
     ///
-    /// [`ReloadError`]; the running configuration is then unchanged.
+    /// [`ReloadError`]; the running configuration is then unchanged, and the count of
+    /// refused reloads ([`LiveConfig::reloads_refused`]) one more.
     pub fn reload(self: &Arc<Self>) -> Result<ReloadSummary, ReloadError> {
         let _serial = self
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let applied = self.apply_file();
+        if applied.is_err() {
+            self.reloads_refused.fetch_add(1, Ordering::AcqRel);
+        }
+        applied
+    }
+
+    /// The reload itself (called with the reload lock held).
+    fn apply_file(self: &Arc<Self>) -> Result<ReloadSummary, ReloadError> {
         let old = self.snapshot();
         let file = old.farm.source.clone().ok_or(ReloadError::BuiltIn)?;
         let mut farm = Farm::load(&file)?;

@@ -10,7 +10,7 @@ use webfarm_node::Health;
 use crate::backend::BackendState;
 use crate::control::live::LiveConfig;
 
-/// Readiness and status of a load balancer node, read from the live state.
+/// Readiness and status of a load balancer node, read from the live configuration.
 #[derive(Debug)]
 pub(crate) struct LbHealth {
     pub live: Arc<LiveConfig>,

@@ -18,7 +18,7 @@
 //! a termination state for the access log.
 
 mod body;
-pub(crate) mod conn;
+mod conn;
 mod forward;
 mod headers;
 mod request;
@@ -98,16 +98,6 @@ impl Proxy {
             index,
             ids: RequestIds::new(),
         }
-    }
-
-    /// The live configuration.
-    pub fn live(&self) -> &LiveConfig {
-        &self.live
-    }
-
-    /// The frontend's index in the snapshot.
-    pub fn index(&self) -> usize {
-        self.index
     }
 
     /// Proxies one client request from `client`, counted in progress on its connection by

@@ -101,8 +101,8 @@ pub(crate) async fn serve(
         tracing::debug!("client connection from {peer} ended: {e}");
     }
     if let Some((bytes, ta)) = conn_state.request_timed_out() {
-        let snap = log_to.live().snapshot();
-        if let Some(fe) = snap.frontends.get(log_to.index()) {
+        let snap = log_to.live.snapshot();
+        if let Some(fe) = snap.frontends.get(log_to.index) {
             // `cR`: the client's timeout, while the proxy waited for its request.
             let (format, name) = (snap.farm.lb.access_log, fe.config.name.as_str());
             let termination = Termination::new(EndedBy::ClientTimeout, Phase::Request);
