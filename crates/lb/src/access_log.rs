@@ -65,6 +65,24 @@ pub(crate) struct LogRecord {
     pub request_id: HeaderValue,
 }
 
+/// A JSON line: who (`client`, `frontend`, `backend`, `server`), then the fields of `rest`
+/// (an object).
+fn json_line(
+    (client, frontend, backend, server): (SocketAddr, &str, &str, &str),
+    rest: serde_json::Value,
+) -> String {
+    let mut line = json!({
+        "client": client.to_string(),
+        "frontend": frontend,
+        "backend": backend,
+        "server": server,
+    });
+    if let (Some(fields), serde_json::Value::Object(rest)) = (line.as_object_mut(), rest) {
+        fields.extend(rest);
+    }
+    line.to_string()
+}
+
 fn ms(d: Option<Duration>) -> i64 {
     d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
@@ -81,25 +99,23 @@ impl LogRecord {
         let id = self.request_id.to_str().unwrap_or("-");
         let ta = self.ta();
         match self.format {
-            AccessLog::Json => json!({
-                "client": self.client.to_string(),
-                "frontend": self.frontend,
-                "backend": self.backend,
-                "server": server,
-                "tq": ms(Some(self.tq)),
-                "tw": ms(self.tw),
-                "tc": ms(self.tc),
-                "tr": ms(self.tr),
-                "ta": ms(Some(ta)),
-                "status": self.status,
-                "bytes": self.bytes,
-                "termination": self.termination.to_string(),
-                "method": self.method.as_str(),
-                "uri": self.uri,
-                "version": format!("{:?}", self.version),
-                "request_id": id,
-            })
-            .to_string(),
+            AccessLog::Json => json_line(
+                (self.client, &self.frontend, &self.backend, server),
+                json!({
+                    "tq": ms(Some(self.tq)),
+                    "tw": ms(self.tw),
+                    "tc": ms(self.tc),
+                    "tr": ms(self.tr),
+                    "ta": ms(Some(ta)),
+                    "status": self.status,
+                    "bytes": self.bytes,
+                    "termination": self.termination.to_string(),
+                    "method": self.method.as_str(),
+                    "uri": self.uri,
+                    "version": format!("{:?}", self.version),
+                    "request_id": id,
+                }),
+            ),
             _ => format!(
                 "{} {} {}/{} {}/{}/{}/{}/{} {} {} {} \"{} {} {:?}\" {id}",
                 self.client,
@@ -142,18 +158,16 @@ pub(crate) fn emit_bad_request(
     let ta = ms(Some(ta));
     let line = match format {
         AccessLog::Off => return,
-        AccessLog::Json => json!({
-            "client": client.to_string(),
-            "frontend": frontend,
-            "backend": frontend,
-            "server": "<NOSRV>",
-            "tq": -1, "tw": -1, "tc": -1, "tr": -1, "ta": ta,
-            "status": status,
-            "bytes": bytes,
-            "termination": termination.to_string(),
-            "request": "<BADREQ>",
-        })
-        .to_string(),
+        AccessLog::Json => json_line(
+            (client, frontend, frontend, "<NOSRV>"),
+            json!({
+                "tq": -1, "tw": -1, "tc": -1, "tr": -1, "ta": ta,
+                "status": status,
+                "bytes": bytes,
+                "termination": termination.to_string(),
+                "request": "<BADREQ>",
+            }),
+        ),
         _ => format!(
             "{client} {frontend} {frontend}/<NOSRV> -1/-1/-1/-1/{ta} {status} {bytes} \
              {termination} \"<BADREQ>\" -"
@@ -194,17 +208,15 @@ impl TcpRecord<'_> {
         let (tw, tc, tt) = (ms(Some(self.tw)), ms(self.tc), ms(Some(self.tt)));
         let (up, down) = self.bytes;
         match self.format {
-            AccessLog::Json => json!({
-                "client": self.client.to_string(),
-                "frontend": self.frontend,
-                "backend": self.backend,
-                "server": server,
-                "tw": tw, "tc": tc, "tt": tt,
-                "bytes_up": up,
-                "bytes_down": down,
-                "termination": self.termination.to_string(),
-            })
-            .to_string(),
+            AccessLog::Json => json_line(
+                (self.client, self.frontend, self.backend, server),
+                json!({
+                    "tw": tw, "tc": tc, "tt": tt,
+                    "bytes_up": up,
+                    "bytes_down": down,
+                    "termination": self.termination.to_string(),
+                }),
+            ),
             _ => format!(
                 "{} {} {}/{server} {tw}/{tc}/{tt} {up}/{down} {}",
                 self.client, self.frontend, self.backend, self.termination
