@@ -8,18 +8,18 @@ use webfarm_config::HashType;
 use webfarm_node::Health;
 
 use crate::backend::BackendState;
-use crate::runtime::Runtime;
+use crate::control::live::LiveConfig;
 
-/// Readiness and status of a load balancer node, read from the live state.
+/// Readiness and status of a load balancer node, read from the live configuration.
 #[derive(Debug)]
 pub(crate) struct LbHealth {
-    pub rt: Arc<Runtime>,
+    pub live: Arc<LiveConfig>,
 }
 
 impl Health for LbHealth {
     /// Ready when the backend of every frontend has at least one server up.
     fn ready(&self) -> Result<(), String> {
-        let snap = self.rt.snapshot();
+        let snap = self.live.snapshot();
         let mut empty: Vec<&str> = Vec::new();
         for f in &snap.frontends {
             let b = &f.backend;
@@ -42,7 +42,7 @@ impl Health for LbHealth {
 
     /// `{"frontends":[{"name","port","mode","backend"}],"backends":[..],"conns"}`.
     fn status(&self) -> Value {
-        let snap = self.rt.snapshot();
+        let snap = self.live.snapshot();
         let frontends: Vec<Value> = snap
             .frontends
             .iter()
@@ -58,8 +58,8 @@ impl Health for LbHealth {
         json!({
             "frontends": frontends,
             "backends": backends_status(&snap.backends),
-            "conns": self.rt.conns.load(std::sync::atomic::Ordering::Relaxed),
-            "threads": self.rt.limits().shards,
+            "conns": self.live.conns.load(std::sync::atomic::Ordering::Relaxed),
+            "threads": self.live.limits().shards,
         })
     }
 }
@@ -71,7 +71,7 @@ pub(crate) fn backends_status(backends: &[Arc<BackendState>]) -> Vec<Value> {
 
 fn backend_status(b: &BackendState) -> Value {
     let servers: Vec<Value> = b
-        .members
+        .servers
         .iter()
         .map(|m| {
             let s = m.state.snapshot();
