@@ -30,6 +30,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use openraft::error::ForwardToLeader;
 use serde_json::Value;
+use webfarm_db_client::{Answer, Consistency};
 use webfarm_node::http::HttpClient;
 
 use crate::batch::{Applied, Batcher, WriteError};
@@ -41,14 +42,14 @@ use crate::queue::{Attempt, QueueWriter, WriteQueue};
 use crate::render::Render;
 use crate::request::{parse_statements, BadRequest, Flags};
 use crate::store::Store;
-use crate::types::{NodeInfo, Params, Raft, SqlStatement, StatementResult};
+use crate::types::{NodeInfo, Raft, StatementResult};
 
 /// How long the leader waits for a write to be committed and applied. Shorter than
 /// [`FORWARD_TIMEOUT`], so a follower relays the leader's answer (even "not committed in
 /// time") instead of timing out itself.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a forwarded request may take. Shorter than the client's per-attempt timeout
-/// ([`crate::client::ATTEMPT_TIMEOUT`]), so the client gets the leader's answer rather than
+/// ([`webfarm_db_client::ATTEMPT_TIMEOUT`]), so the client gets the leader's answer rather than
 /// an ambiguous timeout.
 pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 /// How long a read waits for `min_index` to be applied. Shorter than [`FORWARD_TIMEOUT`]
@@ -189,23 +190,7 @@ impl Incoming {
 }
 
 pub(crate) fn bad_request(r: &Render, e: &BadRequest) -> Response {
-    r.json(StatusCode::BAD_REQUEST, &e.to_json())
-}
-
-/// The rqlite wire form of a statement: `"sql"`, `["sql", p...]` or `["sql", {name: v}]`.
-pub(crate) fn statement_json(s: &SqlStatement) -> Value {
-    match &s.params {
-        Params::None => Value::String(s.sql.clone()),
-        Params::Positional(p) => {
-            let mut items = vec![Value::String(s.sql.clone())];
-            items.extend(p.iter().cloned());
-            Value::Array(items)
-        }
-        Params::Named(m) => Value::Array(vec![
-            Value::String(s.sql.clone()),
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        ]),
-    }
+    r.json(StatusCode::BAD_REQUEST, &e.to_answer())
 }
 
 async fn execute(State(api): State<Arc<Api>>, req: Incoming) -> Response {
@@ -231,8 +216,7 @@ async fn request(State(api): State<Arc<Api>>, req: Incoming) -> Response {
         Ok(s) => s,
         Err(e) => return bad_request(&req.render, &e),
     };
-    let strong =
-        crate::read::parse_level(&req.flags, api.is_learner()) == crate::read::Level::Strong;
+    let strong = crate::read::parse_level(&req.flags, api.is_learner()) == Consistency::Strong;
     let sqls = statements.iter().map(|s| s.sql.clone()).collect();
     let read_only = match api.store.all_read_only(sqls).await {
         Ok(r) => r,
@@ -369,9 +353,11 @@ impl Api {
 
     /// The 200 answer of an applied request: its results and its log index.
     pub(crate) fn applied(&self, req: &Incoming, applied: &Applied, started: Instant) -> Response {
-        let mut body = req.render.results(&applied.outcomes, started);
-        body.insert("raft_index".into(), Value::from(applied.index));
-        let mut out = req.render.json(StatusCode::OK, &Value::Object(body));
+        let body = Answer {
+            raft_index: Some(applied.index),
+            ..req.render.results(&applied.outcomes, started)
+        };
+        let mut out = req.render.json(StatusCode::OK, &body);
         out.headers_mut()
             .insert("x-raft-index", HeaderValue::from(applied.index));
         out
@@ -427,9 +413,11 @@ impl Api {
                 format!("timeout: sequence number {seq} was not written within {timeout:?}"),
             );
         }
-        let mut body = r.results(&[], started);
-        body.insert("sequence_number".into(), Value::from(seq));
-        r.json(StatusCode::OK, &Value::Object(body))
+        let body = Answer {
+            sequence_number: Some(seq),
+            ..r.results(&[], started)
+        };
+        r.json(StatusCode::OK, &body)
     }
 }
 
@@ -460,8 +448,7 @@ impl QueueWriter for Api {
                 } else {
                     "/db/execute"
                 };
-                let body: Vec<Value> = request.statements.iter().map(statement_json).collect();
-                let body = Value::Array(body).to_string();
+                let body = webfarm_db_client::request_body(&request.statements);
                 let sent = self
                     .forwarder
                     .send(
@@ -489,5 +476,20 @@ impl QueueWriter for Api {
             }
             Leader::Unknown => Attempt::Retry("no leader".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_ordered_so_an_answer_beats_the_timeout_above() {
+        assert!(WRITE_TIMEOUT < FORWARD_TIMEOUT, "leader write < forward");
+        assert!(
+            FORWARD_TIMEOUT < webfarm_db_client::ATTEMPT_TIMEOUT,
+            "forward < client attempt"
+        );
+        assert!(MIN_INDEX_WAIT < FORWARD_TIMEOUT, "min_index wait < forward");
     }
 }

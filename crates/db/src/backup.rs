@@ -21,7 +21,6 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use serde_json::json;
 
 use crate::api::{Api, Incoming};
 use crate::command::{LoadRequest, Request, SqlRequest};
@@ -176,7 +175,10 @@ async fn load_file(api: &Arc<Api>, req: &Incoming) -> Response {
             if let Some(StatementResult::Error(e)) = applied.outcomes.first().map(|o| &o.result) {
                 return r.json(
                     StatusCode::BAD_REQUEST,
-                    &json!({"error": e, "raft_index": applied.index}),
+                    &webfarm_db_client::ErrorAnswer {
+                        raft_index: Some(applied.index),
+                        ..webfarm_db_client::ErrorAnswer::new(e.clone())
+                    },
                 );
             }
             // A load gives no outcome when it succeeded: `{"results": [], "raft_index": N}`.

@@ -10,7 +10,7 @@
 //! queued writes, backups and loads), so rqlite clients such as pyrqlite work unchanged.
 //!
 //! - [`DbNode`]: one node as the CLI runs it (`start`, `health`, `wait`).
-//! - [`DbClient`]: the client the web tier uses, with failover ([`client`]).
+//! - [`DbClient`]: the client the web tier uses, with failover (from `webfarm-db-client`).
 //! - [`log_store::LogStore`], [`state_machine::StateMachine`]: the storage openraft drives.
 //! - [`types`]: the Raft type configuration and the log entry payload.
 //!
@@ -43,7 +43,6 @@ mod api;
 mod apply;
 mod backup;
 mod batch;
-pub mod client;
 pub mod command;
 mod determinism;
 mod dump;
@@ -67,7 +66,8 @@ mod status;
 mod store;
 pub mod types;
 
-pub use client::{
+pub use node::{cluster_members, raft_config, DbError, DbNode};
+/// The client API, defined in `webfarm-db-client` (which needs neither Raft nor SQLite).
+pub use webfarm_db_client::{
     ClientError, Consistency, DbClient, ExecuteResult, QueryResult, Rows, Statement, WriteResult,
 };
-pub use node::{cluster_members, raft_config, DbError, DbNode};

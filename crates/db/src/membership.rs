@@ -51,16 +51,17 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use webfarm_config::{Farm, Replica, Role};
+use webfarm_db_client::{ChangeAnswer, ClusterMember, ClusterView, ErrorAnswer, RemoveAnswer};
 use webfarm_node::http::HttpClient;
+use webfarm_node::status::DbStatus;
 
 use crate::forward::{Forwarder, FORWARDED};
 
 mod handover;
-use crate::health::{kind_of, DbHealth, Kind, Leader};
+use crate::health::{kind_of, DbHealth, Leader};
 use crate::types::{node_id, NodeInfo, Raft};
 
 /// How long a membership log entry may take to commit.
@@ -146,11 +147,13 @@ impl Body {
     }
 }
 
-fn answer(status: StatusCode, v: &Value) -> Response {
+/// `v` as a JSON answer; through a [`serde_json::Value`], so its keys come out sorted.
+fn answer<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    let text = serde_json::to_value(v).unwrap_or_default().to_string();
     (
         status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
+        text,
     )
         .into_response()
 }
@@ -164,7 +167,7 @@ struct Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        answer(self.status, &json!({ "error": self.message }))
+        answer(self.status, &ErrorAnswer::new(self.message))
     }
 }
 
@@ -371,7 +374,7 @@ impl Membership {
     }
 
     /// Makes learner `id` a voter (after it caught up); the answer says it `changed`.
-    async fn promote_learner(&self, id: u64, name: &str) -> Result<Value, Refusal> {
+    async fn promote_learner(&self, id: u64, name: &str) -> Result<ChangeAnswer, Refusal> {
         self.catch_up(id, name).await?;
         let changed = tokio::time::timeout(
             COMMIT_TIMEOUT,
@@ -382,17 +385,30 @@ impl Membership {
         .map_err(|_| not_committed())?
         .map_err(change_error)?;
         tracing::info!(node = %name, index = changed.log_id.index, "learner promoted to voter");
-        Ok(json!({
-            "node": name, "replica": "voter", "changed": true, "raft_index": changed.log_id.index,
-        }))
+        Ok(ChangeAnswer {
+            node: name.to_string(),
+            replica: Replica::Voter,
+            changed: true,
+            raft_index: Some(changed.log_id.index),
+        })
     }
 }
 
 /// A handler's outcome: an answer, or a refusal with its status.
 type Handled = Result<Response, Refusal>;
 
-fn ok(v: &Value) -> Handled {
+fn ok<T: Serialize>(v: &T) -> Handled {
     Ok(answer(StatusCode::OK, v))
+}
+
+/// The answer when node `name` already is `replica`.
+fn unchanged(name: String, replica: Replica) -> ChangeAnswer {
+    ChangeAnswer {
+        node: name,
+        replica,
+        changed: false,
+        raft_index: None,
+    }
 }
 
 async fn join(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
@@ -423,13 +439,9 @@ async fn join(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
     }
     let mut raft_index = None;
     match kind {
-        Some(Kind::Voter) => {
-            return ok(&json!({"node": name, "replica": "voter", "changed": false}))
-        }
-        Some(Kind::Learner) if !voter => {
-            return ok(&json!({"node": name, "replica": "learner", "changed": false}))
-        }
-        Some(Kind::Learner) => {}
+        Some(Replica::Voter) => return ok(&unchanged(name, Replica::Voter)),
+        Some(Replica::Learner) if !voter => return ok(&unchanged(name, Replica::Learner)),
+        Some(Replica::Learner) => {}
         None => {
             let added =
                 tokio::time::timeout(COMMIT_TIMEOUT, m.raft.add_learner(id, info.clone(), false))
@@ -441,9 +453,12 @@ async fn join(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
         }
     }
     if !voter {
-        return ok(
-            &json!({"node": name, "replica": "learner", "changed": true, "raft_index": raft_index}),
-        );
+        return ok(&ChangeAnswer {
+            node: name,
+            replica: Replica::Learner,
+            changed: true,
+            raft_index,
+        });
     }
     ok(&m.promote_learner(id, &name).await?)
 }
@@ -460,8 +475,8 @@ async fn promote(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
             StatusCode::NOT_FOUND,
             format!("{name} is not a member of the cluster; add it with `webfarm db add {name}`"),
         )),
-        Some(Kind::Voter) => ok(&json!({"node": name, "replica": "voter", "changed": false})),
-        Some(Kind::Learner) => ok(&m.promote_learner(id, &name).await?),
+        Some(Replica::Voter) => ok(&unchanged(name, Replica::Voter)),
+        Some(Replica::Learner) => ok(&m.promote_learner(id, &name).await?),
     }
 }
 
@@ -483,14 +498,14 @@ async fn remove(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
                 format!("{name} is not a member of the cluster"),
             ))
         }
-        Some(Kind::Voter) if voters <= 1 => {
+        Some(Replica::Voter) if voters <= 1 => {
             return Err(fail(
                 StatusCode::CONFLICT,
                 format!("{name} is the only voter; a cluster needs at least one"),
             ))
         }
-        Some(Kind::Voter) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
-        Some(Kind::Learner) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        Some(Replica::Voter) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+        Some(Replica::Learner) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
     };
     if id == m.health.id {
         // The leader removes itself: hand leadership over first, then let the new leader
@@ -516,7 +531,11 @@ async fn remove(State(m): State<Arc<Membership>>, req: Incoming) -> Handled {
         .map_err(|_| not_committed())?
         .map_err(change_error)?;
     tracing::info!(node = %name, index = removed.log_id.index, "node removed from the cluster");
-    ok(&json!({"node": name, "removed": true, "raft_index": removed.log_id.index}))
+    ok(&RemoveAnswer {
+        node: name,
+        removed: true,
+        raft_index: removed.log_id.index,
+    })
 }
 
 async fn nodes(State(m): State<Arc<Membership>>, req: Incoming) -> Response {
@@ -532,7 +551,7 @@ async fn nodes(State(m): State<Arc<Membership>>, req: Incoming) -> Response {
 }
 
 /// Every member as this node sees it; replication progress when it is the leader.
-async fn view(m: &Membership) -> Value {
+async fn view(m: &Membership) -> ClusterView {
     let metrics = m.health.metrics.borrow().clone();
     let membership = metrics.membership_config.membership();
     let last = metrics.last_log_index.unwrap_or(0);
@@ -542,12 +561,13 @@ async fn view(m: &Membership) -> Value {
         probes.spawn(async move {
             let url = format!("http://{}/status", node.api_addr);
             let status = match http.get(&url, PROBE_TIMEOUT).await {
-                Ok(r) if r.status.is_success() => serde_json::from_slice::<Value>(&r.body).ok(),
+                Ok(r) if r.status.is_success() => serde_json::from_slice::<DbStatus>(&r.body).ok(),
                 _ => None,
             };
             (id, node, status)
         });
     }
+    let leads = leads(&metrics);
     let mut nodes = Vec::new();
     while let Some(joined) = probes.join_next().await {
         let Ok((id, node, status)) = joined else {
@@ -558,33 +578,28 @@ async fn view(m: &Membership) -> Value {
         } else {
             matched(&metrics, id)
         };
-        let mut n = json!({
-            "name": node.name,
-            "node_id": id.to_string(),
-            "api_addr": node.api_addr,
-            "raft_addr": node.raft_addr,
-            "replica": kind_of(&metrics, id).map_or("none", Kind::as_str),
-            "leader": metrics.current_leader == Some(id),
-            "reachable": status.is_some(),
+        nodes.push(ClusterMember {
+            name: node.name,
+            node_id: id.to_string(),
+            api_addr: node.api_addr,
+            raft_addr: node.raft_addr,
+            replica: kind_of(&metrics, id),
+            leader: metrics.current_leader == Some(id),
+            reachable: status.is_some(),
+            matched_index: leads.then_some(progress),
+            lag: leads.then_some(progress.map(|p| last.saturating_sub(p))),
+            raft_state: status.as_ref().map(|s| s.raft_state),
+            applied_index: status.as_ref().map(|s| s.applied_index),
         });
-        if leads(&metrics) {
-            n["matched_index"] = progress.map_or(Value::Null, Value::from);
-            n["lag"] = progress.map_or(Value::Null, |p| Value::from(last.saturating_sub(p)));
-        }
-        if let Some(s) = status {
-            n["raft_state"] = s["raft_state"].clone();
-            n["applied_index"] = s["applied_index"].clone();
-        }
-        nodes.push(n);
     }
-    nodes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    json!({
-        "answered_by": m.health.name_of(m.health.id),
-        "leader": metrics.current_leader.map(|l| m.health.name_of(l)),
-        "term": metrics.current_term,
-        "last_log_index": last,
-        "membership_index": metrics.membership_config.log_id().map(|l| l.index),
-        "joint": membership.get_joint_config().len() > 1,
-        "nodes": nodes,
-    })
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    ClusterView {
+        answered_by: m.health.name_of(m.health.id),
+        leader: metrics.current_leader.map(|l| m.health.name_of(l)),
+        term: metrics.current_term,
+        last_log_index: last,
+        membership_index: metrics.membership_config.log_id().map(|l| l.index),
+        joint: membership.get_joint_config().len() > 1,
+        nodes,
+    }
 }

@@ -33,7 +33,7 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use openraft::error::{CheckIsLeaderError, RaftError};
-use serde_json::{json, Value};
+use webfarm_db_client::{Consistency, ErrorAnswer};
 
 use crate::api::{bad_request, Api, Incoming, FORWARD_TIMEOUT, MIN_INDEX_WAIT, WRITE_TIMEOUT};
 use crate::command::{Request, SqlRequest};
@@ -41,29 +41,10 @@ use crate::health::Leader;
 use crate::request::{parse_statements, Flags};
 use crate::types::{Params, SqlStatement};
 
-/// A read consistency level, as the request asks for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
-    /// The local copy, whoever answers.
-    None,
-    /// The node that believes it leads.
-    Weak,
-    /// The leader, after confirming its leadership with a quorum.
-    Linearizable,
-    /// Through the Raft log.
-    Strong,
-}
-
 /// The level `flags` ask for: `none`, `weak`, `linearizable`, `strong`; `auto` is `none` on a
 /// learner and `weak` otherwise; anything else is `weak` (as rqlite does).
-pub(crate) fn parse_level(flags: &Flags, learner: bool) -> Level {
-    match flags.get("level").map(str::to_ascii_lowercase).as_deref() {
-        Some("none") => Level::None,
-        Some("linearizable") => Level::Linearizable,
-        Some("strong") => Level::Strong,
-        Some("auto") if learner => Level::None,
-        _ => Level::Weak,
-    }
+pub(crate) fn parse_level(flags: &Flags, learner: bool) -> Consistency {
+    Consistency::from_param(flags.get("level")).resolve(learner)
 }
 
 /// `GET /db/query?q=SQL` or `POST /db/query` with statements.
@@ -140,7 +121,7 @@ impl Api {
         };
         let blob_array = req.flags.flag("blob_array");
         match level {
-            Level::Strong => {
+            Consistency::Strong => {
                 if let Some(resp) = self.via_leader(req, false, FORWARD_TIMEOUT).await {
                     return resp;
                 }
@@ -156,20 +137,21 @@ impl Api {
                     Err(e) => self.write_error(req, e).await,
                 };
             }
-            Level::Weak | Level::Linearizable => {
+            // `auto` was resolved to `none` or `weak` by `parse_level`.
+            Consistency::Weak | Consistency::Linearizable | Consistency::Auto => {
                 if let Some(resp) = self.via_leader(req, false, FORWARD_TIMEOUT).await {
                     return resp;
                 }
             }
-            Level::None => {
+            Consistency::None => {
                 if let Some(f) = freshness.filter(|f| !f.is_zero()) {
                     if self.health.leader() != Leader::Me && self.is_stale(f, strict) {
-                        return r.json(StatusCode::OK, &json!({ "error": "stale read" }));
+                        return r.error(StatusCode::OK, "stale read");
                     }
                 }
             }
         }
-        if level == Level::Linearizable {
+        if level == Consistency::Linearizable {
             let confirmed =
                 tokio::time::timeout(linearizable_timeout, self.raft.ensure_linearizable()).await;
             let Ok(confirmed) = confirmed else {
@@ -200,10 +182,7 @@ impl Api {
             }
         }
         match self.store.query(statements, blob_array).await {
-            Ok(outcomes) => r.json(
-                StatusCode::OK,
-                &Value::Object(r.results(&outcomes, started)),
-            ),
+            Ok(outcomes) => r.json(StatusCode::OK, &r.results(&outcomes, started)),
             Err(e) => r.error(StatusCode::INTERNAL_SERVER_ERROR, e),
         }
     }
@@ -223,13 +202,13 @@ impl Api {
                     let commit = self.health.log.committed_index();
                     return Some(req.render.json(
                         StatusCode::BAD_REQUEST,
-                        &json!({
-                            "error": format!(
+                        &ErrorAnswer {
+                            beyond_log: true,
+                            commit_index: Some(commit),
+                            ..ErrorAnswer::new(format!(
                                 "min_index {n} is beyond the log (commit index {commit})"
-                            ),
-                            "beyond_log": true,
-                            "commit_index": commit,
-                        }),
+                            ))
+                        },
                     ));
                 }
                 // The leader knows whether n exists, and has it applied if it does.
@@ -273,12 +252,15 @@ mod tests {
     #[test]
     fn unknown_levels_are_weak_and_auto_depends_on_the_node() {
         let level = |q: &str, learner| parse_level(&Flags::parse(Some(q)), learner);
-        assert_eq!(level("level=none", false), Level::None);
-        assert_eq!(level("level=STRONG", false), Level::Strong);
-        assert_eq!(level("level=linearizable", false), Level::Linearizable);
-        assert_eq!(level("level=sometimes", false), Level::Weak);
-        assert_eq!(level("", false), Level::Weak);
-        assert_eq!(level("level=auto", true), Level::None);
-        assert_eq!(level("level=auto", false), Level::Weak);
+        assert_eq!(level("level=none", false), Consistency::None);
+        assert_eq!(level("level=STRONG", false), Consistency::Strong);
+        assert_eq!(
+            level("level=linearizable", false),
+            Consistency::Linearizable
+        );
+        assert_eq!(level("level=sometimes", false), Consistency::Weak);
+        assert_eq!(level("", false), Consistency::Weak);
+        assert_eq!(level("level=auto", true), Consistency::None);
+        assert_eq!(level("level=auto", false), Consistency::Weak);
     }
 }

@@ -14,13 +14,19 @@
 //!   checks that the node answers; `?sync` also waits (up to `?timeout`, default 30s) until
 //!   this node applied the commit index its leader had told it at the time of the request.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use webfarm_config::Replica;
+use webfarm_db_client::status::{
+    BuildSection, HttpSection, LeaderRef, NodeEntry, NodeSection, NodesV2, OsSection, QueueSection,
+    RaftSection, RuntimeSection, Sqlite3Section, StatusAnswer, StoreNode, StoreSection,
+};
 use webfarm_node::Health as _;
 
 use crate::api::{Api, Incoming, DEFAULT_WAIT};
@@ -35,9 +41,9 @@ fn unix_secs(t: std::time::SystemTime) -> f64 {
 }
 
 impl Api {
-    /// The `/status` JSON of this node.
-    pub(crate) fn status_json(&self) -> Value {
-        let mut v = self.health.status();
+    /// The `/status` answer of this node.
+    pub(crate) fn status_answer(&self) -> StatusAnswer {
+        let raft = self.health.raft_status();
         let m = self.health.metrics.borrow().clone();
         let membership = m.membership_config.membership();
         let me = membership
@@ -47,91 +53,94 @@ impl Api {
             .unwrap_or_default();
         let leader = m
             .current_leader
-            .and_then(|id| membership.get_node(&id).cloned().map(|n| (id, n)));
+            .and_then(|id| membership.get_node(&id).cloned())
+            .map(|n| LeaderRef {
+                node_id: n.name,
+                addr: n.raft_addr,
+            })
+            .unwrap_or_default();
         let voter = membership.voter_ids().any(|id| id == self.health.id);
-        let nodes: Vec<Value> = membership
+        let nodes = membership
             .nodes()
-            .map(|(id, n)| {
-                let suffrage = if membership.voter_ids().any(|v| v == *id) {
-                    "Voter"
+            .map(|(id, n)| StoreNode {
+                id: n.name.clone(),
+                addr: n.raft_addr.clone(),
+                suffrage: if membership.voter_ids().any(|v| v == *id) {
+                    Replica::Voter
                 } else {
-                    "Nonvoter"
-                };
-                json!({"id": n.name, "addr": n.raft_addr, "suffrage": suffrage})
+                    Replica::Learner
+                },
             })
             .collect();
         let db_size = std::fs::metadata(self.store.db_path()).map_or(0, |md| md.len());
         let uptime = self.started.elapsed().unwrap_or_default();
-        let store = json!({
-            "node_id": me.name,
-            "addr": me.raft_addr,
-            "dir": self.data_dir.display().to_string(),
-            "ready": self.health.ready().is_ok(),
-            "leader": {
-                "node_id": leader.as_ref().map_or(String::new(), |(_, n)| n.name.clone()),
-                "addr": leader.as_ref().map_or(String::new(), |(_, n)| n.raft_addr.clone()),
+        let store = StoreSection {
+            node_id: me.name,
+            addr: me.raft_addr,
+            dir: self.data_dir.display().to_string(),
+            ready: self.health.ready().is_ok(),
+            leader,
+            raft: RaftSection {
+                state: raft.raft_state,
+                term: m.current_term,
+                commit_index: self.health.log.committed_index(),
+                applied_index: *self.store.applied_index().borrow(),
+                last_log_index: m.last_log_index.unwrap_or(0),
+                last_snapshot_index: m.snapshot.map_or(0, |s| s.index),
+                voter,
+                num_peers: membership.nodes().count().saturating_sub(1),
+                log_entries_proposed: self.batcher.entries_proposed(),
             },
-            "raft": {
-                "state": v["raft_state"].clone(),
-                "term": m.current_term,
-                "commit_index": self.health.log.committed_index(),
-                "applied_index": *self.store.applied_index().borrow(),
-                "last_log_index": m.last_log_index.unwrap_or(0),
-                "last_snapshot_index": m.snapshot.map_or(0, |s| s.index),
-                "voter": voter,
-                "num_peers": membership.nodes().count().saturating_sub(1),
-                "log_entries_proposed": self.batcher.entries_proposed(),
+            nodes,
+            sqlite3: Sqlite3Section {
+                path: self.store.db_path().display().to_string(),
+                db_size,
+                fk_constraints: if self.store.foreign_keys() {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+                .into(),
             },
-            "nodes": nodes,
-            "sqlite3": {
-                "path": self.store.db_path().display().to_string(),
-                "db_size": db_size,
-                "fk_constraints": if self.store.foreign_keys() { "enabled" } else { "disabled" },
+        };
+        let queue = QueueSection {
+            sequence_number: self.queue.flushed(),
+            pending: self.queue.pending(),
+        };
+        StatusAnswer {
+            raft,
+            name: self.name.clone(),
+            store,
+            http: HttpSection {
+                bind_addr: me.api_addr,
+                auth: "disabled".into(),
+                queue: [("_default".to_string(), queue)].into_iter().collect(),
             },
-        });
-        if let Value::Object(o) = &mut v {
-            o.insert("name".into(), Value::from(self.name.clone()));
-            o.insert("store".into(), store);
-            o.insert(
-                "http".into(),
-                json!({
-                    "bind_addr": me.api_addr,
-                    "auth": "disabled",
-                    "queue": {"_default": {
-                        "sequence_number": self.queue.flushed(),
-                        "pending": self.queue.pending(),
-                    }},
-                }),
-            );
-            o.insert(
-                "node".into(),
-                json!({
-                    "start_time": unix_secs(self.started),
-                    "current_time": unix_secs(std::time::SystemTime::now()),
-                    "uptime": format!("{:.3}s", uptime.as_secs_f64()),
-                }),
-            );
-            o.insert(
-                "build".into(),
-                json!({"version": env!("CARGO_PKG_VERSION"), "name": "webfarm-db"}),
-            );
-            o.insert(
-                "runtime".into(),
-                json!({
-                    "os": std::env::consts::OS,
-                    "arch": std::env::consts::ARCH,
-                    "num_cpu": std::thread::available_parallelism().map_or(1, |n| n.get()),
-                }),
-            );
-            o.insert("os".into(), json!({"pid": std::process::id()}));
+            node: NodeSection {
+                start_time: unix_secs(self.started),
+                current_time: unix_secs(std::time::SystemTime::now()),
+                uptime: format!("{:.3}s", uptime.as_secs_f64()),
+            },
+            build: BuildSection {
+                version: env!("CARGO_PKG_VERSION").into(),
+                name: "webfarm-db".into(),
+            },
+            runtime: RuntimeSection {
+                os: std::env::consts::OS.into(),
+                arch: std::env::consts::ARCH.into(),
+                num_cpu: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+            os: OsSection {
+                pid: std::process::id(),
+            },
         }
-        v
     }
 }
 
 /// `GET /status`.
 pub(crate) async fn status(State(api): State<Arc<Api>>, req: Incoming) -> Response {
-    let mut v = api.status_json();
+    // Through a `Value`: its keys come out sorted, and `?key=` picks a sub-object.
+    let mut v = serde_json::to_value(api.status_answer()).unwrap_or_default();
     if let Some(path) = req.flags.get("key").filter(|k| !k.is_empty()) {
         for key in path.split('.') {
             v = match v {
@@ -184,30 +193,31 @@ pub(crate) async fn nodes(State(api): State<Arc<Api>>, req: Incoming) -> Respons
         let Ok((id, node, voter, answer, took)) = joined else {
             continue;
         };
-        let mut n = json!({
-            "id": node.name,
-            "node_id": id.to_string(),
-            "api_addr": format!("http://{}", node.api_addr),
-            "addr": node.raft_addr,
-            "version": env!("CARGO_PKG_VERSION"),
-            "voter": voter,
-            "reachable": answer.is_ok(),
-            "leader": leader == Some(id),
-            "time": took.as_secs_f64(),
-            "time_s": format!("{took:?}"),
-        });
-        if let (Err(e), Value::Object(o)) = (answer, &mut n) {
-            o.insert("error".into(), Value::from(e));
-        }
-        out.push((node.name.clone(), n));
+        let n = NodeEntry {
+            id: node.name.clone(),
+            node_id: id.to_string(),
+            api_addr: format!("http://{}", node.api_addr),
+            addr: node.raft_addr,
+            version: env!("CARGO_PKG_VERSION").into(),
+            voter,
+            reachable: answer.is_ok(),
+            leader: leader == Some(id),
+            time: took.as_secs_f64(),
+            time_s: format!("{took:?}"),
+            error: answer.err(),
+        };
+        out.push((node.name, n));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
+    // Through a `Value`, so the keys come out sorted.
     let body = if req.flags.get("ver") == Some("2") {
-        json!({ "nodes": out.into_iter().map(|(_, n)| n).collect::<Vec<_>>() })
+        serde_json::to_value(NodesV2 {
+            nodes: out.into_iter().map(|(_, n)| n).collect(),
+        })
     } else {
-        Value::Object(out.into_iter().collect::<Map<String, Value>>())
+        serde_json::to_value(out.into_iter().collect::<BTreeMap<String, NodeEntry>>())
     };
-    req.render.json(StatusCode::OK, &body)
+    req.render.json(StatusCode::OK, &body.unwrap_or_default())
 }
 
 fn text(status: StatusCode, body: String) -> Response {

@@ -8,13 +8,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use openraft::RaftMetrics;
-use serde_json::json;
+use webfarm_config::Replica;
+use webfarm_db_client::membership::CampaignAnswer;
+use webfarm_db_client::StepDownAnswer;
 
 use super::{
     fail, leads, matched, ok, wait_until, Body, Handled, Incoming, Membership, Refusal,
     HANDOVER_TIMEOUT,
 };
-use crate::health::{kind_of, Kind};
+use crate::health::kind_of;
 use crate::types::{node_id, NodeInfo, Raft};
 
 /// Restores heartbeats and request handling when a handover ends, however it ends.
@@ -173,8 +175,8 @@ pub(super) async fn step_down(State(m): State<Arc<Membership>>, req: Incoming) -
                 _ if id == m.health.id => {
                     return Err(fail(StatusCode::CONFLICT, format!("{name} already leads")))
                 }
-                Some(Kind::Voter) => id,
-                Some(Kind::Learner) => {
+                Some(Replica::Voter) => id,
+                Some(Replica::Learner) => {
                     return Err(fail(
                         StatusCode::CONFLICT,
                         format!(
@@ -199,17 +201,17 @@ pub(super) async fn step_down(State(m): State<Arc<Membership>>, req: Incoming) -
     };
     let started = Instant::now();
     let leader = m.handover(to).await?;
-    ok(&json!({
-        "from": me,
-        "to": m.health.name_of(to),
-        "leader": leader,
-        "took_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    }))
+    ok(&StepDownAnswer {
+        from: me,
+        to: m.health.name_of(to),
+        leader,
+        took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
 pub(super) async fn campaign(State(m): State<Arc<Membership>>) -> Handled {
     let name = m.health.name_of(m.health.id);
-    if m.health.kind() != Some(Kind::Voter) {
+    if m.health.kind() != Some(Replica::Voter) {
         return Err(fail(StatusCode::CONFLICT, format!("{name} is not a voter")));
     }
     m.raft.trigger().elect().await.map_err(|f| {
@@ -218,5 +220,5 @@ pub(super) async fn campaign(State(m): State<Arc<Membership>>) -> Handled {
             format!("raft stopped: {f}"),
         )
     })?;
-    ok(&json!({"campaigning": name}))
+    ok(&CampaignAnswer { campaigning: name })
 }
