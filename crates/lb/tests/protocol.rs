@@ -300,7 +300,10 @@ async fn over_maxconn_a_new_connection_gets_503() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("maxconn"), "{answer}");
     drop(first);
-    eventually("the slot frees", || lb.health.status()["conns"] == 0).await;
+    eventually("the slot frees", || {
+        lb.health.status().to_json()["conns"] == 0
+    })
+    .await;
     assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);
     lb.stop().await;
 }

@@ -188,7 +188,7 @@ async fn upstream_connections_are_kept_alive() {
     assert_eq!(requests, 30);
     assert!(conns <= 15, "{conns} upstream connections for 30 requests");
     eventually("idle connections wait in the pool", || {
-        let st = lb.health.status();
+        let st = lb.health.status().to_json();
         st["backends"][0]["servers"]
             .as_array()
             .unwrap()

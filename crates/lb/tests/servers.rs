@@ -116,7 +116,7 @@ async fn a_queued_request_gets_the_slot_when_it_frees() {
     .await;
     let queued = tokio::spawn(async move { get(addr, "/slow?ms=1").await });
     eventually("the second request waits in the queue", || {
-        lb.health.status()["backends"][0]["queued"] == 1
+        lb.health.status().to_json()["backends"][0]["queued"] == 1
     })
     .await;
     assert_eq!(
@@ -171,7 +171,7 @@ async fn a_freed_slot_goes_to_a_request_waiting_for_that_server() {
         web1.in_flight.load(Ordering::SeqCst) == 1
     })
     .await;
-    let queued = |n: u64| lb.health.status()["backends"][0]["queued"] == n;
+    let queued = |n: u64| lb.health.status().to_json()["backends"][0]["queued"] == n;
     let for_web2 = tokio::spawn({
         let k2 = k2.clone();
         async move { send(addr, keyed("/", &k2)).await }
@@ -215,7 +215,7 @@ async fn queued_requests_are_served_first_come_first_served() {
             a.status
         }));
         eventually("it waits in the queue", || {
-            lb.health.status()["backends"][0]["queued"] == i + 1
+            lb.health.status().to_json()["backends"][0]["queued"] == i + 1
         })
         .await;
     }
@@ -243,7 +243,7 @@ async fn slots_that_free_together_all_go_to_waiting_requests() {
     for i in 0..4u64 {
         waiting.push(tokio::spawn(async move { get(addr, "/slow?ms=20").await }));
         eventually("it waits in the queue", || {
-            lb.health.status()["backends"][0]["queued"] == i + 1
+            lb.health.status().to_json()["backends"][0]["queued"] == i + 1
         })
         .await;
     }
@@ -258,7 +258,7 @@ async fn slots_that_free_together_all_go_to_waiting_requests() {
             .unwrap();
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     }
-    assert_eq!(lb.health.status()["backends"][0]["queued"], 0);
+    assert_eq!(lb.health.status().to_json()["backends"][0]["queued"], 0);
     lb.stop().await;
 }
 

@@ -53,7 +53,10 @@ async fn the_threads_serve_together_and_stop_with_the_node() {
     let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], Checks::default(), &extra).await;
     // A thread names itself once it runs.
     eventually("three event-loop threads", || workers() == 3).await;
-    assert_eq!(lb.node.as_ref().unwrap().health().status()["threads"], 3);
+    assert_eq!(
+        lb.node.as_ref().unwrap().health().status().to_json()["threads"],
+        3
+    );
 
     // 30 clients at once, 5 requests each on its own keep-alive connection.
     let addr = lb.addr;

@@ -81,6 +81,14 @@ pub enum RoleStatus {
     Db(DbStatus),
 }
 
+impl RoleStatus {
+    /// The details as `/status` shows them, a JSON object (keys sorted).
+    pub fn to_json(&self) -> serde_json::Value {
+        // Structs of strings, numbers and maps with string keys always serialize.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
 /// A load balancer's live configuration and counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LbStatus {

@@ -149,6 +149,7 @@ impl Cluster {
             .node
             .health()
             .status()
+            .to_json()
     }
 
     /// Waits until the running nodes agree on one leader; returns its index.

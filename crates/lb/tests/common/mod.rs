@@ -579,7 +579,7 @@ pub fn temp_file(name: &str) -> std::path::PathBuf {
 impl TestLb {
     /// Server `name`'s entry of `/status`.
     pub fn server_status(&self, name: &str) -> serde_json::Value {
-        let status = self.health.status();
+        let status = self.health.status().to_json();
         status["backends"][0]["servers"]
             .as_array()
             .unwrap()
