@@ -258,13 +258,14 @@ pub(crate) async fn auto_join(
     stop: Shutdown,
 ) {
     let id = node_id(&me.name);
-    let body = serde_json::json!({
-        "id": me.name,
-        "addr": me.raft_addr,
-        "api_addr": me.api_addr,
-        "voter": false,
-    })
-    .to_string();
+    let join = webfarm_db_client::JoinRequest {
+        id: me.name.clone(),
+        addr: Some(me.raft_addr.clone()),
+        api_addr: Some(me.api_addr.clone()),
+        voter: Some(false),
+    };
+    // A struct of strings and a bool always serializes.
+    let body = serde_json::to_string(&join).unwrap_or_default();
     let mut metrics = raft.metrics();
     let is_member = |m: &openraft::RaftMetrics<u64, NodeInfo>| {
         m.membership_config.membership().get_node(&id).is_some()
