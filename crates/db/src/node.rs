@@ -393,14 +393,13 @@ fn serve(
 ) -> JoinHandle<std::io::Result<()>> {
     let (shutdown, stop) = (shutdown.clone(), stop.clone());
     tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = shutdown.wait() => {}
-                    () = stop.wait() => {}
-                }
-            })
-            .await
+        webfarm_node::serve_router(listener, router, async move {
+            tokio::select! {
+                () = shutdown.wait() => {}
+                () = stop.wait() => {}
+            }
+        })
+        .await
     })
 }
 

@@ -148,9 +148,7 @@ impl WebNode {
 
         let shutdown = ctx.shutdown.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { shutdown.wait().await })
-                .await
+            webfarm_node::serve_router(listener, router, async move { shutdown.wait().await }).await
         });
         let schema_task = tokio::spawn(
             schema
