@@ -316,52 +316,8 @@ impl Shell {
                     println!("{};", row.first().and_then(Value::as_str).unwrap_or(""));
                 }
             }
-            (".status", None) => {
-                let status = self
-                    .admin
-                    .status(REQUEST_TIMEOUT)
-                    .await
-                    .map_err(|e| e.reason())?;
-                // Every field, sorted by name.
-                let v = serde_json::to_value(status).map_err(|e| e.to_string())?;
-                for (k, val) in v.as_object().into_iter().flatten() {
-                    println!("{k}: {}", cell(val));
-                }
-            }
-            (".nodes", None) => {
-                let view = self
-                    .admin
-                    .cluster_nodes(REQUEST_TIMEOUT)
-                    .await
-                    .map_err(|e| e.reason())?;
-                let rows: Vec<Vec<Value>> = view
-                    .nodes
-                    .into_iter()
-                    .map(|n| {
-                        vec![
-                            Value::from(n.name),
-                            Value::from(n.replica.map_or("none", Replica::as_str)),
-                            Value::from(n.leader),
-                            Value::from(n.reachable),
-                            Value::from(n.raft_state.map(|s| s.as_str())),
-                            Value::from(n.applied_index),
-                            Value::from(n.lag.flatten()),
-                            Value::from(n.api_addr),
-                        ]
-                    })
-                    .collect();
-                let cols = [
-                    "name",
-                    "replica",
-                    "leader",
-                    "reachable",
-                    "state",
-                    "applied",
-                    "lag",
-                    "api",
-                ];
-                print!("{}", render_rows(&cols.map(String::from), &rows));
-            }
+            (".status", None) => self.print_status().await?,
+            (".nodes", None) => self.print_nodes().await?,
             (".timer", None) => println!("timer is {}", if self.timer { "on" } else { "off" }),
             (".timer", Some("on")) => self.timer = true,
             (".timer", Some("off")) => self.timer = false,
@@ -388,6 +344,58 @@ impl Shell {
             }
             _ => return Err(format!("unknown command {cmd}; .help lists the commands")),
         }
+        Ok(())
+    }
+
+    /// `.status`: every field of the node's `/status`, sorted by name.
+    async fn print_status(&self) -> Result<(), String> {
+        let status = self
+            .admin
+            .status(REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| e.reason())?;
+        // Every field, sorted by name.
+        let v = serde_json::to_value(status).map_err(|e| e.to_string())?;
+        for (k, val) in v.as_object().into_iter().flatten() {
+            println!("{k}: {}", cell(val));
+        }
+        Ok(())
+    }
+
+    /// `.nodes`: the cluster's members as the leader sees them.
+    async fn print_nodes(&self) -> Result<(), String> {
+        let view = self
+            .admin
+            .cluster_nodes(REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| e.reason())?;
+        let rows: Vec<Vec<Value>> = view
+            .nodes
+            .into_iter()
+            .map(|n| {
+                vec![
+                    Value::from(n.name),
+                    Value::from(n.replica.map_or("none", Replica::as_str)),
+                    Value::from(n.leader),
+                    Value::from(n.reachable),
+                    Value::from(n.raft_state.map(|s| s.as_str())),
+                    Value::from(n.applied_index),
+                    Value::from(n.lag.flatten()),
+                    Value::from(n.api_addr),
+                ]
+            })
+            .collect();
+        let cols = [
+            "name",
+            "replica",
+            "leader",
+            "reachable",
+            "state",
+            "applied",
+            "lag",
+            "api",
+        ];
+        print!("{}", render_rows(&cols.map(String::from), &rows));
         Ok(())
     }
 

@@ -27,10 +27,12 @@ use webfarm_db_client::status::{
     BuildSection, HttpSection, LeaderRef, NodeEntry, NodeSection, NodesV2, OsSection, QueueSection,
     RaftSection, RuntimeSection, Sqlite3Section, StatusAnswer, StoreNode, StoreSection,
 };
+use webfarm_node::status::RaftState;
 use webfarm_node::Health as _;
 
 use crate::api::{Api, Incoming, DEFAULT_WAIT};
 use crate::health::Leader;
+use crate::types::NodeInfo;
 
 /// Default of `/nodes?timeout`.
 const NODES_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,16 +43,15 @@ fn unix_secs(t: std::time::SystemTime) -> f64 {
 }
 
 impl Api {
-    /// The `/status` answer of this node.
-    pub(crate) fn status_answer(&self) -> StatusAnswer {
-        let raft = self.health.raft_status();
+    /// What the cluster knows of this node: from the log's membership, else the farm file.
+    fn me(&self) -> NodeInfo {
+        self.health.node(self.health.id).unwrap_or_default()
+    }
+
+    /// rqlite's `store` section: this node, the leader, Raft's counters, the members, SQLite.
+    fn store_section(&self, state: RaftState, me: NodeInfo) -> StoreSection {
         let m = self.health.metrics.borrow().clone();
         let membership = m.membership_config.membership();
-        let me = membership
-            .get_node(&self.health.id)
-            .cloned()
-            .or_else(|| self.health.members.get(&self.health.id).cloned())
-            .unwrap_or_default();
         let leader = m
             .current_leader
             .and_then(|id| membership.get_node(&id).cloned())
@@ -73,15 +74,14 @@ impl Api {
             })
             .collect();
         let db_size = std::fs::metadata(self.store.db_path()).map_or(0, |md| md.len());
-        let uptime = self.started.elapsed().unwrap_or_default();
-        let store = StoreSection {
+        StoreSection {
             node_id: me.name,
             addr: me.raft_addr,
             dir: self.data_dir.display().to_string(),
             ready: self.health.ready().is_ok(),
             leader,
             raft: RaftSection {
-                state: raft.raft_state,
+                state,
                 term: m.current_term,
                 commit_index: self.health.log.committed_index(),
                 applied_index: *self.store.applied_index().borrow(),
@@ -102,15 +102,22 @@ impl Api {
                 }
                 .into(),
             },
-        };
+        }
+    }
+
+    /// The `/status` answer of this node.
+    pub(crate) fn status_answer(&self) -> StatusAnswer {
+        let raft = self.health.raft_status();
+        let me = self.me();
+        let uptime = self.started.elapsed().unwrap_or_default();
         let queue = QueueSection {
             sequence_number: self.queue.flushed(),
             pending: self.queue.pending(),
         };
         StatusAnswer {
+            store: self.store_section(raft.raft_state, me.clone()),
             raft,
             name: self.name.clone(),
-            store,
             http: HttpSection {
                 bind_addr: me.api_addr,
                 auth: "disabled".into(),
