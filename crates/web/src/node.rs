@@ -141,7 +141,7 @@ impl WebNode {
             store: store.clone(),
             name: Arc::from(name.as_str()),
             schema: schema.clone(),
-            files: static_files::serve_dir(&root),
+            files: Arc::new(static_files::StaticFiles::new(&root)),
         };
         let router = app::router(app, requests.clone())
             .map_err(|_| WebError::NodeName { node: name.clone() })?;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use support::*;
 use webfarm_node::status::{RoleStatus, WebStatus};
+use webfarm_testkit::eventually;
 use webfarm_web::WebError;
 
 #[tokio::test]

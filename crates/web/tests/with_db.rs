@@ -10,6 +10,7 @@ use support::*;
 use webfarm_config::Farm;
 use webfarm_db::DbNode;
 use webfarm_node::{Health, NodeContext, RoleStatus, Shutdown, ShutdownTrigger};
+use webfarm_testkit::eventually;
 
 /// The db nodes of a farm, started in this process.
 struct Dbs {

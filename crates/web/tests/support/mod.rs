@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use webfarm_config::Farm;
 use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
-pub use webfarm_testkit::{eventually, TempDir, DEADLINE};
+pub use webfarm_testkit::{TempDir, DEADLINE};
 use webfarm_web::{WebError, WebNode};
 
 /// The repository's `site/` directory.
