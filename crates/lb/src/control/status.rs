@@ -8,18 +8,18 @@ use webfarm_node::status::{BackendStatus, FrontendStatus, LbStatus, RoleStatus, 
 use webfarm_node::Health;
 
 use crate::backend::BackendState;
-use crate::runtime::Runtime;
+use crate::control::live::LiveConfig;
 
-/// Readiness and status of a load balancer node, read from the live state.
+/// Readiness and status of a load balancer node, read from the live configuration.
 #[derive(Debug)]
 pub(crate) struct LbHealth {
-    pub rt: Arc<Runtime>,
+    pub live: Arc<LiveConfig>,
 }
 
 impl Health for LbHealth {
     /// Ready when the backend of every frontend has at least one server up.
     fn ready(&self) -> Result<(), String> {
-        let snap = self.rt.snapshot();
+        let snap = self.live.snapshot();
         let mut empty: Vec<&str> = Vec::new();
         for f in &snap.frontends {
             let b = &f.backend;
@@ -42,7 +42,7 @@ impl Health for LbHealth {
 
     /// The frontends, the backends with their servers, and the open connections.
     fn status(&self) -> RoleStatus {
-        let snap = self.rt.snapshot();
+        let snap = self.live.snapshot();
         let frontends = snap
             .frontends
             .iter()
@@ -56,8 +56,8 @@ impl Health for LbHealth {
         RoleStatus::Lb(LbStatus {
             frontends,
             backends: backends_status(&snap.backends),
-            conns: self.rt.conns.load(std::sync::atomic::Ordering::Relaxed),
-            threads: self.rt.limits().shards,
+            conns: self.live.conns.load(std::sync::atomic::Ordering::Relaxed),
+            threads: self.live.limits().shards,
         })
     }
 }
@@ -69,7 +69,7 @@ pub(crate) fn backends_status(backends: &[Arc<BackendState>]) -> Vec<BackendStat
 
 fn backend_status(b: &BackendState) -> BackendStatus {
     let servers = b
-        .members
+        .servers
         .iter()
         .map(|m| {
             let s = m.state.snapshot();
