@@ -27,15 +27,6 @@ pub fn site_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../site")
 }
 
-/// A fresh temp dir for one test, left in place. Only `lb_cli.rs` still uses it; other tests
-/// use [`TempDir`], removed when the test ends.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("webfarm-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Three voters db-1..3 and a learner db-4 on `127.0.<net>.3i`, nothing else.
 pub fn db_farm_toml(net: u8) -> String {
     let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
