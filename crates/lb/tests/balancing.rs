@@ -172,7 +172,7 @@ async fn no_server_up_gives_503_with_the_reason() {
     );
     let err = lb.health.ready().unwrap_err();
     assert!(err.contains("\"web\""), "{err}");
-    let status = lb.health.status();
+    let status = lb.health.status().to_json();
     assert_eq!(status["frontends"][0]["backend"], "web");
     assert_eq!(status["backends"][0]["balance"], "roundrobin");
     lb.stop().await;

@@ -303,7 +303,7 @@ async fn over_maxconn_a_new_connection_gets_503() {
     assert!(answer.contains("maxconn"), "{answer}");
     drop(first);
     eventually(DEADLINE, "the slot frees", || {
-        ready((lb.health.status()["conns"] == 0).then_some(()))
+        ready((lb.health.status().to_json()["conns"] == 0).then_some(()))
     })
     .await;
     assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);

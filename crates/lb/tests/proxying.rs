@@ -192,7 +192,7 @@ async fn upstream_connections_are_kept_alive() {
     eventually(DEADLINE, "idle connections wait in the pool", || {
         ready(
             {
-                let st = lb.health.status();
+                let st = lb.health.status().to_json();
                 st["backends"][0]["servers"]
                     .as_array()
                     .unwrap()

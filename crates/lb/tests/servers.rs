@@ -118,7 +118,7 @@ async fn a_queued_request_gets_the_slot_when_it_frees() {
     .await;
     let queued = tokio::spawn(async move { get(addr, "/slow?ms=1").await });
     eventually(DEADLINE, "the second request waits in the queue", || {
-        ready((lb.health.status()["backends"][0]["queued"] == 1).then_some(()))
+        ready((lb.health.status().to_json()["backends"][0]["queued"] == 1).then_some(()))
     })
     .await;
     assert_eq!(
@@ -173,7 +173,7 @@ async fn a_freed_slot_goes_to_a_request_waiting_for_that_server() {
         ready((web1.in_flight.load(Ordering::SeqCst) == 1).then_some(()))
     })
     .await;
-    let queued = |n: u64| lb.health.status()["backends"][0]["queued"] == n;
+    let queued = |n: u64| lb.health.status().to_json()["backends"][0]["queued"] == n;
     let for_web2 = tokio::spawn({
         let k2 = k2.clone();
         async move { send(addr, keyed("/", &k2)).await }
@@ -223,7 +223,7 @@ async fn queued_requests_are_served_first_come_first_served() {
             a.status
         }));
         eventually(DEADLINE, "it waits in the queue", || {
-            ready((lb.health.status()["backends"][0]["queued"] == i + 1).then_some(()))
+            ready((lb.health.status().to_json()["backends"][0]["queued"] == i + 1).then_some(()))
         })
         .await;
     }
@@ -251,7 +251,7 @@ async fn slots_that_free_together_all_go_to_waiting_requests() {
     for i in 0..4u64 {
         waiting.push(tokio::spawn(async move { get(addr, "/slow?ms=20").await }));
         eventually(DEADLINE, "it waits in the queue", || {
-            ready((lb.health.status()["backends"][0]["queued"] == i + 1).then_some(()))
+            ready((lb.health.status().to_json()["backends"][0]["queued"] == i + 1).then_some(()))
         })
         .await;
     }
@@ -266,7 +266,7 @@ async fn slots_that_free_together_all_go_to_waiting_requests() {
             .unwrap();
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     }
-    assert_eq!(lb.health.status()["backends"][0]["queued"], 0);
+    assert_eq!(lb.health.status().to_json()["backends"][0]["queued"], 0);
     lb.stop().await;
 }
 

@@ -58,7 +58,10 @@ async fn the_threads_serve_together_and_stop_with_the_node() {
         ready((workers() == 3).then_some(()))
     })
     .await;
-    assert_eq!(lb.node.as_ref().unwrap().health().status()["threads"], 3);
+    assert_eq!(
+        lb.node.as_ref().unwrap().health().status().to_json()["threads"],
+        3
+    );
 
     // 30 clients at once, 5 requests each on its own keep-alive connection.
     let addr = lb.addr;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use webfarm_config::HashType;
+use webfarm_node::status::{BackendStatus, FrontendStatus, LbStatus, RoleStatus, ServerStatus};
 use webfarm_node::Health;
 
 use crate::backend::BackendState;
@@ -40,70 +40,69 @@ impl Health for LbHealth {
         }
     }
 
-    /// `{"frontends":[{"name","port","mode","backend"}],"backends":[..],"conns"}`.
-    fn status(&self) -> Value {
+    /// The frontends, the backends with their servers, and the open connections.
+    fn status(&self) -> RoleStatus {
         let snap = self.live.snapshot();
-        let frontends: Vec<Value> = snap
+        let frontends = snap
             .frontends
             .iter()
-            .map(|f| {
-                json!({
-                    "name": f.config.name,
-                    "port": f.config.port,
-                    "mode": f.config.mode.as_str(),
-                    "backend": f.backend.name(),
-                })
+            .map(|f| FrontendStatus {
+                name: f.config.name.clone(),
+                port: f.config.port,
+                mode: f.config.mode.as_str().to_string(),
+                backend: f.backend.name().to_string(),
             })
             .collect();
-        json!({
-            "frontends": frontends,
-            "backends": backends_status(&snap.backends),
-            "conns": self.live.conns.load(std::sync::atomic::Ordering::Relaxed),
-            "threads": self.live.limits().shards,
+        RoleStatus::Lb(LbStatus {
+            frontends,
+            backends: backends_status(&snap.backends),
+            conns: self.live.conns.load(std::sync::atomic::Ordering::Relaxed),
+            threads: self.live.limits().shards,
         })
     }
 }
 
 /// Every backend with its servers, as `/status` and `GET /lb/servers` show them.
-pub(crate) fn backends_status(backends: &[Arc<BackendState>]) -> Vec<Value> {
+pub(crate) fn backends_status(backends: &[Arc<BackendState>]) -> Vec<BackendStatus> {
     backends.iter().map(|b| backend_status(b)).collect()
 }
 
-fn backend_status(b: &BackendState) -> Value {
-    let servers: Vec<Value> = b
+fn backend_status(b: &BackendState) -> BackendStatus {
+    let servers = b
         .servers
         .iter()
         .map(|m| {
             let s = m.state.snapshot();
-            json!({
-                "name": m.state.name(),
-                "addr": m.state.addr().to_string(),
-                "state": s.state_word(),
-                "health": if s.up { "UP" } else { "DOWN" },
-                "admin": s.admin.as_str(),
-                "weight": s.weight,
-                "effective_weight": s.effective_weight,
-                "backup": m.state.config.backup,
-                "maxconn": m.state.config.maxconn,
-                "check": s.last_check,
-                "current_conns": s.current_conns,
-                "total_requests": s.total_requests,
-                "consecutive_failures": s.consecutive_failures,
-                "idle_conns": m.pool.idle_count(),
-            })
+            ServerStatus {
+                name: m.state.name().to_string(),
+                addr: m.state.addr().to_string(),
+                state: s.state_word().to_string(),
+                health: if s.up { "UP" } else { "DOWN" }.to_string(),
+                admin: s.admin.as_str().to_string(),
+                weight: s.weight,
+                effective_weight: s.effective_weight,
+                backup: m.state.config.backup,
+                maxconn: m.state.config.maxconn,
+                check: s.last_check,
+                current_conns: s.current_conns,
+                total_requests: s.total_requests,
+                consecutive_failures: s.consecutive_failures,
+                idle_conns: m.pool.idle_count(),
+            }
         })
         .collect();
-    json!({
-        "name": b.name(),
-        "mode": b.config.mode.as_str(),
-        "balance": b.config.balance.to_string(),
-        "hash_type": match b.config.hash_type {
+    BackendStatus {
+        name: b.name().to_string(),
+        mode: b.config.mode.as_str().to_string(),
+        balance: b.config.balance.to_string(),
+        hash_type: match b.config.hash_type {
             HashType::MapBased => "map-based",
             HashType::Consistent => "consistent",
-        },
-        "retries": b.config.retries,
-        "redispatch": b.config.redispatch,
-        "queued": b.queued(),
-        "servers": servers,
-    })
+        }
+        .to_string(),
+        retries: b.config.retries,
+        redispatch: b.config.redispatch,
+        queued: b.queued(),
+        servers,
+    }
 }

@@ -562,7 +562,7 @@ pub async fn start_lb_text(text: &str, file: Option<&std::path::Path>) -> TestLb
 impl TestLb {
     /// Server `name`'s entry of `/status`.
     pub fn server_status(&self, name: &str) -> serde_json::Value {
-        let status = self.health.status();
+        let status = self.health.status().to_json();
         status["backends"][0]["servers"]
             .as_array()
             .unwrap()
