@@ -64,7 +64,9 @@ fn bad_json(what: &str, e: serde_json::Error) -> rusqlite::Error {
 /// SQLite's error, or a message when the recorded JSON is unreadable.
 pub(crate) fn read_record(conn: &Connection) -> rusqlite::Result<Option<Applied>> {
     let columns: Vec<String> = {
-        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{RECORD_TABLE}')"))?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT name FROM pragma_table_info('{RECORD_TABLE}')"
+        ))?;
         let names = stmt.query_map([], |r| r.get(0))?;
         names.collect::<rusqlite::Result<_>>()?
     };

@@ -145,9 +145,7 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         | AuthAction::CreateIndex { table_name, .. }
             if table_name.eq_ignore_ascii_case(RECORD_TABLE) =>
         {
-            Some(format!(
-                "{RECORD_TABLE} is a name webfarm keeps for itself"
-            ))
+            Some(format!("{RECORD_TABLE} is a name webfarm keeps for itself"))
         }
         AuthAction::Pragma {
             pragma_name,

@@ -594,7 +594,10 @@ fn read_snapshot_file(path: &Path) -> Result<AppliedState, String> {
         .map_err(|e| msg(path, e))?;
     match applied::read_record(&conn) {
         Ok(Some(a)) => Ok((a.last_log_id, a.membership)),
-        Ok(None) => Err(msg(path, "not a webfarm snapshot: it has no record of its log id")),
+        Ok(None) => Err(msg(
+            path,
+            "not a webfarm snapshot: it has no record of its log id",
+        )),
         Err(e) => Err(msg(path, format!("not a webfarm snapshot: {e}"))),
     }
 }
