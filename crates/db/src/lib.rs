@@ -68,6 +68,7 @@ pub mod state_machine;
 mod status;
 mod store;
 pub mod types;
+mod values;
 
 pub use client::{
     ClientError, Consistency, DbClient, ExecuteResult, QueryResult, Rows, Statement, WriteResult,
