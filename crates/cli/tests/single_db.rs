@@ -192,6 +192,23 @@ async fn one_db_node_is_a_complete_rqlite_server() {
         json!([["c"], ["t"]]),
         "only the user's objects"
     );
+    let r = api
+        .http
+        .get(&format!("{}/db/backup", api.base), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(r.status.as_u16(), 200);
+    let backup = dir.path().join("backup.sqlite");
+    std::fs::write(&backup, &r.body).unwrap();
+    let names: String = rusqlite::Connection::open(&backup)
+        .unwrap()
+        .query_row(
+            "SELECT group_concat(name) FROM (SELECT name FROM sqlite_master ORDER BY name)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(names, "c,t", "the backup holds the user's objects");
     api.post("/db/execute", &json!(["DELETE FROM t"])).await;
 
     // SIGKILL while writers run: each write is a row and an increment, in one transaction.

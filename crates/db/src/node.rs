@@ -226,6 +226,7 @@ impl DbNode {
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm)
             .await
             .map_err(|e| DbError::Raft(e.to_string()))?;
+        store.set_startup_log_index(raft.metrics().borrow().last_log_index.unwrap_or(0));
         let health = Arc::new(DbHealth {
             id,
             members: Arc::clone(&members),

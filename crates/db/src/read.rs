@@ -194,6 +194,11 @@ impl Api {
                 }
             }
         }
+        if matches!(level, Level::Weak | Level::Linearizable) {
+            if let Some(resp) = self.reach_startup_log(req).await {
+                return resp;
+            }
+        }
         if let Some(n) = min_index {
             if let Some(resp) = self.reach_min_index(req, n).await {
                 return resp;
@@ -205,6 +210,31 @@ impl Api {
                 &Value::Object(r.results(&outcomes, started)),
             ),
             Err(e) => r.error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+
+    /// Makes sure the leader applied the log it held when it started before it serves a
+    /// `weak` or `linearizable` read; `Some(503)` when that did not happen within
+    /// [`MIN_INDEX_WAIT`]. openraft restores a leader that restarts within its term as leader
+    /// at once, with the commit index `raft-log.db` saved, which can trail what it committed
+    /// and acknowledged before it stopped; and a database rebuilt at start (see
+    /// [`crate::applied`]) holds only what was applied again up to that index. Every entry of
+    /// a leader's log commits while it leads, so once its applied index passes its startup
+    /// log, every write it acknowledged before the restart is in its database.
+    async fn reach_startup_log(&self, req: &Incoming) -> Option<Response> {
+        let startup = self.store.startup_log_index();
+        if *self.store.applied_index().borrow() >= startup {
+            return None;
+        }
+        match self.wait_applied(startup, MIN_INDEX_WAIT).await {
+            Ok(()) => None,
+            Err(applied) => Some(req.render.error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this node restarted and has applied its log up to {applied} of {startup}; \
+                     retry"
+                ),
+            )),
         }
     }
 

@@ -14,7 +14,7 @@
 use std::fs;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -73,6 +73,8 @@ pub(crate) struct Store {
     /// Whether applying failed: the database is not known to match the applied state, so
     /// the stop writes no clean-close record and the next start rebuilds it.
     faulted: AtomicBool,
+    /// The last log index when the node started (see [`Store::startup_log_index`]).
+    startup_log: AtomicU64,
 }
 
 fn msg(path: &Path, e: impl std::fmt::Display) -> String {
@@ -138,6 +140,7 @@ impl Store {
             user_data: Arc::new(AtomicBool::new(user_data)),
             clean_close,
             faulted: AtomicBool::new(false),
+            startup_log: AtomicU64::new(0),
         }))
     }
 
@@ -145,6 +148,17 @@ impl Store {
     /// wiped empty would lose (see [`crate::formation`]). Shared, kept up to date.
     pub(crate) fn user_data(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.user_data)
+    }
+
+    /// Records the last log index the node had when it started.
+    pub(crate) fn set_startup_log_index(&self, index: u64) {
+        self.startup_log.store(index, Ordering::Relaxed);
+    }
+
+    /// The last log index the node had when it started: a leader serves `weak` and
+    /// `linearizable` reads only once it applied that far (see `Api::reach_startup_log`).
+    pub(crate) fn startup_log_index(&self) -> u64 {
+        self.startup_log.load(Ordering::Relaxed)
     }
 
     /// A receiver of the applied log index (0 before any).
