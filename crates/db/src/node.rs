@@ -223,10 +223,16 @@ impl DbNode {
         let (log, sm) = opened.map_err(storage_err(&ctx.data_dir))?;
         let store = Arc::clone(sm.store());
 
+        // The log this node holds as it starts: as leader, it reads only once it applied that.
+        let startup_log = openraft::storage::RaftLogStorage::get_log_state(&mut log.clone())
+            .await
+            .map_err(|e| DbError::Raft(e.to_string()))?
+            .last_log_id
+            .map_or(0, |id| id.index);
+        store.set_startup_log_index(startup_log);
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm)
             .await
             .map_err(|e| DbError::Raft(e.to_string()))?;
-        store.set_startup_log_index(raft.metrics().borrow().last_log_index.unwrap_or(0));
         let health = Arc::new(DbHealth {
             id,
             members: Arc::clone(&members),
