@@ -619,7 +619,7 @@ mod tests {
 
     #[test]
     fn timeouts_are_ordered_so_an_answer_beats_the_timeout_above() {
-        use crate::api::{FORWARD_TIMEOUT, MIN_INDEX_WAIT, WRITE_TIMEOUT};
+        use crate::http::api::{FORWARD_TIMEOUT, MIN_INDEX_WAIT, WRITE_TIMEOUT};
         assert!(WRITE_TIMEOUT < FORWARD_TIMEOUT, "leader write < forward");
         assert!(
             FORWARD_TIMEOUT < ATTEMPT_TIMEOUT,

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::determinism::splitmix64;
+use crate::sqlite::determinism::splitmix64;
 use crate::types::{Outcome, SqlStatement};
 
 /// The payload of a Raft log entry: requests to apply on every replica, in order.

@@ -1,13 +1,19 @@
 //! webfarm's database tier: a replicated SQLite database in the manner of rqlite.
 //!
-//! The db nodes of the farm form one Raft cluster ([openraft]) of voters and read-only learners,
-//! whose membership changes at run time (`/join`, `/remove`, `/cluster/...`; see `DESIGN.md`).
-//! A write goes to the leader (any node forwards it), becomes a log entry (writes that arrive
-//! together share one: group commit), and once a majority of the voters stored it every node
-//! applies it to its own SQLite
-//! database. Reads are served from a node's local copy at the consistency level the client asks
-//! for. The HTTP API is rqlite's (bulk and parameterized statements, consistency levels,
-//! queued writes, backups and loads), so rqlite clients such as pyrqlite work unchanged.
+//! The db nodes of the farm form one Raft cluster ([openraft]) of replicas: voters, and
+//! read-only replicas (learners), whose membership changes at run time (`/join`, `/remove`,
+//! `/cluster/...`; see `DESIGN.md`). A write goes to the leader (any node forwards it), becomes
+//! a log entry (writes that arrive together share one: group commit), and once a majority of
+//! the voters stored it every replica applies it to its own SQLite database. Reads are served
+//! from a replica's local copy at the consistency level the client asks for. The HTTP API is
+//! rqlite's (bulk and parameterized statements, consistency levels, queued writes, backups and
+//! loads), so rqlite clients such as pyrqlite work unchanged.
+//!
+//! The crate is layered as rqlite is, each layer seeing only the one below:
+//! `http` (rqlite's API: parse, call the store, render; forwarding to the leader) → `store`
+//! (the facade: writes, the read rules, membership, status; typed errors) → `raft` (openraft's
+//! storage, network, formation, membership, group commit, leadership transfer) → `sqlite` (the
+//! user's database: applying entries, snapshots, determinism, the authorizer, load and dump).
 //!
 //! - [`DbNode`]: one node as the CLI runs it (`start`, `health`, `wait`).
 //! - [`DbClient`]: the client the web tier uses, with failover ([`client`]).
@@ -40,37 +46,17 @@
 //! # }
 //! ```
 
-mod api;
-mod applied;
-mod apply;
-mod backup;
-mod batch;
 pub mod client;
 pub mod command;
-mod determinism;
-mod dump;
-mod formation;
-mod forward;
-mod health;
-mod load;
-pub mod log_store;
-mod membership;
-mod network;
+mod http;
 mod node;
-mod pragma;
-mod queue;
-mod read;
-mod render;
-mod request;
-mod snapshot;
-mod sql;
-pub mod state_machine;
-mod status;
+mod raft;
+mod sqlite;
 mod store;
 pub mod types;
-mod values;
 
 pub use client::{
     ClientError, Consistency, DbClient, ExecuteResult, QueryResult, Rows, Statement, WriteResult,
 };
 pub use node::{cluster_members, raft_config, DbError, DbNode};
+pub use raft::{log_store, state_machine};

@@ -11,15 +11,14 @@ use tokio::task::JoinHandle;
 use webfarm_config::{DbSettings, Farm, Replica, Role};
 use webfarm_node::{Health, NodeContext, Shutdown, ShutdownTrigger};
 
-use crate::api::{self, Api};
-use crate::formation::{self, Formation};
-use crate::forward::Forwarder;
-use crate::health::{failure, DbHealth};
-use crate::log_store::LogStore;
-use crate::membership::{self, Membership};
-use crate::network::{self, Network};
-use crate::state_machine::StateMachine;
-use crate::store::Store;
+use crate::http::api::{self, Api};
+use crate::raft::formation::{self, Formation};
+use crate::raft::health::{failure, DbHealth};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{self, Network};
+use crate::raft::state_machine::StateMachine;
+use crate::sqlite::database::Database;
+use crate::store::{Parts, Store};
 use crate::types::{node_id, NodeInfo, Raft};
 
 /// How long `wait` lets each HTTP server finish its in-flight requests.
@@ -49,15 +48,16 @@ pub enum DbError {
     Bind(#[from] webfarm_node::BindError),
     /// A data file could not be opened: corrupted, not a database, not writable.
     #[error(
-        "cannot open the db storage in {dir}: {message}; check the files' permissions and the \
+        "cannot open the db storage in {dir}: {source}; check the files' permissions and the \
          disk, then restore the directory from a backup, or remove the node from the cluster \
          and re-add it (starting it with an empty directory could lose acknowledged writes)"
     )]
     Storage {
         /// The node's data directory.
         dir: PathBuf,
-        /// What failed.
-        message: String,
+        /// What failed: the file and its SQLite or I/O error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The `[db]` settings do not make a valid Raft configuration.
     #[error("invalid [db] settings: {0}")]
@@ -100,11 +100,20 @@ pub enum DbError {
     },
 }
 
+/// The Raft log's file could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct LogOpenError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
 /// A running db node: Raft, its log and state machine, the SQL API and the Raft endpoint.
 pub struct DbNode {
     raft: Raft,
     health: Arc<DbHealth>,
-    store: Arc<Store>,
+    database: Arc<Database>,
     data_dir: PathBuf,
     shutdown: Shutdown,
     /// Stops the servers without ctx.shutdown (a Raft failure); dropping it stops them too.
@@ -112,7 +121,7 @@ pub struct DbNode {
     api_task: JoinHandle<std::io::Result<()>>,
     raft_task: JoinHandle<std::io::Result<()>>,
     /// The SQL API's state: its write queue is drained before Raft stops.
-    api: Arc<Api>,
+    api: Arc<Api<Store>>,
 }
 
 impl std::fmt::Debug for DbNode {
@@ -173,10 +182,12 @@ pub fn raft_config(cluster: &str, db: &DbSettings) -> Result<Config, DbError> {
         .map_err(|e| DbError::Config(e.to_string()))
 }
 
-fn storage_err(dir: &std::path::Path) -> impl Fn(String) -> DbError + '_ {
-    move |message| DbError::Storage {
+fn storage_err(
+    dir: &std::path::Path,
+) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> DbError + '_ {
+    move |source| DbError::Storage {
         dir: dir.to_path_buf(),
-        message,
+        source,
     }
 }
 
@@ -188,7 +199,7 @@ impl DbNode {
     /// initializes the cluster with the farm's voters (the same membership on every node,
     /// which openraft documents as safe) and a learner of a forming cluster asks to be added,
     /// unless its peers show that the cluster is formed without it (it then waits for
-    /// `webfarm db add`) or that its data was lost (see [`crate::formation`]). The Raft
+    /// `webfarm db add`) or that its data was lost (see [`crate::raft::formation`]). The Raft
     /// endpoint serves only once that is decided, so a refused node receives no entry.
     ///
     /// # Errors
@@ -211,17 +222,8 @@ impl DbNode {
         let network =
             Network::new(&ctx.farm.site).map_err(|e| DbError::Raft(format!("site: {e}")))?;
 
-        let dir = ctx.data_dir.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            let log = LogStore::open(&dir.join("raft-log.db"))
-                .map_err(|e| format!("{}: {e}", dir.join("raft-log.db").display()))?;
-            let sm = StateMachine::open(&dir)?;
-            Ok::<_, String>((log, sm))
-        })
-        .await
-        .map_err(|e| DbError::Raft(format!("storage task failed: {e}")))?;
-        let (log, sm) = opened.map_err(storage_err(&ctx.data_dir))?;
-        let store = Arc::clone(sm.store());
+        let (log, sm) = open_storage(&ctx.data_dir).await?;
+        let database = Arc::clone(sm.store());
 
         // The log this node holds as it starts: as leader, it reads only once it applied that.
         let startup_log = openraft::storage::RaftLogStorage::get_log_state(&mut log.clone())
@@ -229,7 +231,7 @@ impl DbNode {
             .map_err(|e| DbError::Raft(e.to_string()))?
             .last_log_id
             .map_or(0, |id| id.index);
-        store.set_startup_log_index(startup_log);
+        database.set_startup_log_index(startup_log);
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm)
             .await
             .map_err(|e| DbError::Raft(e.to_string()))?;
@@ -238,43 +240,33 @@ impl DbNode {
             members: Arc::clone(&members),
             metrics: raft.metrics(),
             log,
-            applied: store.applied_index(),
-            user_data: store.user_data(),
-            handover: Arc::new(AtomicBool::new(false)),
+            applied: database.applied_index(),
+            user_data: database.user_data(),
+            transferring_leadership: Arc::new(AtomicBool::new(false)),
         });
 
         let (stop, stopped) = Shutdown::new();
         let http = webfarm_node::http::HttpClient::new();
-        let api = Api::new(
-            raft.clone(),
-            (*health).clone(),
-            Arc::clone(&store),
-            node.name.clone(),
-            http.clone(),
-            ctx.data_dir.clone(),
-        );
-        let contact = api.leader_contact();
-        let membership = Arc::new(Membership {
+        let store = Arc::new(Store::new(Parts {
             raft: raft.clone(),
             health: (*health).clone(),
-            http: http.clone(),
-            forwarder: Forwarder::new(http.clone()),
+            database: Arc::clone(&database),
+            name: node.name.clone(),
+            data_dir: ctx.data_dir.clone(),
             farm: Arc::clone(&ctx.farm),
-            busy: tokio::sync::Mutex::new(()),
-        });
-        let router = api::router(Arc::clone(&api)).merge(membership::router(membership));
-        let api_task = serve(api_listener, router, &ctx.shutdown, &stopped);
+            http: http.clone(),
+        }));
+        let contact = store.leader_contact();
+        let api = Api::new(store, http.clone());
+        let api_task = serve(
+            api_listener,
+            api::router(Arc::clone(&api)),
+            &ctx.shutdown,
+            &stopped,
+        );
 
         let me = members.get(&id).cloned().unwrap_or_default();
-        let voters: BTreeMap<u64, NodeInfo> = ctx
-            .farm
-            .nodes_with_role(Role::Db)
-            .filter(|n| n.replica == Replica::Voter)
-            .filter_map(|n| {
-                let id = node_id(&n.name);
-                members.get(&id).map(|info| (id, info.clone()))
-            })
-            .collect();
+        let voters = farm_voters(&ctx.farm, &members);
         let formed = formation::form(
             &raft,
             &me,
@@ -290,16 +282,21 @@ impl DbNode {
                 stop.trigger();
                 let _ = raft.shutdown().await;
                 let _ = join_server(api_task, "SQL API").await;
-                store.close();
+                database.close();
                 return Err(e);
             }
             Ok(Formation::Join) => {
-                let (raft, members, http) = (raft.clone(), (*members).clone(), http.clone());
-                let (shutdown, stopped) = (ctx.shutdown.clone(), stopped.clone());
-                let me = me.clone();
+                let join = formation::auto_join(
+                    raft.clone(),
+                    me.clone(),
+                    (*members).clone(),
+                    http.clone(),
+                    ctx.shutdown.clone(),
+                );
+                let stopped = stopped.clone();
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = formation::auto_join(raft, me, members, http, shutdown) => {}
+                        () = join => {}
                         () = stopped.wait() => {}
                     }
                 });
@@ -322,7 +319,7 @@ impl DbNode {
         Ok(DbNode {
             raft,
             health,
-            store,
+            database,
             data_dir: ctx.data_dir,
             shutdown: ctx.shutdown,
             stop,
@@ -367,7 +364,7 @@ impl DbNode {
             .shutdown()
             .await
             .map_err(|e| DbError::Raft(format!("raft did not stop cleanly: {e}")));
-        self.store.close();
+        self.database.close();
         if let Some(f) = failed {
             return Err(DbError::Raft(format!(
                 "{f}; the node stopped. Restart it to apply the committed log again from {}; \
@@ -379,6 +376,34 @@ impl DbNode {
         raft_srv?;
         stopped
     }
+}
+
+/// Opens the Raft log and the state machine in `dir` (on the blocking pool).
+async fn open_storage(dir: &std::path::Path) -> Result<(LogStore, StateMachine), DbError> {
+    let owned = dir.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || {
+        let log_path = owned.join("raft-log.db");
+        let log = LogStore::open(&log_path).map_err(|source| LogOpenError {
+            path: log_path,
+            source,
+        })?;
+        let sm = StateMachine::open(&owned)?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((log, sm))
+    })
+    .await
+    .map_err(|e| DbError::Raft(format!("storage task failed: {e}")))?;
+    opened.map_err(storage_err(dir))
+}
+
+/// The voters of the farm file, by Raft node id: the membership a forming cluster starts with.
+fn farm_voters(farm: &Farm, members: &BTreeMap<u64, NodeInfo>) -> BTreeMap<u64, NodeInfo> {
+    farm.nodes_with_role(Role::Db)
+        .filter(|n| n.replica == Replica::Voter)
+        .filter_map(|n| {
+            let id = node_id(&n.name);
+            members.get(&id).map(|info| (id, info.clone()))
+        })
+        .collect()
 }
 
 /// Waits until Raft stops by itself; returns why.
@@ -400,14 +425,13 @@ fn serve(
 ) -> JoinHandle<std::io::Result<()>> {
     let (shutdown, stop) = (shutdown.clone(), stop.clone());
     tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = shutdown.wait() => {}
-                    () = stop.wait() => {}
-                }
-            })
-            .await
+        webfarm_node::serve_router(listener, router, async move {
+            tokio::select! {
+                () = shutdown.wait() => {}
+                () = stop.wait() => {}
+            }
+        })
+        .await
     })
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{Cluster, DEADLINE};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -276,7 +276,7 @@ async fn a_linearizable_read_without_a_quorum_ends_at_its_timeout() {
         v.to_string().contains("within linearizable_timeout (50ms)"),
         "{v} after {took:?}"
     );
-    assert!(took < common::DEADLINE, "answered in {took:?}");
+    assert!(took < DEADLINE, "answered in {took:?}");
 
     // Refused connections: openraft knows at once that there is no quorum.
     drop(silent);

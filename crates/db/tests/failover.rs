@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{eventually, Cluster, DEADLINE};
 use serde_json::json;
 use webfarm_db::{ClientError, Consistency, DbClient, Statement};
 
@@ -93,25 +93,22 @@ async fn a_new_leader_takes_over_and_a_restarted_node_catches_up() {
     // The leader purges the entries the stopped node misses (openraft postpones a purge while
     // a replication stream uses the entries, so poll).
     let log_path = c.data_dir(new_leader).join("raft-log.db");
-    let started = Instant::now();
-    loop {
-        let log = rusqlite::Connection::open_with_flags(
-            &log_path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("open the leader's log");
-        let first: i64 = log
-            .query_row("SELECT min(idx) FROM log", [], |r| r.get(0))
-            .expect("first index");
-        if u64::try_from(first).expect("positive") > applied_at_stop + 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < common::DEADLINE,
-            "the leader's log still starts at {first}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        DEADLINE,
+        "the leader purges the stopped node's entries",
+        || async {
+            let log = rusqlite::Connection::open_with_flags(
+                &log_path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .expect("open the leader's log");
+            let first: i64 = log
+                .query_row("SELECT min(idx) FROM log", [], |r| r.get(0))
+                .expect("first index");
+            (u64::try_from(first).expect("positive") > applied_at_stop + 1).then_some(())
+        },
+    )
+    .await;
 
     // Restarted, the old leader catches up (through a snapshot) and serves the same data.
     c.start(old_leader).await;

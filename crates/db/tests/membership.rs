@@ -1,18 +1,19 @@
 //! Membership at run time with real nodes on real sockets: learners, add (with a snapshot),
-//! promote, remove, leadership handover, persistence across restarts, and the procedure for a
+//! promote, remove, leadership transfer, persistence across restarts, and the procedure for a
 //! node whose data directory was wiped.
 
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, DEADLINE};
+use common::Cluster;
 use http::Method;
 use serde_json::{json, Value};
 use webfarm_config::Replica;
 use webfarm_db::DbError;
+use webfarm_testkit::{eventually, DEADLINE};
 
 /// A cluster of `n` nodes whose nodes `learners` are declared learners in the farm file.
 fn with_learners(n: usize, snapshot_threshold: u64, learners: &[usize]) -> Cluster {
@@ -42,15 +43,6 @@ async fn call(c: &Cluster, i: usize, method: Method, path: &str, body: Value) ->
     let v = serde_json::from_slice(&r.body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()));
     (r.status.as_u16(), v)
-}
-
-/// Polls `f` until it holds.
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < DEADLINE, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn names(v: &Value) -> Vec<String> {
@@ -122,8 +114,9 @@ async fn a_learner_replicates_serves_reads_and_never_counts_for_the_quorum() {
     let leader = start_first(&mut c, 3).await;
     assert_ne!(leader, 2, "a learner never leads");
     // The learner of a forming cluster asked to be added.
-    until("db-3 is a learner of the cluster", || {
-        c.status(2)["replica"] == "learner" && c.status(leader)["learners"] == json!(["db-3"])
+    eventually(DEADLINE, "db-3 is a learner of the cluster", || async {
+        let learner = c.status(2)["replica"] == "learner";
+        (learner && c.status(leader)["learners"] == json!(["db-3"])).then_some(())
     })
     .await;
     let s = c.status(leader);
@@ -171,8 +164,8 @@ async fn membership_changes_at_run_time_and_persists_across_restarts() {
     let mut c = with_learners(4, 20, &[3]);
     let leader = start_first(&mut c, 3).await;
     let idx = create_and_fill(&c, leader, 60).await;
-    until("the leader compacted its log", || {
-        c.status(leader)["purged_index"].as_u64().unwrap_or(0) > 0
+    eventually(DEADLINE, "the leader compacted its log", || async {
+        (c.status(leader)["purged_index"].as_u64().unwrap_or(0) > 0).then_some(())
     })
     .await;
     c.start(3).await;
@@ -197,10 +190,14 @@ async fn membership_changes_at_run_time_and_persists_across_restarts() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["replica"], "learner", "{v}");
     assert_eq!(count_rows(&c, 3, idx).await, json!([[60]]));
-    until("db-4 is a learner that installed a snapshot", || {
-        let s = c.status(3);
-        s["replica"] == "learner" && s["snapshot_index"].as_u64().is_some()
-    })
+    eventually(
+        DEADLINE,
+        "db-4 is a learner that installed a snapshot",
+        || async {
+            let s = c.status(3);
+            (s["replica"] == "learner" && s["snapshot_index"].as_u64().is_some()).then_some(())
+        },
+    )
     .await;
     assert_eq!(c.status(3)["raft_state"], "Learner");
     let (status, v) = step_down_to(&c, f, "db-4").await;
@@ -288,8 +285,9 @@ async fn a_wiped_voter_is_removed_then_added_back() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["replica"], "voter", "{v}");
     assert_eq!(count_rows(&c, wiped, idx).await, json!([[45]]));
-    until("the node is a voter again", || {
-        c.status(wiped)["replica"] == "voter" && c.status(wiped)["raft_state"] == "Follower"
+    eventually(DEADLINE, "the node is a voter again", || async {
+        let s = c.status(wiped);
+        (s["replica"] == "voter" && s["raft_state"] == "Follower").then_some(())
     })
     .await;
     // It counts for the quorum again: with the third node down, it and the leader commit.

@@ -146,14 +146,14 @@ async fn pyrqlite_works_unchanged() {
         }
     );
     let mut c = Cluster::start_all(3, 1000).await;
-    let dir = c.dir.clone();
+    let dir = c.dir().to_path_buf();
     let python = tokio::task::spawn_blocking(move || venv_with_pyrqlite(&dir))
         .await
         .expect("venv task");
     let leader = c.leader().await;
     let follower = c.other_than(leader);
     let addr = c.api(follower);
-    let script = c.dir.join("pyrqlite_check.py");
+    let script = c.dir().join("pyrqlite_check.py");
     std::fs::write(&script, SCRIPT).expect("write the script");
     let out = tokio::task::spawn_blocking(move || {
         run(Command::new(python)

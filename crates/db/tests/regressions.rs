@@ -5,18 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, DEADLINE};
+use common::Cluster;
 use serde_json::json;
 use webfarm_db::{ClientError, Consistency, DbClient, DbError, Statement};
-
-/// Polls `f` until it is true, or panics after [`DEADLINE`].
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use webfarm_testkit::{eventually, DEADLINE};
 
 /// Runs `body` through node `via` and waits until node `on` applied it; its Raft index.
 async fn write_applied(c: &Cluster, via: usize, body: &str, on: usize) -> u64 {
@@ -48,8 +40,8 @@ async fn a_storage_fault_while_running_stops_the_node_with_an_error() {
 
     let (_trigger, node) = c.take(0);
     let health = node.health();
-    until("the fatal error in /status", || {
-        health.status()["fatal"].is_string()
+    eventually(DEADLINE, "the fatal error in /status", || async {
+        health.status()["fatal"].is_string().then_some(())
     })
     .await;
     let reason = health.ready().expect_err("a failed node is not ready");

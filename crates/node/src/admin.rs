@@ -71,9 +71,12 @@ pub async fn serve(
     extra: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(name, role, health).merge(extra))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+    crate::serve_router(
+        listener,
+        router(name, role, health).merge(extra),
+        async move { shutdown.wait().await },
+    )
+    .await
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {

@@ -54,6 +54,34 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListene
         })
 }
 
+/// Serves `router` on `listener` until `until` completes, then finishes in-flight requests
+/// (axum's graceful shutdown) and returns.
+///
+/// Every accepted connection gets `TCP_NODELAY`. Without it, a response written in two
+/// pieces (hyper writes the head, then the body) leaves the second piece behind Nagle's
+/// algorithm until the peer acknowledges the first, and the peer delays that ACK for up to
+/// 40 ms (Linux's delayed ACK): every keep-alive response stalls. nginx (`tcp_nodelay on`,
+/// its default) and HAProxy set it on every connection too. Every axum listener of every
+/// role is served through this function so none can miss it.
+///
+/// # Errors
+/// The I/O error that stopped the server.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(until)
+        .await
+}
+
 /// A listener that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({what}): {source}")]

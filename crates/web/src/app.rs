@@ -11,10 +11,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::header::HeaderName;
 use tower::util::MapRequestLayer;
-use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::schema::Schema;
+use crate::static_files::StaticFiles;
 use crate::store::{MessageStore, NewMessage};
 use crate::validate::ValidMessage;
 use crate::{api, clock, errors, pages, static_files};
@@ -35,7 +35,7 @@ pub(crate) struct App<S> {
     /// Whether the `messages` table exists.
     pub schema: Arc<Schema>,
     /// The code base's static files.
-    pub files: ServeDir,
+    pub files: Arc<StaticFiles>,
 }
 
 impl<S: MessageStore> App<S> {
@@ -60,13 +60,20 @@ pub(crate) fn router<S: MessageStore>(
     requests: Arc<AtomicU64>,
 ) -> Result<Router, http::header::InvalidHeaderValue> {
     let served_by = HeaderValue::from_str(&app.name)?;
+    // The static files' handler takes only what it uses: extracting `State<App>` would
+    // clone the whole app (the database client included) on every file served.
+    let (files, name) = (app.files.clone(), app.name.clone());
+    let static_file = move |req: Request| {
+        let (files, name) = (files.clone(), name.clone());
+        async move { static_files::serve(&files, &name, req).await }
+    };
     let router = Router::new()
         .route("/", get(pages::board::<S>))
         .route("/messages", post(pages::post_form::<S>))
         .route("/api/messages", get(api::list::<S>).post(api::create::<S>))
         .route("/api/messages/{id}", get(api::get_one::<S>))
         .route("/healthz", get(healthz))
-        .fallback(static_file::<S>)
+        .fallback(static_file)
         .method_not_allowed_fallback(method_not_allowed::<S>)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
@@ -81,10 +88,6 @@ pub(crate) fn router<S: MessageStore>(
 /// Liveness for the load balancer's health check; does not touch the database.
 async fn healthz() -> &'static str {
     "ok"
-}
-
-async fn static_file<S: MessageStore>(State(app): State<App<S>>, req: Request) -> Response {
-    static_files::serve(app.files.clone(), &app.name, req).await
 }
 
 async fn method_not_allowed<S: MessageStore>(State(app): State<App<S>>, req: Request) -> Response {

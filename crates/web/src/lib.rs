@@ -36,7 +36,9 @@
 mod api;
 mod app;
 mod clock;
+mod conditional;
 mod errors;
+mod file_cache;
 mod html;
 mod node;
 mod pages;

@@ -141,16 +141,14 @@ impl WebNode {
             store: store.clone(),
             name: Arc::from(name.as_str()),
             schema: schema.clone(),
-            files: static_files::serve_dir(&root),
+            files: Arc::new(static_files::StaticFiles::new(&root)),
         };
         let router = app::router(app, requests.clone())
             .map_err(|_| WebError::NodeName { node: name.clone() })?;
 
         let shutdown = ctx.shutdown.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { shutdown.wait().await })
-                .await
+            webfarm_node::serve_router(listener, router, async move { shutdown.wait().await }).await
         });
         let schema_task = tokio::spawn(
             schema

@@ -1,48 +1,64 @@
-//! The code base's static files: tower-http's `ServeDir`, plus conditional requests with an
-//! `ETag`.
-//!
-//! `ServeDir` (tower-http 0.6) sets `Content-Type` from the extension, `Last-Modified`, handles
-//! `Range` and `If-Unmodified-Since`, but emits no `ETag`. This module adds a validator
-//! computed from the file's modification time (seconds) and size, nginx's recipe:
-//! `"<mtime hex>-<size hex>"`. It evaluates `If-None-Match` and `If-Modified-Since` itself,
-//! in RFC 9110's order (`If-None-Match` wins, `If-Modified-Since` is ignored when it is
-//! present), so that every 304 carries the `ETag` and `Last-Modified` a 200 would have.
+//! The code base's static files: tower-http's `ServeDir` (content types, `Last-Modified`,
+//! ranges, directory index), the validators and preconditions of [`crate::conditional`], and
+//! the in-memory copies of small files of [`crate::file_cache`].
 
-use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, LAST_MODIFIED, RANGE,
-};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, ETAG, RANGE};
+use http::{HeaderValue, Method, StatusCode};
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
+use crate::conditional::{not_modified, Conditions, Validator};
 use crate::errors;
+use crate::file_cache::{Answer, CachedFile, FileCache, FileStamp, MAX_FILE_BYTES};
 
-/// The static file service for `root` (`dir/` serves `dir/index.html`).
-pub(crate) fn serve_dir(root: &Path) -> ServeDir {
-    ServeDir::new(root).append_index_html_on_directories(true)
+/// The static files of one web node: `ServeDir` on the root (`dir/` serves
+/// `dir/index.html`) and the in-memory copies of the small ones.
+#[derive(Debug)]
+pub(crate) struct StaticFiles {
+    dir: ServeDir,
+    cache: FileCache,
+}
+
+impl StaticFiles {
+    /// The files under `root`.
+    pub(crate) fn new(root: &Path) -> StaticFiles {
+        StaticFiles {
+            dir: ServeDir::new(root).append_index_html_on_directories(true),
+            cache: FileCache::new(root),
+        }
+    }
 }
 
 /// Serves `req` from `files`: a file with its validators, a 304, or a 404/405 page.
-pub(crate) async fn serve(files: ServeDir, served_by: &str, mut req: Request) -> Response {
+pub(crate) async fn serve(files: &StaticFiles, served_by: &str, mut req: Request) -> Response {
     let path = req.uri().path().to_string();
     if errors::is_api(&path) {
         return errors::not_found(served_by, &path);
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
         let mut resp = errors::method_not_allowed(served_by, req.method().as_str(), &path);
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
     let conditions = Conditions::take(req.headers_mut());
-    let resp = match files.oneshot(req).await {
+    let whole = !req.headers().contains_key(RANGE);
+    if whole {
+        if let Some(hit) = files.cache.get(&path) {
+            return hit.answer(&conditions, head);
+        }
+    }
+    // A file the cache could keep: the whole of it, from a path it can map to a file.
+    let cacheable = whole.then(|| files.cache.file_of(&path)).flatten();
+    let before = cacheable.as_deref().and_then(FileStamp::of);
+    let resp = match files.dir.clone().oneshot(req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
     };
@@ -51,185 +67,78 @@ pub(crate) async fn serve(files: ServeDir, served_by: &str, mut req: Request) ->
         return errors::not_found(served_by, &path);
     }
     let mut resp = resp.map(Body::new);
-    if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
-        if let Some(v) = Validator::of(resp.headers()) {
-            let headers = resp.headers_mut();
-            headers.insert(ETAG, v.etag.clone());
-            // Caches may store the file but must revalidate (cheap, thanks to the ETag).
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            if conditions.not_modified(&v) {
-                return not_modified(headers);
+    let validator = if status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT {
+        Validator::of(resp.headers())
+    } else {
+        None
+    };
+    if let Some(v) = &validator {
+        let headers = resp.headers_mut();
+        headers.insert(ETAG, v.etag.clone());
+        // Caches may store the file but must revalidate (cheap, thanks to the ETag).
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    match (cacheable, before, validator) {
+        (Some(file), Some(stamp), Some(v)) if status == StatusCode::OK && !head => {
+            match keep(files, &path, (file, stamp, v.clone()), resp).await {
+                Ok(entry) => entry.answer(&conditions, false),
+                Err(resp) => preconditions(resp, &conditions, &v),
             }
         }
+        (_, _, Some(v)) => preconditions(resp, &conditions, &v),
+        _ => resp,
     }
-    resp.into_response()
 }
 
-/// A 304 with the validators and caching headers of the 200 it replaces.
-fn not_modified(full: &HeaderMap) -> Response {
-    let mut resp = StatusCode::NOT_MODIFIED.into_response();
-    for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL] {
-        if let Some(v) = full.get(&name) {
-            resp.headers_mut().insert(name, v.clone());
+/// `resp` (a file's 200 or 206, with validator `v`), or a 304 if the client's copy is
+/// current; any other answer as it is.
+fn preconditions(resp: Response, conditions: &Conditions, v: &Validator) -> Response {
+    if resp.status().is_success() && conditions.not_modified(v) {
+        not_modified(resp.headers())
+    } else {
+        resp
+    }
+}
+
+/// Reads a small file's whole `200` answer into the cache, if the file was the same
+/// (`stamp`) before and after `ServeDir` read it and its length is the answer's.
+///
+/// # Errors
+/// The answer to send instead, uncached: the streamed one (a large file),
+/// the one read into memory (the file changed under the read, or no room), or a 500 (the
+/// file could not be read to the end: where ServeDir's stream would have cut the connection).
+async fn keep(
+    files: &StaticFiles,
+    path: &str,
+    (file, stamp, validator): (PathBuf, FileStamp, Validator),
+    resp: Response,
+) -> Result<Arc<CachedFile>, Response> {
+    let length = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if stamp.len() > MAX_FILE_BYTES || length != Some(stamp.len()) {
+        return Err(resp);
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            tracing::warn!(path, error = %e, "static file read failed");
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
+    };
+    if FileStamp::of(&file) == Some(stamp) {
+        let answer = Answer {
+            file,
+            stamp,
+            validator,
+            headers: parts.headers.clone(),
+            body: bytes.clone(),
+        };
+        if let Some(entry) = files.cache.insert(path, answer) {
+            return Ok(entry);
         }
     }
-    resp
-}
-
-/// The conditional headers of a request, taken out of it so `ServeDir` always produces the
-/// full answer and the decision is made here, in one place.
-#[derive(Debug, Default)]
-struct Conditions {
-    if_none_match: Option<String>,
-    if_modified_since: Option<SystemTime>,
-}
-
-impl Conditions {
-    fn take(headers: &mut HeaderMap) -> Conditions {
-        let if_none_match = headers
-            .remove(IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok().map(str::to_string));
-        // An invalid date is ignored (RFC 9110 §13.1.3), as is a second value.
-        let if_modified_since = match headers.remove(IF_MODIFIED_SINCE) {
-            Some(v) => v
-                .to_str()
-                .ok()
-                .and_then(|s| httpdate::parse_http_date(s).ok()),
-            None => None,
-        };
-        // ServeDir ignores If-Range; ignoring Range instead (allowed by RFC 9110 §14.2) never
-        // splices parts of two versions of a file.
-        if headers.remove(IF_RANGE).is_some() {
-            headers.remove(RANGE);
-        }
-        Conditions {
-            if_none_match,
-            if_modified_since,
-        }
-    }
-
-    /// Whether the client's copy is current: `If-None-Match` (weak comparison) if present,
-    /// else `If-Modified-Since`.
-    fn not_modified(&self, v: &Validator) -> bool {
-        if let Some(list) = &self.if_none_match {
-            return etag_list_matches(list, &v.etag_str);
-        }
-        match self.if_modified_since {
-            Some(since) => v.last_modified <= since,
-            None => false,
-        }
-    }
-}
-
-/// A file's validators.
-#[derive(Debug)]
-struct Validator {
-    etag: HeaderValue,
-    etag_str: String,
-    last_modified: SystemTime,
-}
-
-impl Validator {
-    /// From `ServeDir`'s `Last-Modified` and the size of the whole file (`Content-Length`, or
-    /// the total of `Content-Range` for a 206).
-    fn of(headers: &HeaderMap) -> Option<Validator> {
-        let text = |name| {
-            headers
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-        };
-        let last_modified = httpdate::parse_http_date(text(LAST_MODIFIED)?).ok()?;
-        let size: u64 = match text(CONTENT_RANGE) {
-            Some(range) => range.rsplit_once('/')?.1.parse().ok()?,
-            None => text(CONTENT_LENGTH)?.parse().ok()?,
-        };
-        let mtime = last_modified.duration_since(UNIX_EPOCH).ok()?.as_secs();
-        let etag_str = format!("\"{mtime:x}-{size:x}\"");
-        let etag = HeaderValue::from_str(&etag_str).ok()?;
-        Some(Validator {
-            etag,
-            etag_str,
-            last_modified,
-        })
-    }
-}
-
-/// `If-None-Match: *` or a list of entity tags; weak comparison (a `W/` prefix is ignored).
-fn etag_list_matches(list: &str, etag: &str) -> bool {
-    list.split(',').map(str::trim).any(|candidate| {
-        candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn headers(pairs: &[(http::HeaderName, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(k.clone(), HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn the_etag_is_mtime_and_size() {
-        let h = headers(&[
-            (LAST_MODIFIED, "Sun, 06 Nov 1994 08:49:37 GMT"),
-            (CONTENT_LENGTH, "255"),
-        ]);
-        let v = Validator::of(&h).unwrap();
-        assert_eq!(v.etag_str, format!("\"{:x}-ff\"", 784_111_777u64));
-        // A 206 of the same file has the same validator.
-        let h = headers(&[
-            (LAST_MODIFIED, "Sun, 06 Nov 1994 08:49:37 GMT"),
-            (CONTENT_LENGTH, "10"),
-            (CONTENT_RANGE, "bytes 0-9/255"),
-        ]);
-        assert_eq!(Validator::of(&h).unwrap().etag_str, v.etag_str);
-        assert!(Validator::of(&headers(&[(CONTENT_LENGTH, "1")])).is_none());
-    }
-
-    #[test]
-    fn if_none_match_uses_weak_comparison() {
-        assert!(etag_list_matches("\"a-1\"", "\"a-1\""));
-        assert!(etag_list_matches("W/\"a-1\"", "\"a-1\""));
-        assert!(etag_list_matches("\"x\", W/\"a-1\"", "\"a-1\""));
-        assert!(etag_list_matches("*", "\"a-1\""));
-        assert!(!etag_list_matches("\"a-2\"", "\"a-1\""));
-    }
-
-    #[test]
-    fn if_none_match_takes_precedence_over_if_modified_since() {
-        let lm = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let v = Validator {
-            etag: HeaderValue::from_static("\"f4240-1\""),
-            etag_str: "\"f4240-1\"".into(),
-            last_modified: lm,
-        };
-        let mut h = headers(&[
-            (IF_NONE_MATCH, "\"other\""),
-            (IF_MODIFIED_SINCE, &httpdate::fmt_http_date(lm)),
-            (IF_RANGE, "\"f4240-1\""),
-            (RANGE, "bytes=0-0"),
-        ]);
-        let c = Conditions::take(&mut h);
-        assert!(!c.not_modified(&v));
-        assert!(
-            h.is_empty(),
-            "conditional headers and the Range they guard are taken: {h:?}"
-        );
-        let c = Conditions {
-            if_none_match: None,
-            if_modified_since: Some(lm),
-        };
-        assert!(c.not_modified(&v));
-        let c = Conditions {
-            if_none_match: None,
-            if_modified_since: Some(lm - Duration::from_secs(1)),
-        };
-        assert!(!c.not_modified(&v));
-    }
+    Err(Response::from_parts(parts, Body::from(bytes)))
 }

@@ -4,10 +4,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -15,11 +13,8 @@ use webfarm_config::Farm;
 use webfarm_db::{DbError, DbNode};
 use webfarm_node::http::HttpClient;
 use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
-
-static DIRS: AtomicU64 = AtomicU64::new(0);
-
-/// How long a test waits for anything before failing.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+use webfarm_testkit::TempDir;
+pub use webfarm_testkit::{eventually, DEADLINE};
 
 /// A running node: its shutdown trigger and handle.
 struct Running {
@@ -30,7 +25,7 @@ struct Running {
 /// A farm of `n` db nodes, each on a loopback address of its own.
 pub struct Cluster {
     pub farm: Arc<Farm>,
-    pub dir: PathBuf,
+    dir: TempDir,
     nodes: Vec<Option<Running>>,
     pub http: HttpClient,
 }
@@ -38,18 +33,12 @@ pub struct Cluster {
 impl Cluster {
     /// Writes the farm (own loopback addresses, temp dir) without starting anything.
     pub fn new(n: usize, snapshot_threshold: u64) -> Cluster {
-        let dir = std::env::temp_dir().join(format!(
-            "webfarm-db-test-{}-{}",
-            std::process::id(),
-            DIRS.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the test dir");
+        let dir = TempDir::new("db-cluster");
         // A site of its own too: a Raft request meant for another test's cluster is refused.
         let mut toml = format!(
             "site = \"{}\"\ndata_dir = \"{}\"\n",
-            dir.file_name().unwrap().to_string_lossy(),
-            dir.join("data").display()
+            dir.path().file_name().unwrap().to_string_lossy(),
+            dir.path().join("data").display()
         );
         // Each node on a loopback address of its own (see webfarm-testkit): no other test
         // can take its ports or reach it by mistake.
@@ -58,7 +47,7 @@ impl Cluster {
             "[db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n\
              snapshot_threshold = {snapshot_threshold}\n"
         ));
-        let farm = Farm::parse(&toml, None, &dir).expect("the test farm is valid");
+        let farm = Farm::parse(&toml, None, dir.path()).expect("the test farm is valid");
         Cluster {
             farm: Arc::new(farm),
             dir,
@@ -74,6 +63,11 @@ impl Cluster {
             c.start(i).await;
         }
         c
+    }
+
+    /// The cluster's directory (the farm's data dir is under it), removed on drop.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn name(&self, i: usize) -> String {
@@ -153,31 +147,30 @@ impl Cluster {
 
     /// Waits until the running nodes agree on one leader; returns its index.
     pub async fn leader(&self) -> usize {
-        let start = Instant::now();
-        loop {
-            let running: Vec<usize> = (0..self.nodes.len())
-                .filter(|&i| self.is_running(i))
-                .collect();
-            let leaders: Vec<usize> = running
-                .iter()
-                .copied()
-                .filter(|&i| self.status(i)["raft_state"] == "Leader")
-                .collect();
-            if let [l] = leaders.as_slice() {
-                let name = self.name(*l);
-                if running
-                    .iter()
-                    .all(|&i| self.status(i)["leader"].as_str() == Some(name.as_str()))
-                {
-                    return *l;
-                }
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no agreed leader within {DEADLINE:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(DEADLINE, "an agreed leader", || async {
+            self.agreed_leader()
+        })
+        .await
+    }
+
+    /// The leader every running node names, if they agree on one that says it leads.
+    fn agreed_leader(&self) -> Option<usize> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.is_running(i))
+            .collect();
+        let leaders: Vec<usize> = running
+            .iter()
+            .copied()
+            .filter(|&i| self.status(i)["raft_state"] == "Leader")
+            .collect();
+        let [l] = leaders.as_slice() else {
+            return None;
+        };
+        let name = self.name(*l);
+        running
+            .iter()
+            .all(|&i| self.status(i)["leader"].as_str() == Some(name.as_str()))
+            .then_some(*l)
     }
 
     /// A running node other than `not`.
@@ -189,15 +182,11 @@ impl Cluster {
 
     /// Waits until node `i` applied log index `n`.
     pub async fn wait_applied(&self, i: usize, n: u64) {
-        let start = Instant::now();
-        while self.status(i)["applied_index"].as_u64().unwrap_or(0) < n {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "node {i} did not apply index {n}: {}",
-                self.status(i)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("node {i} applies index {n}");
+        eventually(DEADLINE, &what, || async {
+            (self.status(i)["applied_index"].as_u64().unwrap_or(0) >= n).then_some(())
+        })
+        .await;
     }
 
     /// POSTs a JSON body to node `i`; returns the status, the JSON answer and the headers.
@@ -250,6 +239,5 @@ impl Drop for Cluster {
         for r in self.nodes.iter().flatten() {
             r.trigger.trigger();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

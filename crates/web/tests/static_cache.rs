@@ -1,0 +1,93 @@
+//! The in-memory copy of small static files answers exactly as `ServeDir` does and is never
+//! stale: a file changed on disk (same size included) is served at once, `HEAD` and `Range`
+//! keep their meaning once a file is cached, and a large file is streamed.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use support::*;
+
+#[tokio::test]
+async fn cached_files_answer_like_the_file_on_disk() {
+    let tmp = TempDir::new("cache");
+    let site = make_site(&tmp);
+    let web = start(farm(&tmp, &site, "300ms"), "web-1").await.unwrap();
+
+    let first = get(web.addr, "/style.css", &[]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    // Served again (from memory now): the same answer, header for header.
+    let again = get(web.addr, "/style.css", &[]).await;
+    assert_eq!(again.body, first.body);
+    for name in [
+        "content-type",
+        "content-length",
+        "etag",
+        "last-modified",
+        "cache-control",
+    ] {
+        assert_eq!(again.header(name), first.header(name), "{name}");
+    }
+    assert_eq!(again.header("x-served-by"), "web-1");
+    let not_modified = get(
+        web.addr,
+        "/style.css",
+        &[("if-none-match", first.header("etag"))],
+    )
+    .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
+
+    // HEAD: the headers of the file, no body.
+    let head = send(web.addr, Method::HEAD, "/style.css", &[], Bytes::new()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(
+        head.header("content-length"),
+        first.header("content-length")
+    );
+    assert!(head.body.is_empty());
+
+    // Range still gets its part.
+    let part = get(web.addr, "/style.css", &[("range", "bytes=0-3")]).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.body, first.body.slice(0..4));
+
+    // Rewritten in place with the same size: the new bytes at once.
+    let same_size = vec![b'x'; first.body.len()];
+    std::fs::write(site.join("style.css"), &same_size).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(site.join("style.css"))
+        .and_then(|f| f.set_modified(later))
+        .unwrap();
+    let changed = get(web.addr, "/style.css", &[]).await;
+    assert_eq!(changed.body, Bytes::from(same_size));
+    assert_ne!(changed.header("etag"), first.header("etag"));
+
+    // Removed: 404, not a copy from memory.
+    std::fs::remove_file(site.join("style.css")).unwrap();
+    assert_eq!(
+        get(web.addr, "/style.css", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_large_file_is_streamed_whole() {
+    let tmp = TempDir::new("cache-large");
+    let site = make_site(&tmp);
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.join("big.bin"), &big).unwrap();
+    let web = start(farm(&tmp, &site, "300ms"), "web-1").await.unwrap();
+    let mut etag = String::new();
+    for _ in 0..2 {
+        let r = get(web.addr, "/big.bin", &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body.len(), big.len());
+        assert!(r.body == big, "the large file arrives intact");
+        etag = r.header("etag").to_string();
+    }
+    // Not kept in memory, still validated.
+    let r = get(web.addr, "/big.bin", &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+}
