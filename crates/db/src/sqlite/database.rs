@@ -201,7 +201,7 @@ impl Database {
     }
 
     /// The last log index the node had when it started: a leader serves `weak` and
-    /// `linearizable` reads only once it applied that far (see `Api::reach_startup_log`).
+    /// `linearizable` reads only once it applied that far (see `Store::reach_startup_log`).
     pub(crate) fn startup_log_index(&self) -> u64 {
         self.startup_log.load(Ordering::Relaxed)
     }
