@@ -4,13 +4,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use bytes::Bytes;
+use anyhow::bail;
 use clap::Subcommand;
-use http::Method;
-use serde_json::{json, Value};
 use webfarm_config::{Farm, Node, Replica, Role};
-use webfarm_node::http::HttpClient;
+use webfarm_db_client::{AdminClient, AdminError, JoinRequest, Target};
 
 use crate::args::FarmArgs;
 use crate::farm_file;
@@ -97,55 +94,42 @@ pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
                 (_, true) => true,
                 _ => n.replica == Replica::Voter,
             };
-            let body = json!({
-                "id": n.name,
-                "addr": n.raft_addr().to_string(),
-                "api_addr": n.main_addr().to_string(),
-                "voter": voter,
-            });
-            let v = change(&farm, Method::POST, "/join", &body).await?;
-            let kind = v["replica"].as_str().unwrap_or("member");
-            if v["changed"] == json!(false) {
-                println!("{node} is already a {kind}");
+            let join = JoinRequest {
+                id: n.name.clone(),
+                addr: Some(n.raft_addr().to_string()),
+                api_addr: Some(n.main_addr().to_string()),
+                voter: Some(voter),
+            };
+            let a = finish(admin(&farm).join(&join, CHANGE_TIMEOUT).await)?;
+            if a.changed {
+                println!("{node} added as a {}", a.replica.as_str());
             } else {
-                println!("{node} added as a {kind}");
+                println!("{node} is already a {}", a.replica.as_str());
             }
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Remove { node, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            change(&farm, Method::DELETE, "/remove", &json!({"id": node})).await?;
+            finish(admin(&farm).remove(node, CHANGE_TIMEOUT).await)?;
             println!("{node} removed from the cluster; stop it before wiping or reusing its data");
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Promote { node, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            let v = change(
-                &farm,
-                Method::POST,
-                "/cluster/promote",
-                &json!({"id": node}),
-            )
-            .await?;
-            if v["changed"] == json!(false) {
-                println!("{node} is already a voter");
-            } else {
+            let a = finish(admin(&farm).promote(node, CHANGE_TIMEOUT).await)?;
+            if a.changed {
                 println!("{node} promoted to voter");
+            } else {
+                println!("{node} is already a voter");
             }
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::StepDown { to, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            let body = match to {
-                Some(t) => json!({"to": t}),
-                None => json!({}),
-            };
-            let v = change(&farm, Method::POST, "/cluster/step-down", &body).await?;
+            let a = finish(admin(&farm).step_down(to.as_deref(), CHANGE_TIMEOUT).await)?;
             println!(
                 "leadership handed over from {} to {} in {} ms",
-                v["from"].as_str().unwrap_or("?"),
-                v["leader"].as_str().unwrap_or("?"),
-                v["took_ms"]
+                a.from, a.leader, a.took_ms
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -164,73 +148,41 @@ fn db_node<'a>(farm: &'a Farm, name: &str) -> anyhow::Result<&'a Node> {
     }
 }
 
-/// Sends `method path` with `body` to the first db node of the farm that answers; its JSON
-/// answer when it is a success.
-async fn call(
-    farm: &Farm,
-    method: Method,
-    path: &str,
-    body: &Value,
-    timeout: Duration,
-) -> anyhow::Result<Value> {
-    let http = HttpClient::new();
-    let mut unreachable = Vec::new();
-    for n in farm.nodes_with_role(Role::Db) {
-        let url = format!("http://{}{path}", n.main_addr());
-        let (content_type, bytes) = match body {
-            Value::Null => (None, Bytes::new()),
-            b => (Some("application/json"), Bytes::from(b.to_string())),
-        };
-        let sent = http
-            .send(method.clone(), &url, content_type, bytes, timeout)
-            .await;
-        let r = match sent {
-            Ok(r) => r,
-            Err(e) if e.is_connect() => {
-                unreachable.push(format!("{}: {e}", n.name));
-                continue;
-            }
-            Err(e) => return Err(anyhow!(e)).context(format!("{method} {path} on {}", n.name)),
-        };
-        let v: Value = serde_json::from_slice(&r.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).trim().to_string()));
-        if r.status.is_success() {
-            return Ok(v);
-        }
-        let reason = v["error"]
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(|| v.to_string());
-        bail!("{} answered {}: {reason}", n.name, r.status);
-    }
-    if unreachable.is_empty() {
-        bail!("the farm file has no db node");
-    }
-    bail!(
-        "no db node of the farm answers ({}); is the farm running (`webfarm up`)?",
-        unreachable.join("; ")
+/// A client that asks the farm's db nodes in the order of the file (any of them forwards a
+/// change to the leader).
+fn admin(farm: &Farm) -> AdminClient {
+    AdminClient::new(
+        farm.nodes_with_role(Role::Db)
+            .map(|n| Target {
+                name: n.name.clone(),
+                addr: n.main_addr().to_string(),
+            })
+            .collect(),
     )
 }
 
-async fn change(farm: &Farm, method: Method, path: &str, body: &Value) -> anyhow::Result<Value> {
-    call(farm, method, path, body, CHANGE_TIMEOUT).await
+/// An admin call's answer, or its failure worded for the farm's operator.
+fn finish<T>(r: Result<T, AdminError>) -> anyhow::Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(AdminError::NoNode) => bail!("the farm file has no db node"),
+        Err(AdminError::Unreachable { tried }) => bail!(
+            "no db node of the farm answers ({}); is the farm running (`webfarm up`)?",
+            tried.join("; ")
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn nodes(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> {
     let farm = farm_file::resolve(args)?.farm;
-    let v = call(
-        &farm,
-        Method::GET,
-        "/cluster/nodes",
-        &Value::Null,
-        LIST_TIMEOUT,
-    )
-    .await?;
+    let v = finish(admin(&farm).cluster_nodes(LIST_TIMEOUT).await)?;
     if as_json {
+        // Through a `Value`, so the keys come out sorted.
+        let v = serde_json::to_value(&v)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let members = v["nodes"].as_array().cloned().unwrap_or_default();
     let mut rows = vec![[
         "NODE",
         "REPLICA",
@@ -243,27 +195,19 @@ async fn nodes(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> {
         "RAFT",
     ]
     .map(String::from)];
-    let text = |v: &Value| match v {
-        Value::Null => "-".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    for m in &members {
+    let or_dash = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+    for m in &v.nodes {
         rows.push([
-            text(&m["name"]),
-            text(&m["replica"]),
-            text(&m["raft_state"]).to_lowercase(),
-            if m["leader"] == json!(true) { "*" } else { "" }.to_string(),
-            if m["reachable"] == json!(true) {
-                "yes"
-            } else {
-                "no"
-            }
-            .to_string(),
-            text(&m["applied_index"]),
-            text(&m["lag"]),
-            text(&m["api_addr"]),
-            text(&m["raft_addr"]),
+            m.name.clone(),
+            m.replica.map_or("none", Replica::as_str).to_string(),
+            m.raft_state
+                .map_or_else(|| "-".to_string(), |s| s.as_str().to_lowercase()),
+            if m.leader { "*" } else { "" }.to_string(),
+            if m.reachable { "yes" } else { "no" }.to_string(),
+            or_dash(m.applied_index),
+            or_dash(m.lag.flatten()),
+            m.api_addr.clone(),
+            m.raft_addr.clone(),
         ]);
     }
     let widths: Vec<usize> = (0..9)
@@ -279,10 +223,10 @@ async fn nodes(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> {
     }
     println!(
         "leader {}, term {}, membership at log index {}{}",
-        text(&v["leader"]),
-        text(&v["term"]),
-        text(&v["membership_index"]),
-        if v["joint"] == json!(true) {
+        v.leader.as_deref().unwrap_or("-"),
+        v.term,
+        or_dash(v.membership_index),
+        if v.joint {
             " (changing: joint consensus)"
         } else {
             ""
@@ -291,7 +235,7 @@ async fn nodes(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> {
     let outside: Vec<&str> = farm
         .nodes_with_role(Role::Db)
         .map(|n| n.name.as_str())
-        .filter(|name| !members.iter().any(|m| m["name"] == *name))
+        .filter(|name| !v.nodes.iter().any(|m| m.name == *name))
         .collect();
     if !outside.is_empty() {
         println!(

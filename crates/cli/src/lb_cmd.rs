@@ -137,7 +137,9 @@ fn describe(v: &Value) -> String {
             }
         };
         return format!(
-            "reloaded {file}; backends added: {}, removed: {}; servers added: {}, removed: {}",
+            "reloaded {file} (generation {}); backends added: {}, removed: {}; servers added: \
+             {}, removed: {}",
+            v["generation"],
             list("backends_added"),
             list("backends_removed"),
             list("servers_added"),
@@ -164,10 +166,9 @@ async fn servers(args: &FarmArgs, only: Option<&str>, as_json: bool) -> anyhow::
     for n in &nodes {
         let url = format!("http://{}/lb/servers", n.admin_addr());
         let answer = http.get(&url, TIMEOUT).await;
-        let backends = match answer {
+        let v = match answer {
             Ok(r) if r.status.is_success() => serde_json::from_slice::<Value>(&r.body)
-                .with_context(|| format!("{}: bad answer from {url}", n.name))?["backends"]
-                .clone(),
+                .with_context(|| format!("{}: bad answer from {url}", n.name))?,
             Ok(r) => {
                 ok = false;
                 eprintln!("{}: HTTP {} from {url}", n.name, r.status);
@@ -179,7 +180,12 @@ async fn servers(args: &FarmArgs, only: Option<&str>, as_json: bool) -> anyhow::
                 continue;
             }
         };
-        out.push(json!({ "name": n.name, "backends": backends }));
+        out.push(json!({
+            "name": n.name,
+            "generation": v["generation"],
+            "reloads_refused": v["reloads_refused"],
+            "backends": v["backends"],
+        }));
     }
     if as_json {
         println!(
@@ -188,15 +194,16 @@ async fn servers(args: &FarmArgs, only: Option<&str>, as_json: bool) -> anyhow::
         );
     } else {
         println!(
-            "{:<8} {:<20} {:<6} {:>6} {:>5} {:>8} CHECK",
-            "NODE", "BACKEND/SERVER", "STATE", "WEIGHT", "CONNS", "TOTAL"
+            "{:<8} {:>4} {:<20} {:<6} {:>6} {:>5} {:>8} CHECK",
+            "NODE", "GEN", "BACKEND/SERVER", "STATE", "WEIGHT", "CONNS", "TOTAL"
         );
         for n in &out {
             for b in n["backends"].as_array().into_iter().flatten() {
                 for s in b["servers"].as_array().into_iter().flatten() {
                     println!(
-                        "{:<8} {:<20} {:<6} {:>6} {:>5} {:>8} {}",
+                        "{:<8} {:>4} {:<20} {:<6} {:>6} {:>5} {:>8} {}",
                         n["name"].as_str().unwrap_or(""),
+                        n["generation"],
                         format!(
                             "{}/{}",
                             b["name"].as_str().unwrap_or(""),

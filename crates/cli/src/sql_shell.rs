@@ -15,10 +15,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use clap::Args;
-use serde_json::{json, Value};
-use webfarm_config::Role;
+use serde_json::Value;
+use webfarm_config::{Replica, Role};
+use webfarm_db_client::{AdminClient, AdminError, Consistency, Statement, StatementAnswer, Target};
 use webfarm_node::http::HttpClient;
 
 use crate::args::FarmArgs;
@@ -26,8 +26,6 @@ use crate::farm_file;
 
 /// How long one statement or command may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// The read consistency levels the SQL API knows.
-const LEVELS: [&str; 5] = ["none", "weak", "linearizable", "strong", "auto"];
 /// The errors the query endpoint gives a statement that writes (it runs none).
 const WRITE_VIA_QUERY: [&str; 2] = [
     "attempt to change database via query operation",
@@ -63,12 +61,14 @@ pub struct SqlArgs {
 /// An invalid farm file, an unknown node, or no db node answering. Failed statements are
 /// not errors: they are printed, and make the exit code 1 in `-c` and script mode.
 pub async fn run(args: &SqlArgs) -> anyhow::Result<ExitCode> {
-    let http = HttpClient::new();
-    let base = target(args, &http).await?;
+    let host = target(args, &HttpClient::new()).await?;
     let mut shell = Shell {
-        http,
-        base,
-        level: "weak".into(),
+        admin: AdminClient::new(vec![Target {
+            name: host.clone(),
+            addr: host.clone(),
+        }]),
+        host,
+        level: Consistency::Weak,
         timer: false,
         failed: false,
         quit: false,
@@ -92,7 +92,7 @@ pub async fn run(args: &SqlArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The base URL (`http://ip:port`) of the node to talk to.
+/// The address (`host:port`) of the node to talk to.
 async fn target(args: &SqlArgs, http: &HttpClient) -> anyhow::Result<String> {
     if let Some(url) = &args.url {
         let rest = url.strip_prefix("http://").unwrap_or(url);
@@ -103,7 +103,7 @@ async fn target(args: &SqlArgs, http: &HttpClient) -> anyhow::Result<String> {
         if host.is_empty() || host.contains('/') {
             bail!("{url}: expected http://HOST:PORT or HOST:PORT");
         }
-        return Ok(format!("http://{host}"));
+        return Ok(host.to_string());
     }
     let farm_args = FarmArgs {
         config: args.config.clone(),
@@ -112,7 +112,7 @@ async fn target(args: &SqlArgs, http: &HttpClient) -> anyhow::Result<String> {
     let farm = farm_file::resolve(&farm_args)?.farm;
     if let Some(name) = &args.node {
         return match farm.node(name) {
-            Some(n) if n.role == Role::Db => Ok(format!("http://{}", n.main_addr())),
+            Some(n) if n.role == Role::Db => Ok(n.main_addr().to_string()),
             Some(n) => bail!("{name} is a {} node, not a db node", n.role.as_str()),
             None => bail!("no node named {name:?} in the farm file"),
         };
@@ -121,7 +121,7 @@ async fn target(args: &SqlArgs, http: &HttpClient) -> anyhow::Result<String> {
     for n in farm.nodes_with_role(Role::Db) {
         let url = format!("http://{}/status", n.main_addr());
         match http.get(&url, Duration::from_secs(2)).await {
-            Ok(r) if r.status.is_success() => return Ok(format!("http://{}", n.main_addr())),
+            Ok(r) if r.status.is_success() => return Ok(n.main_addr().to_string()),
             Ok(r) => tried.push(format!("{}: HTTP {}", n.name, r.status)),
             Err(e) => tried.push(format!("{}: {e}", n.name)),
         }
@@ -134,9 +134,10 @@ async fn target(args: &SqlArgs, http: &HttpClient) -> anyhow::Result<String> {
 
 /// One session's state.
 struct Shell {
-    http: HttpClient,
-    base: String,
-    level: String,
+    admin: AdminClient,
+    /// The node's `host:port`, for the prompt.
+    host: String,
+    level: Consistency,
     timer: bool,
     failed: bool,
     quit: bool,
@@ -178,7 +179,7 @@ impl Shell {
             // A missing history file is the normal first run.
             let _ = editor.load_history(h);
         }
-        let host = self.base.trim_start_matches("http://").to_string();
+        let host = self.host.clone();
         println!("webfarm sql shell on {host}; .help for help, .quit to leave");
         let mut split = Splitter::default();
         while !self.quit {
@@ -227,84 +228,47 @@ impl Shell {
     }
 
     async fn run_sql(&self, sql: &str) -> Result<String, String> {
+        let statement = [Statement::new(sql)];
         if is_read(sql) {
-            let r = self.query(&json!([sql])).await?;
-            match r["error"].as_str() {
+            let r = self.query(&statement).await?;
+            match &r.error {
                 Some(e) if WRITE_VIA_QUERY.iter().any(|w| e.contains(w)) => {}
-                Some(e) => return Err(e.to_string()),
+                Some(e) => return Err(e.clone()),
                 None => return Ok(render_result(&r)),
             }
         }
-        let r = self.post("/db/execute", &json!([sql])).await?;
-        let r = &r["results"][0];
-        if let Some(e) = r["error"].as_str() {
-            return Err(e.to_string());
+        let answer = self
+            .admin
+            .execute(&statement, REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| e.reason())?;
+        let r = first(answer.results);
+        if let Some(e) = r.error {
+            return Err(e);
         }
-        if r["columns"].is_null() && !changes_rows(sql) {
+        if r.columns.is_none() && !changes_rows(sql) {
             return Ok(String::new());
         }
-        Ok(render_result(r))
-    }
-
-    /// POSTs `body` to `path`; the JSON answer, or the error it carries.
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let url = format!("{}{path}", self.base);
-        let r = self
-            .http
-            .post(
-                &url,
-                "application/json",
-                Bytes::from(body.to_string()),
-                REQUEST_TIMEOUT,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_slice(&r.body)
-            .map_err(|_| format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body)))?;
-        match v["error"].as_str() {
-            Some(e) => Err(e.to_string()),
-            None if !r.status.is_success() => Err(format!("HTTP {}: {v}", r.status)),
-            None => Ok(v),
-        }
+        Ok(render_result(&r))
     }
 
     /// The first result of a query at the shell's level.
-    async fn query(&self, body: &Value) -> Result<Value, String> {
-        let v = self
-            .post(&format!("/db/query?level={}", self.level), body)
-            .await?;
-        Ok(v["results"][0].clone())
+    async fn query(&self, statements: &[Statement]) -> Result<StatementAnswer, String> {
+        let answer = self
+            .admin
+            .query(statements, self.level, REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| e.reason())?;
+        Ok(first(answer.results))
     }
 
     /// The rows of a query at the shell's level, or its error.
-    async fn rows(&self, body: Value) -> Result<Value, String> {
-        let r = self.query(&body).await?;
-        match r["error"].as_str() {
-            Some(e) => Err(e.to_string()),
+    async fn rows(&self, statement: Statement) -> Result<StatementAnswer, String> {
+        let r = self.query(&[statement]).await?;
+        match r.error {
+            Some(e) => Err(e),
             None => Ok(r),
         }
-    }
-
-    async fn get(&self, path: &str) -> Result<(u16, Bytes), String> {
-        let url = format!("{}{path}", self.base);
-        let r = self
-            .http
-            .get(&url, REQUEST_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((r.status.as_u16(), r.body))
-    }
-
-    async fn get_json(&self, path: &str) -> Result<Value, String> {
-        let (status, body) = self.get(path).await?;
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))?;
-        if status != 200 {
-            return Err(v["error"]
-                .as_str()
-                .map_or_else(|| format!("HTTP {status}: {v}"), String::from));
-        }
-        Ok(v)
     }
 
     /// A dot command.
@@ -320,10 +284,10 @@ impl Shell {
             (".quit" | ".exit", _) => self.quit = true,
             (".tables", None) => {
                 let r = self
-                    .rows(json!([format!(
+                    .rows(Statement::new(format!(
                         "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') {USER} \
                          ORDER BY name"
-                    )]))
+                    )))
                     .await?;
                 print!("{}", render_result(&r));
             }
@@ -348,47 +312,12 @@ impl Shell {
                     }
                 );
                 let r = self.rows(with_param(sql, table)).await?;
-                for row in r["values"].as_array().into_iter().flatten() {
-                    println!("{};", row[0].as_str().unwrap_or(""));
+                for row in r.values.iter().flatten() {
+                    println!("{};", row.first().and_then(Value::as_str).unwrap_or(""));
                 }
             }
-            (".status", None) => {
-                let v = self.get_json("/status").await?;
-                for (k, val) in v.as_object().into_iter().flatten() {
-                    println!("{k}: {}", cell(val));
-                }
-            }
-            (".nodes", None) => {
-                let v = self.get_json("/cluster/nodes").await?;
-                let rows: Vec<Value> = v["nodes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|n| {
-                        json!([
-                            n["name"],
-                            n["replica"],
-                            n["leader"],
-                            n["reachable"],
-                            n["raft_state"],
-                            n["applied_index"],
-                            n["lag"],
-                            n["api_addr"]
-                        ])
-                    })
-                    .collect();
-                let cols = [
-                    "name",
-                    "replica",
-                    "leader",
-                    "reachable",
-                    "state",
-                    "applied",
-                    "lag",
-                    "api",
-                ];
-                print!("{}", render_rows(&cols.map(String::from), &rows));
-            }
+            (".status", None) => self.print_status().await?,
+            (".nodes", None) => self.print_nodes().await?,
             (".timer", None) => println!("timer is {}", if self.timer { "on" } else { "off" }),
             (".timer", Some("on")) => self.timer = true,
             (".timer", Some("off")) => self.timer = false,
@@ -396,23 +325,15 @@ impl Shell {
                 return Err(format!(".timer: {other:?}: expected on or off"))
             }
             (".consistency", None) => println!("{}", self.level),
-            (".consistency", Some(level)) if LEVELS.contains(&level) => {
-                self.level = level.to_string();
-            }
-            (".consistency", Some(other)) => {
-                return Err(format!(
-                    ".consistency: {other:?} is not a level; expected one of {}",
-                    LEVELS.join(", ")
-                ))
+            (".consistency", Some(level)) => {
+                self.level = level.parse().map_err(|e| format!(".consistency: {e}"))?;
             }
             (".backup", Some(file)) => {
-                let (status, body) = self.get("/db/backup").await?;
-                if status != 200 {
-                    return Err(format!(
-                        "backup failed: HTTP {status}: {}",
-                        String::from_utf8_lossy(&body).trim()
-                    ));
-                }
+                let body = self
+                    .admin
+                    .backup(REQUEST_TIMEOUT)
+                    .await
+                    .map_err(|e| format!("backup failed: {}", reason(&e)))?;
                 std::fs::write(file, &body).map_err(|e| format!("cannot write {file}: {e}"))?;
                 println!("backup of {} bytes written to {file}", body.len());
             }
@@ -426,37 +347,70 @@ impl Shell {
         Ok(())
     }
 
+    /// `.status`: every field of the node's `/status`, sorted by name.
+    async fn print_status(&self) -> Result<(), String> {
+        let status = self
+            .admin
+            .status(REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| e.reason())?;
+        // Every field, sorted by name.
+        let v = serde_json::to_value(status).map_err(|e| e.to_string())?;
+        for (k, val) in v.as_object().into_iter().flatten() {
+            println!("{k}: {}", cell(val));
+        }
+        Ok(())
+    }
+
+    /// `.nodes`: the cluster's members as the leader sees them.
+    async fn print_nodes(&self) -> Result<(), String> {
+        let view = self
+            .admin
+            .cluster_nodes(REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| e.reason())?;
+        let rows: Vec<Vec<Value>> = view
+            .nodes
+            .into_iter()
+            .map(|n| {
+                vec![
+                    Value::from(n.name),
+                    Value::from(n.replica.map_or("none", Replica::as_str)),
+                    Value::from(n.leader),
+                    Value::from(n.reachable),
+                    Value::from(n.raft_state.map(|s| s.as_str())),
+                    Value::from(n.applied_index),
+                    Value::from(n.lag.flatten()),
+                    Value::from(n.api_addr),
+                ]
+            })
+            .collect();
+        let cols = [
+            "name",
+            "replica",
+            "leader",
+            "reachable",
+            "state",
+            "applied",
+            "lag",
+            "api",
+        ];
+        print!("{}", render_rows(&cols.map(String::from), &rows));
+        Ok(())
+    }
+
     /// `.restore FILE`: a SQLite database file or an SQL dump, loaded with `/db/load`.
     async fn restore(&self, file: &str) -> Result<(), String> {
         let data = std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?;
-        let kind = if data.starts_with(b"SQLite format 3\0") {
-            "application/octet-stream"
-        } else {
-            "text/plain"
-        };
-        let url = format!("{}/db/load", self.base);
-        let r = self
-            .http
-            .post(&url, kind, Bytes::from(data), REQUEST_TIMEOUT)
+        let answer = self
+            .admin
+            .load(data.into(), REQUEST_TIMEOUT)
             .await
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&r.body);
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if let Some(e) = v["error"].as_str() {
-            return Err(format!("restore failed: {e}"));
-        }
-        if !r.status.is_success() {
-            return Err(format!(
-                "restore failed: HTTP {}: {}",
-                r.status,
-                text.trim()
-            ));
-        }
-        let errors: Vec<&str> = v["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["error"].as_str())
+            .map_err(|e| format!("restore failed: {}", e.reason()))?;
+        let errors: Vec<&str> = answer
+            .results
+            .iter()
+            .filter_map(|r| r.error.as_deref())
             .collect();
         if !errors.is_empty() {
             return Err(format!("restore failed: {}", errors.join("; ")));
@@ -464,6 +418,21 @@ impl Shell {
         println!("database restored from {file}");
         Ok(())
     }
+}
+
+/// A refusal in the node's words; with its HTTP status when the node gave no JSON error.
+fn reason(e: &AdminError) -> String {
+    match e {
+        AdminError::Refused {
+            status, message, ..
+        } if !status.is_success() && !message.is_empty() => format!("HTTP {status}: {message}"),
+        other => other.reason(),
+    }
+}
+
+/// The first result of an answer (an empty one when there is none).
+fn first(results: Vec<StatementAnswer>) -> StatementAnswer {
+    results.into_iter().next().unwrap_or_default()
 }
 
 /// Leaves out SQLite's and webfarm's own tables.
@@ -486,11 +455,8 @@ const HELP: &str = "\
 Statements end with ';'. Reads go to /db/query, other statements to /db/execute.
 ";
 
-fn with_param(sql: String, param: Option<&str>) -> Value {
-    match param {
-        Some(p) => json!([[sql, p]]),
-        None => json!([sql]),
-    }
+fn with_param(sql: String, param: Option<&str>) -> Statement {
+    Statement::with_params(sql, param.map(|p| vec![Value::from(p)]).unwrap_or_default())
 }
 
 /// The first keyword of a statement, in capitals.
@@ -542,13 +508,11 @@ fn cell(v: &Value) -> String {
 }
 
 /// One statement's result: a table of rows, or what a write changed.
-fn render_result(r: &Value) -> String {
-    if let Some(cols) = r["columns"].as_array() {
-        let cols: Vec<String> = cols.iter().map(cell).collect();
-        let rows = r["values"].as_array().cloned().unwrap_or_default();
-        return render_rows(&cols, &rows);
+fn render_result(r: &StatementAnswer) -> String {
+    if let Some(cols) = &r.columns {
+        return render_rows(cols, r.values.as_deref().unwrap_or_default());
     }
-    match r["rows_affected"].as_u64() {
+    match r.rows_affected {
         Some(1) => "1 row affected\n".into(),
         Some(n) => format!("{n} rows affected\n"),
         None => String::new(),
@@ -556,7 +520,7 @@ fn render_result(r: &Value) -> String {
 }
 
 /// Rows as a table with a header, every column as wide as its widest cell.
-fn render_rows(cols: &[String], rows: &[Value]) -> String {
+fn render_rows(cols: &[String], rows: &[Vec<Value>]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -705,6 +669,7 @@ fn split_complete(text: &str) -> (Vec<String>, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn statements_split_at_semicolons_outside_quotes_comments_and_triggers() {
@@ -743,14 +708,15 @@ mod tests {
 
     #[test]
     fn rows_print_as_an_aligned_table() {
-        let r = json!({"columns": ["id", "name"], "values": [[1, "ada"], [22, null]]});
+        let r: StatementAnswer = serde_json::from_value(
+            json!({"columns": ["id", "name"], "values": [[1, "ada"], [22, null]]}),
+        )
+        .unwrap();
         assert_eq!(
             render_result(&r),
             "+----+------+\n| id | name |\n+----+------+\n| 1  | ada  |\n| 22 | NULL |\n+----+------+\n"
         );
-        assert_eq!(
-            render_result(&json!({"rows_affected": 2})),
-            "2 rows affected\n"
-        );
+        let write: StatementAnswer = serde_json::from_value(json!({"rows_affected": 2})).unwrap();
+        assert_eq!(render_result(&write), "2 rows affected\n");
     }
 }

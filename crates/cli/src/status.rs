@@ -4,19 +4,44 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use serde_json::{json, Value};
-use webfarm_config::{Node, Role};
+use serde::Serialize;
+use webfarm_config::{Node, Replica};
 use webfarm_node::http::HttpClient;
+use webfarm_node::status::{NodeStatus, RoleStatus};
 
 use crate::args::FarmArgs;
 use crate::farm_file;
 
+/// What `webfarm status` says of one node.
+#[derive(Debug, Serialize)]
+struct NodeReport {
+    name: String,
+    role: String,
+    /// The admin address.
+    addr: String,
+    /// Whether the node answered that it is ready.
+    healthy: bool,
+    /// `ready`, `not ready`, `down` (no answer) or `bad answer`.
+    state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// The node's own `/status` details, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<RoleStatus>,
+}
+
+/// `webfarm status --json`.
+#[derive(Debug, Serialize)]
+struct Report {
+    nodes: Vec<NodeReport>,
+}
+
 /// Prints the status of every node of the farm. Exit code 0 when every node is ready,
 /// 1 otherwise.
 ///
-/// JSON shape: `{"nodes":[{"name","role","addr","healthy","state","reason"?,"details"}]}`;
-/// `details` is the node's own `/status` details (for db nodes: `raft_state`, `term`,
-/// `leader`, `commit_index`, `applied_index`...).
+/// JSON shape: `{"nodes":[{"name","role","addr","healthy","state","reason"?,"details"?}]}`;
+/// `details` is the node's own `/status` details ([`RoleStatus`]; for db nodes:
+/// `raft_state`, `term`, `leader`, `commit_index`, `applied_index`...).
 ///
 /// # Errors
 ///
@@ -25,12 +50,11 @@ pub async fn status(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> 
     let farm = farm_file::resolve(args)?.farm;
     let http = HttpClient::new();
     let nodes = join_all(farm.nodes.iter().map(|n| node_status(&http, n))).await;
-    let all_healthy = nodes.iter().all(|n| n["healthy"] == json!(true));
+    let all_healthy = nodes.iter().all(|n| n.healthy);
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "nodes": nodes }))?
-        );
+        // Through a `Value`, so the keys come out sorted.
+        let report = serde_json::to_value(Report { nodes })?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
             "{:<10} {:<5} {:<22} {:<10} DETAILS",
@@ -39,10 +63,10 @@ pub async fn status(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> 
         for n in &nodes {
             println!(
                 "{:<10} {:<5} {:<22} {:<10} {}",
-                n["name"].as_str().unwrap_or(""),
-                n["role"].as_str().unwrap_or(""),
-                n["addr"].as_str().unwrap_or(""),
-                n["state"].as_str().unwrap_or(""),
+                n.name,
+                n.role,
+                n.addr,
+                n.state,
                 summary(n)
             );
         }
@@ -54,89 +78,81 @@ pub async fn status(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> 
     })
 }
 
-async fn node_status(http: &HttpClient, node: &Node) -> Value {
+async fn node_status(http: &HttpClient, node: &Node) -> NodeReport {
     let url = format!("http://{}/status", node.admin_addr());
-    let mut out = json!({
-        "name": node.name,
-        "role": node.role.as_str(),
-        "addr": node.admin_addr().to_string(),
-        "healthy": false,
-    });
+    let mut out = NodeReport {
+        name: node.name.clone(),
+        role: node.role.as_str().to_string(),
+        addr: node.admin_addr().to_string(),
+        healthy: false,
+        state: String::new(),
+        reason: None,
+        details: None,
+    };
     match http.get(&url, Duration::from_secs(2)).await {
-        Ok(r) if r.status.is_success() => match serde_json::from_slice::<Value>(&r.body) {
+        Ok(r) if r.status.is_success() => match serde_json::from_slice::<NodeStatus>(&r.body) {
             Ok(s) => {
-                out["healthy"] = json!(s["state"] == "ready");
-                out["state"] = s["state"].clone();
-                if let Some(reason) = s.get("reason") {
-                    out["reason"] = reason.clone();
-                }
-                out["details"] = s["details"].clone();
+                out.healthy = s.is_ready();
+                out.state = s.state;
+                out.reason = s.reason;
+                out.details = Some(s.details);
             }
             Err(e) => {
-                out["state"] = json!("bad answer");
-                out["reason"] = json!(e.to_string());
+                out.state = "bad answer".into();
+                out.reason = Some(e.to_string());
             }
         },
         Ok(r) => {
-            out["state"] = json!("bad answer");
-            out["reason"] = json!(format!("HTTP {}", r.status));
+            out.state = "bad answer".into();
+            out.reason = Some(format!("HTTP {}", r.status));
         }
         Err(e) => {
-            out["state"] = json!("down");
-            out["reason"] = json!(e.to_string());
+            out.state = "down".into();
+            out.reason = Some(e.to_string());
         }
     }
     out
 }
 
 /// One line of role details for the table.
-fn summary(n: &Value) -> String {
-    let d = &n["details"];
-    if n["state"] != "ready" && n.get("reason").is_some() {
-        return n["reason"].as_str().unwrap_or("").to_string();
+fn summary(n: &NodeReport) -> String {
+    if n.state != "ready" {
+        if let Some(reason) = &n.reason {
+            return reason.clone();
+        }
     }
-    match n["role"].as_str() {
-        Some(r) if r == Role::Db.as_str() => {
+    match &n.details {
+        Some(RoleStatus::Db(d)) => {
             let mut s = format!(
                 "{} term {} commit {} applied {}",
-                d["raft_state"].as_str().unwrap_or("?").to_lowercase(),
-                d["term"],
-                d["commit_index"],
-                d["applied_index"],
+                d.raft_state.as_str().to_lowercase(),
+                d.term,
+                d.commit_index,
+                d.applied_index,
             );
-            if let Some(rep) = d["replication"].as_object() {
-                let lags: Vec<String> = rep
-                    .iter()
-                    .map(|(name, r)| match r["replica"].as_str() {
-                        Some("learner") => format!("{name} (learner) lag {}", r["lag"]),
-                        _ => format!("{name} lag {}", r["lag"]),
-                    })
-                    .collect();
-                if !lags.is_empty() {
-                    s.push_str(&format!(" ({})", lags.join(", ")));
-                }
+            let lags: Vec<String> = d
+                .replication
+                .iter()
+                .map(|(name, r)| match r.replica {
+                    Some(Replica::Learner) => format!("{name} (learner) lag {}", r.lag),
+                    _ => format!("{name} lag {}", r.lag),
+                })
+                .collect();
+            if !lags.is_empty() {
+                s.push_str(&format!(" ({})", lags.join(", ")));
             }
             s
         }
-        Some(r) if r == Role::Lb.as_str() => d["backends"]
-            .as_array()
-            .map(|bs| {
-                bs.iter()
-                    .map(|b| {
-                        let servers = b["servers"].as_array().cloned().unwrap_or_default();
-                        let up = servers.iter().filter(|s| s["state"] == "UP").count();
-                        format!(
-                            "backend {}: {up}/{} servers up",
-                            b["name"].as_str().unwrap_or("?"),
-                            servers.len()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
+        Some(RoleStatus::Lb(d)) => d
+            .backends
+            .iter()
+            .map(|b| {
+                let up = b.servers.iter().filter(|s| s.state == "UP").count();
+                format!("backend {}: {up}/{} servers up", b.name, b.servers.len())
             })
-            .unwrap_or_default(),
-        _ => d["http"]
-            .as_str()
-            .map_or(String::new(), |a| format!("http {a}")),
+            .collect::<Vec<_>>()
+            .join("; "),
+        Some(RoleStatus::Web(d)) => format!("http {}", d.http),
+        None => String::new(),
     }
 }

@@ -5,9 +5,13 @@ mod common;
 
 use std::process::Command;
 
-/// Runs `webfarm up --config <file with text>` and returns (exit code, stderr, data dir).
-fn up_with(name: &str, text: &str) -> (Option<i32>, String, std::path::PathBuf) {
-    let dir = common::temp_dir(name);
+use common::TempDir;
+
+/// Runs `webfarm up --config <file with text>` and returns (exit code, stderr, data dir, and
+/// the temp dir that holds it, removed when dropped).
+fn up_with(name: &str, text: &str) -> (Option<i32>, String, std::path::PathBuf, TempDir) {
+    let tmp = TempDir::new(name);
+    let dir = tmp.path().to_path_buf();
     let config = dir.join("farm.toml");
     std::fs::write(&config, text).unwrap();
     let out = Command::new(common::bin())
@@ -19,6 +23,7 @@ fn up_with(name: &str, text: &str) -> (Option<i32>, String, std::path::PathBuf) 
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
         dir.join("data"),
+        tmp,
     )
 }
 
@@ -71,7 +76,7 @@ fn invalid_configs_are_refused_with_exit_code_2_and_the_key() {
         ("not-toml", "[[nodes]\nname = ".into(), &["line 1"]),
     ];
     for (name, text, needles) in cases {
-        let (code, stderr, data) = up_with(name, text);
+        let (code, stderr, data, _tmp) = up_with(name, text);
         assert_eq!(
             code,
             Some(2),
@@ -98,7 +103,7 @@ fn missing_site_root_is_refused_before_anything_starts() {
         &common::site_dir().display().to_string(),
         "/nonexistent/site",
     );
-    let (code, stderr, data) = up_with("noroot", &text);
+    let (code, stderr, data, _tmp) = up_with("noroot", &text);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("web.root") && stderr.contains("/nonexistent/site"),
@@ -123,7 +128,8 @@ fn running_an_unknown_node_names_the_known_ones() {
 
 #[test]
 fn even_voter_count_starts_with_a_warning() {
-    let dir = common::temp_dir("evenvoters");
+    let tmp = TempDir::new("evenvoters");
+    let dir = tmp.path().to_path_buf();
     let config = dir.join("farm.toml");
     let text = "data_dir = \"data\"\n\
         [[nodes]]\nname = \"db-1\"\nrole = \"db\"\naddress = \"127.0.67.31\"\n\

@@ -7,8 +7,10 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{bin, db_farm_toml, eventually, temp_dir, TestFarm};
+use common::{bin, db_farm_toml, eventually, TempDir, TestFarm, DEADLINE};
 use serde_json::{json, Value};
+use webfarm_db_client::Answer;
+use webfarm_node::status::RaftState;
 
 const NET: u8 = 72;
 
@@ -21,11 +23,6 @@ fn run(farm: &TestFarm, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-async fn raft_state(farm: &TestFarm, name: &str) -> Option<String> {
-    let s = farm.status(name).await?;
-    s["details"]["raft_state"].as_str().map(String::from)
-}
-
 async fn count(farm: &TestFarm, node: u8) -> Value {
     let r = farm
         .post_json(
@@ -33,13 +30,17 @@ async fn count(farm: &TestFarm, node: u8) -> Value {
             &json!(["SELECT count(*) FROM t"]),
         )
         .await;
-    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    v["results"][0]["values"].clone()
+    let values = serde_json::from_slice::<Answer>(&r.body)
+        .ok()
+        .and_then(|a| a.results.into_iter().next())
+        .and_then(|r| r.values);
+    serde_json::to_value(values).unwrap_or(Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_commands_change_the_membership_of_a_running_cluster() {
-    let dir = temp_dir("db-cmd");
+    let tmp = TempDir::new("db-cmd");
+    let dir = tmp.path().to_path_buf();
     let config = dir.join("farm.toml");
     std::fs::write(&config, db_farm_toml(NET)).expect("write farm");
     let mut farm = TestFarm::start_in(dir.clone(), config, NET);
@@ -47,16 +48,12 @@ async fn db_commands_change_the_membership_of_a_running_cluster() {
 
     // The learner of the farm file joined as a learner; `webfarm status` says so, with its
     // lag on the leader's line.
-    let line = eventually(
-        Duration::from_secs(30),
-        "status shows the learner's lag",
-        || async {
-            let (_, out, _) = run(&farm, &["status"]);
-            out.lines()
-                .find(|l| l.starts_with(&leader) && l.contains("db-4 (learner) lag"))
-                .map(|_| out.clone())
-        },
-    )
+    let line = eventually(DEADLINE, "status shows the learner's lag", || async {
+        let (_, out, _) = run(&farm, &["status"]);
+        out.lines()
+            .find(|l| l.starts_with(&leader) && l.contains("db-4 (learner) lag"))
+            .map(|_| out.clone())
+    })
     .await;
     let db4 = line
         .lines()
@@ -95,7 +92,7 @@ async fn db_commands_change_the_membership_of_a_running_cluster() {
     assert!(ok && out.contains("db-4 promoted to voter"), "{out}\n{err}");
     let (ok, out, err) = run(&farm, &["db", "step-down", "--to", "db-4"]);
     assert!(ok && out.contains(" to db-4 in "), "{out}\n{err}");
-    assert_eq!(raft_state(&farm, "db-4").await.as_deref(), Some("Leader"));
+    assert_eq!(farm.raft_state("db-4").await, Some(RaftState::Leader));
     let (ok, out, err) = run(&farm, &["db", "step-down"]);
     assert!(ok && out.contains("from db-4 to db-"), "{out}\n{err}");
     let leader = farm.db_leader().await;

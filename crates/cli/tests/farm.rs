@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{cookie, eventually, served_by, TestFarm};
+use common::{cookie, eventually, served_by, TempDir, TestFarm, DEADLINE};
 use serde_json::{json, Value};
 
 /// One row of the messages table: id, author, text, created_at, served_by.
@@ -15,7 +15,8 @@ type MessageRow = (i64, String, String, String, String);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_then_post_and_read_back_everywhere() {
-    let farm = TestFarm::start("rr", 51);
+    let tmp = TempDir::new("rr");
+    let farm = TestFarm::start(&tmp, 51);
 
     // 30 requests through the load balancer reach each web server exactly 10 times.
     let mut counts: HashMap<String, u32> = HashMap::new();
@@ -91,7 +92,8 @@ async fn round_robin_then_post_and_read_back_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_web_server_costs_no_request_and_comes_back() {
-    let farm = TestFarm::start("webkill", 52);
+    let tmp = TempDir::new("webkill");
+    let farm = TestFarm::start(&tmp, 52);
     let out = farm.webfarm(&["kill", "web-2"]);
     assert!(
         out.status.success(),
@@ -116,20 +118,17 @@ async fn killed_web_server_costs_no_request_and_comes_back() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Back in rotation after rise (2) x inter (300ms) plus scheduling slack.
-    eventually(
-        Duration::from_secs(30),
-        "web-2 gets traffic again",
-        || async {
-            let r = farm.get(&format!("{}/healthz", farm.lb())).await;
-            (served_by(&r) == "web-2").then_some(())
-        },
-    )
+    eventually(DEADLINE, "web-2 gets traffic again", || async {
+        let r = farm.get(&format!("{}/healthz", farm.lb())).await;
+        (served_by(&r) == "web-2").then_some(())
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_leader_failover_loses_no_acknowledged_write() {
-    let mut farm = TestFarm::start("dbkill", 53);
+    let tmp = TempDir::new("dbkill");
+    let mut farm = TestFarm::start(&tmp, 53);
     let post = |text: String| {
         let farm = &farm;
         async move {
@@ -175,24 +174,20 @@ async fn db_leader_failover_loses_no_acknowledged_write() {
     );
     let i: u8 = leader.trim_start_matches("db-").parse().unwrap();
     let url = format!("{}/db/query?level=none", farm.db(i));
-    eventually(
-        Duration::from_secs(30),
-        "the old leader catches up",
-        || async {
-            let r = farm
-                .http
-                .post(
-                    &url,
-                    "application/json",
-                    r#"["SELECT COUNT(*) FROM messages"]"#.into(),
-                    Duration::from_secs(5),
-                )
-                .await
-                .ok()?;
-            let v: Value = serde_json::from_slice(&r.body).ok()?;
-            (v["results"][0]["values"][0][0] == 41).then_some(())
-        },
-    )
+    eventually(DEADLINE, "the old leader catches up", || async {
+        let r = farm
+            .http
+            .post(
+                &url,
+                "application/json",
+                r#"["SELECT COUNT(*) FROM messages"]"#.into(),
+                Duration::from_secs(5),
+            )
+            .await
+            .ok()?;
+        let v: Value = serde_json::from_slice(&r.body).ok()?;
+        (v["results"][0]["values"][0][0] == 41).then_some(())
+    })
     .await;
     farm.stop();
 
@@ -220,7 +215,8 @@ async fn db_leader_failover_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_stop_and_up_again() {
-    let mut farm = TestFarm::start("restart", 54);
+    let tmp = TempDir::new("restart");
+    let mut farm = TestFarm::start(&tmp, 54);
     let r = farm
         .post_json(
             &format!("{}/api/messages", farm.lb()),
@@ -248,7 +244,8 @@ async fn data_survives_stop_and_up_again() {
 async fn a_node_that_cannot_start_stops_the_farm_with_its_error() {
     // Something else holds web-1's port.
     let _squatter = std::net::TcpListener::bind("127.0.55.21:8000").unwrap();
-    let dir = common::temp_dir("portinuse");
+    let tmp = TempDir::new("portinuse");
+    let dir = tmp.path().to_path_buf();
     let config = dir.join("farm.toml");
     std::fs::write(&config, common::farm_toml(55)).unwrap();
     let mut farm = TestFarm {
@@ -268,14 +265,10 @@ async fn a_node_that_cannot_start_stops_the_farm_with_its_error() {
     assert!(log.contains("node web-1 failed to start"), "{log}");
     assert!(log.contains("127.0.55.21:8000"), "{log}");
     // Everything it had started was stopped: the db nodes' ports are free again.
-    eventually(
-        Duration::from_secs(20),
-        "db-1's port is released",
-        || async {
-            std::net::TcpListener::bind("127.0.55.31:4001")
-                .ok()
-                .map(|_| ())
-        },
-    )
+    eventually(DEADLINE, "db-1's port is released", || async {
+        std::net::TcpListener::bind("127.0.55.31:4001")
+            .ok()
+            .map(|_| ())
+    })
     .await;
 }

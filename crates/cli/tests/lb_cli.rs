@@ -6,9 +6,9 @@ mod common;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use webfarm_testkit::{eventually_blocking, TempDir, DEADLINE};
 
 /// An lb-only farm in front of `servers` (name, port, weight), checked over TCP.
 fn farm(ip: Ipv4Addr, admin: u16, port: u16, servers: &[(&str, u16, u32)]) -> String {
@@ -52,15 +52,11 @@ fn server<'a>(v: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no server {name} in {v}"))
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The lb node's reload counters: (generation, reloads refused).
+fn reloads(v: &Value) -> (u64, u64) {
+    let node = &v["nodes"][0];
+    let count = |k: &str| node[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    (count("generation"), count("reloads_refused"))
 }
 
 struct Lb(Child);
@@ -74,7 +70,8 @@ impl Drop for Lb {
 
 #[test]
 fn lb_commands_and_reload() {
-    let dir = common::temp_dir("lb-cli");
+    let dir = TempDir::new("lb-cli");
+    let dir = dir.path();
     let config = dir.join("farm.toml");
     // Servers that accept connections (TCP checks pass) and are never sent a request.
     let backends: Vec<TcpListener> = (0..3)
@@ -99,7 +96,8 @@ fn lb_commands_and_reload() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap());
-    wait_for("the lb answers", || servers_json(&config).is_some());
+    let v = eventually_blocking(DEADLINE, "the lb answers", || servers_json(&config));
+    assert_eq!(reloads(&v), (0, 0));
 
     let out = webfarm(&config, &["lb", "servers"]);
     let table = String::from_utf8_lossy(&out.stdout);
@@ -156,7 +154,9 @@ fn lb_commands_and_reload() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("servers added: web/s3"), "{text}");
+    assert!(text.contains("(generation 1)"), "{text}");
     let v = servers_json(&config).unwrap();
+    assert_eq!(reloads(&v), (1, 0));
     assert_eq!(server(&v, "s3")["name"], "s3");
     assert_eq!(server(&v, "s2")["admin"], "drain", "run-time state kept");
 
@@ -172,9 +172,10 @@ fn lb_commands_and_reload() {
         .status()
         .unwrap()
         .success());
-    wait_for("SIGHUP applies the new weight", || {
-        servers_json(&config).is_some_and(|v| server(&v, "s2")["weight"] == 7)
+    let v = eventually_blocking(DEADLINE, "SIGHUP applies the new weight", || {
+        servers_json(&config).filter(|v| server(v, "s2")["weight"] == 7)
     });
+    assert_eq!(reloads(&v), (2, 0));
 
     // An invalid file: the CLI refuses it (exit code 2) and so does the lb on SIGHUP,
     // which keeps running as it was.
@@ -190,8 +191,11 @@ fn lb_commands_and_reload() {
         .status()
         .unwrap()
         .success());
-    std::thread::sleep(Duration::from_millis(300));
-    let v = servers_json(&valid).expect("the lb still answers");
+    // The refused reload was processed (a positive signal, not a wait): then nothing changed.
+    let v = eventually_blocking(DEADLINE, "the lb refuses the invalid file", || {
+        servers_json(&valid).filter(|v| reloads(v).1 == 1)
+    });
+    assert_eq!(reloads(&v).0, 2, "no new generation");
     assert_eq!(
         server(&v, "s2")["weight"],
         7,

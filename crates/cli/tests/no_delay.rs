@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::TestFarm;
+use common::{TempDir, TestFarm};
 
 /// Requests per round, sent one after the other on one connection.
 const REQUESTS: u32 = 20;
@@ -82,7 +82,8 @@ fn assert_no_stall(addr: &str, host: &str, path: &str) {
 
 #[test]
 fn every_listener_answers_keep_alive_requests_without_a_delayed_ack_stall() {
-    let farm = TestFarm::start("nodelay", 57);
+    let tmp = TempDir::new("nodelay");
+    let farm = TestFarm::start(&tmp, 57);
     let ip = |host: &str| format!("127.0.57.{host}");
     // The lb's frontend (static file through the proxy) and a web node (static file).
     assert_no_stall(

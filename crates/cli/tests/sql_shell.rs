@@ -8,10 +8,11 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{bin, db_farm_toml, temp_dir, TestFarm};
+use common::{bin, db_farm_toml, TempDir, TestFarm, DEADLINE};
 use serde_json::json;
+use webfarm_testkit::eventually_blocking;
 
 const NET: u8 = 71;
 
@@ -65,16 +66,10 @@ fn interactive(cmd: &str, home: &Path, lines: &[&str]) -> Option<String> {
         })
     };
     let mut stdin = child.stdin.take().expect("stdin");
-    let deadline = Instant::now() + Duration::from_secs(30);
     for (n, line) in lines.iter().enumerate() {
-        while out.lock().expect("lock").matches("> ").count() <= n {
-            assert!(
-                Instant::now() < deadline,
-                "no prompt {n}: {}",
-                out.lock().expect("lock")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking(DEADLINE, &format!("prompt {n}"), || {
+            (out.lock().expect("lock").matches("> ").count() > n).then_some(())
+        });
         stdin
             .write_all(format!("{line}\n").as_bytes())
             .expect("type a line");
@@ -96,7 +91,8 @@ fn text(o: &Output) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sql_shell_runs_statements_and_dot_commands() {
-    let dir = temp_dir("sql-shell");
+    let tmp = TempDir::new("sql-shell");
+    let dir = tmp.path().to_path_buf();
     let config = dir.join("farm.toml");
     std::fs::write(&config, db_farm_toml(NET)).expect("write farm");
     let mut farm = TestFarm::start_in(dir.clone(), config, NET);

@@ -16,7 +16,7 @@
 //! user's database: applying entries, snapshots, determinism, the authorizer, load and dump).
 //!
 //! - [`DbNode`]: one node as the CLI runs it (`start`, `health`, `wait`).
-//! - [`DbClient`]: the client the web tier uses, with failover ([`client`]).
+//! - [`DbClient`]: the client the web tier uses, with failover (from `webfarm-db-client`).
 //! - [`log_store::LogStore`], [`state_machine::StateMachine`]: the storage openraft drives.
 //! - [`types`]: the Raft type configuration and the log entry payload.
 //!
@@ -46,7 +46,6 @@
 //! # }
 //! ```
 
-pub mod client;
 pub mod command;
 mod http;
 mod node;
@@ -55,8 +54,9 @@ mod sqlite;
 mod store;
 pub mod types;
 
-pub use client::{
-    ClientError, Consistency, DbClient, ExecuteResult, QueryResult, Rows, Statement, WriteResult,
-};
 pub use node::{cluster_members, raft_config, DbError, DbNode};
 pub use raft::{log_store, state_machine};
+/// The client API, defined in `webfarm-db-client` (which needs neither Raft nor SQLite).
+pub use webfarm_db_client::{
+    ClientError, Consistency, DbClient, ExecuteResult, QueryResult, Rows, Statement, WriteResult,
+};

@@ -1,11 +1,11 @@
 //! The Raft type configuration: node ids, node info, the log entry payload and its response.
-
-use std::collections::BTreeMap;
+//!
+//! The statements and results the log carries are the API's wire types, defined in
+//! `webfarm-db-client` and re-exported here.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::client::Rows;
+pub use webfarm_db_client::{Outcome, Params, Rows, Statement as SqlStatement, StatementResult};
 
 openraft::declare_raft_types!(
     /// The openraft type configuration of the db cluster.
@@ -39,83 +39,7 @@ pub fn node_id(name: &str) -> u64 {
     webfarm_node::hash::fnv1a64(name.as_bytes())
 }
 
-/// The parameters of one statement.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Params {
-    /// No parameter.
-    #[default]
-    None,
-    /// Positional parameters: `?`, `?NNN`.
-    Positional(Vec<Value>),
-    /// Named parameters: `:name`, `@name`, `$name`; keys are written without the prefix.
-    Named(BTreeMap<String, Value>),
-}
-
-/// One SQL statement as it travels in the Raft log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SqlStatement {
-    /// The SQL text.
-    pub sql: String,
-    /// Its parameters (JSON scalars).
-    #[serde(default)]
-    pub params: Params,
-}
-
 pub use crate::command::{Command, CommandResponse, LoadRequest, Request, SqlRequest};
-
-/// The outcome of one statement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StatementResult {
-    /// A write (or any statement whose rows were not asked for).
-    Write {
-        /// SQLite's `last_insert_rowid()` after the statement.
-        last_insert_id: i64,
-        /// Rows changed by the statement (0 for a read-only statement).
-        rows_affected: u64,
-    },
-    /// The rows of a statement that returns rows.
-    Rows(Rows),
-    /// SQLite refused the statement.
-    Error(String),
-}
-
-/// One statement's result and how long it took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Outcome {
-    /// The result.
-    pub result: StatementResult,
-    /// Seconds spent on the statement.
-    pub time: f64,
-}
-
-impl Outcome {
-    /// The rqlite JSON form of this result; `timings` adds the `time` field.
-    pub fn to_json(&self, timings: bool) -> Value {
-        let mut v = match &self.result {
-            StatementResult::Write {
-                last_insert_id,
-                rows_affected,
-            } => serde_json::json!({
-                "last_insert_id": last_insert_id,
-                "rows_affected": rows_affected,
-            }),
-            StatementResult::Rows(rows) => serde_json::json!({
-                "columns": rows.columns,
-                "types": rows.types,
-                "values": rows.values,
-            }),
-            StatementResult::Error(e) => serde_json::json!({ "error": e }),
-        };
-        if timings && !matches!(self.result, StatementResult::Error(_)) {
-            if let Value::Object(m) = &mut v {
-                m.insert("time".into(), Value::from(self.time));
-            }
-        }
-        v
-    }
-}
 
 #[cfg(test)]
 mod tests {

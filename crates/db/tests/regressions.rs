@@ -41,17 +41,17 @@ async fn a_storage_fault_while_running_stops_the_node_with_an_error() {
     let (_trigger, node) = c.take(0);
     let health = node.health();
     eventually(DEADLINE, "the fatal error in /status", || async {
-        health.status()["fatal"].is_string().then_some(())
+        health.status().to_json()["fatal"].is_string().then_some(())
     })
     .await;
     let reason = health.ready().expect_err("a failed node is not ready");
     assert!(reason.contains("raft failed"), "{reason}");
     assert!(
-        health.status()["fatal"]
+        health.status().to_json()["fatal"]
             .as_str()
             .is_some_and(|f| f.contains("database is locked")),
         "{}",
-        health.status()
+        health.status().to_json()
     );
 
     // wait() returns by itself (shutdown never fired), with the error.

@@ -1,9 +1,12 @@
-//! The access log: one line per request, at info level with tracing target `access`, in
-//! HAProxy's HTTP log format or as JSON.
+//! The access log: one line per request (HTTP mode) or connection (TCP mode), at info
+//! level with tracing target `access`, in HAProxy's log formats or as JSON.
 //!
-//! Text: `client frontend backend/server Tq/Tw/Tc/Tr/Ta status bytes termination "request" id`,
-//! for example
+//! HTTP: `client frontend backend/server Tq/Tw/Tc/Tr/Ta status bytes termination "request"
+//! id`, for example
 //! `127.0.0.1:51234 www web/web-2 0/0/1/3/4 200 1524 -- "GET / HTTP/1.1" 9f2c...`.
+//!
+//! TCP: `client frontend backend/server Tw/Tc/Tt bytes_up/bytes_down termination`, `Tt`
+//! being the session's whole time.
 //!
 //! Timers in milliseconds, `-1` for a phase never reached (HAProxy's convention):
 //! `Tq` first byte of the request to its head parsed, `Tw` time in the queue, `Tc` TCP
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Method, Version};
 use serde_json::json;
 use webfarm_config::AccessLog;
+
+use crate::termination::Termination;
 
 /// One request's log line, filled in as the request goes.
 #[derive(Debug, Clone)]
@@ -48,8 +53,8 @@ pub(crate) struct LogRecord {
     pub status: u16,
     /// Response body bytes sent to the client.
     pub bytes: u64,
-    /// HAProxy's two-letter termination state.
-    pub termination: &'static str,
+    /// HAProxy's termination state.
+    pub termination: Termination,
     /// Method.
     pub method: Method,
     /// Request target as received.
@@ -58,6 +63,24 @@ pub(crate) struct LogRecord {
     pub version: Version,
     /// `X-Request-Id`.
     pub request_id: HeaderValue,
+}
+
+/// A JSON line: who (`client`, `frontend`, `backend`, `server`), then the fields of `rest`
+/// (an object).
+fn json_line(
+    (client, frontend, backend, server): (SocketAddr, &str, &str, &str),
+    rest: serde_json::Value,
+) -> String {
+    let mut line = json!({
+        "client": client.to_string(),
+        "frontend": frontend,
+        "backend": backend,
+        "server": server,
+    });
+    if let (Some(fields), serde_json::Value::Object(rest)) = (line.as_object_mut(), rest) {
+        fields.extend(rest);
+    }
+    line.to_string()
 }
 
 fn ms(d: Option<Duration>) -> i64 {
@@ -76,25 +99,23 @@ impl LogRecord {
         let id = self.request_id.to_str().unwrap_or("-");
         let ta = self.ta();
         match self.format {
-            AccessLog::Json => json!({
-                "client": self.client.to_string(),
-                "frontend": self.frontend,
-                "backend": self.backend,
-                "server": server,
-                "tq": ms(Some(self.tq)),
-                "tw": ms(self.tw),
-                "tc": ms(self.tc),
-                "tr": ms(self.tr),
-                "ta": ms(Some(ta)),
-                "status": self.status,
-                "bytes": self.bytes,
-                "termination": self.termination,
-                "method": self.method.as_str(),
-                "uri": self.uri,
-                "version": format!("{:?}", self.version),
-                "request_id": id,
-            })
-            .to_string(),
+            AccessLog::Json => json_line(
+                (self.client, &self.frontend, &self.backend, server),
+                json!({
+                    "tq": ms(Some(self.tq)),
+                    "tw": ms(self.tw),
+                    "tc": ms(self.tc),
+                    "tr": ms(self.tr),
+                    "ta": ms(Some(ta)),
+                    "status": self.status,
+                    "bytes": self.bytes,
+                    "termination": self.termination.to_string(),
+                    "method": self.method.as_str(),
+                    "uri": self.uri,
+                    "version": format!("{:?}", self.version),
+                    "request_id": id,
+                }),
+            ),
             _ => format!(
                 "{} {} {}/{} {}/{}/{}/{}/{} {} {} {} \"{} {} {:?}\" {id}",
                 self.client,
@@ -132,23 +153,21 @@ pub(crate) fn emit_bad_request(
     frontend: &str,
     (status, bytes): (u16, usize),
     ta: Duration,
-    termination: &str,
+    termination: Termination,
 ) {
     let ta = ms(Some(ta));
     let line = match format {
         AccessLog::Off => return,
-        AccessLog::Json => json!({
-            "client": client.to_string(),
-            "frontend": frontend,
-            "backend": frontend,
-            "server": "<NOSRV>",
-            "tq": -1, "tw": -1, "tc": -1, "tr": -1, "ta": ta,
-            "status": status,
-            "bytes": bytes,
-            "termination": termination,
-            "request": "<BADREQ>",
-        })
-        .to_string(),
+        AccessLog::Json => json_line(
+            (client, frontend, frontend, "<NOSRV>"),
+            json!({
+                "tq": -1, "tw": -1, "tc": -1, "tr": -1, "ta": ta,
+                "status": status,
+                "bytes": bytes,
+                "termination": termination.to_string(),
+                "request": "<BADREQ>",
+            }),
+        ),
         _ => format!(
             "{client} {frontend} {frontend}/<NOSRV> -1/-1/-1/-1/{ta} {status} {bytes} \
              {termination} \"<BADREQ>\" -"
@@ -157,9 +176,66 @@ pub(crate) fn emit_bad_request(
     tracing::info!(target: "access", "{line}");
 }
 
+/// One TCP-mode session's line, written when the session ends.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpRecord<'a> {
+    /// Text or JSON (`Off`: nothing is written).
+    pub format: AccessLog,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The frontend's name.
+    pub frontend: &'a str,
+    /// The backend's name.
+    pub backend: &'a str,
+    /// The server of the session (or tried last), if any.
+    pub server: Option<&'a str>,
+    /// Time in the queue.
+    pub tw: Duration,
+    /// Connect time, `None` when no connection was made.
+    pub tc: Option<Duration>,
+    /// The session's whole time.
+    pub tt: Duration,
+    /// Bytes sent up (client to server) and down.
+    pub bytes: (u64, u64),
+    /// HAProxy's termination state.
+    pub termination: Termination,
+}
+
+impl TcpRecord<'_> {
+    /// The line in `format`.
+    pub fn line(&self) -> String {
+        let server = self.server.unwrap_or("<NOSRV>");
+        let (tw, tc, tt) = (ms(Some(self.tw)), ms(self.tc), ms(Some(self.tt)));
+        let (up, down) = self.bytes;
+        match self.format {
+            AccessLog::Json => json_line(
+                (self.client, self.frontend, self.backend, server),
+                json!({
+                    "tw": tw, "tc": tc, "tt": tt,
+                    "bytes_up": up,
+                    "bytes_down": down,
+                    "termination": self.termination.to_string(),
+                }),
+            ),
+            _ => format!(
+                "{} {} {}/{server} {tw}/{tc}/{tt} {up}/{down} {}",
+                self.client, self.frontend, self.backend, self.termination
+            ),
+        }
+    }
+
+    /// Writes the line at info level, target `access` (nothing with `access_log = "off"`).
+    pub fn emit(&self) {
+        if self.format != AccessLog::Off {
+            tracing::info!(target: "access", "{}", self.line());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::termination::{EndedBy, Phase};
 
     fn record(format: AccessLog) -> LogRecord {
         LogRecord {
@@ -175,7 +251,7 @@ mod tests {
             tr: None,
             status: 503,
             bytes: 12,
-            termination: "sQ",
+            termination: Termination::new(EndedBy::ServerTimeout, Phase::Queue),
             method: Method::GET,
             uri: "/a?b".into(),
             version: Version::HTTP_11,
@@ -205,5 +281,27 @@ mod tests {
         assert_eq!(v["termination"], "sQ");
         assert_eq!(v["version"], "HTTP/1.1");
         assert_eq!(v["request_id"], "abc");
+    }
+
+    #[test]
+    fn tcp_line_reads_like_haproxy() {
+        let mut r = TcpRecord {
+            format: AccessLog::Text,
+            client: "127.0.0.1:5000".parse().unwrap(),
+            frontend: "pg",
+            backend: "db",
+            server: Some("db-1"),
+            tw: Duration::from_millis(2),
+            tc: None,
+            tt: Duration::from_millis(7),
+            bytes: (10, 20),
+            termination: Termination::new(EndedBy::Server, Phase::Connect),
+        };
+        assert_eq!(r.line(), "127.0.0.1:5000 pg db/db-1 2/-1/7 10/20 SC");
+        r.format = AccessLog::Json;
+        let v: serde_json::Value = serde_json::from_str(&r.line()).unwrap();
+        assert_eq!(v["tc"], -1);
+        assert_eq!(v["bytes_down"], 20);
+        assert_eq!(v["termination"], "SC");
     }
 }

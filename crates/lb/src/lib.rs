@@ -49,42 +49,30 @@
 //! ```
 
 mod access_log;
-mod admin;
+mod attempt;
 mod backend;
-mod balance;
-mod body;
-mod check;
-mod conn;
+mod control;
 mod frontend;
-mod headers;
-mod pool;
-mod proxy;
-mod queue;
-mod respond;
-mod runtime;
-mod server;
-mod status;
-mod sticky;
+mod http;
 mod tcp;
-mod upgrade;
-mod workers;
+mod termination;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use ::http::HeaderValue;
 use tokio::task::JoinHandle;
 use webfarm_config::Role;
 use webfarm_node::{BindError, Health, NodeContext, Shutdown};
 
-use crate::pool::PoolLimits;
-use crate::runtime::{reap_period, Runtime};
-use crate::status::LbHealth;
+use crate::backend::pool::PoolLimits;
+use crate::control::live::{reap_period, LiveConfig};
+use crate::control::status::LbHealth;
 
-pub use crate::pool::{BoxError, ProxyBody};
-pub use crate::runtime::{ReloadError, ReloadSummary};
-pub use crate::server::AdminState;
+pub use crate::backend::pool::{BoxError, ProxyBody};
+pub use crate::backend::server::AdminState;
+pub use crate::control::reload::{ReloadError, ReloadSummary};
 
 /// Why a load balancer node could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +137,7 @@ impl Default for LbOptions {
 
 /// A handle on a running node's configuration, for signals and admin commands.
 #[derive(Debug, Clone)]
-pub struct LbControl(Arc<Runtime>);
+pub struct LbControl(Arc<LiveConfig>);
 
 impl LbControl {
     /// Re-reads the topology file the node was started with and applies it without
@@ -169,7 +157,7 @@ impl LbControl {
 /// A running load balancer node.
 #[derive(Debug)]
 pub struct LbNode {
-    rt: Arc<Runtime>,
+    live: Arc<LiveConfig>,
     health: Arc<LbHealth>,
     addrs: Vec<(String, SocketAddr)>,
     frontends: Vec<(String, JoinHandle<()>)>,
@@ -205,7 +193,7 @@ impl LbNode {
         let site = HeaderValue::from_str(&ctx.farm.site).map_err(|_| LbError::BadSite {
             site: ctx.farm.site.clone(),
         })?;
-        let threads = workers::count(ctx.farm.lb.threads);
+        let threads = control::live::thread_count(ctx.farm.lb.threads);
         let limits = PoolLimits {
             max_idle: options.max_idle_per_server.div_ceil(threads).max(1),
             idle_timeout: options.idle_timeout,
@@ -230,14 +218,14 @@ impl LbNode {
             addrs.push((f.name.clone(), local));
         }
 
-        let rt = Arc::new(Runtime::new(
+        let live = Arc::new(LiveConfig::new(
             ctx.farm.clone(),
             ctx.node.clone(),
             site,
             limits,
             ctx.shutdown.clone(),
         ));
-        let snap = rt.snapshot();
+        let snap = live.snapshot();
         for (index, (name, local)) in addrs.iter().enumerate() {
             if let Some(f) = snap.frontends.get(index) {
                 tracing::info!(
@@ -248,10 +236,10 @@ impl LbNode {
                 );
             }
         }
-        let frontends = workers::start(
+        let frontends = frontend::workers::start(
             threads,
             &listeners,
-            &rt,
+            &live,
             &ctx.shutdown,
             options.grace_period,
         )
@@ -265,11 +253,11 @@ impl LbNode {
         .map(|(k, task)| (format!("lb-worker-{k}"), task))
         .collect();
         drop(listeners);
-        rt.sync_checks();
-        let reaper = tokio::spawn(reap_idle(rt.clone(), ctx.shutdown.clone()));
+        live.sync_checks();
+        let reaper = tokio::spawn(reap_idle(live.clone(), ctx.shutdown.clone()));
         Ok(LbNode {
-            health: Arc::new(LbHealth { rt: rt.clone() }),
-            rt,
+            health: Arc::new(LbHealth { live: live.clone() }),
+            live,
             addrs,
             frontends,
             reaper,
@@ -284,12 +272,12 @@ impl LbNode {
     /// The run-time control routes (`/lb/servers`, `/lb/servers/{b}/{s}/weight|state`,
     /// `/lb/reload`), to serve on the node's admin address beside `/status`.
     pub fn admin_routes(&self) -> axum::Router {
-        admin::routes(self.rt.clone())
+        control::admin::routes(self.live.clone())
     }
 
     /// A handle to reload the configuration (on SIGHUP).
     pub fn control(&self) -> LbControl {
-        LbControl(self.rt.clone())
+        LbControl(self.live.clone())
     }
 
     /// Every frontend's name and the address it listens on.
@@ -327,14 +315,14 @@ impl LbNode {
         }
         // Check tasks end with the shutdown signal; a reload may still have started some
         // while the frontends drained, so take them last.
-        for (what, task) in self.rt.take_checks() {
+        for (what, task) in self.live.take_checks() {
             if let Err(e) = task.await {
                 if !e.is_cancelled() {
                     record(what, e);
                 }
             }
         }
-        for b in &self.rt.snapshot().backends {
+        for b in &self.live.snapshot().backends {
             b.close_idle();
         }
         tracing::info!("load balancer stopped");
@@ -343,14 +331,14 @@ impl LbNode {
 }
 
 /// Closes expired idle upstream connections until shutdown.
-async fn reap_idle(rt: Arc<Runtime>, shutdown: Shutdown) {
-    let mut tick = tokio::time::interval(reap_period(rt.limits().idle_timeout));
+async fn reap_idle(live: Arc<LiveConfig>, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(reap_period(live.limits().idle_timeout));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {
-                for b in &rt.snapshot().backends {
+                for b in &live.snapshot().backends {
                     b.reap_idle();
                 }
             }

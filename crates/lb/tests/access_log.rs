@@ -2,11 +2,13 @@
 
 mod common;
 
+use std::future::ready;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
 use common::*;
 use http::StatusCode;
+use webfarm_testkit::{eventually, DEADLINE};
 
 static LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
@@ -59,7 +61,10 @@ async fn one_text_line_per_request_with_haproxy_timers() {
     let a = get(lb.addr, "/text-log-ok?x=1").await;
     assert_eq!(a.status, StatusCode::OK);
     let id = a.headers["x-request-id"].to_str().unwrap().to_string();
-    eventually("the line is written", || !lines_with(&id).is_empty()).await;
+    eventually(DEADLINE, "the line is written", || {
+        ready((!lines_with(&id).is_empty()).then_some(()))
+    })
+    .await;
     let line = &lines_with(&id)[0];
     let fields: Vec<&str> = line.split(' ').collect();
     assert!(fields[0].starts_with("127.0.0.1:"), "{line}");
@@ -76,7 +81,10 @@ async fn one_text_line_per_request_with_haproxy_timers() {
     let a = get(lb.addr, "/text-log-refused").await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     let id = a.headers["x-request-id"].to_str().unwrap().to_string();
-    eventually("the 503 line is written", || !lines_with(&id).is_empty()).await;
+    eventually(DEADLINE, "the 503 line is written", || {
+        ready((!lines_with(&id).is_empty()).then_some(()))
+    })
+    .await;
     let line = &lines_with(&id)[0];
     assert!(line.contains(" web/web-2 "), "{line}");
     assert!(line.contains(" 503 ") && line.contains(" SC "), "{line}");
@@ -98,7 +106,10 @@ async fn json_lines() {
     let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
     let a = get(lb.addr, "/json-log").await;
     let id = a.headers["x-request-id"].to_str().unwrap().to_string();
-    eventually("the line is written", || !lines_with(&id).is_empty()).await;
+    eventually(DEADLINE, "the line is written", || {
+        ready((!lines_with(&id).is_empty()).then_some(()))
+    })
+    .await;
     let line = &lines_with(&id)[0];
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["frontend"], "www");
@@ -147,8 +158,8 @@ async fn a_request_head_that_times_out_is_logged_as_badreq() {
         .expect("the connection is closed")
         .unwrap();
     assert!(answer.starts_with(b"HTTP/1.1 408 "));
-    eventually("the <BADREQ> line is written", || {
-        !lines_with(&format!("{me} ")).is_empty()
+    eventually(DEADLINE, "the <BADREQ> line is written", || {
+        ready((!lines_with(&format!("{me} ")).is_empty()).then_some(()))
     })
     .await;
     let line = &lines_with(&format!("{me} "))[0];

@@ -4,11 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
+use std::future::ready;
 
 use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
+use webfarm_testkit::{eventually, DEADLINE};
 
 /// The farm text with `balance` replaced.
 async fn lb_with(s: &[TestServer], weights: &[u32], backend_lines: &str) -> TestLb {
@@ -52,11 +54,14 @@ async fn leastconn_avoids_the_busy_server() {
     let slow: Vec<_> = (0..2)
         .map(|_| tokio::spawn(async move { get(addr, "/slow?ms=1500").await }))
         .collect();
-    eventually("two slow requests in flight", || {
-        s.iter()
-            .map(|s| s.shared.in_flight.load(std::sync::atomic::Ordering::SeqCst))
-            .sum::<u64>()
-            == 2
+    eventually(DEADLINE, "two slow requests in flight", || {
+        ready(
+            (s.iter()
+                .map(|s| s.shared.in_flight.load(std::sync::atomic::Ordering::SeqCst))
+                .sum::<u64>()
+                == 2)
+                .then_some(()),
+        )
     })
     .await;
     let idle: Vec<&TestServer> = s

@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::future::ready;
 use std::time::{Duration, Instant};
 
 use common::*;
 use http::StatusCode;
+use webfarm_testkit::{eventually, DEADLINE};
 
 #[tokio::test]
 async fn equal_weights_share_exactly() {
@@ -63,7 +65,10 @@ async fn stopped_server_comes_back_after_rise_checks() {
     let checks = Checks::default(); // inter 100ms, rise 2, fall 3
     let lb = start_lb(&[&s[0], &s[1], &s[2]], &[1, 1, 1], checks).await;
     s[1].stop().await;
-    eventually("the checks take web-2 down", || !lb.is_up("web-2")).await;
+    eventually(DEADLINE, "the checks take web-2 down", || {
+        ready((!lb.is_up("web-2")).then_some(()))
+    })
+    .await;
     let web2 = lb.server_status("web-2");
     assert!(
         web2["check"]
@@ -86,7 +91,10 @@ async fn stopped_server_comes_back_after_rise_checks() {
 
     s[1].restart().await;
     let back = Instant::now();
-    eventually("web-2 rises again", || lb.is_up("web-2")).await;
+    eventually(DEADLINE, "web-2 rises again", || {
+        ready(lb.is_up("web-2").then_some(()))
+    })
+    .await;
     // Two consecutive passes are at least one interval apart.
     assert!(back.elapsed() >= Duration::from_millis(100));
     assert!(lb.server_status("web-2")["check"]
@@ -107,7 +115,10 @@ async fn failing_check_takes_server_down_and_back_up() {
     s[0].shared
         .sick
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    eventually("web-1 goes down on 503 checks", || !lb.is_up("web-1")).await;
+    eventually(DEADLINE, "web-1 goes down on 503 checks", || {
+        ready((!lb.is_up("web-1")).then_some(()))
+    })
+    .await;
     let web1 = lb.server_status("web-1");
     assert_eq!(
         web1["check"]
@@ -128,7 +139,10 @@ async fn failing_check_takes_server_down_and_back_up() {
     s[0].shared
         .sick
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    eventually("web-1 comes back", || lb.is_up("web-1")).await;
+    eventually(DEADLINE, "web-1 comes back", || {
+        ready(lb.is_up("web-1").then_some(()))
+    })
+    .await;
     let counts = distribution(&lb, 10).await;
     assert!(counts.get("web-1").copied().unwrap_or(0) >= 4, "{counts:?}");
     lb.stop().await;
@@ -158,7 +172,7 @@ async fn no_server_up_gives_503_with_the_reason() {
     );
     let err = lb.health.ready().unwrap_err();
     assert!(err.contains("\"web\""), "{err}");
-    let status = lb.health.status();
+    let status = lb.health.status().to_json();
     assert_eq!(status["frontends"][0]["backend"], "web");
     assert_eq!(status["backends"][0]["balance"], "roundrobin");
     lb.stop().await;

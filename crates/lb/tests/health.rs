@@ -3,11 +3,13 @@
 
 mod common;
 
+use std::future::ready;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
+use webfarm_testkit::{eventually, DEADLINE};
 
 fn check_text(lb: &TestLb, name: &str) -> String {
     lb.server_status(name)["check"]
@@ -54,8 +56,8 @@ async fn tcp_checks_follow_the_listener() {
     )
     .replace("path = \"/healthz\"\n", "");
     let lb = start_lb_text(&text, None).await;
-    eventually("a TCP check passed", || {
-        check_text(&lb, "web-1").starts_with("Layer4 check passed")
+    eventually(DEADLINE, "a TCP check passed", || {
+        ready((check_text(&lb, "web-1").starts_with("Layer4 check passed")).then_some(()))
     })
     .await;
     assert_eq!(
@@ -64,10 +66,16 @@ async fn tcp_checks_follow_the_listener() {
         "no HTTP request sent"
     );
     s.stop().await;
-    eventually("web-1 goes down", || !lb.is_up("web-1")).await;
+    eventually(DEADLINE, "web-1 goes down", || {
+        ready((!lb.is_up("web-1")).then_some(()))
+    })
+    .await;
     assert!(check_text(&lb, "web-1").starts_with("Layer4 connection problem"));
     s.restart().await;
-    eventually("web-1 comes back", || lb.is_up("web-1")).await;
+    eventually(DEADLINE, "web-1 comes back", || {
+        ready(lb.is_up("web-1").then_some(()))
+    })
+    .await;
     lb.stop().await;
 }
 
@@ -79,8 +87,8 @@ async fn http_check_method_host_and_expected_status() {
         ..Extra::default()
     };
     let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
-    eventually("a check arrives", || {
-        s.shared.last_check.lock().unwrap().is_some()
+    eventually(DEADLINE, "a check arrives", || {
+        ready((s.shared.last_check.lock().unwrap().is_some()).then_some(()))
     })
     .await;
     let seen = s.shared.last_check.lock().unwrap().clone().unwrap();
@@ -93,8 +101,8 @@ async fn http_check_method_host_and_expected_status() {
         ..Extra::default()
     };
     let lb = start_lb_extra(&[&s], &[1], Checks::default(), &extra).await;
-    eventually("web-1 goes down on an unexpected 200", || {
-        !lb.is_up("web-1")
+    eventually(DEADLINE, "web-1 goes down on an unexpected 200", || {
+        ready((!lb.is_up("web-1")).then_some(()))
     })
     .await;
     assert!(
@@ -120,8 +128,8 @@ async fn observed_errors_force_fastinter() {
     )
     .await;
     // web-1's first check runs at once (web-2's half an interval later).
-    eventually("web-1's first check ran", || {
-        s[0].shared.checks.load(Ordering::SeqCst) >= 1
+    eventually(DEADLINE, "web-1's first check ran", || {
+        ready((s[0].shared.checks.load(Ordering::SeqCst) >= 1).then_some(()))
     })
     .await;
     s[0].shared.sick.store(true, Ordering::SeqCst);
@@ -129,7 +137,10 @@ async fn observed_errors_force_fastinter() {
     for _ in 0..4 {
         get(lb.addr, "/").await;
     }
-    eventually("web-1 goes down at fastinter", || !lb.is_up("web-1")).await;
+    eventually(DEADLINE, "web-1 goes down at fastinter", || {
+        ready((!lb.is_up("web-1")).then_some(()))
+    })
+    .await;
     assert!(check_text(&lb, "web-1").starts_with("Layer7 wrong status, code: 503"));
     lb.stop().await;
 }
@@ -193,7 +204,10 @@ async fn downinter_slows_the_checks_of_a_down_server() {
     };
     let lb = start_lb_extra(&[&s], &[1], checks, &extra).await;
     s.shared.sick.store(true, Ordering::SeqCst);
-    eventually("web-1 goes down", || !lb.is_up("web-1")).await;
+    eventually(DEADLINE, "web-1 goes down", || {
+        ready((!lb.is_up("web-1")).then_some(()))
+    })
+    .await;
     let at_down = s.shared.checks.load(Ordering::SeqCst);
     // A negative claim needs a wait: ten times `inter` without a check.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::future::ready;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use common::*;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use webfarm_testkit::{eventually, DEADLINE};
 
 async fn lb_with(frontend: &str) -> (TestServer, TestLb) {
     let s = TestServer::start("web-1").await;
@@ -300,7 +302,10 @@ async fn over_maxconn_a_new_connection_gets_503() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("maxconn"), "{answer}");
     drop(first);
-    eventually("the slot frees", || lb.health.status()["conns"] == 0).await;
+    eventually(DEADLINE, "the slot frees", || {
+        ready((lb.health.status().to_json()["conns"] == 0).then_some(()))
+    })
+    .await;
     assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);
     lb.stop().await;
 }
@@ -344,13 +349,13 @@ async fn websocket_upgrades_pass_through() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.write_all(b"again").await.unwrap();
     assert_eq!(read_until(&mut c, "again").await, "web-1:again");
-    eventually("the tunnel counts on the server", || {
-        lb.server_status("web-1")["current_conns"] == 1
+    eventually(DEADLINE, "the tunnel counts on the server", || {
+        ready((lb.server_status("web-1")["current_conns"] == 1).then_some(()))
     })
     .await;
     drop(c);
-    eventually("the tunnel closed", || {
-        lb.server_status("web-1")["current_conns"] == 0
+    eventually(DEADLINE, "the tunnel closed", || {
+        ready((lb.server_status("web-1")["current_conns"] == 0).then_some(()))
     })
     .await;
     lb.stop().await;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::future::ready;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use webfarm_testkit::{eventually, DEADLINE};
 
 #[tokio::test]
 async fn forwarded_headers_and_request_id() {
@@ -128,8 +130,8 @@ async fn large_bodies_stream_through_intact() {
     let first: Vec<u8> = (0..65_536).map(pattern).collect();
     tx.send_data(Bytes::from(first)).await.unwrap();
     let shared = s.shared.clone();
-    eventually("the server reads the first chunk", || {
-        shared.uploaded.load(Ordering::SeqCst) >= 65_536
+    eventually(DEADLINE, "the server reads the first chunk", || {
+        ready((shared.uploaded.load(Ordering::SeqCst) >= 65_536).then_some(()))
     })
     .await;
     let mut offset = 65_536u64;
@@ -187,13 +189,18 @@ async fn upstream_connections_are_kept_alive() {
     let conns: usize = s.iter().map(|s| s.shared.conns.lock().unwrap().len()).sum();
     assert_eq!(requests, 30);
     assert!(conns <= 15, "{conns} upstream connections for 30 requests");
-    eventually("idle connections wait in the pool", || {
-        let st = lb.health.status();
-        st["backends"][0]["servers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["idle_conns"].as_u64() >= Some(1) && s["current_conns"] == 0)
+    eventually(DEADLINE, "idle connections wait in the pool", || {
+        ready(
+            {
+                let st = lb.health.status().to_json();
+                st["backends"][0]["servers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| s["idle_conns"].as_u64() >= Some(1) && s["current_conns"] == 0)
+            }
+            .then_some(()),
+        )
     })
     .await;
     lb.stop().await;
@@ -305,20 +312,23 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     let addr = lb.addr;
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=800").await });
     let shared = s.shared.clone();
-    eventually("the slow request reaches the server", || {
-        shared.in_flight.load(Ordering::SeqCst) == 1
+    eventually(DEADLINE, "the slow request reaches the server", || {
+        ready((shared.in_flight.load(Ordering::SeqCst) == 1).then_some(()))
     })
     .await;
     lb.trigger.trigger();
     // New connections are refused as soon as the listener closed.
-    let start = std::time::Instant::now();
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            break;
-        }
-        assert!(start.elapsed() < DEADLINE, "the frontend still accepts");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        DEADLINE,
+        "the frontend refuses connections",
+        || async move {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
     let a = slow.await.unwrap();
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, "web-1 slow");

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::future::ready;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use webfarm_testkit::{eventually, DEADLINE};
 
 fn backend(lines: &str) -> Extra {
     Extra {
@@ -102,8 +104,8 @@ async fn http_reuse_safe_keeps_unsafe_requests_off_old_idle_connections() {
     let conns = || s.shared.conns.lock().unwrap().len();
     assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);
     assert_eq!(conns(), 1);
-    eventually("the connection is idle in the pool", || {
-        lb.server_status("web-1")["idle_conns"] == 1
+    eventually(DEADLINE, "the connection is idle in the pool", || {
+        ready((lb.server_status("web-1")["idle_conns"] == 1).then_some(()))
     })
     .await;
     // The semantics are about time: wait past the safe reuse age.
@@ -145,7 +147,10 @@ async fn a_server_killed_under_load_costs_no_idempotent_request() {
         }));
     }
     let d = done.clone();
-    eventually("the load is running", || d.load(Ordering::SeqCst) >= 100).await;
+    eventually(DEADLINE, "the load is running", || {
+        ready((d.load(Ordering::SeqCst) >= 100).then_some(()))
+    })
+    .await;
     // Kill web-2: its listener and every connection, requests in flight included.
     s[1].stop().await;
     for c in clients {
@@ -194,8 +199,8 @@ async fn a_connection_goes_back_to_the_pool_when_its_response_ends() {
     drop(resp);
     assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);
     assert_eq!(conns(), 2, "the abandoned connection was not reused");
-    eventually("the abandoned connection is gone", || {
-        lb.server_status("web-1")["idle_conns"] == 1
+    eventually(DEADLINE, "the abandoned connection is gone", || {
+        ready((lb.server_status("web-1")["idle_conns"] == 1).then_some(()))
     })
     .await;
     assert_eq!(get(lb.addr, "/").await.status, StatusCode::OK);

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::future::ready;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
+use webfarm_testkit::{eventually, DEADLINE};
 
 /// `n` servers of `maxconn = 1` and `timeout queue` of `queue`.
 fn one_slot_each(n: usize, queue: &str) -> Extra {
@@ -85,8 +87,8 @@ async fn maxconn_queues_then_answers_503_when_the_queue_times_out() {
     let addr = lb.addr;
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=2000").await });
     let shared = s.shared.clone();
-    eventually("the slow request holds the only slot", || {
-        shared.in_flight.load(Ordering::SeqCst) == 1
+    eventually(DEADLINE, "the slow request holds the only slot", || {
+        ready((shared.in_flight.load(Ordering::SeqCst) == 1).then_some(()))
     })
     .await;
     let start = Instant::now();
@@ -110,13 +112,13 @@ async fn a_queued_request_gets_the_slot_when_it_frees() {
     let addr = lb.addr;
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=500").await });
     let shared = s.shared.clone();
-    eventually("the slow request holds the only slot", || {
-        shared.in_flight.load(Ordering::SeqCst) == 1
+    eventually(DEADLINE, "the slow request holds the only slot", || {
+        ready((shared.in_flight.load(Ordering::SeqCst) == 1).then_some(()))
     })
     .await;
     let queued = tokio::spawn(async move { get(addr, "/slow?ms=1").await });
-    eventually("the second request waits in the queue", || {
-        lb.health.status()["backends"][0]["queued"] == 1
+    eventually(DEADLINE, "the second request waits in the queue", || {
+        ready((lb.health.status().to_json()["backends"][0]["queued"] == 1).then_some(()))
     })
     .await;
     assert_eq!(
@@ -167,18 +169,24 @@ async fn a_freed_slot_goes_to_a_request_waiting_for_that_server() {
         async move { send(addr, keyed("/slow?ms=300", &k1)).await }
     });
     let web1 = s[0].shared.clone();
-    eventually("web-1's slot is taken", || {
-        web1.in_flight.load(Ordering::SeqCst) == 1
+    eventually(DEADLINE, "web-1's slot is taken", || {
+        ready((web1.in_flight.load(Ordering::SeqCst) == 1).then_some(()))
     })
     .await;
-    let queued = |n: u64| lb.health.status()["backends"][0]["queued"] == n;
+    let queued = |n: u64| lb.health.status().to_json()["backends"][0]["queued"] == n;
     let for_web2 = tokio::spawn({
         let k2 = k2.clone();
         async move { send(addr, keyed("/", &k2)).await }
     });
-    eventually("a request for web-2 waits", || queued(1)).await;
+    eventually(DEADLINE, "a request for web-2 waits", || {
+        ready(queued(1).then_some(()))
+    })
+    .await;
     let for_web1 = tokio::spawn(async move { send(addr, keyed("/", &k1)).await });
-    eventually("then one for web-1", || queued(2)).await;
+    eventually(DEADLINE, "then one for web-1", || {
+        ready(queued(2).then_some(()))
+    })
+    .await;
 
     assert_eq!(short.await.unwrap().status, StatusCode::OK);
     let a = tokio::time::timeout(DEADLINE, for_web1)
@@ -214,8 +222,8 @@ async fn queued_requests_are_served_first_come_first_served() {
             order.lock().unwrap().push(i);
             a.status
         }));
-        eventually("it waits in the queue", || {
-            lb.health.status()["backends"][0]["queued"] == i + 1
+        eventually(DEADLINE, "it waits in the queue", || {
+            ready((lb.health.status().to_json()["backends"][0]["queued"] == i + 1).then_some(()))
         })
         .await;
     }
@@ -242,8 +250,8 @@ async fn slots_that_free_together_all_go_to_waiting_requests() {
     let mut waiting = Vec::new();
     for i in 0..4u64 {
         waiting.push(tokio::spawn(async move { get(addr, "/slow?ms=20").await }));
-        eventually("it waits in the queue", || {
-            lb.health.status()["backends"][0]["queued"] == i + 1
+        eventually(DEADLINE, "it waits in the queue", || {
+            ready((lb.health.status().to_json()["backends"][0]["queued"] == i + 1).then_some(()))
         })
         .await;
     }
@@ -258,7 +266,7 @@ async fn slots_that_free_together_all_go_to_waiting_requests() {
             .unwrap();
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     }
-    assert_eq!(lb.health.status()["backends"][0]["queued"], 0);
+    assert_eq!(lb.health.status().to_json()["backends"][0]["queued"], 0);
     lb.stop().await;
 }
 
@@ -276,9 +284,15 @@ async fn slowstart_ramps_the_weight_of_a_returning_server() {
         "no ramp at start-up"
     );
     s[1].stop().await;
-    eventually("web-2 goes down", || !lb.is_up("web-2")).await;
+    eventually(DEADLINE, "web-2 goes down", || {
+        ready((!lb.is_up("web-2")).then_some(()))
+    })
+    .await;
     s[1].restart().await;
-    eventually("web-2 comes back", || lb.is_up("web-2")).await;
+    eventually(DEADLINE, "web-2 comes back", || {
+        ready(lb.is_up("web-2").then_some(()))
+    })
+    .await;
     let early = lb.server_status("web-2")["effective_weight"]
         .as_u64()
         .unwrap();
@@ -286,8 +300,8 @@ async fn slowstart_ramps_the_weight_of_a_returning_server() {
     // While ramping, web-2 gets less than its share.
     let c = distribution(&lb, 40).await;
     assert!(c.get("web-2").copied().unwrap_or(0) < 20, "{c:?}");
-    eventually("the ramp ends at the full weight", || {
-        lb.server_status("web-2")["effective_weight"] == 100
+    eventually(DEADLINE, "the ramp ends at the full weight", || {
+        ready((lb.server_status("web-2")["effective_weight"] == 100).then_some(()))
     })
     .await;
     lb.stop().await;

@@ -4,12 +4,14 @@
 mod common;
 
 use std::collections::HashMap;
+use std::future::ready;
 use std::net::SocketAddr;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use webfarm_testkit::{eventually, DEADLINE};
 
 /// A TCP server that greets with its name, then echoes.
 struct Echo {
@@ -128,8 +130,8 @@ async fn leastconn_over_tcp_counts_open_connections() {
         let (name, c) = session(lb.addr).await;
         assert_ne!(name, held);
         drop(c);
-        eventually("the connection is closed on the lb", || {
-            lb.server_status(&name)["current_conns"] == 0
+        eventually(DEADLINE, "the connection is closed on the lb", || {
+            ready((lb.server_status(&name)["current_conns"] == 0).then_some(()))
         })
         .await;
     }
@@ -149,11 +151,14 @@ async fn source_over_tcp_keeps_a_client_on_one_server() {
 #[tokio::test]
 async fn tcp_checks_and_connection_retries() {
     let (mut s, lb) = echo_farm::<2>("balance = \"roundrobin\"").await;
-    eventually("TCP checks pass", || {
-        lb.server_status("db-1")["check"]
-            .as_str()
-            .unwrap()
-            .starts_with("Layer4 check passed")
+    eventually(DEADLINE, "TCP checks pass", || {
+        ready(
+            (lb.server_status("db-1")["check"]
+                .as_str()
+                .unwrap()
+                .starts_with("Layer4 check passed"))
+            .then_some(()),
+        )
     })
     .await;
     // Wait until the listener is gone: the lb's threads could connect before otherwise.
@@ -163,6 +168,9 @@ async fn tcp_checks_and_connection_retries() {
     for _ in 0..4 {
         assert_eq!(session(lb.addr).await.0, "db-2");
     }
-    eventually("db-1 is down", || !lb.is_up("db-1")).await;
+    eventually(DEADLINE, "db-1 is down", || {
+        ready((!lb.is_up("db-1")).then_some(()))
+    })
+    .await;
     lb.stop().await;
 }

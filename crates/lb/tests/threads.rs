@@ -8,7 +8,9 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use std::future::ready;
 use std::net::SocketAddr;
+use webfarm_testkit::{eventually, DEADLINE};
 
 /// `n` GETs one after the other on one keep-alive connection to `addr`; their statuses.
 async fn keep_alive_gets(addr: SocketAddr, n: usize) -> Vec<StatusCode> {
@@ -52,8 +54,14 @@ async fn the_threads_serve_together_and_stop_with_the_node() {
     };
     let lb = start_lb_extra(&[&s[0], &s[1]], &[1, 1], Checks::default(), &extra).await;
     // A thread names itself once it runs.
-    eventually("three event-loop threads", || workers() == 3).await;
-    assert_eq!(lb.node.as_ref().unwrap().health().status()["threads"], 3);
+    eventually(DEADLINE, "three event-loop threads", || {
+        ready((workers() == 3).then_some(()))
+    })
+    .await;
+    assert_eq!(
+        lb.node.as_ref().unwrap().health().status().to_json()["threads"],
+        3
+    );
 
     // 30 clients at once, 5 requests each on its own keep-alive connection.
     let addr = lb.addr;
@@ -70,5 +78,8 @@ async fn the_threads_serve_together_and_stop_with_the_node() {
 
     // The node's wait() joins its threads (their /proc entries may outlive the join a bit).
     lb.stop().await;
-    eventually("the threads ended with the node", || workers() == 0).await;
+    eventually(DEADLINE, "the threads ended with the node", || {
+        ready((workers() == 0).then_some(()))
+    })
+    .await;
 }

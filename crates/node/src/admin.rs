@@ -2,8 +2,9 @@
 //!
 //! - `GET /healthz`: 200 `ok` while the process serves requests (liveness).
 //! - `GET /readyz`: 200 `ready`, or 503 with the reason the node cannot take traffic yet.
-//! - `GET /status`: JSON `{"name","role","state","reason"?,"details"}`; `details` is the
-//!   role's own status (for a db node: raft state, term, commit and applied index...).
+//! - `GET /status`: a [`NodeStatus`] as JSON, `{"name","role","state","reason"?,"details"}`;
+//!   `details` is the role's own [`RoleStatus`] (for a db node: raft state, term, commit and
+//!   applied index...).
 //!
 //! A role may add routes of its own (the load balancer's `/lb/...` run-time control) by
 //! passing them as `extra` to [`serve`].
@@ -18,18 +19,19 @@ use axum::Json;
 /// The router type of [`serve`]'s `extra` routes (axum's), re-exported so that callers need
 /// no axum dependency of their own.
 pub use axum::Router;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use webfarm_config::Role;
 
+use crate::status::{NodeStatus, RoleStatus};
 use crate::Shutdown;
 
 /// What a role tells the admin server about itself.
 pub trait Health: Send + Sync + 'static {
     /// `Ok` when the node can take traffic; `Err(reason)` otherwise, e.g. `"no leader"`.
     fn ready(&self) -> Result<(), String>;
-    /// The role's details for `/status`, a JSON object.
-    fn status(&self) -> Value;
+    /// The role's details for `/status`.
+    fn status(&self) -> RoleStatus;
 }
 
 struct AdminState {
@@ -90,18 +92,23 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-async fn status(State(s): State<Arc<AdminState>>) -> Json<Value> {
-    let mut out = json!({
-        "name": s.name,
-        "role": s.role.as_str(),
-        "details": s.health.status(),
-    });
-    match s.health.ready() {
-        Ok(()) => out["state"] = json!("ready"),
-        Err(reason) => {
-            out["state"] = json!("not ready");
-            out["reason"] = json!(reason);
+async fn status(State(s): State<Arc<AdminState>>) -> Response {
+    let reason = s.health.ready().err();
+    let out = NodeStatus {
+        name: s.name.clone(),
+        role: s.role.as_str().to_string(),
+        state: if reason.is_none() {
+            "ready"
+        } else {
+            "not ready"
         }
+        .to_string(),
+        reason,
+        details: s.health.status(),
+    };
+    // Through a `Value`, so the keys come out sorted, whatever the order of the fields.
+    match serde_json::to_value(&out) {
+        Ok(v) => Json::<Value>(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-    Json(out)
 }

@@ -29,7 +29,7 @@ pub struct HttpResponse {
     pub body: Bytes,
 }
 
-/// Why a call failed. [`HttpError::is_retryable`] tells whether no byte of the request can
+/// Why a call failed. [`HttpError::is_connect`] tells whether no byte of the request can
 /// have been processed (the connection was refused), so any request may be sent again.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

@@ -3,6 +3,7 @@
 //! - [`Shutdown`]: the graceful-shutdown signal every task of a node watches.
 //! - [`admin`]: the admin server with `GET /healthz`, `GET /readyz`, `GET /status`, fed by the
 //!   role through the [`Health`] trait.
+//! - [`status`]: what `/status` answers, typed ([`NodeStatus`], [`RoleStatus`]).
 //! - [`http`]: a small pooled HTTP/1.1 client (hyper-util) for node-to-node calls.
 //! - [`logging`]: the tracing subscriber every node installs.
 //! - [`hash`]: FNV-1a and splitmix64, fixed across hosts (node ids, hash balancing, seeds).
@@ -17,6 +18,7 @@ pub mod hash;
 pub mod http;
 pub mod logging;
 mod shutdown;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 pub use admin::Health;
 pub use shutdown::{Shutdown, ShutdownTrigger};
+pub use status::{NodeStatus, RoleStatus};
 use webfarm_config::{Farm, Node};
 
 /// Everything a role needs to start one node.

@@ -2,6 +2,7 @@
 //! layers every response goes through (`X-Served-By`, body limit, request counter).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -60,20 +61,21 @@ pub(crate) fn router<S: MessageStore>(
     requests: Arc<AtomicU64>,
 ) -> Result<Router, http::header::InvalidHeaderValue> {
     let served_by = HeaderValue::from_str(&app.name)?;
-    // The static files' handler takes only what it uses: extracting `State<App>` would
-    // clone the whole app (the database client included) on every file served.
+    // The static files are a service of their own, holding only what they use: as a
+    // handler of the app's state, every file served would clone the whole app (the
+    // database client included).
     let (files, name) = (app.files.clone(), app.name.clone());
-    let static_file = move |req: Request| {
+    let static_files = tower::service_fn(move |req: Request| {
         let (files, name) = (files.clone(), name.clone());
-        async move { static_files::serve(&files, &name, req).await }
-    };
+        async move { Ok::<_, Infallible>(static_files::serve(&files, &name, req).await) }
+    });
     let router = Router::new()
         .route("/", get(pages::board::<S>))
         .route("/messages", post(pages::post_form::<S>))
         .route("/api/messages", get(api::list::<S>).post(api::create::<S>))
         .route("/api/messages/{id}", get(api::get_one::<S>))
         .route("/healthz", get(healthz))
-        .fallback(static_file)
+        .fallback_service(static_files)
         .method_not_allowed_fallback(method_not_allowed::<S>)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)

@@ -14,7 +14,7 @@
 //! - **`X-Served-By: <node name>`** on every response, errors and 404s included.
 //!
 //! Writes go to the database primary; reads go to this node's own replica (web-1 reads from
-//! db-1, web-2 from db-2...) with [`webfarm_db::Consistency::None`]. A `wf_index` cookie
+//! db-1, web-2 from db-2...) with [`webfarm_db_client::Consistency::None`]. A `wf_index` cookie
 //! carries the Raft log index of a browser's last write so its later reads ask for at least
 //! that index (read-your-writes); reads also ask for at least the index at which this node
 //! created the `messages` table, so a replica that lags behind it waits instead of answering
@@ -23,7 +23,7 @@
 //! say) the app answers 503 with a generic reason (the detail goes to the log), never a 500.
 //!
 //! The app reaches the database only through [`MessageStore`], the small trait this crate
-//! declares and implements for [`webfarm_db::DbClient`].
+//! declares and implements for [`webfarm_db_client::DbClient`].
 //!
 //! ```no_run
 //! # async fn run(ctx: webfarm_node::NodeContext) -> Result<(), webfarm_web::WebError> {

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use webfarm_config::Role;
-use webfarm_db::DbClient;
+use webfarm_db_client::DbClient;
+use webfarm_node::status::{RoleStatus, WebStatus};
 use webfarm_node::{BindError, Health, NodeContext};
 
 use crate::app::{self, App};
@@ -248,14 +248,14 @@ impl Health for WebHealth {
         self.schema.ready()
     }
 
-    fn status(&self) -> Value {
-        json!({
-            "http": self.http.to_string(),
-            "root": self.root.display().to_string(),
-            "db_nodes": self.db_nodes.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "read_from": self.read_from.to_string(),
-            "requests": self.requests.load(Ordering::Relaxed),
-            "database": match self.schema.ready() {
+    fn status(&self) -> RoleStatus {
+        RoleStatus::Web(WebStatus {
+            http: self.http.to_string(),
+            root: self.root.display().to_string(),
+            db_nodes: self.db_nodes.iter().map(ToString::to_string).collect(),
+            read_from: self.read_from.to_string(),
+            requests: self.requests.load(Ordering::Relaxed),
+            database: match self.schema.ready() {
                 Ok(()) => "reachable".to_string(),
                 Err(e) => e,
             },

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use webfarm_db::{ClientError, Consistency, DbClient, Rows, Statement};
+use webfarm_db_client::{ClientError, Consistency, DbClient, Rows, Statement};
 
 /// The table of the message board. `created_at` has no SQL default on purpose: the web node
 /// supplies it, because `CURRENT_TIMESTAMP` would be evaluated again by every replica when it

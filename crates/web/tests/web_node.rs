@@ -6,11 +6,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use support::*;
+use webfarm_node::status::{RoleStatus, WebStatus};
+use webfarm_testkit::eventually;
 use webfarm_web::WebError;
 
 #[tokio::test]
@@ -287,7 +287,7 @@ async fn an_unreachable_database_gives_503_never_500() {
     // Readiness says why; status shows the node's shape.
     let node = web.node.as_ref().unwrap();
     let health = node.health();
-    let reason = eventually(Duration::from_secs(10), "a not-ready reason", || {
+    let reason = eventually(DEADLINE, "a not-ready reason", || {
         let h = health.clone();
         async move {
             match h.ready() {
@@ -301,13 +301,13 @@ async fn an_unreachable_database_gives_503_never_500() {
         reason.starts_with("database not reachable yet: "),
         "{reason}"
     );
-    let status = health.status();
+    let status = web_status(health.status());
     let db = web.farm.node("db-1").unwrap().main_addr().to_string();
-    assert_eq!(status["http"], a.to_string());
-    assert_eq!(status["root"], site.display().to_string());
-    assert_eq!(status["db_nodes"], serde_json::json!([db]));
-    assert_eq!(status["read_from"], db);
-    assert!(status["requests"].as_u64().unwrap() >= 6, "{status}");
+    assert_eq!(status.http, a.to_string());
+    assert_eq!(status.root, site.display().to_string());
+    assert_eq!(status.db_nodes, std::slice::from_ref(&db));
+    assert_eq!(status.read_from, db);
+    assert!(status.requests >= 6, "{status:?}");
 }
 
 #[tokio::test]
@@ -343,14 +343,14 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
     let a = web.addr;
     let in_flight = tokio::spawn(async move { get(a, "/api/messages", &[]).await });
     // Let the request reach the server before shutting down.
-    eventually(Duration::from_secs(10), "the request to arrive", || {
+    eventually(DEADLINE, "the request to arrive", || {
         let h = web.node.as_ref().unwrap().health();
-        async move { (h.status()["requests"].as_u64() >= Some(1)).then_some(()) }
+        async move { (web_status(h.status()).requests >= 1).then_some(()) }
     })
     .await;
     web.trigger.trigger();
     let node = web.node.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(20), node.wait())
+    tokio::time::timeout(DEADLINE, node.wait())
         .await
         .expect("wait() returns after shutdown")
         .unwrap();
@@ -364,4 +364,12 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
         tokio::net::TcpStream::connect(a).await.is_err(),
         "still accepting"
     );
+}
+
+/// The details of a web node's `/status`.
+fn web_status(status: RoleStatus) -> WebStatus {
+    match status {
+        RoleStatus::Web(s) => s,
+        other => panic!("not a web node's status: {other:?}"),
+    }
 }

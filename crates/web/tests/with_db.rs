@@ -4,16 +4,13 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Method, StatusCode};
 use support::*;
 use webfarm_config::Farm;
 use webfarm_db::DbNode;
-use webfarm_node::{Health, NodeContext, Shutdown, ShutdownTrigger};
-
-/// How long a test waits for the cluster to settle.
-const SETTLE: Duration = Duration::from_secs(30);
+use webfarm_node::{Health, NodeContext, RoleStatus, Shutdown, ShutdownTrigger};
+use webfarm_testkit::eventually;
 
 /// The db nodes of a farm, started in this process.
 struct Dbs {
@@ -51,7 +48,7 @@ impl Dbs {
     async fn stop(&mut self, i: usize) {
         if let Some((trigger, node)) = self.nodes[i].take() {
             trigger.trigger();
-            tokio::time::timeout(SETTLE, node.wait())
+            tokio::time::timeout(DEADLINE, node.wait())
                 .await
                 .expect("the db node stops in time")
                 .unwrap();
@@ -69,12 +66,15 @@ impl Dbs {
     /// Waits until the running db nodes agree on a leader; returns its name.
     async fn leader(&self) -> String {
         let health = self.health();
-        eventually(SETTLE, "an agreed leader", || {
+        eventually(DEADLINE, "an agreed leader", || {
             let health = health.clone();
             async move {
                 let leaders: Vec<_> = health
                     .iter()
-                    .map(|h| h.status()["leader"].as_str().map(str::to_string))
+                    .map(|h| match h.status() {
+                        RoleStatus::Db(s) => s.leader,
+                        other => panic!("not a db node's status: {other:?}"),
+                    })
                     .collect();
                 match leaders.first() {
                     Some(Some(l)) if leaders.iter().all(|x| x.as_deref() == Some(l)) => {
@@ -97,7 +97,7 @@ impl Dbs {
 /// Waits until the web node created the table.
 async fn until_ready(web: &Running) {
     let health = web.node.as_ref().unwrap().health();
-    eventually(SETTLE, "the web node to be ready", || {
+    eventually(DEADLINE, "the web node to be ready", || {
         let h = health.clone();
         async move { h.ready().ok() }
     })

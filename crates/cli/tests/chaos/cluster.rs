@@ -12,12 +12,13 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 use webfarm_node::http::HttpClient;
+use webfarm_testkit::eventually;
 
 /// The loopback network of this test: `127.0.N.x`, N = 84 unless `WEBFARM_CHAOS_NET` says
 /// otherwise (to run two copies of the test at once).
@@ -244,8 +245,8 @@ impl Cluster {
 
     /// Waits until every node answers `/readyz` 200 (it knows a leader).
     pub async fn wait_ready(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let _tails = TailsOnPanic(self);
+        eventually(timeout, "every node to be ready", || async {
             let mut ready = 0;
             for n in 1..=NODES {
                 let url = format!("{}/readyz", api(n));
@@ -253,16 +254,9 @@ impl Cluster {
                     ready += usize::from(r.status == 200);
                 }
             }
-            if ready == NODES {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the cluster was not ready within {timeout:?}\n{}",
-                self.log_tails(40)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            (ready == NODES).then_some(())
+        })
+        .await;
     }
 
     /// The last `lines` lines of each node's log.
@@ -310,6 +304,17 @@ impl Cluster {
             let _ = f.write_all(text.as_bytes());
         }
         p
+    }
+}
+
+/// Prints the last lines of every node's log if the test panics while it is alive.
+struct TailsOnPanic<'a>(&'a Cluster);
+
+impl Drop for TailsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.0.log_tails(40));
+        }
     }
 }
 

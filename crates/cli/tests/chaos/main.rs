@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use webfarm_node::http::HttpClient;
+use webfarm_testkit::eventually;
 
 use checker::{Model, Operation, Verdict};
 use cluster::{api, Cluster, NODES};
@@ -45,6 +46,11 @@ use history::{KeyHistory, Op, Record, Res, Target};
 use model::{ListModel, RegisterModel};
 use rng::Rng;
 use workload::{Plan, Shared};
+
+/// How long the setup, and each final read, may take to find a node that serves it.
+const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+/// How long the replicas may take to settle on one applied index after healing.
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(90);
 
 /// Search steps allowed per key before the checker gives up (and the test fails).
 const MAX_STEPS_PER_KEY: u64 = 5_000_000;
@@ -72,35 +78,41 @@ async fn setup(plan: &Plan) {
         "CREATE INDEX IF NOT EXISTS list_l ON list (l, id)",
         format!("INSERT OR IGNORE INTO regs (k, v) VALUES {}", regs.join(", ")),
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last;
-    for attempt in 0.. {
+    let mut attempt = 0;
+    let answer = eventually(SETUP_DEADLINE, "a node to take the setup", || {
         let node = 1 + attempt % NODES;
+        attempt += 1;
         let url = format!("{}/db/execute?transaction", api(node));
-        let r = http
-            .post(
-                &url,
-                "application/json",
-                body.to_string().into(),
-                workload::REQUEST_TIMEOUT,
-            )
-            .await;
-        match r {
-            Ok(r) if r.status == 200 => {
-                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-                let errors: Vec<&Value> = v["results"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.get("error")).collect())
-                    .unwrap_or_default();
-                assert!(errors.is_empty(), "setup failed: {v}");
-                return;
+        let (http, body) = (&http, &body);
+        async move {
+            let sent = http
+                .post(
+                    &url,
+                    "application/json",
+                    body.to_string().into(),
+                    workload::REQUEST_TIMEOUT,
+                )
+                .await;
+            match sent {
+                Ok(r) if r.status == 200 => Some(r.body),
+                Ok(r) => {
+                    eprintln!("setup: {} {}", r.status, String::from_utf8_lossy(&r.body));
+                    None
+                }
+                Err(e) => {
+                    eprintln!("setup: {e}");
+                    None
+                }
             }
-            Ok(r) => last = format!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
-            Err(e) => last = e.to_string(),
         }
-        assert!(Instant::now() < deadline, "setup never succeeded: {last}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    let errors: Vec<&Value> = v["results"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.get("error")).collect())
+        .unwrap_or_default();
+    assert!(errors.is_empty(), "setup failed: {v}");
 }
 
 /// After healing: one more linearizable read of every key, retried until it succeeds; the
@@ -123,36 +135,37 @@ async fn final_reads(shared: &Shared, records: &mut Vec<Record>) -> BTreeMap<u32
         )
         .collect();
     for (i, (target, op)) in targets.into_iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(60);
         let mut attempt = i;
-        loop {
+        let what = format!("a final read of {target:?} to succeed");
+        let (node, call, ret, res) = eventually(SETUP_DEADLINE, &what, || {
             let node = 1 + attempt % NODES;
             attempt += 1;
-            let call = shared.now();
-            let (res, _) = workload::perform(&http, node, target, op).await;
-            let ret = shared.now();
-            let done = matches!(res, Res::Value(_) | Res::List(_));
-            if let (Res::List(vs), Target::List(l)) = (&res, target) {
-                finals.insert(l, vs.clone());
+            let http = &http;
+            async move {
+                let call = shared.now();
+                let (res, _) = workload::perform(http, node, target, op).await;
+                let ret = shared.now();
+                if matches!(res, Res::Value(_) | Res::List(_)) {
+                    Some((node, call, ret, res))
+                } else {
+                    eprintln!("final read of {target:?} on db-{node}: {res:?}");
+                    None
+                }
             }
-            if done {
-                records.push(Record {
-                    client,
-                    node,
-                    target,
-                    op,
-                    call,
-                    ret,
-                    res,
-                });
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "final read of {target:?} never succeeded: {res:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+        .await;
+        if let (Res::List(vs), Target::List(l)) = (&res, target) {
+            finals.insert(l, vs.clone());
         }
+        records.push(Record {
+            client,
+            node,
+            target,
+            op,
+            call,
+            ret,
+            res,
+        });
     }
     finals
 }
@@ -165,9 +178,8 @@ async fn replicas_converge(cluster: &Cluster) -> Option<String> {
         "SELECT k, v FROM regs ORDER BY k",
         "SELECT id, l, v FROM list ORDER BY id"
     ]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = String::new();
-    while Instant::now() < deadline {
+    let what = "every replica to settle on one applied index";
+    let (index, texts) = eventually(CONVERGE_DEADLINE, what, || async {
         let applied = |s: Option<Value>| s.and_then(|s| s["applied_index"].as_u64());
         let mut before = Vec::new();
         let mut dumps = Vec::new();
@@ -188,34 +200,29 @@ async fn replicas_converge(cluster: &Cluster) -> Option<String> {
             .iter()
             .chain(&after)
             .all(|a| a.is_some() && *a == before[0]);
-        if stable && dumps.iter().all(Option::is_some) {
+        (stable && dumps.iter().all(Option::is_some)).then(|| {
             let texts: Vec<String> = dumps.iter().map(|d| format!("{d:?}")).collect();
-            let differs = (1..NODES).find(|&i| texts[i] != texts[0]);
-            return differs.map(|i| {
-                let at = texts[0]
-                    .bytes()
-                    .zip(texts[i].bytes())
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                let around = |t: &str| -> String {
-                    t.chars().skip(at.saturating_sub(80)).take(200).collect()
-                };
-                format!(
-                    "replicas differ at applied index {:?}: db-1 has ...{}... where db-{} has \
-                     ...{}...",
-                    before[0],
-                    around(&texts[0]),
-                    i + 1,
-                    around(&texts[i])
-                )
-            });
-        }
-        last = format!("applied before {before:?} after {after:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    Some(format!(
-        "replicas never settled on one applied index: {last}"
-    ))
+            (before[0], texts)
+        })
+    })
+    .await;
+    let differs = (1..NODES).find(|&i| texts[i] != texts[0]);
+    differs.map(|i| {
+        let at = texts[0]
+            .bytes()
+            .zip(texts[i].bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let around =
+            |t: &str| -> String { t.chars().skip(at.saturating_sub(80)).take(200).collect() };
+        format!(
+            "replicas differ at applied index {index:?}: db-1 has ...{}... where db-{} has \
+             ...{}...",
+            around(&texts[0]),
+            i + 1,
+            around(&texts[i])
+        )
+    })
 }
 
 /// Checks every key's history with `model`; returns (keys, search steps, problems).

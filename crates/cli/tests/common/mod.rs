@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 use webfarm_node::http::{HttpClient, HttpResponse};
+use webfarm_node::status::RaftState;
+use webfarm_node::{NodeStatus, RoleStatus};
+pub use webfarm_testkit::{eventually, TempDir, DEADLINE};
 
 /// The `webfarm` binary under test.
 pub fn bin() -> &'static str {
@@ -22,14 +25,6 @@ pub fn bin() -> &'static str {
 /// The repository's `site/` directory.
 pub fn site_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../site")
-}
-
-/// A fresh temp dir for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("webfarm-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Three voters db-1..3 and a learner db-4 on `127.0.<net>.3i`, nothing else.
@@ -84,9 +79,9 @@ pub struct TestFarm {
 }
 
 impl TestFarm {
-    /// Writes the seed farm for `net` into a fresh temp dir and starts it.
-    pub fn start(name: &str, net: u8) -> TestFarm {
-        let dir = temp_dir(name);
+    /// Writes the seed farm for `net` into `tmp` and starts it.
+    pub fn start(tmp: &TempDir, net: u8) -> TestFarm {
+        let dir = tmp.path().to_path_buf();
         let config = dir.join("farm.toml");
         std::fs::write(&config, farm_toml(net)).unwrap();
         Self::start_in(dir, config, net)
@@ -254,7 +249,8 @@ impl TestFarm {
             .unwrap_or_else(|e| panic!("POST {url}: {e}"))
     }
 
-    pub async fn status(&self, name: &str) -> Option<Value> {
+    /// Node `name`'s admin `/status`, if it answers.
+    pub async fn status(&self, name: &str) -> Option<NodeStatus> {
         let r = self
             .http
             .get(&self.status_url(name), Duration::from_secs(2))
@@ -263,21 +259,26 @@ impl TestFarm {
         serde_json::from_slice(&r.body).ok()
     }
 
+    /// The Raft state of db node `name`, if it answers.
+    pub async fn raft_state(&self, name: &str) -> Option<RaftState> {
+        match self.status(name).await?.details {
+            RoleStatus::Db(d) => Some(d.raft_state),
+            _ => None,
+        }
+    }
+
     /// The name of the db leader, polling until one is known.
     pub async fn db_leader(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(DEADLINE, "a db leader", || async {
             for i in 1..=3 {
                 let name = format!("db-{i}");
-                if let Some(s) = self.status(&name).await {
-                    if s["details"]["raft_state"] == "Leader" {
-                        return name;
-                    }
+                if self.raft_state(&name).await == Some(RaftState::Leader) {
+                    return Some(name);
                 }
             }
-            assert!(Instant::now() < deadline, "no db leader within 30s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            None
+        })
+        .await
     }
 }
 
@@ -313,23 +314,4 @@ pub fn cookie(r: &HttpResponse) -> String {
         .and_then(|v| v.split(';').next())
         .unwrap_or("")
         .to_string()
-}
-
-/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

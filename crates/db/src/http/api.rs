@@ -28,7 +28,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::Value;
+use webfarm_db_client::{Answer, Consistency, ErrorAnswer};
 use webfarm_node::http::HttpClient;
 
 use crate::command::{Request, SqlRequest};
@@ -40,10 +41,11 @@ use crate::http::service::Service;
 #[cfg(test)]
 pub(crate) use crate::store::read::MIN_INDEX_WAIT;
 pub(crate) use crate::store::WRITE_TIMEOUT;
-use crate::store::{Applied, Leader, Level, StoreError};
-use crate::types::{NodeInfo, Params, SqlStatement, StatementResult};
+use crate::store::{Applied, Leader, StoreError};
+use crate::types::{NodeInfo, StatementResult};
+
 /// How long a forwarded request may take. Shorter than the client's per-attempt timeout
-/// ([`crate::client::ATTEMPT_TIMEOUT`]), so the client gets the leader's answer rather than
+/// ([`webfarm_db_client::ATTEMPT_TIMEOUT`]), so the client gets the leader's answer rather than
 /// an ambiguous timeout.
 pub(crate) const FORWARD_TIMEOUT: Duration = Duration::from_secs(7);
 /// Default of rqlite's `timeout` for `?queue&wait` and `/readyz?sync`.
@@ -148,23 +150,7 @@ impl Incoming {
 }
 
 pub(crate) fn bad_request(r: &Render, e: &BadRequest) -> Response {
-    r.json(StatusCode::BAD_REQUEST, &e.to_json())
-}
-
-/// The rqlite wire form of a statement: `"sql"`, `["sql", p...]` or `["sql", {name: v}]`.
-pub(crate) fn statement_json(s: &SqlStatement) -> Value {
-    match &s.params {
-        Params::None => Value::String(s.sql.clone()),
-        Params::Positional(p) => {
-            let mut items = vec![Value::String(s.sql.clone())];
-            items.extend(p.iter().cloned());
-            Value::Array(items)
-        }
-        Params::Named(m) => Value::Array(vec![
-            Value::String(s.sql.clone()),
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-        ]),
-    }
+    r.json(StatusCode::BAD_REQUEST, &e.to_answer())
 }
 
 async fn execute<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
@@ -190,7 +176,7 @@ async fn request<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> R
         Ok(s) => s,
         Err(e) => return bad_request(&req.render, &e),
     };
-    let strong = Level::parse(req.flags.get("level")) == Level::Strong;
+    let strong = Consistency::from_param(req.flags.get("level")) == Consistency::Strong;
     let sqls = statements.iter().map(|s| s.sql.clone()).collect();
     let read_only = match api.store.all_read_only(sqls).await {
         Ok(r) => r,
@@ -303,18 +289,14 @@ impl<S: Service> Api<S> {
                 return self.forward(req, leader, false, FORWARD_TIMEOUT).await
             }
             // As rqlite: a stale read is an answer, not a failure.
-            StoreError::StaleRead => {
-                return r.json(StatusCode::OK, &json!({ "error": "stale read" }))
-            }
+            StoreError::StaleRead => return r.error(StatusCode::OK, "stale read"),
             StoreError::BeyondLog { commit_index, .. } => {
-                return r.json(
-                    StatusCode::BAD_REQUEST,
-                    &json!({
-                        "error": e.to_string(),
-                        "beyond_log": true,
-                        "commit_index": commit_index,
-                    }),
-                )
+                let answer = ErrorAnswer {
+                    beyond_log: true,
+                    commit_index: Some(*commit_index),
+                    ..ErrorAnswer::new(e.to_string())
+                };
+                return r.json(StatusCode::BAD_REQUEST, &answer);
             }
             StoreError::InvalidLoad(_) => StatusCode::BAD_REQUEST,
             StoreError::NotApplied { .. }
@@ -333,9 +315,11 @@ impl<S: Service> Api<S> {
 
     /// The 200 answer of an applied request: its results and its log index.
     pub(crate) fn applied(&self, req: &Incoming, applied: &Applied, started: Instant) -> Response {
-        let mut body = req.render.results(&applied.outcomes, started);
-        body.insert("raft_index".into(), Value::from(applied.index));
-        let mut out = req.render.json(StatusCode::OK, &Value::Object(body));
+        let body = Answer {
+            raft_index: Some(applied.index),
+            ..req.render.results(&applied.outcomes, started)
+        };
+        let mut out = req.render.json(StatusCode::OK, &body);
         out.headers_mut()
             .insert("x-raft-index", HeaderValue::from(applied.index));
         out
@@ -388,9 +372,11 @@ impl<S: Service> Api<S> {
                 format!("timeout: sequence number {seq} was not written within {timeout:?}"),
             );
         }
-        let mut body = r.results(&[], started);
-        body.insert("sequence_number".into(), Value::from(seq));
-        r.json(StatusCode::OK, &Value::Object(body))
+        let body = Answer {
+            sequence_number: Some(seq),
+            ..r.results(&[], started)
+        };
+        r.json(StatusCode::OK, &body)
     }
 }
 
@@ -425,8 +411,7 @@ impl<S: Service> QueueWriter for Api<S> {
                 } else {
                     "/db/execute"
                 };
-                let body: Vec<Value> = request.statements.iter().map(statement_json).collect();
-                let body = Value::Array(body).to_string();
+                let body = webfarm_db_client::request_body(&request.statements);
                 let sent = self
                     .forwarder
                     .send(
@@ -454,5 +439,20 @@ impl<S: Service> QueueWriter for Api<S> {
             }
             Leader::Unknown => Attempt::Retry("no leader".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_ordered_so_an_answer_beats_the_timeout_above() {
+        assert!(WRITE_TIMEOUT < FORWARD_TIMEOUT, "leader write < forward");
+        assert!(
+            FORWARD_TIMEOUT < webfarm_db_client::ATTEMPT_TIMEOUT,
+            "forward < client attempt"
+        );
+        assert!(MIN_INDEX_WAIT < FORWARD_TIMEOUT, "min_index wait < forward");
     }
 }

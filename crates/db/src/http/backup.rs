@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use webfarm_db_client::ErrorAnswer;
 
 use crate::http::api::{Api, Incoming};
 use crate::http::service::Service;
@@ -103,7 +103,10 @@ pub(crate) async fn load<S: Service>(State(api): State<Arc<Api<S>>>, req: Incomi
             if let Some(StatementResult::Error(e)) = applied.outcomes.first().map(|o| &o.result) {
                 return r.json(
                     StatusCode::BAD_REQUEST,
-                    &json!({"error": e, "raft_index": applied.index}),
+                    &ErrorAnswer {
+                        raft_index: Some(applied.index),
+                        ..ErrorAnswer::new(e.clone())
+                    },
                 );
             }
             // A load gives no outcome when it succeeded: `{"results": [], "raft_index": N}`.

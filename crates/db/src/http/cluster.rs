@@ -24,8 +24,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use webfarm_db_client::membership::CampaignAnswer;
+use webfarm_db_client::{ErrorAnswer, RemoveAnswer};
 
 use crate::http::api::{Api, Incoming};
 use crate::http::service::Service;
@@ -88,11 +89,13 @@ impl Body {
     }
 }
 
-fn answer(status: StatusCode, v: &Value) -> Response {
+/// `v` as a JSON answer; through a [`serde_json::Value`], so its keys come out sorted.
+fn answer<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    let text = serde_json::to_value(v).unwrap_or_default().to_string();
     (
         status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
+        text,
     )
         .into_response()
 }
@@ -106,12 +109,12 @@ fn refused(e: &MembershipError) -> Response {
         MembershipError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         MembershipError::NotDone(_) => StatusCode::GATEWAY_TIMEOUT,
     };
-    answer(status, &json!({ "error": e.to_string() }))
+    answer(status, &ErrorAnswer::new(e.to_string()))
 }
 
 /// The 200 answer of a change, or its refusal.
-fn done<T: serde::Serialize>(result: Result<T, MembershipError>) -> Response {
-    match result.map(|v| serde_json::to_value(v).unwrap_or(Value::Null)) {
+fn done<T: Serialize>(result: Result<T, MembershipError>) -> Response {
+    match result {
         Ok(v) => answer(StatusCode::OK, &v),
         Err(e) => refused(&e),
     }
@@ -144,7 +147,7 @@ impl<S: Service> Api<S> {
             .await
         {
             Ok(resp) => resp,
-            Err((status, reason)) => answer(status, &json!({ "error": reason })),
+            Err((status, reason)) => answer(status, &ErrorAnswer::new(reason)),
         }
     }
 }
@@ -188,7 +191,11 @@ async fn remove<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Re
     match api.store.remove(name).await {
         Ok(Removal::Removed { node, raft_index }) => answer(
             StatusCode::OK,
-            &json!({"node": node, "removed": true, "raft_index": raft_index}),
+            &RemoveAnswer {
+                node,
+                removed: true,
+                raft_index,
+            },
         ),
         // This leader handed leadership over to be removed: the new leader removes it.
         Ok(Removal::HandedOver { node }) => match api.store.leader() {
@@ -213,7 +220,7 @@ async fn step_down<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) ->
 
 async fn campaign<S: Service>(State(api): State<Arc<Api<S>>>) -> Response {
     match api.store.campaign().await {
-        Ok(name) => answer(StatusCode::OK, &json!({ "campaigning": name })),
+        Ok(campaigning) => answer(StatusCode::OK, &CampaignAnswer { campaigning }),
         Err(e) => refused(&e),
     }
 }

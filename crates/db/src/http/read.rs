@@ -13,13 +13,12 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use serde_json::Value;
 
 use crate::http::api::{bad_request, Api, Incoming};
 use crate::http::request::{parse_statements, BadFlag, Flags};
 use crate::http::service::Service;
 use crate::store::read::LINEARIZABLE_TIMEOUT;
-use crate::store::{Level, ReadRequest, ReadResult};
+use crate::store::{Consistency, ReadRequest, ReadResult};
 use crate::types::{Params, SqlStatement};
 
 /// `GET /db/query?q=SQL` or `POST /db/query` with statements.
@@ -67,7 +66,7 @@ fn read_request(
     }
     Ok(ReadRequest {
         statements,
-        level: Level::parse(flags.get("level")),
+        level: Consistency::from_param(flags.get("level")),
         freshness,
         freshness_strict,
         min_index,
@@ -90,10 +89,9 @@ impl<S: Service> Api<S> {
             Err(e) => return r.error(StatusCode::BAD_REQUEST, e.to_string()),
         };
         match self.store.query(read).await {
-            Ok(ReadResult::Rows(outcomes)) => r.json(
-                StatusCode::OK,
-                &Value::Object(r.results(&outcomes, started)),
-            ),
+            Ok(ReadResult::Rows(outcomes)) => {
+                r.json(StatusCode::OK, &r.results(&outcomes, started))
+            }
             Ok(ReadResult::Applied(applied)) => self.applied(req, &applied, started),
             Err(e) => self.store_error(req, e, false).await,
         }
@@ -112,13 +110,13 @@ mod tests {
     fn the_flags_of_a_read_become_its_request() {
         let r =
             parse("level=STRONG&min_index=7&freshness=1s&freshness_strict&transaction").unwrap();
-        assert_eq!(r.level, Level::Strong);
+        assert_eq!(r.level, Consistency::Strong);
         assert_eq!(r.min_index, Some(7));
         assert_eq!(r.freshness, Some(std::time::Duration::from_secs(1)));
         assert!(r.freshness_strict && r.transaction && !r.blob_array);
         assert_eq!(r.linearizable_timeout, LINEARIZABLE_TIMEOUT);
-        assert_eq!(parse("level=sometimes").unwrap().level, Level::Weak);
-        assert_eq!(parse("level=auto").unwrap().level, Level::Auto);
+        assert_eq!(parse("level=sometimes").unwrap().level, Consistency::Weak);
+        assert_eq!(parse("level=auto").unwrap().level, Consistency::Auto);
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::time::Instant;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use webfarm_db_client::{Answer, ErrorAnswer, StatementAnswer};
 
 use crate::http::request::Flags;
-use crate::types::{Outcome, StatementResult};
+use crate::types::Outcome;
 
 /// How an answer is written, from the request's flags.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,7 +35,7 @@ impl Render {
     }
 
     /// `v` as the JSON body of a `status` answer.
-    pub(crate) fn json(&self, status: StatusCode, v: &Value) -> Response {
+    pub(crate) fn json<T: Serialize + ?Sized>(&self, status: StatusCode, v: &T) -> Response {
         (
             status,
             [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -46,121 +46,48 @@ impl Render {
 
     /// `{"error": message}` with `status`.
     pub(crate) fn error(&self, status: StatusCode, message: impl Into<String>) -> Response {
-        self.json(status, &json!({ "error": message.into() }))
+        self.json(status, &ErrorAnswer::new(message))
     }
 
     /// The `results` (and, with timings, `time`) of an answer.
-    pub(crate) fn results(&self, outcomes: &[Outcome], started: Instant) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert(
-            "results".into(),
-            Value::Array(outcomes.iter().map(|o| self.outcome(o)).collect()),
-        );
-        if self.timings {
-            m.insert("time".into(), Value::from(started.elapsed().as_secs_f64()));
+    pub(crate) fn results(&self, outcomes: &[Outcome], started: Instant) -> Answer {
+        Answer {
+            results: outcomes.iter().map(|o| self.outcome(o)).collect(),
+            time: self.timings.then(|| started.elapsed().as_secs_f64()),
+            ..Answer::default()
         }
-        m
     }
 
     /// One statement's result.
-    pub(crate) fn outcome(&self, o: &Outcome) -> Value {
-        let mut v = match &o.result {
-            StatementResult::Write {
-                last_insert_id,
-                rows_affected,
-            } => json!({
-                "last_insert_id": last_insert_id,
-                "rows_affected": rows_affected,
-            }),
-            StatementResult::Rows(rows) if self.associative => {
-                let types: Map<String, Value> = rows
-                    .columns
-                    .iter()
-                    .zip(&rows.types)
-                    .map(|(c, t)| (c.clone(), Value::from(t.clone())))
-                    .collect();
-                let objects: Vec<Value> = rows
-                    .values
-                    .iter()
-                    .map(|row| {
-                        Value::Object(
-                            rows.columns
-                                .iter()
-                                .cloned()
-                                .zip(row.iter().cloned())
-                                .collect(),
-                        )
-                    })
-                    .collect();
-                json!({ "types": types, "rows": objects })
-            }
-            StatementResult::Rows(rows) => {
-                let mut m = Map::new();
-                m.insert("columns".into(), json!(rows.columns));
-                m.insert("types".into(), json!(rows.types));
-                if !rows.values.is_empty() {
-                    m.insert("values".into(), json!(rows.values));
-                }
-                Value::Object(m)
-            }
-            StatementResult::Error(e) => json!({ "error": e }),
-        };
-        if self.timings && !matches!(o.result, StatementResult::Error(_)) {
-            if let Value::Object(m) = &mut v {
-                m.insert("time".into(), Value::from(o.time));
-            }
-        }
-        v
+    pub(crate) fn outcome(&self, o: &Outcome) -> StatementAnswer {
+        StatementAnswer::of(o, self.associative, self.timings)
     }
 }
 
 /// `v` as JSON text, indented by four spaces when `pretty`.
-pub(crate) fn to_text(v: &Value, pretty: bool) -> String {
+pub(crate) fn to_text<T: Serialize + ?Sized>(v: &T, pretty: bool) -> String {
     if !pretty {
-        return v.to_string();
+        // Plain structs, maps with string keys and JSON values always serialize.
+        return serde_json::to_string(v).unwrap_or_default();
     }
     let mut out = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
     match v.serialize(&mut ser) {
         Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-        Err(_) => v.to_string(),
+        Err(_) => serde_json::to_string(v).unwrap_or_default(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Rows;
+    use serde_json::json;
 
-    fn rows() -> Outcome {
-        Outcome {
-            result: StatementResult::Rows(Rows {
-                columns: vec!["id".into(), "name".into()],
-                types: vec!["integer".into(), "text".into()],
-                values: vec![vec![json!(1), json!("fiona")]],
-            }),
-            time: 0.5,
-        }
-    }
-
+    // The shapes of each result are tested with `StatementAnswer::of` in webfarm-db-client.
     #[test]
-    fn renders_rows_as_arrays_or_objects() {
-        let plain = Render::default().outcome(&rows());
-        assert_eq!(
-            plain,
-            json!({"columns": ["id", "name"], "types": ["integer", "text"], "values": [[1, "fiona"]]})
-        );
-        let assoc = Render {
-            associative: true,
-            timings: true,
-            ..Render::default()
-        }
-        .outcome(&rows());
-        assert_eq!(
-            assoc,
-            json!({"types": {"id": "integer", "name": "text"}, "rows": [{"id": 1, "name": "fiona"}], "time": 0.5})
-        );
+    fn pretty_answers_are_indented_by_four_spaces() {
         assert_eq!(to_text(&json!({"a": 1}), true), "{\n    \"a\": 1\n}");
+        assert_eq!(to_text(&json!({"a": 1}), false), "{\"a\":1}");
     }
 }

@@ -26,12 +26,11 @@ impl BadRequest {
     }
 
     /// The JSON body of the 400 answer: `{"error": .., "index": ..}`.
-    pub(crate) fn to_json(&self) -> Value {
-        let mut v = serde_json::json!({ "error": self.message });
-        if let (Some(i), Value::Object(m)) = (self.index, &mut v) {
-            m.insert("index".into(), Value::from(i));
+    pub(crate) fn to_answer(&self) -> webfarm_db_client::ErrorAnswer {
+        webfarm_db_client::ErrorAnswer {
+            index: self.index,
+            ..webfarm_db_client::ErrorAnswer::new(self.message.clone())
         }
-        v
     }
 }
 

@@ -7,12 +7,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::command::Request;
 use crate::store::{
-    Applied, Change, JoinRequest, Leader, Loaded, Member, MembershipError, ReadRequest, ReadResult,
-    Removal, SteppedDown, StoreError, StoreStatus,
+    Applied, ChangeAnswer, ClusterView, JoinRequest, Leader, Loaded, Member, MembershipError,
+    ReadRequest, ReadResult, Removal, StepDownAnswer, StoreError, StoreStatus,
 };
 
 /// The store as the HTTP handlers use it. Every method's contract is the one of the
@@ -69,20 +68,22 @@ pub(crate) trait Service: Send + Sync + 'static {
     fn join(
         &self,
         request: JoinRequest,
-    ) -> impl Future<Output = Result<Change, MembershipError>> + Send;
+    ) -> impl Future<Output = Result<ChangeAnswer, MembershipError>> + Send;
     /// Removes a node (this node leads).
     fn remove(&self, name: String)
         -> impl Future<Output = Result<Removal, MembershipError>> + Send;
     /// Makes a learner a voter (this node leads).
-    fn promote(&self, name: String)
-        -> impl Future<Output = Result<Change, MembershipError>> + Send;
+    fn promote(
+        &self,
+        name: String,
+    ) -> impl Future<Output = Result<ChangeAnswer, MembershipError>> + Send;
     /// Hands leadership over (this node leads).
     fn step_down(
         &self,
         to: Option<String>,
-    ) -> impl Future<Output = Result<SteppedDown, MembershipError>> + Send;
+    ) -> impl Future<Output = Result<StepDownAnswer, MembershipError>> + Send;
     /// Starts an election on this node.
     fn campaign(&self) -> impl Future<Output = Result<String, MembershipError>> + Send;
     /// Every member as this node sees it (`/cluster/nodes`).
-    fn cluster_view(&self) -> impl Future<Output = Value> + Send;
+    fn cluster_view(&self) -> impl Future<Output = ClusterView> + Send;
 }

@@ -14,17 +14,23 @@
 //!   checks that the node answers; `?sync` also waits (up to `?timeout`, default 30s) until
 //!   this node applied the commit index its leader had told it at the time of the request.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use webfarm_config::Replica;
+use webfarm_db_client::status::{
+    BuildSection, HttpSection, LeaderRef, NodeEntry, NodeSection, NodesV2, OsSection, QueueSection,
+    RaftSection, RuntimeSection, Sqlite3Section, StatusAnswer, StoreNode, StoreSection,
+};
 
 use crate::http::api::{Api, Incoming, DEFAULT_WAIT};
 use crate::http::service::Service;
-use crate::store::Leader;
+use crate::store::{Leader, StoreStatus};
 
 /// Default of `/nodes?timeout`.
 const NODES_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,91 +41,101 @@ fn unix_secs(t: std::time::SystemTime) -> f64 {
 }
 
 impl<S: Service> Api<S> {
-    /// The `/status` JSON of this node.
-    pub(crate) fn status_json(&self) -> Value {
+    /// The `/status` answer of this node.
+    pub(crate) fn status_answer(&self) -> StatusAnswer {
         let s = self.store.status();
-        let mut v = s.raft.clone();
-        let (me, leader, voter) = (&s.me, &s.leader, s.voter);
-        let nodes: Vec<Value> = s
-            .members
-            .iter()
-            .map(|m| {
-                let suffrage = if m.voter { "Voter" } else { "Nonvoter" };
-                json!({"id": m.node.name, "addr": m.node.raft_addr, "suffrage": suffrage})
-            })
-            .collect();
-        let db_size = std::fs::metadata(&s.db_path).map_or(0, |md| md.len());
         let uptime = self.started.elapsed().unwrap_or_default();
-        let store = json!({
-            "node_id": me.name,
-            "addr": me.raft_addr,
-            "dir": s.data_dir.display().to_string(),
-            "ready": s.ready,
-            "leader": {
-                "node_id": leader.as_ref().map_or(String::new(), |n| n.name.clone()),
-                "addr": leader.as_ref().map_or(String::new(), |n| n.raft_addr.clone()),
+        let queue = QueueSection {
+            sequence_number: self.queue.flushed(),
+            pending: self.queue.pending(),
+        };
+        StatusAnswer {
+            store: store_section(&s),
+            name: self.store.name().to_string(),
+            http: HttpSection {
+                bind_addr: s.me.api_addr.clone(),
+                auth: "disabled".into(),
+                queue: [("_default".to_string(), queue)].into_iter().collect(),
             },
-            "raft": {
-                "state": v["raft_state"].clone(),
-                "term": s.term,
-                "commit_index": s.commit_index,
-                "applied_index": s.applied_index,
-                "last_log_index": s.last_log_index,
-                "last_snapshot_index": s.last_snapshot_index,
-                "voter": voter,
-                "num_peers": s.members.len().saturating_sub(1),
-                "log_entries_proposed": s.entries_proposed,
+            node: NodeSection {
+                start_time: unix_secs(self.started),
+                current_time: unix_secs(std::time::SystemTime::now()),
+                uptime: format!("{:.3}s", uptime.as_secs_f64()),
             },
-            "nodes": nodes,
-            "sqlite3": {
-                "path": s.db_path.display().to_string(),
-                "db_size": db_size,
-                "fk_constraints": if s.foreign_keys { "enabled" } else { "disabled" },
+            build: BuildSection {
+                version: env!("CARGO_PKG_VERSION").into(),
+                name: "webfarm-db".into(),
             },
-        });
-        if let Value::Object(o) = &mut v {
-            o.insert("name".into(), Value::from(self.store.name()));
-            o.insert("store".into(), store);
-            o.insert(
-                "http".into(),
-                json!({
-                    "bind_addr": me.api_addr,
-                    "auth": "disabled",
-                    "queue": {"_default": {
-                        "sequence_number": self.queue.flushed(),
-                        "pending": self.queue.pending(),
-                    }},
-                }),
-            );
-            o.insert(
-                "node".into(),
-                json!({
-                    "start_time": unix_secs(self.started),
-                    "current_time": unix_secs(std::time::SystemTime::now()),
-                    "uptime": format!("{:.3}s", uptime.as_secs_f64()),
-                }),
-            );
-            o.insert(
-                "build".into(),
-                json!({"version": env!("CARGO_PKG_VERSION"), "name": "webfarm-db"}),
-            );
-            o.insert(
-                "runtime".into(),
-                json!({
-                    "os": std::env::consts::OS,
-                    "arch": std::env::consts::ARCH,
-                    "num_cpu": std::thread::available_parallelism().map_or(1, |n| n.get()),
-                }),
-            );
-            o.insert("os".into(), json!({"pid": std::process::id()}));
+            runtime: RuntimeSection {
+                os: std::env::consts::OS.into(),
+                arch: std::env::consts::ARCH.into(),
+                num_cpu: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+            os: OsSection {
+                pid: std::process::id(),
+            },
+            raft: s.raft,
         }
-        v
+    }
+}
+
+/// rqlite's `store` section: this node, the leader, Raft's counters, the members, SQLite.
+fn store_section(s: &StoreStatus) -> StoreSection {
+    let nodes = s
+        .members
+        .iter()
+        .map(|m| StoreNode {
+            id: m.node.name.clone(),
+            addr: m.node.raft_addr.clone(),
+            suffrage: if m.voter {
+                Replica::Voter
+            } else {
+                Replica::Learner
+            },
+        })
+        .collect();
+    StoreSection {
+        node_id: s.me.name.clone(),
+        addr: s.me.raft_addr.clone(),
+        dir: s.data_dir.display().to_string(),
+        ready: s.ready,
+        leader: s
+            .leader
+            .as_ref()
+            .map(|n| LeaderRef {
+                node_id: n.name.clone(),
+                addr: n.raft_addr.clone(),
+            })
+            .unwrap_or_default(),
+        raft: RaftSection {
+            state: s.raft.raft_state,
+            term: s.term,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            last_log_index: s.last_log_index,
+            last_snapshot_index: s.last_snapshot_index,
+            voter: s.voter,
+            num_peers: s.members.len().saturating_sub(1),
+            log_entries_proposed: s.entries_proposed,
+        },
+        nodes,
+        sqlite3: Sqlite3Section {
+            path: s.db_path.display().to_string(),
+            db_size: std::fs::metadata(&s.db_path).map_or(0, |md| md.len()),
+            fk_constraints: if s.foreign_keys {
+                "enabled"
+            } else {
+                "disabled"
+            }
+            .into(),
+        },
     }
 }
 
 /// `GET /status`.
 pub(crate) async fn status<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> Response {
-    let mut v = api.status_json();
+    // Through a `Value`: its keys come out sorted, and `?key=` picks a sub-object.
+    let mut v = serde_json::to_value(api.status_answer()).unwrap_or_default();
     if let Some(path) = req.flags.get("key").filter(|k| !k.is_empty()) {
         for key in path.split('.') {
             v = match v {
@@ -164,30 +180,31 @@ pub(crate) async fn nodes<S: Service>(State(api): State<Arc<Api<S>>>, req: Incom
         let Ok((id, node, voter, answer, took)) = joined else {
             continue;
         };
-        let mut n = json!({
-            "id": node.name,
-            "node_id": id.to_string(),
-            "api_addr": format!("http://{}", node.api_addr),
-            "addr": node.raft_addr,
-            "version": env!("CARGO_PKG_VERSION"),
-            "voter": voter,
-            "reachable": answer.is_ok(),
-            "leader": leader == Some(id),
-            "time": took.as_secs_f64(),
-            "time_s": format!("{took:?}"),
-        });
-        if let (Err(e), Value::Object(o)) = (answer, &mut n) {
-            o.insert("error".into(), Value::from(e));
-        }
-        out.push((node.name.clone(), n));
+        let n = NodeEntry {
+            id: node.name.clone(),
+            node_id: id.to_string(),
+            api_addr: format!("http://{}", node.api_addr),
+            addr: node.raft_addr,
+            version: env!("CARGO_PKG_VERSION").into(),
+            voter,
+            reachable: answer.is_ok(),
+            leader: leader == Some(id),
+            time: took.as_secs_f64(),
+            time_s: format!("{took:?}"),
+            error: answer.err(),
+        };
+        out.push((node.name, n));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
+    // Through a `Value`, so the keys come out sorted.
     let body = if req.flags.get("ver") == Some("2") {
-        json!({ "nodes": out.into_iter().map(|(_, n)| n).collect::<Vec<_>>() })
+        serde_json::to_value(NodesV2 {
+            nodes: out.into_iter().map(|(_, n)| n).collect(),
+        })
     } else {
-        Value::Object(out.into_iter().collect::<Map<String, Value>>())
+        serde_json::to_value(out.into_iter().collect::<BTreeMap<String, NodeEntry>>())
     };
-    req.render.json(StatusCode::OK, &body)
+    req.render.json(StatusCode::OK, &body.unwrap_or_default())
 }
 
 fn text(status: StatusCode, body: String) -> Response {

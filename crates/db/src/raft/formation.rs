@@ -37,9 +37,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use openraft::error::{InitializeError, RaftError};
-use serde_json::Value;
 use webfarm_config::Replica;
 use webfarm_node::http::HttpClient;
+use webfarm_node::status::DbStatus;
 use webfarm_node::Shutdown;
 
 use crate::node::DbError;
@@ -69,39 +69,23 @@ pub(crate) struct PeerLog {
     pub(crate) replicated: Vec<String>,
 }
 
-fn names(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl PeerLog {
     /// Reads a `/status` answer; `None` when it is not a db node's status.
-    pub(crate) fn from_status(name: &str, status: &Value) -> Option<PeerLog> {
-        let num = |key: &str| status.get(key).and_then(Value::as_u64);
-        let replicated = status
-            .get("replication")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, r)| r.get("replicated").and_then(Value::as_bool) == Some(true))
-                    .map(|(n, _)| n.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+    pub(crate) fn from_status(name: &str, body: &[u8]) -> Option<PeerLog> {
+        let status: DbStatus = serde_json::from_slice(body).ok()?;
         Some(PeerLog {
             name: name.to_string(),
-            term: num("term")?,
-            last_log_index: num("last_log_index")?,
-            has_data: status.get("has_data").and_then(Value::as_bool)?,
-            voters: names(status.get("voters")),
-            learners: names(status.get("learners")),
-            replicated,
+            term: status.term,
+            last_log_index: status.last_log_index,
+            has_data: status.has_data,
+            voters: status.voters,
+            learners: status.learners,
+            replicated: status
+                .replication
+                .into_iter()
+                .filter(|(_, r)| r.replicated)
+                .map(|(n, _)| n)
+                .collect(),
         })
     }
 
@@ -164,8 +148,7 @@ async fn peer_logs(me: u64, members: &BTreeMap<u64, NodeInfo>, http: &HttpClient
             if !resp.status.is_success() {
                 return None;
             }
-            let status: Value = serde_json::from_slice(&resp.body).ok()?;
-            PeerLog::from_status(&node.name, &status)
+            PeerLog::from_status(&node.name, &resp.body)
         });
     }
     let mut logs = Vec::new();
@@ -258,13 +241,14 @@ pub(crate) async fn auto_join(
     stop: Shutdown,
 ) {
     let id = node_id(&me.name);
-    let body = serde_json::json!({
-        "id": me.name,
-        "addr": me.raft_addr,
-        "api_addr": me.api_addr,
-        "voter": false,
-    })
-    .to_string();
+    let join = webfarm_db_client::JoinRequest {
+        id: me.name.clone(),
+        addr: Some(me.raft_addr.clone()),
+        api_addr: Some(me.api_addr.clone()),
+        voter: Some(false),
+    };
+    // A struct of strings and a bool always serializes.
+    let body = serde_json::to_string(&join).unwrap_or_default();
     let mut metrics = raft.metrics();
     let is_member = |m: &openraft::RaftMetrics<u64, NodeInfo>| {
         m.membership_config.membership().get_node(&id).is_some()
@@ -316,19 +300,44 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A `/status` answer with the fields formation reads, the others zero or empty.
+    fn status(term: u64, last: u64, has_data: bool, fields: serde_json::Value) -> Vec<u8> {
+        let mut v = json!({"node_id": "1", "raft_state": "Follower", "replica": "voter",
+            "term": term, "leader": null, "commit_index": 0, "applied_index": 0,
+            "last_log_index": last, "snapshot_index": null, "purged_index": null,
+            "membership_index": null, "voters": [], "learners": [], "replication": {},
+            "has_data": has_data});
+        for (k, f) in fields.as_object().unwrap() {
+            v[k] = f.clone();
+        }
+        v.to_string().into_bytes()
+    }
+
     #[test]
     fn reads_a_peers_status() {
-        let forming = json!({"term": 1, "last_log_index": 1, "has_data": false,
-                             "voters": ["db-1", "db-2"], "learners": []});
+        let forming = status(
+            1,
+            1,
+            false,
+            json!({"voters": ["db-1", "db-2"], "learners": []}),
+        );
         let p = PeerLog::from_status("db-1", &forming).unwrap();
         assert!(!p.has_data, "a leader and a blank entry are no data");
         assert_eq!(p.voters, ["db-1", "db-2"]);
-        let formed = json!({"term": 2, "last_log_index": 9, "has_data": true,
-            "replication": {"db-2": {"replicated": true}, "db-3": {"replicated": false}}});
+        let replica = |replicated| {
+            json!({"replica": "voter", "matched_index": 0,
+            "replicated": replicated, "lag": 0})
+        };
+        let formed = status(
+            2,
+            9,
+            true,
+            json!({"replication": {"db-2": replica(true), "db-3": replica(false)}}),
+        );
         let p = PeerLog::from_status("db-1", &formed).unwrap();
         assert!(p.has_data);
         assert_eq!(p.replicated, ["db-2"]);
-        assert_eq!(PeerLog::from_status("x", &json!({"error": "no"})), None);
+        assert_eq!(PeerLog::from_status("x", br#"{"error": "no"}"#), None);
     }
 
     fn peer(voters: &[&str], learners: &[&str], has_data: bool, replicated: &[&str]) -> PeerLog {

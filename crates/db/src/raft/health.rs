@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 use openraft::error::Fatal;
 use openraft::{RaftMetrics, ServerState};
-use serde_json::{json, Value};
 use tokio::sync::watch;
+use webfarm_config::Replica;
+use webfarm_node::status::{DbStatus, RaftState, Replication, RoleStatus};
 
 use crate::raft::log_store::LogStore;
 use crate::types::NodeInfo;
@@ -50,25 +51,6 @@ pub(crate) enum Leader {
     Unknown,
 }
 
-/// What a member is in the current membership.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// Counts in the quorum; can lead.
-    Voter,
-    /// Receives the log; never votes.
-    Learner,
-}
-
-impl Kind {
-    /// `voter` or `learner`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Kind::Voter => "voter",
-            Kind::Learner => "learner",
-        }
-    }
-}
-
 /// Why Raft no longer runs, from its metrics: `None` while it runs.
 pub(crate) fn failure(m: &RaftMetrics<u64, NodeInfo>) -> Option<String> {
     match &m.running_state {
@@ -78,13 +60,13 @@ pub(crate) fn failure(m: &RaftMetrics<u64, NodeInfo>) -> Option<String> {
     }
 }
 
-/// The kind of node `id` in the membership of `m`; `None` when it is not a member.
-pub(crate) fn kind_of(m: &RaftMetrics<u64, NodeInfo>, id: u64) -> Option<Kind> {
+/// What node `id` is in the membership of `m`; `None` when it is not a member.
+pub(crate) fn kind_of(m: &RaftMetrics<u64, NodeInfo>, id: u64) -> Option<Replica> {
     let membership = m.membership_config.membership();
     if membership.voter_ids().any(|v| v == id) {
-        Some(Kind::Voter)
+        Some(Replica::Voter)
     } else if membership.learner_ids().any(|l| l == id) {
-        Some(Kind::Learner)
+        Some(Replica::Learner)
     } else {
         None
     }
@@ -113,8 +95,8 @@ impl DbHealth {
         self.node(id).map_or_else(|| id.to_string(), |n| n.name)
     }
 
-    /// This node's kind in the current membership; `None` when it is not (yet) a member.
-    pub(crate) fn kind(&self) -> Option<Kind> {
+    /// What this node is in the current membership; `None` when it is not (yet) a member.
+    pub(crate) fn kind(&self) -> Option<Replica> {
         kind_of(&self.metrics.borrow(), self.id)
     }
 
@@ -163,14 +145,21 @@ impl webfarm_node::Health for DbHealth {
         }
     }
 
-    fn status(&self) -> Value {
+    fn status(&self) -> RoleStatus {
+        RoleStatus::Db(self.raft_status())
+    }
+}
+
+impl DbHealth {
+    /// Raft's view of this node: the `/status` details.
+    pub(crate) fn raft_status(&self) -> DbStatus {
         let m = self.metrics.borrow().clone();
-        let state = match m.state {
-            ServerState::Leader => "Leader",
-            ServerState::Follower => "Follower",
-            ServerState::Candidate => "Candidate",
-            ServerState::Learner => "Learner",
-            ServerState::Shutdown => "Shutdown",
+        let raft_state = match m.state {
+            ServerState::Leader => RaftState::Leader,
+            ServerState::Follower => RaftState::Follower,
+            ServerState::Candidate => RaftState::Candidate,
+            ServerState::Learner => RaftState::Learner,
+            ServerState::Shutdown => RaftState::Shutdown,
         };
         let last_log_index = m.last_log_index.unwrap_or(0);
         let membership = m.membership_config.membership();
@@ -181,7 +170,7 @@ impl webfarm_node::Health for DbHealth {
             .map(|id| self.name_of(id))
             .collect();
         learners.sort();
-        let mut replication = serde_json::Map::new();
+        let mut replication = BTreeMap::new();
         if let Some(rep) = &m.replication {
             for (id, matched) in rep {
                 if *id == self.id {
@@ -190,40 +179,33 @@ impl webfarm_node::Health for DbHealth {
                 let index = matched.map_or(0, |l| l.index);
                 replication.insert(
                     self.name_of(*id),
-                    json!({
-                        "replica": kind_of(&m, *id).map_or("removed", Kind::as_str),
-                        "matched_index": index,
-                        "replicated": matched.is_some(),
-                        "lag": last_log_index.saturating_sub(index),
-                    }),
+                    Replication {
+                        replica: kind_of(&m, *id),
+                        matched_index: index,
+                        replicated: matched.is_some(),
+                        lag: last_log_index.saturating_sub(index),
+                    },
                 );
             }
         }
-        let mut out = json!({
-            "node_id": self.id.to_string(),
-            "raft_state": state,
-            "replica": kind_of(&m, self.id).map_or("none", Kind::as_str),
-            "term": m.current_term,
-            "leader": m.current_leader.map(|id| self.name_of(id)),
-            "commit_index": self.log.committed_index(),
-            "applied_index": m.last_applied.map_or(*self.applied.borrow(), |l| l.index),
-            "last_log_index": last_log_index,
-            "snapshot_index": m.snapshot.map(|l| l.index),
-            "purged_index": m.purged.map(|l| l.index),
-            "membership_index": m.membership_config.log_id().map(|l| l.index),
-            "voters": voters,
-            "learners": learners,
-            "replication": replication,
-            "has_data": self.user_data.load(Ordering::Relaxed),
-        });
-        if let Value::Object(o) = &mut out {
-            if let Some(f) = failure(&m) {
-                o.insert("fatal".into(), Value::from(f));
-            }
-            if self.transferring_leadership.load(Ordering::Acquire) {
-                o.insert("handover".into(), Value::from(true));
-            }
+        DbStatus {
+            node_id: self.id.to_string(),
+            raft_state,
+            replica: kind_of(&m, self.id),
+            term: m.current_term,
+            leader: m.current_leader.map(|id| self.name_of(id)),
+            commit_index: self.log.committed_index(),
+            applied_index: m.last_applied.map_or(*self.applied.borrow(), |l| l.index),
+            last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            membership_index: m.membership_config.log_id().map(|l| l.index),
+            voters,
+            learners,
+            replication,
+            has_data: self.user_data.load(Ordering::Relaxed),
+            fatal: failure(&m),
+            handover: self.transferring_leadership.load(Ordering::Acquire),
         }
-        out
     }
 }

@@ -44,16 +44,15 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
-use serde::Serialize;
-use serde_json::{json, Value};
 use tokio::sync::watch;
 use webfarm_config::{Farm, Replica, Role};
+use webfarm_db_client::{ChangeAnswer, ClusterMember, ClusterView};
 use webfarm_node::http::HttpClient;
+use webfarm_node::status::DbStatus;
 
 mod leadership_transfer;
 
-pub(crate) use self::leadership_transfer::SteppedDown;
-use crate::raft::health::{kind_of, DbHealth, Kind};
+use crate::raft::health::{kind_of, DbHealth};
 use crate::types::{node_id, NodeInfo, Raft};
 
 /// How long a membership log entry may take to commit.
@@ -153,29 +152,13 @@ pub(crate) struct JoinRequest {
     pub(crate) voter: Option<bool>,
 }
 
-/// The answer to `/join` and `/cluster/promote`: the node, what it is now, and whether the
-/// request changed anything.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Change {
-    /// The node's name.
-    pub(crate) node: String,
-    /// `voter` or `learner`.
-    pub(crate) replica: &'static str,
-    /// Whether the membership changed.
-    pub(crate) changed: bool,
-    /// The log index of the last change made, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) raft_index: Option<u64>,
-}
-
-impl Change {
-    fn unchanged(node: String, kind: Kind) -> Change {
-        Change {
-            node,
-            replica: kind.as_str(),
-            changed: false,
-            raft_index: None,
-        }
+/// The answer to `/join` and `/cluster/promote` when node `node` already is `kind`.
+fn unchanged(node: String, kind: Replica) -> ChangeAnswer {
+    ChangeAnswer {
+        node,
+        replica: kind,
+        changed: false,
+        raft_index: None,
     }
 }
 
@@ -266,7 +249,7 @@ impl Membership {
     }
 
     /// Makes learner `id` a voter (after it caught up); the answer says it `changed`.
-    async fn promote_learner(&self, id: u64, name: &str) -> Result<Change, MembershipError> {
+    async fn promote_learner(&self, id: u64, name: &str) -> Result<ChangeAnswer, MembershipError> {
         self.catch_up(id, name).await?;
         let changed = tokio::time::timeout(
             COMMIT_TIMEOUT,
@@ -277,9 +260,9 @@ impl Membership {
         .map_err(|_| not_committed())?
         .map_err(change_error)?;
         tracing::info!(node = %name, index = changed.log_id.index, "learner promoted to voter");
-        Ok(Change {
+        Ok(ChangeAnswer {
             node: name.to_string(),
-            replica: Kind::Voter.as_str(),
+            replica: Replica::Voter,
             changed: true,
             raft_index: Some(changed.log_id.index),
         })
@@ -292,7 +275,10 @@ impl Membership {
     ///
     /// [`MembershipError`]: a bad request, other addresses for a member, a change refused,
     /// leadership lost, not committed or not caught up in time.
-    pub(crate) async fn join(&self, request: &JoinRequest) -> Result<Change, MembershipError> {
+    pub(crate) async fn join(
+        &self,
+        request: &JoinRequest,
+    ) -> Result<ChangeAnswer, MembershipError> {
         let m = self;
         let (id, info, voter) = m.join_target(request)?;
         let _busy = m.busy.lock().await;
@@ -315,9 +301,9 @@ impl Membership {
         }
         let mut raft_index = None;
         match kind {
-            Some(Kind::Voter) => return Ok(Change::unchanged(name, Kind::Voter)),
-            Some(Kind::Learner) if !voter => return Ok(Change::unchanged(name, Kind::Learner)),
-            Some(Kind::Learner) => {}
+            Some(Replica::Voter) => return Ok(unchanged(name, Replica::Voter)),
+            Some(Replica::Learner) if !voter => return Ok(unchanged(name, Replica::Learner)),
+            Some(Replica::Learner) => {}
             None => {
                 let added = tokio::time::timeout(
                     COMMIT_TIMEOUT,
@@ -331,9 +317,9 @@ impl Membership {
             }
         }
         if !voter {
-            return Ok(Change {
+            return Ok(ChangeAnswer {
                 node: name,
-                replica: Kind::Learner.as_str(),
+                replica: Replica::Learner,
                 changed: true,
                 raft_index,
             });
@@ -348,7 +334,7 @@ impl Membership {
     ///
     /// [`MembershipError`]: not a member, leadership lost, not caught up or not committed in
     /// time.
-    pub(crate) async fn promote(&self, name: &str) -> Result<Change, MembershipError> {
+    pub(crate) async fn promote(&self, name: &str) -> Result<ChangeAnswer, MembershipError> {
         let (m, name, id) = (self, name.to_string(), node_id(name));
         let _busy = m.busy.lock().await;
         let kind = kind_of(&m.health.metrics.borrow(), id);
@@ -356,8 +342,8 @@ impl Membership {
             None => Err(MembershipError::NotMember(format!(
                 "{name} is not a member of the cluster; add it with `webfarm db add {name}`"
             ))),
-            Some(Kind::Voter) => Ok(Change::unchanged(name, Kind::Voter)),
-            Some(Kind::Learner) => m.promote_learner(id, &name).await,
+            Some(Replica::Voter) => Ok(unchanged(name, Replica::Voter)),
+            Some(Replica::Learner) => m.promote_learner(id, &name).await,
         }
     }
 
@@ -382,13 +368,13 @@ impl Membership {
                     "{name} is not a member of the cluster"
                 )))
             }
-            Some(Kind::Voter) if voters <= 1 => {
+            Some(Replica::Voter) if voters <= 1 => {
                 return Err(MembershipError::Refused(format!(
                     "{name} is the only voter; a cluster needs at least one"
                 )))
             }
-            Some(Kind::Voter) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
-            Some(Kind::Learner) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+            Some(Replica::Voter) => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+            Some(Replica::Learner) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
         };
         if id == m.health.id {
             // The leader removes itself: hand leadership over first, then let the new leader
@@ -413,7 +399,7 @@ impl Membership {
 
     /// Every member as this node sees it (`/cluster/nodes`); replication progress when it is
     /// the leader.
-    pub(crate) async fn view(&self) -> Value {
+    pub(crate) async fn view(&self) -> ClusterView {
         let m = self;
         let metrics = m.health.metrics.borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -424,12 +410,15 @@ impl Membership {
             probes.spawn(async move {
                 let url = format!("http://{}/status", node.api_addr);
                 let status = match http.get(&url, PROBE_TIMEOUT).await {
-                    Ok(r) if r.status.is_success() => serde_json::from_slice::<Value>(&r.body).ok(),
+                    Ok(r) if r.status.is_success() => {
+                        serde_json::from_slice::<DbStatus>(&r.body).ok()
+                    }
                     _ => None,
                 };
                 (id, node, status)
             });
         }
+        let leads = leads(&metrics);
         let mut nodes = Vec::new();
         while let Some(joined) = probes.join_next().await {
             let Ok((id, node, status)) = joined else {
@@ -440,34 +429,29 @@ impl Membership {
             } else {
                 matched(&metrics, id)
             };
-            let mut n = json!({
-                "name": node.name,
-                "node_id": id.to_string(),
-                "api_addr": node.api_addr,
-                "raft_addr": node.raft_addr,
-                "replica": kind_of(&metrics, id).map_or("none", Kind::as_str),
-                "leader": metrics.current_leader == Some(id),
-                "reachable": status.is_some(),
+            nodes.push(ClusterMember {
+                name: node.name,
+                node_id: id.to_string(),
+                api_addr: node.api_addr,
+                raft_addr: node.raft_addr,
+                replica: kind_of(&metrics, id),
+                leader: metrics.current_leader == Some(id),
+                reachable: status.is_some(),
+                matched_index: leads.then_some(progress),
+                lag: leads.then_some(progress.map(|p| last.saturating_sub(p))),
+                raft_state: status.as_ref().map(|s| s.raft_state),
+                applied_index: status.as_ref().map(|s| s.applied_index),
             });
-            if leads(&metrics) {
-                n["matched_index"] = progress.map_or(Value::Null, Value::from);
-                n["lag"] = progress.map_or(Value::Null, |p| Value::from(last.saturating_sub(p)));
-            }
-            if let Some(s) = status {
-                n["raft_state"] = s["raft_state"].clone();
-                n["applied_index"] = s["applied_index"].clone();
-            }
-            nodes.push(n);
         }
-        nodes.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        json!({
-            "answered_by": m.health.name_of(m.health.id),
-            "leader": metrics.current_leader.map(|l| m.health.name_of(l)),
-            "term": metrics.current_term,
-            "last_log_index": last,
-            "membership_index": metrics.membership_config.log_id().map(|l| l.index),
-            "joint": membership.get_joint_config().len() > 1,
-            "nodes": nodes,
-        })
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        ClusterView {
+            answered_by: m.health.name_of(m.health.id),
+            leader: metrics.current_leader.map(|l| m.health.name_of(l)),
+            term: metrics.current_term,
+            last_log_index: last,
+            membership_index: metrics.membership_config.log_id().map(|l| l.index),
+            joint: membership.get_joint_config().len() > 1,
+            nodes,
+        }
     }
 }

@@ -21,8 +21,8 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{ffi, Connection};
 use serde_json::Value;
 
-use crate::client::Rows;
 use crate::sqlite::values;
+use crate::types::Rows;
 use crate::types::{Outcome, Params, SqlStatement, StatementResult};
 
 /// The message rqlite gives for a write statement sent to `/db/query`.

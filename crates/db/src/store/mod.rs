@@ -29,18 +29,18 @@ use webfarm_node::Health as _;
 pub(crate) use self::bulk::Loaded;
 pub(crate) use self::error::StoreError;
 use self::read::{admit, min_index_step, MinIndex, NodeView, Path as ReadPath, MIN_INDEX_WAIT};
-pub(crate) use self::read::{Level, ReadRequest};
+pub(crate) use self::read::{Consistency, ReadRequest};
 use crate::command::{Request, SqlRequest};
 pub(crate) use crate::raft::group_commit::Applied;
 use crate::raft::group_commit::{GroupCommit, WriteError};
 use crate::raft::health::DbHealth;
 pub(crate) use crate::raft::health::Leader;
-pub(crate) use crate::raft::membership::{
-    Change, JoinRequest, Membership, MembershipError, Removal, SteppedDown,
-};
+pub(crate) use crate::raft::membership::{JoinRequest, Membership, MembershipError, Removal};
 use crate::raft::network::LeaderContact;
 use crate::sqlite::database::Database;
 use crate::types::{NodeInfo, Outcome, Raft};
+pub(crate) use webfarm_db_client::{ChangeAnswer, ClusterView, StepDownAnswer};
+use webfarm_node::status::DbStatus;
 
 /// How long the leader waits for a write to be committed and applied. Shorter than the
 /// forwarding timeout, so a follower relays the leader's answer (even "not committed in
@@ -72,7 +72,7 @@ pub(crate) struct Member {
 pub(crate) struct StoreStatus {
     /// The node's Raft view as flat fields (`raft_state`, `term`, `leader`, `voters`...),
     /// as the admin server shows it.
-    pub(crate) raft: serde_json::Value,
+    pub(crate) raft: DbStatus,
     /// This node.
     pub(crate) me: NodeInfo,
     /// The leader, if known, and whether a member.
@@ -161,7 +161,7 @@ impl Store {
     /// # Errors
     ///
     /// [`MembershipError`]: see [`Membership::join`].
-    pub(crate) async fn join(&self, request: JoinRequest) -> Result<Change, MembershipError> {
+    pub(crate) async fn join(&self, request: JoinRequest) -> Result<ChangeAnswer, MembershipError> {
         self.membership.join(&request).await
     }
 
@@ -179,7 +179,7 @@ impl Store {
     /// # Errors
     ///
     /// [`MembershipError`]: see [`Membership::promote`].
-    pub(crate) async fn promote(&self, name: &str) -> Result<Change, MembershipError> {
+    pub(crate) async fn promote(&self, name: &str) -> Result<ChangeAnswer, MembershipError> {
         self.membership.promote(name).await
     }
 
@@ -189,7 +189,10 @@ impl Store {
     /// # Errors
     ///
     /// [`MembershipError`]: see [`Membership::step_down`].
-    pub(crate) async fn step_down(&self, to: Option<&str>) -> Result<SteppedDown, MembershipError> {
+    pub(crate) async fn step_down(
+        &self,
+        to: Option<&str>,
+    ) -> Result<StepDownAnswer, MembershipError> {
         self.membership.step_down(to).await
     }
 
@@ -205,7 +208,7 @@ impl Store {
 
     /// Every member as this node sees it (`/cluster/nodes`): kind, addresses, reachability,
     /// and on the leader each one's matched index and lag.
-    pub(crate) async fn cluster_view(&self) -> serde_json::Value {
+    pub(crate) async fn cluster_view(&self) -> ClusterView {
         self.membership.view().await
     }
 
@@ -336,7 +339,7 @@ impl Store {
             ReadPath::Linearizable => self.confirm_leadership(read.linearizable_timeout).await?,
             ReadPath::Local => {}
         }
-        let weak = read.level.resolve(self.is_read_only_replica()) == Level::Weak;
+        let weak = read.level.resolve(self.is_read_only_replica()) == Consistency::Weak;
         if path == ReadPath::Linearizable || (path == ReadPath::Local && weak) {
             self.reach_startup_log().await?;
         }
@@ -444,7 +447,7 @@ impl Store {
 
     /// What this node knows of itself and its cluster.
     pub(crate) fn status(&self) -> StoreStatus {
-        let raft = self.health.status();
+        let raft = self.health.raft_status();
         let m = self.health.metrics.borrow().clone();
         let membership = m.membership_config.membership();
         let me = membership

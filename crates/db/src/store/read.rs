@@ -37,42 +37,9 @@ pub(crate) const MIN_INDEX_WAIT: Duration = Duration::from_secs(2);
 /// does not say (`linearizable_timeout`); rqlite's server default.
 pub(crate) const LINEARIZABLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A read consistency level, as the request asks for it (rqlite's `level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
-    /// The local copy, whoever answers.
-    None,
-    /// The node that believes it leads.
-    Weak,
-    /// The leader, after confirming its leadership with a quorum.
-    Linearizable,
-    /// Through the Raft log.
-    Strong,
-    /// `none` on a read-only replica, `weak` on a voter.
-    Auto,
-}
-
-impl Level {
-    /// The level named `name` (any case); anything else, and no name, is `weak`, as in rqlite.
-    pub(crate) fn parse(name: Option<&str>) -> Level {
-        match name.map(str::to_ascii_lowercase).as_deref() {
-            Some("none") => Level::None,
-            Some("linearizable") => Level::Linearizable,
-            Some("strong") => Level::Strong,
-            Some("auto") => Level::Auto,
-            _ => Level::Weak,
-        }
-    }
-
-    /// The level a node serves: `auto` resolved by whether the node is a read-only replica.
-    pub(crate) fn resolve(self, read_only_replica: bool) -> Level {
-        match self {
-            Level::Auto if read_only_replica => Level::None,
-            Level::Auto => Level::Weak,
-            other => other,
-        }
-    }
-}
+/// A read consistency level, as the request asks for it (rqlite's `level`): the client
+/// API's [`Consistency`]; `auto` is resolved by [`Consistency::resolve`].
+pub(crate) use webfarm_db_client::Consistency;
 
 /// A read, as the HTTP layer hands it to the store.
 #[derive(Debug, Clone)]
@@ -80,7 +47,7 @@ pub(crate) struct ReadRequest {
     /// The statements, read-only (a `strong` read refuses a write in its results).
     pub(crate) statements: Vec<SqlStatement>,
     /// The consistency level asked for.
-    pub(crate) level: Level,
+    pub(crate) level: Consistency,
     /// `none` only: how long ago this node may last have heard from its leader.
     pub(crate) freshness: Option<Duration>,
     /// `none` with `freshness` only: the node must also be caught up (see the module docs).
@@ -162,11 +129,13 @@ pub(crate) enum Path {
 pub(crate) fn admit(read: &ReadRequest, view: &NodeView) -> Result<Path, StoreError> {
     let leads = view.leader == Leader::Me;
     match read.level.resolve(view.read_only_replica) {
-        Level::Strong if leads => Ok(Path::Strong),
-        Level::Linearizable if leads => Ok(Path::Linearizable),
-        Level::Weak if leads => Ok(Path::Local),
-        Level::Strong | Level::Linearizable | Level::Weak => Err(view.not_leader()),
-        Level::None | Level::Auto => match read.freshness.filter(|f| !f.is_zero()) {
+        Consistency::Strong if leads => Ok(Path::Strong),
+        Consistency::Linearizable if leads => Ok(Path::Linearizable),
+        Consistency::Weak if leads => Ok(Path::Local),
+        Consistency::Strong | Consistency::Linearizable | Consistency::Weak => {
+            Err(view.not_leader())
+        }
+        Consistency::None | Consistency::Auto => match read.freshness.filter(|f| !f.is_zero()) {
             Some(f) if !leads && view.is_stale(f, read.freshness_strict) => {
                 Err(StoreError::StaleRead)
             }

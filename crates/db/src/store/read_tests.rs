@@ -38,7 +38,7 @@ fn replica() -> NodeView {
     }
 }
 
-fn read(level: Level) -> ReadRequest {
+fn read(level: Consistency) -> ReadRequest {
     ReadRequest {
         statements: Vec::new(),
         level,
@@ -52,7 +52,7 @@ fn read(level: Level) -> ReadRequest {
     }
 }
 
-fn fresh(level: Level, freshness: Duration, strict: bool) -> ReadRequest {
+fn fresh(level: Consistency, freshness: Duration, strict: bool) -> ReadRequest {
     ReadRequest {
         freshness: Some(freshness),
         freshness_strict: strict,
@@ -70,53 +70,73 @@ fn refused_to(r: Result<Path, StoreError>) -> Option<String> {
 
 #[test]
 fn levels_parse_as_rqlite_names_them_and_anything_else_is_weak() {
-    assert_eq!(Level::parse(Some("none")), Level::None);
-    assert_eq!(Level::parse(Some("STRONG")), Level::Strong);
-    assert_eq!(Level::parse(Some("linearizable")), Level::Linearizable);
-    assert_eq!(Level::parse(Some("auto")), Level::Auto);
-    assert_eq!(Level::parse(Some("sometimes")), Level::Weak);
-    assert_eq!(Level::parse(None), Level::Weak);
+    assert_eq!(Consistency::from_param(Some("none")), Consistency::None);
+    assert_eq!(Consistency::from_param(Some("STRONG")), Consistency::Strong);
+    assert_eq!(
+        Consistency::from_param(Some("linearizable")),
+        Consistency::Linearizable
+    );
+    assert_eq!(Consistency::from_param(Some("auto")), Consistency::Auto);
+    assert_eq!(
+        Consistency::from_param(Some("sometimes")),
+        Consistency::Weak
+    );
+    assert_eq!(Consistency::from_param(None), Consistency::Weak);
 }
 
 #[test]
 fn the_leader_serves_every_level_itself() {
     let me = view(Leader::Me);
-    assert_eq!(admit(&read(Level::None), &me).unwrap(), Path::Local);
-    assert_eq!(admit(&read(Level::Weak), &me).unwrap(), Path::Local);
-    assert_eq!(admit(&read(Level::Auto), &me).unwrap(), Path::Local);
+    assert_eq!(admit(&read(Consistency::None), &me).unwrap(), Path::Local);
+    assert_eq!(admit(&read(Consistency::Weak), &me).unwrap(), Path::Local);
+    assert_eq!(admit(&read(Consistency::Auto), &me).unwrap(), Path::Local);
     assert_eq!(
-        admit(&read(Level::Linearizable), &me).unwrap(),
+        admit(&read(Consistency::Linearizable), &me).unwrap(),
         Path::Linearizable
     );
-    assert_eq!(admit(&read(Level::Strong), &me).unwrap(), Path::Strong);
+    assert_eq!(
+        admit(&read(Consistency::Strong), &me).unwrap(),
+        Path::Strong
+    );
 }
 
 #[test]
 fn a_follower_sends_weak_linearizable_and_strong_reads_to_its_leader() {
-    for level in [Level::Weak, Level::Linearizable, Level::Strong, Level::Auto] {
+    for level in [
+        Consistency::Weak,
+        Consistency::Linearizable,
+        Consistency::Strong,
+        Consistency::Auto,
+    ] {
         assert_eq!(
             refused_to(admit(&read(level), &follower())),
             Some("db-1".into()),
             "{level:?}"
         );
     }
-    assert_eq!(admit(&read(Level::None), &follower()).unwrap(), Path::Local);
+    assert_eq!(
+        admit(&read(Consistency::None), &follower()).unwrap(),
+        Path::Local
+    );
 }
 
 #[test]
 fn without_a_leader_only_none_is_served() {
     let lost = view(Leader::Unknown);
-    assert_eq!(refused_to(admit(&read(Level::Weak), &lost)), None);
-    assert_eq!(refused_to(admit(&read(Level::Strong), &lost)), None);
-    assert_eq!(admit(&read(Level::None), &lost).unwrap(), Path::Local);
+    assert_eq!(refused_to(admit(&read(Consistency::Weak), &lost)), None);
+    assert_eq!(refused_to(admit(&read(Consistency::Strong), &lost)), None);
+    assert_eq!(admit(&read(Consistency::None), &lost).unwrap(), Path::Local);
 }
 
 #[test]
 fn auto_is_none_on_a_read_only_replica_and_weak_on_a_voter() {
-    assert_eq!(admit(&read(Level::Auto), &replica()).unwrap(), Path::Local);
-    assert!(admit(&read(Level::Auto), &follower()).is_err());
+    assert_eq!(
+        admit(&read(Consistency::Auto), &replica()).unwrap(),
+        Path::Local
+    );
+    assert!(admit(&read(Consistency::Auto), &follower()).is_err());
     // A replica still sends the levels that need the leader to it.
-    assert!(admit(&read(Level::Weak), &replica()).is_err());
+    assert!(admit(&read(Consistency::Weak), &replica()).is_err());
 }
 
 #[test]
@@ -127,7 +147,7 @@ fn freshness_refuses_a_none_read_on_a_node_that_lost_its_leader() {
         ..follower()
     };
     assert!(matches!(
-        admit(&fresh(Level::None, second, false), &silent),
+        admit(&fresh(Consistency::None, second, false), &silent),
         Err(StoreError::StaleRead)
     ));
     // Never heard from a leader: stale too.
@@ -136,20 +156,20 @@ fn freshness_refuses_a_none_read_on_a_node_that_lost_its_leader() {
         ..view(Leader::Unknown)
     };
     assert!(matches!(
-        admit(&fresh(Level::None, second, false), &never),
+        admit(&fresh(Consistency::None, second, false), &never),
         Err(StoreError::StaleRead)
     ));
     // Fresh enough, no freshness asked, or a zero freshness: served.
-    assert!(admit(&fresh(Level::None, second, false), &follower()).is_ok());
-    assert!(admit(&read(Level::None), &silent).is_ok());
-    assert!(admit(&fresh(Level::None, Duration::ZERO, false), &silent).is_ok());
+    assert!(admit(&fresh(Consistency::None, second, false), &follower()).is_ok());
+    assert!(admit(&read(Consistency::None), &silent).is_ok());
+    assert!(admit(&fresh(Consistency::None, Duration::ZERO, false), &silent).is_ok());
     // On a read-only replica, auto is none, and freshness applies.
     let silent_replica = NodeView {
         read_only_replica: true,
         ..silent
     };
     assert!(matches!(
-        admit(&fresh(Level::Auto, second, false), &silent_replica),
+        admit(&fresh(Consistency::Auto, second, false), &silent_replica),
         Err(StoreError::StaleRead)
     ));
 }
@@ -160,7 +180,7 @@ fn a_leader_ignores_freshness() {
         since_contact: None,
         ..view(Leader::Me)
     };
-    let r = fresh(Level::None, Duration::from_millis(1), true);
+    let r = fresh(Consistency::None, Duration::from_millis(1), true);
     assert_eq!(admit(&r, &alone).unwrap(), Path::Local);
 }
 
@@ -174,23 +194,23 @@ fn strict_freshness_also_wants_the_known_commit_index_applied_or_a_recent_apply(
         ..follower()
     };
     assert!(matches!(
-        admit(&fresh(Level::None, second, true), &behind),
+        admit(&fresh(Consistency::None, second, true), &behind),
         Err(StoreError::StaleRead)
     ));
     // Not strict: only the contact counts.
-    assert!(admit(&fresh(Level::None, second, false), &behind).is_ok());
+    assert!(admit(&fresh(Consistency::None, second, false), &behind).is_ok());
     // Behind, but applying: an entry applied within the freshness.
     let applying = NodeView {
         since_applied: Duration::from_millis(100),
         ..behind.clone()
     };
-    assert!(admit(&fresh(Level::None, second, true), &applying).is_ok());
+    assert!(admit(&fresh(Consistency::None, second, true), &applying).is_ok());
     // Caught up: fresh however long ago it applied.
     let caught_up = NodeView {
         applied: 10,
         ..behind
     };
-    assert!(admit(&fresh(Level::None, second, true), &caught_up).is_ok());
+    assert!(admit(&fresh(Consistency::None, second, true), &caught_up).is_ok());
 }
 
 #[test]

@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::Value;
 
 use super::{
-    Applied, Change, JoinRequest, Leader, Loaded, Member, MembershipError, ReadRequest, ReadResult,
-    Removal, SteppedDown, Store, StoreError, StoreStatus,
+    Applied, ChangeAnswer, ClusterView, JoinRequest, Leader, Loaded, Member, MembershipError,
+    ReadRequest, ReadResult, Removal, StepDownAnswer, Store, StoreError, StoreStatus,
 };
 use crate::command::Request;
 use crate::http::service::Service;
@@ -58,22 +57,22 @@ impl Service for Store {
     fn status(&self) -> StoreStatus {
         Store::status(self)
     }
-    async fn join(&self, request: JoinRequest) -> Result<Change, MembershipError> {
+    async fn join(&self, request: JoinRequest) -> Result<ChangeAnswer, MembershipError> {
         Store::join(self, request).await
     }
     async fn remove(&self, name: String) -> Result<Removal, MembershipError> {
         Store::remove(self, &name).await
     }
-    async fn promote(&self, name: String) -> Result<Change, MembershipError> {
+    async fn promote(&self, name: String) -> Result<ChangeAnswer, MembershipError> {
         Store::promote(self, &name).await
     }
-    async fn step_down(&self, to: Option<String>) -> Result<SteppedDown, MembershipError> {
+    async fn step_down(&self, to: Option<String>) -> Result<StepDownAnswer, MembershipError> {
         Store::step_down(self, to.as_deref()).await
     }
     async fn campaign(&self) -> Result<String, MembershipError> {
         Store::campaign(self).await
     }
-    async fn cluster_view(&self) -> Value {
+    async fn cluster_view(&self) -> ClusterView {
         Store::cluster_view(self).await
     }
 }

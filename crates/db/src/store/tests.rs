@@ -70,7 +70,7 @@ fn statement(sql: &str) -> SqlStatement {
     }
 }
 
-fn read(level: Level, sql: &str) -> ReadRequest {
+fn read(level: Consistency, sql: &str) -> ReadRequest {
     ReadRequest {
         statements: vec![statement(sql)],
         level,
@@ -119,7 +119,12 @@ async fn every_level_reads_what_the_leader_wrote() {
     let (store, _dir) = one_node().await;
     let index = write(&store, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]).await;
     assert!(index > 0);
-    for level in [Level::None, Level::Weak, Level::Linearizable, Level::Auto] {
+    for level in [
+        Consistency::None,
+        Consistency::Weak,
+        Consistency::Linearizable,
+        Consistency::Auto,
+    ] {
         let rows = store.query(read(level, "SELECT v FROM t")).await;
         match rows {
             Ok(r @ ReadResult::Rows(_)) => assert_eq!(values(r), json!([[1]]), "{level:?}"),
@@ -127,7 +132,10 @@ async fn every_level_reads_what_the_leader_wrote() {
         }
     }
     // A strong read goes through the log: it answers with its own entry's index.
-    match store.query(read(Level::Strong, "SELECT v FROM t")).await {
+    match store
+        .query(read(Consistency::Strong, "SELECT v FROM t"))
+        .await
+    {
         Ok(ReadResult::Applied(a)) => {
             assert!(a.index > index);
             assert_eq!(values(ReadResult::Applied(a)), json!([[1]]));
@@ -142,12 +150,12 @@ async fn min_index_reads_its_own_writes_and_refuses_an_index_never_handed_out() 
     let index = write(&store, &["CREATE TABLE t (v)", "INSERT INTO t VALUES (7)"]).await;
     let mine = ReadRequest {
         min_index: Some(index),
-        ..read(Level::None, "SELECT v FROM t")
+        ..read(Consistency::None, "SELECT v FROM t")
     };
     assert_eq!(values(store.query(mine).await.expect("read")), json!([[7]]));
     let forged = ReadRequest {
         min_index: Some(index + 1000),
-        ..read(Level::None, "SELECT v FROM t")
+        ..read(Consistency::None, "SELECT v FROM t")
     };
     match store.query(forged).await {
         Err(StoreError::BeyondLog {
@@ -169,7 +177,7 @@ async fn the_leader_serves_a_none_read_whatever_its_freshness() {
     let r = ReadRequest {
         freshness: Some(std::time::Duration::from_nanos(1)),
         freshness_strict: true,
-        ..read(Level::None, "SELECT count(*) FROM t")
+        ..read(Consistency::None, "SELECT count(*) FROM t")
     };
     assert_eq!(values(store.query(r).await.expect("read")), json!([[0]]));
 }

@@ -143,6 +143,7 @@ impl Cluster {
             .node
             .health()
             .status()
+            .to_json()
     }
 
     /// Waits until the running nodes agree on one leader; returns its index.

@@ -1,5 +1,6 @@
 //! Shared helpers of the load balancer's crate tests: tiny real backend servers, a real lb
-//! node built from a farm file, a raw HTTP client, polling with deadlines.
+//! node built from a farm file, a raw HTTP client; polling, the deadline and temp dirs are
+//! webfarm-testkit's.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -9,7 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -24,9 +25,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use webfarm_config::Farm;
 use webfarm_lb::{LbNode, LbOptions};
 use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
-
-/// How long any polled condition may take on a loaded machine.
-pub const DEADLINE: Duration = Duration::from_secs(15);
+use webfarm_testkit::DEADLINE;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
@@ -39,15 +38,6 @@ pub fn init_logs() {
         )
         .with_test_writer()
         .try_init();
-}
-
-/// Polls `cond` every 10ms until it holds; panics with `what` after [`DEADLINE`].
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The port of frontend `www` in [`farm_toml`]: the lb node listens on a loopback address of
@@ -569,17 +559,10 @@ pub async fn start_lb_text(text: &str, file: Option<&std::path::Path>) -> TestLb
     }
 }
 
-/// A fresh temp file path for one test.
-pub fn temp_file(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("webfarm-lb-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 impl TestLb {
     /// Server `name`'s entry of `/status`.
     pub fn server_status(&self, name: &str) -> serde_json::Value {
-        let status = self.health.status();
+        let status = self.health.status().to_json();
         status["backends"][0]["servers"]
             .as_array()
             .unwrap()

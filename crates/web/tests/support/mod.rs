@@ -5,9 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -15,34 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use webfarm_config::Farm;
 use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
+pub use webfarm_testkit::{TempDir, DEADLINE};
 use webfarm_web::{WebError, WebNode};
-
-/// A directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "webfarm-web-test-{}-{what}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The repository's `site/` directory.
 pub fn repo_site() -> PathBuf {
@@ -210,9 +182,9 @@ pub async fn send(
             body,
         }
     };
-    tokio::time::timeout(Duration::from_secs(20), call)
+    tokio::time::timeout(DEADLINE, call)
         .await
-        .expect("no answer within 20s")
+        .unwrap_or_else(|_| panic!("no answer within {DEADLINE:?}"))
 }
 
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
@@ -228,20 +200,4 @@ pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> Resp {
         body.to_string(),
     )
     .await
-}
-
-/// Polls `f` until it returns `Some`, or panics after `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

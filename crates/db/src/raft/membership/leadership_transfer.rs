@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::RaftMetrics;
-use serde::Serialize;
+use webfarm_config::Replica;
+use webfarm_db_client::StepDownAnswer;
 
 use super::{leads, matched, wait_until, Membership, MembershipError, TRANSFER_TIMEOUT};
-use crate::raft::health::{kind_of, Kind};
+use crate::raft::health::kind_of;
 use crate::types::{node_id, NodeInfo, Raft};
 
 /// Restores heartbeats and request handling when a leadership transfer ends, however it ends.
@@ -144,19 +145,6 @@ impl Membership {
     }
 }
 
-/// The answer to `/cluster/step-down`.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct SteppedDown {
-    /// The node that led.
-    pub(crate) from: String,
-    /// The voter it handed leadership to.
-    pub(crate) to: String,
-    /// The leader once it was done.
-    pub(crate) leader: String,
-    /// How long it took, in milliseconds.
-    pub(crate) took_ms: u64,
-}
-
 impl Membership {
     /// Hands leadership to voter `to`, by default the most up to date one (see the parent
     /// module). The caller has checked that this node leads.
@@ -165,7 +153,10 @@ impl Membership {
     ///
     /// [`MembershipError`]: `to` is not a voter (or leads already), there is no other voter,
     /// the successor is unreachable or did not win in time.
-    pub(crate) async fn step_down(&self, to: Option<&str>) -> Result<SteppedDown, MembershipError> {
+    pub(crate) async fn step_down(
+        &self,
+        to: Option<&str>,
+    ) -> Result<StepDownAnswer, MembershipError> {
         let m = self;
         let _busy = m.busy.lock().await;
         let me = m.health.name_of(m.health.id);
@@ -177,8 +168,8 @@ impl Membership {
                     _ if id == m.health.id => {
                         return Err(MembershipError::Refused(format!("{name} already leads")))
                     }
-                    Some(Kind::Voter) => id,
-                    Some(Kind::Learner) => {
+                    Some(Replica::Voter) => id,
+                    Some(Replica::Learner) => {
                         return Err(MembershipError::Refused(format!(
                             "{name} is a learner; promote it first (`webfarm db promote {name}`)"
                         )))
@@ -198,7 +189,7 @@ impl Membership {
         };
         let started = Instant::now();
         let leader = m.transfer_leadership(to).await?;
-        Ok(SteppedDown {
+        Ok(StepDownAnswer {
             from: me,
             to: m.health.name_of(to),
             leader,
@@ -216,7 +207,7 @@ impl Membership {
     pub(crate) async fn campaign(&self) -> Result<String, MembershipError> {
         let m = self;
         let name = m.health.name_of(m.health.id);
-        if m.health.kind() != Some(Kind::Voter) {
+        if m.health.kind() != Some(Replica::Voter) {
             return Err(MembershipError::Refused(format!("{name} is not a voter")));
         }
         m.raft

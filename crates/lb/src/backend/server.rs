@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use webfarm_config::Server;
 
-use crate::queue::{next_server_id, Queue};
+use crate::backend::queue::{next_server_id, Queue};
 
 /// A change of a server's health, returned by the methods that may cause one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +101,7 @@ fn nanos_since_epoch(t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The live state of one server.
+/// The state of one server while the node runs: health, admin state, weight, counters.
 #[derive(Debug)]
 pub(crate) struct ServerState {
     /// `backend/server`, HAProxy's way of naming a server in logs.

@@ -24,8 +24,8 @@ use tokio::time::timeout_at;
 use webfarm_config::{Check, CheckType, Observe, OnError};
 use webfarm_node::Shutdown;
 
+use crate::backend::server::{AdminState, CheckEffect, ServerState, Transition};
 use crate::backend::BackendState;
-use crate::server::{AdminState, CheckEffect, ServerState, Transition};
 
 /// The result of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,10 +201,10 @@ pub(crate) enum Observed {
 /// `observe`, `error_limit` and `on_error`; logs the state changes it causes.
 pub(crate) fn observe(backend: &BackendState, index: usize, what: Observed) {
     let check = &backend.config.check;
-    let Some(member) = backend.members.get(index) else {
+    let Some(server) = backend.servers.get(index) else {
         return;
     };
-    let state = &member.state;
+    let state = &server.state;
     let info = match (&what, check.observe) {
         (_, Observe::Off) => return,
         (Observed::Success, _) | (Observed::Layer7(_), Observe::Layer4) => {

@@ -1,15 +1,19 @@
 //! Run-time control on the lb node's admin address (HAProxy's runtime API, over HTTP):
 //!
-//! - `GET /lb/servers`: every backend and server: state, weight, connections, last check.
+//! - `GET /lb/servers`: the reload `generation` (0 as started, one more with each applied
+//!   reload), `reloads_refused` (since the start), and every backend and server: state,
+//!   weight, connections, last check.
 //! - `POST /lb/servers/{backend}/{server}/weight`, body `N` or `{"weight": N}` (0..=256).
 //! - `POST /lb/servers/{backend}/{server}/state`, body `ready|drain|maint` or
 //!   `{"state": "drain"}`. Drain: no new balanced requests, in-flight ones finish, sticky
 //!   clients still reach it. Maint: no traffic, no checks.
-//! - `POST /lb/reload`: re-reads the topology file (as SIGHUP does).
+//! - `POST /lb/reload`: re-reads the topology file (as SIGHUP does); answers what changed
+//!   and the new generation.
 //!
 //! Errors answer `{"error": "..."}` with 400 (bad value), 404 (no such backend or server)
 //! or 409 (the reload cannot apply).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -19,18 +23,19 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::runtime::{ReloadError, Runtime};
-use crate::server::{AdminState, ServerState};
-use crate::status::backends_status;
+use crate::backend::server::{AdminState, ServerState};
+use crate::control::live::LiveConfig;
+use crate::control::reload::ReloadError;
+use crate::control::status::backends_status;
 
-/// The `/lb/...` routes over `rt`.
-pub(crate) fn routes(rt: Arc<Runtime>) -> Router {
+/// The `/lb/...` routes over `live`.
+pub(crate) fn routes(live: Arc<LiveConfig>) -> Router {
     Router::new()
         .route("/lb/servers", get(list))
         .route("/lb/servers/{backend}/{server}/weight", post(set_weight))
         .route("/lb/servers/{backend}/{server}/state", post(set_state))
         .route("/lb/reload", post(reload))
-        .with_state(rt)
+        .with_state(live)
 }
 
 /// An error answer: the status and `{"error": text}`.
@@ -44,13 +49,18 @@ fn error(status: StatusCode, text: String) -> Response {
     refusal(status, text).into_response()
 }
 
-async fn list(State(rt): State<Arc<Runtime>>) -> Json<Value> {
-    Json(json!({ "backends": backends_status(&rt.snapshot().backends) }))
+async fn list(State(live): State<Arc<LiveConfig>>) -> Json<Value> {
+    let snap = live.snapshot();
+    Json(json!({
+        "generation": snap.generation,
+        "reloads_refused": live.reloads_refused.load(Ordering::Acquire),
+        "backends": backends_status(&snap.backends),
+    }))
 }
 
 /// The server `backend/server`, or the 404 answer naming what exists.
-fn find(rt: &Runtime, backend: &str, server: &str) -> Result<Arc<ServerState>, Refusal> {
-    let snap = rt.snapshot();
+fn find(live: &LiveConfig, backend: &str, server: &str) -> Result<Arc<ServerState>, Refusal> {
+    let snap = live.snapshot();
     let Some(b) = snap.backend(backend) else {
         let names: Vec<&str> = snap.backends.iter().map(|b| b.name()).collect();
         return Err(refusal(
@@ -58,10 +68,10 @@ fn find(rt: &Runtime, backend: &str, server: &str) -> Result<Arc<ServerState>, R
             format!("no backend {backend:?}; backends: {}", names.join(", ")),
         ));
     };
-    match b.member_by_name(server) {
-        Some(m) => Ok(m.state.clone()),
+    match b.server_by_name(server) {
+        Some(srv) => Ok(srv.state.clone()),
         None => {
-            let names: Vec<&str> = b.members.iter().map(|m| m.state.name()).collect();
+            let names: Vec<&str> = b.servers.iter().map(|srv| srv.state.name()).collect();
             Err(refusal(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -89,11 +99,11 @@ fn value(body: &str, field: &str) -> String {
 }
 
 async fn set_weight(
-    State(rt): State<Arc<Runtime>>,
+    State(live): State<Arc<LiveConfig>>,
     Path((backend, server)): Path<(String, String)>,
     body: String,
 ) -> Result<Response, Refusal> {
-    let s = find(&rt, &backend, &server)?;
+    let s = find(&live, &backend, &server)?;
     let text = value(&body, "weight");
     let weight = match text.parse::<u32>() {
         Ok(w) if w <= 256 => w,
@@ -114,11 +124,11 @@ async fn set_weight(
 }
 
 async fn set_state(
-    State(rt): State<Arc<Runtime>>,
+    State(live): State<Arc<LiveConfig>>,
     Path((backend, server)): Path<(String, String)>,
     body: String,
 ) -> Result<Response, Refusal> {
-    let s = find(&rt, &backend, &server)?;
+    let s = find(&live, &backend, &server)?;
     let text = value(&body, "state");
     let Some(state) = AdminState::parse(&text) else {
         return Err(refusal(
@@ -144,9 +154,9 @@ async fn set_state(
     )
 }
 
-async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
+async fn reload(State(live): State<Arc<LiveConfig>>) -> Response {
     // Reading and validating a file is blocking work; keep it off the I/O threads.
-    let result = tokio::task::spawn_blocking(move || rt.reload()).await;
+    let result = tokio::task::spawn_blocking(move || live.reload()).await;
     match result {
         Ok(Ok(summary)) => Json(json!({
             "reloaded": summary.file.display().to_string(),
@@ -154,6 +164,7 @@ async fn reload(State(rt): State<Arc<Runtime>>) -> Response {
             "backends_removed": summary.backends_removed,
             "servers_added": summary.servers_added,
             "servers_removed": summary.servers_removed,
+            "generation": summary.generation,
         }))
         .into_response(),
         Ok(Err(e)) => {

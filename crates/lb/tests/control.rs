@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::future::ready;
 use std::sync::atomic::Ordering;
 
 use common::*;
 use http::StatusCode;
+use webfarm_testkit::{eventually, TempDir, DEADLINE};
 
 #[tokio::test]
 async fn servers_are_listed_and_bad_commands_refused() {
@@ -57,8 +59,8 @@ async fn drain_lets_in_flight_requests_finish_and_takes_no_new_ones() {
     let addr = lb.addr;
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=600").await });
     let shared = s[0].shared.clone();
-    eventually("the slow request is on web-1", || {
-        shared.in_flight.load(Ordering::SeqCst) == 1
+    eventually(DEADLINE, "the slow request is on web-1", || {
+        ready((shared.in_flight.load(Ordering::SeqCst) == 1).then_some(()))
     })
     .await;
     let a = post(
@@ -86,7 +88,8 @@ async fn drain_lets_in_flight_requests_finish_and_takes_no_new_ones() {
 #[tokio::test]
 async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
     let s = servers::<3>().await;
-    let file = temp_file("reload.toml");
+    let dir = TempDir::new("reload");
+    let file = dir.path().join("reload.toml");
     let port = FRONTEND_PORT;
     let before = farm_toml(
         port,
@@ -96,16 +99,19 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
     let lb = start_lb_text(&before, Some(&file)).await;
     let admin = lb.serve_admin().await;
     distribution(&lb, 4).await;
-    eventually("idle connections wait in the pool", || {
-        lb.server_status("web-1")["idle_conns"] == 1
+    eventually(DEADLINE, "idle connections wait in the pool", || {
+        ready((lb.server_status("web-1")["idle_conns"] == 1).then_some(()))
     })
     .await;
     let web1_conns = s[0].shared.conns.lock().unwrap().len();
     let addr = lb.addr;
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=800").await });
-    eventually("a request is in flight", || {
-        s.iter()
-            .any(|s| s.shared.in_flight.load(Ordering::SeqCst) == 1)
+    eventually(DEADLINE, "a request is in flight", || {
+        ready(
+            (s.iter()
+                .any(|s| s.shared.in_flight.load(Ordering::SeqCst) == 1))
+            .then_some(()),
+        )
     })
     .await;
 
@@ -135,6 +141,7 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
     let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
     assert_eq!(v["servers_added"], serde_json::json!(["web/web-3"]));
     assert_eq!(v["servers_removed"], serde_json::json!([]));
+    assert_eq!(v["generation"], 1);
 
     // The request in flight finishes; web-1 kept its state and idle connection.
     assert_eq!(slow.await.unwrap().status, StatusCode::OK);
@@ -159,6 +166,13 @@ async fn reload_applies_new_servers_and_weights_without_dropping_anything() {
     assert!(a.body.contains("weight: 999 is out of range"), "{}", a.body);
     assert!(a.body.contains("keeping the running one"), "{}", a.body);
     assert_eq!(lb.server_status("web-1")["weight"], 2);
+    let servers: serde_json::Value =
+        serde_json::from_str(&get(admin, "/lb/servers").await.body).unwrap();
+    assert_eq!(
+        servers["generation"], 1,
+        "a refused reload is no new generation"
+    );
+    assert_eq!(servers["reloads_refused"], 1);
 
     // New frontends need a restart.
     std::fs::write(

@@ -236,7 +236,7 @@ mod tests {
             if x == 2 {
                 assert_ne!(y, 2, "key {k} left the down server");
             } else {
-                assert_eq!(x, y, "key {k} of a live server moved");
+                assert_eq!(x, y, "key {k} of a server still up moved");
             }
         }
         // Back up: every key returns where it was.
@@ -260,7 +260,7 @@ mod tests {
             .count();
         assert!(
             moved > 500,
-            "map-based moves keys of live servers too: {moved}"
+            "map-based moves keys of servers still up too: {moved}"
         );
     }
 

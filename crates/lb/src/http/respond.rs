@@ -6,7 +6,9 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 
-use crate::pool::ProxyBody;
+use crate::attempt::BodyFailure;
+use crate::backend::pool::ProxyBody;
+use crate::termination::{EndedBy, Phase, Termination};
 
 /// A response the proxy makes instead of a server's.
 #[derive(Debug, Clone)]
@@ -18,14 +20,14 @@ pub(crate) struct Local {
     /// Adds `Retry-After: 1` (the condition is likely to pass soon).
     pub retry_after: bool,
     /// HAProxy's termination state for the access log.
-    pub termination: &'static str,
+    pub termination: Termination,
     /// The server the request was last sent to, if any.
     pub server: Option<String>,
 }
 
 impl Local {
     /// A local answer.
-    pub fn new(status: StatusCode, text: String, termination: &'static str) -> Local {
+    pub fn new(status: StatusCode, text: String, termination: Termination) -> Local {
         Local {
             status,
             text,
@@ -53,7 +55,7 @@ impl Local {
         Local::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("503 Service Unavailable: no server is up in backend \"{backend}\""),
-            "SC",
+            Termination::new(EndedBy::Server, Phase::Connect),
         )
         .retry_after()
     }
@@ -69,9 +71,29 @@ impl Local {
                 "503 Service Unavailable: every server of backend \"{backend}\" is at its maxconn; \
                  the request waited {waited:?} in the queue (timeout queue)"
             ),
-            "sQ",
+            Termination::new(EndedBy::ServerTimeout, Phase::Queue),
         )
         .retry_after()
+    }
+
+    /// The answer when the client's body made the exchange fail (`termination` as the
+    /// attempt engine decided: `PR`, `cD` or `CD`).
+    pub fn body_failure(f: BodyFailure, termination: Termination) -> Local {
+        let (status, text) = match f {
+            BodyFailure::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 Content Too Large: the request body is larger than max_body_size",
+            ),
+            BodyFailure::ClientTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "408 Request Timeout: the client stopped sending its body (timeout client)",
+            ),
+            BodyFailure::ClientAbort => (
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: the client's body failed",
+            ),
+        };
+        Local::new(status, text.into(), termination)
     }
 
     /// The response. A 4xx closes the connection after it (as HAProxy does): the client

@@ -1,19 +1,25 @@
 //! A backend at run time: its servers (state + connection pool), its balancer, its queue,
 //! server picking with backup servers, and the HAProxy-style log lines of state changes.
 
+pub(crate) mod balance;
+pub(crate) mod check;
+pub(crate) mod pool;
+pub(crate) mod queue;
+pub(crate) mod server;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use webfarm_config::Backend;
 
-use crate::balance::{self, Balancer, RequestKey, ServerView};
-use crate::pool::{Pool, PoolLimits};
-use crate::queue::{Queue, Ticket, ANY_SERVER};
-use crate::server::{ActiveRequest, ServerState, Transition};
+use crate::backend::pool::{Pool, PoolLimits};
+use crate::backend::queue::{Queue, Ticket, ANY_SERVER};
+use crate::backend::server::{ActiveRequest, ServerState, Transition};
+use balance::{Balancer, RequestKey, ServerView};
 
 /// One server of a backend with its pool of upstream connections.
 #[derive(Debug, Clone)]
-pub(crate) struct Member {
+pub(crate) struct Server {
     /// Health, admin state, weight, counters.
     pub state: Arc<ServerState>,
     /// Idle upstream connections.
@@ -58,7 +64,7 @@ pub(crate) struct BackendState {
     /// The configuration.
     pub config: Backend,
     /// The servers, in configuration order.
-    pub members: Vec<Member>,
+    pub servers: Vec<Server>,
     balancer: Box<dyn Balancer>,
     /// Requests waiting for a slot (kept across reloads).
     pub queue: Arc<Queue>,
@@ -66,7 +72,7 @@ pub(crate) struct BackendState {
 
 /// The servers as one pick sees them.
 struct View<'a> {
-    members: &'a [Member],
+    servers: &'a [Server],
     now: Instant,
     backup: bool,
     tried: &'a [usize],
@@ -75,26 +81,26 @@ struct View<'a> {
 
 impl ServerView for View<'_> {
     fn len(&self) -> usize {
-        self.members.len()
+        self.servers.len()
     }
     fn eligible(&self, i: usize) -> bool {
-        let s = &self.members[i].state;
+        let s = &self.servers[i].state;
         s.config.backup == self.backup
             && s.is_usable(self.now)
             && !self.tried.contains(&i)
             && (!self.need_slot || s.has_slot())
     }
     fn weight(&self, i: usize) -> u32 {
-        self.members[i].state.effective_weight(self.now)
+        self.servers[i].state.effective_weight(self.now)
     }
     fn base_weight(&self, i: usize) -> u32 {
-        self.members[i].state.weight()
+        self.servers[i].state.weight()
     }
     fn conns(&self, i: usize) -> u64 {
-        self.members[i].state.current_conns()
+        self.servers[i].state.current_conns()
     }
     fn name(&self, i: usize) -> &str {
-        self.members[i].state.name()
+        self.servers[i].state.name()
     }
 }
 
@@ -109,17 +115,17 @@ impl BackendState {
         previous: Option<&BackendState>,
     ) -> BackendState {
         let queue = previous.map_or_else(Arc::default, |p| p.queue.clone());
-        let members = config
+        let servers = config
             .servers
             .iter()
-            .map(|s| match previous.and_then(|p| p.member_by_name(&s.name)) {
+            .map(|s| match previous.and_then(|p| p.server_by_name(&s.name)) {
                 Some(old) if same_server(&old.state.config, s) => {
                     old.state.apply_file(s);
                     old.clone()
                 }
                 _ => {
                     let state = Arc::new(ServerState::new(&config.name, s, queue.clone()));
-                    Member {
+                    Server {
                         pool: Arc::new(Pool::new(state.id.clone(), s.addr, limits)),
                         state,
                     }
@@ -129,7 +135,7 @@ impl BackendState {
         let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
         BackendState {
             config: config.clone(),
-            members,
+            servers,
             balancer: balance::build(&config.balance, config.hash_type, &weights),
             queue,
         }
@@ -140,14 +146,14 @@ impl BackendState {
         &self.config.name
     }
 
-    /// The member named `name`.
-    pub fn member_by_name(&self, name: &str) -> Option<&Member> {
-        self.members.iter().find(|m| m.state.name() == name)
+    /// The server named `name`.
+    pub fn server_by_name(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|srv| srv.state.name() == name)
     }
 
-    /// The index of the member named `name`.
+    /// The index of the server named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.state.name() == name)
+        self.servers.iter().position(|srv| srv.state.name() == name)
     }
 
     /// Picks a server for `key` that is not in `tried`, as HAProxy does: active servers
@@ -164,18 +170,18 @@ impl BackendState {
         }
         if backup && !self.config.allbackups {
             let first = self
-                .members
+                .servers
                 .iter()
-                .position(|m| m.state.config.backup && m.state.is_usable(now));
+                .position(|srv| srv.state.config.backup && srv.state.is_usable(now));
             return match first {
-                Some(i) if self.members[i].state.has_slot() => Pick::Server(i),
+                Some(i) if self.servers[i].state.has_slot() => Pick::Server(i),
                 Some(_) => Pick::Full,
                 None => Pick::NoServer,
             };
         }
         let need_slot = !self.balancer.is_deterministic(key);
         let mut view = View {
-            members: &self.members,
+            servers: &self.servers,
             now,
             backup,
             tried,
@@ -195,9 +201,9 @@ impl BackendState {
 
     /// Whether a server of the backup tier (`backup`) or of the active one is usable.
     fn tier_usable(&self, backup: bool, now: Instant) -> bool {
-        self.members
+        self.servers
             .iter()
-            .any(|m| m.state.config.backup == backup && m.state.is_usable(now))
+            .any(|srv| srv.state.config.backup == backup && srv.state.is_usable(now))
     }
 
     /// The ids of the servers a pick for a request that tried `tried` may choose now: the
@@ -208,20 +214,20 @@ impl BackendState {
         let now = Instant::now();
         let backup = !self.tier_usable(false, now);
         let tier = self
-            .members
+            .servers
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.state.config.backup == backup && m.state.is_usable(now));
+            .filter(|(_, srv)| srv.state.config.backup == backup && srv.state.is_usable(now));
         if backup && !self.config.allbackups {
-            return tier.take(1).map(|(_, m)| m.state.uid).collect();
+            return tier.take(1).map(|(_, srv)| srv.state.uid).collect();
         }
         let untried: Vec<u64> = tier
             .clone()
             .filter(|(i, _)| !tried.contains(i))
-            .map(|(_, m)| m.state.uid)
+            .map(|(_, srv)| srv.state.uid)
             .collect();
         if untried.is_empty() {
-            tier.map(|(_, m)| m.state.uid).collect()
+            tier.map(|(_, srv)| srv.state.uid).collect()
         } else {
             untried
         }
@@ -264,9 +270,9 @@ impl BackendState {
             if let Some(slot) = ticket.take_slot() {
                 // Handed over by the request that freed it (only servers of this snapshot).
                 if let Some(i) = self
-                    .members
+                    .servers
                     .iter()
-                    .position(|m| Arc::ptr_eq(&m.state, slot.server()))
+                    .position(|srv| Arc::ptr_eq(&srv.state, slot.server()))
                 {
                     ticket.handed();
                     return Ok((i, slot));
@@ -297,14 +303,14 @@ impl BackendState {
         me: Option<&Ticket<'_>>,
     ) -> Result<Try, QueueError> {
         let pick = match fixed {
-            Some(i) if self.members[i].state.is_sticky_usable() => Pick::Server(i),
+            Some(i) if self.servers[i].state.is_sticky_usable() => Pick::Server(i),
             Some(_) => Pick::NoServer,
             None => self.pick(key, tried),
         };
         match pick {
             Pick::NoServer => Err(QueueError::NoServer),
             Pick::Server(i) => {
-                let server = &self.members[i].state;
+                let server = &self.servers[i].state;
                 // A forced server or a hash key's server is the only one it may use.
                 let pinned = fixed.is_some() || self.balancer.is_deterministic(key);
                 let wants = if pinned { server.uid } else { ANY_SERVER };
@@ -335,12 +341,12 @@ impl BackendState {
     /// How many active and backup servers are UP (and not in maintenance).
     pub fn up_counts(&self) -> (usize, usize) {
         let up = |backup: bool| {
-            self.members
+            self.servers
                 .iter()
-                .filter(|m| {
-                    m.state.config.backup == backup
-                        && m.state.is_up()
-                        && m.state.admin() != crate::server::AdminState::Maint
+                .filter(|srv| {
+                    srv.state.config.backup == backup
+                        && srv.state.is_up()
+                        && srv.state.admin() != crate::backend::server::AdminState::Maint
                 })
                 .count()
         };
@@ -381,15 +387,15 @@ impl BackendState {
 
     /// Closes idle connections that expired, in every pool.
     pub fn reap_idle(&self) {
-        for m in &self.members {
-            m.pool.reap();
+        for srv in &self.servers {
+            srv.pool.reap();
         }
     }
 
     /// Closes every idle connection, in every pool.
     pub fn close_idle(&self) {
-        for m in &self.members {
-            m.pool.clear();
+        for srv in &self.servers {
+            srv.pool.clear();
         }
     }
 }

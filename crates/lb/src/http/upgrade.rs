@@ -5,8 +5,8 @@
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::conn::ConnGuard;
-use crate::server::ActiveRequest;
+use crate::backend::server::ActiveRequest;
+use crate::http::conn::ConnGuard;
 
 /// Joins the client's connection (once hyper hands it over) with the server's in a task.
 /// `guard` keeps the client connection counted busy, so the keep-alive timeout never cuts

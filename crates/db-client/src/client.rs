@@ -30,98 +30,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use webfarm_node::http::{HttpClient, HttpError, HttpResponse};
+
+use crate::answer::{Answer, ErrorAnswer, Rows, WriteResult};
+use crate::level::Consistency;
+use crate::statement::{request_body, Statement};
 
 /// Longest a single HTTP attempt may take (the whole call is bounded by `retry_for`). Longer
 /// than the SQL API's forward timeout, itself longer than the leader's write timeout.
-pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(9);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(9);
 /// Shortest time given to one attempt, even when the deadline is nearer.
 const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 /// First pause between two rounds of attempts; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between two rounds of attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
-
-/// One SQL statement with positional parameters (`?` or `?NNN` placeholders).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Statement {
-    /// The SQL text.
-    pub sql: String,
-    /// Positional parameters: JSON integers bind as INTEGER, other numbers as REAL, strings as
-    /// TEXT, booleans as 0/1, null as NULL.
-    pub params: Vec<Value>,
-}
-
-impl Statement {
-    /// A statement without parameters.
-    pub fn new(sql: impl Into<String>) -> Self {
-        Statement {
-            sql: sql.into(),
-            params: Vec::new(),
-        }
-    }
-
-    /// A statement with positional parameters.
-    pub fn with_params(sql: impl Into<String>, params: Vec<Value>) -> Self {
-        Statement {
-            sql: sql.into(),
-            params,
-        }
-    }
-
-    /// The rqlite wire form: `"sql"` or `["sql", param...]`.
-    pub fn to_json(&self) -> Value {
-        if self.params.is_empty() {
-            Value::String(self.sql.clone())
-        } else {
-            let mut items = Vec::with_capacity(self.params.len() + 1);
-            items.push(Value::String(self.sql.clone()));
-            items.extend(self.params.iter().cloned());
-            Value::Array(items)
-        }
-    }
-}
-
-/// Read consistency level (rqlite's `level` parameter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    /// Read the local copy of whichever node answers: fastest, may be stale.
-    None,
-    /// Read on the node that believes it is the leader (followers forward): almost always
-    /// fresh; stale only for the short time a deposed leader has not noticed.
-    #[default]
-    Weak,
-    /// The leader confirms with a quorum that it still leads before reading: never stale.
-    Linearizable,
-}
-
-impl Consistency {
-    /// The value of the `level` query parameter: `none`, `weak` or `linearizable`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::None => "none",
-            Consistency::Weak => "weak",
-            Consistency::Linearizable => "linearizable",
-        }
-    }
-}
-
-/// The rows a query returned.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Rows {
-    /// Column names, in order.
-    #[serde(default)]
-    pub columns: Vec<String>,
-    /// Each column's declared type, lowercased (`""` for an expression).
-    #[serde(default)]
-    pub types: Vec<String>,
-    /// One array per row; BLOBs are base64 strings.
-    #[serde(default)]
-    pub values: Vec<Vec<Value>>,
-}
 
 /// The outcome of [`DbClient::query_full`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -132,17 +55,6 @@ pub struct QueryResult {
     /// forged read-your-writes index, or one from before the data was wiped): the rows were
     /// read at `index`, the leader's commit index then, instead. `None` otherwise.
     pub min_index_reset: Option<u64>,
-}
-
-/// The outcome of one write statement.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteResult {
-    /// The rowid of the last row inserted (SQLite's `last_insert_rowid()`).
-    #[serde(default)]
-    pub last_insert_id: i64,
-    /// Rows changed by the statement.
-    #[serde(default)]
-    pub rows_affected: u64,
 }
 
 /// The outcome of [`DbClient::execute`].
@@ -259,7 +171,7 @@ impl DbClient {
     ///
     /// Dropping the future may leave a write that was sent applied or not.
     pub async fn execute(&self, statements: &[Statement]) -> Result<ExecuteResult, ClientError> {
-        let body = statements_body(statements.iter());
+        let body = Bytes::from(request_body(statements));
         let path = if statements.len() > 1 {
             "/db/execute?transaction"
         } else {
@@ -377,7 +289,7 @@ impl DbClient {
         min_index: Option<u64>,
         deadline: Instant,
     ) -> Result<Read, ClientError> {
-        let body = statements_body(std::iter::once(statement));
+        let body = Bytes::from(request_body(std::slice::from_ref(statement)));
         let mut path = format!("/db/query?level={}", level.as_str());
         if let Some(n) = min_index {
             path.push_str(&format!("&min_index={n}"));
@@ -461,59 +373,36 @@ impl DbClient {
     }
 }
 
-fn statements_body<'a>(statements: impl Iterator<Item = &'a Statement>) -> Bytes {
-    let arr: Vec<Value> = statements.map(Statement::to_json).collect();
-    Bytes::from(Value::Array(arr).to_string())
+/// The error answer in a body, if it is one.
+fn error_answer(resp: &HttpResponse) -> Option<ErrorAnswer> {
+    serde_json::from_slice::<ErrorAnswer>(&resp.body).ok()
 }
 
 /// The `error` field of a JSON error body, or the body itself.
 fn error_text(resp: &HttpResponse) -> String {
-    let text = String::from_utf8_lossy(&resp.body);
-    match serde_json::from_slice::<Value>(&resp.body) {
-        Ok(v) => match v.get("error").and_then(Value::as_str) {
-            Some(e) => e.to_string(),
-            None => text.trim().to_string(),
-        },
-        Err(_) => text.trim().to_string(),
+    match error_answer(resp) {
+        Some(e) => e.error,
+        None => String::from_utf8_lossy(&resp.body).trim().to_string(),
     }
 }
 
 /// A 400 answer: the request was refused as a whole; `index` names the statement if known.
 fn bad_request(resp: &HttpResponse) -> ClientError {
-    let index = serde_json::from_slice::<Value>(&resp.body)
-        .ok()
-        .and_then(|v| v.get("index").and_then(Value::as_u64))
-        .unwrap_or(0);
+    let index = error_answer(resp).and_then(|e| e.index).unwrap_or(0);
     ClientError::Statement {
-        index: usize::try_from(index).unwrap_or(0),
+        index,
         message: error_text(resp),
     }
 }
 
-#[derive(Deserialize)]
-struct ExecuteBody {
-    #[serde(default)]
-    results: Vec<Value>,
-    #[serde(default)]
-    raft_index: u64,
-}
-
-#[derive(Deserialize)]
-struct QueryBody {
-    #[serde(default)]
-    results: Vec<Value>,
-}
-
-/// The first `{"error": ..}` among `results`, as a statement error.
-fn first_error(results: &[Value]) -> Option<ClientError> {
-    results.iter().enumerate().find_map(|(index, r)| {
-        r.get("error")
-            .and_then(Value::as_str)
-            .map(|message| ClientError::Statement {
-                index,
-                message: message.to_string(),
-            })
-    })
+/// The first statement of `answer` that was refused, as a statement error.
+fn first_error(answer: &Answer) -> Option<ClientError> {
+    answer
+        .first_error()
+        .map(|(index, message)| ClientError::Statement {
+            index,
+            message: message.to_string(),
+        })
 }
 
 fn write_attempt(resp: Result<HttpResponse, HttpError>) -> Attempt<ExecuteResult> {
@@ -524,27 +413,18 @@ fn write_attempt(resp: Result<HttpResponse, HttpError>) -> Attempt<ExecuteResult
     };
     match resp.status {
         StatusCode::OK => {
-            let body: ExecuteBody = match serde_json::from_slice(&resp.body) {
+            let answer: Answer = match serde_json::from_slice(&resp.body) {
                 Ok(b) => b,
                 Err(e) => {
                     return Attempt::Ambiguous(format!("unreadable answer to a write: {e}"));
                 }
             };
-            if let Some(err) = first_error(&body.results) {
+            if let Some(err) = first_error(&answer) {
                 return Attempt::Done(Err(err));
             }
-            let mut results = Vec::with_capacity(body.results.len());
-            for r in body.results {
-                match serde_json::from_value::<WriteResult>(r) {
-                    Ok(w) => results.push(w),
-                    Err(e) => {
-                        return Attempt::Ambiguous(format!("unreadable write result: {e}"));
-                    }
-                }
-            }
             Attempt::Done(Ok(ExecuteResult {
-                results,
-                raft_index: body.raft_index,
+                results: answer.results.iter().map(|r| r.write_result()).collect(),
+                raft_index: answer.raft_index.unwrap_or(0),
             }))
         }
         StatusCode::BAD_REQUEST => Attempt::Done(Err(bad_request(&resp))),
@@ -554,20 +434,18 @@ fn write_attempt(resp: Result<HttpResponse, HttpError>) -> Attempt<ExecuteResult
     }
 }
 
-/// Whether a statement error at level `none` may be the answering node's alone: it has not
-/// applied the entry that created the table yet.
+/// Whether a statement error at level `none` (or `auto`, `none` on a learner) may be the
+/// answering node's alone: it has not applied the entry that created the table yet.
 fn may_be_lag(level: Consistency, e: &ClientError) -> bool {
-    level == Consistency::None
+    matches!(level, Consistency::None | Consistency::Auto)
         && matches!(e, ClientError::Statement { message, .. } if message.starts_with("no such table"))
 }
 
 /// The leader's commit index when a 400 says `min_index` is beyond the log.
 fn beyond_log(resp: &HttpResponse) -> Option<u64> {
-    let v: Value = serde_json::from_slice(&resp.body).ok()?;
-    if v.get("beyond_log").and_then(Value::as_bool) != Some(true) {
-        return None;
-    }
-    v.get("commit_index").and_then(Value::as_u64)
+    error_answer(resp)
+        .filter(|e| e.beyond_log)
+        .and_then(|e| e.commit_index)
 }
 
 fn read_attempt(resp: Result<HttpResponse, HttpError>, level: Consistency) -> Attempt<Read> {
@@ -577,21 +455,18 @@ fn read_attempt(resp: Result<HttpResponse, HttpError>, level: Consistency) -> At
     };
     match resp.status {
         StatusCode::OK => {
-            let body: QueryBody = match serde_json::from_slice(&resp.body) {
+            let answer: Answer = match serde_json::from_slice(&resp.body) {
                 Ok(b) => b,
                 Err(e) => return Attempt::Retry(format!("unreadable answer to a query: {e}")),
             };
-            if let Some(err) = first_error(&body.results) {
+            if let Some(err) = first_error(&answer) {
                 if may_be_lag(level, &err) {
                     return Attempt::NotHere(err);
                 }
                 return Attempt::Done(Err(err));
             }
-            match body.results.into_iter().next() {
-                Some(r) => match serde_json::from_value::<Rows>(r) {
-                    Ok(rows) => Attempt::Done(Ok(Read::Rows(rows))),
-                    Err(e) => Attempt::Retry(format!("unreadable rows: {e}")),
-                },
+            match answer.results.into_iter().next() {
+                Some(r) => Attempt::Done(Ok(Read::Rows(r.into_rows().unwrap_or_default()))),
                 None => Attempt::Retry("the answer to a query had no result".into()),
             }
         }
@@ -607,26 +482,6 @@ fn read_attempt(resp: Result<HttpResponse, HttpError>, level: Consistency) -> At
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn statements_use_the_rqlite_wire_form() {
-        assert_eq!(Statement::new("SELECT 1").to_json(), json!("SELECT 1"));
-        assert_eq!(
-            Statement::with_params("SELECT ?, ?", vec![json!(1), json!("a")]).to_json(),
-            json!(["SELECT ?, ?", 1, "a"])
-        );
-    }
-
-    #[test]
-    fn timeouts_are_ordered_so_an_answer_beats_the_timeout_above() {
-        use crate::http::api::{FORWARD_TIMEOUT, MIN_INDEX_WAIT, WRITE_TIMEOUT};
-        assert!(WRITE_TIMEOUT < FORWARD_TIMEOUT, "leader write < forward");
-        assert!(
-            FORWARD_TIMEOUT < ATTEMPT_TIMEOUT,
-            "forward < client attempt"
-        );
-        assert!(MIN_INDEX_WAIT < FORWARD_TIMEOUT, "min_index wait < forward");
-    }
 
     fn answer(status: u16, body: serde_json::Value) -> Result<HttpResponse, HttpError> {
         Ok(HttpResponse {
@@ -672,12 +527,13 @@ mod tests {
 
     #[test]
     fn the_first_error_names_its_statement() {
-        let results = vec![
-            json!({"rows_affected": 1}),
-            json!({"error": "no such table: t"}),
-        ];
+        let answer: Answer = serde_json::from_value(json!({"results": [
+            {"rows_affected": 1},
+            {"error": "no such table: t"},
+        ]}))
+        .unwrap();
         assert_eq!(
-            first_error(&results),
+            first_error(&answer),
             Some(ClientError::Statement {
                 index: 1,
                 message: "no such table: t".into()

@@ -12,7 +12,7 @@
 //! binding the same port still fails with "address in use" instead of quietly getting a
 //! share of the connections.
 //!
-//! Shared state (snapshot, servers' counters and health, queues) is in `Runtime` behind
+//! Shared state (snapshot, servers' counters and health, queues) is in `LiveConfig` behind
 //! `Arc`s and atomics, as for a multi-threaded runtime; health checks, the admin routes and
 //! the idle-connection reaper stay on the node's own runtime.
 
@@ -24,20 +24,9 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use webfarm_node::Shutdown;
 
-use webfarm_config::MAX_LB_THREADS;
-
-use crate::runtime::Runtime;
-use crate::{frontend, pool};
-
-/// How many event-loop threads `[lb] threads = configured` means: `configured`, or one per
-/// CPU this process may run on when 0, at most [`MAX_LB_THREADS`].
-pub(crate) fn count(configured: u16) -> usize {
-    let n = match configured {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        n => usize::from(n),
-    };
-    n.min(usize::from(MAX_LB_THREADS))
-}
+use crate::backend::pool;
+use crate::control::live::LiveConfig;
+use crate::frontend;
 
 /// Starts `threads` event-loop threads named `lb-worker-K`, each serving every listener of
 /// `listeners` (frontend index, socket) until `shutdown` fires. Returns once every thread
@@ -52,7 +41,7 @@ pub(crate) fn count(configured: u16) -> usize {
 pub(crate) async fn start(
     threads: usize,
     listeners: &[(usize, StdListener)],
-    rt: &Arc<Runtime>,
+    live: &Arc<LiveConfig>,
     shutdown: &Shutdown,
     grace: Duration,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
@@ -70,7 +59,7 @@ pub(crate) async fn start(
     };
     let mut handles = Vec::with_capacity(threads);
     for k in 0..threads {
-        match start_one(k, listeners, rt, &stop, grace).await {
+        match start_one(k, listeners, live, &stop, grace).await {
             Ok(handle) => handles.push(handle),
             Err(e) => {
                 abort.trigger();
@@ -89,7 +78,7 @@ pub(crate) async fn start(
 async fn start_one(
     k: usize,
     listeners: &[(usize, StdListener)],
-    rt: &Arc<Runtime>,
+    live: &Arc<LiveConfig>,
     stop: &Shutdown,
     grace: Duration,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -97,7 +86,7 @@ async fn start_one(
         .iter()
         .map(|(index, l)| Ok((*index, l.try_clone()?)))
         .collect::<std::io::Result<Vec<_>>>()?;
-    let (rt, stop) = (rt.clone(), stop.clone());
+    let (live, stop) = (live.clone(), stop.clone());
     let (started, built) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name(format!("lb-worker-{k}"))
@@ -116,7 +105,7 @@ async fn start_one(
             };
             let _ = started.send(Ok(()));
             pool::set_shard(k);
-            runtime.block_on(serve(own, rt, stop, grace));
+            runtime.block_on(serve(own, live, stop, grace));
         })?;
     let joined = tokio::task::spawn_blocking(move || {
         if let Err(panic) = thread.join() {
@@ -136,7 +125,7 @@ async fn start_one(
 /// the drain are over.
 async fn serve(
     listeners: Vec<(usize, StdListener)>,
-    rt: Arc<Runtime>,
+    live: Arc<LiveConfig>,
     shutdown: Shutdown,
     grace: Duration,
 ) {
@@ -146,7 +135,7 @@ async fn serve(
             Ok(l) => {
                 frontends.spawn(frontend::serve(
                     l,
-                    rt.clone(),
+                    live.clone(),
                     index,
                     shutdown.clone(),
                     grace,

@@ -76,13 +76,6 @@ pub(crate) enum ConnectError {
     Handshake(hyper::Error),
 }
 
-impl ConnectError {
-    /// True for `ECONNREFUSED`: the server is not listening, mark it down at once.
-    pub fn is_refused(&self) -> bool {
-        matches!(self, ConnectError::Refused)
-    }
-}
-
 struct Idle {
     sender: Sender,
     since: Instant,

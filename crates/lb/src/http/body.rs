@@ -23,20 +23,11 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::access_log::LogRecord;
-use crate::conn::ConnGuard;
-use crate::pool::{BoxError, Pooled, ProxyBody};
-use crate::server::ActiveRequest;
-
-/// Why a request body stopped early ([`BodyState::get`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BodyFailure {
-    /// Larger than `max_body_size`.
-    TooLarge,
-    /// The client sent nothing for `timeout client`.
-    ClientTimeout,
-    /// The client's connection failed.
-    ClientAbort,
-}
+use crate::attempt::BodyFailure;
+use crate::backend::pool::{BoxError, Pooled, ProxyBody};
+use crate::backend::server::ActiveRequest;
+use crate::http::conn::ConnGuard;
+use crate::termination::{EndedBy, Phase, Termination};
 
 /// Shared between a [`RequestBody`] and the proxy: what happened to the body.
 #[derive(Debug, Default)]
@@ -217,7 +208,7 @@ impl ResponseBody {
     }
 
     /// `termination`: `None` when the body ended normally.
-    fn finish(&mut self, termination: Option<&'static str>) {
+    fn finish(&mut self, termination: Option<Termination>) {
         self.done = true;
         if let Some(conn) = self.upstream.take() {
             if termination.is_none() {
@@ -269,7 +260,7 @@ impl Body for ResponseBody {
                     .map_or("?", |s| s.server().id.as_str())
                     .to_string();
                 tracing::warn!("server {server} failed while sending the response body: {e}");
-                this.finish(Some("SD"));
+                this.finish(Some(Termination::new(EndedBy::Server, Phase::Data)));
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Pending => Poll::Pending,
@@ -294,7 +285,7 @@ impl Drop for ResponseBody {
             // hyper drops a body it knows is empty without polling it; anything else
             // dropped early means the client went away.
             let normal = self.inner.is_end_stream();
-            self.finish((!normal).then_some("CD"));
+            self.finish((!normal).then_some(Termination::new(EndedBy::Client, Phase::Data)));
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use crate::server::{ActiveRequest, ServerState};
+use crate::backend::server::{ActiveRequest, ServerState};
 
 /// Any server will do (no server has this id).
 pub(crate) const ANY_SERVER: u64 = 0;
@@ -340,7 +340,7 @@ mod tests {
         assert!(q.ahead_for(Some(&any), &a), "on_a is ahead of it");
         assert!(!q.ahead_for(Some(&any), &b));
         assert!(!q.ahead_for(Some(&on_a), &a), "nobody ahead of the first");
-        b.set_admin(crate::server::AdminState::Drain);
+        b.set_admin(crate::backend::server::AdminState::Drain);
         assert!(
             !q.ahead_for(None, &b),
             "a waiter for any server does not hold up a draining one (sticky requests use it)"

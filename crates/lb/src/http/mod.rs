@@ -1,0 +1,194 @@
+//! HTTP mode: a client connection ([`serve`]) and the path of each of its requests through
+//! [`Proxy::handle`], in named phases, each a short function with one job:
+//!
+//! 1. **check the request** ([`request::check`]): `Host`, declared body size; a refused
+//!    request is answered 400/413 (`PR`);
+//! 2. **choose** ([`request::Plan::new`]): the sticky cookie's server, the balancer's key
+//!    (client address, path, header), whether the request may be sent twice; the head is
+//!    rewritten for the server ([`request::prepare_head`]);
+//! 3. **forward** ([`forward`]): the attempt engine ([`crate::attempt::run`]) takes a
+//!    server (queue included), sends on a pooled or new connection, and retries or
+//!    answers by the backend's rules;
+//! 4. **response headers** ([`response::headers`]): hop-by-hop headers removed, the sticky
+//!    cookie set, `X-Request-Id`;
+//! 5. **body or tunnel** ([`response::body`], [`response::tunnel`]): the body streamed
+//!    to the client (the access line is written when it ends), or a `101`'s tunnel.
+//!
+//! Every answer of the proxy's own ([`respond::Local`]) carries the reason in its body and
+//! a termination state for the access log.
+
+mod body;
+mod conn;
+mod forward;
+mod headers;
+mod request;
+mod respond;
+mod response;
+mod serve;
+mod sticky;
+mod upgrade;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use webfarm_config::AccessLog;
+
+use crate::access_log::LogRecord;
+use crate::attempt::{Timers, Won};
+use crate::control::live::{LiveConfig, LiveFrontend, Snapshot};
+use crate::termination::{EndedBy, Phase, Termination};
+use body::{Inner, ResponseBody};
+use conn::ConnGuard;
+use headers::{RequestIds, X_REQUEST_ID};
+use respond::Local;
+
+pub(crate) use serve::{serve, ConnSettings};
+
+/// What one frontend needs to proxy a request (one per frontend and event-loop thread).
+#[derive(Debug)]
+pub(crate) struct Proxy {
+    /// The live configuration.
+    live: Arc<LiveConfig>,
+    /// The frontend's index in the snapshot.
+    index: usize,
+    /// `X-Request-Id` generator: per thread and frontend, so no counter is shared between
+    /// threads (ids are 128 random-seeded bits: distinct across generators).
+    ids: RequestIds,
+}
+
+/// A request on its way: its id, its access-log record and its connection's guard, which
+/// every answer (the server's or the proxy's) carries to its end.
+struct Exchange {
+    id: HeaderValue,
+    log: Option<LogRecord>,
+    guard: ConnGuard,
+}
+
+impl Exchange {
+    /// The proxy's own answer `local`, logged when its body ends.
+    fn answer(mut self, local: Local) -> Response<ResponseBody> {
+        if let Some(l) = self.log.as_mut() {
+            l.status = local.status.as_u16();
+            l.termination = local.termination;
+            l.server.clone_from(&local.server);
+        }
+        let mut resp = local.into_response();
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), self.id);
+        let (p, b) = resp.into_parts();
+        let body = ResponseBody::new(Inner::Local(b), None, self.log, Some(self.guard), None);
+        Response::from_parts(p, body)
+    }
+
+    /// Records the timers of the attempts.
+    fn timers(&mut self, timers: &Timers) {
+        if let Some(l) = self.log.as_mut() {
+            (l.tw, l.tc, l.tr) = (timers.tw, timers.tc, timers.tr);
+        }
+    }
+}
+
+impl Proxy {
+    /// The proxy of frontend `index` of `live`.
+    pub fn new(live: Arc<LiveConfig>, index: usize) -> Proxy {
+        Proxy {
+            live,
+            index,
+            ids: RequestIds::new(),
+        }
+    }
+
+    /// Proxies one client request from `client`, counted in progress on its connection by
+    /// `guard` (taken when hyper handed the request over, see [`conn::ConnState::begin`])
+    /// and whose head took `tq`, through the phases of the module doc; never fails: errors
+    /// become 4xx/5xx answers.
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+        (guard, tq): (ConnGuard, Duration),
+    ) -> Response<ResponseBody> {
+        let snap = self.live.snapshot();
+        let Some(fe) = snap.frontends.get(self.index) else {
+            let proxy_refused = Termination::new(EndedBy::Proxy, Phase::Request);
+            let local = Local::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no such frontend".into(),
+                proxy_refused,
+            );
+            return local.into_response().map(ResponseBody::local);
+        };
+        let (upgrade_to, client_upgrade) = request::take_upgrade(&mut req).unzip();
+        let (mut parts, body) = req.into_parts();
+        let id = self.ids.ensure(&mut parts.headers);
+        let log = access_record(&snap, fe, &parts, client, tq, &id);
+        let mut ex = Exchange { id, log, guard };
+        // 1. Check the request.
+        if let Err(local) = request::check(&parts, &body, &fe.config) {
+            return ex.answer(local);
+        }
+        // 2. Choose (the inputs of the pick), and the head for the server.
+        let backend = fe.backend.clone();
+        let (plan, request) = request::Plan::new(parts, body, client, upgrade_to, &snap, fe);
+        // 3. Forward.
+        let mut timers = Timers::default();
+        let result = forward::forward(&backend, request, &plan, &mut timers).await;
+        ex.timers(&timers);
+        let Won {
+            index,
+            slot,
+            connected: (resp, conn),
+        } = match result {
+            Ok(won) => won,
+            Err(local) => return ex.answer(local),
+        };
+        // 4. Response headers.
+        let (resp, server_upgrade) = response::headers(resp, &plan, &backend, index, &ex);
+        if let Some(l) = ex.log.as_mut() {
+            l.server = Some(backend.servers[index].state.name().to_string());
+            l.status = resp.status().as_u16();
+        }
+        // 5. Body or tunnel.
+        match (plan.upgrade_to, client_upgrade, server_upgrade) {
+            (Some(proto), Some(client_up), Some(server_up)) => {
+                response::tunnel(resp, proto, (client_up, server_up), slot, ex)
+            }
+            _ => response::body(resp, slot, conn, ex),
+        }
+    }
+}
+
+/// The access-log record of a request, or `None` (no allocation at all) when no line
+/// would be written (`access_log = "off"`, or target `access` not enabled at info).
+fn access_record(
+    snap: &Snapshot,
+    fe: &LiveFrontend,
+    parts: &http::request::Parts,
+    client: SocketAddr,
+    tq: Duration,
+    id: &HeaderValue,
+) -> Option<LogRecord> {
+    let logging = snap.farm.lb.access_log != AccessLog::Off
+        && tracing::enabled!(target: "access", tracing::Level::INFO);
+    logging.then(|| LogRecord {
+        format: snap.farm.lb.access_log,
+        client,
+        frontend: fe.config.name.clone(),
+        backend: fe.backend.name().to_string(),
+        server: None,
+        start: Instant::now(),
+        tq,
+        tw: None,
+        tc: None,
+        tr: None,
+        status: 0,
+        bytes: 0,
+        termination: Termination::NORMAL,
+        method: parts.method.clone(),
+        uri: parts.uri.to_string(),
+        version: parts.version,
+        request_id: id.clone(),
+    })
+}

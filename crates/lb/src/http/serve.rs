@@ -1,0 +1,113 @@
+//! A client connection in HTTP mode: hyper's server (HTTP/1.1 with keep-alive and
+//! upgrades, HTTP/2 with prior knowledge) over the socket wrapper of [`super::conn`], each
+//! request handed to [`Proxy::handle`], graceful close on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use webfarm_config::Frontend;
+use webfarm_node::Shutdown;
+
+use super::conn::{ConnIo, ConnState};
+use super::Proxy;
+use crate::access_log::emit_bad_request;
+use crate::control::live::ConnSlot;
+use crate::termination::{EndedBy, Phase, Termination};
+
+type ServerBuilder = auto::Builder<TokioExecutor>;
+
+/// What a client connection needs of its frontend's configuration (copied, not cloned: no
+/// allocation per connection).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnSettings {
+    /// `timeout http-keep-alive`.
+    keep_alive: Duration,
+    /// `timeout http-request`.
+    http_request: Duration,
+    /// `max_header_size`, bytes.
+    max_header_size: usize,
+}
+
+impl ConnSettings {
+    /// The settings of frontend `fe`.
+    pub fn of(fe: &Frontend) -> ConnSettings {
+        ConnSettings {
+            keep_alive: fe.timeout.http_keep_alive,
+            http_request: fe.timeout.http_request,
+            max_header_size: fe.max_header_size,
+        }
+    }
+}
+
+/// The HTTP server settings of a frontend: `max_header_size` as hyper's read buffer limit
+/// (431 past it). hyper's header read timeout is off: `timeout http-request` is the socket
+/// wrapper's (`conn`), which answers 408.
+fn builder(fe: ConnSettings) -> ServerBuilder {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(fe.max_header_size);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(fe.max_header_size).unwrap_or(u32::MAX));
+    b
+}
+
+/// Serves one client connection of the frontend of `proxy` until it closes or `shutdown`
+/// fires (then gracefully: a request in flight finishes), holding its admission `slot`.
+pub(crate) async fn serve(
+    fe: ConnSettings,
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    shutdown: Shutdown,
+    slot: ConnSlot,
+) {
+    let _ = stream.set_nodelay(true);
+    let state = ConnState::new(fe.keep_alive, fe.http_request);
+    let io = ConnIo::new(stream, state.clone());
+    let log_to = proxy.clone();
+    let conn_state = state.clone();
+    let service = service_fn(move |req| {
+        // Counted in progress at once, not at the handler's first poll, so the connection's
+        // request timer never fires for a head hyper has already parsed.
+        let begun = state.begin();
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, begun).await) }
+    });
+    let builder = builder(fe);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let finished = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = shutdown.wait() => None,
+    };
+    let result = match finished {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("client connection from {peer} ended: {e}");
+    }
+    if let Some((bytes, ta)) = conn_state.request_timed_out() {
+        let snap = log_to.live.snapshot();
+        if let Some(fe) = snap.frontends.get(log_to.index) {
+            // `cR`: the client's timeout, while the proxy waited for its request.
+            let (format, name) = (snap.farm.lb.access_log, fe.config.name.as_str());
+            let termination = Termination::new(EndedBy::ClientTimeout, Phase::Request);
+            emit_bad_request(format, peer, name, (408, bytes), ta, termination);
+        }
+    }
+    drop(slot);
+}
