@@ -83,7 +83,8 @@ impl Api {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    /// POSTs `body`; `None` when no answer came (the node is down).
+    async fn try_post(&self, path: &str, body: &Value) -> Option<(u16, Value)> {
         let r = self
             .http
             .post(
@@ -93,9 +94,15 @@ impl Api {
                 DEADLINE,
             )
             .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+            .ok()?;
         let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-        (r.status.as_u16(), v)
+        Some((r.status.as_u16(), v))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.try_post(path, body)
+            .await
+            .unwrap_or_else(|| panic!("POST {path}: no answer"))
     }
 
     async fn ready(&self) {
@@ -223,17 +230,8 @@ async fn one_db_node_is_a_complete_rqlite_server() {
                         ["INSERT INTO t (k) VALUES (?)", k],
                         "UPDATE c SET n = n + 1"
                     ]);
-                    let r = api
-                        .http
-                        .post(
-                            &format!("{}/db/execute?transaction", api.base),
-                            "application/json",
-                            Bytes::from(body.to_string()),
-                            DEADLINE,
-                        )
-                        .await;
-                    match r {
-                        Ok(r) if r.status.as_u16() == 200 => acked.lock().unwrap().push(k),
+                    match api.try_post("/db/execute?transaction", &body).await {
+                        Some((200, _)) => acked.lock().unwrap().push(k),
                         _ => return,
                     }
                 }

@@ -397,6 +397,18 @@ impl Database {
         .await
     }
 
+    /// A read-only connection to copy the database from (backups and snapshots).
+    fn open_copy_source(&self) -> Result<Connection, DatabaseError> {
+        let conn = Connection::open_with_flags(
+            &self.db_path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| msg(&self.db_path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| msg(&self.db_path, e))?;
+        Ok(conn)
+    }
+
     /// Copies the database as it is now into `target` with `VACUUM INTO` on a read-only
     /// connection (blocking): a read transaction in WAL mode sees one consistent state and
     /// does not stop the write connection meanwhile.
@@ -405,13 +417,7 @@ impl Database {
     ///
     /// A message naming the file that could not be read or written.
     pub(crate) fn copy_to(&self, target: &Path) -> Result<(), DatabaseError> {
-        let conn = Connection::open_with_flags(
-            &self.db_path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| msg(&self.db_path, e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| msg(&self.db_path, e))?;
+        let conn = self.open_copy_source()?;
         conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])
             .map_err(|e| msg(&self.db_path, format!("VACUUM INTO failed: {e}")))?;
         Ok(())
@@ -423,13 +429,7 @@ impl Database {
     /// view of the file is exactly the applied state taken then; SQLite's backup API then
     /// copies the pages inside that transaction while writes go on.
     fn copy_with_record(&self, target: &Path) -> Result<Applied, DatabaseError> {
-        let src = Connection::open_with_flags(
-            &self.db_path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| msg(&self.db_path, e))?;
-        src.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| msg(&self.db_path, e))?;
+        let src = self.open_copy_source()?;
         let applied = self.with_writer(|w| {
             src.execute_batch("BEGIN")?;
             // The first read fixes the transaction's view of the WAL.
