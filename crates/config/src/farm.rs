@@ -388,28 +388,7 @@ fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {
                 continue;
             }
         };
-        let (port, raft_port) = match r.role {
-            Role::Lb => {
-                if r.port.is_some() || r.raft_port.is_some() {
-                    problems.push(format!(
-                        "{key}.port: an lb node takes its ports from [[frontends]]; remove it"
-                    ));
-                }
-                (0, 0)
-            }
-            Role::Web => {
-                if r.raft_port.is_some() {
-                    problems.push(format!(
-                        "{key}.raft_port: only db nodes have a raft port; remove it"
-                    ));
-                }
-                (r.port.unwrap_or(DEFAULT_WEB_PORT), 0)
-            }
-            Role::Db => (
-                r.port.unwrap_or(DEFAULT_DB_PORT),
-                r.raft_port.unwrap_or(DEFAULT_RAFT_PORT),
-            ),
-        };
+        let (port, raft_port) = role_ports(r, &key, problems);
         let node = Node {
             name: r.name.clone(),
             role: r.role,
@@ -424,30 +403,68 @@ fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {
                 "{key}.replica: only db nodes are replicas (voter or learner); remove it"
             ));
         }
-        let mut ports = vec![("admin_port", node.admin_port)];
-        if port != 0 {
-            ports.push(("port", port));
-        }
-        if raft_port != 0 {
-            ports.push(("raft_port", raft_port));
-        }
-        for (field, p) in ports {
-            if p == 0 {
-                problems.push(format!("{key}.{field}: port 0 is not allowed"));
-                continue;
-            }
-            let sa = SocketAddr::new(address, p);
-            let who = format!("{key}.{field} ({})", r.name);
-            if let Some(other) = bound.insert(sa, who) {
-                problems.push(format!(
-                    "{key}.{field}: {sa} is already used by {other}; every address:port must \
-                     be unique"
-                ));
-            }
-        }
+        check_unique_ports(&node, &key, &mut bound, problems);
         nodes.push(node);
     }
     nodes
+}
+
+/// A node's service ports by role: an lb's come from `[[frontends]]` (0 here), a web node has
+/// its HTTP port, a db node its SQL API and Raft ports.
+fn role_ports(r: &RawNode, key: &str, problems: &mut Vec<String>) -> (u16, u16) {
+    match r.role {
+        Role::Lb => {
+            if r.port.is_some() || r.raft_port.is_some() {
+                problems.push(format!(
+                    "{key}.port: an lb node takes its ports from [[frontends]]; remove it"
+                ));
+            }
+            (0, 0)
+        }
+        Role::Web => {
+            if r.raft_port.is_some() {
+                problems.push(format!(
+                    "{key}.raft_port: only db nodes have a raft port; remove it"
+                ));
+            }
+            (r.port.unwrap_or(DEFAULT_WEB_PORT), 0)
+        }
+        Role::Db => (
+            r.port.unwrap_or(DEFAULT_DB_PORT),
+            r.raft_port.unwrap_or(DEFAULT_RAFT_PORT),
+        ),
+    }
+}
+
+/// Records `node`'s `address:port`s in `bound` (what holds each so far), with a problem for
+/// port 0 and for an `address:port` another node or port already holds.
+fn check_unique_ports(
+    node: &Node,
+    key: &str,
+    bound: &mut HashMap<SocketAddr, String>,
+    problems: &mut Vec<String>,
+) {
+    let mut ports = vec![("admin_port", node.admin_port)];
+    if node.port != 0 {
+        ports.push(("port", node.port));
+    }
+    if node.raft_port != 0 {
+        ports.push(("raft_port", node.raft_port));
+    }
+    for (field, p) in ports {
+        if p == 0 {
+            problems.push(format!("{key}.{field}: port 0 is not allowed"));
+            continue;
+        }
+        let sa = SocketAddr::new(node.address, p);
+        let who = format!("{key}.{field} ({})", node.name);
+        if let Some(other) = bound.insert(sa, who) {
+            problems.push(format!(
+                "{key}.{field}: {sa} is already used by {other}; every address:port must \
+                 be unique"
+            ));
+        }
+    }
 }
 
 fn valid_name(name: &str) -> bool {

@@ -1,8 +1,8 @@
 //! The router of a web node: the foobar app's routes, the static files as fallback, and the
 //! layers every response goes through (`X-Served-By`, body limit, request counter).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};

@@ -331,67 +331,6 @@ mod tests {
         assert!(e.to_string().contains("\"id\" is not an integer"), "{e}");
     }
 
-    /// Runs `sql` with `params` on `conn` the way a db node answers a query: rqlite's rows.
-    fn query(conn: &rusqlite::Connection, sql: &str, params: &[Value]) -> Rows {
-        let mut stmt = conn.prepare(sql).unwrap();
-        let columns: Vec<String> = stmt
-            .column_names()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let bound: Vec<rusqlite::types::Value> = params
-            .iter()
-            .map(|p| match p {
-                Value::Number(n) => rusqlite::types::Value::Integer(n.as_i64().unwrap()),
-                Value::String(s) => rusqlite::types::Value::Text(s.clone()),
-                other => panic!("unexpected parameter {other}"),
-            })
-            .collect();
-        let n = columns.len();
-        let values = stmt
-            .query_map(rusqlite::params_from_iter(bound), |row| {
-                (0..n)
-                    .map(|i| {
-                        Ok(match row.get_ref(i)? {
-                            rusqlite::types::ValueRef::Integer(v) => json!(v),
-                            rusqlite::types::ValueRef::Text(t) => {
-                                json!(String::from_utf8_lossy(t))
-                            }
-                            other => panic!("unexpected value {other:?}"),
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<Value>>>()
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .unwrap();
-        Rows {
-            types: vec![String::new(); n],
-            columns,
-            values,
-        }
-    }
-
-    #[test]
-    fn the_sql_runs_on_sqlite_and_lists_newest_first() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        conn.execute(SCHEMA, []).unwrap();
-        conn.execute(SCHEMA, []).unwrap(); // idempotent: every web node runs it at start
-        for (author, text) in [("ann", "first"), ("bob", "second"), ("cy", "third")] {
-            conn.execute(INSERT, [author, text, "2025-01-01T00:00:00Z", "web-1"])
-                .unwrap();
-        }
-        let latest = messages_from_rows(&query(&conn, LATEST, &[json!(2)])).unwrap();
-        let ids: Vec<(i64, &str)> = latest.iter().map(|m| (m.id, m.text.as_str())).collect();
-        assert_eq!(ids, [(3, "third"), (2, "second")]);
-        let one = messages_from_rows(&query(&conn, BY_ID, &[json!(1)])).unwrap();
-        assert_eq!(one[0].author, "ann");
-        assert_eq!(one[0].served_by, "web-1");
-        assert!(messages_from_rows(&query(&conn, BY_ID, &[json!(9)]))
-            .unwrap()
-            .is_empty());
-    }
-
     #[test]
     fn client_errors_keep_their_kind() {
         let e = StoreError::from(ClientError::Unavailable {

@@ -1,6 +1,9 @@
 //! Test harness: a whole farm run by the real `webfarm up` binary, on its own loopback
-//! addresses (`127.0.N.x`, one N per test) and its own temp dir.
+//! addresses (`127.0.N.x`, one N per test) and its own temp dir; [`in_process`] starts db and
+//! web nodes inside the test process instead.
 #![allow(dead_code)]
+
+pub mod in_process;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;

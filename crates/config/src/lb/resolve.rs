@@ -10,7 +10,7 @@ use super::{
     Backend, BackendTimeouts, Balance, Check, CheckType, Cookie, Frontend, FrontendTimeouts,
     LbSettings, Mode, RetryOn, Server, MAX_LB_THREADS,
 };
-use crate::raw::{RawBackend, RawCheck, RawFarm, RawLb, RawServer};
+use crate::raw::{RawBackend, RawCheck, RawFarm, RawFrontend, RawLb, RawServer};
 use crate::{Node, Role};
 
 /// Smallest `max_header_size`: hyper's smallest read buffer.
@@ -49,91 +49,127 @@ pub(crate) fn resolve_backends(
         if !names.insert(b.name.clone()) {
             problems.push(format!("{key}.name: duplicate backend name {:?}", b.name));
         }
-        if b.name.is_empty() || b.name.contains('/') {
-            problems.push(format!(
-                "{key}.name: {:?} must be non-empty and contain no '/'",
-                b.name
-            ));
-        }
-        let mode = b.mode.unwrap_or_default();
-        let balance = match b.balance.as_deref().map(parse_balance) {
-            None => Balance::default(),
-            Some(Ok(balance)) => balance,
-            Some(Err(e)) => {
-                problems.push(format!("{key}.balance: {e}"));
-                Balance::default()
-            }
-        };
-        if mode == Mode::Tcp && matches!(balance, Balance::Uri | Balance::Hdr(_)) {
-            problems.push(format!(
-                "{key}.balance: {balance} needs HTTP requests; a mode = \"tcp\" backend can use \
-                 roundrobin, static-rr, leastconn, first, source or random"
-            ));
-        }
-        if b.hash_type.is_some() && !balance.is_hash() {
-            problems.push(format!(
-                "{key}.hash_type: only applies to balance = \"source\", \"uri\" or \"hdr(..)\", \
-                 not {balance}; remove it"
-            ));
-        }
-        let retry_on = resolve_retry_on(b.retry_on.as_deref(), &key, problems);
-        let connect = b.timeout.connect.unwrap_or(Duration::from_secs(3));
-        let timeout = BackendTimeouts {
-            connect,
-            server: b.timeout.server.unwrap_or(Duration::from_secs(30)),
-            queue: b.timeout.queue.unwrap_or(connect),
-        };
-        for (field, d) in [
-            ("connect", timeout.connect),
-            ("server", timeout.server),
-            ("queue", timeout.queue),
-        ] {
-            if d.is_zero() {
-                problems.push(format!("{key}.timeout.{field}: must be greater than 0"));
-            }
-        }
-        let cookie = b.cookie.as_ref().map(|c| Cookie {
-            name: c.name.clone(),
-            insert: c.insert.unwrap_or(true),
-        });
-        if let Some(c) = &cookie {
-            if !valid_token(&c.name) {
-                problems.push(format!(
-                    "{key}.cookie.name: {:?} is not a valid cookie name; use letters, digits, \
-                     '-' and '_'",
-                    c.name
-                ));
-            }
-            if mode == Mode::Tcp {
-                problems.push(format!(
-                    "{key}.cookie: sticky cookies need HTTP; remove it from a tcp backend"
-                ));
-            }
-        }
-        let check = resolve_check(&b.check, &key, problems);
-        let servers = resolve_servers(&b.servers, nodes, &key, problems);
-        if b.servers.is_empty() {
-            problems.push(format!(
-                "{key}.servers: backend {:?} has no server; add [[backends.servers]]",
-                b.name
-            ));
-        }
-        out.push(Backend {
-            name: b.name.clone(),
-            mode,
-            balance,
-            hash_type: b.hash_type.unwrap_or_default(),
-            retries: b.retries.unwrap_or(3),
-            redispatch: b.redispatch.unwrap_or(true),
-            retry_on,
-            allbackups: b.allbackups.unwrap_or(false),
-            timeout,
-            cookie,
-            check,
-            servers,
-        });
+        out.push(resolve_backend(b, nodes, &key, problems));
     }
     out
+}
+
+/// One `[[backends]]` table, at `key`.
+fn resolve_backend(
+    b: &RawBackend,
+    nodes: &[Node],
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Backend {
+    if b.name.is_empty() || b.name.contains('/') {
+        problems.push(format!(
+            "{key}.name: {:?} must be non-empty and contain no '/'",
+            b.name
+        ));
+    }
+    let mode = b.mode.unwrap_or_default();
+    let balance = resolve_balance(b, mode, key, problems);
+    let retry_on = resolve_retry_on(b.retry_on.as_deref(), key, problems);
+    let timeout = resolve_backend_timeouts(b, key, problems);
+    let cookie = resolve_cookie(b, mode, key, problems);
+    let check = resolve_check(&b.check, key, problems);
+    let servers = resolve_servers(&b.servers, nodes, key, problems);
+    if b.servers.is_empty() {
+        problems.push(format!(
+            "{key}.servers: backend {:?} has no server; add [[backends.servers]]",
+            b.name
+        ));
+    }
+    Backend {
+        name: b.name.clone(),
+        mode,
+        balance,
+        hash_type: b.hash_type.unwrap_or_default(),
+        retries: b.retries.unwrap_or(3),
+        redispatch: b.redispatch.unwrap_or(true),
+        retry_on,
+        allbackups: b.allbackups.unwrap_or(false),
+        timeout,
+        cookie,
+        check,
+        servers,
+    }
+}
+
+/// `balance` and `hash_type`, checked against the backend's mode.
+fn resolve_balance(b: &RawBackend, mode: Mode, key: &str, problems: &mut Vec<String>) -> Balance {
+    let balance = match b.balance.as_deref().map(parse_balance) {
+        None => Balance::default(),
+        Some(Ok(balance)) => balance,
+        Some(Err(e)) => {
+            problems.push(format!("{key}.balance: {e}"));
+            Balance::default()
+        }
+    };
+    if mode == Mode::Tcp && matches!(balance, Balance::Uri | Balance::Hdr(_)) {
+        problems.push(format!(
+            "{key}.balance: {balance} needs HTTP requests; a mode = \"tcp\" backend can use \
+             roundrobin, static-rr, leastconn, first, source or random"
+        ));
+    }
+    if b.hash_type.is_some() && !balance.is_hash() {
+        problems.push(format!(
+            "{key}.hash_type: only applies to balance = \"source\", \"uri\" or \"hdr(..)\", \
+             not {balance}; remove it"
+        ));
+    }
+    balance
+}
+
+/// `[backends.timeout]`: HAProxy's defaults (connect 3 s, server 30 s, queue = connect), none
+/// zero.
+fn resolve_backend_timeouts(
+    b: &RawBackend,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> BackendTimeouts {
+    let connect = b.timeout.connect.unwrap_or(Duration::from_secs(3));
+    let timeout = BackendTimeouts {
+        connect,
+        server: b.timeout.server.unwrap_or(Duration::from_secs(30)),
+        queue: b.timeout.queue.unwrap_or(connect),
+    };
+    for (field, d) in [
+        ("connect", timeout.connect),
+        ("server", timeout.server),
+        ("queue", timeout.queue),
+    ] {
+        if d.is_zero() {
+            problems.push(format!("{key}.timeout.{field}: must be greater than 0"));
+        }
+    }
+    timeout
+}
+
+/// `[backends.cookie]`: a valid cookie name, HTTP mode only.
+fn resolve_cookie(
+    b: &RawBackend,
+    mode: Mode,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<Cookie> {
+    let c = b.cookie.as_ref()?;
+    if !valid_token(&c.name) {
+        problems.push(format!(
+            "{key}.cookie.name: {:?} is not a valid cookie name; use letters, digits, \
+             '-' and '_'",
+            c.name
+        ));
+    }
+    if mode == Mode::Tcp {
+        problems.push(format!(
+            "{key}.cookie: sticky cookies need HTTP; remove it from a tcp backend"
+        ));
+    }
+    Some(Cookie {
+        name: c.name.clone(),
+        insert: c.insert.unwrap_or(true),
+    })
 }
 
 fn resolve_retry_on(raw: Option<&[String]>, key: &str, problems: &mut Vec<String>) -> Vec<RetryOn> {
@@ -343,20 +379,7 @@ pub(crate) fn resolve_frontends(
             }
         }
         let mode = f.mode.unwrap_or_default();
-        let timeout = FrontendTimeouts {
-            client: f.timeout.client.unwrap_or(Duration::from_secs(30)),
-            http_request: f.timeout.http_request.unwrap_or(Duration::from_secs(10)),
-            http_keep_alive: f.timeout.http_keep_alive.unwrap_or(Duration::from_secs(10)),
-        };
-        for (field, d) in [
-            ("client", timeout.client),
-            ("http_request", timeout.http_request),
-            ("http_keep_alive", timeout.http_keep_alive),
-        ] {
-            if d.is_zero() {
-                problems.push(format!("{key}.timeout.{field}: must be greater than 0"));
-            }
-        }
+        let timeout = resolve_frontend_timeouts(f, &key, problems);
         let max_header_size = f.max_header_size.unwrap_or(16 * 1024);
         if max_header_size < MIN_HEADER_SIZE {
             problems.push(format!(
@@ -399,6 +422,30 @@ pub(crate) fn resolve_frontends(
         }
     }
     out
+}
+
+/// `[frontends.timeout]`: HAProxy-like defaults (client 30 s, http-request 10 s,
+/// http-keep-alive 10 s), none zero.
+fn resolve_frontend_timeouts(
+    f: &RawFrontend,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> FrontendTimeouts {
+    let timeout = FrontendTimeouts {
+        client: f.timeout.client.unwrap_or(Duration::from_secs(30)),
+        http_request: f.timeout.http_request.unwrap_or(Duration::from_secs(10)),
+        http_keep_alive: f.timeout.http_keep_alive.unwrap_or(Duration::from_secs(10)),
+    };
+    for (field, d) in [
+        ("client", timeout.client),
+        ("http_request", timeout.http_request),
+        ("http_keep_alive", timeout.http_keep_alive),
+    ] {
+        if d.is_zero() {
+            problems.push(format!("{key}.timeout.{field}: must be greater than 0"));
+        }
+    }
+    timeout
 }
 
 /// A cookie name: letters, digits, `-` and `_`.

@@ -42,23 +42,6 @@ pub fn make_site(tmp: &TempDir) -> PathBuf {
 /// A farm of one web node `web-1` and one db node `db-1`, each on a loopback address of its
 /// own (webfarm-testkit), so nothing listens on the db node's port unless a test starts one.
 pub fn farm(tmp: &TempDir, root: &Path, db_timeout: &str) -> Farm {
-    farm_text(tmp, root, db_timeout, 1, "")
-}
-
-/// A farm of one web node `web-1` and `dbs` db nodes `db-1`.., each on a loopback address of
-/// its own, with fast elections.
-pub fn farm_with_dbs(tmp: &TempDir, root: &Path, db_timeout: &str, dbs: usize) -> Farm {
-    farm_text(
-        tmp,
-        root,
-        db_timeout,
-        dbs,
-        "[db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n",
-    )
-}
-
-/// `web-1` and `dbs` db nodes, then `tail` (more tables).
-fn farm_text(tmp: &TempDir, root: &Path, db_timeout: &str, dbs: usize, tail: &str) -> Farm {
     let text = format!(
         r#"
 data_dir = '{data}'
@@ -72,10 +55,10 @@ admin_port = 9000
 [web]
 root = '{root}'
 db_timeout = "{db_timeout}"
-{tail}"#,
+"#,
         data = tmp.path().join("data").display(),
         web_ip = webfarm_testkit::loopback_ip(),
-        db_nodes = webfarm_testkit::db_nodes_toml(dbs),
+        db_nodes = webfarm_testkit::db_nodes_toml(1),
         root = root.display(),
     );
     Farm::parse(&text, None, tmp.path()).unwrap()
