@@ -21,9 +21,10 @@
 //! - [`types`]: the Raft type configuration and the log entry payload.
 //!
 //! Files in a node's data directory: `raft-log.db` (the Raft log, vote and committed log id,
-//! synced before every acknowledgement), `db.sqlite` (the user's database, which also records
-//! the last applied log id in its `_webfarm_raft` table, in the same transaction as each
-//! entry's effects), `snapshot/` (the current snapshot, a SQLite file, and its metadata).
+//! synced before every acknowledgement), `db.sqlite` (the user's database, holding only the
+//! user's objects), `db.closed.json` (after a graceful stop: what `db.sqlite` has applied; a
+//! start without it rebuilds `db.sqlite` from the snapshot and the log), `snapshot/` (the
+//! current snapshot, a SQLite file that records its own log id, and its metadata).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), webfarm_db::ClientError> {

@@ -225,6 +225,13 @@ impl DbNode {
         let (log, sm) = open_storage(&ctx.data_dir).await?;
         let database = Arc::clone(sm.store());
 
+        // The log this node holds as it starts: as leader, it reads only once it applied that.
+        let startup_log = openraft::storage::RaftLogStorage::get_log_state(&mut log.clone())
+            .await
+            .map_err(|e| DbError::Raft(e.to_string()))?
+            .last_log_id
+            .map_or(0, |id| id.index);
+        database.set_startup_log_index(startup_log);
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm)
             .await
             .map_err(|e| DbError::Raft(e.to_string()))?;

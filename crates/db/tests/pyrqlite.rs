@@ -1,13 +1,14 @@
 //! pyrqlite, rqlite's Python DB-API client, works unchanged against a webfarm db cluster.
 //!
-//! When `python3` is on PATH, the test creates a virtual environment in a temp dir,
+//! The test creates a virtual environment in a temp dir with `python3` from PATH,
 //! `pip install`s pyrqlite from PyPI, starts a real 3-node cluster and runs a Python script
 //! through the DB-API against a follower (which forwards to the leader): `connect`,
 //! `cursor.execute` with `?` and named parameters, `fetchall`, `lastrowid`, `rowcount`,
 //! `executemany` (sent as one transaction), a failing transaction that leaves nothing
-//! behind, and a consistency level. The test checks the script's exit code and output.
-//! Without `python3` it says so and passes; when pip cannot install pyrqlite it fails with
-//! the reason (CI installs python3 and venv support: see `.ci/run`).
+//! behind, a consistency level, a `DATETIME` value in rqlite's RFC 3339 form, and a
+//! tear-down that drops every table `sqlite_master` lists. The test checks the script's exit
+//! code and output. Without `python3`, venv support or pip it fails and says what is missing
+//! (CI installs python3, python3-venv and python3-pip: see `.ci/run`).
 
 mod common;
 
@@ -20,6 +21,7 @@ use common::Cluster;
 const PYRQLITE: &str = "pyrqlite==2.2.3";
 
 const SCRIPT: &str = r#"
+import datetime
 import sys
 import pyrqlite.dbapi2 as dbapi2
 
@@ -64,6 +66,26 @@ else:
 
 cur.execute("SELECT count(*) AS n FROM people", consistency="strong")
 assert cur.fetchall()[0]["n"] == 4
+
+# Times come back as rqlite gives them (RFC 3339, also for unix times), which pyrqlite's
+# converters for DATETIME (a text) and TIMESTAMP (a datetime) read.
+cur.execute("CREATE TABLE events (at DATETIME, seen TIMESTAMP)")
+cur.execute("INSERT INTO events VALUES (?, ?)", ("2004-02-14 07:15:00", 1076742900))
+cur.execute("SELECT at, seen FROM events")
+row = tuple(cur.fetchone())
+assert row == ("2004-02-14 07:15:00", datetime.datetime(2004, 2, 14, 7, 15)), row
+
+# A test suite's tear-down: drop every table the database lists.
+cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+tables = [r[0] for r in cur.fetchall()]
+assert sorted(tables) == ["events", "people"], tables
+for t in tables:
+    cur.execute("DROP TABLE " + t)
+cur.execute("SELECT count(*) FROM sqlite_master")
+assert cur.fetchone()[0] == 0, "the database is empty"
+cur.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL, age INTEGER)")
+cur.executemany("INSERT INTO people (name, age) VALUES (?, ?)",
+                [("ada", 37), ("it's bob", 20), ("cy", 42), ("dee", 19)])
 conn.close()
 print("pyrqlite ok: 4 rows")
 "#;
@@ -92,6 +114,10 @@ fn venv_with_pyrqlite(dir: &Path) -> std::path::PathBuf {
          python3-venv):\n{}",
         show(&made)
     );
+    assert!(
+        venv.join("bin").join("pip").exists(),
+        "the virtual environment has no pip (on Debian, install python3-pip and python3-venv)"
+    );
     let pip = run(Command::new(venv.join("bin").join("pip")).args([
         "install",
         "--quiet",
@@ -109,10 +135,16 @@ fn venv_with_pyrqlite(dir: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pyrqlite_works_unchanged() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        println!("python3 is not on PATH: the pyrqlite compatibility test did not run");
-        return;
-    }
+    let python = Command::new("python3").arg("--version").output();
+    assert!(
+        python.as_ref().is_ok_and(|o| o.status.success()),
+        "this test needs python3 on PATH, with venv and pip (on Debian: apt-get install \
+         python3 python3-venv python3-pip; CI: .ci/run installs them): {}",
+        match &python {
+            Ok(o) => show(o),
+            Err(e) => e.to_string(),
+        }
+    );
     let mut c = Cluster::start_all(3, 1000).await;
     let dir = c.dir().to_path_buf();
     let python = tokio::task::spawn_blocking(move || venv_with_pyrqlite(&dir))

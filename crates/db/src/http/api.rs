@@ -300,6 +300,7 @@ impl<S: Service> Api<S> {
             }
             StoreError::InvalidLoad(_) => StatusCode::BAD_REQUEST,
             StoreError::NotApplied { .. }
+            | StoreError::CatchingUp { .. }
             | StoreError::NotConfirmed(_)
             | StoreError::Unconfirmed(_)
             | StoreError::Stopped(_) => StatusCode::SERVICE_UNAVAILABLE,

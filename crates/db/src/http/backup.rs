@@ -3,7 +3,7 @@
 //! Backup: the leader's database by default (a follower forwards, or redirects with
 //! `?redirect`), this node's own with `?noleader`. The default format is a SQLite file
 //! (`application/octet-stream`: a `VACUUM INTO` copy made on a read connection, so writes go
-//! on; rollback-journal mode; without webfarm's `_webfarm_raft` table); `fmt=sql` is a text
+//! on; rollback-journal mode; the user's objects only); `fmt=sql` is a text
 //! dump (`application/sql`, like `sqlite3 .dump`, restricted to `tables=a,b` if given).
 //! `compress` gzips either. `vacuum` is accepted (the copy is always vacuumed).
 //!

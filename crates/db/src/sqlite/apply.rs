@@ -1,9 +1,10 @@
 //! Applying committed log entries to the user's database: the one write connection, and a
 //! plain function of (database, entries) that every replica and recovery runs.
 //!
-//! Entries are applied in as few SQLite transactions as possible, each of which also records
-//! the last applied log id and membership in the `_webfarm_raft` table, so a crash never
-//! leaves an entry half-applied, nor applied without its log id. An entry ends the current
+//! Entries are applied in as few SQLite transactions as possible; the connection's
+//! [`Applied`] state (last applied log id, membership, `foreign_keys`) moves only when one
+//! commits, so it always describes what the file holds (see [`crate::sqlite::applied`] for how it
+//! survives a restart without a table in the user's schema). An entry ends the current
 //! transaction early when it changes `foreign_keys` (the pragma only takes effect between
 //! transactions: it is set right after the commit, so the next entry sees it on every replica
 //! whatever the batching), and an entry that loads a SQLite file gets a transaction of its own
@@ -21,16 +22,14 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use openraft::{EntryPayload, LogId, StoredMembership};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::command::{request_seed, Command, CommandResponse, Request, SqlRequest};
+use crate::sqlite::applied::{take_record, Applied};
 use crate::sqlite::authorizer::Guard;
 use crate::sqlite::determinism::Determinism;
 use crate::sqlite::sql::{self, RunOpts};
 use crate::types::{NodeInfo, Outcome, SqlStatement, StatementResult, TypeConfig};
-
-/// The table, inside the user's database, that records what was applied.
-pub(crate) const META_TABLE: &str = "_webfarm_raft";
 
 /// The last applied log id and the last applied membership.
 pub(crate) type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, NodeInfo>);
@@ -45,6 +44,8 @@ pub(crate) struct WriteConn {
     guard: Guard,
     /// Where the files of `/db/load` entries are written while they are applied.
     dir: PathBuf,
+    /// What the database holds: moves when a transaction of entries commits.
+    applied: Applied,
 }
 
 impl std::fmt::Debug for WriteConn {
@@ -61,51 +62,49 @@ fn has_load(entry: &Entry) -> bool {
 
 impl WriteConn {
     /// Opens (or creates) the user's database at `path` in WAL mode and prepares it: the
-    /// `_webfarm_raft` table, the deterministic functions, the authorizer, and the
-    /// `foreign_keys` setting recorded in the database.
+    /// deterministic functions, the authorizer, and the `foreign_keys` setting. A file that
+    /// carries its own record (a restored snapshot, a database of an older version) is at
+    /// that state: the record is moved out of the file and returned, and the connection
+    /// starts from it; otherwise from nothing applied, until [`WriteConn::set_applied`].
     ///
     /// # Errors
     ///
     /// SQLite's error: not a database, corrupted, not writable...
-    pub(crate) fn open(path: &Path) -> rusqlite::Result<WriteConn> {
+    pub(crate) fn open(path: &Path) -> rusqlite::Result<(WriteConn, Option<Applied>)> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // The Raft log is the durable record: a lost tail of db.sqlite is re-applied from it.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {META_TABLE} (
-                 id INTEGER PRIMARY KEY CHECK (id = 1),
-                 last_applied TEXT,
-                 last_membership TEXT,
-                 foreign_keys INTEGER NOT NULL DEFAULT 0
-             );
-             INSERT OR IGNORE INTO {META_TABLE} (id) VALUES (1);"
-        ))?;
-        let has_fk: bool = conn.query_row(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('{META_TABLE}') \
-                 WHERE name = 'foreign_keys')"
-            ),
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_fk {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {META_TABLE} ADD COLUMN foreign_keys INTEGER NOT NULL DEFAULT 0"
-            ))?;
-        }
+        let record = take_record(&conn)?;
         let det = Determinism::install(&conn)?;
         let guard = Guard::default();
         guard.install(&conn);
-        let w = WriteConn {
+        let mut w = WriteConn {
             conn,
             det,
             guard,
             dir: path.parent().map_or_else(PathBuf::new, Path::to_path_buf),
+            applied: Applied::default(),
         };
-        w.sync_foreign_keys()?;
-        Ok(w)
+        w.set_applied(record.clone().unwrap_or_default())?;
+        Ok((w, record))
+    }
+
+    /// What the database holds.
+    pub(crate) fn applied(&self) -> &Applied {
+        &self.applied
+    }
+
+    /// Declares what the database holds (known from elsewhere: a clean close), and sets the
+    /// connection's `foreign_keys` accordingly.
+    ///
+    /// # Errors
+    ///
+    /// SQLite's error when the pragma cannot be set.
+    pub(crate) fn set_applied(&mut self, applied: Applied) -> rusqlite::Result<()> {
+        self.applied = applied;
+        self.sync_foreign_keys()
     }
 
     /// The raw connection (checkpoints, snapshot copies).
@@ -118,9 +117,9 @@ impl WriteConn {
         self.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))
     }
 
-    /// Sets the connection's `foreign_keys` to the value recorded in the database.
+    /// Sets the connection's `foreign_keys` to the value the applied entries set.
     fn sync_foreign_keys(&self) -> rusqlite::Result<()> {
-        let want = recorded_foreign_keys(&self.conn)?;
+        let want = self.applied.foreign_keys;
         if self.foreign_keys()? != want {
             self.conn.pragma_update(None, "foreign_keys", want)?;
         }
@@ -142,11 +141,10 @@ impl WriteConn {
         if entries.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let (_, mut membership) = read_applied(&self.conn)?;
         let mut responses = Vec::with_capacity(entries.len());
         let mut start = 0;
         while start < entries.len() {
-            start += self.apply_chunk(&entries[start..], &mut membership, &mut responses)?;
+            start += self.apply_chunk(&entries[start..], &mut responses)?;
         }
         Ok((responses, entries.last().map(|e| e.log_id)))
     }
@@ -155,7 +153,6 @@ impl WriteConn {
     fn apply_chunk(
         &mut self,
         entries: &[Entry],
-        membership: &mut StoredMembership<u64, NodeInfo>,
         responses: &mut Vec<CommandResponse>,
     ) -> rusqlite::Result<usize> {
         let load = entries.first().is_some_and(has_load);
@@ -168,7 +165,7 @@ impl WriteConn {
         if check_fk {
             self.conn.pragma_update(None, "foreign_keys", false)?;
         }
-        let result = self.in_transaction(entries, load, check_fk, &refused, membership);
+        let result = self.in_transaction(entries, load, check_fk, &refused);
         let synced = self.sync_foreign_keys();
         let detached = self.detach_loads(&attached);
         let (n, chunk) = result?;
@@ -178,43 +175,46 @@ impl WriteConn {
         Ok(n)
     }
 
+    /// Applies a prefix of `entries` in one transaction; `self.applied` moves to its last
+    /// entry only once the transaction committed.
     fn in_transaction(
         &mut self,
         entries: &[Entry],
         load: bool,
         check_fk: bool,
         refused: &[(usize, String)],
-        membership: &mut StoredMembership<u64, NodeInfo>,
     ) -> rusqlite::Result<(usize, Vec<CommandResponse>)> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut next = self.applied.clone();
         let result = (|| {
             let mut chunk = Vec::new();
             for entry in entries {
                 if !chunk.is_empty() && (load || has_load(entry)) {
                     break;
                 }
-                let (response, fk_changed) = match &entry.payload {
-                    EntryPayload::Blank => (CommandResponse::default(), false),
+                let (response, fk_set) = match &entry.payload {
+                    EntryPayload::Blank => (CommandResponse::default(), None),
                     EntryPayload::Normal(cmd) => {
                         self.apply_command(entry.log_id.index, cmd, check_fk, refused)?
                     }
                     EntryPayload::Membership(m) => {
-                        *membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        (CommandResponse::default(), false)
+                        next.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        (CommandResponse::default(), None)
                     }
                 };
                 chunk.push(response);
-                if fk_changed {
+                if let Some(fk) = fk_set {
+                    next.foreign_keys = fk;
                     break;
                 }
             }
-            let last = entries[chunk.len() - 1].log_id;
-            write_applied(&self.conn, &Some(last), membership)?;
+            next.last_log_id = Some(entries[chunk.len() - 1].log_id);
             Ok(chunk)
         })();
         match result {
             Ok(chunk) => {
                 self.conn.execute_batch("COMMIT")?;
+                self.applied = next;
                 Ok((chunk.len(), chunk))
             }
             Err(e) => {
@@ -226,22 +226,23 @@ impl WriteConn {
         }
     }
 
-    /// Applies the requests of one entry; also says whether one of them set `foreign_keys`.
+    /// Applies the requests of one entry; also gives the `foreign_keys` value one of them
+    /// set, if any.
     fn apply_command(
         &self,
         index: u64,
         cmd: &Command,
         check_fk: bool,
         refused: &[(usize, String)],
-    ) -> rusqlite::Result<(CommandResponse, bool)> {
+    ) -> rusqlite::Result<(CommandResponse, Option<bool>)> {
         let mut results = Vec::with_capacity(cmd.requests.len());
-        let mut fk_changed = false;
+        let mut fk_set = None;
         for (r, request) in cmd.requests.iter().enumerate() {
             match request {
                 Request::Sql(req) => {
                     let seed = request_seed(cmd.seed, r);
                     let (outcomes, fk) = apply(self, req, cmd.time_ms, seed)?;
-                    fk_changed |= fk;
+                    fk_set = fk.or(fk_set);
                     results.push(outcomes);
                 }
                 Request::Load(_) => {
@@ -267,7 +268,7 @@ impl WriteConn {
                 }
             }
         }
-        Ok((CommandResponse { results }, fk_changed))
+        Ok((CommandResponse { results }, fk_set))
     }
 
     /// Writes the files of the load requests of `entry` and attaches them (outside any
@@ -336,8 +337,8 @@ impl WriteConn {
         Ok(())
     }
 
-    /// Runs statement `index` of a request as user SQL. Returns its outcome, and whether it
-    /// set `foreign_keys` (then recorded in `_webfarm_raft`).
+    /// Runs statement `index` of a request as user SQL. Returns its outcome, and the
+    /// `foreign_keys` value it set, if it ran a `PRAGMA foreign_keys = v` successfully.
     fn run_user(
         &self,
         st: &SqlStatement,
@@ -345,27 +346,19 @@ impl WriteConn {
         opts: RunOpts,
         time_ms: i64,
         seed: u64,
-    ) -> rusqlite::Result<(Outcome, bool)> {
+    ) -> rusqlite::Result<(Outcome, Option<bool>)> {
         self.det.begin_statement(time_ms, seed, index);
         self.guard.clear();
         self.guard.set_user(true);
         let out = sql::run(&self.conn, st, opts);
         self.guard.set_user(false);
         let mut out = out?;
-        let mut fk = false;
+        let mut fk = None;
         match &mut out.result {
             StatementResult::Error(m) => {
                 *m = crate::sqlite::authorizer::explain(std::mem::take(m), &self.guard)
             }
-            _ => {
-                if let Some(v) = self.guard.take_foreign_keys() {
-                    self.conn.execute(
-                        &format!("UPDATE {META_TABLE} SET foreign_keys = ?1 WHERE id = 1"),
-                        [v],
-                    )?;
-                    fk = true;
-                }
-            }
+            _ => fk = self.guard.take_foreign_keys(),
         }
         Ok((out, fk))
     }
@@ -379,8 +372,8 @@ fn load_schema(index: u64, request: usize) -> String {
     format!("webfarm_load_{index}_{request}")
 }
 
-/// Applies one SQL request inside the caller's open transaction; also says whether it set
-/// `foreign_keys`.
+/// Applies one SQL request inside the caller's open transaction; also gives the
+/// `foreign_keys` value it set, if a statement that stayed applied set one.
 ///
 /// With `transaction`, the statements run in one savepoint: the first error rolls back all of
 /// them, and the results end with that error (as rqlite does). Without it, each statement runs
@@ -396,7 +389,7 @@ pub(crate) fn apply(
     req: &SqlRequest,
     time_ms: i64,
     seed: u64,
-) -> rusqlite::Result<(Vec<Outcome>, bool)> {
+) -> rusqlite::Result<(Vec<Outcome>, Option<bool>)> {
     let conn = &w.conn;
     let opts = RunOpts {
         want_rows: req.want_rows,
@@ -405,16 +398,18 @@ pub(crate) fn apply(
         cached: false,
     };
     let mut out = Vec::with_capacity(req.statements.len());
-    let mut fk_changed = false;
+    let mut fk_set = None;
     if req.transaction {
         conn.execute_batch("SAVEPOINT webfarm_tx")?;
         for (i, st) in req.statements.iter().enumerate() {
             let (r, fk) = w.run_user(st, i, opts, time_ms, seed)?;
-            fk_changed |= fk;
+            fk_set = fk.or(fk_set);
             let failed = matches!(r.result, StatementResult::Error(_));
             out.push(r);
             if failed {
                 conn.execute_batch("ROLLBACK TO webfarm_tx")?;
+                // Nothing of the request stays, its pragma neither.
+                fk_set = None;
                 break;
             }
         }
@@ -426,76 +421,13 @@ pub(crate) fn apply(
             if matches!(r.result, StatementResult::Error(_)) {
                 conn.execute_batch("ROLLBACK TO webfarm_st")?;
             } else {
-                fk_changed |= fk;
+                fk_set = fk.or(fk_set);
             }
             conn.execute_batch("RELEASE webfarm_st")?;
             out.push(r);
         }
     }
-    Ok((out, fk_changed))
-}
-
-/// The `foreign_keys` setting recorded in a database.
-///
-/// # Errors
-///
-/// SQLite's error.
-pub(crate) fn recorded_foreign_keys(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.query_row(
-        &format!("SELECT foreign_keys FROM {META_TABLE} WHERE id = 1"),
-        [],
-        |r| r.get(0),
-    )
-    .optional()
-    .map(|v| v.unwrap_or(false))
-}
-
-/// Reads the applied state recorded in a database.
-///
-/// # Errors
-///
-/// SQLite's error, or a message when the recorded JSON is unreadable.
-pub(crate) fn read_applied(conn: &Connection) -> rusqlite::Result<AppliedState> {
-    let row: Option<(Option<String>, Option<String>)> = conn
-        .query_row(
-            &format!("SELECT last_applied, last_membership FROM {META_TABLE} WHERE id = 1"),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let (applied, membership) = row.unwrap_or((None, None));
-    let bad = |what: &str, e: serde_json::Error| {
-        rusqlite::Error::ToSqlConversionFailure(
-            format!("{META_TABLE}.{what} is not valid JSON: {e}").into(),
-        )
-    };
-    let applied = match applied {
-        Some(s) => serde_json::from_str(&s).map_err(|e| bad("last_applied", e))?,
-        None => None,
-    };
-    let membership = match membership {
-        Some(s) => serde_json::from_str(&s).map_err(|e| bad("last_membership", e))?,
-        None => StoredMembership::default(),
-    };
-    Ok((applied, membership))
-}
-
-fn write_applied(
-    conn: &Connection,
-    applied: &Option<LogId<u64>>,
-    membership: &StoredMembership<u64, NodeInfo>,
-) -> rusqlite::Result<()> {
-    let enc = |e: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
-    let applied = match applied {
-        Some(id) => Some(serde_json::to_string(id).map_err(enc)?),
-        None => None,
-    };
-    let membership = serde_json::to_string(membership).map_err(enc)?;
-    conn.execute(
-        &format!("UPDATE {META_TABLE} SET last_applied = ?1, last_membership = ?2 WHERE id = 1"),
-        rusqlite::params![applied, membership],
-    )?;
-    Ok(())
+    Ok((out, fk_set))
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub(crate) fn entry(index: u64, sql: &[&str]) -> Entry<TypeConfig> {
 /// A write connection on `db.sqlite` in a fresh [`TempDir`].
 fn open_writer(what: &str) -> (TempDir, WriteConn) {
     let dir = TempDir::new(what);
-    let w = WriteConn::open(&dir.path().join("db.sqlite")).unwrap();
+    let (w, _) = WriteConn::open(&dir.path().join("db.sqlite")).unwrap();
     (dir, w)
 }
 
@@ -86,7 +86,7 @@ fn a_storage_fault_rolls_the_whole_batch_back() {
         ])
         .expect_err("a full disk fails the batch");
     assert_eq!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull));
-    let (applied, _) = read_applied(w.conn()).unwrap();
+    let applied = w.applied().last_log_id;
     assert_eq!(applied.map(|l| l.index), Some(1), "not recorded as applied");
     let n = query_int(w.conn(), "SELECT count(*) FROM t");
     assert_eq!(n, 0, "entry 2 was rolled back with the batch");
@@ -161,8 +161,8 @@ const ORPHAN: &str = "INSERT INTO child (parent) VALUES (42)";
 fn foreign_keys_apply_from_the_next_entry_whatever_the_batching() {
     // The same log, applied in one batch on one replica and entry by entry on another.
     let dir = TempDir::new("fk");
-    let mut one = WriteConn::open(&dir.path().join("one.sqlite")).unwrap();
-    let mut two = WriteConn::open(&dir.path().join("two.sqlite")).unwrap();
+    let (mut one, _) = WriteConn::open(&dir.path().join("one.sqlite")).unwrap();
+    let (mut two, _) = WriteConn::open(&dir.path().join("two.sqlite")).unwrap();
     let log = [entry(1, SCHEMA), entry(2, &[ORPHAN])];
     let (batched, last) = one.apply_batch(&log).unwrap();
     assert_eq!(last.map(|l| l.index), Some(2));
@@ -187,10 +187,21 @@ fn foreign_keys_apply_from_the_next_entry_whatever_the_batching() {
     );
     assert!(one.foreign_keys().unwrap());
 
-    // A restarted replica sets it again from the database.
+    assert!(one.applied().foreign_keys);
+
+    // A replica restarted from a file that records its state (a snapshot) sets it again
+    // from that record, and the record leaves the user's schema.
+    let state = one.applied().clone();
+    crate::sqlite::applied::write_record(one.conn(), &state).unwrap();
     drop(one);
-    let mut again = WriteConn::open(&dir.path().join("one.sqlite")).unwrap();
-    assert!(again.foreign_keys().unwrap(), "recorded in the database");
+    let (mut again, record) = WriteConn::open(&dir.path().join("one.sqlite")).unwrap();
+    assert_eq!(record.as_ref(), Some(&state));
+    assert!(again.foreign_keys().unwrap(), "recorded in the snapshot");
+    let internal = query_int(
+        again.conn(),
+        "SELECT count(*) FROM sqlite_master WHERE name = '_webfarm_raft'",
+    );
+    assert_eq!(internal, 0);
     let (r, _) = again
         .apply_batch(&[
             entry(3, &[ORPHAN, "PRAGMA foreign_keys = off"]),
@@ -304,7 +315,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
         .unwrap();
     }
     let bytes = std::fs::read(&src).unwrap();
-    let mut w = WriteConn::open(&dir.path().join("db.sqlite")).unwrap();
+    let (mut w, _) = WriteConn::open(&dir.path().join("db.sqlite")).unwrap();
     w.apply_batch(&[entry(
         1,
         &["CREATE TABLE old (v)", "INSERT INTO old VALUES (1)"],
@@ -324,7 +335,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
     let c = w.conn();
     let names: Vec<String> = query_all(
         c,
-        "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite%' AND name <> '_webfarm_raft' ORDER BY name",
+        "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite%' ORDER BY name",
         |r| r.get(0),
     );
     assert_eq!(names, ["a", "a_log", "av", "b", "b_x"]);
@@ -348,8 +359,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
         (11, "t".into()),
     ];
     assert_eq!(b, want);
-    let (applied, _) = read_applied(c).unwrap();
-    assert_eq!(applied.map(|l| l.index), Some(3));
+    assert_eq!(w.applied().last_log_id.map(|l| l.index), Some(3));
 
     // Not a database: refused, nothing changes.
     let junk = Request::Load(crate::command::LoadRequest {

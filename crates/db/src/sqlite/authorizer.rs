@@ -1,8 +1,9 @@
 //! What user SQL may do on a connection we manage: the authorizer's policy.
 //!
 //! User SQL runs inside the applier's transaction on the write connection, and on pooled
-//! read connections. It may not end or nest our transaction, attach files, touch the
-//! `_webfarm_raft` table, nor change how a connection behaves: a per-connection setting
+//! read connections. It may not end or nest our transaction, attach files, create or touch a
+//! table named `_webfarm_raft` (the name under which snapshot files carry what they applied,
+//! see [`crate::sqlite::applied`]), nor change how a connection behaves: a per-connection setting
 //! (`PRAGMA recursive_triggers = ON`, `synchronous`, `case_sensitive_like`...) is not part of
 //! the database file, so a replica that restarts, or that happened to apply the entry in
 //! another batch, would lose it and compute different results from the same log.
@@ -12,7 +13,7 @@
 //! - A pragma with a value is allowed only when it is a query that takes an argument
 //!   (`table_info(t)`, `index_list(t)`, `integrity_check(10)`...; [`QUERIES_WITH_ARGUMENT`]),
 //!   a setting stored in the database file itself (`user_version`, `application_id`), or
-//!   `foreign_keys`, which the applier records in `_webfarm_raft` and sets again on every
+//!   `foreign_keys`, which the applier keeps in its applied state and sets again on every
 //!   open, between two entries, identically on every replica ([`foreign_keys_value`]).
 //! - [`DENIED`] is refused outright, also to read: it would change the journal, let user SQL
 //!   write the schema, or make later statements fail with errors that look like a storage
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
 
-use crate::sqlite::apply::META_TABLE;
+use crate::sqlite::applied::RECORD_TABLE;
 
 /// Pragmas refused even to read.
 pub(crate) const DENIED: [&str; 8] = [
@@ -134,18 +135,17 @@ fn refusal(action: &AuthAction<'_>) -> Option<String> {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => {
             Some("ATTACH and DETACH are not allowed".into())
         }
-        AuthAction::Insert { table_name }
+        AuthAction::CreateTable { table_name }
+        | AuthAction::Insert { table_name }
         | AuthAction::Delete { table_name }
         | AuthAction::Update { table_name, .. }
         | AuthAction::DropTable { table_name }
         | AuthAction::AlterTable { table_name, .. }
         | AuthAction::CreateTrigger { table_name, .. }
         | AuthAction::CreateIndex { table_name, .. }
-            if table_name.eq_ignore_ascii_case(META_TABLE) =>
+            if table_name.eq_ignore_ascii_case(RECORD_TABLE) =>
         {
-            Some(format!(
-                "{META_TABLE} belongs to webfarm and cannot be changed"
-            ))
+            Some(format!("{RECORD_TABLE} is a name webfarm keeps for itself"))
         }
         AuthAction::Pragma {
             pragma_name,

@@ -14,7 +14,7 @@
 use std::fs;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -22,7 +22,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::{watch, RwLock};
 
-use crate::sqlite::apply::{read_applied, AppliedState, WriteConn};
+use crate::sqlite::applied::{self, Applied};
+use crate::sqlite::apply::{AppliedState, WriteConn};
 use crate::sqlite::authorizer::Guard;
 use crate::sqlite::snapshot::{new_snapshot_id, sync_dir, Meta, SnapshotDir};
 use crate::sqlite::sql::{self, RunOpts};
@@ -67,6 +68,13 @@ pub(crate) struct Database {
     snap_lock: Mutex<()>,
     /// Whether the database holds a table of the user's (see [`user_tables`]).
     user_data: Arc<AtomicBool>,
+    /// Where the clean-close record is written at a graceful stop.
+    clean_close: PathBuf,
+    /// Whether applying failed: the database is not known to match the applied state, so
+    /// the stop writes no clean-close record and the next start rebuilds it.
+    faulted: AtomicBool,
+    /// The last log index when the node started (see [`Database::startup_log_index`]).
+    startup_log: AtomicU64,
 }
 
 /// Why the user's database or its snapshots failed on this node: the file, and the cause.
@@ -118,32 +126,49 @@ pub(crate) fn task_failed(
 }
 
 impl Database {
-    /// Opens `data_dir/db.sqlite` and `data_dir/snapshot/`. A missing or older database is
-    /// restored from the current snapshot.
+    /// Opens `data_dir/db.sqlite` and `data_dir/snapshot/`, knowing what the database
+    /// holds (see [`crate::sqlite::applied`]): the record the file carries, else the
+    /// clean-close record of a graceful stop. A database whose state is unknown (a crash, a
+    /// storage fault), missing, or older than the current snapshot is rebuilt from the current
+    /// snapshot, or from nothing when there is none; openraft applies the log after it.
     ///
     /// # Errors
     ///
     /// A message naming the file that cannot be opened and why.
     pub(crate) fn open(data_dir: &Path) -> Result<Arc<Database>, DatabaseError> {
         let db_path = data_dir.join("db.sqlite");
+        let clean_close = data_dir.join(applied::CLEAN_CLOSE_FILE);
         let snap_dir = data_dir.join("snapshot");
         let snapshots = SnapshotDir::open(&snap_dir).map_err(|e| msg(&snap_dir, e))?;
         let current = snapshots.current()?;
-        let mut writer = WriteConn::open(&db_path).map_err(|e| msg(&db_path, e))?;
-        let (applied, _) = read_applied(writer.conn()).map_err(|e| msg(&db_path, e))?;
-        if let Some((meta, file)) = current {
-            if meta.last_log_id > applied {
-                tracing::warn!(
-                    db = %db_path.display(),
-                    snapshot = %meta.snapshot_id,
-                    "the database is older than the current snapshot; restoring it from the snapshot"
-                );
+        let existed = db_path.exists();
+        let closed =
+            applied::take_clean_close(&clean_close, &db_path).map_err(|e| msg(&clean_close, e))?;
+        let (mut writer, record) = WriteConn::open(&db_path).map_err(|e| msg(&db_path, e))?;
+        let known = record.or(closed);
+        let snapshot_is_newer = |a: &Applied| {
+            current
+                .as_ref()
+                .is_some_and(|(meta, _)| meta.last_log_id > a.last_log_id)
+        };
+        match known {
+            Some(a) if !snapshot_is_newer(&a) => {
+                writer.set_applied(a).map_err(|e| msg(&db_path, e))?;
+            }
+            _ => {
+                if existed {
+                    tracing::warn!(
+                        db = %db_path.display(),
+                        snapshot = ?current.as_ref().map(|(m, _)| &m.snapshot_id),
+                        "the database was not closed cleanly (or is older than the current \
+                         snapshot): rebuilding it from the current snapshot and the log"
+                    );
+                }
                 drop(writer);
-                replace_db(&db_path, &file)?;
-                writer = WriteConn::open(&db_path).map_err(|e| msg(&db_path, e))?;
+                writer = rebuild(&db_path, current.as_ref().map(|(_, file)| file.as_path()))?;
             }
         }
-        let (applied, _) = read_applied(writer.conn()).map_err(|e| msg(&db_path, e))?;
+        let applied = writer.applied().last_log_id;
         let user_data = user_tables(writer.conn()).map_err(|e| msg(&db_path, e))?;
         let foreign_keys = writer.foreign_keys().map_err(|e| msg(&db_path, e))?;
         let (tx, _) = watch::channel(applied.map_or(0, |id| id.index));
@@ -158,6 +183,9 @@ impl Database {
             snapshots,
             snap_lock: Mutex::new(()),
             user_data: Arc::new(AtomicBool::new(user_data)),
+            clean_close,
+            faulted: AtomicBool::new(false),
+            startup_log: AtomicU64::new(0),
         }))
     }
 
@@ -165,6 +193,17 @@ impl Database {
     /// wiped empty would lose (see [`crate::raft::formation`]). Shared, kept up to date.
     pub(crate) fn user_data(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.user_data)
+    }
+
+    /// Records the last log index the node had when it started.
+    pub(crate) fn set_startup_log_index(&self, index: u64) {
+        self.startup_log.store(index, Ordering::Relaxed);
+    }
+
+    /// The last log index the node had when it started: a leader serves `weak` and
+    /// `linearizable` reads only once it applied that far (see `Store::reach_startup_log`).
+    pub(crate) fn startup_log_index(&self) -> u64 {
+        self.startup_log.load(Ordering::Relaxed)
     }
 
     /// A receiver of the applied log index (0 before any).
@@ -190,9 +229,8 @@ impl Database {
         self.foreign_keys.load(Ordering::Relaxed)
     }
 
-    /// A copy of the database as it is now at `target`, without webfarm's `_webfarm_raft`
-    /// table (`/db/backup`): a plain SQLite file in rollback-journal mode. Writes go on
-    /// meanwhile.
+    /// A copy of the database as it is now at `target` (`/db/backup`): a plain SQLite file
+    /// in rollback-journal mode. Writes go on meanwhile.
     ///
     /// # Errors
     ///
@@ -203,13 +241,7 @@ impl Database {
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
             let _ = fs::remove_file(&target);
-            me.copy_to(&target)?;
-            let copy = Connection::open(&target).map_err(|e| msg(&target, e))?;
-            copy.execute_batch(&format!(
-                "DROP TABLE IF EXISTS {}",
-                crate::sqlite::apply::META_TABLE
-            ))
-            .map_err(|e| msg(&target, e))
+            me.copy_to(&target)
         })
         .await
         .map_err(task_failed("backup"))?
@@ -226,9 +258,12 @@ impl Database {
         f(w).map_err(|e| msg(&self.db_path, e))
     }
 
-    /// The applied state recorded in the database.
+    /// What the database has applied: the last log id and membership.
     pub(crate) fn applied_state(&self) -> Result<AppliedState, DatabaseError> {
-        self.with_writer(|w| read_applied(w.conn()))
+        self.with_writer(|w| {
+            let a = w.applied();
+            Ok((a.last_log_id, a.membership.clone()))
+        })
     }
 
     /// Applies entries (blocking): see [`WriteConn::apply_batch`].
@@ -237,12 +272,16 @@ impl Database {
         entries: &[openraft::Entry<TypeConfig>],
     ) -> Result<Vec<CommandResponse>, DatabaseError> {
         let known = self.user_data.load(Ordering::Relaxed);
-        let (responses, last, has_tables, fk) = self.with_writer(|w| {
+        let applied = self.with_writer(|w| {
             let (responses, last) = w.apply_batch(entries)?;
             // Not knowing yet is harmless: the next batch asks again.
             let has_tables = known || user_tables(w.conn()).unwrap_or(false);
             Ok((responses, last, has_tables, w.foreign_keys()?))
-        })?;
+        });
+        if applied.is_err() {
+            self.faulted.store(true, Ordering::Relaxed);
+        }
+        let (responses, last, has_tables, fk) = applied?;
         self.user_data.store(has_tables, Ordering::Relaxed);
         self.foreign_keys.store(fk, Ordering::Relaxed);
         if let Some(id) = last {
@@ -358,14 +397,8 @@ impl Database {
         .await
     }
 
-    /// Copies the database as it is now into `target` with `VACUUM INTO` on a read-only
-    /// connection (blocking): a read transaction in WAL mode sees one consistent state,
-    /// `_webfarm_raft` with it, and does not stop the write connection meanwhile.
-    ///
-    /// # Errors
-    ///
-    /// A message naming the file that could not be read or written.
-    pub(crate) fn copy_to(&self, target: &Path) -> Result<(), DatabaseError> {
+    /// A read-only connection to copy the database from (backups and snapshots).
+    fn open_copy_source(&self) -> Result<Connection, DatabaseError> {
         let conn = Connection::open_with_flags(
             &self.db_path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -373,23 +406,64 @@ impl Database {
         .map_err(|e| msg(&self.db_path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| msg(&self.db_path, e))?;
+        Ok(conn)
+    }
+
+    /// Copies the database as it is now into `target` with `VACUUM INTO` on a read-only
+    /// connection (blocking): a read transaction in WAL mode sees one consistent state and
+    /// does not stop the write connection meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the file that could not be read or written.
+    pub(crate) fn copy_to(&self, target: &Path) -> Result<(), DatabaseError> {
+        let conn = self.open_copy_source()?;
         conn.execute("VACUUM INTO ?1", [target.to_string_lossy()])
             .map_err(|e| msg(&self.db_path, format!("VACUUM INTO failed: {e}")))?;
         Ok(())
     }
 
+    /// Copies the database into `target` with what it has applied, and records that in the
+    /// copy ([`applied::write_record`]) (blocking). A read transaction is started on a
+    /// read-only connection while the write connection is held between two batches, so its
+    /// view of the file is exactly the applied state taken then; SQLite's backup API then
+    /// copies the pages inside that transaction while writes go on.
+    fn copy_with_record(&self, target: &Path) -> Result<Applied, DatabaseError> {
+        let src = self.open_copy_source()?;
+        let applied = self.with_writer(|w| {
+            src.execute_batch("BEGIN")?;
+            // The first read fixes the transaction's view of the WAL.
+            src.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+            Ok(w.applied().clone())
+        })?;
+        let mut dst = Connection::open(target).map_err(|e| msg(target, e))?;
+        let copied = rusqlite::backup::Backup::new(&src, &mut dst)
+            .and_then(|b| b.step(-1))
+            .map_err(|e| msg(target, format!("copy failed: {e}")))?;
+        if copied != rusqlite::backup::StepResult::Done {
+            return Err(msg(target, format!("copy did not finish: {copied:?}")));
+        }
+        src.execute_batch("COMMIT")
+            .map_err(|e| msg(&self.db_path, e))?;
+        dst.pragma_update(None, "journal_mode", "DELETE")
+            .and_then(|()| applied::write_record(&dst, &applied))
+            .map_err(|e| msg(target, e))?;
+        Ok(applied)
+    }
+
     /// Builds a snapshot of the database as it is now, makes it current and opens it
-    /// (blocking). The copy is made on a read connection ([`Database::copy_to`]), so writes go
-    /// on while it is built; its log id is the one its own `_webfarm_raft` holds.
+    /// (blocking). The copy is made on a read connection ([`Database::copy_with_record`]),
+    /// so writes go on while it is built; it carries its own log id, membership and
+    /// `foreign_keys`.
     pub(crate) fn build_snapshot(&self) -> Result<(Meta, fs::File), DatabaseError> {
         let _gate = self.gate.blocking_read();
         let tmp = self.snapshots.tmp_path("building");
         let _ = fs::remove_file(&tmp);
-        self.copy_to(&tmp)?;
-        let (last, membership) = read_snapshot_file(&tmp)?;
+        let applied = self.copy_with_record(&tmp)?;
+        let last = applied.last_log_id;
         let meta = Meta {
             last_log_id: last,
-            last_membership: membership,
+            last_membership: applied.membership,
             snapshot_id: new_snapshot_id(last.as_ref()),
         };
         let file = {
@@ -479,20 +553,30 @@ impl Database {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
             let mut writer = me.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(w) = writer.take() {
-                // Fold the WAL into the file so that nothing of the old database survives
-                // outside it.
-                let _ = w
-                    .conn()
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-            }
+            let before = match writer.take() {
+                Some(w) => {
+                    // Fold the WAL into the file so that nothing of the old database survives
+                    // outside it.
+                    let _ = w
+                        .conn()
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                    Some(w.applied().clone())
+                }
+                None => None,
+            };
             let replaced = replace_db(&me.db_path, &path);
             // Reopen whatever db.sqlite is now, also when the swap failed, so the node never
-            // stays without its write connection; the applied index is the file's.
+            // stays without its write connection: the snapshot's state when it was swapped
+            // in (its record), else the old database's.
             let reopened = WriteConn::open(&me.db_path)
-                .and_then(|w| {
-                    let (applied, _) = read_applied(w.conn())?;
+                .and_then(|(mut w, record)| {
+                    match (record, before) {
+                        (Some(_), _) => {}
+                        (None, Some(before)) => w.set_applied(before)?,
+                        (None, None) => me.faulted.store(true, Ordering::Relaxed),
+                    }
                     let tables = user_tables(w.conn())?;
+                    let applied = w.applied().last_log_id;
                     Ok((w, applied, tables))
                 })
                 .map_err(|e| msg(&me.db_path, e));
@@ -518,27 +602,52 @@ impl Database {
         .map_err(task_failed("snapshot install"))?
     }
 
-    /// Closes every connection (at shutdown).
+    /// Closes every connection (at shutdown). Unless applying failed, the WAL is folded
+    /// into `db.sqlite` first and the clean-close record written
+    /// ([`applied::write_clean_close`]), so the next start uses the file as it is.
     pub(crate) fn close(&self) {
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
-        self.writer
+        let writer = self
+            .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let Some(w) = writer else { return };
+        if self.faulted.load(Ordering::Relaxed) {
+            return;
+        }
+        let applied = w.applied().clone();
+        let folded: rusqlite::Result<i64> =
+            w.conn()
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+        drop(w);
+        let recorded = match folded {
+            Ok(0) => applied::write_clean_close(&self.clean_close, &self.db_path, &applied)
+                .map_err(|e| msg(&self.clean_close, e)),
+            Ok(_) => Err(msg(
+                &self.db_path,
+                "a reader kept the WAL from being folded in",
+            )),
+            Err(e) => Err(msg(&self.db_path, e)),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(
+                error = %e,
+                "no clean-close record: the next start rebuilds db.sqlite from the snapshot \
+                 and the log"
+            );
+        }
     }
 }
 
-/// Whether the database has a table other than SQLite's and `_webfarm_raft`.
+/// Whether the database has a table other than SQLite's.
 fn user_tables(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row(
-        &format!(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
-             AND name <> '{}' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\')",
-            crate::sqlite::apply::META_TABLE
-        ),
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\')",
         [],
         |r| r.get(0),
     )
@@ -548,7 +657,42 @@ fn user_tables(conn: &Connection) -> rusqlite::Result<bool> {
 fn read_snapshot_file(path: &Path) -> Result<AppliedState, DatabaseError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| msg(path, e))?;
-    read_applied(&conn).map_err(|e| msg(path, format!("not a webfarm snapshot: {e}")))
+    match applied::read_record(&conn) {
+        Ok(Some(a)) => Ok((a.last_log_id, a.membership)),
+        Ok(None) => Err(msg(
+            path,
+            "not a webfarm snapshot: it has no record of its log id",
+        )),
+        Err(e) => Err(msg(path, format!("not a webfarm snapshot: {e}"))),
+    }
+}
+
+/// Rebuilds the database at `db` from `snapshot` (a copy of it), or empty when there is
+/// none, and opens it at the state the snapshot records.
+fn rebuild(db: &Path, snapshot: Option<&Path>) -> Result<WriteConn, DatabaseError> {
+    match snapshot {
+        Some(file) => replace_db(db, file)?,
+        None => {
+            // The WAL first: a WAL left beside a new empty file would be replayed onto it.
+            for suffix in ["-wal", "-shm", ""] {
+                let mut p = db.as_os_str().to_owned();
+                p.push(suffix);
+                match fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(msg(Path::new(&p), e)),
+                }
+            }
+        }
+    }
+    let (w, record) = WriteConn::open(db).map_err(|e| msg(db, e))?;
+    if snapshot.is_some() && record.is_none() {
+        return Err(msg(
+            db,
+            "the snapshot it was restored from has no record of its log id",
+        ));
+    }
+    Ok(w)
 }
 
 /// Replaces the database at `db` by a copy of `src`. Every connection to `db` must be closed.

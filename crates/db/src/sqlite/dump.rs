@@ -19,7 +19,7 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::ValueRef;
 use rusqlite::{Batch, Connection, OpenFlags};
 
-use crate::sqlite::apply::META_TABLE;
+use crate::sqlite::applied::RECORD_TABLE;
 use crate::sqlite::load::ident;
 
 /// The first 16 bytes of every SQLite database file.
@@ -53,7 +53,7 @@ fn literal(v: ValueRef<'_>) -> String {
 }
 
 fn keep(name: &str, tables: Option<&[String]>) -> bool {
-    if name.eq_ignore_ascii_case(META_TABLE) || name.to_ascii_lowercase().starts_with("sqlite_") {
+    if name.eq_ignore_ascii_case(RECORD_TABLE) || name.to_ascii_lowercase().starts_with("sqlite_") {
         return false;
     }
     tables.is_none_or(|t| t.iter().any(|x| x == name))

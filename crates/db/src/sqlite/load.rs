@@ -8,14 +8,14 @@
 //! same operations on the same bytes give the same database everywhere, and the copy commits
 //! in the same transaction as the entry's log id, so a crash never leaves half a load.
 //!
-//! The file's own `_webfarm_raft` table (a webfarm backup has one) and SQLite's internal
+//! The file's own `_webfarm_raft` table (a webfarm snapshot file has one) and SQLite's internal
 //! tables are skipped. Virtual tables are refused. With `foreign_keys` on, the applier turns
 //! enforcement off around the load and the result is checked with `foreign_key_check`: a file
 //! whose rows violate a foreign key is refused and nothing changes.
 
 use rusqlite::Connection;
 
-use crate::sqlite::apply::META_TABLE;
+use crate::sqlite::applied::RECORD_TABLE;
 use crate::sqlite::authorizer::Guard;
 use crate::sqlite::sql::is_statement_error;
 
@@ -33,7 +33,7 @@ struct Object {
 }
 
 fn is_internal(name: &str) -> bool {
-    name.eq_ignore_ascii_case(META_TABLE) || name.to_ascii_lowercase().starts_with("sqlite_")
+    name.eq_ignore_ascii_case(RECORD_TABLE) || name.to_ascii_lowercase().starts_with("sqlite_")
 }
 
 fn objects(conn: &Connection, schema: &str) -> rusqlite::Result<Vec<Object>> {

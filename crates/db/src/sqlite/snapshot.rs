@@ -1,7 +1,7 @@
 //! The snapshot directory: at most one current snapshot, replaced atomically.
 //!
-//! A snapshot is a whole SQLite database file (`VACUUM INTO` of the user's database, with its
-//! `_webfarm_raft` table) named `snap-<snapshot id>.db`, and `current.json` = `{"meta": ..,
+//! A snapshot is a whole SQLite database file (a copy of the user's database that also
+//! records what it applied: [`crate::sqlite::applied`]) named `snap-<snapshot id>.db`, and `current.json` = `{"meta": ..,
 //! "file": ..}` names the current one. A new snapshot is written to a temporary file, synced,
 //! renamed into place, and only then does a new `current.json` (written and renamed the same
 //! way) point at it; older files are removed afterwards. A crash at any point leaves either the
@@ -83,7 +83,9 @@ impl SnapshotDir {
         fs::create_dir_all(dir)?;
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
+            // `x.tmp`, and the journal or WAL SQLite may have left beside one (`x.tmp-wal`).
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.ends_with(".tmp") || name.contains(".tmp-") {
                 fs::remove_file(&path)?;
             }
         }

@@ -3,7 +3,9 @@
 //!
 //! JSON parameters: integers bind as INTEGER (above `i64::MAX` as REAL), other numbers as
 //! REAL, strings as TEXT, booleans as 0/1, null as NULL. Results: INTEGER and REAL as numbers,
-//! TEXT as strings, NULL as null, BLOB as a base64 string (standard alphabet, padded).
+//! TEXT as strings, NULL as null, BLOB as a base64 string (standard alphabet, padded), except
+//! where the column's declared type changes that as in rqlite (times, booleans:
+//! [`crate::sqlite::values`]).
 //!
 //! Errors come in two kinds ([`is_statement_error`]): those the statement itself causes (a
 //! syntax error, a missing table, a constraint, bad parameters) are the statement's result,
@@ -19,6 +21,7 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{ffi, Connection};
 use serde_json::Value;
 
+use crate::sqlite::values;
 use crate::types::Rows;
 use crate::types::{Outcome, Params, SqlStatement, StatementResult};
 
@@ -206,7 +209,7 @@ fn bind_failure(what: &str, e: rusqlite::Error) -> Failure {
 /// The rows of a prepared, bound statement.
 fn collect_rows(stmt: &mut rusqlite::Statement<'_>, blob_array: bool) -> rusqlite::Result<Rows> {
     let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
-    let types: Vec<String> = stmt
+    let mut types: Vec<String> = stmt
         .columns()
         .iter()
         .map(|c| c.decl_type().unwrap_or_default().to_lowercase())
@@ -216,8 +219,18 @@ fn collect_rows(stmt: &mut rusqlite::Statement<'_>, blob_array: bool) -> rusqlit
     let mut rows = stmt.raw_query();
     while let Some(row) = rows.next()? {
         let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            out.push(sql_to_json(row.get_ref(i)?, blob_array));
+        for (i, decl) in types.iter().enumerate() {
+            let v = values::to_json(row.get_ref(i)?, decl, blob_array)
+                .map_err(|m| rusqlite::Error::UserFunctionError(m.into()))?;
+            out.push(v);
+        }
+        if values.is_empty() {
+            // rqlite names an expression's type after its first value.
+            for (i, t) in types.iter_mut().enumerate() {
+                if t.is_empty() {
+                    *t = values::type_of_value(row.get_ref(i)?).to_string();
+                }
+            }
         }
         values.push(out);
     }

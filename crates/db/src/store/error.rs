@@ -53,6 +53,22 @@ pub(crate) enum StoreError {
         /// How long it waited.
         waited: Duration,
     },
+    /// A `weak` or `linearizable` read on a leader that restarted and has not yet applied
+    /// the log it held at start (see `Store::reach_startup_log`).
+    #[error(
+        "node {node} restarted and has applied its log up to index {applied} of {startup} \
+         after {waited:?}; retry"
+    )]
+    CatchingUp {
+        /// This node's name.
+        node: String,
+        /// What it applied.
+        applied: u64,
+        /// The last log index it held at start.
+        startup: u64,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// A `linearizable` read: a quorum did not confirm the leader in time.
     #[error(
         "leadership not confirmed by a quorum within linearizable_timeout ({0:?}); the read \

@@ -323,7 +323,8 @@ impl Store {
     /// not applied within [`MIN_INDEX_WAIT`]; the errors of [`Store::execute`] for a `strong`
     /// read; [`StoreError::Database`] when the database cannot be read.
     pub(crate) async fn query(&self, read: ReadRequest) -> Result<ReadResult, StoreError> {
-        match admit(&read, &self.view())? {
+        let path = admit(&read, &self.view())?;
+        match path {
             ReadPath::Strong => {
                 let sql = SqlRequest {
                     statements: read.statements,
@@ -337,6 +338,10 @@ impl Store {
             }
             ReadPath::Linearizable => self.confirm_leadership(read.linearizable_timeout).await?,
             ReadPath::Local => {}
+        }
+        let weak = read.level.resolve(self.is_read_only_replica()) == Consistency::Weak;
+        if path == ReadPath::Linearizable || (path == ReadPath::Local && weak) {
+            self.reach_startup_log().await?;
         }
         if let Some(n) = read.min_index {
             if min_index_step(n, &self.view(), read.forwarded)? == MinIndex::Wait {
@@ -355,6 +360,29 @@ impl Store {
             .query(read.statements, read.blob_array)
             .await?;
         Ok(ReadResult::Rows(rows))
+    }
+
+    /// Makes sure the leader applied the log it held when it started before it serves a
+    /// `weak` or `linearizable` read. openraft restores a leader that restarts within its
+    /// term as leader at once, with the commit index `raft-log.db` saved, which can trail
+    /// what it committed and acknowledged before it stopped; and a database rebuilt at start
+    /// (see [`crate::sqlite::applied`]) holds only what was applied again up to that index.
+    /// Every entry of a leader's log commits while it leads, so once its applied index passes
+    /// its startup log, every write it acknowledged before the restart is in its database.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::CatchingUp`] when that did not happen within [`MIN_INDEX_WAIT`].
+    async fn reach_startup_log(&self) -> Result<(), StoreError> {
+        let startup = self.database.startup_log_index();
+        self.wait_applied(startup, MIN_INDEX_WAIT)
+            .await
+            .map_err(|applied| StoreError::CatchingUp {
+                node: self.name.clone(),
+                applied,
+                startup,
+                waited: MIN_INDEX_WAIT,
+            })
     }
 
     /// Confirms with a quorum that this node still leads, and waits until it applied the
