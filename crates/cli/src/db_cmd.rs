@@ -128,7 +128,7 @@ pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
             let farm = farm_file::resolve(farm)?.farm;
             let a = finish(admin(&farm).step_down(to.as_deref(), CHANGE_TIMEOUT).await)?;
             println!(
-                "leadership handed over from {} to {} in {} ms",
+                "leadership transferred from {} to {} in {} ms",
                 a.from, a.leader, a.took_ms
             );
             Ok(ExitCode::SUCCESS)

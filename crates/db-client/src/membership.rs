@@ -68,13 +68,13 @@ pub struct RemoveAnswer {
 /// The answer of `/cluster/step-down`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepDownAnswer {
-    /// The leader that handed over.
+    /// The leader that transferred its leadership.
     pub from: String,
     /// The voter it chose.
     pub to: String,
     /// The leader afterwards.
     pub leader: String,
-    /// How long the handover took, in milliseconds.
+    /// How long the leadership transfer took, in milliseconds.
     pub took_ms: u64,
 }
 

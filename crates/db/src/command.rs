@@ -1,6 +1,6 @@
 //! The payload of a Raft log entry and what applying it gives.
 //!
-//! One entry carries one or more client **requests** (group commit: the leader batches the
+//! One entry carries one or more client **requests** (group commit: the leader gathers the
 //! writes that arrive together into one entry, so one fsync and one SQLite transaction serve
 //! them all), each with its own statements, flags and results. A request is either SQL
 //! ([`SqlRequest`]) or the restore of a whole SQLite file ([`LoadRequest`], `/db/load`).
@@ -22,7 +22,7 @@ pub struct Command {
     pub time_ms: i64,
     /// Seed of `random()` and `randomblob()` (see [`request_seed`]).
     pub seed: u64,
-    /// The batched client requests, in the order they were accepted.
+    /// The client requests of the group, in the order they were accepted.
     pub requests: Vec<Request>,
 }
 

@@ -253,9 +253,9 @@ pub struct DbStatus {
     /// Why Raft stopped (a storage error...); absent while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fatal: Option<String>,
-    /// Present (`true`) while this leader hands its leadership over.
+    /// Present (`true`) while this leader transfers its leadership to another voter.
     #[serde(default, skip_serializing_if = "is_false")]
-    pub handover: bool,
+    pub transferring_leadership: bool,
 }
 
 fn is_false(b: &bool) -> bool {

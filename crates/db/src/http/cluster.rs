@@ -131,7 +131,7 @@ impl<S: Service> Api<S> {
                 Some(self.forward_change(req, &leader).await)
             }
             _ if self.store.transferring_leadership() => Some(unavailable(
-                "leadership is being handed over; retry in a moment",
+                "a leadership transfer is in progress; retry in a moment",
             )),
             Leader::Other(_) => Some(unavailable("not leader")),
             Leader::Unknown => Some(unavailable("no leader")),

@@ -3,7 +3,7 @@
 //!
 //! Each node keeps its own queue and its own sequence numbers (nanoseconds since the Unix
 //! epoch at the node's start, plus one per request: increasing, and unlikely to repeat after a
-//! restart). A flushing task takes what is queued, up to [`QUEUE_BATCH`] requests or after
+//! restart). A flushing task takes what is queued, up to [`QUEUE_FLUSH_MAX`] requests or after
 //! [`QUEUE_DELAY`], and writes it through the normal write path **in sequence order** (rqlite
 //! applies queued writes in the order they were queued): consecutive requests without
 //! `transaction` are merged into one write (their statements are independent, each keeps its
@@ -11,7 +11,7 @@
 //! take the others with it. A request that
 //! certainly was not applied (no leader, not leader) is retried until it is; one whose fate
 //! is unknown (no answer in time) is logged and counted as done, as is one whose statements
-//! failed (as in rqlite, the 200 only meant "queued"). Then the batch's last sequence number
+//! failed (as in rqlite, the 200 only meant "queued"). Then the flush's last sequence number
 //! is recorded as flushed, and `?wait` requests waiting for it return. At shutdown the queue
 //! refuses new requests and the node waits for the queued ones before Raft stops; only what
 //! no leader takes by then is dropped (logged).
@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use crate::command::SqlRequest;
 
 /// Requests written together, at most.
-pub(crate) const QUEUE_BATCH: usize = 128;
+pub(crate) const QUEUE_FLUSH_MAX: usize = 128;
 /// Longest a queued request waits for others before the queue is flushed.
 pub(crate) const QUEUE_DELAY: Duration = Duration::from_millis(50);
 /// First pause before a request that could not be written is tried again; doubles up to 1s.
@@ -153,16 +153,16 @@ async fn flush_loop<W: QueueWriter>(
 ) {
     while let Some(first) = rx.recv().await {
         let deadline = Instant::now() + QUEUE_DELAY;
-        let mut batch = vec![first];
-        while batch.len() < QUEUE_BATCH {
+        let mut flush = vec![first];
+        while flush.len() < QUEUE_FLUSH_MAX {
             match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                Ok(Some(q)) => batch.push(q),
+                Ok(Some(q)) => flush.push(q),
                 Ok(None) | Err(_) => break,
             }
         }
-        let last = batch.iter().map(|q| q.seq).max().unwrap_or(0);
+        let last = flush.iter().map(|q| q.seq).max().unwrap_or(0);
         let Some(w) = writer.upgrade() else { return };
-        for q in merge_in_order(batch) {
+        for q in merge_in_order(flush) {
             write_one(w.as_ref(), q, &closed).await;
         }
         flushed.send_replace(last);
@@ -171,9 +171,9 @@ async fn flush_loop<W: QueueWriter>(
 
 /// Keeps the queue's order and merges each run of consecutive requests that share every flag
 /// and have no `transaction` into one request.
-fn merge_in_order(batch: Vec<Queued>) -> Vec<Queued> {
-    let mut out: Vec<Queued> = Vec::with_capacity(batch.len());
-    for q in batch {
+fn merge_in_order(flush: Vec<Queued>) -> Vec<Queued> {
+    let mut out: Vec<Queued> = Vec::with_capacity(flush.len());
+    for q in flush {
         if let Some(prev) = out.last_mut() {
             let (a, b) = (&prev.request, &q.request);
             if !a.transaction

@@ -2,11 +2,11 @@
 //! fsync (per node) and one SQLite transaction serve them all, while each keeps its own
 //! results and errors.
 //!
-//! Every write (and every `strong` read) is handed to one batching task with a oneshot for
+//! Every write (and every `strong` read) is handed to one group-commit task with a oneshot for
 //! its answer. The task proposes at once when fewer than [`MAX_IN_FLIGHT`] entries wait for
 //! their commit; otherwise it keeps collecting what arrives until one of them is applied, up to
-//! [`MAX_BATCH_REQUESTS`] requests or [`MAX_BATCH_BYTES`] of SQL. So a lone writer is never
-//! delayed, and under load the batch grows with the commit latency instead of a fixed timer.
+//! [`MAX_GROUP_REQUESTS`] requests or [`MAX_GROUP_BYTES`] of SQL. So a lone writer is never
+//! delayed, and under load the group grows with the commit latency instead of a fixed timer.
 //! The entry's results come back in request order and are handed out one per request.
 //!
 //! A request whose caller stopped waiting (timeout) before it was proposed is dropped, never
@@ -26,10 +26,10 @@ use crate::types::{NodeInfo, Outcome, Raft};
 /// Entries proposed and not yet applied, at most.
 pub(crate) const MAX_IN_FLIGHT: usize = 2;
 /// Requests in one entry, at most.
-pub(crate) const MAX_BATCH_REQUESTS: usize = 512;
+pub(crate) const MAX_GROUP_REQUESTS: usize = 512;
 /// SQL text and parameters in one entry, roughly, at most (a single larger request still goes
 /// alone).
-pub(crate) const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_GROUP_BYTES: usize = 4 * 1024 * 1024;
 
 /// What a request gave once its entry was applied.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub(crate) struct Applied {
 pub(crate) enum WriteError {
     /// Not proposed: this node is not the leader (any more).
     NotLeader(ForwardToLeader<u64, NodeInfo>),
-    /// Not proposed: Raft is stopping, or the batching task is gone.
+    /// Not proposed: Raft is stopping, or the group-commit task is gone.
     Stopped(String),
     /// Proposed, but not applied within the timeout: it may still be.
     Timeout(Duration),
@@ -63,7 +63,7 @@ struct Pending {
     reply: oneshot::Sender<Result<Applied, WriteError>>,
 }
 
-/// The handle of the batching task.
+/// The handle of the group-commit task.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommit {
     tx: mpsc::UnboundedSender<Pending>,
@@ -79,7 +79,7 @@ fn size_of(request: &Request) -> usize {
 }
 
 impl GroupCommit {
-    /// Starts the batching task of the node whose Raft id is `node_id`.
+    /// Starts the group-commit task of the node whose Raft id is `node_id`.
     pub(crate) fn spawn(raft: Raft, node_id: u64) -> GroupCommit {
         let (tx, rx) = mpsc::unbounded_channel();
         let entries = Arc::new(AtomicU64::new(0));
@@ -118,13 +118,13 @@ impl GroupCommit {
     }
 }
 
-/// Moves what is already queued into `batch`, within the limits.
-fn fill(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec<Pending>, bytes: &mut usize) {
-    while batch.len() < MAX_BATCH_REQUESTS && *bytes < MAX_BATCH_BYTES {
+/// Moves what is already queued into `group`, within the limits.
+fn fill(rx: &mut mpsc::UnboundedReceiver<Pending>, group: &mut Vec<Pending>, bytes: &mut usize) {
+    while group.len() < MAX_GROUP_REQUESTS && *bytes < MAX_GROUP_BYTES {
         match rx.try_recv() {
             Ok(p) => {
                 *bytes += p.size;
-                batch.push(p);
+                group.push(p);
             }
             Err(_) => break,
         }
@@ -141,30 +141,30 @@ async fn run(
     let mut counter = 0u64;
     while let Some(first) = rx.recv().await {
         let mut bytes = first.size;
-        let mut batch = vec![first];
-        fill(&mut rx, &mut batch, &mut bytes);
+        let mut group = vec![first];
+        fill(&mut rx, &mut group, &mut bytes);
         // Wait for a free slot, collecting what arrives meanwhile.
         let permit = loop {
-            let room = batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES;
+            let room = group.len() < MAX_GROUP_REQUESTS && bytes < MAX_GROUP_BYTES;
             tokio::select! {
                 biased;
                 p = Arc::clone(&slots).acquire_owned() => break p.ok(),
                 more = rx.recv(), if room => match more {
                     Some(p) => {
                         bytes += p.size;
-                        batch.push(p);
+                        group.push(p);
                     }
                     None => break Arc::clone(&slots).acquire_owned().await.ok(),
                 },
             }
         };
-        fill(&mut rx, &mut batch, &mut bytes);
-        batch.retain(|p| !p.reply.is_closed());
-        if batch.is_empty() {
+        fill(&mut rx, &mut group, &mut bytes);
+        group.retain(|p| !p.reply.is_closed());
+        if group.is_empty() {
             continue;
         }
         counter += 1;
-        propose(&raft, batch, permit, seed(node_id, counter)).await;
+        propose(&raft, group, permit, seed(node_id, counter)).await;
         entries.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -185,17 +185,17 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Proposes one entry for `batch`, then (in its own task) hands each request its result.
+/// Proposes one entry for `group`, then (in its own task) hands each request its result.
 async fn propose(
     raft: &Raft,
-    batch: Vec<Pending>,
+    group: Vec<Pending>,
     permit: Option<OwnedSemaphorePermit>,
     seed: u64,
 ) {
-    let timeout = batch.iter().map(|p| p.timeout).max().unwrap_or_default();
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut requests = Vec::with_capacity(batch.len());
-    for p in batch {
+    let timeout = group.iter().map(|p| p.timeout).max().unwrap_or_default();
+    let mut replies = Vec::with_capacity(group.len());
+    let mut requests = Vec::with_capacity(group.len());
+    for p in group {
         requests.push(p.request);
         replies.push(p.reply);
     }

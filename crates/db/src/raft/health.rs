@@ -205,7 +205,7 @@ impl DbHealth {
             replication,
             has_data: self.user_data.load(Ordering::Relaxed),
             fatal: failure(&m),
-            handover: self.transferring_leadership.load(Ordering::Acquire),
+            transferring_leadership: self.transferring_leadership.load(Ordering::Acquire),
         }
     }
 }

@@ -134,7 +134,7 @@ impl WriteConn {
     /// storage (disk full, I/O error...): the transaction in progress is rolled back (earlier
     /// ones of the batch stay, with their log id). A statement's own error is part of its
     /// [`Outcome`] instead.
-    pub(crate) fn apply_batch(
+    pub(crate) fn apply_entries(
         &mut self,
         entries: &[Entry],
     ) -> rusqlite::Result<(Vec<CommandResponse>, Option<LogId<u64>>)> {

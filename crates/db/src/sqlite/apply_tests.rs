@@ -61,7 +61,7 @@ fn query_all<T>(
 fn a_storage_fault_rolls_the_whole_batch_back() {
     let (_dir, mut w) = open_writer("fault");
     let (r, last) = w
-        .apply_batch(&[entry(
+        .apply_entries(&[entry(
             1,
             &["CREATE TABLE t (v TEXT)", "INSERT INTO nope VALUES (1)"],
         )])
@@ -80,7 +80,7 @@ fn a_storage_fault_rolls_the_whole_batch_back() {
         .unwrap();
     let big = format!("INSERT INTO t VALUES ('{}')", "x".repeat(200_000));
     let e = w
-        .apply_batch(&[
+        .apply_entries(&[
             entry(2, &["INSERT INTO t VALUES ('small')"]),
             entry(3, &[&big]),
         ])
@@ -99,7 +99,7 @@ fn user_sql_cannot_fake_a_storage_fault() {
     let target = dir.path().join("no-such-dir").join("copy.db");
     let vacuum = format!("VACUUM INTO '{}'", target.display());
     let (r, _) = w
-        .apply_batch(&[entry(
+        .apply_entries(&[entry(
             1,
             &[
                 "PRAGMA max_page_count = 1",
@@ -164,11 +164,11 @@ fn foreign_keys_apply_from_the_next_entry_whatever_the_batching() {
     let (mut one, _) = WriteConn::open(&dir.path().join("one.sqlite")).unwrap();
     let (mut two, _) = WriteConn::open(&dir.path().join("two.sqlite")).unwrap();
     let log = [entry(1, SCHEMA), entry(2, &[ORPHAN])];
-    let (batched, last) = one.apply_batch(&log).unwrap();
+    let (batched, last) = one.apply_entries(&log).unwrap();
     assert_eq!(last.map(|l| l.index), Some(2));
     let mut single = Vec::new();
     for e in &log {
-        single.extend(two.apply_batch(std::slice::from_ref(e)).unwrap().0);
+        single.extend(two.apply_entries(std::slice::from_ref(e)).unwrap().0);
     }
     let results = |r: &[CommandResponse]| -> Vec<Vec<StatementResult>> {
         r.iter()
@@ -203,7 +203,7 @@ fn foreign_keys_apply_from_the_next_entry_whatever_the_batching() {
     );
     assert_eq!(internal, 0);
     let (r, _) = again
-        .apply_batch(&[
+        .apply_entries(&[
             entry(3, &[ORPHAN, "PRAGMA foreign_keys = off"]),
             entry(4, &[ORPHAN]),
         ])
@@ -223,7 +223,7 @@ fn foreign_keys_apply_from_the_next_entry_whatever_the_batching() {
 fn connection_settings_cannot_be_changed_by_user_sql() {
     let (_dir, mut w) = open_writer("pragma-policy");
     let (r, _) = w
-        .apply_batch(&[entry(
+        .apply_entries(&[entry(
             1,
             &[
                 "PRAGMA recursive_triggers = ON",
@@ -254,13 +254,13 @@ fn connection_settings_cannot_be_changed_by_user_sql() {
 #[test]
 fn each_request_of_an_entry_keeps_its_own_results_and_transaction() {
     let (_dir, mut w) = open_writer("requests");
-    w.apply_batch(&[entry(
+    w.apply_entries(&[entry(
         1,
         &["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)"],
     )])
     .unwrap();
     let (r, _) = w
-        .apply_batch(&[entry_of(
+        .apply_entries(&[entry_of(
             2,
             vec![
                 sql_request(&["INSERT INTO t (v) VALUES ('a')"], false),
@@ -316,7 +316,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
     }
     let bytes = std::fs::read(&src).unwrap();
     let (mut w, _) = WriteConn::open(&dir.path().join("db.sqlite")).unwrap();
-    w.apply_batch(&[entry(
+    w.apply_entries(&[entry(
         1,
         &["CREATE TABLE old (v)", "INSERT INTO old VALUES (1)"],
     )])
@@ -325,7 +325,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
         sqlite: base64::engine::general_purpose::STANDARD.encode(&bytes),
     });
     let (r, last) = w
-        .apply_batch(&[
+        .apply_entries(&[
             entry_of(2, vec![load]),
             entry(3, &["INSERT INTO a (v) VALUES ('three')"]),
         ])
@@ -366,7 +366,7 @@ fn a_load_replaces_the_user_tables_with_the_files() {
         sqlite: base64::engine::general_purpose::STANDARD
             .encode(b"SQLite format 3\0 but not really, just some text that goes on"),
     });
-    let (r, _) = w.apply_batch(&[entry_of(4, vec![junk])]).unwrap();
+    let (r, _) = w.apply_entries(&[entry_of(4, vec![junk])]).unwrap();
     assert!(
         error_of(&r[0].results[0][0]).starts_with("load refused"),
         "{:?}",

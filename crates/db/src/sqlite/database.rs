@@ -266,14 +266,14 @@ impl Database {
         })
     }
 
-    /// Applies entries (blocking): see [`WriteConn::apply_batch`].
+    /// Applies entries (blocking): see [`WriteConn::apply_entries`].
     pub(crate) fn apply(
         &self,
         entries: &[openraft::Entry<TypeConfig>],
     ) -> Result<Vec<CommandResponse>, DatabaseError> {
         let known = self.user_data.load(Ordering::Relaxed);
         let applied = self.with_writer(|w| {
-            let (responses, last) = w.apply_batch(entries)?;
+            let (responses, last) = w.apply_entries(entries)?;
             // Not knowing yet is harmless: the next batch asks again.
             let has_tables = known || user_tables(w.conn()).unwrap_or(false);
             Ok((responses, last, has_tables, w.foreign_keys()?))

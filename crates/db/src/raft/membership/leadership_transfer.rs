@@ -139,7 +139,7 @@ impl Membership {
             to = %name,
             leader = %leader,
             took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "leadership handed over"
+            "leadership transferred"
         );
         Ok(leader)
     }
