@@ -13,7 +13,7 @@ use webfarm_node::{Health, NodeContext, Shutdown, ShutdownTrigger};
 
 use crate::http::api::{self, Api};
 use crate::raft::formation::{self, Formation};
-use crate::raft::health::{failure, DbHealth};
+use crate::raft::health::DbHealth;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, Network};
 use crate::raft::state_machine::StateMachine;
@@ -87,9 +87,17 @@ pub enum DbError {
         /// This node's data directory.
         dir: PathBuf,
     },
-    /// Raft could not start, or failed (a storage error while running, for instance).
-    #[error("raft failed: {0}")]
-    Raft(String),
+    /// Raft could not start, failed while running (a storage error, for instance), or did not
+    /// stop cleanly: `context` says which and what to do, `source` is openraft's (or the
+    /// runtime's) error.
+    #[error("raft failed: {context}")]
+    Raft {
+        /// What was being done, and what the operator can do about it.
+        context: String,
+        /// The error openraft (or the task runtime) returned.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// An HTTP server failed.
     #[error("the {what} server failed: {source}")]
     Server {
@@ -191,6 +199,19 @@ fn storage_err(
     }
 }
 
+impl DbError {
+    /// A [`DbError::Raft`] while doing `context`.
+    pub(crate) fn raft(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> DbError {
+        DbError::Raft {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
 impl DbNode {
     /// Binds every listener (so "address in use" fails here), opens storage, spawns tasks.
     ///
@@ -220,7 +241,7 @@ impl DbNode {
         let api_listener = webfarm_node::bind(node.main_addr(), "db SQL API").await?;
         let raft_listener = webfarm_node::bind(node.raft_addr(), "db raft").await?;
         let network =
-            Network::new(&ctx.farm.site).map_err(|e| DbError::Raft(format!("site: {e}")))?;
+            Network::new(&ctx.farm.site).map_err(|e| DbError::raft("the site's name", e))?;
 
         let (log, sm) = open_storage(&ctx.data_dir).await?;
         let database = Arc::clone(sm.store());
@@ -228,13 +249,13 @@ impl DbNode {
         // The log this node holds as it starts: as leader, it reads only once it applied that.
         let startup_log = openraft::storage::RaftLogStorage::get_log_state(&mut log.clone())
             .await
-            .map_err(|e| DbError::Raft(e.to_string()))?
+            .map_err(|e| DbError::raft("reading the log's state", e))?
             .last_log_id
             .map_or(0, |id| id.index);
         database.set_startup_log_index(startup_log);
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm)
             .await
-            .map_err(|e| DbError::Raft(e.to_string()))?;
+            .map_err(|e| DbError::raft("starting raft", e))?;
         let health = Arc::new(DbHealth {
             id,
             members: Arc::clone(&members),
@@ -363,14 +384,15 @@ impl DbNode {
             .raft
             .shutdown()
             .await
-            .map_err(|e| DbError::Raft(format!("raft did not stop cleanly: {e}")));
+            .map_err(|e| DbError::raft("raft did not stop cleanly", e));
         self.database.close();
         if let Some(f) = failed {
-            return Err(DbError::Raft(format!(
-                "{f}; the node stopped. Restart it to apply the committed log again from {}; \
-                 if the error comes back, check that disk (free space, I/O errors)",
+            let context = format!(
+                "the node stopped. Restart it to apply the committed log again from {}; if the \
+                 error comes back, check that disk (free space, I/O errors)",
                 self.data_dir.display()
-            )));
+            );
+            return Err(DbError::Raft { context, source: f });
         }
         api?;
         raft_srv?;
@@ -391,7 +413,7 @@ async fn open_storage(dir: &std::path::Path) -> Result<(LogStore, StateMachine),
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>((log, sm))
     })
     .await
-    .map_err(|e| DbError::Raft(format!("storage task failed: {e}")))?;
+    .map_err(|e| DbError::raft("the storage task", e))?;
     opened.map_err(storage_err(dir))
 }
 
@@ -406,12 +428,15 @@ fn farm_voters(farm: &Farm, members: &BTreeMap<u64, NodeInfo>) -> BTreeMap<u64, 
         .collect()
 }
 
-/// Waits until Raft stops by itself; returns why.
+/// Waits until Raft stops by itself; returns why (openraft's `Fatal`).
 async fn raft_failure(
     metrics: &mut tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, crate::types::NodeInfo>>,
-) -> String {
+) -> Box<dyn std::error::Error + Send + Sync> {
     match metrics.wait_for(|m| m.running_state.is_err()).await {
-        Ok(m) => failure(&m).unwrap_or_else(|| "raft stopped".into()),
+        Ok(m) => match &m.running_state {
+            Err(fatal) => Box::new(fatal.clone()),
+            Ok(()) => "raft stopped".into(),
+        },
         Err(_) => "the raft task ended".into(),
     }
 }

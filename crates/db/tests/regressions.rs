@@ -59,7 +59,7 @@ async fn a_storage_fault_while_running_stops_the_node_with_an_error() {
         .await
         .expect("wait returns after a fatal error")
         .expect_err("the node failed");
-    assert!(matches!(e, DbError::Raft(_)), "{e:?}");
+    assert!(matches!(e, DbError::Raft { .. }), "{e:?}");
     assert!(e.to_string().contains("Restart it"), "{e}");
     drop(db);
 }

@@ -182,7 +182,7 @@ pub(crate) async fn form(
     let initialized = raft
         .is_initialized()
         .await
-        .map_err(|e| DbError::Raft(e.to_string()))?;
+        .map_err(|e| DbError::raft("reading this node's raft state", e))?;
     if initialized {
         return Ok(Formation::Member);
     }
@@ -227,7 +227,7 @@ pub(crate) async fn form(
             tracing::debug!(node = %me.name, "cluster already initialized");
             Ok(Formation::Member)
         }
-        Err(e) => Err(DbError::Raft(format!("cannot initialize the cluster: {e}"))),
+        Err(e) => Err(DbError::raft("cannot initialize the cluster", e)),
     }
 }
 
