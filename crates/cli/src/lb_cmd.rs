@@ -1,15 +1,21 @@
 //! `webfarm lb servers|set-weight|set-state` and `webfarm reload`: HTTP calls to the lb
 //! nodes' admin addresses (`/lb/servers`, `/lb/servers/{backend}/{server}/weight|state`,
-//! `/lb/reload`), found in the farm file.
+//! `/lb/reload`), found in the farm file. The answers are read as the types of
+//! [`webfarm_node::status`] that the lb writes them with.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
 use webfarm_config::{Node, Role};
 use webfarm_node::http::HttpClient;
+use webfarm_node::status::{
+    BackendStatus, LbErrorAnswer, LbServersAnswer, ReloadAnswer, StateChange, WeightChange,
+};
 
 use crate::args::{FarmArgs, LbCommand};
 use crate::farm_file;
@@ -31,7 +37,11 @@ pub async fn run(cmd: &LbCommand) -> anyhow::Result<ExitCode> {
             farm,
         } => {
             let body = json!({ "weight": weight }).to_string();
-            post_all(farm, node.as_deref(), &path(target, "weight")?, body).await
+            let path = path(target, "weight")?;
+            post_all(farm, node.as_deref(), &path, body, |w: WeightChange| {
+                format!("{} weight {} -> {}", w.server, w.previous, w.weight)
+            })
+            .await
         }
         LbCommand::SetState {
             target,
@@ -43,7 +53,11 @@ pub async fn run(cmd: &LbCommand) -> anyhow::Result<ExitCode> {
                 bail!("state {state:?} is not one of ready, drain, maint");
             }
             let body = json!({ "state": state }).to_string();
-            post_all(farm, node.as_deref(), &path(target, "state")?, body).await
+            let path = path(target, "state")?;
+            post_all(farm, node.as_deref(), &path, body, |s: StateChange| {
+                format!("{} state {} -> {}", s.server, s.previous, s.state)
+            })
+            .await
         }
     }
 }
@@ -54,7 +68,7 @@ pub async fn run(cmd: &LbCommand) -> anyhow::Result<ExitCode> {
 ///
 /// An invalid topology file, no lb node (or no such `--node`).
 pub async fn reload(farm: &FarmArgs, node: Option<&str>) -> anyhow::Result<ExitCode> {
-    post_all(farm, node, "/lb/reload", String::new()).await
+    post_all(farm, node, "/lb/reload", String::new(), describe_reload).await
 }
 
 /// `/lb/servers/{backend}/{server}/{what}` from `BACKEND/SERVER`.
@@ -81,11 +95,14 @@ fn lb_nodes(args: &FarmArgs, only: Option<&str>) -> anyhow::Result<Vec<Node>> {
     }
 }
 
-async fn post_all(
+/// `POST path` with `body` on every lb node (or `only`); prints one line per node: the
+/// answer `T` in the words of `describe`, or the refusal.
+async fn post_all<T: DeserializeOwned>(
     args: &FarmArgs,
     only: Option<&str>,
     path: &str,
     body: String,
+    describe: impl Fn(T) -> String,
 ) -> anyhow::Result<ExitCode> {
     let nodes = lb_nodes(args, only)?;
     let http = HttpClient::new();
@@ -96,18 +113,17 @@ async fn post_all(
             .post(&url, "application/json", Bytes::from(body.clone()), TIMEOUT)
             .await
         {
+            Ok(r) if r.status.is_success() => match serde_json::from_slice::<T>(&r.body) {
+                Ok(answer) => println!("{}: {}", n.name, describe(answer)),
+                Err(_) => println!("{}: {}", n.name, String::from_utf8_lossy(&r.body)),
+            },
             Ok(r) => {
-                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-                if r.status.is_success() {
-                    println!("{}: {}", n.name, describe(&v));
-                } else {
-                    ok = false;
-                    let why = v["error"].as_str().map_or_else(
-                        || String::from_utf8_lossy(&r.body).into_owned(),
-                        str::to_string,
-                    );
-                    eprintln!("{}: refused ({}): {why}", n.name, r.status);
-                }
+                ok = false;
+                let why = serde_json::from_slice::<LbErrorAnswer>(&r.body).map_or_else(
+                    |_| String::from_utf8_lossy(&r.body).into_owned(),
+                    |a| a.error,
+                );
+                eprintln!("{}: refused ({}): {why}", n.name, r.status);
             }
             Err(e) => {
                 ok = false;
@@ -122,40 +138,42 @@ async fn post_all(
     })
 }
 
-/// One line for an admin answer.
-fn describe(v: &Value) -> String {
-    if let Some(file) = v["reloaded"].as_str() {
-        let list = |k: &str| {
-            let items: Vec<&str> = v[k]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            if items.is_empty() {
-                "none".to_string()
-            } else {
-                items.join(", ")
-            }
-        };
-        return format!(
-            "reloaded {file} (generation {}); backends added: {}, removed: {}; servers added: \
-             {}, removed: {}",
-            v["generation"],
-            list("backends_added"),
-            list("backends_removed"),
-            list("servers_added"),
-            list("servers_removed")
-        );
-    }
-    let server = v["server"].as_str().unwrap_or("?");
-    match (v.get("weight"), v.get("state")) {
-        (Some(w), _) => format!("{server} weight {} -> {w}", v["previous"]),
-        (_, Some(s)) => format!(
-            "{server} state {} -> {}",
-            v["previous"].as_str().unwrap_or("?"),
-            s.as_str().unwrap_or("?")
-        ),
-        _ => v.to_string(),
-    }
+/// One line for an applied reload.
+fn describe_reload(r: ReloadAnswer) -> String {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    format!(
+        "reloaded {} (generation {}); backends added: {}, removed: {}; servers added: {}, \
+         removed: {}",
+        r.reloaded,
+        r.generation,
+        list(&r.backends_added),
+        list(&r.backends_removed),
+        list(&r.servers_added),
+        list(&r.servers_removed)
+    )
+}
+
+/// One lb node's `/lb/servers` answer, as `webfarm lb servers --json` prints it.
+#[derive(Serialize)]
+struct NodeServers {
+    /// The lb node's name.
+    name: String,
+    /// Its answer, whose keys sit beside `name`.
+    #[serde(flatten)]
+    answer: LbServersAnswer,
+}
+
+/// `webfarm lb servers --json`: `{"nodes": [...]}`.
+#[derive(Serialize)]
+struct ServersOutput {
+    /// One entry per lb node that answered, in the order of the farm file.
+    nodes: Vec<NodeServers>,
 }
 
 async fn servers(args: &FarmArgs, only: Option<&str>, as_json: bool) -> anyhow::Result<ExitCode> {
@@ -165,9 +183,8 @@ async fn servers(args: &FarmArgs, only: Option<&str>, as_json: bool) -> anyhow::
     let mut ok = true;
     for n in &nodes {
         let url = format!("http://{}/lb/servers", n.admin_addr());
-        let answer = http.get(&url, TIMEOUT).await;
-        let v = match answer {
-            Ok(r) if r.status.is_success() => serde_json::from_slice::<Value>(&r.body)
+        let answer = match http.get(&url, TIMEOUT).await {
+            Ok(r) if r.status.is_success() => serde_json::from_slice::<LbServersAnswer>(&r.body)
                 .with_context(|| format!("{}: bad answer from {url}", n.name))?,
             Ok(r) => {
                 ok = false;
@@ -180,50 +197,52 @@ async fn servers(args: &FarmArgs, only: Option<&str>, as_json: bool) -> anyhow::
                 continue;
             }
         };
-        out.push(json!({
-            "name": n.name,
-            "generation": v["generation"],
-            "reloads_refused": v["reloads_refused"],
-            "backends": v["backends"],
-        }));
+        out.push(NodeServers {
+            name: n.name.clone(),
+            answer,
+        });
     }
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "nodes": out }))?
-        );
+        // Through a `Value`: keys sorted, as the lb writes them.
+        let doc = serde_json::to_value(ServersOutput { nodes: out })?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!(
-            "{:<8} {:>4} {:<20} {:<6} {:>6} {:>5} {:>8} CHECK",
-            "NODE", "GEN", "BACKEND/SERVER", "STATE", "WEIGHT", "CONNS", "TOTAL"
-        );
-        for n in &out {
-            for b in n["backends"].as_array().into_iter().flatten() {
-                for s in b["servers"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<8} {:>4} {:<20} {:<6} {:>6} {:>5} {:>8} {}",
-                        n["name"].as_str().unwrap_or(""),
-                        n["generation"],
-                        format!(
-                            "{}/{}",
-                            b["name"].as_str().unwrap_or(""),
-                            s["name"].as_str().unwrap_or("")
-                        ),
-                        s["state"].as_str().unwrap_or(""),
-                        s["weight"],
-                        s["current_conns"],
-                        s["total_requests"],
-                        s["check"].as_str().unwrap_or(""),
-                    );
-                }
-            }
-        }
+        print_table(&out);
     }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One line per server of every node's backends, under a header.
+fn print_table(nodes: &[NodeServers]) {
+    println!(
+        "{:<8} {:>4} {:<20} {:<6} {:>6} {:>5} {:>8} CHECK",
+        "NODE", "GEN", "BACKEND/SERVER", "STATE", "WEIGHT", "CONNS", "TOTAL"
+    );
+    for n in nodes {
+        for b in &n.answer.backends {
+            print_servers(&n.name, n.answer.generation, b);
+        }
+    }
+}
+
+fn print_servers(node: &str, generation: u64, b: &BackendStatus) {
+    for s in &b.servers {
+        println!(
+            "{:<8} {:>4} {:<20} {:<6} {:>6} {:>5} {:>8} {}",
+            node,
+            generation,
+            format!("{}/{}", b.name, s.name),
+            s.state,
+            s.weight,
+            s.current_conns,
+            s.total_requests,
+            s.check,
+        );
+    }
 }
 
 #[cfg(test)]

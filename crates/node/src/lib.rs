@@ -3,7 +3,8 @@
 //! - [`Shutdown`]: the graceful-shutdown signal every task of a node watches.
 //! - [`admin`]: the admin server with `GET /healthz`, `GET /readyz`, `GET /status`, fed by the
 //!   role through the [`Health`] trait.
-//! - [`status`]: what `/status` answers, typed ([`NodeStatus`], [`RoleStatus`]).
+//! - [`status`]: what `/status` answers, typed ([`NodeStatus`], [`RoleStatus`]), and the
+//!   answers of the lb's run-time control (`/lb/servers`, `/lb/reload`).
 //! - [`http`]: a small pooled HTTP/1.1 client (hyper-util) for node-to-node calls.
 //! - [`logging`]: the tracing subscriber every node installs.
 //! - [`hash`]: FNV-1a and splitmix64, fixed across hosts (node ids, hash balancing, seeds).

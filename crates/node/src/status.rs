@@ -1,8 +1,11 @@
 //! What every node's `GET /status` answers, as types: [`NodeStatus`] with the role's
 //! [`RoleStatus`] as `details`. The admin server serializes them; `webfarm status` reads them.
+//! Also the answers of the load balancer's run-time control on its admin address
+//! ([`LbServersAnswer`], [`ReloadAnswer`], [`WeightChange`], [`StateChange`],
+//! [`LbErrorAnswer`]), which the lb serializes and `webfarm lb` / `webfarm reload` read.
 //!
 //! The JSON keys are the field names; objects are written with their keys in alphabetical
-//! order (the admin server renders them through [`serde_json::Value`]).
+//! order (the admin server and the lb render them through [`serde_json::Value`]).
 
 use std::collections::BTreeMap;
 
@@ -167,6 +170,73 @@ pub struct ServerStatus {
     pub consecutive_failures: u32,
     /// Idle keep-alive connections to it in the pool.
     pub idle_conns: usize,
+}
+
+/// The answer of `GET /lb/servers` on an lb node's admin address: the reload counters and
+/// every backend with its servers, as the live configuration has them now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbServersAnswer {
+    /// The reload generation in force: 0 as the node started, one more with each applied
+    /// reload (`POST /lb/reload` or SIGHUP); a refused reload leaves it as it was.
+    pub generation: u64,
+    /// Reloads refused since the node started (an invalid file, or a change that needs a
+    /// restart).
+    pub reloads_refused: u64,
+    /// Every backend with its servers, in the order of the topology file (as in `/status`).
+    pub backends: Vec<BackendStatus>,
+}
+
+/// The answer of `POST /lb/reload` when the reload applied: what changed and the new
+/// generation. Backends and servers whose settings did not change keep their run-time state
+/// (health, admin state, counters, idle connections).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadAnswer {
+    /// The topology file read, as the node was given it (a path).
+    pub reloaded: String,
+    /// Names of the backends that did not exist before.
+    pub backends_added: Vec<String>,
+    /// Names of the backends that are gone.
+    pub backends_removed: Vec<String>,
+    /// `backend/server` of the servers that are new or whose options changed.
+    pub servers_added: Vec<String>,
+    /// `backend/server` of the servers that are gone (or replaced).
+    pub servers_removed: Vec<String>,
+    /// The reload generation now in force (see [`LbServersAnswer::generation`]).
+    pub generation: u64,
+}
+
+/// The answer of `POST /lb/servers/{backend}/{server}/weight`: the weight set and the one it
+/// replaced, as HAProxy's `set weight` changes the configured weight until the next reload
+/// or restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightChange {
+    /// The server, `backend/server`.
+    pub server: String,
+    /// Its weight now, 0..=256 (0: no balanced traffic).
+    pub weight: u32,
+    /// Its weight before.
+    pub previous: u32,
+}
+
+/// The answer of `POST /lb/servers/{backend}/{server}/state`: the administrative state set
+/// and the one it replaced (HAProxy's `set server ... state ready|drain|maint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// The server, `backend/server`.
+    pub server: String,
+    /// Its administrative state now: `ready`, `drain` or `maint`.
+    pub state: String,
+    /// Its administrative state before, in the same words.
+    pub previous: String,
+}
+
+/// How the lb's run-time control refuses a request: `{"error": text}`, with 400 (a bad
+/// value, an invalid file on reload), 404 (no such backend or server), 409 (a reload that
+/// needs a restart) or 500.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbErrorAnswer {
+    /// What was refused and why, in words (a 404 names the backends or servers that exist).
+    pub error: String,
 }
 
 /// A web node's addresses and counters.
@@ -350,6 +420,52 @@ mod tests {
         assert_eq!(back, status);
         let as_db = text.replace(r#""role":"web""#, r#""role":"db""#);
         assert!(serde_json::from_str::<NodeStatus>(&as_db).is_err());
+    }
+
+    #[test]
+    fn lb_control_answers_keep_their_keys() {
+        let reload = ReloadAnswer {
+            reloaded: "farm.toml".into(),
+            backends_added: vec![],
+            backends_removed: vec!["api".into()],
+            servers_added: vec!["web/web-3".into()],
+            servers_removed: vec![],
+            generation: 2,
+        };
+        let v = serde_json::to_value(&reload).unwrap();
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            [
+                "backends_added",
+                "backends_removed",
+                "generation",
+                "reloaded",
+                "servers_added",
+                "servers_removed"
+            ]
+        );
+        assert_eq!(v["servers_added"][0], "web/web-3");
+        assert_eq!(serde_json::from_value::<ReloadAnswer>(v).unwrap(), reload);
+        let weight: WeightChange =
+            serde_json::from_str(r#"{"previous":1,"server":"web/s1","weight":5}"#).unwrap();
+        assert_eq!((weight.previous, weight.weight), (1, 5));
+        let state: StateChange =
+            serde_json::from_str(r#"{"previous":"ready","server":"web/s1","state":"drain"}"#)
+                .unwrap();
+        assert_eq!(
+            (state.previous.as_str(), state.state.as_str()),
+            ("ready", "drain")
+        );
+        let servers = LbServersAnswer {
+            generation: 1,
+            reloads_refused: 0,
+            backends: vec![],
+        };
+        let text = serde_json::to_string(&servers).unwrap();
+        assert_eq!(
+            text,
+            r#"{"generation":1,"reloads_refused":0,"backends":[]}"#
+        );
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!
 //! Errors answer `{"error": "..."}` with 400 (bad value), 404 (no such backend or server)
 //! or 409 (the reload cannot apply).
+//!
+//! The answers are the types of [`webfarm_node::status`] ([`LbServersAnswer`],
+//! [`ReloadAnswer`], [`WeightChange`], [`StateChange`], [`LbErrorAnswer`]), which `webfarm lb`
+//! reads back; they are rendered through [`serde_json::Value`], keys sorted, as `/status` is.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,11 +25,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
+use webfarm_node::status::{
+    LbErrorAnswer, LbServersAnswer, ReloadAnswer, StateChange, WeightChange,
+};
 
 use crate::backend::server::{AdminState, ServerState};
 use crate::control::live::LiveConfig;
-use crate::control::reload::ReloadError;
+use crate::control::reload::{ReloadError, ReloadSummary};
 use crate::control::status::backends_status;
 
 /// The `/lb/...` routes over `live`.
@@ -39,22 +46,34 @@ pub(crate) fn routes(live: Arc<LiveConfig>) -> Router {
 }
 
 /// An error answer: the status and `{"error": text}`.
-type Refusal = (StatusCode, Json<Value>);
+type Refusal = (StatusCode, Json<LbErrorAnswer>);
 
 fn refusal(status: StatusCode, text: String) -> Refusal {
-    (status, Json(json!({ "error": text })))
+    (status, Json(LbErrorAnswer { error: text }))
 }
 
 fn error(status: StatusCode, text: String) -> Response {
     refusal(status, text).into_response()
 }
 
-async fn list(State(live): State<Arc<LiveConfig>>) -> Json<Value> {
+/// An answer rendered into a [`Value`] (`serde_json::to_value`, so its objects' keys are
+/// sorted), as a 200 JSON body.
+fn ok(answer: serde_json::Result<Value>) -> Response {
+    match answer {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render the answer: {e}"),
+        ),
+    }
+}
+
+async fn list(State(live): State<Arc<LiveConfig>>) -> Response {
     let snap = live.snapshot();
-    Json(json!({
-        "generation": snap.generation,
-        "reloads_refused": live.reloads_refused.load(Ordering::Acquire),
-        "backends": backends_status(&snap.backends),
+    ok(serde_json::to_value(LbServersAnswer {
+        generation: snap.generation,
+        reloads_refused: live.reloads_refused.load(Ordering::Acquire),
+        backends: backends_status(&snap.backends),
     }))
 }
 
@@ -120,7 +139,11 @@ async fn set_weight(
         "Server {} weight changed from {old} to {weight} (admin)",
         s.id
     );
-    Ok(Json(json!({ "server": s.id, "weight": weight, "previous": old })).into_response())
+    Ok(ok(serde_json::to_value(WeightChange {
+        server: s.id.clone(),
+        weight,
+        previous: old,
+    })))
 }
 
 async fn set_state(
@@ -148,25 +171,18 @@ async fn set_state(
         old.as_str(),
         s.current_conns()
     );
-    Ok(
-        Json(json!({ "server": s.id, "state": state.as_str(), "previous": old.as_str() }))
-            .into_response(),
-    )
+    Ok(ok(serde_json::to_value(StateChange {
+        server: s.id.clone(),
+        state: state.as_str().to_string(),
+        previous: old.as_str().to_string(),
+    })))
 }
 
 async fn reload(State(live): State<Arc<LiveConfig>>) -> Response {
     // Reading and validating a file is blocking work; keep it off the I/O threads.
     let result = tokio::task::spawn_blocking(move || live.reload()).await;
     match result {
-        Ok(Ok(summary)) => Json(json!({
-            "reloaded": summary.file.display().to_string(),
-            "backends_added": summary.backends_added,
-            "backends_removed": summary.backends_removed,
-            "servers_added": summary.servers_added,
-            "servers_removed": summary.servers_removed,
-            "generation": summary.generation,
-        }))
-        .into_response(),
+        Ok(Ok(summary)) => ok(serde_json::to_value(reload_answer(summary))),
         Ok(Err(e)) => {
             tracing::error!("reload refused: {e}");
             let status = match e {
@@ -179,5 +195,17 @@ async fn reload(State(live): State<Arc<LiveConfig>>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("reload task failed: {e}"),
         ),
+    }
+}
+
+/// What `POST /lb/reload` answers for an applied reload.
+fn reload_answer(summary: ReloadSummary) -> ReloadAnswer {
+    ReloadAnswer {
+        reloaded: summary.file.display().to_string(),
+        backends_added: summary.backends_added,
+        backends_removed: summary.backends_removed,
+        servers_added: summary.servers_added,
+        servers_removed: summary.servers_removed,
+        generation: summary.generation,
     }
 }
