@@ -193,6 +193,21 @@ pub fn db_nodes_toml(n: usize) -> String {
         .collect()
 }
 
+/// A test farm's topology text: one web node `web-1` (a fresh [`loopback_ip`], port 8000,
+/// admin 9000) serving `root`, with `[web] db_timeout`, and `dbs` db nodes
+/// ([`db_nodes_toml`]); data under `dir/data`; `tail` (more tables, such as `[db]`) appended.
+pub fn web_farm_toml(dir: &Path, root: &Path, db_timeout: &str, dbs: usize, tail: &str) -> String {
+    format!(
+        "data_dir = '{data}'\n[[nodes]]\nname = \"web-1\"\nrole = \"web\"\n\
+         address = \"{web_ip}\"\nport = 8000\nadmin_port = 9000\n{db_nodes}\
+         [web]\nroot = '{root}'\ndb_timeout = \"{db_timeout}\"\n{tail}",
+        data = dir.join("data").display(),
+        web_ip = loopback_ip(),
+        db_nodes = db_nodes_toml(dbs),
+        root = root.display(),
+    )
+}
+
 /// A free address of its own: a fresh [`loopback_ip`] and a port on it.
 pub fn free_addr() -> SocketAddr {
     let ip = loopback_ip();

@@ -21,27 +21,12 @@ use super::{eventually, TempDir, DEADLINE};
 /// A farm of one web node `web-1` serving `root` and `dbs` db nodes `db-1`.., each on a
 /// loopback address of its own, with fast elections (heartbeat 150ms, election timeout 1s).
 pub fn farm(tmp: &TempDir, root: &Path, db_timeout: &str, dbs: usize) -> Farm {
-    let text = format!(
-        r#"
-data_dir = '{data}'
-[[nodes]]
-name = "web-1"
-role = "web"
-address = "{web_ip}"
-port = 8000
-admin_port = 9000
-{db_nodes}
-[web]
-root = '{root}'
-db_timeout = "{db_timeout}"
-[db]
-heartbeat_interval = "150ms"
-election_timeout = "1s"
-"#,
-        data = tmp.path().join("data").display(),
-        web_ip = webfarm_testkit::loopback_ip(),
-        db_nodes = webfarm_testkit::db_nodes_toml(dbs),
-        root = root.display(),
+    let text = webfarm_testkit::web_farm_toml(
+        tmp.path(),
+        root,
+        db_timeout,
+        dbs,
+        "[db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n",
     );
     Farm::parse(&text, None, tmp.path()).unwrap()
 }

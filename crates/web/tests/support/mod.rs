@@ -42,25 +42,7 @@ pub fn make_site(tmp: &TempDir) -> PathBuf {
 /// A farm of one web node `web-1` and one db node `db-1`, each on a loopback address of its
 /// own (webfarm-testkit), so nothing listens on the db node's port unless a test starts one.
 pub fn farm(tmp: &TempDir, root: &Path, db_timeout: &str) -> Farm {
-    let text = format!(
-        r#"
-data_dir = '{data}'
-[[nodes]]
-name = "web-1"
-role = "web"
-address = "{web_ip}"
-port = 8000
-admin_port = 9000
-{db_nodes}
-[web]
-root = '{root}'
-db_timeout = "{db_timeout}"
-"#,
-        data = tmp.path().join("data").display(),
-        web_ip = webfarm_testkit::loopback_ip(),
-        db_nodes = webfarm_testkit::db_nodes_toml(1),
-        root = root.display(),
-    );
+    let text = webfarm_testkit::web_farm_toml(tmp.path(), root, db_timeout, 1, "");
     Farm::parse(&text, None, tmp.path()).unwrap()
 }
 
