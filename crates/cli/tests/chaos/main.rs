@@ -137,35 +137,25 @@ async fn final_reads(shared: &Shared, records: &mut Vec<Record>) -> BTreeMap<u32
     for (i, (target, op)) in targets.into_iter().enumerate() {
         let mut attempt = i;
         let what = format!("a final read of {target:?} to succeed");
-        let (node, call, ret, res) = eventually(SETUP_DEADLINE, &what, || {
+        let record = eventually(SETUP_DEADLINE, &what, || {
             let node = 1 + attempt % NODES;
             attempt += 1;
             let http = &http;
             async move {
-                let call = shared.now();
-                let (res, _) = workload::perform(http, node, target, op).await;
-                let ret = shared.now();
-                if matches!(res, Res::Value(_) | Res::List(_)) {
-                    Some((node, call, ret, res))
+                let (record, _) = workload::timed(shared, http, (client, node), target, op).await;
+                if matches!(record.res, Res::Value(_) | Res::List(_)) {
+                    Some(record)
                 } else {
-                    eprintln!("final read of {target:?} on db-{node}: {res:?}");
+                    eprintln!("final read of {target:?} on db-{node}: {:?}", record.res);
                     None
                 }
             }
         })
         .await;
-        if let (Res::List(vs), Target::List(l)) = (&res, target) {
+        if let (Res::List(vs), Target::List(l)) = (&record.res, target) {
             finals.insert(l, vs.clone());
         }
-        records.push(Record {
-            client,
-            node,
-            target,
-            op,
-            call,
-            ret,
-            res,
-        });
+        records.push(record);
     }
     finals
 }

@@ -184,6 +184,30 @@ fn column(v: &Value) -> Option<Vec<i64>> {
     }
 }
 
+/// Performs `op` on `target` through db-`node` for client `client`, timed on the run's
+/// clock: its record, and the anomaly the answer showed, if any.
+pub async fn timed(
+    shared: &Shared,
+    http: &HttpClient,
+    (client, node): (usize, usize),
+    target: Target,
+    op: Op,
+) -> (Record, Option<String>) {
+    let call = shared.now();
+    let (res, anomaly) = perform(http, node, target, op).await;
+    let ret = shared.now();
+    let record = Record {
+        client,
+        node,
+        target,
+        op,
+        call,
+        ret,
+        res,
+    };
+    (record, anomaly)
+}
+
 /// Sends `op` on `target` to `node`; the outcome, and an anomaly to report if the answer
 /// broke the API's own rules (such as a write that changed no row of an existing key).
 pub async fn perform(
@@ -307,10 +331,8 @@ pub async fn client(id: usize, shared: Arc<Shared>, mut rng: Rng, end: Instant) 
             _ => (Target::List(list), Op::ReadList),
         };
         let node = 1 + rng.below(NODES as u64) as usize;
-        let call = shared.now();
-        let (res, anomaly) = perform(&http, node, target, op).await;
-        let ret = shared.now();
-        match (&res, op) {
+        let (record, anomaly) = timed(&shared, &http, (id, node), target, op).await;
+        match (&record.res, op) {
             (Res::Value(v), _) => {
                 last_seen.insert(reg, *v);
             }
@@ -320,15 +342,7 @@ pub async fn client(id: usize, shared: Arc<Shared>, mut rng: Rng, end: Instant) 
             _ => {}
         }
         log.anomalies.extend(anomaly);
-        log.records.push(Record {
-            client: id,
-            node,
-            target,
-            op,
-            call,
-            ret,
-            res,
-        });
+        log.records.push(record);
         next_at = (next_at + interval).max(Instant::now());
     }
     log
