@@ -150,7 +150,10 @@ mod tests {
         }
         let one: u64 = (0..50).map(|seed| spread(1, seed)).sum();
         let two: u64 = (0..50).map(|seed| spread(2, seed)).sum();
-        assert!(two * 3 < one, "mean spread: two choices {two}/50, one draw {one}/50");
+        assert!(
+            two * 3 < one,
+            "mean spread: two choices {two}/50, one draw {one}/50"
+        );
     }
 
     #[test]
