@@ -37,24 +37,26 @@ impl StaticFiles {
 
 /// Serves `req` from `files`: a file with its validators, a 304, or a 404/405 page.
 pub(crate) async fn serve(files: &StaticFiles, served_by: &str, mut req: Request) -> Response {
-    let path = req.uri().path().to_string();
-    if errors::is_api(&path) {
-        return errors::not_found(served_by, &path);
-    }
     let head = req.method() == Method::HEAD;
+    let conditions = Conditions::take(req.headers_mut());
+    let whole = !req.headers().contains_key(RANGE);
+    let path = req.uri().path();
+    if errors::is_api(path) {
+        return errors::not_found(served_by, path);
+    }
     if req.method() != Method::GET && !head {
-        let mut resp = errors::method_not_allowed(served_by, req.method().as_str(), &path);
+        let mut resp = errors::method_not_allowed(served_by, req.method().as_str(), path);
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
-    let conditions = Conditions::take(req.headers_mut());
-    let whole = !req.headers().contains_key(RANGE);
+    // A cache hit answers without copying the path: the hot path allocates nothing here.
     if whole {
-        if let Some(hit) = files.cache.get(&path) {
+        if let Some(hit) = files.cache.get(path) {
             return hit.answer(&conditions, head);
         }
     }
+    let path = path.to_string();
     // A file the cache could keep: the whole of it, from a path it can map to a file.
     let cacheable = whole.then(|| files.cache.file_of(&path)).flatten();
     let before = cacheable.as_deref().and_then(FileStamp::of);
