@@ -213,7 +213,7 @@ impl Farm {
         let mut problems = Vec::new();
         let nodes = resolve_nodes(&raw.nodes, &mut problems);
         let backends = resolve_backends(&raw.backends, &nodes, &mut problems);
-        let frontends = resolve_frontends(&raw, &backends, &nodes, &mut problems);
+        let frontends = resolve_frontends(&raw, &backends, &nodes, base, &mut problems);
         let lb = resolve_lb(&raw.lb, &mut problems);
 
         let has = |role| nodes.iter().any(|n: &Node| n.role == role);

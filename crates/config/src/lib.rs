@@ -26,8 +26,8 @@ mod raw;
 pub use error::ConfigError;
 pub use farm::{DbSettings, Farm, Node, Replica, Role, WebSettings, DEFAULT_FARM_TOML};
 pub use lb::{
-    AccessLog, Backend, BackendTimeouts, Balance, Check, CheckType, Cookie, Frontend,
-    FrontendTimeouts, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,
+    AccessLog, Backend, BackendTimeouts, Balance, CertFiles, Check, CheckType, Cookie, Frontend,
+    FrontendTimeouts, FrontendTls, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,
     MAX_LB_THREADS,
 };
 

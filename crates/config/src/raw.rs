@@ -50,6 +50,24 @@ pub(crate) struct RawFrontend {
     pub timeout: RawFrontendTimeouts,
     pub max_header_size: Option<usize>,
     pub max_body_size: Option<u64>,
+    pub tls: Option<RawFrontendTls>,
+    pub redirect_https: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFrontendTls {
+    pub certs: Option<Vec<RawCert>>,
+    /// A duration (`"1y"`), or `"off"`.
+    pub hsts: Option<String>,
+}
+
+/// A certificate: one combined PEM file (chain and key, HAProxy's `crt`), or two files.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawCert {
+    Combined(String),
+    Pair { cert: String, key: String },
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,8 +11,10 @@ mod parse;
 mod resolve;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -321,6 +323,34 @@ pub struct Frontend {
     pub max_header_size: usize,
     /// Largest request body accepted, in bytes; past it 413. 0: no limit (the default).
     pub max_body_size: u64,
+    /// TLS termination (HAProxy's `bind ... ssl crt`); `None`: plain TCP. HTTP mode only.
+    pub tls: Option<FrontendTls>,
+    /// `redirect_https = true` (HTTP mode, no `tls`): every request but
+    /// `/.well-known/acme-challenge/` is answered `308` to `https://<host>:<port>` with this
+    /// port, the farm's first HTTPS frontend's (HAProxy's `http-request redirect scheme
+    /// https`). `None`: requests are proxied.
+    pub redirect_https: Option<u16>,
+}
+
+/// A frontend's TLS settings: `tls = { certs = [...], hsts = "1y" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FrontendTls {
+    /// Certificate/key pairs chosen by SNI; the first is the default (no SNI, or a name no
+    /// certificate covers). Empty (`certs` left out): the farm's own site certificate,
+    /// `<data_dir>/ca/site.crt`, issued by the farm CA on first start.
+    pub certs: Vec<CertFiles>,
+    /// `Strict-Transport-Security: max-age=<seconds>` on every HTTPS answer (RFC 6797);
+    /// `None` (`hsts = "off"`): no header. Default one year.
+    pub hsts: Option<Duration>,
+}
+
+/// A certificate chain file and its private key file (the same path for a combined PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertFiles {
+    /// PEM chain: the certificate, then its intermediates.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// The access log's format (one line per request, at info level, tracing target `access`).

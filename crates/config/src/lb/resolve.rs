@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::ToSocketAddrs;
+use std::path::Path;
 use std::time::Duration;
 
 use super::parse::{parse_balance, parse_retry_on};
@@ -352,6 +353,7 @@ pub(crate) fn resolve_frontends(
     raw: &RawFarm,
     backends: &[Backend],
     nodes: &[Node],
+    base: &Path,
     problems: &mut Vec<String>,
 ) -> Vec<Frontend> {
     let mut out = Vec::new();
@@ -408,6 +410,8 @@ pub(crate) fn resolve_frontends(
                     timeout,
                     max_header_size,
                     max_body_size: f.max_body_size.unwrap_or(0),
+                    tls: super::tls::resolve_tls(f, mode, &key, base, problems),
+                    redirect_https: None,
                 })
             }
             None => problems.push(format!(
@@ -421,6 +425,7 @@ pub(crate) fn resolve_frontends(
             )),
         }
     }
+    super::tls::resolve_redirects(raw, &mut out, problems);
     out
 }
 
