@@ -143,15 +143,23 @@ fn summary(n: &NodeReport) -> String {
             }
             s
         }
-        Some(RoleStatus::Lb(d)) => d
-            .backends
-            .iter()
-            .map(|b| {
+        Some(RoleStatus::Lb(d)) => {
+            let backends = d.backends.iter().map(|b| {
                 let up = b.servers.iter().filter(|s| s.state == "UP").count();
                 format!("backend {}: {up}/{} servers up", b.name, b.servers.len())
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
+            });
+            // Certificates only when something needs the operator's eye.
+            let expired = d.frontends.iter().flat_map(|f| {
+                let certs = f.tls.iter().flat_map(|t| &t.certificates);
+                certs.filter(|c| c.expired).map(move |c| {
+                    format!(
+                        "frontend {}: certificate {} EXPIRED {}",
+                        f.name, c.file, c.not_after
+                    )
+                })
+            });
+            backends.chain(expired).collect::<Vec<_>>().join("; ")
+        }
         Some(RoleStatus::Web(d)) => format!("http {}", d.http),
         None => String::new(),
     }

@@ -3,7 +3,9 @@
 //!
 //! HTTP: `client frontend backend/server Tq/Tw/Tc/Tr/Ta status bytes termination "request"
 //! id`, for example
-//! `127.0.0.1:51234 www web/web-2 0/0/1/3/4 200 1524 -- "GET / HTTP/1.1" 9f2c...`.
+//! `127.0.0.1:51234 www web/web-2 0/0/1/3/4 200 1524 -- "GET / HTTP/1.1" 9f2c...`; on a
+//! TLS frontend followed by `sslv/sslc/Th/resumed` (HAProxy's `%sslv`, `%sslc`, `%Th` and
+//! `ssl_fc_is_resumed`), e.g. `TLSv1.3/TLS_AES_128_GCM_SHA256/2/0`.
 //!
 //! TCP: `client frontend backend/server Tw/Tc/Tt bytes_up/bytes_down termination`, `Tt`
 //! being the session's whole time.
@@ -24,6 +26,7 @@ use http::{HeaderValue, Method, Version};
 use serde_json::json;
 use webfarm_config::AccessLog;
 
+use crate::http::TlsInfo;
 use crate::termination::Termination;
 
 /// One request's log line, filled in as the request goes.
@@ -33,6 +36,8 @@ pub(crate) struct LogRecord {
     pub format: AccessLog,
     /// The client's address.
     pub client: SocketAddr,
+    /// The client connection's TLS session, on a TLS frontend.
+    pub tls: Option<TlsInfo>,
     /// The frontend's name.
     pub frontend: String,
     /// The backend's name.
@@ -114,10 +119,14 @@ impl LogRecord {
                     "uri": self.uri,
                     "version": format!("{:?}", self.version),
                     "request_id": id,
+                    "sslv": self.tls.map(|t| t.version),
+                    "sslc": self.tls.map(|t| t.cipher),
+                    "th": self.tls.map(|t| ms(Some(t.handshake))),
+                    "ssl_resumed": self.tls.map(|t| t.resumed),
                 }),
             ),
             _ => format!(
-                "{} {} {}/{} {}/{}/{}/{}/{} {} {} {} \"{} {} {:?}\" {id}",
+                "{} {} {}/{} {}/{}/{}/{}/{} {} {} {} \"{} {} {:?}\" {id}{}",
                 self.client,
                 self.frontend,
                 self.backend,
@@ -133,6 +142,13 @@ impl LogRecord {
                 self.method,
                 self.uri,
                 self.version,
+                self.tls.map_or_else(String::new, |t| format!(
+                    " {}/{}/{}/{}",
+                    t.version,
+                    t.cipher,
+                    ms(Some(t.handshake)),
+                    u8::from(t.resumed)
+                )),
             ),
         }
     }
@@ -241,6 +257,7 @@ mod tests {
         LogRecord {
             format,
             client: "127.0.0.1:5000".parse().unwrap(),
+            tls: None,
             frontend: "www".into(),
             backend: "web".into(),
             server: Some("web-2".into()),
@@ -269,6 +286,18 @@ mod tests {
         );
         assert!(
             line.ends_with(" 503 12 sQ \"GET /a?b HTTP/1.1\" abc"),
+            "{line}"
+        );
+        let mut tls = record(AccessLog::Text);
+        tls.tls = Some(TlsInfo {
+            version: "TLSv1.3",
+            cipher: "TLS_AES_128_GCM_SHA256",
+            handshake: Duration::from_millis(3),
+            resumed: true,
+        });
+        let line = tls.line();
+        assert!(
+            line.ends_with("\" abc TLSv1.3/TLS_AES_128_GCM_SHA256/3/1"),
             "{line}"
         );
     }

@@ -102,6 +102,9 @@ pub enum LbError {
         /// The system's error.
         message: String,
     },
+    /// A TLS frontend's certificate cannot be used (the error names the file).
+    #[error("TLS: {0}")]
+    Tls(#[from] webfarm_tls::TlsError),
     /// A task of the node panicked or was cancelled.
     #[error("the {what} task of the load balancer ended abnormally: {message}")]
     Task {
@@ -200,6 +203,8 @@ impl LbNode {
             shards: threads,
         };
 
+        // Certificates first: a bad file stops the node before it binds anything.
+        let tls = frontend::tls::TlsFrontends::load(&ctx.farm)?;
         // Bind everything before starting anything, so "address in use" leaves no task behind.
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -224,6 +229,7 @@ impl LbNode {
             site,
             limits,
             ctx.shutdown.clone(),
+            tls,
         ));
         let snap = live.snapshot();
         for (index, (name, local)) in addrs.iter().enumerate() {
@@ -255,6 +261,14 @@ impl LbNode {
         drop(listeners);
         live.sync_checks();
         let reaper = tokio::spawn(reap_idle(live.clone(), ctx.shutdown.clone()));
+        if live.tls.by_index.iter().any(Option::is_some) {
+            let watched = live.clone();
+            tokio::spawn(frontend::tls::watch(
+                live.tls.clone(),
+                move || watched.snapshot().farm.clone(),
+                ctx.shutdown.clone(),
+            ));
+        }
         Ok(LbNode {
             health: Arc::new(LbHealth { live: live.clone() }),
             live,

@@ -20,6 +20,8 @@ pub(crate) enum EndedBy {
     ClientTimeout,
     /// `s`: the server's timeout (`timeout connect`, `timeout server`, `timeout queue`).
     ServerTimeout,
+    /// `L`: the proxy answered itself and the request never went to a server (a redirect).
+    Local,
 }
 
 /// The phase it was in (the second letter).
@@ -67,6 +69,7 @@ impl Termination {
             EndedBy::Proxy => 'P',
             EndedBy::ClientTimeout => 'c',
             EndedBy::ServerTimeout => 's',
+            EndedBy::Local => 'L',
         };
         let phase = match self.phase {
             Phase::Normal => '-',

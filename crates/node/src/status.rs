@@ -116,6 +116,31 @@ pub struct FrontendStatus {
     pub mode: String,
     /// The name of its default backend.
     pub backend: String,
+    /// Its TLS termination, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<FrontendTlsStatus>,
+}
+
+/// A TLS frontend's certificates and failed handshakes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontendTlsStatus {
+    /// The certificates in force, the default first.
+    pub certificates: Vec<CertificateStatus>,
+    /// TLS handshakes that failed since the node started.
+    pub handshake_failures: u64,
+}
+
+/// One certificate in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// Its file.
+    pub file: String,
+    /// The names it covers, comma-separated.
+    pub names: String,
+    /// End of validity (`notAfter`), RFC 3339 UTC.
+    pub not_after: String,
+    /// Whether it has expired (it is still served, with a warning at load).
+    pub expired: bool,
 }
 
 /// One backend of a load balancer (also the items of `GET /lb/servers`).
@@ -203,6 +228,9 @@ pub struct ReloadAnswer {
     pub servers_removed: Vec<String>,
     /// The reload generation now in force (see [`LbServersAnswer::generation`]).
     pub generation: u64,
+    /// TLS frontends whose certificates were read again (and swapped in).
+    #[serde(default)]
+    pub certificates_reloaded: usize,
 }
 
 /// The answer of `POST /lb/servers/{backend}/{server}/weight`: the weight set and the one it
@@ -431,6 +459,7 @@ mod tests {
             servers_added: vec!["web/web-3".into()],
             servers_removed: vec![],
             generation: 2,
+            certificates_reloaded: 1,
         };
         let v = serde_json::to_value(&reload).unwrap();
         assert_eq!(

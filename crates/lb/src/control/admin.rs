@@ -207,5 +207,6 @@ fn reload_answer(summary: ReloadSummary) -> ReloadAnswer {
         servers_added: summary.servers_added,
         servers_removed: summary.servers_removed,
         generation: summary.generation,
+        certificates_reloaded: summary.certificates_reloaded,
     }
 }

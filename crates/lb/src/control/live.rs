@@ -23,6 +23,7 @@ use crate::backend::check::{self, BackendLookup};
 use crate::backend::pool::PoolLimits;
 use crate::backend::server::ServerState;
 use crate::backend::BackendState;
+use crate::frontend::tls::TlsFrontends;
 
 /// How many event-loop threads `[lb] threads = configured` means: `configured`, or one per
 /// CPU this process may run on when 0, at most [`MAX_LB_THREADS`].
@@ -41,6 +42,8 @@ pub(crate) struct LiveFrontend {
     pub config: Frontend,
     /// Its backend.
     pub backend: Arc<BackendState>,
+    /// `Strict-Transport-Security` of its HTTPS answers (`tls.hsts`).
+    pub hsts: Option<HeaderValue>,
 }
 
 /// Everything a request reads, as of the last (re)load.
@@ -89,6 +92,8 @@ pub(crate) struct LiveConfig {
     pub conns: AtomicUsize,
     /// Client connections open now, per frontend (same order as the snapshot's).
     pub frontend_conns: Vec<AtomicUsize>,
+    /// The TLS frontends' certificates and acceptors.
+    pub tls: Arc<TlsFrontends>,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -129,6 +134,9 @@ pub(super) fn build(
             Some(LiveFrontend {
                 config: f.clone(),
                 backend: backends.get(f.default_backend)?.clone(),
+                hsts: f.tls.as_ref().and_then(|t| t.hsts).and_then(|max_age| {
+                    HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())).ok()
+                }),
             })
         })
         .collect();
@@ -149,6 +157,7 @@ impl LiveConfig {
         site: HeaderValue,
         limits: PoolLimits,
         shutdown: Shutdown,
+        tls: TlsFrontends,
     ) -> LiveConfig {
         let snapshot = build(farm, site, limits, None);
         let frontend_conns = snapshot
@@ -166,6 +175,7 @@ impl LiveConfig {
             reloads_refused: AtomicU64::new(0),
             conns: AtomicUsize::new(0),
             frontend_conns,
+            tls: Arc::new(tls),
         }
     }
 

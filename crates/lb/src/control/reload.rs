@@ -24,6 +24,9 @@ pub enum ReloadError {
     /// The file is invalid.
     #[error("the new configuration is invalid, keeping the running one: {0}")]
     Config(#[from] ConfigError),
+    /// A certificate of the new configuration cannot be used (the error names the file).
+    #[error("a certificate cannot be used, keeping the running configuration: {0}")]
+    Tls(#[from] webfarm_tls::TlsError),
     /// The file is valid but cannot be applied without a restart.
     #[error("cannot apply {file} without a restart, keeping the running configuration: {reason}")]
     NeedsRestart {
@@ -49,6 +52,8 @@ pub struct ReloadSummary {
     pub servers_removed: Vec<String>,
     /// The reload generation now in force: 0 as started, one more with each applied reload.
     pub generation: u64,
+    /// TLS frontends whose certificates were read again (and swapped in).
+    pub certificates_reloaded: usize,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -63,13 +68,14 @@ impl std::fmt::Display for ReloadSummary {
         write!(
             f,
             "reloaded {} (generation {}): backends added: {}; removed: {}; servers added: {}; \
-             removed: {}",
+             removed: {}; certificates of {} TLS frontend(s) reloaded",
             self.file.display(),
             self.generation,
             list(&self.backends_added),
             list(&self.backends_removed),
             list(&self.servers_added),
-            list(&self.servers_removed)
+            list(&self.servers_removed),
+            self.certificates_reloaded
         )
     }
 }
@@ -100,7 +106,19 @@ impl LiveConfig {
     /// The reload itself (called with the reload lock held).
     fn apply_file(self: &Arc<Self>) -> Result<ReloadSummary, ReloadError> {
         let old = self.snapshot();
-        let file = old.farm.source.clone().ok_or(ReloadError::BuiltIn)?;
+        let Some(file) = old.farm.source.clone() else {
+            // The built-in farm cannot change, but its certificate files can.
+            if !self.tls.by_index.iter().any(Option::is_some) {
+                return Err(ReloadError::BuiltIn);
+            }
+            let certificates_reloaded = self.tls.reload(&old.farm)?;
+            return Ok(ReloadSummary {
+                file: PathBuf::from("<built-in farm>"),
+                generation: old.generation,
+                certificates_reloaded,
+                ..ReloadSummary::default()
+            });
+        };
         let mut farm = Farm::load(&file)?;
         // The node keeps the data directory it was started with (`--data-dir`).
         farm.data_dir.clone_from(&old.farm.data_dir);
@@ -113,8 +131,11 @@ impl LiveConfig {
             file: file.clone(),
             reason: format!("site {:?} is not a valid Host", farm.site),
         })?;
+        // Certificates first: if one cannot be used, nothing has changed yet.
+        let certificates_reloaded = self.tls.reload(&farm)?;
         let snapshot = build(Arc::new(farm), site, self.limits, Some(&old));
-        let summary = summarize(file, &old, &snapshot);
+        let mut summary = summarize(file, &old, &snapshot);
+        summary.certificates_reloaded = certificates_reloaded;
         self.snapshot.store(Arc::new(snapshot));
         self.sync_checks();
         tracing::info!("{summary}");
@@ -139,10 +160,10 @@ impl LiveConfig {
                 ))
             }
         }
-        let shape = |f: &Farm| -> Vec<(String, u16, &'static str)> {
+        let shape = |f: &Farm| -> Vec<(String, u16, &'static str, bool)> {
             f.frontends
                 .iter()
-                .map(|fe| (fe.name.clone(), fe.port, fe.mode.as_str()))
+                .map(|fe| (fe.name.clone(), fe.port, fe.mode.as_str(), fe.tls.is_some()))
                 .collect()
         };
         if thread_count(farm.lb.threads) != self.limits.shards {
@@ -152,8 +173,8 @@ impl LiveConfig {
         }
         if shape(farm) != shape(old) {
             return Err(
-                "the frontends changed (added, removed, or a new port or mode); restart the \
-                 node to listen on the new set"
+                "the frontends changed (added, removed, a new port or mode, TLS turned on or \
+                 off); restart the node to listen on the new set"
                     .into(),
             );
         }

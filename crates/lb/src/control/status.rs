@@ -46,11 +46,19 @@ impl Health for LbHealth {
         let frontends = snap
             .frontends
             .iter()
-            .map(|f| FrontendStatus {
+            .enumerate()
+            .map(|(i, f)| FrontendStatus {
                 name: f.config.name.clone(),
                 port: f.config.port,
                 mode: f.config.mode.as_str().to_string(),
                 backend: f.backend.name().to_string(),
+                tls: self
+                    .live
+                    .tls
+                    .by_index
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .map(|t| t.status()),
             })
             .collect();
         RoleStatus::Lb(LbStatus {

@@ -11,6 +11,7 @@
 //! flight closes after its response. The loop returns when the last connection ended, or
 //! after the grace period, when the stragglers are cut.
 
+pub(crate) mod tls;
 pub(crate) mod workers;
 
 use std::sync::Arc;
@@ -64,9 +65,15 @@ pub(crate) async fn serve(
                             conns.spawn(reject(stream, mode));
                         }
                         Some(slot) => match mode {
-                            Mode::Http => {
-                                conns.spawn(crate::http::serve(settings, stream, peer, proxy.clone(), shutdown.clone(), slot));
-                            }
+                            Mode::Http => match live.tls.by_index.get(index).cloned().flatten() {
+                                Some(tls) => {
+                                    conns.spawn(crate::http::serve_tls(settings, stream, peer, proxy.clone(), shutdown.clone(), slot, tls));
+                                }
+                                None => {
+                                    let _ = stream.set_nodelay(true);
+                                    conns.spawn(crate::http::serve(settings, stream, crate::http::ClientConn::plain(peer), proxy.clone(), shutdown.clone(), slot));
+                                }
+                            },
                             Mode::Tcp => {
                                 conns.spawn(crate::tcp::serve(live.clone(), index, stream, peer, shutdown.clone(), slot));
                             }

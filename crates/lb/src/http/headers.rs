@@ -78,14 +78,16 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Appends `client` to `X-Forwarded-For` (joining repeated headers into one list), sets
-/// `X-Forwarded-Proto: http`, and appends `for=<client>;proto=http` to `Forwarded`. Each
-/// value is written once into its own buffer, which the header then shares.
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+/// `X-Forwarded-Proto: <scheme>`, and appends `for=<client>;proto=<scheme>` to `Forwarded`
+/// (RFC 7239), the scheme being `https` when the client came over TLS. Each value is
+/// written once into its own buffer, which the header then shares.
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool) {
+    let scheme = if https { "https" } else { "http" };
     // `write!` into a `BytesMut` cannot fail: it grows as needed.
     let mut fwd = BytesMut::with_capacity(64);
     let _ = match client {
-        IpAddr::V4(v4) => write!(fwd, "for={v4};proto=http"),
-        IpAddr::V6(v6) => write!(fwd, "for=\"[{v6}]\";proto=http"),
+        IpAddr::V4(v4) => write!(fwd, "for={v4};proto={scheme}"),
+        IpAddr::V6(v6) => write!(fwd, "for=\"[{v6}]\";proto={scheme}"),
     };
     if let Ok(v) = HeaderValue::from_maybe_shared(fwd.freeze()) {
         headers.append(&FORWARDED, v);
@@ -114,7 +116,7 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
             headers.insert(&X_FORWARDED_FOR, ip_value(client));
         }
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` with an
@@ -269,16 +271,18 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
         ]);
-        add_forwarded(&mut h, ip);
+        add_forwarded(&mut h, ip, false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&FORWARDED], "for=127.0.0.1;proto=http");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "::1".parse().unwrap());
+        add_forwarded(&mut h, "::1".parse().unwrap(), false);
         assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, ip);
+        add_forwarded(&mut h, ip, true);
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&FORWARDED], "for=127.0.0.1;proto=https");
     }
 
     #[test]

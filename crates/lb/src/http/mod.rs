@@ -28,11 +28,10 @@ mod serve;
 mod sticky;
 mod upgrade;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use webfarm_config::AccessLog;
 
@@ -45,7 +44,7 @@ use conn::ConnGuard;
 use headers::{RequestIds, X_REQUEST_ID};
 use respond::Local;
 
-pub(crate) use serve::{serve, ConnSettings};
+pub(crate) use serve::{serve, serve_tls, ClientConn, ConnSettings, TlsInfo};
 
 /// What one frontend needs to proxy a request (one per frontend and event-loop thread).
 #[derive(Debug)]
@@ -65,6 +64,8 @@ struct Exchange {
     id: HeaderValue,
     log: Option<LogRecord>,
     guard: ConnGuard,
+    /// `Strict-Transport-Security` for this answer (a TLS frontend with `hsts`).
+    hsts: Option<HeaderValue>,
 }
 
 impl Exchange {
@@ -77,6 +78,10 @@ impl Exchange {
         }
         let mut resp = local.into_response();
         resp.headers_mut().insert(X_REQUEST_ID.clone(), self.id);
+        if let Some(hsts) = self.hsts {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
         let (p, b) = resp.into_parts();
         let body = ResponseBody::new(Inner::Local(b), None, self.log, Some(self.guard), None);
         Response::from_parts(p, body)
@@ -107,7 +112,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        client: SocketAddr,
+        conn: ClientConn,
         (guard, tq): (ConnGuard, Duration),
     ) -> Response<ResponseBody> {
         let snap = self.live.snapshot();
@@ -123,15 +128,26 @@ impl Proxy {
         let (upgrade_to, client_upgrade) = request::take_upgrade(&mut req).unzip();
         let (mut parts, body) = req.into_parts();
         let id = self.ids.ensure(&mut parts.headers);
-        let log = access_record(&snap, fe, &parts, client, tq, &id);
-        let mut ex = Exchange { id, log, guard };
-        // 1. Check the request.
+        let log = access_record(&snap, fe, &parts, conn, tq, &id);
+        let hsts = fe.hsts.clone().filter(|_| conn.tls.is_some());
+        let mut ex = Exchange {
+            id,
+            log,
+            guard,
+            hsts,
+        };
+        // 1. Check the request (or redirect it to HTTPS).
+        if let Some(port) = fe.config.redirect_https {
+            if let Some(local) = Local::redirect_https(&parts, port, &snap.site) {
+                return ex.answer(local);
+            }
+        }
         if let Err(local) = request::check(&parts, &body, &fe.config) {
             return ex.answer(local);
         }
         // 2. Choose (the inputs of the pick), and the head for the server.
         let backend = fe.backend.clone();
-        let (plan, request) = request::Plan::new(parts, body, client, upgrade_to, &snap, fe);
+        let (plan, request) = request::Plan::new(parts, body, conn, upgrade_to, &snap, fe);
         // 3. Forward.
         let mut timers = Timers::default();
         let result = forward::forward(&backend, request, &plan, &mut timers).await;
@@ -166,7 +182,7 @@ fn access_record(
     snap: &Snapshot,
     fe: &LiveFrontend,
     parts: &http::request::Parts,
-    client: SocketAddr,
+    conn: ClientConn,
     tq: Duration,
     id: &HeaderValue,
 ) -> Option<LogRecord> {
@@ -174,7 +190,8 @@ fn access_record(
         && tracing::enabled!(target: "access", tracing::Level::INFO);
     logging.then(|| LogRecord {
         format: snap.farm.lb.access_log,
-        client,
+        client: conn.peer,
+        tls: conn.tls,
         frontend: fe.config.name.clone(),
         backend: fe.backend.name().to_string(),
         server: None,

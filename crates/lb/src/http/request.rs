@@ -19,6 +19,7 @@ use super::body::{BodyState, RequestBody};
 use super::headers::{self, add_forwarded, remove_hop_by_hop};
 use super::respond::{empty, Local};
 use super::sticky;
+use super::ClientConn;
 use crate::backend::balance::RequestKey;
 use crate::backend::pool::ProxyBody;
 use crate::control::live::{LiveFrontend, Snapshot};
@@ -105,7 +106,7 @@ impl Plan {
     pub fn new(
         mut parts: Parts,
         body: Incoming,
-        client: SocketAddr,
+        client: ClientConn,
         upgrade_to: Option<HeaderValue>,
         snap: &Snapshot,
         fe: &LiveFrontend,
@@ -148,7 +149,7 @@ impl Plan {
             body_sent,
             body_state,
             upgrade_to,
-            client,
+            client: client.peer,
             path,
             hash_headers,
             sticky,
@@ -178,7 +179,7 @@ fn hash_header(headers: &HeaderMap, name: &str) -> HeaderMap {
 /// Rewrites the client's request head for the server.
 pub(super) fn prepare_head(
     parts: &mut Parts,
-    client: SocketAddr,
+    client: ClientConn,
     site: &HeaderValue,
     upgrade_to: Option<&HeaderValue>,
 ) {
@@ -212,7 +213,7 @@ pub(super) fn prepare_head(
         }
     }
     parts.version = Version::HTTP_11;
-    add_forwarded(&mut parts.headers, client.ip());
+    add_forwarded(&mut parts.headers, client.peer.ip(), client.tls.is_some());
 }
 
 /// Whether backend `b`'s rules can send a request again after it reached a server.

@@ -23,6 +23,8 @@ pub(crate) struct Local {
     pub termination: Termination,
     /// The server the request was last sent to, if any.
     pub server: Option<String>,
+    /// `Location` of a redirect.
+    pub location: Option<HeaderValue>,
 }
 
 impl Local {
@@ -34,7 +36,47 @@ impl Local {
             retry_after: false,
             termination,
             server: None,
+            location: None,
         }
+    }
+
+    /// `308 Permanent Redirect` to the same URL over HTTPS on `port` (HAProxy's `http-request
+    /// redirect scheme https code 308`), except for ACME http-01 challenges, which must be
+    /// answered over HTTP (RFC 8555 §8.3): `None` for those. The host is the request's
+    /// (its port dropped), else `site`.
+    pub fn redirect_https(
+        parts: &http::request::Parts,
+        port: u16,
+        site: &HeaderValue,
+    ) -> Option<Local> {
+        if parts.uri.path().starts_with("/.well-known/acme-challenge/") {
+            return None;
+        }
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .or_else(|| site.to_str().ok())
+            .map_or("", without_port);
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let location = if port == 443 {
+            format!("https://{host}{target}")
+        } else {
+            format!("https://{host}:{port}{target}")
+        };
+        let mut local = Local::new(
+            StatusCode::PERMANENT_REDIRECT,
+            format!("308 Permanent Redirect: {location}"),
+            Termination::new(EndedBy::Local, Phase::Request),
+        );
+        local.location = HeaderValue::from_str(&location).ok();
+        Some(local)
     }
 
     /// With `Retry-After: 1`.
@@ -104,8 +146,21 @@ impl Local {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Some(location) = self.location {
+            resp.headers_mut().insert(header::LOCATION, location);
+        }
         resp
     }
+}
+
+/// `host[:port]` → `host`; `[v6]:port` → `[v6]`.
+fn without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority.split(':').next().unwrap_or(authority)
 }
 
 /// A short `text/plain` error answer.

@@ -36,6 +36,10 @@ pub(super) fn headers(
         }
     }
     h.entry(&X_REQUEST_ID).or_insert(ex.id.clone());
+    if let Some(hsts) = &ex.hsts {
+        h.entry(http::header::STRICT_TRANSPORT_SECURITY)
+            .or_insert(hsts.clone());
+    }
     (resp, server_upgrade)
 }
 

@@ -1,15 +1,20 @@
 //! A client connection in HTTP mode: hyper's server (HTTP/1.1 with keep-alive and
-//! upgrades, HTTP/2 with prior knowledge) over the socket wrapper of [`super::conn`], each
-//! request handed to [`Proxy::handle`], graceful close on shutdown.
+//! upgrades, HTTP/2 with prior knowledge or by ALPN over TLS) over the socket wrapper of
+//! [`super::conn`], each request handed to [`Proxy::handle`], graceful close on shutdown.
+//! On a TLS frontend the handshake comes first ([`serve_tls`]), bounded by `timeout
+//! http-request`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::Instant;
+
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use webfarm_config::Frontend;
 use webfarm_node::Shutdown;
@@ -18,6 +23,7 @@ use super::conn::{ConnIo, ConnState};
 use super::Proxy;
 use crate::access_log::emit_bad_request;
 use crate::control::live::ConnSlot;
+use crate::frontend::tls::TlsFrontend;
 use crate::termination::{EndedBy, Phase, Termination};
 
 type ServerBuilder = auto::Builder<TokioExecutor>;
@@ -61,17 +67,90 @@ fn builder(fe: ConnSettings) -> ServerBuilder {
     b
 }
 
-/// Serves one client connection of the frontend of `proxy` until it closes or `shutdown`
-/// fires (then gracefully: a request in flight finishes), holding its admission `slot`.
-pub(crate) async fn serve(
+/// What a request knows of its client connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientConn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The TLS session, on a TLS frontend.
+    pub tls: Option<TlsInfo>,
+}
+
+impl ClientConn {
+    /// A plain-TCP connection from `peer`.
+    pub fn plain(peer: SocketAddr) -> ClientConn {
+        ClientConn { peer, tls: None }
+    }
+}
+
+/// A connection's TLS session, for the headers sent to servers and the access log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2` (HAProxy's `%sslv`).
+    pub version: &'static str,
+    /// The cipher suite's IANA name (`%sslc`).
+    pub cipher: &'static str,
+    /// Accept to handshake done (HAProxy's `%Th`).
+    pub handshake: Duration,
+    /// Whether the session was resumed (`ssl_fc_is_resumed`).
+    pub resumed: bool,
+}
+
+/// Serves a connection of a TLS frontend: the handshake (within `timeout http-request`;
+/// a failure is counted and the connection closed), then HTTP as [`serve`] does, h2 or
+/// HTTP/1.1 as ALPN chose.
+pub(crate) async fn serve_tls(
     fe: ConnSettings,
     stream: TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     shutdown: Shutdown,
     slot: ConnSlot,
+    tls: Arc<TlsFrontend>,
 ) {
     let _ = stream.set_nodelay(true);
+    let begun = Instant::now();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(fe.http_request, tls.acceptor.accept(stream)) => r,
+        _ = shutdown.wait() => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tls.handshake_failed(peer, &e),
+        Err(_) => {
+            let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out");
+            return tls.handshake_failed(peer, &e);
+        }
+    };
+    let session = stream.get_ref().1;
+    let (version, cipher) = webfarm_tls::server::describe(session);
+    let info = TlsInfo {
+        version,
+        cipher,
+        handshake: begun.elapsed(),
+        resumed: session.handshake_kind() == Some(webfarm_tls::rustls::HandshakeKind::Resumed),
+    };
+    let conn = ClientConn {
+        peer,
+        tls: Some(info),
+    };
+    serve(fe, stream, conn, proxy, shutdown, slot).await;
+}
+
+/// Serves one client connection of the frontend of `proxy` until it closes or `shutdown`
+/// fires (then gracefully: a request in flight finishes), holding its admission `slot`.
+/// The caller set `TCP_NODELAY` on the socket.
+pub(crate) async fn serve<S>(
+    fe: ConnSettings,
+    stream: S,
+    client: ClientConn,
+    proxy: Arc<Proxy>,
+    shutdown: Shutdown,
+    slot: ConnSlot,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.peer;
     let state = ConnState::new(fe.keep_alive, fe.http_request);
     let io = ConnIo::new(stream, state.clone());
     let log_to = proxy.clone();
@@ -81,7 +160,7 @@ pub(crate) async fn serve(
         // request timer never fires for a head hyper has already parsed.
         let begun = state.begin();
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer, begun).await) }
+        async move { Ok::<_, Infallible>(proxy.handle(req, client, begun).await) }
     });
     let builder = builder(fe);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -530,6 +530,28 @@ pub async fn start_lb_extra(
     start_lb_text(&farm_toml_with(port, &list, checks, extra), None).await
 }
 
+/// Starts the lb node `lb-1` of farm `text`, or returns why it cannot start.
+pub async fn try_start_lb_text(text: &str) -> Result<TestLb, webfarm_lb::LbError> {
+    init_logs();
+    let farm = Farm::parse(text, None, &std::env::temp_dir()).unwrap();
+    let node = farm.node("lb-1").unwrap().clone();
+    let (trigger, shutdown) = Shutdown::new();
+    let ctx = NodeContext {
+        data_dir: farm.node_data_dir("lb-1"),
+        farm: Arc::new(farm),
+        node,
+        shutdown,
+    };
+    let lb = LbNode::start_with(ctx, LbOptions::default()).await?;
+    let addr = lb.frontend_addrs()[0].1;
+    Ok(TestLb {
+        health: lb.health(),
+        node: Some(lb),
+        trigger,
+        addr,
+    })
+}
+
 /// Starts the lb node `lb-1` of farm `text` (read from `file` when given, so that it can
 /// be reloaded).
 pub async fn start_lb_text(text: &str, file: Option<&std::path::Path>) -> TestLb {
