@@ -97,12 +97,46 @@ pub enum Command {
         #[command(subcommand)]
         command: LbCommand,
     },
+    /// The farm's certificate authority: show it, issue a node's certificate, rotate it.
+    Ca {
+        /// What to do.
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Re-read the topology file on every lb node (as SIGHUP does): new backends, servers
     /// and weights apply without dropping requests; an invalid file is refused.
     Reload {
         /// Only this lb node (default: every lb node of the farm).
         #[arg(long, value_name = "NAME")]
         node: Option<String>,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+}
+
+/// `webfarm ca ...`: the farm CA's files under `<data_dir>/ca/` (created by `webfarm up`).
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// The CA and every certificate it issued: names, expiry, SHA-256 fingerprints, and how
+    /// to make a browser trust the CA.
+    Show {
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+    /// Issue NODE's certificate anew (creating the CA if there is none) and print which
+    /// files a multi-host deployment copies to NODE's host.
+    Issue {
+        /// The node's name.
+        node: String,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+    /// Replace the CA with a new one and issue every certificate again; nodes pick the new
+    /// files up on reload or restart, clients need the new ca.crt.
+    Rotate {
         /// File and data directory.
         #[command(flatten)]
         farm: FarmArgs,

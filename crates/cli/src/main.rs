@@ -6,6 +6,7 @@
 //! out); 2 invalid topology file or arguments (nothing was started).
 
 mod args;
+mod ca_cmd;
 mod control;
 mod db_cmd;
 mod farm_file;
@@ -56,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start { node, farm } => runtime.block_on(control::send(&farm, "start", &node)),
         Command::Kill { node, farm } => runtime.block_on(control::send(&farm, "kill", &node)),
         Command::Lb { command } => runtime.block_on(lb_cmd::run(&command)),
+        Command::Ca { command } => ca_cmd::run(&command),
         Command::Reload { node, farm } => runtime.block_on(lb_cmd::reload(&farm, node.as_deref())),
     };
     // The work is done; what may remain is a blocking read of stdin (a supervised node

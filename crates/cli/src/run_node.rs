@@ -37,6 +37,13 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
                 .join(", ")
         );
     };
+    if node.role == Role::Lb {
+        webfarm_lb::check_certificates(&farm).map_err(|e| {
+            crate::supervisor::Preflight(format!(
+                "{e}; `webfarm up` creates the farm's certificates, and `webfarm ca issue                  {name}` says what to copy to this host"
+            ))
+        })?;
+    }
     let data_dir = farm.node_data_dir(name);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;

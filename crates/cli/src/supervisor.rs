@@ -94,6 +94,11 @@ pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    // The farm's own certificates, then every certificate the lbs will load.
+    crate::ca_cmd::ensure(&resolved.farm).map_err(|e| Preflight(format!("{e:#}")))?;
+    if resolved.farm.nodes_with_role(Role::Lb).next().is_some() {
+        webfarm_lb::check_certificates(&resolved.farm).map_err(|e| Preflight(e.to_string()))?;
+    }
     std::fs::write(
         run_dir.join("supervisor.pid"),
         std::process::id().to_string(),
@@ -393,7 +398,10 @@ impl Supervisor {
                 Role::Lb => farm
                     .frontends
                     .iter()
-                    .map(|f| format!("http://{}:{}/ (frontend {})", n.address, f.port, f.name))
+                    .map(|f| {
+                        let scheme = if f.tls.is_some() { "https" } else { "http" };
+                        format!("{scheme}://{}:{}/ (frontend {})", n.address, f.port, f.name)
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
                 Role::Web => format!("http://{}/", n.main_addr()),
@@ -402,10 +410,20 @@ impl Supervisor {
             println!("{:<10} {:<5} {:<16} {urls}", n.name, n.role, n.address);
         }
         println!("every node: http://<address>:<admin_port>/status, /readyz, /healthz");
-        if let (Some(lb), Some(f)) = (
-            farm.nodes_with_role(Role::Lb).next(),
-            farm.frontends.first(),
-        ) {
+        let lb = farm.nodes_with_role(Role::Lb).next();
+        let https = farm.frontends.iter().find(|f| f.tls.is_some());
+        if let (Some(lb), Some(f)) = (lb, https) {
+            let ca = webfarm_tls::ca::Layout::of_data_dir(&farm.data_dir)
+                .ca()
+                .cert;
+            println!(
+                "try: curl --cacert {} --resolve {site}:{port}:{} https://{site}:{port}/",
+                ca.display(),
+                lb.address,
+                site = farm.site,
+                port = f.port
+            );
+        } else if let (Some(lb), Some(f)) = (lb, farm.frontends.first()) {
             println!(
                 "try: curl -H 'Host: {}' http://{}:{}/",
                 farm.site, lb.address, f.port

@@ -97,6 +97,13 @@ address = "127.0.0.2"
         assert_eq!(web.check.inter, std::time::Duration::from_secs(2));
         assert_eq!((web.check.rise, web.check.fall), (2, 3));
         assert_eq!(farm.frontends[0].port, 8080);
+        assert_eq!(farm.frontends[0].redirect_https, Some(8443));
+        let https = &farm.frontends[1];
+        assert_eq!(https.port, 8443);
+        let tls = https.tls.as_ref().expect("8443 terminates TLS");
+        assert!(tls.certs.is_empty(), "the farm's own site certificate");
+        // humantime's year: 365.25 days.
+        assert_eq!(tls.hsts, Some(std::time::Duration::from_secs(31_557_600)));
         assert!(farm.warnings().is_empty());
     }
 

@@ -138,6 +138,17 @@ impl Default for LbOptions {
     }
 }
 
+/// Loads and checks every TLS frontend's certificates of `farm` as [`LbNode::start`] does
+/// (files readable, key matching, the site name covered), so that a command can refuse to
+/// start anything when one is bad. Expired certificates only warn.
+///
+/// # Errors
+///
+/// The first certificate that cannot be used, naming its file.
+pub fn check_certificates(farm: &webfarm_config::Farm) -> Result<(), webfarm_tls::TlsError> {
+    frontend::tls::TlsFrontends::load(farm).map(|_| ())
+}
+
 /// A handle on a running node's configuration, for signals and admin commands.
 #[derive(Debug, Clone)]
 pub struct LbControl(Arc<LiveConfig>);

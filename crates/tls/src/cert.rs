@@ -194,6 +194,18 @@ impl LoadedCert {
     }
 }
 
+/// The SHA-256 fingerprint of a DER certificate as browsers and `openssl x509 -fingerprint
+/// -sha256` print it: 32 upper-case hex bytes separated by `:`.
+pub fn fingerprint(der: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Names, `notBefore` and `notAfter` of a DER certificate.
 fn describe(der: &CertificateDer<'_>) -> Result<(Vec<CertName>, SystemTime, SystemTime), String> {
     let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;

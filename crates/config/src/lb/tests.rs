@@ -278,3 +278,57 @@ fn duplicate_frontend_names_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn tls_certificates_resolve_against_the_file_and_hsts_parses() {
+    let text = format!(
+        "{}\n[[frontends]]\nname = \"plain\"\nport = 8081\ndefault_backend = \"web\"\nredirect_https = true\n",
+        farm(
+            "tls = { certs = [\"site.pem\", { cert = \"/abs/a.crt\", key = \"a.key\" }], hsts = \"180d\" }\n",
+            ""
+        )
+    );
+    let f = Farm::parse(&text, None, std::path::Path::new("/base")).unwrap();
+    let tls = f.frontends[0].tls.as_ref().unwrap();
+    let pairs: Vec<(&str, &str)> = tls
+        .certs
+        .iter()
+        .map(|c| (c.cert.to_str().unwrap(), c.key.to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("/base/site.pem", "/base/site.pem"),
+            ("/abs/a.crt", "/base/a.key")
+        ]
+    );
+    assert_eq!(tls.hsts, Some(Duration::from_secs(180 * 86_400)));
+    assert_eq!(f.frontends[1].redirect_https, Some(f.frontends[0].port));
+    let off = parse(&farm("tls = { hsts = \"off\" }\n", "")).unwrap();
+    assert_eq!(off.frontends[0].tls.as_ref().unwrap().hsts, None);
+}
+
+#[test]
+fn tls_mistakes_name_their_keys() {
+    let e = err(&farm("mode = \"tcp\"\ntls = {}\n", "mode = \"tcp\"\n"));
+    assert!(
+        e.contains("frontends[0].tls: TLS termination needs mode = \"http\""),
+        "{e}"
+    );
+    let e = err(&farm("tls = { certs = [] }\n", ""));
+    assert!(e.contains("frontends[0].tls.certs: empty"), "{e}");
+    let e = err(&farm("tls = { hsts = \"a year\" }\n", ""));
+    assert!(
+        e.contains("frontends[0].tls.hsts: \"a year\" is not a duration"),
+        "{e}"
+    );
+    let e = err(&farm("redirect_https = true\n", ""));
+    assert!(
+        e.contains("frontends[0].redirect_https: no frontend has `tls`"),
+        "{e}"
+    );
+    let e = err(&farm("redirect_https = true\ntls = {}\n", ""));
+    assert!(e.contains("only a plain (no tls) frontend"), "{e}");
+    let e = err(&farm("tls = { cert = \"x\" }\n", ""));
+    assert!(e.contains("unknown field `cert`"), "{e}");
+}

@@ -1,0 +1,207 @@
+//! `webfarm ca show|issue|rotate`, and the farm's certificates made on `webfarm up`.
+//!
+//! The files live under `<data_dir>/ca/` (`webfarm_tls::ca::Layout`); `webfarm up` creates
+//! the CA on first start and issues the site's, the operator's and every node's
+//! certificate, then reuses them (renewing what is due).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use webfarm_config::{Farm, Role};
+use webfarm_tls::ca::{Layout, PairPaths};
+use webfarm_tls::cert::{fingerprint, LoadedCert};
+use webfarm_tls::farm::{self, NodeIdentity, Report};
+
+use crate::args::CaCommand;
+use crate::farm_file;
+
+/// Runs a `webfarm ca` command.
+///
+/// # Errors
+///
+/// An invalid farm file, or certificate files that cannot be read or written.
+pub fn run(command: &CaCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CaCommand::Show { farm } => show(&farm_file::resolve(farm)?.farm),
+        CaCommand::Issue { node, farm } => issue(&farm_file::resolve(farm)?.farm, node),
+        CaCommand::Rotate { farm } => rotate(&farm_file::resolve(farm)?.farm),
+    }
+}
+
+/// What the farm's certificates must name: every node, and the lb addresses beside the
+/// site name (so `https://<lb address>:8443/` verifies too).
+fn identities(farm: &Farm) -> (Vec<String>, Vec<NodeIdentity>) {
+    let site_extra = farm
+        .nodes_with_role(Role::Lb)
+        .map(|n| n.address.to_string())
+        .collect();
+    let nodes = farm
+        .nodes
+        .iter()
+        .map(|n| NodeIdentity {
+            name: n.name.clone(),
+            address: n.address,
+        })
+        .collect();
+    (site_extra, nodes)
+}
+
+/// Creates or renews the farm's certificates (on `webfarm up`); says what it did.
+///
+/// # Errors
+///
+/// Files that cannot be read or written, or an unusable existing CA.
+pub fn ensure(farm: &Farm) -> anyhow::Result<Report> {
+    let layout = Layout::of_data_dir(&farm.data_dir);
+    let (site_extra, nodes) = identities(farm);
+    let (_, report) = farm::ensure(&layout, &farm.site, &site_extra, &nodes)
+        .context("the farm's certificates")?;
+    if report.ca_created {
+        crate::supervisor::say(&format!(
+            "created the farm CA: {} (clients trust this file; `webfarm ca show` says how)",
+            layout.ca().cert.display()
+        ));
+    }
+    for (what, why) in &report.issued {
+        crate::supervisor::say(&format!("issued the {what} certificate ({why})"));
+    }
+    Ok(report)
+}
+
+fn show(farm: &Farm) -> anyhow::Result<ExitCode> {
+    let layout = Layout::of_data_dir(&farm.data_dir);
+    let ca = layout.ca();
+    if !ca.cert.exists() {
+        anyhow::bail!(
+            "no farm CA at {}; `webfarm up` or `webfarm ca issue NODE` creates it",
+            ca.cert.display()
+        );
+    }
+    println!(
+        "{:<10} {:<22} {:<64} FILE",
+        "WHAT", "EXPIRES (UTC)", "NAMES"
+    );
+    let mut all = vec![
+        ("CA".to_string(), ca.clone()),
+        ("site".into(), layout.site()),
+    ];
+    all.push(("operator".into(), layout.operator()));
+    all.extend(
+        farm.nodes
+            .iter()
+            .map(|n| (n.name.clone(), layout.node(&n.name))),
+    );
+    for (what, paths) in &all {
+        println!("{}", describe(what, paths));
+    }
+    let loaded = load(&ca)?;
+    println!(
+        "\nCA fingerprint (SHA-256): {}",
+        fingerprint(&loaded.key.cert[0])
+    );
+    println!(
+        "\nTo trust the farm in a browser, import {} as an authority (Chrome/Chromium: \
+         Settings > Privacy and security > Security > Manage certificates > Authorities > \
+         Import; Firefox: Settings > Certificates > View Certificates > Authorities > Import), \
+         or system-wide on Debian: cp it to /usr/local/share/ca-certificates/webfarm.crt and \
+         run update-ca-certificates. curl: --cacert {}.",
+        ca.cert.display(),
+        ca.cert.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(paths: &PairPaths) -> anyhow::Result<LoadedCert> {
+    Ok(LoadedCert::load(
+        &paths.cert,
+        &paths.key,
+        &webfarm_tls::server::provider(),
+    )?)
+}
+
+/// One line of `webfarm ca show`.
+fn describe(what: &str, paths: &PairPaths) -> String {
+    let file = paths.cert.display();
+    match load(paths) {
+        Ok(c) => {
+            let expires = humantime::format_rfc3339_seconds(c.not_after).to_string();
+            let flag = if c.expired_at(SystemTime::now()) {
+                " EXPIRED"
+            } else {
+                ""
+            };
+            format!(
+                "{what:<10} {:<22} {:<64} {file}{flag}",
+                expires,
+                c.names_list()
+            )
+        }
+        Err(e) if !paths.cert.exists() => {
+            format!("{what:<10} {:<22} {:<64} {file} (missing: {e})", "-", "-")
+        }
+        Err(e) => format!("{what:<10} {:<22} {:<64} {file} (unusable: {e})", "-", "-"),
+    }
+}
+
+fn issue(farm: &Farm, name: &str) -> anyhow::Result<ExitCode> {
+    let Some(node) = farm.node(name) else {
+        anyhow::bail!("no node named {name:?} in the farm");
+    };
+    let layout = Layout::of_data_dir(&farm.data_dir);
+    let (ca, _) = webfarm_tls::ca::FarmCa::open_or_create(&layout, &farm.site)?;
+    let identity = NodeIdentity {
+        name: node.name.clone(),
+        address: node.address,
+    };
+    ca.issue(&farm::node_leaf(&identity))?
+        .write(&layout.node(name))?;
+    println!("issued {}", layout.node(name).cert.display());
+    println!(
+        "\nOn {name}'s host, with the same farm file, copy into <data_dir>/ca/ (mode 0600 for \
+         the keys):"
+    );
+    let mut files = vec![
+        layout.ca().cert,
+        layout.node(name).cert,
+        layout.node(name).key,
+    ];
+    if node.role == Role::Lb {
+        files.extend([layout.site().cert, layout.site().key]);
+    }
+    for f in &files {
+        println!("  {}", relative(f, &farm.data_dir));
+    }
+    println!("Never copy ca/ca.key: it stays on the host that issues certificates.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate(farm: &Farm) -> anyhow::Result<ExitCode> {
+    let layout = Layout::of_data_dir(&farm.data_dir);
+    let (site_extra, nodes) = identities(farm);
+    let (ca, report) = farm::rotate(&layout, &farm.site, &site_extra, &nodes)?;
+    println!(
+        "new farm CA {} (SHA-256 {}); issued again: {}",
+        layout.ca().cert.display(),
+        fingerprint(ca.cert_der()),
+        report
+            .issued
+            .iter()
+            .map(|(w, _)| w.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "Load balancers swap their certificates by themselves; restart the other nodes, and \
+         give clients the new ca.crt."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn relative(path: &Path, base: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

@@ -1,0 +1,170 @@
+//! The farm serves HTTPS with no setup: `webfarm up` creates the farm CA and the site's and
+//! nodes' certificates on first start, reuses them on the next, curl trusts the CA, and a
+//! bad certificate file stops `webfarm up` before anything starts (exit code 2).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::{TempDir, TestFarm};
+
+const NET: u8 = 58;
+
+/// The seed farm with `www` redirecting to a TLS frontend `www-https` on 8443 (`tls_line`).
+fn https_farm(net: u8, tls_line: &str) -> String {
+    common::farm_toml(net).replace(
+        "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n",
+        &format!(
+            "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n\
+             redirect_https = true\n[[frontends]]\nname = \"www-https\"\nport = 8443\n\
+             default_backend = \"web\"\n{tls_line}\n"
+        ),
+    )
+}
+
+/// `curl ARGS...`: (exit success, stdout, stderr). Fails naming the package without curl.
+fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("curl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl cannot run ({e}): install Debian's curl"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn up_creates_the_farm_ca_serves_https_and_reuses_it() {
+    let tmp = TempDir::new("https-up");
+    let config = tmp.path().join("farm.toml");
+    std::fs::write(&config, https_farm(NET, "tls = {}")).unwrap();
+    let mut farm = TestFarm::start_in(tmp.path().to_path_buf(), config.clone(), NET);
+    let ca_dir = tmp.path().join("data/ca");
+    let ca = ca_dir.join("ca.crt");
+    for key in [
+        "ca.key",
+        "site.key",
+        "operator.key",
+        "nodes/lb-1.key",
+        "nodes/db-3.key",
+    ] {
+        let mode = std::fs::metadata(ca_dir.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    // README's command: curl trusts the farm CA, and the page comes over HTTP/2.
+    let resolve = format!("www.foobar.com:8443:127.0.{NET}.10");
+    let (ok, page, err) = curl(&[
+        "-sS",
+        "--http2",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        "-w",
+        "\n%{http_version}",
+        "https://www.foobar.com:8443/",
+    ]);
+    assert!(ok, "{err}\n{}", farm.log_text());
+    assert!(page.contains("foobar") && page.ends_with("\n2"), "{page}");
+    // The plain port redirects to it; the lb's own address is in the site certificate.
+    let (_, head, _) = curl(&[
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        "Host: www.foobar.com",
+        &format!("http://127.0.{NET}.10:8080/about.html"),
+    ]);
+    assert_eq!(head, "308 https://www.foobar.com:8443/about.html");
+    let by_ip = format!("https://127.0.{NET}.10:8443/");
+    let (ok, _, err) = curl(&[
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--cacert",
+        ca.to_str().unwrap(),
+        &by_ip,
+    ]);
+    assert!(ok, "{err}");
+    // `webfarm ca show` lists every certificate and the CA's fingerprint.
+    let show = farm.webfarm(&["ca", "show"]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.status.success(),
+        "{}",
+        String::from_utf8_lossy(&show.stderr)
+    );
+    assert!(text.contains("CA fingerprint (SHA-256): "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("web-2") && l.contains(&format!("web-2, 127.0.{NET}.22"))),
+        "{text}"
+    );
+    // A second start reuses the CA and the site certificate.
+    let before = (
+        std::fs::read(&ca).unwrap(),
+        std::fs::read(ca_dir.join("site.crt")).unwrap(),
+    );
+    farm.stop();
+    let farm = TestFarm::start_in(tmp.path().to_path_buf(), config, NET);
+    let after = (
+        std::fs::read(&ca).unwrap(),
+        std::fs::read(ca_dir.join("site.crt")).unwrap(),
+    );
+    assert!(
+        before == after,
+        "the CA and the site certificate were replaced on restart"
+    );
+    assert!(
+        !farm.log_text().contains("created the farm CA"),
+        "{}",
+        farm.log_text()
+    );
+    // `webfarm ca issue NODE` says what a multi-host deployment copies.
+    let issue = farm.webfarm(&["ca", "issue", "lb-1"]);
+    let text = String::from_utf8_lossy(&issue.stdout);
+    for file in [
+        "ca/ca.crt",
+        "ca/nodes/lb-1.crt",
+        "ca/nodes/lb-1.key",
+        "ca/site.key",
+    ] {
+        assert!(text.contains(file), "{text}");
+    }
+    assert!(!text.contains("  ca/ca.key"), "{text}");
+}
+
+#[test]
+fn a_bad_certificate_file_stops_up_with_exit_code_2_naming_it() {
+    let tmp = TempDir::new("https-bad");
+    let config = tmp.path().join("farm.toml");
+    let missing = tmp.path().join("missing.pem");
+    std::fs::write(
+        &config,
+        https_farm(
+            59,
+            &format!("tls = {{ certs = ['{}'] }}", missing.display()),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(common::bin())
+        .args(["up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("missing.pem: cannot read"), "{err}");
+    assert!(
+        !tmp.path().join("data/run/supervisor.pid").exists(),
+        "nothing started"
+    );
+}
