@@ -100,7 +100,7 @@ pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
                 api_addr: Some(n.main_addr().to_string()),
                 voter: Some(voter),
             };
-            let a = finish(admin(&farm).join(&join, CHANGE_TIMEOUT).await)?;
+            let a = finish(admin(&farm)?.join(&join, CHANGE_TIMEOUT).await)?;
             if a.changed {
                 println!("{node} added as a {}", a.replica.as_str());
             } else {
@@ -110,13 +110,13 @@ pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
         }
         DbCommand::Remove { node, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            finish(admin(&farm).remove(node, CHANGE_TIMEOUT).await)?;
+            finish(admin(&farm)?.remove(node, CHANGE_TIMEOUT).await)?;
             println!("{node} removed from the cluster; stop it before wiping or reusing its data");
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Promote { node, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            let a = finish(admin(&farm).promote(node, CHANGE_TIMEOUT).await)?;
+            let a = finish(admin(&farm)?.promote(node, CHANGE_TIMEOUT).await)?;
             if a.changed {
                 println!("{node} promoted to voter");
             } else {
@@ -126,7 +126,7 @@ pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
         }
         DbCommand::StepDown { to, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            let a = finish(admin(&farm).step_down(to.as_deref(), CHANGE_TIMEOUT).await)?;
+            let a = finish(admin(&farm)?.step_down(to.as_deref(), CHANGE_TIMEOUT).await)?;
             println!(
                 "leadership transferred from {} to {} in {} ms",
                 a.from, a.leader, a.took_ms
@@ -150,15 +150,18 @@ fn db_node<'a>(farm: &'a Farm, name: &str) -> anyhow::Result<&'a Node> {
 
 /// A client that asks the farm's db nodes in the order of the file (any of them forwards a
 /// change to the leader).
-fn admin(farm: &Farm) -> AdminClient {
-    AdminClient::new(
-        farm.nodes_with_role(Role::Db)
-            .map(|n| Target {
-                name: n.name.clone(),
-                addr: n.main_addr().to_string(),
-            })
-            .collect(),
-    )
+fn admin(farm: &Farm) -> anyhow::Result<AdminClient> {
+    let targets = farm
+        .nodes_with_role(Role::Db)
+        .map(|n| Target {
+            name: n.name.clone(),
+            addr: n.main_addr().to_string(),
+        })
+        .collect();
+    Ok(AdminClient::with_http(
+        targets,
+        farm_file::operator_http(farm)?,
+    ))
 }
 
 /// An admin call's answer, or its failure worded for the farm's operator.
@@ -176,7 +179,7 @@ fn finish<T>(r: Result<T, AdminError>) -> anyhow::Result<T> {
 
 async fn nodes(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> {
     let farm = farm_file::resolve(args)?.farm;
-    let v = finish(admin(&farm).cluster_nodes(LIST_TIMEOUT).await)?;
+    let v = finish(admin(&farm)?.cluster_nodes(LIST_TIMEOUT).await)?;
     if as_json {
         // Through a `Value`, so the keys come out sorted.
         let v = serde_json::to_value(&v)?;

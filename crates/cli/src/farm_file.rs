@@ -76,6 +76,29 @@ pub fn preflight(farm: &Farm) -> Result<(), String> {
     Ok(())
 }
 
+/// The HTTP client of the operator's commands: with internal TLS, `https://` with the
+/// operator's certificate (`<data_dir>/ca/operator.crt`); else plain HTTP.
+///
+/// # Errors
+///
+/// Internal TLS is on and the operator's certificate cannot be used; the message says how
+/// to get one.
+pub fn operator_http(farm: &Farm) -> anyhow::Result<webfarm_node::http::HttpClient> {
+    if !farm.tls.internal {
+        return Ok(webfarm_node::http::HttpClient::new());
+    }
+    let layout = webfarm_tls::ca::Layout::of_data_dir(&farm.data_dir);
+    let id = webfarm_tls::internal::operator(&layout).with_context(|| {
+        format!(
+            "internal TLS is on and the operator's certificate is needed; `webfarm up` \
+             creates it in {} (on another host, copy ca.crt, operator.crt and operator.key \
+             there)",
+            layout.dir.display()
+        )
+    })?;
+    Ok(webfarm_node::http::HttpClient::with_tls(&id.client))
+}
+
 fn recorded_config(data_dir: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(run_dir(data_dir).join("config")).ok()?;
     let path = PathBuf::from(text.trim());

@@ -82,17 +82,20 @@ fn path(target: &str, what: &str) -> anyhow::Result<String> {
 }
 
 /// The lb nodes a command talks to.
-fn lb_nodes(args: &FarmArgs, only: Option<&str>) -> anyhow::Result<Vec<Node>> {
+/// The lb nodes to ask (every one, or `only`), and the operator's client.
+fn lb_nodes(args: &FarmArgs, only: Option<&str>) -> anyhow::Result<(Vec<Node>, HttpClient)> {
     let farm = farm_file::resolve(args)?.farm;
+    let http = farm_file::operator_http(&farm)?;
     let all: Vec<Node> = farm.nodes_with_role(Role::Lb).cloned().collect();
-    match only {
+    let nodes = match only {
         None if all.is_empty() => bail!("the farm has no lb node"),
-        None => Ok(all),
+        None => all,
         Some(name) => match all.into_iter().find(|n| n.name == name) {
-            Some(n) => Ok(vec![n]),
+            Some(n) => vec![n],
             None => bail!("no lb node named {name:?} in the farm"),
         },
-    }
+    };
+    Ok((nodes, http))
 }
 
 /// `POST path` with `body` on every lb node (or `only`); prints one line per node: the
@@ -104,11 +107,10 @@ async fn post_all<T: DeserializeOwned>(
     body: String,
     describe: impl Fn(T) -> String,
 ) -> anyhow::Result<ExitCode> {
-    let nodes = lb_nodes(args, only)?;
-    let http = HttpClient::new();
+    let (nodes, http) = lb_nodes(args, only)?;
     let mut ok = true;
     for n in &nodes {
-        let url = format!("http://{}{path}", n.admin_addr());
+        let url = http.url(n.admin_addr(), path);
         match http
             .post(&url, "application/json", Bytes::from(body.clone()), TIMEOUT)
             .await
@@ -177,12 +179,11 @@ struct ServersOutput {
 }
 
 async fn servers(args: &FarmArgs, only: Option<&str>, as_json: bool) -> anyhow::Result<ExitCode> {
-    let nodes = lb_nodes(args, only)?;
-    let http = HttpClient::new();
+    let (nodes, http) = lb_nodes(args, only)?;
     let mut out = Vec::new();
     let mut ok = true;
     for n in &nodes {
-        let url = format!("http://{}/lb/servers", n.admin_addr());
+        let url = http.url(n.admin_addr(), "/lb/servers");
         let answer = match http.get(&url, TIMEOUT).await {
             Ok(r) if r.status.is_success() => serde_json::from_slice::<LbServersAnswer>(&r.body)
                 .with_context(|| format!("{}: bad answer from {url}", n.name))?,

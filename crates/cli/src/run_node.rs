@@ -52,6 +52,14 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
     tokio::spawn(watch_signals(trigger, supervised));
 
     let admin_listener = webfarm_node::bind(node.admin_addr(), "admin").await?;
+    let admin_tls = webfarm_node::tls::identity(&farm, name)
+        .map_err(|e| {
+            crate::supervisor::Preflight(format!(
+                "internal TLS: {e}; `webfarm up` creates the farm's certificates, and \
+                 `webfarm ca issue {name}` says what to copy to this host"
+            ))
+        })?
+        .and_then(|id| id.server);
     let ctx = NodeContext {
         farm: farm.clone(),
         node: node.clone(),
@@ -61,9 +69,10 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
     tracing::info!(node = %node.name, role = %node.role, "starting");
     let serve_admin = |health: Arc<dyn Health>, extra: admin::Router| {
         let (name, role, shutdown) = (node.name.clone(), node.role, shutdown.clone());
+        let tls = admin_tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, &name, role, health, extra, shutdown).await
-            {
+            let served = admin::serve(admin_listener, &name, role, health, extra, shutdown, tls);
+            if let Err(e) = served.await {
                 tracing::error!("admin server failed: {e}");
             }
         })

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
-use webfarm_config::{Replica, Role};
+use webfarm_config::{Farm, Replica, Role};
 use webfarm_db_client::{AdminClient, AdminError, Consistency, Statement, StatementAnswer, Target};
 use webfarm_node::http::HttpClient;
 
@@ -35,7 +35,8 @@ const WRITE_VIA_QUERY: [&str; 2] = [
 /// `webfarm sql` arguments.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The db node to talk to: a URL (`http://127.0.1.31:4001`) or `host:port`. Default: the
+    /// The db node to talk to: a URL (`https://127.0.1.31:4001`, `http://` for a node
+    /// without internal TLS) or `host:port`. Default: the
     /// first db node of the farm that answers (`--node` picks one by name).
     #[arg(value_name = "URL", conflicts_with = "node")]
     pub url: Option<String>,
@@ -61,12 +62,25 @@ pub struct SqlArgs {
 /// An invalid farm file, an unknown node, or no db node answering. Failed statements are
 /// not errors: they are printed, and make the exit code 1 in `-c` and script mode.
 pub async fn run(args: &SqlArgs) -> anyhow::Result<ExitCode> {
-    let host = target(args, &HttpClient::new()).await?;
+    let farm_args = FarmArgs {
+        config: args.config.clone(),
+        data_dir: args.data_dir.clone(),
+    };
+    let farm = farm_file::resolve(&farm_args)?.farm;
+    let http = match args.url.as_deref() {
+        // A node given by a plain URL (an rqlite node, a farm with internal TLS off).
+        Some(url) if !url.starts_with("https://") => HttpClient::new(),
+        _ => farm_file::operator_http(&farm)?,
+    };
+    let host = target(args, &http, &farm).await?;
     let mut shell = Shell {
-        admin: AdminClient::new(vec![Target {
-            name: host.clone(),
-            addr: host.clone(),
-        }]),
+        admin: AdminClient::with_http(
+            vec![Target {
+                name: host.clone(),
+                addr: host.clone(),
+            }],
+            http,
+        ),
         host,
         level: Consistency::Weak,
         timer: false,
@@ -93,23 +107,21 @@ pub async fn run(args: &SqlArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The address (`host:port`) of the node to talk to.
-async fn target(args: &SqlArgs, http: &HttpClient) -> anyhow::Result<String> {
+async fn target(args: &SqlArgs, http: &HttpClient, farm: &Farm) -> anyhow::Result<String> {
     if let Some(url) = &args.url {
-        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .unwrap_or(url);
         if rest.contains("://") {
-            bail!("{url}: only http:// URLs are supported");
+            bail!("{url}: only http:// and https:// URLs are supported");
         }
         let host = rest.trim_end_matches('/');
         if host.is_empty() || host.contains('/') {
-            bail!("{url}: expected http://HOST:PORT or HOST:PORT");
+            bail!("{url}: expected http(s)://HOST:PORT or HOST:PORT");
         }
         return Ok(host.to_string());
     }
-    let farm_args = FarmArgs {
-        config: args.config.clone(),
-        data_dir: args.data_dir.clone(),
-    };
-    let farm = farm_file::resolve(&farm_args)?.farm;
     if let Some(name) = &args.node {
         return match farm.node(name) {
             Some(n) if n.role == Role::Db => Ok(n.main_addr().to_string()),
@@ -119,7 +131,7 @@ async fn target(args: &SqlArgs, http: &HttpClient) -> anyhow::Result<String> {
     }
     let mut tried = Vec::new();
     for n in farm.nodes_with_role(Role::Db) {
-        let url = format!("http://{}/status", n.main_addr());
+        let url = http.url(n.main_addr(), "/status");
         match http.get(&url, Duration::from_secs(2)).await {
             Ok(r) if r.status.is_success() => return Ok(n.main_addr().to_string()),
             Ok(r) => tried.push(format!("{}: HTTP {}", n.name, r.status)),

@@ -48,7 +48,7 @@ struct Report {
 /// An invalid topology file.
 pub async fn status(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> {
     let farm = farm_file::resolve(args)?.farm;
-    let http = HttpClient::new();
+    let http = farm_file::operator_http(&farm)?;
     let nodes = join_all(farm.nodes.iter().map(|n| node_status(&http, n))).await;
     let all_healthy = nodes.iter().all(|n| n.healthy);
     if as_json {
@@ -79,7 +79,7 @@ pub async fn status(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> 
 }
 
 async fn node_status(http: &HttpClient, node: &Node) -> NodeReport {
-    let url = format!("http://{}/status", node.admin_addr());
+    let url = http.url(node.admin_addr(), "/status");
     let mut out = NodeReport {
         name: node.name.clone(),
         role: node.role.as_str().to_string(),

@@ -109,11 +109,12 @@ pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
         .map_or(String::new(), |p| p.display().to_string());
     std::fs::write(run_dir.join("config"), config)?;
 
+    let http = farm_file::operator_http(&resolved.farm).map_err(|e| Preflight(format!("{e:#}")))?;
     let sup = Arc::new(Supervisor {
         exe: std::env::current_exe().context("cannot find the webfarm binary")?,
         resolved,
         procs: Mutex::new(HashMap::new()),
-        http: HttpClient::new(),
+        http,
         commands: tokio::sync::Mutex::new(()),
     });
     let control = control::serve(sup.clone(), run_dir.join("control.sock"))?;
@@ -289,7 +290,7 @@ impl Supervisor {
 
     /// Polls the node's `/readyz` until 200; fails if it exits or takes too long.
     async fn wait_ready(&self, node: &Node) -> anyhow::Result<()> {
-        let url = format!("http://{}/readyz", node.admin_addr());
+        let url = self.http.url(node.admin_addr(), "/readyz");
         let mut exited = self.exited_rx(&node.name)?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -404,12 +405,29 @@ impl Supervisor {
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
-                Role::Web => format!("http://{}/", n.main_addr()),
-                Role::Db => format!("http://{}/db/query (SQL API)", n.main_addr()),
+                Role::Web => format!("{}://{}/", farm.tls.scheme(), n.main_addr()),
+                Role::Db => format!(
+                    "{}://{}/db/query (SQL API)",
+                    farm.tls.scheme(),
+                    n.main_addr()
+                ),
             };
             println!("{:<10} {:<5} {:<16} {urls}", n.name, n.role, n.address);
         }
-        println!("every node: http://<address>:<admin_port>/status, /readyz, /healthz");
+        println!(
+            "every node: {}://<address>:<admin_port>/status, /readyz, /healthz",
+            farm.tls.scheme()
+        );
+        if farm.tls.internal {
+            let ca = webfarm_tls::ca::Layout::of_data_dir(&farm.data_dir);
+            println!(
+                "internal ports need the operator's certificate: curl --cacert {} --cert {} \
+                 --key {} https://<address>:<port>/...",
+                ca.ca().cert.display(),
+                ca.operator().cert.display(),
+                ca.operator().key.display()
+            );
+        }
         let lb = farm.nodes_with_role(Role::Lb).next();
         let https = farm.frontends.iter().find(|f| f.tls.is_some());
         if let (Some(lb), Some(f)) = (lb, https) {

@@ -1,6 +1,8 @@
 //! The farm serves HTTPS with no setup: `webfarm up` creates the farm CA and the site's and
 //! nodes' certificates on first start, reuses them on the next, curl trusts the CA, and a
-//! bad certificate file stops `webfarm up` before anything starts (exit code 2).
+//! bad certificate file stops `webfarm up` before anything starts (exit code 2). With
+//! internal TLS (the default) every internal port refuses a client without a certificate
+//! of the farm CA, while the site and the operator's commands work.
 
 mod common;
 
@@ -11,16 +13,19 @@ use common::{TempDir, TestFarm};
 
 const NET: u8 = 58;
 
-/// The seed farm with `www` redirecting to a TLS frontend `www-https` on 8443 (`tls_line`).
+/// The seed farm with `www` redirecting to a TLS frontend `www-https` on 8443 (`tls_line`),
+/// internal TLS on (the default).
 fn https_farm(net: u8, tls_line: &str) -> String {
-    common::farm_toml(net).replace(
-        "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n",
-        &format!(
-            "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n\
+    common::farm_toml(net)
+        .replace(webfarm_testkit::INTERNAL_TLS_OFF, "")
+        .replace(
+            "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n",
+            &format!(
+                "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n\
              redirect_https = true\n[[frontends]]\nname = \"www-https\"\nport = 8443\n\
              default_backend = \"web\"\n{tls_line}\n"
-        ),
-    )
+            ),
+        )
 }
 
 /// `curl ARGS...`: (exit success, stdout, stderr). Fails naming the package without curl.
@@ -108,6 +113,19 @@ fn up_creates_the_farm_ca_serves_https_and_reuses_it() {
             .any(|l| l.starts_with("web-2") && l.contains(&format!("web-2, 127.0.{NET}.22"))),
         "{text}"
     );
+    internal_ports_refuse_strangers(&ca_dir, tmp.path());
+    let status = farm.webfarm(&["status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let sql = farm.webfarm(&["sql", "-c", "SELECT 1"]);
+    assert!(
+        sql.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sql.stderr)
+    );
     // A second start reuses the CA and the site certificate.
     let before = (
         std::fs::read(&ca).unwrap(),
@@ -140,6 +158,91 @@ fn up_creates_the_farm_ca_serves_https_and_reuses_it() {
         assert!(text.contains(file), "{text}");
     }
     assert!(!text.contains("  ca/ca.key"), "{text}");
+}
+
+/// Every internal port (admin, web, db API, Raft) refuses a client without a certificate
+/// and one with a certificate of another CA, and answers the operator.
+fn internal_ports_refuse_strangers(ca_dir: &std::path::Path, tmp: &std::path::Path) {
+    let other = webfarm_tls::ca::Layout::of_data_dir(&tmp.join("other"));
+    let (stranger, _) = webfarm_tls::farm::ensure(&other, "www.foobar.com", &[], &[]).unwrap();
+    drop(stranger);
+    let ca = ca_dir.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let (op_cert, op_key) = (ca_dir.join("operator.crt"), ca_dir.join("operator.key"));
+    let (st_cert, st_key) = (other.operator().cert, other.operator().key);
+    let ports = [
+        ("10", 9000, "/healthz"),
+        ("21", 9000, "/healthz"),
+        ("21", 8000, "/healthz"),
+        ("31", 9000, "/healthz"),
+        ("31", 4001, "/status"),
+        ("32", 4002, "/raft/vote"),
+    ];
+    for (host, port, path) in ports {
+        let url = format!("https://127.0.{NET}.{host}:{port}{path}");
+        let (ok, _, err) = curl(&["-sS", "-o", "/dev/null", "--cacert", ca, &url]);
+        assert!(!ok, "{url} answered a client without a certificate");
+        assert!(
+            err.contains("certificate required") || err.contains("alert"),
+            "{url}: {err}"
+        );
+        let (ok, _, _) = curl(&[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            ca,
+            "--cert",
+            st_cert.to_str().unwrap(),
+            "--key",
+            st_key.to_str().unwrap(),
+            &url,
+        ]);
+        assert!(!ok, "{url} answered a certificate of another CA");
+        let (ok, _, err) = curl(&[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            ca,
+            "--cert",
+            op_cert.to_str().unwrap(),
+            "--key",
+            op_key.to_str().unwrap(),
+            &url,
+        ]);
+        assert!(ok, "{url} refused the operator: {err}");
+        let plain = format!("http://127.0.{NET}.{host}:{port}{path}");
+        let (ok, _, _) = curl(&["-sS", "-o", "/dev/null", "--max-time", "5", &plain]);
+        assert!(!ok, "{plain} answered plain HTTP");
+    }
+    // Raft takes requests only from a db node whose certificate names it: web-1's
+    // certificate claiming to be db-1 is refused.
+    let (web_cert, web_key) = (
+        ca_dir.join("nodes/web-1.crt"),
+        ca_dir.join("nodes/web-1.key"),
+    );
+    let url = format!("https://127.0.{NET}.32:4002/raft/vote");
+    let (_, body, _) = curl(&[
+        "-sS",
+        "--cacert",
+        ca,
+        "--cert",
+        web_cert.to_str().unwrap(),
+        "--key",
+        web_key.to_str().unwrap(),
+        "-H",
+        "x-webfarm-from: db-1",
+        "-X",
+        "POST",
+        "-w",
+        " %{http_code}",
+        &url,
+    ]);
+    assert!(
+        body.ends_with(" 403") && body.contains("says it is \"db-1\""),
+        "{body}"
+    );
 }
 
 #[test]

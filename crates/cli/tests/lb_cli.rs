@@ -23,7 +23,7 @@ fn farm(ip: Ipv4Addr, admin: u16, port: u16, servers: &[(&str, u16, u32)]) -> St
             "[[backends.servers]]\nname = \"{name}\"\naddress = \"127.0.0.1:{p}\"\nweight = {w}\n"
         );
     }
-    s
+    s + webfarm_testkit::INTERNAL_TLS_OFF
 }
 
 fn webfarm(config: &Path, args: &[&str]) -> Output {

@@ -146,7 +146,7 @@ async fn one_db_node_is_a_complete_rqlite_server() {
         format!(
             "site = \"db.example\"\ndata_dir = \"data\"\n\
              [[nodes]]\nname = \"db-1\"\nrole = \"db\"\naddress = \"{ip}\"\n\
-             [db]\nsnapshot_threshold = 50\n"
+             [tls]\ninternal = false\n[db]\nsnapshot_threshold = 50\n"
         ),
     )
     .unwrap();

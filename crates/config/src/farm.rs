@@ -126,6 +126,26 @@ pub struct DbSettings {
     pub snapshot_threshold: u64,
 }
 
+/// The `[tls]` table: TLS between the farm's own nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TlsSettings {
+    /// Mutual TLS on every internal hop (lb → web, web → db, db ↔ db, admin ports,
+    /// `webfarm` commands), with the certificates of the farm CA (`<data_dir>/ca/`). Default
+    /// true; false (for debugging) warns at start.
+    pub internal: bool,
+}
+
+impl TlsSettings {
+    /// `https` with internal TLS, else `http`: the scheme of node-to-node URLs.
+    pub fn scheme(self) -> &'static str {
+        if self.internal {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
 /// A whole farm, validated: the result of reading a topology file or the built-in default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Farm {
@@ -145,6 +165,8 @@ pub struct Farm {
     pub web: WebSettings,
     /// Db role settings.
     pub db: DbSettings,
+    /// The farm's own TLS (`[tls]`).
+    pub tls: TlsSettings,
     /// The file this farm was read from; `None` for the built-in default.
     pub source: Option<PathBuf>,
 }
@@ -286,6 +308,9 @@ impl Farm {
             lb,
             web,
             db,
+            tls: TlsSettings {
+                internal: raw.tls.internal.unwrap_or(true),
+            },
             source: None,
         })
     }
@@ -316,6 +341,14 @@ impl Farm {
             .filter(|n| n.replica == Replica::Voter)
             .count();
         let mut out = Vec::new();
+        if !self.tls.internal {
+            out.push(
+                "[tls] internal = false: traffic between the farm's nodes (lb → web, web → db, \
+                 db ↔ db, admin ports) is plain text and unauthenticated; use it for debugging \
+                 only"
+                    .to_string(),
+            );
+        }
         if voters > 0 && voters.is_multiple_of(2) {
             let survives = (voters - 1) / 2;
             out.push(format!(

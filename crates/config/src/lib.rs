@@ -24,7 +24,9 @@ mod lb;
 mod raw;
 
 pub use error::ConfigError;
-pub use farm::{DbSettings, Farm, Node, Replica, Role, WebSettings, DEFAULT_FARM_TOML};
+pub use farm::{
+    DbSettings, Farm, Node, Replica, Role, TlsSettings, WebSettings, DEFAULT_FARM_TOML,
+};
 pub use lb::{
     AccessLog, Backend, BackendTimeouts, Balance, CertFiles, Check, CheckType, Cookie, Frontend,
     FrontendTimeouts, FrontendTls, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,

@@ -24,6 +24,14 @@ pub(crate) struct RawFarm {
     pub db: RawDb,
     #[serde(default)]
     pub lb: RawLb,
+    #[serde(default)]
+    pub tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub internal: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -106,10 +106,13 @@ fn json_body<T: Serialize>(v: &T) -> Body {
 impl AdminClient {
     /// A client that asks `nodes` in order, the first that accepts a connection answering.
     pub fn new(nodes: Vec<Target>) -> AdminClient {
-        AdminClient {
-            nodes,
-            http: HttpClient::new(),
-        }
+        Self::with_http(nodes, HttpClient::new())
+    }
+
+    /// As [`AdminClient::new`], calling the nodes with `http` (with internal TLS: the
+    /// operator's certificate, [`HttpClient::with_tls`]).
+    pub fn with_http(nodes: Vec<Target>, http: HttpClient) -> AdminClient {
+        AdminClient { nodes, http }
     }
 
     /// `method path` on the first node that accepts a connection; its answer and name.
@@ -122,7 +125,7 @@ impl AdminClient {
     ) -> Result<(HttpResponse, &str), AdminError> {
         let mut tried = Vec::new();
         for n in &self.nodes {
-            let url = format!("http://{}{path}", n.addr);
+            let url = self.http.url(&n.addr, path);
             let (content_type, bytes) = match &body {
                 Some((t, b)) => (Some(*t), b.clone()),
                 None => (None, Bytes::new()),

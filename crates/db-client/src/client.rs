@@ -141,6 +141,17 @@ impl DbClient {
     /// leader first (any node forwards to the leader anyway). retry_for: how long to keep
     /// retrying through connection errors / "no leader" / 503 before giving up (failover).
     pub fn new(nodes: Vec<SocketAddr>, read_from: usize, retry_for: Duration) -> DbClient {
+        Self::with_http(nodes, read_from, retry_for, HttpClient::new())
+    }
+
+    /// As [`DbClient::new`], calling the nodes with `http` (with internal TLS: `https://`
+    /// and the caller's certificate, [`HttpClient::with_tls`]).
+    pub fn with_http(
+        nodes: Vec<SocketAddr>,
+        read_from: usize,
+        retry_for: Duration,
+        http: HttpClient,
+    ) -> DbClient {
         let writer = if nodes.is_empty() {
             0
         } else {
@@ -151,7 +162,7 @@ impl DbClient {
                 nodes,
                 read_from,
                 retry_for,
-                http: HttpClient::new(),
+                http,
                 writer: AtomicUsize::new(writer),
             }),
         }
@@ -192,7 +203,7 @@ impl DbClient {
         .await
     }
 
-    /// `POST http://<node idx><path>` with a JSON body.
+    /// `POST <scheme>://<node idx><path>` with a JSON body.
     async fn post(
         &self,
         idx: usize,
@@ -200,7 +211,7 @@ impl DbClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<HttpResponse, HttpError> {
-        let url = format!("http://{}{path}", self.inner.nodes[idx]);
+        let url = self.inner.http.url(self.inner.nodes[idx], path);
         self.inner
             .http
             .post(&url, "application/json", body, timeout)

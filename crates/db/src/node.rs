@@ -27,6 +27,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why a db node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// Internal TLS is on and this node's certificate cannot be used (the error names the
+    /// file).
+    #[error("internal TLS: {0}")]
+    Tls(#[from] webfarm_node::tls::TlsError),
     /// The node given to [`DbNode::start`] does not have role `db`.
     #[error("node {name:?} has role {role}, not db; start it with its own role")]
     NotDbNode {
@@ -240,8 +244,11 @@ impl DbNode {
         let config = raft_config(&ctx.farm.site, &ctx.farm.db)?;
         let api_listener = webfarm_node::bind(node.main_addr(), "db SQL API").await?;
         let raft_listener = webfarm_node::bind(node.raft_addr(), "db raft").await?;
-        let network =
-            Network::new(&ctx.farm.site).map_err(|e| DbError::raft("the site's name", e))?;
+        let tls = webfarm_node::tls::identity(&ctx.farm, &node.name)?;
+        let http = webfarm_node::http::HttpClient::for_identity(tls.as_ref());
+        let server_tls = tls.and_then(|t| t.server);
+        let network = Network::new(&ctx.farm.site, &node.name, http.clone())
+            .map_err(|e| DbError::raft("the site's or node's name", e))?;
 
         let (log, sm) = open_storage(&ctx.data_dir).await?;
         let database = Arc::clone(sm.store());
@@ -267,7 +274,6 @@ impl DbNode {
         });
 
         let (stop, stopped) = Shutdown::new();
-        let http = webfarm_node::http::HttpClient::new();
         let store = Arc::new(Store::new(Parts {
             raft: raft.clone(),
             health: (*health).clone(),
@@ -280,7 +286,7 @@ impl DbNode {
         let contact = store.leader_contact();
         let api = Api::new(store, http.clone());
         let api_task = serve(
-            api_listener,
+            (api_listener, server_tls.clone()),
             api::router(Arc::clone(&api)),
             &ctx.shutdown,
             &stopped,
@@ -324,9 +330,13 @@ impl DbNode {
             }
             Ok(Formation::Member | Formation::Wait) => {}
         }
+        let peers = ctx.farm.tls.internal.then(|| {
+            let db = ctx.farm.nodes_with_role(Role::Db);
+            db.map(|n| n.name.clone()).collect()
+        });
         let raft_task = serve(
-            raft_listener,
-            network::router(raft.clone(), contact, &ctx.farm.site, &node.name),
+            (raft_listener, server_tls),
+            network::router(raft.clone(), contact, (&ctx.farm.site, &node.name), peers),
             &ctx.shutdown,
             &stopped,
         );
@@ -443,20 +453,23 @@ async fn raft_failure(
 
 /// Serves `router` on `listener` until `shutdown` or `stop` fires.
 fn serve(
-    listener: tokio::net::TcpListener,
+    (listener, tls): (
+        tokio::net::TcpListener,
+        Option<Arc<webfarm_node::tls::ServerConfig>>,
+    ),
     router: axum::Router,
     shutdown: &Shutdown,
     stop: &Shutdown,
 ) -> JoinHandle<std::io::Result<()>> {
     let (shutdown, stop) = (shutdown.clone(), stop.clone());
     tokio::spawn(async move {
-        webfarm_node::serve_router(listener, router, async move {
+        let until = async move {
             tokio::select! {
                 () = shutdown.wait() => {}
                 () = stop.wait() => {}
             }
-        })
-        .await
+        };
+        webfarm_node::serve_router(listener, router, until, tls).await
     })
 }
 

@@ -216,6 +216,13 @@ impl LbNode {
 
         // Certificates first: a bad file stops the node before it binds anything.
         let tls = frontend::tls::TlsFrontends::load(&ctx.farm)?;
+        // The node's certificate is needed only to reach the farm's own web nodes.
+        let to_nodes = ctx.farm.nodes_with_role(Role::Web).next().is_some();
+        let upstream_tls = match to_nodes {
+            true => webfarm_node::tls::identity(&ctx.farm, &ctx.node.name)?,
+            false => None,
+        }
+        .map(|id| tokio_rustls::TlsConnector::from(id.client));
         // Bind everything before starting anything, so "address in use" leaves no task behind.
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -240,7 +247,7 @@ impl LbNode {
             site,
             limits,
             ctx.shutdown.clone(),
-            tls,
+            (tls, upstream_tls),
         ));
         let snap = live.snapshot();
         for (index, (name, local)) in addrs.iter().enumerate() {

@@ -72,11 +72,13 @@ pub async fn serve(
     health: Arc<dyn Health>,
     extra: Router,
     shutdown: Shutdown,
+    tls: Option<Arc<webfarm_tls::rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     crate::serve_router(
         listener,
         router(name, role, health).merge(extra),
         async move { shutdown.wait().await },
+        tls,
     )
     .await
 }

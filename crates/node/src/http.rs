@@ -1,13 +1,17 @@
 //! A small pooled HTTP/1.1 client for node-to-node calls (db client, raft, status).
 //!
-//! Built on hyper-util's pooled client; every call has a deadline. Not used on the load
-//! balancer's proxy path, which manages its own connections.
+//! Built on hyper-util's pooled client; every call has a deadline. `https://` URLs go over
+//! TLS (hyper-rustls) with the client configuration given to [`HttpClient::with_tls`]: with
+//! internal TLS, the farm CA as the only root and the caller's certificate; the server is
+//! verified under the host of the URL (a node's address is in its certificate). Not used
+//! on the load balancer's proxy path, which manages its own connections.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -15,7 +19,9 @@ use hyper_util::rt::TokioExecutor;
 /// A cloneable pooled HTTP client. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    inner: Client<HttpConnector, Full<Bytes>>,
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `https` for a client made with [`HttpClient::with_tls`], else `http`.
+    scheme: &'static str,
 }
 
 /// A whole response: status, headers and the collected body.
@@ -82,15 +88,69 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
-    /// A client with a keep-alive pool (idle connections closed after 30s).
+    /// A client with a keep-alive pool (idle connections closed after 30s) for `http://`
+    /// URLs; an `https://` URL fails (it trusts no authority).
     pub fn new() -> Self {
+        let none = webfarm_tls::rustls::ClientConfig::builder_with_provider(
+            webfarm_tls::server::provider(),
+        )
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(webfarm_tls::rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+        match none {
+            Ok(config) => Self::build(config),
+            // The provider supports TLS 1.2 and 1.3: unreachable.
+            Err(e) => unreachable!("rustls refused its safe defaults: {e}"),
+        }
+    }
+
+    /// As [`HttpClient::new`], for `https://` URLs too, with `config` (the farm CA and the
+    /// caller's certificate, [`crate::tls::identity`]).
+    pub fn with_tls(config: &webfarm_tls::rustls::ClientConfig) -> Self {
+        HttpClient {
+            scheme: "https",
+            ..Self::build(config.clone())
+        }
+    }
+
+    /// `<scheme>://<addr><path>`: the URL of `path` on a node at `addr`, `https` for a
+    /// client with TLS.
+    pub fn url(&self, addr: impl std::fmt::Display, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    /// An HTTP or HTTPS client for `tls` when given, else a plain one.
+    pub fn for_identity(tls: Option<&webfarm_tls::internal::Identity>) -> Self {
+        tls.map_or_else(Self::new, |id| Self::with_tls(&id.client))
+    }
+
+    fn build(config: webfarm_tls::rustls::ClientConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        // hyper-rustls sets ALPN itself.
+        let mut config = config;
+        config.alpn_protocols.clear();
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        HttpClient { inner }
+            .build(https);
+        HttpClient {
+            inner,
+            scheme: "http",
+        }
     }
 
     /// `GET url`.

@@ -20,6 +20,7 @@ pub mod http;
 pub mod logging;
 mod shutdown;
 pub mod status;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +62,10 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListene
 /// Serves `router` on `listener` until `until` completes, then finishes in-flight requests
 /// (axum's graceful shutdown) and returns.
 ///
+/// With `tls` (internal TLS, [`tls::identity`]) every connection is a TLS one whose client
+/// presented a certificate of the farm CA ([`tls::TlsListener`]); without, plain TCP.
+/// Handlers can read the caller as `axum::extract::ConnectInfo<tls::Peer>`.
+///
 /// Every accepted connection gets `TCP_NODELAY`. Without it, a response written in two
 /// pieces (hyper writes the head, then the body) leaves the second piece behind Nagle's
 /// algorithm until the peer acknowledges the first, and the peer delays that ACK for up to
@@ -74,16 +79,22 @@ pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     until: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: Option<std::sync::Arc<webfarm_tls::rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+    let service = router.into_make_service_with_connect_info::<tls::Peer>();
+    match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, service)
+                .with_graceful_shutdown(until)
+                .await
         }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(until)
-        .await
+        None => {
+            axum::serve(tls::PlainListener(listener), service)
+                .with_graceful_shutdown(until)
+                .await
+        }
+    }
 }
 
 /// A listener that could not be bound.

@@ -193,6 +193,11 @@ pub fn db_nodes_toml(n: usize) -> String {
         .collect()
 }
 
+/// The `[tls]` table of test farms whose clients talk plain HTTP to the nodes: internal TLS
+/// off (the tests of internal TLS leave it on, its default). A whole table: insert it
+/// between tables, never in the middle of one.
+pub const INTERNAL_TLS_OFF: &str = "[tls]\ninternal = false\n";
+
 /// A test farm's topology text: one web node `web-1` (a fresh [`loopback_ip`], port 8000,
 /// admin 9000) serving `root`, with `[web] db_timeout`, and `dbs` db nodes
 /// ([`db_nodes_toml`]); data under `dir/data`; `tail` (more tables, such as `[db]`) appended.
@@ -200,7 +205,7 @@ pub fn web_farm_toml(dir: &Path, root: &Path, db_timeout: &str, dbs: usize, tail
     format!(
         "data_dir = '{data}'\n[[nodes]]\nname = \"web-1\"\nrole = \"web\"\n\
          address = \"{web_ip}\"\nport = 8000\nadmin_port = 9000\n{db_nodes}\
-         [web]\nroot = '{root}'\ndb_timeout = \"{db_timeout}\"\n{tail}",
+         {INTERNAL_TLS_OFF}[web]\nroot = '{root}'\ndb_timeout = \"{db_timeout}\"\n{tail}",
         data = dir.join("data").display(),
         web_ip = loopback_ip(),
         db_nodes = db_nodes_toml(dbs),

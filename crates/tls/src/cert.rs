@@ -206,6 +206,11 @@ pub fn fingerprint(der: &CertificateDer<'_>) -> String {
         .join(":")
 }
 
+/// The names (subjectAltName) of a DER certificate; empty if it cannot be parsed.
+pub fn names_of(der: &CertificateDer<'_>) -> Vec<CertName> {
+    describe(der).map(|(names, _, _)| names).unwrap_or_default()
+}
+
 /// Names, `notBefore` and `notAfter` of a DER certificate.
 fn describe(der: &CertificateDer<'_>) -> Result<(Vec<CertName>, SystemTime, SystemTime), String> {
     let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;

@@ -16,6 +16,7 @@ pub mod cert;
 mod error;
 pub mod farm;
 pub mod files;
+pub mod internal;
 pub mod resolver;
 pub mod server;
 

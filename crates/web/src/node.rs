@@ -18,6 +18,10 @@ use crate::static_files;
 /// Why a web node could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
+    /// Internal TLS is on and this node's certificate cannot be used (the error names the
+    /// file).
+    #[error("internal TLS: {0}")]
+    Tls(#[from] webfarm_node::tls::TlsError),
     /// The node given to [`WebNode::start`] does not have role `web`.
     #[error("node {node:?} has role {role}; only a web node runs the web server")]
     NotAWebNode {
@@ -130,7 +134,10 @@ impl WebNode {
             .unwrap_or(0);
         let read_from = web_index % db_nodes.len();
         let read_addr = db_nodes[read_from];
-        let store = DbClient::new(db_nodes.clone(), read_from, ctx.farm.web.db_timeout);
+        let tls = webfarm_node::tls::identity(&ctx.farm, &name)?;
+        let http = webfarm_node::http::HttpClient::for_identity(tls.as_ref());
+        let store = DbClient::with_http(db_nodes.clone(), read_from, ctx.farm.web.db_timeout, http);
+        let server_tls = tls.and_then(|t| t.server);
 
         let listener = webfarm_node::bind(node.main_addr(), "web http").await?;
         let addr = listener.local_addr().unwrap_or_else(|_| node.main_addr());
@@ -148,7 +155,8 @@ impl WebNode {
 
         let shutdown = ctx.shutdown.clone();
         let server = tokio::spawn(async move {
-            webfarm_node::serve_router(listener, router, async move { shutdown.wait().await }).await
+            let until = async move { shutdown.wait().await };
+            webfarm_node::serve_router(listener, router, until, server_tls).await
         });
         let schema_task = tokio::spawn(
             schema

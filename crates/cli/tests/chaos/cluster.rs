@@ -80,6 +80,7 @@ fn farm_toml() -> String {
     }
     // Fast elections so faults cause many of them; frequent snapshots so restarted nodes
     // often catch up from one.
+    s += webfarm_testkit::INTERNAL_TLS_OFF;
     s += "[db]\nheartbeat_interval = \"100ms\"\nelection_timeout = \"600ms\"\nsnapshot_threshold = 200\n";
     s
 }

@@ -41,7 +41,7 @@ pub fn db_farm_toml(net: u8) -> String {
             s += "replica = \"learner\"\n";
         }
     }
-    s + "[db]\nsnapshot_threshold = 20\n"
+    s + webfarm_testkit::INTERNAL_TLS_OFF + "[db]\nsnapshot_threshold = 20\n"
 }
 
 /// The seed farm (lb-1, web-1..3, db-1..3) on `127.0.<net>.x`, with fast health checks
@@ -62,6 +62,7 @@ pub fn farm_toml(net: u8) -> String {
     for i in 1..=3 {
         s += &format!("[[backends.servers]]\nname = \"web-{i}\"\n");
     }
+    s += webfarm_testkit::INTERNAL_TLS_OFF;
     s += &format!(
         "[web]\nroot = \"{}\"\ndb_timeout = \"10s\"\n[db]\nsnapshot_threshold = 20\n",
         site.display()

@@ -253,6 +253,10 @@ pub struct Server {
     pub slowstart: Option<Duration>,
     /// Starts in maintenance (no traffic, no checks) until set `ready` at run time.
     pub disabled: bool,
+    /// The server is one of the farm's web nodes (named, no `address`): with internal TLS
+    /// (`[tls] internal`) the lb talks HTTPS to it and verifies its certificate against the
+    /// farm CA (HAProxy's `ssl verify required ca-file`).
+    pub node: bool,
 }
 
 /// A pool of servers and how to balance over them (HAProxy's `backend`).

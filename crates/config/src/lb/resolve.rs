@@ -288,6 +288,7 @@ fn resolve_servers(
                 "{skey}.slowstart: must be greater than 0 (or remove it for no ramp)"
             ));
         }
+        let node = s.address.is_none();
         let addr = match (&s.name, &s.address) {
             (_, Some(address)) => match address.to_socket_addrs().map(|mut a| a.next()) {
                 Ok(Some(addr)) => Some((s.name.clone().unwrap_or_else(|| address.clone()), addr)),
@@ -343,6 +344,7 @@ fn resolve_servers(
             maxconn: s.maxconn.unwrap_or(0),
             slowstart: s.slowstart,
             disabled: s.disabled.unwrap_or(false),
+            node,
         });
     }
     servers

@@ -202,7 +202,7 @@ async fn request<S: Service>(State(api): State<Arc<Api<S>>>, req: Incoming) -> R
 impl<S: Service> Api<S> {
     /// Answers 301 to the same path and query on `leader`'s API.
     pub(crate) fn redirect(&self, req: &Incoming, leader: &NodeInfo) -> Response {
-        let location = format!("http://{}{}", leader.api_addr, req.path_and_query);
+        let location = self.http.url(&leader.api_addr, &req.path_and_query);
         let mut resp = req.render.error(
             StatusCode::MOVED_PERMANENTLY,
             format!(

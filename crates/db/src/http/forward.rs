@@ -105,7 +105,7 @@ impl Forwarder {
         body: Bytes,
         timeout: Duration,
     ) -> Result<HttpResponse, ForwardError> {
-        let url = format!("http://{addr}{path_and_query}");
+        let url = self.client.url(addr, path_and_query);
         let req = Request::builder()
             .method(method)
             .uri(&url)

@@ -165,7 +165,7 @@ pub(crate) async fn nodes<S: Service>(State(api): State<Arc<Api<S>>>, req: Incom
             let answer = if me {
                 Ok(())
             } else {
-                let url = format!("http://{}/readyz?noleader", node.api_addr);
+                let url = http.url(&node.api_addr, "/readyz?noleader");
                 match http.get(&url, timeout).await {
                     Ok(r) if r.status.is_success() => Ok(()),
                     Ok(r) => Err(format!("{url} answered {}", r.status)),
@@ -183,7 +183,7 @@ pub(crate) async fn nodes<S: Service>(State(api): State<Arc<Api<S>>>, req: Incom
         let n = NodeEntry {
             id: node.name.clone(),
             node_id: id.to_string(),
-            api_addr: format!("http://{}", node.api_addr),
+            api_addr: api.http.url(&node.api_addr, ""),
             addr: node.raft_addr,
             version: env!("CARGO_PKG_VERSION").into(),
             voter,

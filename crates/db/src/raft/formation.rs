@@ -143,7 +143,7 @@ async fn peer_logs(me: u64, members: &BTreeMap<u64, NodeInfo>, http: &HttpClient
         }
         let (node, http) = (node.clone(), http.clone());
         asks.spawn(async move {
-            let url = format!("http://{}/status", node.api_addr);
+            let url = http.url(&node.api_addr, "/status");
             let resp = http.get(&url, PEER_STATUS_TIMEOUT).await.ok()?;
             if !resp.status.is_success() {
                 return None;
@@ -259,7 +259,7 @@ pub(crate) async fn auto_join(
             return;
         }
         for node in members.values().filter(|n| n.name != me.name) {
-            let url = format!("http://{}/join", node.api_addr);
+            let url = http.url(&node.api_addr, "/join");
             let sent = http
                 .post(
                     &url,

@@ -408,7 +408,7 @@ impl Membership {
         for (id, node) in membership.nodes() {
             let (id, node, http) = (*id, node.clone(), m.http.clone());
             probes.spawn(async move {
-                let url = format!("http://{}/status", node.api_addr);
+                let url = http.url(&node.api_addr, "/status");
                 let status = match http.get(&url, PROBE_TIMEOUT).await {
                     Ok(r) if r.status.is_success() => {
                         serde_json::from_slice::<DbStatus>(&r.body).ok()

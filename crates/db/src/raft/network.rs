@@ -51,24 +51,31 @@ const MAX_RAFT_BODY: usize = 256 * 1024 * 1024;
 const SITE_HEADER: &str = "x-webfarm-site";
 /// The header naming the node a Raft request is meant for.
 const NODE_HEADER: &str = "x-webfarm-node";
+/// The header naming the node that sends a Raft request; with internal TLS its client
+/// certificate must name that node.
+const FROM_HEADER: &str = "x-webfarm-from";
 
 /// Makes one [`Peer`] per target node; they share one connection pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
     http: HttpClient,
     site: HeaderValue,
+    /// This node's name.
+    from: HeaderValue,
 }
 
 impl Network {
-    /// The network of a node of the farm whose `site` is `site`.
+    /// The network of node `me` of the farm whose `site` is `site`, calling the others with
+    /// `http` (`https://` and this node's certificate with internal TLS).
     ///
     /// # Errors
     ///
-    /// [`NotAHeader`] when the site's name cannot travel in an HTTP header.
-    pub(crate) fn new(site: &str) -> Result<Network, NotAHeader> {
+    /// [`NotAHeader`] when the site's or the node's name cannot travel in an HTTP header.
+    pub(crate) fn new(site: &str, me: &str, http: HttpClient) -> Result<Network, NotAHeader> {
         Ok(Network {
-            http: HttpClient::new(),
+            http,
             site: header_value(site)?,
+            from: header_value(me)?,
         })
     }
 }
@@ -89,6 +96,7 @@ pub(crate) struct Peer {
     target: u64,
     base: String,
     site: HeaderValue,
+    from: HeaderValue,
     /// The target's name, or `Err` when it cannot be sent (every call then fails).
     name: Result<HeaderValue, NotAHeader>,
 }
@@ -100,8 +108,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             http: self.http.clone(),
             target,
-            base: format!("http://{}", node.raft_addr),
+            base: self.http.url(&node.raft_addr, ""),
             site: self.site.clone(),
+            from: self.from.clone(),
             name: header_value(&node.name),
         }
     }
@@ -133,6 +142,7 @@ impl Peer {
             .header(CONTENT_TYPE, "application/json")
             .header(SITE_HEADER, self.site.clone())
             .header(NODE_HEADER, name)
+            .header(FROM_HEADER, self.from.clone())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| network(format!("{url}: {e}")))?;
         let resp = self
@@ -220,6 +230,9 @@ struct RaftState {
 struct Identity {
     site: Arc<str>,
     name: Arc<str>,
+    /// With internal TLS: the farm's db nodes, one of which the caller's certificate must
+    /// name (and be the node it says it is); `None` without TLS.
+    peers: Option<Arc<[String]>>,
     /// When a refusal was last logged: at most one line per [`REFUSAL_LOG_EVERY`], since a
     /// misdirected leader retries at its heartbeat rate.
     last_logged: Arc<Mutex<Option<Instant>>>,
@@ -229,11 +242,17 @@ struct Identity {
 const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The receiving side: the router served on the node's Raft address, for node `name` of the
-/// farm whose `site` is `site`.
-pub(crate) fn router(raft: Raft, contact: LeaderContact, site: &str, name: &str) -> Router {
+/// farm whose `site` is `site`; `peers`: with internal TLS, the db nodes that may call it.
+pub(crate) fn router(
+    raft: Raft,
+    contact: LeaderContact,
+    (site, name): (&str, &str),
+    peers: Option<Vec<String>>,
+) -> Router {
     let me = Identity {
         site: site.into(),
         name: name.into(),
+        peers: peers.map(Into::into),
         last_logged: Arc::default(),
     };
     Router::new()
@@ -247,6 +266,10 @@ pub(crate) fn router(raft: Raft, contact: LeaderContact, site: &str, name: &str)
 
 /// Answers 421 to a request meant for another farm or another node (see the module docs).
 async fn only_for_me(State(me): State<Identity>, req: Request, next: Next) -> Response {
+    if let Some(refusal) = impostor(&me, &req) {
+        tracing::warn!("refused a Raft request: {refusal}");
+        return (StatusCode::FORBIDDEN, format!("{refusal}\n")).into_response();
+    }
     match misdirected(&me, req.headers()) {
         None => next.run(req).await,
         Some(message) => {
@@ -261,6 +284,33 @@ async fn only_for_me(State(me): State<Identity>, req: Request, next: Next) -> Re
             }
             (StatusCode::MISDIRECTED_REQUEST, message).into_response()
         }
+    }
+}
+
+/// With internal TLS, why the caller may not send this Raft request: it names no db node
+/// of the farm, or its certificate does not name the node it says it is.
+fn impostor(me: &Identity, req: &Request) -> Option<String> {
+    let peers = me.peers.as_ref()?;
+    let from = req
+        .headers()
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !peers.iter().any(|p| p == from) {
+        return Some(format!("the sender {from:?} is not a db node of this farm"));
+    }
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<webfarm_node::tls::Peer>>()
+        .map(|c| &c.0);
+    match peer {
+        Some(p) if p.is(from) => None,
+        Some(p) => Some(format!(
+            "the caller at {} says it is {from:?} but its certificate names {:?}",
+            p.addr,
+            p.names.iter().map(ToString::to_string).collect::<Vec<_>>()
+        )),
+        None => Some("no client certificate".into()),
     }
 }
 

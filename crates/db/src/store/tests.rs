@@ -20,10 +20,11 @@ use crate::types::{node_id, Params, SqlStatement, StatementResult};
 async fn one_node() -> (Store, TempDir) {
     let dir = TempDir::new("store-facade");
     let toml = format!(
-        "site = \"store-facade\"\ndata_dir = \"{}\"\n{}[db]\nheartbeat_interval = \
+        "site = \"store-facade\"\ndata_dir = \"{}\"\n{}{}[db]\nheartbeat_interval = \
          \"150ms\"\nelection_timeout = \"1s\"\n",
         dir.path().join("data").display(),
-        webfarm_testkit::db_nodes_toml(1)
+        webfarm_testkit::db_nodes_toml(1),
+        webfarm_testkit::INTERNAL_TLS_OFF
     );
     let farm = Arc::new(Farm::parse(&toml, None, dir.path()).expect("the farm is valid"));
     let members = Arc::new(crate::cluster_members(&farm).expect("members"));
@@ -32,7 +33,7 @@ async fn one_node() -> (Store, TempDir) {
     let log = LogStore::open(&dir.path().join("raft-log.db")).expect("log");
     let sm = StateMachine::open(dir.path()).expect("state machine");
     let database = Arc::clone(sm.store());
-    let network = Network::new(&farm.site).expect("network");
+    let network = Network::new(&farm.site, "db-1", HttpClient::new()).expect("network");
     let raft = Raft::new(id, Arc::new(config), network, log.clone(), sm)
         .await
         .expect("raft starts");

@@ -43,6 +43,7 @@ impl Cluster {
         // Each node on a loopback address of its own (see webfarm-testkit): no other test
         // can take its ports or reach it by mistake.
         toml.push_str(&webfarm_testkit::db_nodes_toml(n));
+        toml.push_str(webfarm_testkit::INTERNAL_TLS_OFF);
         toml.push_str(&format!(
             "[db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n\
              snapshot_threshold = {snapshot_threshold}\n"

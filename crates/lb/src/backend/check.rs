@@ -57,7 +57,7 @@ impl std::fmt::Display for CheckResult {
 }
 
 /// What one check does, resolved from the configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct CheckSpec {
     /// HTTP or TCP.
     pub kind: CheckType,
@@ -71,11 +71,13 @@ pub(crate) struct CheckSpec {
     pub expect: Vec<u16>,
     /// Deadline of one check.
     pub timeout: Duration,
+    /// TLS to the server (internal TLS, a farm node).
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl CheckSpec {
     /// The check of `check`, with `site` as the default `Host`.
-    pub fn new(check: &Check, site: &str) -> CheckSpec {
+    pub fn new(check: &Check, site: &str, tls: Option<tokio_rustls::TlsConnector>) -> CheckSpec {
         let host = check.host.as_deref().unwrap_or(site);
         CheckSpec {
             kind: check.kind,
@@ -85,6 +87,7 @@ impl CheckSpec {
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             expect: check.expect_status.clone(),
             timeout: check.timeout,
+            tls,
         }
     }
 
@@ -111,11 +114,11 @@ pub(crate) async fn run(
     backend: String,
     server: Arc<ServerState>,
     check: Check,
-    site: String,
+    (site, tls): (String, Option<tokio_rustls::TlsConnector>),
     offset: Duration,
     shutdown: Shutdown,
 ) {
-    let spec = CheckSpec::new(&check, &site);
+    let spec = CheckSpec::new(&check, &site, tls);
     let mut next = tokio::time::Instant::now() + offset;
     loop {
         tokio::select! {
@@ -271,6 +274,16 @@ pub(crate) async fn check_once(addr: SocketAddr, spec: &CheckSpec) -> CheckResul
         return done(true, "Layer4 check passed", None, None);
     }
     let _ = stream.set_nodelay(true);
+    let stream = match timeout_at(
+        deadline,
+        super::upstream::secure(stream, spec.tls.as_ref(), addr),
+    )
+    .await
+    {
+        Err(_) => return done(false, "Layer6 timeout", None, None),
+        Ok(Err(e)) => return done(false, "Layer6 invalid response", None, Some(io_text(&e))),
+        Ok(Ok(s)) => s,
+    };
     let (mut sender, conn) = match timeout_at(
         deadline,
         http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)),
@@ -335,6 +348,7 @@ mod tests {
             path: "/healthz".into(),
             host: HeaderValue::from_static("www.foobar.com"),
             expect: Vec::new(),
+            tls: None,
             timeout: Duration::from_secs(2),
         }
     }

@@ -6,6 +6,7 @@ pub(crate) mod check;
 pub(crate) mod pool;
 pub(crate) mod queue;
 pub(crate) mod server;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -109,10 +110,13 @@ impl BackendState {
     /// configuration (weight and `disabled` aside) are kept as they are, with their health,
     /// counters, check task and idle connections; the others start fresh (UP, as in
     /// HAProxy).
+    ///
+    /// `tls`: the lb's internal TLS client, used for the servers that are farm nodes.
     pub fn new(
         config: &Backend,
         limits: PoolLimits,
         previous: Option<&BackendState>,
+        tls: Option<&tokio_rustls::TlsConnector>,
     ) -> BackendState {
         let queue = previous.map_or_else(Arc::default, |p| p.queue.clone());
         let servers = config
@@ -126,7 +130,12 @@ impl BackendState {
                 _ => {
                     let state = Arc::new(ServerState::new(&config.name, s, queue.clone()));
                     Server {
-                        pool: Arc::new(Pool::new(state.id.clone(), s.addr, limits)),
+                        pool: Arc::new(Pool::new(
+                            state.id.clone(),
+                            s.addr,
+                            limits,
+                            tls.filter(|_| s.node).cloned(),
+                        )),
                         state,
                     }
                 }

@@ -27,6 +27,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// The error type of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,6 +75,9 @@ pub(crate) enum ConnectError {
     /// The HTTP/1.1 connection could not be set up.
     #[error("HTTP/1.1 handshake failed: {0}")]
     Handshake(hyper::Error),
+    /// The TLS handshake failed (internal TLS: not the farm's certificate).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 struct Idle {
@@ -84,6 +88,8 @@ struct Idle {
 /// The idle connections of one server.
 pub(crate) struct Pool {
     addr: SocketAddr,
+    /// TLS to this server (internal TLS, a farm node), else plain TCP.
+    tls: Option<TlsConnector>,
     id: String,
     limits: PoolLimits,
     /// One queue per shard (see the module docs).
@@ -101,10 +107,16 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// An empty pool for the server `id` (`backend/server`) at `addr`.
-    pub fn new(id: String, addr: SocketAddr, limits: PoolLimits) -> Pool {
+    /// An empty pool for the server `id` (`backend/server`) at `addr`, over TLS with `tls`.
+    pub fn new(
+        id: String,
+        addr: SocketAddr,
+        limits: PoolLimits,
+        tls: Option<TlsConnector>,
+    ) -> Pool {
         Pool {
             addr,
+            tls,
             id,
             limits,
             shards: (0..limits.shards.max(1))
@@ -168,6 +180,11 @@ impl Pool {
         };
         // Small requests and responses must not wait for Nagle.
         stream.set_nodelay(true).map_err(ConnectError::Io)?;
+        let stream = super::upstream::secure(stream, self.tls.as_ref(), self.addr);
+        let stream = match tokio::time::timeout(timeout, stream).await {
+            Err(_) => return Err(ConnectError::Timeout(timeout)),
+            Ok(r) => r.map_err(ConnectError::Tls)?,
+        };
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -180,6 +197,11 @@ impl Pool {
             }
         });
         Ok(sender)
+    }
+
+    /// The TLS client of this server's connections, if it is reached over TLS.
+    pub fn tls(&self) -> Option<&TlsConnector> {
+        self.tls.as_ref()
     }
 
     /// Puts a connection back once its response ended; the oldest idle one is closed when

@@ -292,6 +292,7 @@ mod tests {
             maxconn,
             slowstart: None,
             disabled: false,
+            node: false,
         };
         Arc::new(ServerState::new("b", &config, queue.clone()))
     }

@@ -460,6 +460,7 @@ mod tests {
                 maxconn,
                 slowstart,
                 disabled: false,
+                node: false,
             },
             Arc::new(Queue::default()),
         ))

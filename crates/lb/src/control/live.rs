@@ -24,6 +24,7 @@ use crate::backend::pool::PoolLimits;
 use crate::backend::server::ServerState;
 use crate::backend::BackendState;
 use crate::frontend::tls::TlsFrontends;
+use tokio_rustls::TlsConnector;
 
 /// How many event-loop threads `[lb] threads = configured` means: `configured`, or one per
 /// CPU this process may run on when 0, at most [`MAX_LB_THREADS`].
@@ -94,6 +95,8 @@ pub(crate) struct LiveConfig {
     pub frontend_conns: Vec<AtomicUsize>,
     /// The TLS frontends' certificates and acceptors.
     pub tls: Arc<TlsFrontends>,
+    /// Internal TLS to the farm's web nodes (this node's certificate), if on.
+    pub(super) upstream_tls: Option<TlsConnector>,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -116,7 +119,7 @@ impl BackendLookup for LiveConfig {
 pub(super) fn build(
     farm: Arc<Farm>,
     site: HeaderValue,
-    limits: PoolLimits,
+    (limits, tls): (PoolLimits, Option<&TlsConnector>),
     previous: Option<&Snapshot>,
 ) -> Snapshot {
     let backends: Vec<Arc<BackendState>> = farm
@@ -124,7 +127,7 @@ pub(super) fn build(
         .iter()
         .map(|b| {
             let old = previous.and_then(|p| p.backend(&b.name)).map(|o| &**o);
-            Arc::new(BackendState::new(b, limits, old))
+            Arc::new(BackendState::new(b, limits, old, tls))
         })
         .collect();
     let frontends = farm
@@ -157,9 +160,9 @@ impl LiveConfig {
         site: HeaderValue,
         limits: PoolLimits,
         shutdown: Shutdown,
-        tls: TlsFrontends,
+        (tls, upstream_tls): (TlsFrontends, Option<TlsConnector>),
     ) -> LiveConfig {
-        let snapshot = build(farm, site, limits, None);
+        let snapshot = build(farm, site, (limits, upstream_tls.as_ref()), None);
         let frontend_conns = snapshot
             .frontends
             .iter()
@@ -176,6 +179,7 @@ impl LiveConfig {
             conns: AtomicUsize::new(0),
             frontend_conns,
             tls: Arc::new(tls),
+            upstream_tls,
         }
     }
 
@@ -222,7 +226,7 @@ impl LiveConfig {
                             b.name().to_string(),
                             srv.state.clone(),
                             b.config.check.clone(),
-                            site.clone(),
+                            (site.clone(), srv.pool.tls().cloned()),
                             offset,
                             self.shutdown.clone(),
                         )),

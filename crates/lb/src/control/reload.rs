@@ -133,7 +133,8 @@ impl LiveConfig {
         })?;
         // Certificates first: if one cannot be used, nothing has changed yet.
         let certificates_reloaded = self.tls.reload(&farm)?;
-        let snapshot = build(Arc::new(farm), site, self.limits, Some(&old));
+        let upstream = (self.limits, self.upstream_tls.as_ref());
+        let snapshot = build(Arc::new(farm), site, upstream, Some(&old));
         let mut summary = summarize(file, &old, &snapshot);
         summary.certificates_reloaded = certificates_reloaded;
         self.snapshot.store(Arc::new(snapshot));

@@ -165,7 +165,7 @@ fn connect_failure(error: &ConnectError) -> Failure {
     let failed = match error {
         ConnectError::Refused => Failed::Refused,
         ConnectError::Timeout(_) => Failed::ConnectTimeout,
-        ConnectError::Io(_) | ConnectError::Handshake(_) => Failed::Connect,
+        ConnectError::Io(_) | ConnectError::Handshake(_) | ConnectError::Tls(_) => Failed::Connect,
     };
     Failure::new(failed, why)
 }

@@ -616,6 +616,7 @@ impl TestLb {
                 health,
                 extra,
                 shutdown,
+                None,
             )
             .await
             .unwrap();

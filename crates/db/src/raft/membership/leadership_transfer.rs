@@ -104,7 +104,7 @@ impl Membership {
                     )));
                 }
             }
-            let url = format!("http://{}/cluster/campaign", target.api_addr);
+            let url = self.http.url(&target.api_addr, "/cluster/campaign");
             let asked = self
                 .http
                 .post(
