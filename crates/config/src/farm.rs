@@ -292,7 +292,7 @@ impl Farm {
             problems.push("db.snapshot_threshold: must be at least 1".into());
         }
         if let Some(site) = &raw.site {
-            if let Err(why) = check_site(site) {
+            if let Err(why) = check_dns_name(site) {
                 problems.push(format!("site: {site:?} {why}"));
             }
         }
@@ -509,10 +509,10 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Checks that `site` is a DNS name (RFC 1123 §2.1: labels of ASCII letters, digits and `-`,
-/// not starting or ending with `-`, at most 63 bytes each, 253 in all): it travels as the
-/// `Host` header and names the farm in every Raft request. Internationalised names go in
-/// their ASCII (punycode) form.
-fn check_site(site: &str) -> Result<(), String> {
+/// not starting or ending with `-`, at most 63 bytes each, 253 in all): the site travels as
+/// the `Host` header and names the farm in every Raft request; an SNI route's name is
+/// checked the same way. Internationalised names go in their ASCII (punycode) form.
+pub(crate) fn check_dns_name(site: &str) -> Result<(), String> {
     if site.is_empty() || site.len() > 253 {
         return Err("must be a DNS name of 1 to 253 characters".into());
     }

@@ -30,7 +30,7 @@ pub use farm::{
 pub use lb::{
     AccessLog, Backend, BackendTimeouts, Balance, CertFiles, Check, CheckType, Cookie, Frontend,
     FrontendTimeouts, FrontendTls, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,
-    MAX_LB_THREADS,
+    SniPattern, SniRoute, DEFAULT_INSPECT_DELAY, MAX_LB_THREADS,
 };
 
 #[cfg(test)]

@@ -60,6 +60,17 @@ pub(crate) struct RawFrontend {
     pub max_body_size: Option<u64>,
     pub tls: Option<RawFrontendTls>,
     pub redirect_https: Option<bool>,
+    pub sni_routes: Option<Vec<RawSniRoute>>,
+    #[serde(default, with = "humantime_serde")]
+    pub inspect_delay: Option<Duration>,
+}
+
+/// `{ sni = "db.foobar.com", backend = "db-api" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSniRoute {
+    pub sni: String,
+    pub backend: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,10 @@
 //! `ssl_fc_is_resumed`), e.g. `TLSv1.3/TLS_AES_128_GCM_SHA256/2/0`.
 //!
 //! TCP: `client frontend backend/server Tw/Tc/Tt bytes_up/bytes_down termination`, `Tt`
-//! being the session's whole time.
+//! being the session's whole time and `backend` the one chosen (by `sni_routes`, or the
+//! default). A connection closed before a backend was chosen (`sni_routes` and no
+//! ClientHello) names the frontend as its backend and `<NOSRV>`, as HAProxy does: `cR` after
+//! `inspect_delay`, `CR` when the client left, `PR` when its bytes were not TLS.
 //!
 //! Timers in milliseconds, `-1` for a phase never reached (HAProxy's convention):
 //! `Tq` first byte of the request to its head parsed, `Tw` time in the queue, `Tc` TCP

@@ -252,8 +252,15 @@ impl LbNode {
         let snap = live.snapshot();
         for (index, (name, local)) in addrs.iter().enumerate() {
             if let Some(f) = snap.frontends.get(index) {
+                let sni = match f.config.sni_routes.len() {
+                    0 => String::new(),
+                    n => format!(
+                        ", {n} SNI route(s) (inspect_delay {:?})",
+                        f.config.inspect_delay
+                    ),
+                };
                 tracing::info!(
-                    "frontend {name} listening on {local} (mode {}), default_backend {}, \
+                    "frontend {name} listening on {local} (mode {}), default_backend {}{sni}, \
                      {threads} thread(s)",
                     f.config.mode.as_str(),
                     f.backend.name()

@@ -4,11 +4,13 @@
 //! Keys are HAProxy's with `-` written `_` (TOML keys): `balance`, `hash_type`, `retries`,
 //! `redispatch`, `retry_on`, `timeout.connect|server|queue`, `cookie`; per server `weight`,
 //! `backup`, `maxconn`, `slowstart`, `disabled`; per check `inter`, `fastinter`, `downinter`,
-//! `rise`, `fall`, `timeout`, `observe`, `error_limit`, `on_error`. Where webfarm's default
-//! differs from HAProxy's, the field's doc says so.
+//! `rise`, `fall`, `timeout`, `observe`, `error_limit`, `on_error`; per tcp frontend
+//! `inspect_delay` and `sni_routes` (`use_backend` on `req.ssl_sni`). Where webfarm's
+//! default differs from HAProxy's, the field's doc says so.
 
 mod parse;
 mod resolve;
+mod sni;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub(crate) use resolve::{resolve_backends, resolve_frontends, resolve_lb};
+pub use sni::{SniPattern, SniRoute, DEFAULT_INSPECT_DELAY};
 
 /// HTTP (layer 7) or TCP (layer 4) proxying: HAProxy's `mode`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
@@ -334,6 +337,26 @@ pub struct Frontend {
     /// port, the farm's first HTTPS frontend's (HAProxy's `http-request redirect scheme
     /// https`). `None`: requests are proxied.
     pub redirect_https: Option<u16>,
+    /// TCP mode: TLS passed through to a backend chosen by the server name (SNI) of the
+    /// client's ClientHello, read without decrypting; the first route that matches wins,
+    /// no SNI or no match goes to `default_backend` (HAProxy's `use_backend B if {
+    /// req.ssl_sni -i NAME }`). A client whose first bytes are not a ClientHello is closed
+    /// (`tcp-request content reject unless { req.ssl_hello_type 1 }`). Empty (the
+    /// default): no inspection, every connection goes to `default_backend` at once.
+    pub sni_routes: Vec<SniRoute>,
+    /// With `sni_routes`: the longest a client may take to send its whole ClientHello
+    /// before it is closed (HAProxy's `tcp-request inspect-delay`). Default 5s.
+    pub inspect_delay: Duration,
+}
+
+impl Frontend {
+    /// The backend (index into [`crate::Farm::backends`]) of a connection whose ClientHello
+    /// named `sni`: the first of `sni_routes` that matches it, else `default_backend` (also
+    /// when there was no server name).
+    pub fn backend_for_sni(&self, sni: Option<&str>) -> usize {
+        sni.and_then(|name| self.sni_routes.iter().find(|r| r.sni.matches(name)))
+            .map_or(self.default_backend, |r| r.backend)
+    }
 }
 
 /// A frontend's TLS settings: `tls = { certs = [...], hsts = "1y" }`.

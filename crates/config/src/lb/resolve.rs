@@ -391,6 +391,8 @@ pub(crate) fn resolve_frontends(
                  {MIN_HEADER_SIZE} bytes"
             ));
         }
+        let (sni_routes, inspect_delay) =
+            super::sni::resolve_sni(f, mode, backends, &key, problems);
         match backends.iter().position(|b| b.name == f.default_backend) {
             Some(idx) => {
                 if backends[idx].mode != mode {
@@ -414,6 +416,8 @@ pub(crate) fn resolve_frontends(
                     max_body_size: f.max_body_size.unwrap_or(0),
                     tls: super::tls::resolve_tls(f, mode, &key, base, problems),
                     redirect_https: None,
+                    sni_routes,
+                    inspect_delay,
                 })
             }
             None => problems.push(format!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::{
     AccessLog, Balance, CheckType, ConfigError, Farm, HashType, Mode, Observe, OnError, RetryOn,
+    SniPattern, DEFAULT_INSPECT_DELAY,
 };
 
 const NODES: &str = r#"
@@ -331,4 +332,124 @@ fn tls_mistakes_name_their_keys() {
     assert!(e.contains("only a plain (no tls) frontend"), "{e}");
     let e = err(&farm("tls = { cert = \"x\" }\n", ""));
     assert!(e.contains("unknown field `cert`"), "{e}");
+}
+
+/// A tcp frontend `tls-in` (default backend `web-tls`) with `lines`, over tcp backends
+/// `web-tls`, `db-api` and `other` and an http backend `web`.
+fn sni_farm(lines: &str) -> String {
+    let tcp = |name: &str| {
+        format!(
+            "[[backends]]\nname = \"{name}\"\nmode = \"tcp\"\n[[backends.servers]]\n\
+             address = \"127.0.0.9:443\"\n"
+        )
+    };
+    format!(
+        "{NODES}\n[[frontends]]\nname = \"tls-in\"\nport = 4443\nmode = \"tcp\"\n\
+         default_backend = \"web-tls\"\n{lines}\n{}{}{}\
+         [[backends]]\nname = \"web\"\n[[backends.servers]]\nname = \"web-1\"\n",
+        tcp("web-tls"),
+        tcp("db-api"),
+        tcp("other"),
+    )
+}
+
+#[test]
+fn sni_routes_choose_backends_first_match_wins() {
+    let f = parse(&sni_farm(
+        "sni_routes = [ { sni = \"DB.foobar.com\", backend = \"db-api\" }, \
+         { sni = \"*.foobar.com\", backend = \"other\" } ]\ninspect_delay = \"2s\"\n",
+    ))
+    .unwrap();
+    let fe = &f.frontends[0];
+    assert_eq!(fe.inspect_delay, Duration::from_secs(2));
+    let name_of = |sni: Option<&str>| f.backends[fe.backend_for_sni(sni)].name.as_str();
+    assert_eq!(name_of(Some("db.foobar.com")), "db-api");
+    assert_eq!(
+        name_of(Some("Db.FOOBAR.com.")),
+        "db-api",
+        "case and a final dot"
+    );
+    assert_eq!(name_of(Some("shop.foobar.com")), "other");
+    assert_eq!(
+        name_of(Some("a.b.foobar.com")),
+        "web-tls",
+        "a wildcard is one label"
+    );
+    assert_eq!(name_of(Some("foobar.com")), "web-tls");
+    assert_eq!(name_of(Some("xfoobar.com")), "web-tls");
+    assert_eq!(name_of(None), "web-tls");
+    assert_eq!(
+        fe.sni_routes[0].sni,
+        SniPattern::Exact("db.foobar.com".into())
+    );
+    assert_eq!(fe.sni_routes[1].sni.to_string(), "*.foobar.com");
+}
+
+#[test]
+fn without_sni_routes_nothing_is_inspected() {
+    let f = parse(&sni_farm("")).unwrap();
+    let fe = &f.frontends[0];
+    assert!(fe.sni_routes.is_empty());
+    assert_eq!(fe.inspect_delay, DEFAULT_INSPECT_DELAY);
+    assert_eq!(
+        fe.backend_for_sni(Some("db.foobar.com")),
+        fe.default_backend
+    );
+}
+
+#[test]
+fn sni_routes_are_checked_with_their_keys() {
+    let e = err(&sni_farm(
+        "sni_routes = [ { sni = \"db.foobar.com\", backend = \"db-api\" }, \
+         { sni = \"x.foobar.com\", backend = \"nope\" }, { sni = \"y.foobar.com\", backend = \"web\" }, \
+         { sni = \"bad..name\", backend = \"other\" }, { sni = \"*.*.foobar.com\", backend = \"other\" }, \
+         { sni = \"10.0.0.1\", backend = \"other\" }, { sni = \"DB.foobar.com\", backend = \"other\" }, \
+         { sni = \"*.foobar.com\", backend = \"other\" }, { sni = \"z.foobar.com\", backend = \"other\" } ]\n\
+         inspect_delay = \"0s\"\n",
+    ));
+    for needle in [
+        "frontends[0].sni_routes[1].backend: no backend named \"nope\"; expected one of [web-tls, db-api, other, web]",
+        "frontends[0].sni_routes[2].backend: backend \"web\" is mode http",
+        "frontends[0].sni_routes[3].sni: \"bad..name\" is not a DNS name",
+        "frontends[0].sni_routes[4].sni: \"*.*.foobar.com\" is not a DNS name",
+        "a wildcard is `*.` followed by a name",
+        "frontends[0].sni_routes[5].sni: \"10.0.0.1\" is an IP address",
+        "frontends[0].sni_routes[6].sni: duplicate name \"db.foobar.com\" (also sni_routes[0])",
+        "frontends[0].sni_routes[8].sni: \"z.foobar.com\" is never reached: sni_routes[7] (\"*.foobar.com\") matches it first",
+        "frontends[0].inspect_delay: must be greater than 0",
+    ] {
+        assert!(e.contains(needle), "{needle:?} missing from {e}");
+    }
+    assert!(
+        !e.contains("sni_routes[7]."),
+        "the wildcard itself is fine: {e}"
+    );
+}
+
+#[test]
+fn sni_routes_need_tcp_and_inspect_delay_needs_routes() {
+    let e = err(&farm(
+        "sni_routes = [ { sni = \"a.foobar.com\", backend = \"web\" } ]\n",
+        "",
+    ));
+    assert!(
+        e.contains(
+            "frontends[0].sni_routes: routing by SNI without decrypting needs mode = \"tcp\""
+        ),
+        "{e}"
+    );
+    let e = err(&sni_farm("inspect_delay = \"5s\"\n"));
+    assert!(
+        e.contains("frontends[0].inspect_delay: only applies with sni_routes"),
+        "{e}"
+    );
+    let e = err(&sni_farm("sni_routes = []\n"));
+    assert!(e.contains("frontends[0].sni_routes: empty"), "{e}");
+    let e = err(&sni_farm(
+        "sni_routes = [ { sni = \"a.foobar.com\", backend = \"other\", weight = 2 } ]\n",
+    ));
+    assert!(
+        e.contains("frontends[0].sni_routes[0]") && e.contains("weight"),
+        "{e}"
+    );
 }

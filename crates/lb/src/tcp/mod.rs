@@ -5,6 +5,14 @@
 //! both ways until both sides closed, or nothing moved for `timeout client` (HAProxy
 //! advises equal client and server timeouts in TCP mode; webfarm uses one idle bound for
 //! the session). One access line per connection ([`TcpRecord`]).
+//!
+//! A frontend with `sni_routes` first reads the client's TLS ClientHello ([`hello`]),
+//! within `inspect_delay` and without decrypting, and takes the backend its server name
+//! routes to; the ClientHello's bytes go to the server first, so the client's TLS session
+//! is the server's own. A client that sends no ClientHello is closed before any server is
+//! chosen (HAProxy's `tcp-request content reject unless { req.ssl_hello_type 1 }`).
+
+mod hello;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +28,7 @@ use crate::attempt::{self, Failed, Failure, Timers, Transport, Won};
 use crate::backend::balance::RequestKey;
 use crate::backend::check::{io_text, Observed};
 use crate::backend::BackendState;
-use crate::control::live::{ConnSlot, LiveConfig};
+use crate::control::live::{ConnSlot, LiveConfig, LiveFrontend, Snapshot};
 use crate::termination::{EndedBy, Phase, Termination};
 
 /// TCP mode's attempts: a connection to the server, nothing sent before it is made.
@@ -74,26 +82,89 @@ pub(crate) async fn serve(
     let Some(fe) = snap.frontends.get(index) else {
         return;
     };
-    let b = &fe.backend;
-    let key = RequestKey {
-        client: peer.ip(),
-        path: "",
-        headers: None,
-    };
-    let mut timers = Timers::default();
-    let result = attempt::run(b, &key, None, false, &mut Tcp, &mut timers).await;
     let mut record = TcpRecord {
         format: snap.farm.lb.access_log,
         client: peer,
         frontend: &fe.config.name,
-        backend: b.name(),
+        backend: fe.backend.name(),
         server: None,
-        tw: timers.tw.unwrap_or_default(),
+        tw: Duration::ZERO,
         tc: None,
         tt: Duration::ZERO,
         bytes: (0, 0),
         termination: Termination::NORMAL,
     };
+    let chosen = tokio::select! {
+        chosen = choose(&snap, fe, &mut client, peer) => chosen,
+        _ = shutdown.wait() => Err(Termination::new(EndedBy::Proxy, Phase::Request)),
+    };
+    match chosen {
+        Ok((b, first)) => {
+            record.backend = b.name();
+            forward(
+                b,
+                &mut client,
+                &first,
+                fe.config.timeout.client,
+                &shutdown,
+                &mut record,
+            )
+            .await;
+        }
+        Err(termination) => {
+            // No backend was chosen: the frontend stands in for it, as in HAProxy's logs.
+            record.backend = &fe.config.name;
+            record.termination = termination;
+        }
+    }
+    record.tt = start.elapsed();
+    record.emit();
+    drop(slot);
+}
+
+/// The backend of the connection and the bytes read to choose it (to send first): the
+/// default backend at once, or with `sni_routes` the one the ClientHello's server name
+/// routes to. `Err`: no ClientHello came (the termination state); the connection closes.
+async fn choose<'s>(
+    snap: &'s Snapshot,
+    fe: &'s LiveFrontend,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<(&'s BackendState, Vec<u8>), Termination> {
+    if fe.config.sni_routes.is_empty() {
+        return Ok((&fe.backend, Vec::new()));
+    }
+    match hello::read(client, fe.config.inspect_delay).await {
+        Ok(hello) => {
+            let index = fe.config.backend_for_sni(hello.sni.as_deref());
+            let b = snap.backends.get(index).unwrap_or(&fe.backend);
+            Ok((b, hello.bytes))
+        }
+        Err(no) => {
+            tracing::debug!("frontend {}: {peer} closed: {no}", fe.config.name);
+            Err(no.termination())
+        }
+    }
+}
+
+/// Takes a server of `b` through the attempt engine, sends it `first`, then copies both
+/// ways until the session ends; fills in `record`.
+async fn forward<'r>(
+    b: &'r BackendState,
+    client: &mut TcpStream,
+    first: &[u8],
+    idle: Duration,
+    shutdown: &Shutdown,
+    record: &mut TcpRecord<'r>,
+) {
+    let key = RequestKey {
+        client: record.client.ip(),
+        path: "",
+        headers: None,
+    };
+    let mut timers = Timers::default();
+    let result = attempt::run(b, &key, None, false, &mut Tcp, &mut timers).await;
+    record.tw = timers.tw.unwrap_or_default();
     let Won {
         index: server,
         slot: active,
@@ -103,8 +174,6 @@ pub(crate) async fn serve(
         Err(lost) => {
             record.server = lost.server.map(|i| b.servers[i].state.name());
             record.termination = lost.termination;
-            record.tt = start.elapsed();
-            record.emit();
             return;
         }
     };
@@ -112,31 +181,39 @@ pub(crate) async fn serve(
     record.tc = timers.tc;
     let _ = upstream.set_nodelay(true);
     let _ = client.set_nodelay(true);
-    let idle = fe.config.timeout.client;
     (record.bytes, record.termination) = tokio::select! {
-        r = pipe(&mut client, &mut upstream, idle) => r,
+        r = pipe(client, &mut upstream, first, idle) => r,
         _ = shutdown.wait() => ((0, 0), Termination::new(EndedBy::Proxy, Phase::Data)),
     };
-    record.tt = start.elapsed();
-    record.emit();
     drop(active);
-    drop(slot);
 }
 
-/// Copies both ways until both sides closed or nothing moved for `idle`. Returns the bytes
-/// sent up and down and the termination state.
+/// Sends `first` (the client's bytes read already) to the server, then copies both ways
+/// until both sides closed or nothing moved for `idle`. Returns the bytes sent up (`first`
+/// included) and down, and the termination state.
 async fn pipe(
     client: &mut TcpStream,
     server: &mut TcpStream,
+    first: &[u8],
     idle: Duration,
 ) -> ((u64, u64), Termination) {
     let by_client = Termination::new(EndedBy::Client, Phase::Data);
     let by_server = Termination::new(EndedBy::Server, Phase::Data);
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
+    match tokio::time::timeout(idle, sw.write_all(first)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return ((0, 0), by_server),
+        Err(_) => {
+            return (
+                (0, 0),
+                Termination::new(EndedBy::ServerTimeout, Phase::Data),
+            )
+        }
+    }
     let mut cbuf = vec![0u8; 16 * 1024];
     let mut sbuf = vec![0u8; 16 * 1024];
-    let (mut up, mut down) = (0u64, 0u64);
+    let (mut up, mut down) = (first.len() as u64, 0u64);
     let (mut c_open, mut s_open) = (true, true);
     while c_open || s_open {
         tokio::select! {
