@@ -24,6 +24,16 @@ pub(crate) struct RawFarm {
     pub db: RawDb,
     #[serde(default)]
     pub lb: RawLb,
+    pub acme: Option<RawAcme>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAcme {
+    pub directory: Option<String>,
+    pub contact: Option<Vec<String>>,
+    pub names: Option<Vec<String>>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
