@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use webfarm_config::{Check, Farm, Frontend, Node, MAX_LB_THREADS};
 use webfarm_node::Shutdown;
 
+use crate::acme::Challenges;
 use crate::backend::check::{self, BackendLookup};
 use crate::backend::pool::PoolLimits;
 use crate::backend::server::ServerState;
@@ -94,6 +95,8 @@ pub(crate) struct LiveConfig {
     pub frontend_conns: Vec<AtomicUsize>,
     /// The TLS frontends' certificates and acceptors.
     pub tls: Arc<TlsFrontends>,
+    /// The pending ACME http-01 challenges, answered on every HTTP frontend.
+    pub challenges: Arc<Challenges>,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -158,6 +161,7 @@ impl LiveConfig {
         limits: PoolLimits,
         shutdown: Shutdown,
         tls: TlsFrontends,
+        challenges: Arc<Challenges>,
     ) -> LiveConfig {
         let snapshot = build(farm, site, limits, None);
         let frontend_conns = snapshot
@@ -176,6 +180,7 @@ impl LiveConfig {
             conns: AtomicUsize::new(0),
             frontend_conns,
             tls: Arc::new(tls),
+            challenges,
         }
     }
 
