@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::acme::{acme_warnings, check_acme_farm, resolve_acme, AcmeSettings};
 use crate::lb::{resolve_backends, resolve_frontends, resolve_lb};
 use crate::raw::{RawFarm, RawNode};
 use crate::ConfigError;
@@ -167,6 +168,9 @@ pub struct Farm {
     pub db: DbSettings,
     /// The farm's own TLS (`[tls]`).
     pub tls: TlsSettings,
+    /// `[acme]`: the site certificate from an ACME CA; `None` when the table is absent (the
+    /// farm CA's site certificate is served).
+    pub acme: Option<AcmeSettings>,
     /// The file this farm was read from; `None` for the built-in default.
     pub source: Option<PathBuf>,
 }
@@ -296,11 +300,16 @@ impl Farm {
                 problems.push(format!("site: {site:?} {why}"));
             }
         }
+        let site = raw.site.clone().unwrap_or_else(|| "www.foobar.com".into());
+        let acme = resolve_acme(raw.acme.as_ref(), &site, base, &mut problems);
+        if acme.is_some() {
+            check_acme_farm(&nodes, &frontends, &mut problems);
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(Farm {
-            site: raw.site.unwrap_or_else(|| "www.foobar.com".into()),
+            site,
             data_dir: base.join(raw.data_dir.as_deref().unwrap_or("farm-data")),
             nodes,
             frontends,
@@ -311,6 +320,7 @@ impl Farm {
             tls: TlsSettings {
                 internal: raw.tls.internal.unwrap_or(true),
             },
+            acme,
             source: None,
         })
     }
@@ -334,7 +344,8 @@ impl Farm {
     ///
     /// Today: a db cluster with an even number of voters, which survives no more failures
     /// than the next smaller odd cluster (Raft needs a majority: `n/2 + 1`). Learners do not
-    /// count: they never vote.
+    /// count: they never vote. With `[acme]`: no plain HTTP frontend on port 80 (where ACME
+    /// servers validate http-01), or no HTTPS frontend serving the site certificate.
     pub fn warnings(&self) -> Vec<String> {
         let voters = self
             .nodes_with_role(Role::Db)
@@ -360,6 +371,9 @@ impl Farm {
                 voters - 1,
                 if voters - 1 == 1 { "" } else { "s" },
             ));
+        }
+        if self.acme.is_some() {
+            acme_warnings(&self.frontends, &mut out);
         }
         out
     }

@@ -18,11 +18,13 @@
 //! assert!(err.to_string().contains("nodes[0].role"));
 //! ```
 
+mod acme;
 mod error;
 mod farm;
 mod lb;
 mod raw;
 
+pub use acme::AcmeSettings;
 pub use error::ConfigError;
 pub use farm::{
     DbSettings, Farm, Node, Replica, Role, TlsSettings, WebSettings, DEFAULT_FARM_TOML,

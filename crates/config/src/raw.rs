@@ -26,12 +26,22 @@ pub(crate) struct RawFarm {
     pub lb: RawLb,
     #[serde(default)]
     pub tls: RawTls,
+    pub acme: Option<RawAcme>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTls {
     pub internal: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAcme {
+    pub directory: Option<String>,
+    pub contact: Option<Vec<String>>,
+    pub names: Option<Vec<String>>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

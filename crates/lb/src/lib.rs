@@ -27,6 +27,9 @@
 //!   `502` when a server fails mid-way, `504` when it sends no response head in time,
 //!   `400`/`408`/`413`/`431` for bad or slow clients; each with a one-line reason.
 //! - **Access log**: one line per request, HAProxy's format or JSON (target `access`).
+//! - **TLS and ACME**: HTTPS frontends (SNI, ALPN, certificates swapped without a restart);
+//!   with `[acme]` the first lb node obtains and renews the site certificate from an RFC
+//!   8555 CA, answering the http-01 challenges itself on every HTTP frontend.
 //! - **Run-time control**: [`LbNode::admin_routes`] (`/lb/servers`, weights, states,
 //!   `/lb/reload`) and [`LbControl::reload`] (SIGHUP).
 //!
@@ -49,6 +52,7 @@
 //! ```
 
 mod access_log;
+mod acme;
 mod attempt;
 mod backend;
 mod control;
@@ -70,6 +74,7 @@ use crate::backend::pool::PoolLimits;
 use crate::control::live::{reap_period, LiveConfig};
 use crate::control::status::LbHealth;
 
+pub use crate::acme::AcmeError;
 pub use crate::backend::pool::{BoxError, ProxyBody};
 pub use crate::backend::server::AdminState;
 pub use crate::control::reload::{ReloadError, ReloadSummary};
@@ -105,6 +110,9 @@ pub enum LbError {
     /// A TLS frontend's certificate cannot be used (the error names the file).
     #[error("TLS: {0}")]
     Tls(#[from] webfarm_tls::TlsError),
+    /// The ACME client cannot start (`[acme] ca_file`, no trusted roots).
+    #[error("ACME: {0}")]
+    Acme(#[from] AcmeError),
     /// A task of the node panicked or was cancelled.
     #[error("the {what} task of the load balancer ended abnormally: {message}")]
     Task {
@@ -161,8 +169,8 @@ impl LbControl {
     /// # Errors
     ///
     /// [`ReloadError`]: the built-in farm, an invalid file, or a change that needs a
-    /// restart (frontends, this node's address, the number of `[lb] threads`). The running
-    /// configuration is kept.
+    /// restart (frontends, this node's address, the number of `[lb] threads`, `[acme]`).
+    /// The running configuration is kept.
     pub fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         self.0.reload()
     }
@@ -176,6 +184,8 @@ pub struct LbNode {
     addrs: Vec<(String, SocketAddr)>,
     frontends: Vec<(String, JoinHandle<()>)>,
     reaper: JoinHandle<()>,
+    /// The ACME renewal loop, on the node that orders (`[acme]`).
+    acme: Option<JoinHandle<()>>,
 }
 
 impl LbNode {
@@ -185,9 +195,10 @@ impl LbNode {
     /// # Errors
     ///
     /// [`LbError::NotLb`] if `ctx.node` is not an lb node, [`LbError::BadSite`] for a site
-    /// name that is no valid `Host`, [`LbError::Bind`] if a frontend port cannot be bound,
-    /// [`LbError::Threads`] if the event-loop threads cannot be started (nothing is left
-    /// running then).
+    /// name that is no valid `Host`, [`LbError::Tls`] for a certificate that cannot be used,
+    /// [`LbError::Acme`] for an unusable `[acme] ca_file` (or no trusted root),
+    /// [`LbError::Bind`] if a frontend port cannot be bound, [`LbError::Threads`] if the
+    /// event-loop threads cannot be started (nothing is left running then).
     pub async fn start(ctx: NodeContext) -> Result<LbNode, LbError> {
         LbNode::start_with(ctx, LbOptions::default()).await
     }
@@ -223,6 +234,8 @@ impl LbNode {
             false => None,
         }
         .map(|id| tokio_rustls::TlsConnector::from(id.client));
+        let challenges = Arc::new(acme::Challenges::new(ctx.farm.acme.is_some()));
+        let acme = acme::prepare(&ctx.farm, &ctx.node.name)?;
         // Bind everything before starting anything, so "address in use" leaves no task behind.
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -248,6 +261,7 @@ impl LbNode {
             limits,
             ctx.shutdown.clone(),
             (tls, upstream_tls),
+            challenges.clone(),
         ));
         let snap = live.snapshot();
         for (index, (name, local)) in addrs.iter().enumerate() {
@@ -294,12 +308,15 @@ impl LbNode {
                 ctx.shutdown.clone(),
             ));
         }
+        // Last, once every frontend answers: the first order's challenges come at once.
+        let acme = acme.map(|a| a.spawn(challenges, ctx.shutdown.clone()));
         Ok(LbNode {
             health: Arc::new(LbHealth { live: live.clone() }),
             live,
             addrs,
             frontends,
             reaper,
+            acme,
         })
     }
 
@@ -351,6 +368,11 @@ impl LbNode {
         }
         if let Err(e) = self.reaper.await {
             record("idle connection reaper".into(), e);
+        }
+        if let Some(acme) = self.acme {
+            if let Err(e) = acme.await {
+                record("ACME renewal".into(), e);
+            }
         }
         // Check tasks end with the shutdown signal; a reload may still have started some
         // while the frontends drained, so take them last.

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use webfarm_config::{Check, Farm, Frontend, Node, MAX_LB_THREADS};
 use webfarm_node::Shutdown;
 
+use crate::acme::Challenges;
 use crate::backend::check::{self, BackendLookup};
 use crate::backend::pool::PoolLimits;
 use crate::backend::server::ServerState;
@@ -97,6 +98,8 @@ pub(crate) struct LiveConfig {
     pub tls: Arc<TlsFrontends>,
     /// Internal TLS to the farm's web nodes (this node's certificate), if on.
     pub(super) upstream_tls: Option<TlsConnector>,
+    /// The pending ACME http-01 challenges, answered on every HTTP frontend.
+    pub challenges: Arc<Challenges>,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -161,6 +164,7 @@ impl LiveConfig {
         limits: PoolLimits,
         shutdown: Shutdown,
         (tls, upstream_tls): (TlsFrontends, Option<TlsConnector>),
+        challenges: Arc<Challenges>,
     ) -> LiveConfig {
         let snapshot = build(farm, site, (limits, upstream_tls.as_ref()), None);
         let frontend_conns = snapshot
@@ -180,6 +184,7 @@ impl LiveConfig {
             frontend_conns,
             tls: Arc::new(tls),
             upstream_tls,
+            challenges,
         }
     }
 

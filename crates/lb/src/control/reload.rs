@@ -144,7 +144,7 @@ impl LiveConfig {
     }
 
     /// `Err(reason)` when `farm` changes what needs a restart, compared with `old`: this
-    /// node's role or address, the number of `[lb] threads`, the frontends.
+    /// node's role or address, the number of `[lb] threads`, the frontends, `[acme]`.
     fn check_restartable(&self, farm: &Farm, old: &Farm) -> Result<(), String> {
         match farm.node(&self.node.name) {
             Some(n) if n.role == Role::Lb && n.address == self.node.address => {}
@@ -176,6 +176,13 @@ impl LiveConfig {
             return Err(
                 "the frontends changed (added, removed, a new port or mode, TLS turned on or \
                  off); restart the node to listen on the new set"
+                    .into(),
+            );
+        }
+        if farm.acme != old.acme {
+            return Err(
+                "[acme] changed; restart the node to order with the new settings (the ACME \
+                 client starts with the node)"
                     .into(),
             );
         }

@@ -71,10 +71,17 @@ pub(crate) struct TlsFrontends {
 }
 
 /// The certificate files of a frontend: its own, or the farm's site certificate when it
-/// lists none.
+/// lists none — the ACME one (`<data_dir>/acme/site.pem`) once `[acme]` obtained it, else
+/// the farm CA's.
 pub(crate) fn files_of(certs: &[CertFiles], farm: &Farm) -> Vec<CertFiles> {
     if !certs.is_empty() {
         return certs.to_vec();
+    }
+    if let Some(pem) = crate::acme::site_certificate(farm) {
+        return vec![CertFiles {
+            cert: pem.clone(),
+            key: pem,
+        }];
     }
     let site = webfarm_tls::ca::Layout::of_data_dir(&farm.data_dir).site();
     vec![CertFiles {

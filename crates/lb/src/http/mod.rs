@@ -1,8 +1,9 @@
 //! HTTP mode: a client connection ([`serve`]) and the path of each of its requests through
 //! [`Proxy::handle`], in named phases, each a short function with one job:
 //!
-//! 1. **check the request** ([`request::check`]): `Host`, declared body size; a refused
-//!    request is answered 400/413 (`PR`);
+//! 1. **check the request** ([`request::check`]): an ACME http-01 challenge is answered
+//!    by the lb (`[acme]`), a plain frontend with `redirect_https` redirects; `Host`,
+//!    declared body size; a refused request is answered 400/413 (`PR`);
 //! 2. **choose** ([`request::Plan::new`]): the sticky cookie's server, the balancer's key
 //!    (client address, path, header), whether the request may be sent twice; the head is
 //!    rewritten for the server ([`request::prepare_head`]);
@@ -136,7 +137,11 @@ impl Proxy {
             guard,
             hsts,
         };
-        // 1. Check the request (or redirect it to HTTPS).
+        // 1. Check the request: an ACME challenge is answered here, before any redirect to
+        // HTTPS and without a backend (RFC 8555 §8.3).
+        if let Some(found) = self.live.challenges.lookup(parts.uri.path()) {
+            return ex.answer(Local::acme_challenge(found));
+        }
         if let Some(port) = fe.config.redirect_https {
             if let Some(local) = Local::redirect_https(&parts, port, &snap.site) {
                 return ex.answer(local);

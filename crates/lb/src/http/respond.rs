@@ -6,6 +6,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 
+use crate::acme::challenge::Lookup;
 use crate::attempt::BodyFailure;
 use crate::backend::pool::ProxyBody;
 use crate::termination::{EndedBy, Phase, Termination};
@@ -25,6 +26,8 @@ pub(crate) struct Local {
     pub server: Option<String>,
     /// `Location` of a redirect.
     pub location: Option<HeaderValue>,
+    /// The body is `text` as is, no newline added (an ACME key authorization).
+    pub exact_body: bool,
 }
 
 impl Local {
@@ -37,6 +40,27 @@ impl Local {
             termination,
             server: None,
             location: None,
+            exact_body: false,
+        }
+    }
+
+    /// The answer to an ACME http-01 challenge request (RFC 8555 §8.3): `200` with the key
+    /// authorization as the whole body, or `404` for a token no order of this node awaits.
+    pub fn acme_challenge(found: Lookup) -> Local {
+        let done = Termination::new(EndedBy::Local, Phase::Request);
+        match found {
+            Lookup::Known(key_authorization) => {
+                let mut local = Local::new(StatusCode::OK, key_authorization, done);
+                local.exact_body = true;
+                local
+            }
+            Lookup::Unknown => Local::new(
+                StatusCode::NOT_FOUND,
+                "404 Not Found: no ACME challenge with this token is pending on this load \
+                 balancer"
+                    .into(),
+                done,
+            ),
         }
     }
 
@@ -141,7 +165,12 @@ impl Local {
     /// The response. A 4xx closes the connection after it (as HAProxy does): the client
     /// misbehaved, and what it sent after may not be a request.
     pub fn into_response(self) -> Response<ProxyBody> {
-        let mut resp = error_response(self.status, format!("{}\n", self.text), self.retry_after);
+        let text = if self.exact_body {
+            self.text
+        } else {
+            format!("{}\n", self.text)
+        };
+        let mut resp = error_response(self.status, text, self.retry_after);
         if self.status.is_client_error() {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
