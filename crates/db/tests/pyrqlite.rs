@@ -7,8 +7,11 @@
 //! `executemany` (sent as one transaction), a failing transaction that leaves nothing
 //! behind, a consistency level, a `DATETIME` value in rqlite's RFC 3339 form, and a
 //! tear-down that drops every table `sqlite_master` lists. The test checks the script's exit
-//! code and output. Without `python3`, venv support or pip it fails and says what is missing
-//! (CI installs python3, python3-venv and python3-pip: see `.ci/run`).
+//! code and output. It runs twice: over plain HTTP, and with internal TLS on, where pyrqlite
+//! connects over HTTPS with an `ssl_context` holding the farm CA and a client certificate
+//! (crates/cli/tests/https.rs shows a client without one is refused). Without `python3`, venv support or
+//! pip it fails and says what is missing (CI installs python3, python3-venv and
+//! python3-pip: see `.ci/run`).
 
 mod common;
 
@@ -26,7 +29,16 @@ import sys
 import pyrqlite.dbapi2 as dbapi2
 
 host, port = sys.argv[1], int(sys.argv[2])
-conn = dbapi2.connect(host=host, port=port)
+if len(sys.argv) > 3:
+    # Mutual TLS: the farm CA, and a client certificate of it (rqlite's -http-ca-cert,
+    # -http-verify-client).
+    import ssl
+    ca, cert, key = sys.argv[3:6]
+    context = ssl.create_default_context(cafile=ca)
+    context.load_cert_chain(cert, key)
+    conn = dbapi2.connect(scheme="https", host=host, port=port, ssl_context=context)
+else:
+    conn = dbapi2.connect(host=host, port=port)
 cur = conn.cursor()
 
 cur.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL, age INTEGER)")
@@ -135,6 +147,16 @@ fn venv_with_pyrqlite(dir: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pyrqlite_works_unchanged() {
+    pyrqlite_against(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pyrqlite_works_over_mutual_tls() {
+    pyrqlite_against(true).await;
+}
+
+/// The script against a 3-node cluster (internal TLS on or off), through a follower.
+async fn pyrqlite_against(tls: bool) {
     let python = Command::new("python3").arg("--version").output();
     assert!(
         python.as_ref().is_ok_and(|o| o.status.success()),
@@ -145,7 +167,10 @@ async fn pyrqlite_works_unchanged() {
             Err(e) => e.to_string(),
         }
     );
-    let mut c = Cluster::start_all(3, 1000).await;
+    let mut c = Cluster::with_internal_tls(3, 1000, tls);
+    for i in 0..3 {
+        c.start(i).await;
+    }
     let dir = c.dir().to_path_buf();
     let python = tokio::task::spawn_blocking(move || venv_with_pyrqlite(&dir))
         .await
@@ -155,11 +180,19 @@ async fn pyrqlite_works_unchanged() {
     let addr = c.api(follower);
     let script = c.dir().join("pyrqlite_check.py");
     std::fs::write(&script, SCRIPT).expect("write the script");
+    let ca = webfarm_tls::ca::Layout::of_data_dir(&c.farm.data_dir);
+    let tls_args: Vec<std::path::PathBuf> = if tls {
+        let op = ca.operator();
+        vec![ca.ca().cert, op.cert, op.key]
+    } else {
+        Vec::new()
+    };
     let out = tokio::task::spawn_blocking(move || {
         run(Command::new(python)
             .arg(script)
             .arg(addr.ip().to_string())
-            .arg(addr.port().to_string()))
+            .arg(addr.port().to_string())
+            .args(tls_args))
     })
     .await
     .expect("python task");

@@ -467,6 +467,7 @@ mod tests {
             [
                 "backends_added",
                 "backends_removed",
+                "certificates_reloaded",
                 "generation",
                 "reloaded",
                 "servers_added",

@@ -30,9 +30,32 @@ pub struct Cluster {
     pub http: HttpClient,
 }
 
+/// Makes the farm CA's files for `farm` and returns an HTTP client with the operator's
+/// certificate.
+fn operator(farm: &Farm) -> HttpClient {
+    let layout = webfarm_tls::ca::Layout::of_data_dir(&farm.data_dir);
+    let nodes: Vec<_> = farm
+        .nodes
+        .iter()
+        .map(|n| webfarm_tls::farm::NodeIdentity {
+            name: n.name.clone(),
+            address: n.address,
+        })
+        .collect();
+    webfarm_tls::farm::ensure(&layout, &farm.site, &[], &nodes).expect("the farm CA");
+    let id = webfarm_tls::internal::operator(&layout).expect("the operator's certificate");
+    HttpClient::with_tls(&id.client)
+}
+
 impl Cluster {
     /// Writes the farm (own loopback addresses, temp dir) without starting anything.
     pub fn new(n: usize, snapshot_threshold: u64) -> Cluster {
+        Self::with_internal_tls(n, snapshot_threshold, false)
+    }
+
+    /// As [`Cluster::new`], with internal TLS on or off; on, the farm CA's files are made in
+    /// the data dir (as `webfarm up` makes them) and the test's client is the operator.
+    pub fn with_internal_tls(n: usize, snapshot_threshold: u64, tls: bool) -> Cluster {
         let dir = TempDir::new("db-cluster");
         // A site of its own too: a Raft request meant for another test's cluster is refused.
         let mut toml = format!(
@@ -43,17 +66,24 @@ impl Cluster {
         // Each node on a loopback address of its own (see webfarm-testkit): no other test
         // can take its ports or reach it by mistake.
         toml.push_str(&webfarm_testkit::db_nodes_toml(n));
-        toml.push_str(webfarm_testkit::INTERNAL_TLS_OFF);
+        if !tls {
+            toml.push_str(webfarm_testkit::INTERNAL_TLS_OFF);
+        }
         toml.push_str(&format!(
             "[db]\nheartbeat_interval = \"150ms\"\nelection_timeout = \"1s\"\n\
              snapshot_threshold = {snapshot_threshold}\n"
         ));
         let farm = Farm::parse(&toml, None, dir.path()).expect("the test farm is valid");
+        let http = if tls {
+            operator(&farm)
+        } else {
+            HttpClient::new()
+        };
         Cluster {
             farm: Arc::new(farm),
             dir,
             nodes: (0..n).map(|_| None).collect(),
-            http: HttpClient::new(),
+            http,
         }
     }
 
@@ -193,7 +223,7 @@ impl Cluster {
 
     /// POSTs a JSON body to node `i`; returns the status, the JSON answer and the headers.
     pub async fn post(&self, i: usize, path: &str, body: &str) -> (u16, Value, http::HeaderMap) {
-        let url = format!("http://{}{path}", self.api(i));
+        let url = self.http.url(self.api(i), path);
         let r = self
             .http
             .post(
@@ -209,7 +239,7 @@ impl Cluster {
     }
 
     pub async fn get(&self, i: usize, path: &str) -> (u16, Value) {
-        let url = format!("http://{}{path}", self.api(i));
+        let url = self.http.url(self.api(i), path);
         let r = self
             .http
             .get(&url, DEADLINE)

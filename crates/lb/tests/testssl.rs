@@ -1,0 +1,85 @@
+//! testssl.sh (Debian's `testssl.sh`) against an HTTPS frontend: no finding of severity
+//! MEDIUM or above, except the one that concerns the farm CA's certificates rather than the
+//! server: `cert_revocation` (the farm CA publishes no CRL or OCSP responder; a compromised
+//! key is answered by `webfarm ca rotate`). Any other finding fails the test with its text.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Checks, Extra};
+use webfarm_testkit::TempDir;
+use webfarm_tls::ca::{FarmCa, Layout, Leaf, Usage};
+
+/// Findings accepted, with the reason in the module doc.
+const ACCEPTED: &[&str] = &["cert_revocation"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testssl_finds_nothing_of_medium_severity_or_above() {
+    let testssl = ["testssl", "testssl.sh"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok())
+        .expect("testssl.sh is not installed (Debian package testssl.sh); .ci/run installs it");
+    let dir = TempDir::new("testssl");
+    let layout = Layout::of_data_dir(dir.path());
+    let ca = FarmCa::create(&layout, "www.foobar.com").unwrap();
+    let leaf = Leaf {
+        common_name: "www.foobar.com".into(),
+        names: vec!["www.foobar.com".into()],
+        usage: Usage::Server,
+    };
+    ca.issue(&leaf).unwrap().write(&layout.site()).unwrap();
+    let site = layout.site();
+    let [server] = common::servers::<1>().await;
+    let tls = format!(
+        "tls = {{ certs = [{{ cert = '{}', key = '{}' }}] }}",
+        site.cert.display(),
+        site.key.display()
+    );
+    let extra = Extra {
+        frontend: tls,
+        ..Extra::default()
+    };
+    let lb = common::start_lb_extra(&[&server], &[1], Checks::default(), &extra).await;
+    let json = dir.path().join("testssl.json");
+    let url = format!("https://www.foobar.com:{}/", lb.addr.port());
+    let out = tokio::process::Command::new(testssl)
+        // Every finding, OK ones too: the test filters by severity itself.
+        .args(["--quiet", "--color", "0", "--warnings", "off"])
+        .arg("--jsonfile")
+        .arg(&json)
+        .arg("--add-ca")
+        .arg(&layout.ca().cert)
+        .args(["--ip", &lb.addr.ip().to_string(), &url])
+        .output()
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "testssl wrote no JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let bad: Vec<String> = findings
+        .iter()
+        .filter(|f| matches!(f["severity"].as_str(), Some("MEDIUM" | "HIGH" | "CRITICAL")))
+        .filter(|f| !ACCEPTED.contains(&f["id"].as_str().unwrap_or("")))
+        .map(|f| format!("{} {}: {}", f["severity"], f["id"], f["finding"]))
+        .collect();
+    assert!(bad.is_empty(), "testssl findings:\n{}", bad.join("\n"));
+    // It did scan: the protocols it found are TLS 1.2 and 1.3 only.
+    let offered = |id: &str| {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .and_then(|f| f["finding"].as_str())
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert_eq!(offered("TLS1_3"), "offered with final", "{text}");
+    assert_eq!(offered("TLS1_2"), "offered", "{text}");
+    assert_eq!(offered("TLS1_1"), "not offered", "{text}");
+    lb.stop().await;
+}
