@@ -436,3 +436,94 @@ fn which(program: &str) -> std::path::PathBuf {
             panic!("{program} is not installed (Debian package {program}); .ci/run installs it")
         })
 }
+
+#[tokio::test]
+async fn a_reload_swaps_to_the_certificates_the_new_file_names() {
+    let dir = TempDir::new("tls-reload-file");
+    let pki = Pki::new(dir.path());
+    pki.issue("www2", &["www.foobar.com"]);
+    let [server] = common::servers::<1>().await;
+    let port = webfarm_testkit::free_port(webfarm_testkit::loopback_ip());
+    let extra = Extra {
+        frontend: pki.tls_line(&["www"], ""),
+        ..Extra::default()
+    };
+    let text = common::farm_toml_with(
+        port,
+        &[("web-1", server.addr, 1)],
+        Checks::default(),
+        &extra,
+    );
+    let (www, www2, api) = (pki.paths("www"), pki.paths("www2"), pki.paths("api"));
+    let path = |p: &std::path::Path| p.display().to_string();
+    let file = dir.path().join("farm.toml");
+    let lb = common::start_lb_text(&text, Some(&file)).await;
+    let client = pki.client(&[]);
+    let served =
+        |tls: &TlsStream<TcpStream>| tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(
+        served(&connect(lb.addr, &client, "www.foobar.com").await),
+        pki.der("www")
+    );
+    let reload = || {
+        let control = lb.node.as_ref().unwrap().control();
+        tokio::task::spawn_blocking(move || control.reload())
+    };
+    // The same farm with other certificate files: the watcher does not know them; the
+    // reload (what SIGHUP and `webfarm reload` call) swaps them in.
+    let moved = text
+        .replace(&path(&www.cert), &path(&www2.cert))
+        .replace(&path(&www.key), &path(&www2.key));
+    std::fs::write(&file, &moved).unwrap();
+    let summary = reload().await.unwrap().unwrap();
+    assert_eq!(summary.certificates_reloaded, 1);
+    assert_eq!(
+        served(&connect(lb.addr, &client, "www.foobar.com").await),
+        pki.der("www2")
+    );
+    // A file whose key does not match is refused whole; the running certificate stays.
+    std::fs::write(&file, moved.replace(&path(&www2.key), &path(&api.key))).unwrap();
+    let err = reload().await.unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains("does not match") && err.contains("api.key"),
+        "{err}"
+    );
+    assert_eq!(
+        served(&connect(lb.addr, &client, "www.foobar.com").await),
+        pki.der("www2")
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_served_with_a_warning_and_shows_in_status() {
+    let dir = TempDir::new("tls-expired");
+    let pki = Pki::new(dir.path());
+    let leaf = Leaf {
+        common_name: "www.foobar.com".into(),
+        names: vec!["www.foobar.com".into()],
+        usage: Usage::Server,
+    };
+    let day = std::time::Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    let old = pki
+        .ca
+        .issue_valid(&leaf, now - 30 * day, now - day)
+        .unwrap();
+    old.write(&pki.paths("old")).unwrap();
+    let [server] = common::servers::<1>().await;
+    let (lb, _) = start(&server, &pki.tls_line(&["old"], "")).await;
+    let status = lb.health.status().to_json();
+    let cert = &status["frontends"][0]["tls"]["certificates"][0];
+    assert_eq!(cert["expired"], true, "{status}");
+    // A client that checks dates refuses it, which is why the operator is told.
+    let tcp = TcpStream::connect(lb.addr).await.unwrap();
+    let name = ServerName::try_from("www.foobar.com").unwrap();
+    let refused = TlsConnector::from(pki.client(&[])).connect(name, tcp).await;
+    let err = refused
+        .err()
+        .expect("an expired certificate is refused")
+        .to_string();
+    assert!(err.to_lowercase().contains("expired"), "{err}");
+    lb.stop().await;
+}

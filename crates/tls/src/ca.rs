@@ -240,6 +240,23 @@ impl FarmCa {
     ///
     /// A name rcgen refuses, or key generation failed.
     pub fn issue(&self, leaf: &Leaf) -> Result<Issued, TlsError> {
+        let now = SystemTime::now();
+        self.issue_valid(leaf, now - Duration::from_secs(3600), now + LEAF_LIFETIME)
+    }
+
+    /// Issues a certificate for `leaf` valid from `not_before` to `not_after` (an hour of
+    /// clock skew is allowed for by [`FarmCa::issue`]; this one takes the times as given:
+    /// short-lived or already expired certificates, as tests of renewal and expiry need).
+    ///
+    /// # Errors
+    ///
+    /// A name rcgen refuses, or key generation failed.
+    pub fn issue_valid(
+        &self,
+        leaf: &Leaf,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Issued, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(&leaf.common_name);
@@ -261,7 +278,9 @@ impl FarmCa {
             ],
         };
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, LEAF_LIFETIME);
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        params.serial_number = Some(serial());
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
@@ -322,9 +341,17 @@ fn validity(params: &mut CertificateParams, lifetime: Duration) {
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + lifetime;
+    params.serial_number = Some(serial());
+}
+
+/// A random positive 128-bit serial number (RFC 5280 allows up to 20 octets).
+fn serial() -> SerialNumber {
     let mut serial = [0u8; 16];
-    if server::provider().secure_random.fill(&mut serial).is_ok() {
-        serial[0] &= 0x7f; // positive
-        params.serial_number = Some(SerialNumber::from_slice(&serial));
+    // The system's randomness failing leaves zeros and a warning: unique serials then rest
+    // on the CA issuing each certificate once.
+    if server::provider().secure_random.fill(&mut serial).is_err() {
+        tracing::warn!("no randomness for a certificate serial number");
     }
+    serial[0] &= 0x7f;
+    SerialNumber::from_slice(&serial)
 }
