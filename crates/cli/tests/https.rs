@@ -178,39 +178,31 @@ fn internal_ports_refuse_strangers(ca_dir: &std::path::Path, tmp: &std::path::Pa
         ("31", 4001, "/status"),
         ("32", 4002, "/raft/vote"),
     ];
+    // `curl` of `url` trusting the farm CA, presenting the certificate `pair` if given.
+    let with_cert = |url: &str, pair: Option<(&std::path::Path, &std::path::Path)>| {
+        let mut args = vec!["-sS", "-o", "/dev/null", "--cacert", ca];
+        if let Some((cert, key)) = pair {
+            args.extend([
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ]);
+        }
+        args.push(url);
+        curl(&args)
+    };
     for (host, port, path) in ports {
         let url = format!("https://127.0.{NET}.{host}:{port}{path}");
-        let (ok, _, err) = curl(&["-sS", "-o", "/dev/null", "--cacert", ca, &url]);
+        let (ok, _, err) = with_cert(&url, None);
         assert!(!ok, "{url} answered a client without a certificate");
         assert!(
             err.contains("certificate required") || err.contains("alert"),
             "{url}: {err}"
         );
-        let (ok, _, _) = curl(&[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--cacert",
-            ca,
-            "--cert",
-            st_cert.to_str().unwrap(),
-            "--key",
-            st_key.to_str().unwrap(),
-            &url,
-        ]);
+        let (ok, _, _) = with_cert(&url, Some((&st_cert, &st_key)));
         assert!(!ok, "{url} answered a certificate of another CA");
-        let (ok, _, err) = curl(&[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--cacert",
-            ca,
-            "--cert",
-            op_cert.to_str().unwrap(),
-            "--key",
-            op_key.to_str().unwrap(),
-            &url,
-        ]);
+        let (ok, _, err) = with_cert(&url, Some((&op_cert, &op_key)));
         assert!(ok, "{url} refused the operator: {err}");
         let plain = format!("http://127.0.{NET}.{host}:{port}{path}");
         let (ok, _, _) = curl(&["-sS", "-o", "/dev/null", "--max-time", "5", &plain]);

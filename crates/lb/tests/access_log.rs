@@ -3,45 +3,18 @@
 mod common;
 
 use std::future::ready;
-use std::io::Write;
-use std::sync::{Mutex, OnceLock};
 
 use common::*;
 use http::StatusCode;
 use webfarm_testkit::{eventually, DEADLINE};
 
-static LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LINES.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Captures the `access` target's lines (installed before any lb starts in this binary).
 fn capture() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_env_filter("access=info")
-            .with_writer(|| Capture)
-            .without_time()
-            .with_target(false)
-            .with_level(false)
-            .with_ansi(false)
-            .init();
-    });
+    capture_access_log();
 }
 
 /// Captured lines containing `needle`.
 fn lines_with(needle: &str) -> Vec<String> {
-    String::from_utf8_lossy(&LINES.lock().unwrap())
+    access_log_text()
         .lines()
         .filter(|l| l.contains(needle))
         .map(|l| l.trim().to_string())

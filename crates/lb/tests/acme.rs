@@ -47,7 +47,9 @@ impl Pebble {
     /// Starts Pebble validating http-01 on `http_port` of `lb_ip` (every name resolves to
     /// `lb_ip`), issuing certificates valid `validity` seconds (Pebble's default: 5 years).
     async fn start(dir: &Path, lb_ip: Ipv4Addr, http_port: u16, validity: Option<u64>) -> Self {
-        let (pebble, challtestsrv) = (which("pebble"), which("pebble-challtestsrv"));
+        let why = "the ACME tests run Pebble, Let's Encrypt's test CA";
+        let pebble = common::which("pebble", "pebble", why);
+        let challtestsrv = common::which("pebble-challtestsrv", "pebble", why);
         let ip = loopback_ip();
         let (acme, management, dns, dns_mgmt) = (
             SocketAddr::from((ip, free_port(ip))),
@@ -370,20 +372,4 @@ fn validity(der: &CertificateDer<'_>) -> (SystemTime, Duration) {
     let v = x509.validity();
     let (from, to) = (at(v.not_before.timestamp()), at(v.not_after.timestamp()));
     (from, to.duration_since(from).unwrap())
-}
-
-/// The path of `program`, or a failure naming what to install.
-fn which(program: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{program} is not installed: the ACME tests run Pebble, Let's Encrypt's test \
-                 CA; install Debian's package `pebble` (apt-get install pebble: \
-                 /usr/bin/pebble and /usr/bin/pebble-challtestsrv); .ci/run installs it"
-            )
-        })
 }

@@ -8,12 +8,11 @@
 mod common;
 
 use std::future::ready;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -31,41 +30,11 @@ use webfarm_tls::rustls::{self, ClientConfig, ServerConfig};
 const ROUTES: &str = "sni_routes = [ { sni = \"db.foobar.com\", backend = \"db-api\" }, \
                       { sni = \"*.foobar.com\", backend = \"other\" } ]";
 
-/// Access log lines written so far (target `access`), captured for this test binary.
-static LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LINES.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Captures the `access` target (before any lb of this binary starts).
-fn capture() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_env_filter("access=info")
-            .with_writer(|| Capture)
-            .without_time()
-            .with_target(false)
-            .with_level(false)
-            .with_ansi(false)
-            .init();
-    });
-}
-
 /// The access line of the session from client address `client`, once written.
 async fn access_line(client: SocketAddr) -> String {
     let prefix = format!("{client} ");
     eventually(DEADLINE, "the session's access line", || {
-        let text = String::from_utf8_lossy(&LINES.lock().unwrap()).into_owned();
+        let text = common::access_log_text();
         ready(
             text.lines()
                 .map(str::trim)
@@ -185,7 +154,7 @@ impl Drop for TlsBackend {
 /// server behind frontend `tls-in` with [`ROUTES`] and `frontend` lines; the farm is read
 /// from `dir/farm.toml`, so that it can be reloaded.
 async fn start(dir: &TempDir, frontend: &str) -> (Pki, Vec<TlsBackend>, TestLb) {
-    capture();
+    common::capture_access_log();
     let pki = Pki::new(dir.path());
     let backends = vec![
         TlsBackend::start(&pki, "web-tls", &["unknown.example", "a.b.foobar.com"]).await,

@@ -217,7 +217,7 @@ async fn the_plain_frontend_redirects_except_acme_challenges() {
 
 #[tokio::test]
 async fn curl_negotiates_http2_and_trusts_the_farm_ca() {
-    let curl = which("curl");
+    let curl = common::which("curl", "curl", "the HTTP/2 test");
     let dir = TempDir::new("tls-curl");
     let pki = Pki::new(dir.path());
     let [server] = common::servers::<1>().await;
@@ -423,18 +423,6 @@ async fn failed_handshakes_are_counted_in_status() {
     assert_eq!(cert["names"], "www.foobar.com");
     assert_eq!(cert["expired"], false);
     lb.stop().await;
-}
-
-/// The path of `program`, or a failure naming what to install.
-fn which(program: &str) -> std::path::PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{program} is not installed (Debian package {program}); .ci/run installs it")
-        })
 }
 
 #[tokio::test]

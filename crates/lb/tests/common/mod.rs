@@ -30,6 +30,55 @@ use webfarm_testkit::DEADLINE;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
+/// Access log lines written so far (target `access`), captured for this test binary.
+static ACCESS_LINES: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct AccessCapture;
+
+impl std::io::Write for AccessCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        ACCESS_LINES.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the `access` target's lines (call before any lb of the test binary starts;
+/// instead of [`init_logs`]).
+pub fn capture_access_log() {
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        tracing_subscriber::fmt()
+            .with_env_filter("access=info")
+            .with_writer(|| AccessCapture)
+            .without_time()
+            .with_target(false)
+            .with_level(false)
+            .with_ansi(false)
+            .init();
+    });
+}
+
+/// Every access line captured so far ([`capture_access_log`]).
+pub fn access_log_text() -> String {
+    String::from_utf8_lossy(&ACCESS_LINES.lock().unwrap()).into_owned()
+}
+
+/// The path of `program` on `PATH`, or a failure naming the Debian package to install
+/// (`package`) and why the test needs it (`why`).
+pub fn which(program: &str, package: &str, why: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is not installed ({why}): install Debian's {package}; .ci/run does")
+        })
+}
+
 /// Installs a test log subscriber once (`RUST_LOG=debug cargo test` shows the lb's logs).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
@@ -533,7 +582,11 @@ pub async fn start_lb_extra(
 /// Starts the lb node `lb-1` of farm `text`, or returns why it cannot start.
 pub async fn try_start_lb_text(text: &str) -> Result<TestLb, webfarm_lb::LbError> {
     init_logs();
-    let farm = Farm::parse(text, None, &std::env::temp_dir()).unwrap();
+    start_farm(Farm::parse(text, None, &std::env::temp_dir()).unwrap()).await
+}
+
+/// Starts the lb node `lb-1` of `farm`.
+async fn start_farm(farm: Farm) -> Result<TestLb, webfarm_lb::LbError> {
     let node = farm.node("lb-1").unwrap().clone();
     let (trigger, shutdown) = Shutdown::new();
     let ctx = NodeContext {
@@ -563,22 +616,7 @@ pub async fn start_lb_text(text: &str, file: Option<&std::path::Path>) -> TestLb
         }
         None => Farm::parse(text, None, &std::env::temp_dir()).unwrap(),
     };
-    let node = farm.node("lb-1").unwrap().clone();
-    let (trigger, shutdown) = Shutdown::new();
-    let ctx = NodeContext {
-        data_dir: farm.node_data_dir("lb-1"),
-        farm: Arc::new(farm),
-        node,
-        shutdown,
-    };
-    let lb = LbNode::start_with(ctx, LbOptions::default()).await.unwrap();
-    let addr = lb.frontend_addrs()[0].1;
-    TestLb {
-        health: lb.health(),
-        node: Some(lb),
-        trigger,
-        addr,
-    }
+    start_farm(farm).await.unwrap()
 }
 
 impl TestLb {
