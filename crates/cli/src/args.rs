@@ -125,8 +125,8 @@ pub enum CaCommand {
         #[command(flatten)]
         farm: FarmArgs,
     },
-    /// Issue NODE's certificate anew (creating the CA if there is none) and print which
-    /// files a multi-host deployment copies to NODE's host.
+    /// Issue NODE's certificate anew (creating the CA and the other certificates if they are
+    /// missing) and print which files a multi-host deployment copies to NODE's host.
     Issue {
         /// The node's name.
         node: String,

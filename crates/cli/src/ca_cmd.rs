@@ -150,7 +150,10 @@ fn issue(farm: &Farm, name: &str) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no node named {name:?} in the farm");
     };
     let layout = Layout::of_data_dir(&farm.data_dir);
-    let (ca, _) = webfarm_tls::ca::FarmCa::open_or_create(&layout, &farm.site)?;
+    // What is missing first (the CA, the site's and the operator's certificates...), then
+    // NODE's anew.
+    let (site_extra, nodes) = identities(farm);
+    let (ca, _) = farm::ensure(&layout, &farm.site, &site_extra, &nodes)?;
     let identity = NodeIdentity {
         name: node.name.clone(),
         address: node.address,
