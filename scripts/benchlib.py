@@ -1,5 +1,6 @@
 """What webfarm's benchmark scripts share: processes in their own groups, readiness, CPU and
-memory of a process group, wrk's output, medians, and the webfarm binary to measure.
+memory of a process group, wrk's output, medians, the webfarm binary to measure, and the
+plain-HTTP nginx backends that bench-lb and bench-tls put behind the load balancers.
 
 Imported by scripts/bench-web (and meant for every scripts/bench-*): `sys.path` gets the
 scripts directory, then `import benchlib`.
@@ -162,3 +163,78 @@ def find_webfarm():
     if not os.access(path, os.X_OK):
         raise SystemExit(f"{path} is not an executable webfarm binary; set WEBFARM_BIN")
     return os.path.abspath(path)
+
+
+# ---------------------------------------------------------------- nginx backends
+
+BACKEND_BODY = "hello from backend {n}\n"
+
+
+def nginx_common(d):
+    """The head of an nginx.conf whose files all live in directory `d`."""
+    return f"""daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 19000; }}
+"""
+
+
+def nginx_temp(d):
+    return "".join(f"{k} {d}/{k};\n" for k in (
+        "client_body_temp_path", "proxy_temp_path", "fastcgi_temp_path", "uwsgi_temp_path",
+        "scgi_temp_path"))
+
+
+def backend_conf(d, n, host, port):
+    """Backend `n`: one worker, keep-alive, `return 200` with a 23-byte body."""
+    return nginx_common(d) + f"""worker_processes 1;
+http {{
+  access_log off;
+  {nginx_temp(d)}
+  keepalive_timeout 300s;
+  keepalive_requests 100000000;
+  server {{
+    listen {host}:{port} backlog=4096;
+    location / {{ default_type text/plain; return 200 "{BACKEND_BODY.format(n=n).strip()}\\n"; }}
+  }}
+}}
+"""
+
+
+def start_backends(tmp, addrs, cpus):
+    """One nginx backend per (host, port) of `addrs`, under `tmp`, pinned to `cpus`; returns
+    their processes once every one answers."""
+    procs = []
+    for i, (h, p) in enumerate(addrs):
+        d = os.path.join(tmp, f"backend-{i + 1}")
+        os.makedirs(d, exist_ok=True)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(backend_conf(d, i + 1, h, p))
+        procs.append(start(["nginx", "-p", d, "-e", f"{d}/error.log", "-c", conf],
+                           os.path.join(d, "out.log"), cpus=cpus))
+    for (h, p), proc in zip(addrs, procs):
+        wait_ready(f"http://{h}:{p}/", proc, f"nginx backend {h}:{p}")
+    return procs
+
+
+def lb_workers(pid):
+    """The event-loop threads (`lb-worker-K`) of webfarm's lb process."""
+    n = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                if f.read().startswith("lb-worker-"):
+                    n += 1
+        except OSError:
+            pass
+    return n
+
+
+def farm_ca(webfarm, conf, node):
+    """The farm CA and `node`'s certificate (`webfarm ca issue`) under the data directory of
+    farm file `conf`: a node started alone (`webfarm run --node`) with `[tls] internal = true`,
+    the default, refuses to start without them (`webfarm up` makes them itself)."""
+    subprocess.run([webfarm, "ca", "issue", node, "--config", conf], check=True,
+                   capture_output=True)
