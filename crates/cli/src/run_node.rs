@@ -37,13 +37,6 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
                 .join(", ")
         );
     };
-    if node.role == Role::Lb {
-        webfarm_lb::check_certificates(&farm).map_err(|e| {
-            crate::supervisor::Preflight(format!(
-                "{e}; `webfarm up` creates the farm's certificates, and `webfarm ca issue                  {name}` says what to copy to this host"
-            ))
-        })?;
-    }
     let data_dir = farm.node_data_dir(name);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -79,7 +72,16 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
     };
     let admin_task = match node.role {
         Role::Lb => {
-            let n = webfarm_lb::LbNode::start(ctx).await?;
+            // A certificate that cannot be used refuses to start, as a bad farm file does.
+            let n = webfarm_lb::LbNode::start(ctx).await.map_err(|e| match e {
+                webfarm_lb::LbError::Tls(e) => {
+                    anyhow::Error::new(crate::supervisor::Preflight(format!(
+                        "TLS: {e}; `webfarm up` creates the farm's certificates, and \
+                             `webfarm ca issue {name}` says what to copy to this host"
+                    )))
+                }
+                other => other.into(),
+            })?;
             let task = serve_admin(n.health(), n.admin_routes());
             tokio::spawn(reload_on_sighup(n.control(), shutdown.clone()));
             n.wait().await?;

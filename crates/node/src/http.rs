@@ -121,11 +121,6 @@ impl HttpClient {
         format!("{}://{addr}{path}", self.scheme)
     }
 
-    /// `https` or `http`.
-    pub fn scheme(&self) -> &'static str {
-        self.scheme
-    }
-
     /// An HTTP or HTTPS client for `tls` when given, else a plain one.
     pub fn for_identity(tls: Option<&webfarm_tls::internal::Identity>) -> Self {
         tls.map_or_else(Self::new, |id| Self::with_tls(&id.client))

@@ -141,7 +141,6 @@ pub enum Ensured {
 /// The farm's CA, loaded with its key.
 pub struct FarmCa {
     layout: Layout,
-    cert_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -180,7 +179,6 @@ impl FarmCa {
             })?;
         Ok(Some(FarmCa {
             layout: layout.clone(),
-            cert_pem,
             cert_der,
             issuer,
         }))
@@ -206,7 +204,6 @@ impl FarmCa {
         issued.write(&layout.ca())?;
         Ok(FarmCa {
             layout: layout.clone(),
-            cert_pem: issued.cert_pem,
             cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         })
@@ -227,11 +224,6 @@ impl FarmCa {
     /// The CA certificate (DER).
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
-    }
-
-    /// The CA certificate (PEM).
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
     }
 
     /// Issues a certificate for `leaf`, valid [`LEAF_LIFETIME`] from now.

@@ -111,8 +111,9 @@ fn write_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
         })
 }
 
-/// `path` with `suffix` appended to its file name.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+/// `path` with `suffix` appended to its file name (`site.pem` → `site.pem.new`): where a
+/// file is staged before it replaces `path` by rename.
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);
     path.with_file_name(name)

@@ -14,7 +14,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::CertificateDer;
 
 use crate::ca::{Layout, PairPaths};
-use crate::cert::{CertName, LoadedCert};
+use crate::cert::LoadedCert;
 use crate::{files, server, TlsError};
 
 /// A node's (or the operator's) side of internal TLS.
@@ -114,10 +114,4 @@ pub fn operator(layout: &Layout) -> Result<Identity, TlsError> {
         server: None,
         client: client_config(roots, &me)?,
     })
-}
-
-/// The names (subjectAltName) of a peer's end-entity certificate, as a server learns who
-/// called it.
-pub fn peer_names(cert: &CertificateDer<'_>) -> Vec<CertName> {
-    crate::cert::names_of(cert)
 }

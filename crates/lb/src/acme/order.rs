@@ -3,7 +3,7 @@
 //! ready, finalized with a CSR for a new key, and the chain fetched; the chain and key are
 //! checked, then written to `site.pem` in one atomic rename.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,7 +158,7 @@ fn install(
     names: &[String],
     site: &Path,
 ) -> Result<Issued, AcmeError> {
-    let staged = with_suffix(site, ".new");
+    let staged = webfarm_tls::files::sibling(site, ".new");
     let contents = format!("{}\n{}", chain_pem.trim_end(), key_pem);
     webfarm_tls::files::write_private(&staged, contents.as_bytes()).map_err(AcmeError::Write)?;
     let checked =
@@ -198,11 +198,4 @@ fn x509_issuer(der: &[u8]) -> Option<String> {
     let (_, x509) = x509_parser::parse_x509_certificate(der).ok()?;
     let cn = x509.issuer().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
-}
-
-/// `path` with `suffix` appended to its file name.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
 }

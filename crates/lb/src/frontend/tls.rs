@@ -102,10 +102,9 @@ pub(crate) fn load(files: &[CertFiles], site: &str) -> Result<Vec<LoadedCert>, T
         .iter()
         .map(|f| LoadedCert::load(&f.cert, &f.key, &provider))
         .collect::<Result<Vec<_>, _>>()?;
-    if !certs.iter().any(|c| c.covers(site)) {
-        if let Some(first) = certs.first() {
-            first.require_name(site)?;
-        }
+    match certs.first() {
+        Some(first) if !certs.iter().any(|c| c.covers(site)) => first.require_name(site)?,
+        _ => {}
     }
     let now = SystemTime::now();
     for c in certs.iter().filter(|c| c.expired_at(now)) {
@@ -130,6 +129,17 @@ fn summaries(certs: &[LoadedCert]) -> Vec<CertSummary> {
         .collect()
 }
 
+/// A TLS frontend's certificates (`tls` of `farm`), loaded and checked: the set to serve
+/// and what `/status` shows of it.
+fn load_frontend(
+    tls: &webfarm_config::FrontendTls,
+    farm: &Farm,
+) -> Result<(CertSet, Vec<CertSummary>), TlsError> {
+    let certs = load(&files_of(&tls.certs, farm), &farm.site)?;
+    let set = CertSet::new(&certs).expect("load returns at least one certificate");
+    Ok((set, summaries(&certs)))
+}
+
 impl TlsFrontends {
     /// Loads every TLS frontend of `farm`.
     ///
@@ -143,15 +153,14 @@ impl TlsFrontends {
                 by_index.push(None);
                 continue;
             };
-            let certs = load(&files_of(&tls.certs, farm), &farm.site)?;
-            let set = CertSet::new(&certs).expect("load returns at least one certificate");
+            let (set, summaries) = load_frontend(tls, farm)?;
             let resolver = SniResolver::new(set);
             let config = server::server_config(resolver.clone(), server::ALPN_HTTP)?;
             by_index.push(Some(Arc::new(TlsFrontend {
                 name: f.name.clone(),
                 acceptor: TlsAcceptor::from(config),
                 resolver,
-                certs: Mutex::new(summaries(&certs)),
+                certs: Mutex::new(summaries),
                 failures: AtomicU64::new(0),
                 last_warning: Mutex::new((Instant::now(), 0)),
             })));
@@ -169,24 +178,24 @@ impl TlsFrontends {
         let mut loaded = Vec::new();
         for (f, state) in farm.frontends.iter().zip(&self.by_index) {
             if let (Some(tls), Some(state)) = (&f.tls, state) {
-                loaded.push((state, load(&files_of(&tls.certs, farm), &farm.site)?));
+                loaded.push((state, load_frontend(tls, farm)?));
             }
         }
-        for (state, certs) in &loaded {
-            let set = CertSet::new(certs).expect("load returns at least one certificate");
-            state.resolver.replace(set);
-            *state.certs.lock().unwrap_or_else(PoisonError::into_inner) = summaries(certs);
+        let count = loaded.len();
+        for (state, (set, summaries)) in loaded {
+            let listing: Vec<String> = summaries
+                .iter()
+                .map(|c| format!("{} ({})", c.file.display(), c.names))
+                .collect();
             tracing::info!(
                 "frontend {}: certificates reloaded: {}",
                 state.name,
-                certs
-                    .iter()
-                    .map(|c| format!("{} ({})", c.path.display(), c.names_list()))
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                listing.join("; ")
             );
+            state.resolver.replace(set);
+            *state.certs.lock().unwrap_or_else(PoisonError::into_inner) = summaries;
         }
-        Ok(loaded.len())
+        Ok(count)
     }
 }
 
