@@ -152,7 +152,7 @@ impl TlsSettings {
 }
 
 /// A whole farm, validated: the result of reading a topology file or the built-in default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Farm {
     /// The site's DNS name, `www.foobar.com` by default.
     pub site: String,

@@ -35,7 +35,7 @@ pub use lb::{
     FrontendTimeouts, FrontendTls, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,
     SniPattern, SniRoute, DEFAULT_INSPECT_DELAY, MAX_LB_THREADS,
 };
-pub use monitor::MonitorSettings;
+pub use monitor::{AlertSettings, MonitorSettings, Rule};
 
 #[cfg(test)]
 mod tests {

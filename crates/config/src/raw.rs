@@ -40,6 +40,32 @@ pub(crate) struct RawMonitor {
     pub scrape_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub history: Option<Duration>,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlerts {
+    pub server_down: Option<RawRule>,
+    pub backend_servers_up: Option<RawRule>,
+    pub no_db_leader: Option<RawRule>,
+    pub replication_lag: Option<RawRule>,
+    pub error_rate: Option<RawRule>,
+    pub latency_p99: Option<RawRule>,
+    pub certificate_expiry: Option<RawRule>,
+    pub disk_free: Option<RawRule>,
+    pub webhooks: Option<Vec<String>>,
+}
+
+/// `{ threshold = 2, for = "10s", enabled = true }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub threshold: Option<f64>,
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    pub for_: Option<Duration>,
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

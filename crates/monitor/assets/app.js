@@ -93,6 +93,17 @@ function renderBackends(view) {
   box.replaceChildren(...parts);
 }
 
+function renderAlerts(view) {
+  const list = $("#alerts");
+  const alerts = view.alerts || [];
+  if (!alerts.length) {
+    list.replaceChildren(el("li", { class: "quiet" }, "none firing"));
+    return;
+  }
+  list.replaceChildren(...alerts.map((a) => el("li", { class: a.state, "data-alert": a.labels.alertname },
+    el("strong", {}, `${a.labels.alertname} ${a.state}`), ` since ${time(a.since_ms)}: ${a.summary}`)));
+}
+
 function renderDb(view) {
   const db = view.db;
   $("#db-summary").textContent = db.leader ? `primary (Raft leader): ${db.leader}, term ${db.term}` : `no leader known (term ${db.term})`;
@@ -205,7 +216,7 @@ function render(frame) {
   $("#site").textContent = view.site;
   $("#updated").textContent = "updated " + time(view.at_ms);
   record(view);
-  renderDiagram(view); renderNodes(view); renderBackends(view); renderDb(view);
+  renderDiagram(view); renderAlerts(view); renderNodes(view); renderBackends(view); renderDb(view);
   chart("chart-servers", "keys-servers", "rps/"); chart("chart-web", "keys-web", "rps/web/"); chart("chart-lag", "keys-lag", "lag/");
   addEvents(frame.events || []);
 }

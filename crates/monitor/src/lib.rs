@@ -9,6 +9,7 @@
 //!
 //! Every asset is compiled into the binary: the dashboard works offline.
 
+pub mod alerts;
 pub mod control;
 pub mod events;
 pub mod history;
@@ -65,6 +66,8 @@ pub enum MonitorError {
 /// What the scraper shares with the dashboard's handlers.
 pub(crate) struct Shared {
     farm: Arc<Farm>,
+    /// The dashboard's URL (alerts link to it).
+    dashboard: String,
     http: HttpClient,
     state: Mutex<State>,
     /// The latest frame (`{"view":..., "events":[new ones]}` as JSON), for the live stream.
@@ -75,12 +78,53 @@ pub(crate) struct Shared {
 
 struct State {
     view: Option<View>,
+    alerts: alerts::Alerts,
     rates: Rates,
     history: History,
     timeline: Timeline,
 }
 
 impl Shared {
+    /// Turns one scrape into the view, history, timeline and alerts; the frame for the live
+    /// stream, and the alerts that started firing or were resolved.
+    fn observe(
+        &self,
+        me: &str,
+        readings: &[scrape::Reading],
+    ) -> (serde_json::Value, Vec<alerts::Alert>) {
+        let mut state = self.state();
+        let state = &mut *state;
+        let (now, at) = (SystemTime::now(), Instant::now());
+        let mut view = view::build(
+            &self.farm,
+            me,
+            readings,
+            &mut state.rates,
+            (at, alerts::ms(now)),
+        );
+        let settings = &self.farm.monitor.alerts;
+        let conditions = alerts::conditions(settings, &view, readings, now);
+        let changes = state.alerts.update(settings, conditions, view.at_ms);
+        view.alerts = state.alerts.active();
+        state.timeline.compare(state.view.as_ref(), &view);
+        for a in &changes {
+            state.timeline.push(events::Event {
+                at_ms: view.at_ms,
+                kind: "alert",
+                severity: if a.state == "firing" {
+                    "critical"
+                } else {
+                    "info"
+                },
+                text: format!("alert {} {}: {}", a.name(), a.state, a.summary),
+            });
+        }
+        state.history.record(&view);
+        let frame = serde_json::json!({ "view": view, "events": state.timeline.take_new() });
+        state.view = Some(view);
+        (frame, changes)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -128,9 +172,11 @@ impl MonitorNode {
         let points = settings.history.as_millis() / settings.scrape_interval.as_millis().max(1);
         let shared = Arc::new(Shared {
             farm: ctx.farm.clone(),
+            dashboard: format!("http://{addr}/"),
             http,
             state: Mutex::new(State {
                 view: None,
+                alerts: alerts::Alerts::default(),
                 rates: Rates::default(),
                 history: History::new(usize::try_from(points).unwrap_or(usize::MAX)),
                 timeline: Timeline::default(),
@@ -205,6 +251,18 @@ impl MonitorNode {
 /// events, and a frame for the live stream.
 async fn scrape_loop(shared: Arc<Shared>, targets: Vec<Target>, me: String, shutdown: Shutdown) {
     let settings = shared.farm.monitor.clone();
+    // One sender, in order: a resolution never overtakes its firing.
+    let (notify, mut queue) = tokio::sync::mpsc::channel::<alerts::Alert>(1024);
+    let (http, hooks, url) = (
+        shared.http.clone(),
+        settings.alerts.webhooks.clone(),
+        shared.dashboard.clone(),
+    );
+    tokio::spawn(async move {
+        while let Some(alert) = queue.recv().await {
+            alerts::webhook::send(&http, &hooks, &alert, &url).await;
+        }
+    });
     let mut tick = tokio::time::interval(settings.scrape_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -222,24 +280,14 @@ async fn scrape_loop(shared: Arc<Shared>, targets: Vec<Target>, me: String, shut
             })
             .count();
         shared.ready_nodes.store(ready, Ordering::Relaxed);
-        let frame = {
-            let mut state = shared.state();
-            let state = &mut *state;
-            let view = view::build(
-                &shared.farm,
-                &me,
-                &readings,
-                &mut state.rates,
-                (Instant::now(), now_ms()),
-            );
-            state.timeline.compare(state.view.as_ref(), &view);
-            state.history.record(&view);
-            let frame = serde_json::json!({ "view": view, "events": state.timeline.take_new() });
-            state.view = Some(view);
-            frame
-        };
+        let (frame, changes) = shared.observe(&me, &readings);
         shared.scrapes.fetch_add(1, Ordering::Relaxed);
         shared.frames.send_replace(Arc::from(frame.to_string()));
+        for alert in changes {
+            if notify.try_send(alert).is_err() {
+                tracing::warn!("alert webhooks are behind: an alert was not sent");
+            }
+        }
     }
 }
 

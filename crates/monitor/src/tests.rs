@@ -268,3 +268,96 @@ fn history_keeps_the_last_points_of_each_series() {
         .collect();
     assert_eq!(points, [20.0, 30.0, 40.0]);
 }
+
+#[test]
+fn an_alert_is_pending_for_its_for_then_fires_then_resolves_with_alertmanager_json() {
+    let mut settings = webfarm_config::AlertSettings::default();
+    settings.server_down.for_ = Duration::from_secs(2);
+    let mut s = Scrapes::new();
+    let mut alerts = crate::alerts::Alerts::default();
+    let mut step = |state: &str| {
+        let r = readings(vec![
+            ("lb-1", Role::Lb, lb(state, 0)),
+            ("db-1", Role::Db, db("db-1", Some("db-1"), 3, 0)),
+            ("db-2", Role::Db, db("db-2", Some("db-1"), 3, 0)),
+        ]);
+        let view = s.next(r.clone());
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(view.at_ms);
+        let c = crate::alerts::conditions(&settings, &view, &r, now);
+        let changes = alerts.update(&settings, c, view.at_ms);
+        let states: Vec<(String, &str)> = alerts
+            .active()
+            .iter()
+            .map(|a| (a.name().to_string(), a.state))
+            .collect();
+        (changes, states)
+    };
+    let (changes, _) = step("UP");
+    assert!(changes.is_empty());
+    // DOWN at t=1s: pending; web-1 was the backend's only server, so fewer than 2 are up.
+    let (changes, states) = step("DOWN");
+    assert!(changes.is_empty(), "{changes:?}");
+    assert!(
+        states.contains(&("ServerDown".into(), "pending")),
+        "{states:?}"
+    );
+    let (changes, _) = step("DOWN");
+    assert!(changes.is_empty(), "1 s of a 2 s `for`");
+    let (changes, states) = step("DOWN");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(
+        (changes[0].name(), changes[0].state),
+        ("ServerDown", "firing")
+    );
+    assert!(states.contains(&("ServerDown".into(), "firing")));
+    let json = crate::alerts::webhook::payload(&changes[0], "http://127.0.9.5:3000/");
+    assert_eq!(json["version"], "4");
+    assert_eq!(json["status"], "firing");
+    let alert = &json["alerts"][0];
+    assert_eq!(alert["labels"]["server"], "web-1");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+    assert!(alert["startsAt"]
+        .as_str()
+        .unwrap()
+        .starts_with("1970-01-01T00:00:01"));
+    assert!(alert["annotations"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("server web/web-1 is DOWN"));
+    // Back UP: resolved, with its end.
+    let (changes, states) = step("UP");
+    assert_eq!(
+        (changes[0].name(), changes[0].state),
+        ("ServerDown", "resolved")
+    );
+    let json = crate::alerts::webhook::payload(&changes[0], "http://x/");
+    assert_eq!(json["alerts"][0]["endsAt"], "1970-01-01T00:00:04.000Z");
+    assert!(
+        states.iter().all(|(n, _)| n == "BackendFewServersUp"),
+        "{states:?}"
+    );
+}
+
+#[test]
+fn no_leader_and_lag_and_disabled_rules() {
+    let mut settings = webfarm_config::AlertSettings::default();
+    settings.replication_lag.threshold = 5.0;
+    let mut s = Scrapes::new();
+    let r = readings(vec![
+        ("db-1", Role::Db, db("db-1", Some("db-1"), 3, 9)),
+        ("db-2", Role::Db, db("db-2", Some("db-1"), 3, 0)),
+    ]);
+    let view = s.next(r.clone());
+    let names = |settings: &webfarm_config::AlertSettings, view: &View| {
+        crate::alerts::conditions(settings, view, &r, std::time::SystemTime::now())
+            .into_iter()
+            .map(|c| c.labels["alertname"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(names(&settings, &view).contains(&"DbReplicationLag".to_string()));
+    settings.replication_lag.enabled = false;
+    assert!(!names(&settings, &view).contains(&"DbReplicationLag".to_string()));
+    let leaderless = s.next(readings(vec![("db-2", Role::Db, db("db-2", None, 4, 0))]));
+    assert!(names(&settings, &leaderless).contains(&"DbNoLeader".to_string()));
+}

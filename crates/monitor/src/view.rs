@@ -27,6 +27,8 @@ pub struct View {
     pub webs: Vec<WebView>,
     /// The db cluster.
     pub db: DbView,
+    /// Alerts pending or firing ([`crate::alerts`]).
+    pub alerts: Vec<crate::alerts::Alert>,
 }
 
 /// One node.
