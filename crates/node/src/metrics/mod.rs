@@ -65,6 +65,15 @@ pub(crate) fn registry(health: Arc<dyn Health>) -> Registry {
     registry
 }
 
+/// The `/metrics` text of a node whose role reports through `health`: what its admin server
+/// answers, for a caller that has the node at hand (a test, an in-process farm).
+///
+/// # Errors
+/// A collector's error (none of ours fails but on a writer error).
+pub fn text(health: Arc<dyn Health>) -> Result<String, fmt::Error> {
+    render(&registry(health))
+}
+
 /// Writes `registry` in the Prometheus text format.
 ///
 /// # Errors
@@ -131,7 +140,11 @@ mod tests {
                 "Responses by class.",
                 [([("proxy", "web"), ("code", "2xx")], 7u64)],
             )?;
-            s.counters("empty_total", "Left out.", Vec::<([(&str, &str); 0], u64)>::new())?;
+            s.counters(
+                "empty_total",
+                "Left out.",
+                Vec::<([(&str, &str); 0], u64)>::new(),
+            )?;
             s.histograms(
                 "haproxy_backend_total_time_seconds",
                 "Total time.",
