@@ -156,26 +156,29 @@ pub(crate) async fn watch(
 pub(crate) fn write(h: &DbHealth, s: &mut Scrape<'_>) -> fmt::Result {
     raft(h, s)?;
     let stats = &h.stats;
-    s.histograms(
+    s.histogram(
         "webfarm_db_disk_wal_fsync_duration_seconds",
         "Latency of the Raft log's durable appends (one SQLite commit, synchronous=FULL), seconds.",
-        [([("log", "raft")], h.log.fsync_seconds())],
+        h.log.fsync_seconds(),
     )?;
-    s.histograms(
+    s.histogram(
         "webfarm_db_group_commit_requests",
-        "Requests gathered into one proposed log entry (group commit).",
-        [([("node", "leader")], &stats.group_requests)],
+        "Requests gathered into one proposed log entry by this node as leader (group commit).",
+        &stats.group_requests,
     )?;
     snapshots(&stats.snapshots, s)?;
+    s.histogram(
+        "webfarm_db_sql_execute_duration_seconds",
+        "Time this node's store took to commit and apply a write (leader only), seconds.",
+        &stats.execute,
+    )?;
     s.histograms(
-        "webfarm_db_sql_duration_seconds",
-        "Time the store took to serve a request, by operation and consistency level, seconds.",
-        std::iter::once(([("op", "execute"), ("level", "strong")], &stats.execute)).chain(
-            Consistency::ALL
-                .iter()
-                .zip(&stats.query)
-                .map(|(l, h)| ([("op", "query"), ("level", l.as_str())], h)),
-        ),
+        "webfarm_db_sql_query_duration_seconds",
+        "Time this node's store took to serve a query, by consistency level, seconds.",
+        Consistency::ALL
+            .iter()
+            .zip(&stats.query)
+            .map(|(l, h)| ([("level", l.as_str())], h)),
     )?;
     s.counter(
         "webfarm_db_forwarded_requests_total",
@@ -270,10 +273,10 @@ fn snapshots(st: &SnapshotStats, s: &mut Scrape<'_>) -> fmt::Result {
         "Snapshots this node received from a leader and installed.",
         st.installed.load(Ordering::Relaxed),
     )?;
-    s.histograms(
+    s.histogram(
         "webfarm_db_snapshot_duration_seconds",
         "Time to build a snapshot, seconds.",
-        [([("op", "build")], &st.seconds)],
+        &st.seconds,
     )?;
     s.gauge(
         "webfarm_db_snapshot_size_bytes",

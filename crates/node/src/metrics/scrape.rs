@@ -50,6 +50,17 @@ impl<'a> Scrape<'a> {
             .encode_gauge(&v)
     }
 
+    /// One histogram without labels, read now.
+    ///
+    /// # Errors
+    /// The writer's.
+    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> fmt::Result {
+        let s = h.snapshot();
+        self.0
+            .encode_descriptor(name, help, None, MetricType::Histogram)?
+            .encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)
+    }
+
     /// A counter family: one series per `(labels, value)`.
     ///
     /// # Errors
