@@ -183,3 +183,36 @@ fn promtool_check(promtool: &std::path::Path, text: &str) -> String {
     );
     printed.trim().to_string()
 }
+
+#[tokio::test]
+async fn a_request_head_that_times_out_is_a_frontend_request_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = servers::<1>().await;
+    let extra = Extra {
+        frontend: "timeout = { http_request = \"300ms\" }".into(),
+        ..Extra::default()
+    };
+    let lb = start_lb_extra(&[&s[0]], &[1], Checks::default(), &extra).await;
+    let admin = lb.serve_admin().await;
+    let mut c = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: www.foobar.com\r\nX-Half: ")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut answer))
+        .await
+        .expect("the connection closes after the 408")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 408"), "{answer:?}");
+    let www = [("proxy", "www")];
+    let text = eventually(DEADLINE, "the request error counted", || async {
+        let text = scrape(admin).await;
+        (sample(&text, "haproxy_frontend_request_errors_total", &www) == Some(1.0)).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        value(&text, "haproxy_frontend_http_requests_total", &www),
+        0.0
+    );
+    lb.stop().await;
+}

@@ -69,6 +69,8 @@ pub(crate) struct FrontendMetrics {
     pub traffic: Traffic,
     /// Client connections admitted (HAProxy's `sessions_total`).
     pub sessions: AtomicU64,
+    /// Connections that never sent a whole request head in time (answered 408).
+    pub request_errors: AtomicU64,
 }
 
 /// The four timers of HAProxy's log as histograms (seconds).

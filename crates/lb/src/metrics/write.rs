@@ -85,6 +85,12 @@ fn frontends(live: &LiveConfig, s: &mut Scrape<'_>) -> fmt::Result {
         fe.iter().map(|(l, m, _)| (l.clone(), get(&m.sessions))),
     )?;
     s.counters(
+        "haproxy_frontend_request_errors_total",
+        "Total number of request errors.",
+        fe.iter()
+            .map(|(l, m, _)| (l.clone(), get(&m.request_errors))),
+    )?;
+    s.counters(
         "haproxy_frontend_http_requests_total",
         "Total number of HTTP requests received.",
         fe.iter()
