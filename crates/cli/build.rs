@@ -19,6 +19,7 @@ fn main() {
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".to_string());
     // Build again when HEAD moves: HEAD itself (a checkout) and the branch it names (a commit).
+    // Only files that exist: cargo runs the script on every build for a missing one.
     for path in ["HEAD", "packed-refs"]
         .into_iter()
         .filter_map(|p| git(&["rev-parse", "--git-path", p]))
@@ -26,6 +27,7 @@ fn main() {
             git(&["symbolic-ref", "-q", "HEAD"])
                 .and_then(|r| git(&["rev-parse", "--git-path", &r])),
         )
+        .filter(|p| std::path::Path::new(p).exists())
     {
         println!("cargo:rerun-if-changed={path}");
     }

@@ -147,10 +147,8 @@ async fn every_node_reports_what_the_farm_did() {
             "{node}"
         );
         assert!(value(&text, "process_open_fds", &[]) > 0.0, "{node}");
-        assert_eq!(
-            value(&text, "webfarm_build_info", &[("version", "0.1.0")]),
-            1.0
-        );
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        assert_eq!(value(&text, "webfarm_build_info", &version), 1.0, "{node}");
     }
     let everyone = farm.webfarm(&["metrics"]);
     let everyone = String::from_utf8_lossy(&everyone.stdout);
