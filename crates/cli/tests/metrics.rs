@@ -156,6 +156,39 @@ async fn every_node_reports_what_the_farm_did() {
         assert!(everyone.contains(&format!("# node {node} ")), "{everyone}");
     }
 
+    // The db leader dies. web-k sends its writes to db-k first (and db-k forwards them to
+    // the leader while it lives): with db-k gone, web-k's next write fails over to another
+    // db node, and the survivors see a new leader.
+    let k = &leader["db-".len()..];
+    let out = farm.webfarm(&["kill", &leader]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let web_k: u8 = k.parse().unwrap();
+    let r = farm
+        .post_json(
+            &format!("{}/api/messages", farm.web(web_k)),
+            &json!({"author": "ada", "text": "after the failover"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let web = metrics(&farm, &format!("web-{k}"));
+    assert!(
+        value(&web, "webfarm_web_db_failovers_total", &[]) >= 1.0,
+        "{web}"
+    );
+    for survivor in (1..=3).map(|i| format!("db-{i}")).filter(|n| *n != leader) {
+        eventually(DEADLINE, "a new leader seen", || async {
+            let db = metrics(&farm, &survivor);
+            (value(&db, "webfarm_db_leader_changes_seen_total", &[]) >= 2.0
+                && value(&db, "webfarm_db_has_leader", &[]) == 1.0)
+                .then_some(())
+        })
+        .await;
+    }
+
     // A web node dies: the lb's health checks take it DOWN, and its status says so.
     let out = farm.webfarm(&["kill", "web-2"]);
     assert!(
@@ -177,6 +210,7 @@ async fn every_node_reports_what_the_farm_did() {
         value(&lb, "haproxy_backend_active_servers", &[("proxy", "web")]),
         2.0
     );
+
     farm.stop();
 }
 
