@@ -150,6 +150,16 @@ pub enum CaCommand {
         #[command(flatten)]
         farm: FarmArgs,
     },
+    /// Revoke a certificate (a lost key, a node retired): list it on the farm CA's CRL
+    /// (`<data_dir>/ca/ca.crl`, which nodes check and load balancers publish) and issue a
+    /// new one in its place.
+    Revoke {
+        /// What: `site`, `operator` or a node's name.
+        what: String,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
 }
 
 /// `webfarm lb ...`: talks to the lb nodes' admin addresses (`/lb/...`).

@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use webfarm_config::{Farm, Role};
-use webfarm_tls::ca::{Layout, PairPaths};
+use webfarm_config::{Farm, Mode, Role};
+use webfarm_tls::ca::{FarmCa, Layout, PairPaths};
 use webfarm_tls::cert::{fingerprint, LoadedCert};
-use webfarm_tls::farm::{self, NodeIdentity, Report};
+use webfarm_tls::farm::{self, NodeIdentity, Report, Subjects};
+use webfarm_tls::revoke::{self, crl_url};
 
 use crate::args::CaCommand;
 use crate::farm_file;
@@ -27,12 +28,14 @@ pub fn run(command: &CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Show { farm } => show(&farm_file::resolve(farm)?.farm),
         CaCommand::Issue { node, farm } => issue(&farm_file::resolve(farm)?.farm, node),
         CaCommand::Rotate { farm } => rotate(&farm_file::resolve(farm)?.farm),
+        CaCommand::Revoke { what, farm } => revoke(&farm_file::resolve(farm)?.farm, what),
     }
 }
 
 /// What the farm's certificates must name: every node, and the lb addresses beside the
-/// site name (so `https://<lb address>:8443/` verifies too).
-fn identities(farm: &Farm) -> (Vec<String>, Vec<NodeIdentity>) {
+/// site name (so `https://<lb address>:8443/` verifies too); and where the lbs publish the
+/// CRL: the first plain HTTP frontend, if there is one.
+pub fn subjects(farm: &Farm) -> Subjects {
     let site_extra = farm
         .nodes_with_role(Role::Lb)
         .map(|n| n.address.to_string())
@@ -45,7 +48,19 @@ fn identities(farm: &Farm) -> (Vec<String>, Vec<NodeIdentity>) {
             address: n.address,
         })
         .collect();
-    (site_extra, nodes)
+    let has_lb = farm.nodes_with_role(Role::Lb).next().is_some();
+    let crl_url = farm
+        .frontends
+        .iter()
+        .find(|f| f.mode == Mode::Http && f.tls.is_none())
+        .filter(|_| has_lb)
+        .map(|f| crl_url(&farm.site, f.port));
+    Subjects {
+        site: farm.site.clone(),
+        site_extra,
+        nodes,
+        crl_url,
+    }
 }
 
 /// Creates or renews the farm's certificates (on `webfarm up`); says what it did.
@@ -55,9 +70,7 @@ fn identities(farm: &Farm) -> (Vec<String>, Vec<NodeIdentity>) {
 /// Files that cannot be read or written, or an unusable existing CA.
 pub fn ensure(farm: &Farm) -> anyhow::Result<Report> {
     let layout = Layout::of_data_dir(&farm.data_dir);
-    let (site_extra, nodes) = identities(farm);
-    let (_, report) = farm::ensure(&layout, &farm.site, &site_extra, &nodes)
-        .context("the farm's certificates")?;
+    let (_, report) = farm::ensure(&layout, &subjects(farm)).context("the farm's certificates")?;
     if report.ca_created {
         crate::supervisor::say(&format!(
             "created the farm CA: {} (clients trust this file; `webfarm ca show` says how)",
@@ -96,6 +109,7 @@ fn show(farm: &Farm) -> anyhow::Result<ExitCode> {
     for (what, paths) in &all {
         println!("{}", describe(what, paths));
     }
+    print_revoked(&layout)?;
     let loaded = load(&ca)?;
     println!(
         "\nCA fingerprint (SHA-256): {}",
@@ -111,6 +125,25 @@ fn show(farm: &Farm) -> anyhow::Result<ExitCode> {
         ca.cert.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The revoked certificates and where the CRL is.
+fn print_revoked(layout: &Layout) -> anyhow::Result<()> {
+    let list = revoke::read_list(&layout.revoked())?;
+    println!(
+        "\nCRL {}: {} revoked certificate(s)",
+        layout.crl().display(),
+        list.len()
+    );
+    for r in &list {
+        println!(
+            "  {:<10} serial {} revoked {}",
+            r.what,
+            r.serial_hex(),
+            humantime::format_rfc3339_seconds(r.at)
+        );
+    }
+    Ok(())
 }
 
 fn load(paths: &PairPaths) -> anyhow::Result<LoadedCert> {
@@ -152,14 +185,12 @@ fn issue(farm: &Farm, name: &str) -> anyhow::Result<ExitCode> {
     let layout = Layout::of_data_dir(&farm.data_dir);
     // What is missing first (the CA, the site's and the operator's certificates...), then
     // NODE's anew.
-    let (site_extra, nodes) = identities(farm);
-    let (ca, _) = farm::ensure(&layout, &farm.site, &site_extra, &nodes)?;
-    let identity = NodeIdentity {
-        name: node.name.clone(),
-        address: node.address,
-    };
-    ca.issue(&farm::node_leaf(&identity))?
-        .write(&layout.node(name))?;
+    let subjects = subjects(farm);
+    let (ca, _) = farm::ensure(&layout, &subjects)?;
+    let (leaf, paths) = subjects
+        .leaf_of(&layout, name)
+        .context("the node's certificate")?;
+    ca.issue(&leaf)?.write(&paths)?;
     println!("issued {}", layout.node(name).cert.display());
     println!(
         "\nOn {name}'s host, with the same farm file, copy into <data_dir>/ca/ (mode 0600 for \
@@ -182,8 +213,7 @@ fn issue(farm: &Farm, name: &str) -> anyhow::Result<ExitCode> {
 
 fn rotate(farm: &Farm) -> anyhow::Result<ExitCode> {
     let layout = Layout::of_data_dir(&farm.data_dir);
-    let (site_extra, nodes) = identities(farm);
-    let (ca, report) = farm::rotate(&layout, &farm.site, &site_extra, &nodes)?;
+    let (ca, report) = farm::rotate(&layout, &subjects(farm))?;
     println!(
         "new farm CA {} (SHA-256 {}); issued again: {}",
         layout.ca().cert.display(),
@@ -198,6 +228,38 @@ fn rotate(farm: &Farm) -> anyhow::Result<ExitCode> {
     println!(
         "Load balancers swap their certificates by themselves; restart the other nodes, and \
          give clients the new ca.crt."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `webfarm ca revoke WHAT`: puts WHAT's certificate on the CRL and issues it a new one.
+fn revoke(farm: &Farm, what: &str) -> anyhow::Result<ExitCode> {
+    let layout = Layout::of_data_dir(&farm.data_dir);
+    let subjects = subjects(farm);
+    let Some((leaf, paths)) = subjects.leaf_of(&layout, what) else {
+        anyhow::bail!(
+            "nothing named {what:?} has a certificate: name `site`, `operator` or a node of \
+             the farm"
+        );
+    };
+    let Some(ca) = FarmCa::open(&layout)? else {
+        anyhow::bail!("no farm CA at {}", layout.ca().cert.display());
+    };
+    let old = load(&paths).with_context(|| format!("{what}'s certificate"))?;
+    ca.revoke(&old, what)?;
+    ca.issue(&leaf)?.write(&paths)?;
+    let listed = revoke::read_list(&layout.revoked())?.len();
+    println!(
+        "revoked {what}'s certificate (serial {}); the CRL {} lists {listed} certificate(s)",
+        old.serial_hex(),
+        layout.crl().display()
+    );
+    println!("issued a new one: {}", paths.cert.display());
+    println!(
+        "Nodes of this host refuse the old certificate, and {what} presents its new one, \
+         within a second. On other hosts copy ca/ca.crl to every node's <data_dir>/ca/ (load \
+         balancers publish it at {}), and {what}'s new files to its host.",
+        subjects.crl_url.as_deref().unwrap_or(revoke::CRL_PATH)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -161,6 +161,10 @@ fn summary(n: &NodeReport) -> String {
             backends.chain(expired).collect::<Vec<_>>().join("; ")
         }
         Some(RoleStatus::Web(d)) => format!("http {}", d.http),
+        Some(RoleStatus::Monitor(d)) => format!(
+            "dashboard {} ({}/{} nodes ready)",
+            d.dashboard, d.nodes_ready, d.nodes
+        ),
         None => String::new(),
     }
 }

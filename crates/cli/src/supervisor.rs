@@ -151,10 +151,10 @@ impl Supervisor {
         &self.resolved.farm
     }
 
-    /// Starts db nodes, then web nodes, then load balancers; each group must be ready before
-    /// the next starts.
+    /// Starts db nodes, then web nodes, then load balancers, then the monitor; each group
+    /// must be ready before the next starts.
     async fn start_all(self: &Arc<Self>) -> anyhow::Result<()> {
-        for role in [Role::Db, Role::Web, Role::Lb] {
+        for role in [Role::Db, Role::Web, Role::Lb, Role::Monitor] {
             let nodes: Vec<Node> = self.farm().nodes_with_role(role).cloned().collect();
             for node in &nodes {
                 self.spawn(node)?;
@@ -378,7 +378,7 @@ impl Supervisor {
 
     /// Stops every running node: load balancers, then web nodes, then db nodes.
     async fn stop_all(&self) {
-        for role in [Role::Lb, Role::Web, Role::Db] {
+        for role in [Role::Monitor, Role::Lb, Role::Web, Role::Db] {
             let running: Vec<String> = self
                 .farm()
                 .nodes_with_role(role)
@@ -393,7 +393,7 @@ impl Supervisor {
     fn print_endpoints(&self) {
         let farm = self.farm();
         println!();
-        println!("{:<10} {:<5} {:<16} URL", "NODE", "ROLE", "ADDRESS");
+        println!("{:<10} {:<7} {:<16} URL", "NODE", "ROLE", "ADDRESS");
         for n in &farm.nodes {
             let urls = match n.role {
                 Role::Lb => farm
@@ -411,8 +411,9 @@ impl Supervisor {
                     farm.tls.scheme(),
                     n.main_addr()
                 ),
+                Role::Monitor => format!("http://{}/ (the live dashboard)", n.main_addr()),
             };
-            println!("{:<10} {:<5} {:<16} {urls}", n.name, n.role, n.address);
+            println!("{:<10} {:<7} {:<16} {urls}", n.name, n.role, n.address);
         }
         println!(
             "every node: {}://<address>:<admin_port>/status, /readyz, /healthz",

@@ -114,6 +114,7 @@ fn up_creates_the_farm_ca_serves_https_and_reuses_it() {
         "{text}"
     );
     internal_ports_refuse_strangers(&ca_dir, tmp.path());
+    revoked_certificates_are_refused(&farm, &ca_dir, tmp.path());
     let status = farm.webfarm(&["status"]);
     assert!(
         status.status.success(),
@@ -164,7 +165,9 @@ fn up_creates_the_farm_ca_serves_https_and_reuses_it() {
 /// and one with a certificate of another CA, and answers the operator.
 fn internal_ports_refuse_strangers(ca_dir: &std::path::Path, tmp: &std::path::Path) {
     let other = webfarm_tls::ca::Layout::of_data_dir(&tmp.join("other"));
-    let (stranger, _) = webfarm_tls::farm::ensure(&other, "www.foobar.com", &[], &[]).unwrap();
+    let (stranger, _) =
+        webfarm_tls::farm::ensure(&other, &webfarm_tls::farm::Subjects::site("www.foobar.com"))
+            .unwrap();
     drop(stranger);
     let ca = ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
@@ -235,6 +238,114 @@ fn internal_ports_refuse_strangers(ca_dir: &std::path::Path, tmp: &std::path::Pa
         body.ends_with(" 403") && body.contains("says it is \"db-1\""),
         "{body}"
     );
+}
+
+/// The lb publishes the CRL the certificates point to, over plain HTTP; `webfarm ca revoke`
+/// lists a certificate on it, and within seconds the farm's ports refuse the old
+/// certificate while its holder works on with the new one.
+fn revoked_certificates_are_refused(
+    farm: &TestFarm,
+    ca_dir: &std::path::Path,
+    tmp: &std::path::Path,
+) {
+    let site = webfarm_tls::cert::LoadedCert::load(
+        &ca_dir.join("site.crt"),
+        &ca_dir.join("site.key"),
+        &webfarm_tls::server::provider(),
+    )
+    .unwrap();
+    let crl_url = "http://www.foobar.com:8080/.well-known/webfarm/ca.crl";
+    assert_eq!(site.crl_urls, [crl_url]);
+    let resolve = format!("www.foobar.com:8080:127.0.{NET}.10");
+    let fetch_crl = || {
+        let out = tmp.join("fetched.crl");
+        let (_, head, _) = curl(&[
+            "-sS",
+            "--resolve",
+            &resolve,
+            "-o",
+            out.to_str().unwrap(),
+            "-w",
+            "%{http_code} %{content_type}",
+            crl_url,
+        ]);
+        (head, std::fs::read(&out).unwrap_or_default())
+    };
+    let (head, before) = fetch_crl();
+    assert_eq!(head, "200 application/pkix-crl", "not redirected, not HTML");
+    assert_eq!(before, std::fs::read(ca_dir.join("ca.crl")).unwrap());
+    // The operator's key is lost: keep the old pair, revoke it.
+    let old = (tmp.join("old-op.crt"), tmp.join("old-op.key"));
+    std::fs::copy(ca_dir.join("operator.crt"), &old.0).unwrap();
+    std::fs::copy(ca_dir.join("operator.key"), &old.1).unwrap();
+    let revoke = farm.webfarm(&["ca", "revoke", "operator"]);
+    let said = String::from_utf8_lossy(&revoke.stdout);
+    assert!(
+        revoke.status.success() && said.contains("revoked operator's certificate (serial "),
+        "{said}"
+    );
+    let (_, after) = fetch_crl();
+    assert!(
+        after.len() > before.len(),
+        "the published CRL lists the serial"
+    );
+    let ca = ca_dir.join("ca.crt");
+    let url = format!("https://127.0.{NET}.31:4001/status");
+    let args = |pair: &(std::path::PathBuf, std::path::PathBuf)| {
+        vec![
+            "-sS".to_string(),
+            "-o".into(),
+            "/dev/null".into(),
+            "--cacert".into(),
+            ca.display().to_string(),
+            "--cert".into(),
+            pair.0.display().to_string(),
+            "--key".into(),
+            pair.1.display().to_string(),
+            url.clone(),
+        ]
+    };
+    let run = |pair| {
+        let a = args(pair);
+        curl(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    webfarm_testkit::eventually_blocking(
+        webfarm_testkit::DEADLINE,
+        "db-1 refusing the revoked operator certificate",
+        || {
+            let (ok, _, err) = run(&old);
+            (!ok).then_some(err)
+        },
+    );
+    let new = (ca_dir.join("operator.crt"), ca_dir.join("operator.key"));
+    let (ok, _, err) = run(&new);
+    assert!(ok, "the new operator certificate: {err}");
+    // A web node's certificate revoked: it presents its new one by itself, and the site
+    // keeps answering through it.
+    let revoke = farm.webfarm(&["ca", "revoke", "web-1"]);
+    assert!(
+        revoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    let page = format!("https://127.0.{NET}.21:8000/healthz");
+    webfarm_testkit::eventually_blocking(
+        webfarm_testkit::DEADLINE,
+        "web-1 serving its new certificate",
+        || {
+            let pair = (new.0.clone(), new.1.clone());
+            let mut a = args(&pair);
+            *a.last_mut().unwrap() = page.clone();
+            a.extend(["-w".into(), "%{certs}".into()]);
+            let (ok, out, _) = curl(&a.iter().map(String::as_str).collect::<Vec<_>>());
+            let served = std::fs::read_to_string(ca_dir.join("nodes/web-1.crt")).unwrap();
+            let body = served.lines().nth(1).unwrap_or("-").to_string();
+            (ok && out.contains(&body)).then_some(())
+        },
+    );
+    let status = farm.webfarm(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acme::{acme_warnings, check_acme_farm, resolve_acme, AcmeSettings};
 use crate::lb::{resolve_backends, resolve_frontends, resolve_lb};
+use crate::monitor::{resolve_monitor, MonitorSettings};
 use crate::raw::{RawFarm, RawNode};
 use crate::ConfigError;
 use crate::{Backend, Frontend, LbSettings};
@@ -23,15 +24,18 @@ pub enum Role {
     Web,
     /// One member of the replicated SQL database cluster.
     Db,
+    /// Monitoring: scrapes every node, serves the farm's live dashboard, evaluates alerts.
+    Monitor,
 }
 
 impl Role {
-    /// The role's name as written in the topology file: `lb`, `web` or `db`.
+    /// The role's name as written in the topology file: `lb`, `web`, `db` or `monitor`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Lb => "lb",
             Role::Web => "web",
             Role::Db => "db",
+            Role::Monitor => "monitor",
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct Farm {
     pub db: DbSettings,
     /// The farm's own TLS (`[tls]`).
     pub tls: TlsSettings,
+    /// Monitor role settings (`[monitor]`).
+    pub monitor: MonitorSettings,
     /// `[acme]`: the site certificate from an ACME CA; `None` when the table is absent (the
     /// farm CA's site certificate is served).
     pub acme: Option<AcmeSettings>,
@@ -182,6 +188,7 @@ const DEFAULT_ADMIN_PORT: u16 = 9000;
 const DEFAULT_WEB_PORT: u16 = 8000;
 const DEFAULT_DB_PORT: u16 = 4001;
 const DEFAULT_RAFT_PORT: u16 = 4002;
+const DEFAULT_DASHBOARD_PORT: u16 = 3000;
 
 impl Farm {
     /// The built-in default farm (the seed design), with relative paths resolved against the
@@ -302,6 +309,7 @@ impl Farm {
         }
         let site = raw.site.clone().unwrap_or_else(|| "www.foobar.com".into());
         let acme = resolve_acme(raw.acme.as_ref(), &site, base, &mut problems);
+        let monitor = resolve_monitor(&raw.monitor, &mut problems);
         if acme.is_some() {
             check_acme_farm(&nodes, &frontends, &mut problems);
         }
@@ -321,6 +329,7 @@ impl Farm {
                 internal: raw.tls.internal.unwrap_or(true),
             },
             acme,
+            monitor,
             source: None,
         })
     }
@@ -457,7 +466,7 @@ fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {
 }
 
 /// A node's service ports by role: an lb's come from `[[frontends]]` (0 here), a web node has
-/// its HTTP port, a db node its SQL API and Raft ports.
+/// its HTTP port, a db node its SQL API and Raft ports, a monitor its dashboard's port.
 fn role_ports(r: &RawNode, key: &str, problems: &mut Vec<String>) -> (u16, u16) {
     match r.role {
         Role::Lb => {
@@ -468,13 +477,17 @@ fn role_ports(r: &RawNode, key: &str, problems: &mut Vec<String>) -> (u16, u16) 
             }
             (0, 0)
         }
-        Role::Web => {
+        Role::Web | Role::Monitor => {
             if r.raft_port.is_some() {
                 problems.push(format!(
                     "{key}.raft_port: only db nodes have a raft port; remove it"
                 ));
             }
-            (r.port.unwrap_or(DEFAULT_WEB_PORT), 0)
+            let default = match r.role {
+                Role::Web => DEFAULT_WEB_PORT,
+                _ => DEFAULT_DASHBOARD_PORT,
+            };
+            (r.port.unwrap_or(default), 0)
         }
         Role::Db => (
             r.port.unwrap_or(DEFAULT_DB_PORT),

@@ -22,6 +22,7 @@ mod acme;
 mod error;
 mod farm;
 mod lb;
+mod monitor;
 mod raw;
 
 pub use acme::AcmeSettings;
@@ -34,6 +35,7 @@ pub use lb::{
     FrontendTimeouts, FrontendTls, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,
     SniPattern, SniRoute, DEFAULT_INSPECT_DELAY, MAX_LB_THREADS,
 };
+pub use monitor::MonitorSettings;
 
 #[cfg(test)]
 mod tests {
@@ -90,8 +92,11 @@ address = "127.0.0.2"
         let names: Vec<_> = farm.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(
             names,
-            ["lb-1", "web-1", "web-2", "web-3", "db-1", "db-2", "db-3"]
+            ["mon-1", "lb-1", "web-1", "web-2", "web-3", "db-1", "db-2", "db-3"]
         );
+        let mon = farm.node("mon-1").unwrap();
+        assert_eq!(mon.main_addr().to_string(), "127.0.1.5:3000");
+        assert_eq!(farm.monitor, crate::MonitorSettings::default());
         let db1 = farm.node("db-1").unwrap();
         assert_eq!(db1.main_addr().to_string(), "127.0.1.31:4001");
         assert_eq!(db1.raft_addr().to_string(), "127.0.1.31:4002");
@@ -112,6 +117,30 @@ address = "127.0.0.2"
     }
 
     #[test]
+    fn monitor_settings_are_checked_and_a_monitor_node_gets_the_dashboard_port() {
+        let with = |table: &str| {
+            format!(
+                "{MINIMAL}[[nodes]]\nname = \"mon-1\"\nrole = \"monitor\"\n\
+                 address = \"127.0.0.5\"\n[monitor]\n{table}"
+            )
+        };
+        let farm = parse(&with("history = \"5m\"\n")).unwrap();
+        assert_eq!(farm.node("mon-1").unwrap().port, 3000);
+        assert_eq!(farm.monitor.history, std::time::Duration::from_secs(300));
+        let e = err(&with("scrape_interval = \"10ms\"\n"));
+        assert!(
+            e.contains("monitor.scrape_interval: 10ms is outside"),
+            "{e}"
+        );
+        let e = err(&with("scrape_interval = \"2s\"\nscrape_timeout = \"3s\"\n"));
+        assert!(e.contains("monitor.scrape_timeout: 3s must be"), "{e}");
+        let e = err(&with("history = \"2d\"\n"));
+        assert!(e.contains("monitor.history"), "{e}");
+        let e = err(&with("scrape = \"1s\"\n"));
+        assert!(e.contains("monitor") && e.contains("scrape"), "{e}");
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_file() {
         let farm = parse(MINIMAL).unwrap();
         assert_eq!(farm.data_dir, Path::new("/base/farm-data"));
@@ -127,7 +156,7 @@ address = "127.0.0.2"
         let e = err("[[nodes]]\nname = \"x\"\nrole = \"dbx\"\naddress = \"127.0.0.1\"\n");
         assert!(e.starts_with("test.toml: nodes[0].role:"), "{e}");
         assert!(
-            e.contains("lb") && e.contains("web") && e.contains("db"),
+            e.contains("lb") && e.contains("web") && e.contains("db") && e.contains("monitor"),
             "{e}"
         );
         assert!(e.contains("line 3"), "{e}");

@@ -27,6 +27,19 @@ pub(crate) struct RawFarm {
     #[serde(default)]
     pub tls: RawTls,
     pub acme: Option<RawAcme>,
+    #[serde(default)]
+    pub monitor: RawMonitor,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMonitor {
+    #[serde(default, with = "humantime_serde")]
+    pub scrape_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub scrape_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub history: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

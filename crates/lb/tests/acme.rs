@@ -143,6 +143,7 @@ fn api_certificate(dir: &Path, ip: Ipv4Addr) -> (PathBuf, PathBuf, PathBuf) {
         common_name: ip.to_string(),
         names: vec![ip.to_string(), "localhost".into()],
         usage: Usage::Server,
+        crl_url: None,
     };
     let paths = layout.node("pebble");
     ca.issue(&leaf).unwrap().write(&paths).unwrap();
@@ -231,7 +232,7 @@ fn farm_text(
     let layout = Layout::of_data_dir(&data);
     let (ca, _) = FarmCa::open_or_create(&layout, "www.foobar.com").unwrap();
     ca.ensure(
-        &webfarm_tls::farm::site_leaf("www.foobar.com", &[]),
+        &webfarm_tls::farm::Subjects::site("www.foobar.com").site_leaf(),
         &layout.site(),
     )
     .unwrap();

@@ -64,6 +64,7 @@ impl Pki {
             common_name: names[0].into(),
             names: names.iter().map(|n| (*n).to_string()).collect(),
             usage: Usage::Server,
+            crl_url: None,
         };
         let paths = self.layout.node(stem);
         self.ca.issue(&leaf).unwrap().write(&paths).unwrap();

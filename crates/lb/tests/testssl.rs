@@ -1,7 +1,6 @@
-//! testssl.sh (Debian's `testssl.sh`) against an HTTPS frontend: no finding of severity
-//! MEDIUM or above, except the one that concerns the farm CA's certificates rather than the
-//! server: `cert_revocation` (the farm CA publishes no CRL or OCSP responder; a compromised
-//! key is answered by `webfarm ca rotate`). Any other finding fails the test with its text.
+//! testssl.sh (Debian's `testssl.sh`) against an HTTPS frontend serving a certificate of
+//! the farm CA: no finding of severity MEDIUM or above (any fails the test with its text),
+//! and the certificate's CRL distribution point is the one the farm publishes.
 
 mod common;
 
@@ -10,9 +9,7 @@ use std::process::Command;
 use common::{Checks, Extra};
 use webfarm_testkit::TempDir;
 use webfarm_tls::ca::{FarmCa, Layout, Leaf, Usage};
-
-/// Findings accepted, with the reason in the module doc.
-const ACCEPTED: &[&str] = &["cert_revocation"];
+use webfarm_tls::revoke::crl_url;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testssl_finds_nothing_of_medium_severity_or_above() {
@@ -27,6 +24,7 @@ async fn testssl_finds_nothing_of_medium_severity_or_above() {
         common_name: "www.foobar.com".into(),
         names: vec!["www.foobar.com".into()],
         usage: Usage::Server,
+        crl_url: Some(crl_url("www.foobar.com", 80)),
     };
     ca.issue(&leaf).unwrap().write(&layout.site()).unwrap();
     let site = layout.site();
@@ -65,7 +63,6 @@ async fn testssl_finds_nothing_of_medium_severity_or_above() {
     let bad: Vec<String> = findings
         .iter()
         .filter(|f| matches!(f["severity"].as_str(), Some("MEDIUM" | "HIGH" | "CRITICAL")))
-        .filter(|f| !ACCEPTED.contains(&f["id"].as_str().unwrap_or("")))
         .map(|f| format!("{} {}: {}", f["severity"], f["id"], f["finding"]))
         .collect();
     assert!(bad.is_empty(), "testssl findings:\n{}", bad.join("\n"));
@@ -81,5 +78,10 @@ async fn testssl_finds_nothing_of_medium_severity_or_above() {
     assert_eq!(offered("TLS1_3"), "offered with final", "{text}");
     assert_eq!(offered("TLS1_2"), "offered", "{text}");
     assert_eq!(offered("TLS1_1"), "not offered", "{text}");
+    assert_eq!(
+        offered("cert_crlDistributionPoints"),
+        "http://www.foobar.com/.well-known/webfarm/ca.crl",
+        "{text}"
+    );
     lb.stop().await;
 }

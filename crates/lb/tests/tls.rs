@@ -46,6 +46,7 @@ impl Pki {
             common_name: names[0].into(),
             names: names.iter().map(|n| (*n).to_string()).collect(),
             usage: Usage::Server,
+            crl_url: None,
         };
         self.ca
             .issue(&leaf)
@@ -491,6 +492,7 @@ async fn an_expired_certificate_is_served_with_a_warning_and_shows_in_status() {
         common_name: "www.foobar.com".into(),
         names: vec!["www.foobar.com".into()],
         usage: Usage::Server,
+        crl_url: None,
     };
     let day = std::time::Duration::from_secs(86_400);
     let now = std::time::SystemTime::now();

@@ -54,6 +54,9 @@ impl<'de> Deserialize<'de> for NodeStatus {
                 serde_json::from_value(raw.details).map(RoleStatus::Web)
             }
             r if r == Role::Db.as_str() => serde_json::from_value(raw.details).map(RoleStatus::Db),
+            r if r == Role::Monitor.as_str() => {
+                serde_json::from_value(raw.details).map(RoleStatus::Monitor)
+            }
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "unknown role {other:?} in /status"
@@ -82,6 +85,8 @@ pub enum RoleStatus {
     Web(WebStatus),
     /// A db node.
     Db(DbStatus),
+    /// The monitor node.
+    Monitor(MonitorStatus),
 }
 
 impl RoleStatus {
@@ -265,6 +270,19 @@ pub struct StateChange {
 pub struct LbErrorAnswer {
     /// What was refused and why, in words (a 404 names the backends or servers that exist).
     pub error: String,
+}
+
+/// The monitor node: its dashboard and what its last scrape found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    /// `http://ip:port/`: the live dashboard.
+    pub dashboard: String,
+    /// Nodes it scrapes (every node of the farm but itself).
+    pub nodes: usize,
+    /// Of those, how many answered the last scrape ready.
+    pub nodes_ready: usize,
+    /// Scrapes done since the node started.
+    pub scrapes: u64,
 }
 
 /// A web node's addresses and counters.

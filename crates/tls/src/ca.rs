@@ -12,7 +12,8 @@
 //! ```
 //!
 //! A leaf is issued again when it is missing, unusable, signed by another CA, does not
-//! cover its names any more, or has less than a third of its lifetime left (the point
+//! cover its names any more, names another CRL address, was revoked ([`crate::revoke`]),
+//! or has less than a third of its lifetime left (the point
 //! where ACME clients such as certbot renew).
 
 use std::net::IpAddr;
@@ -20,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CrlDistributionPoint, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 
@@ -105,6 +106,9 @@ pub struct Leaf {
     pub names: Vec<String>,
     /// What it is for.
     pub usage: Usage,
+    /// Where the CA's CRL is published ([`crate::revoke::crl_url`]), written into the
+    /// certificate as its cRLDistributionPoints; `None` for none.
+    pub crl_url: Option<String>,
 }
 
 /// A certificate and its key, PEM-encoded.
@@ -226,6 +230,16 @@ impl FarmCa {
         &self.cert_der
     }
 
+    /// Where its files are.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The CA as rcgen signs with it.
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// Issues a certificate for `leaf`, valid [`LEAF_LIFETIME`] from now.
     ///
     /// # Errors
@@ -270,6 +284,13 @@ impl FarmCa {
             ],
         };
         params.use_authority_key_identifier_extension = true;
+        params.crl_distribution_points = leaf
+            .crl_url
+            .iter()
+            .map(|url| CrlDistributionPoint {
+                uris: vec![url.clone()],
+            })
+            .collect();
         params.not_before = not_before.into();
         params.not_after = not_after.into();
         params.serial_number = Some(serial());
@@ -312,6 +333,12 @@ impl FarmCa {
         }
         if !leaf.names.iter().all(|n| loaded.covers(n)) {
             return Some("names changed");
+        }
+        if loaded.crl_urls != Vec::from_iter(leaf.crl_url.clone()) {
+            return Some("CRL address changed");
+        }
+        if self.is_revoked(&loaded).unwrap_or(false) {
+            return Some("revoked");
         }
         if loaded.remaining(SystemTime::now()) < loaded.lifetime() / 3 {
             return Some("renewal due");

@@ -45,6 +45,11 @@ pub struct LoadedCert {
     pub not_before: SystemTime,
     /// End of the validity period (`notAfter`).
     pub not_after: SystemTime,
+    /// The serial number, as encoded (big-endian bytes), which a CRL lists.
+    pub serial: Vec<u8>,
+    /// Where the certificate says its CA's CRL is (cRLDistributionPoints URIs, RFC 5280
+    /// §4.2.1.13).
+    pub crl_urls: Vec<String>,
 }
 
 impl LoadedCert {
@@ -92,17 +97,18 @@ impl LoadedCert {
     ///
     /// [`TlsError::BadCertificate`] if it is not X.509.
     pub fn from_key(key: Arc<CertifiedKey>, path: &Path) -> Result<Self, TlsError> {
-        let (names, not_before, not_after) =
-            describe(&key.cert[0]).map_err(|reason| TlsError::BadCertificate {
-                path: path.to_path_buf(),
-                reason,
-            })?;
+        let d = describe(&key.cert[0]).map_err(|reason| TlsError::BadCertificate {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         Ok(LoadedCert {
             key,
             path: path.to_path_buf(),
-            names,
-            not_before,
-            not_after,
+            names: d.names,
+            not_before: d.not_before,
+            not_after: d.not_after,
+            serial: d.serial,
+            crl_urls: d.crl_urls,
         })
     }
 
@@ -166,6 +172,11 @@ impl LoadedCert {
         .map_err(|e| unknown(e.to_string()))
     }
 
+    /// The serial number in hex, as `openssl x509 -serial` prints it (upper case).
+    pub fn serial_hex(&self) -> String {
+        self.serial.iter().map(|b| format!("{b:02X}")).collect()
+    }
+
     /// The covered names, comma-separated (for messages).
     pub fn names_list(&self) -> String {
         let names: Vec<String> = self.names.iter().map(ToString::to_string).collect();
@@ -208,20 +219,45 @@ pub fn fingerprint(der: &CertificateDer<'_>) -> String {
 
 /// The names (subjectAltName) of a DER certificate; empty if it cannot be parsed.
 pub fn names_of(der: &CertificateDer<'_>) -> Vec<CertName> {
-    describe(der).map(|(names, _, _)| names).unwrap_or_default()
+    describe(der).map(|d| d.names).unwrap_or_default()
 }
 
-/// Names, `notBefore` and `notAfter` of a DER certificate.
-fn describe(der: &CertificateDer<'_>) -> Result<(Vec<CertName>, SystemTime, SystemTime), String> {
+/// What [`describe`] reads from a certificate.
+struct Described {
+    names: Vec<CertName>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    serial: Vec<u8>,
+    crl_urls: Vec<String>,
+}
+
+/// Names, validity, serial and CRL distribution points of a DER certificate.
+fn describe(der: &CertificateDer<'_>) -> Result<Described, String> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
     let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let mut crl_urls = Vec::new();
+    for ext in x509.extensions() {
+        let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() else {
+            continue;
+        };
+        for point in points.iter() {
+            if let Some(DistributionPointName::FullName(names)) = &point.distribution_point {
+                for name in names {
+                    if let GeneralName::URI(uri) = name {
+                        crl_urls.push((*uri).to_string());
+                    }
+                }
+            }
+        }
+    }
     let mut names = Vec::new();
     if let Ok(Some(san)) = x509.subject_alternative_name() {
         for general in &san.value.general_names {
             match general {
-                x509_parser::extensions::GeneralName::DNSName(d) => {
+                GeneralName::DNSName(d) => {
                     names.push(CertName::Dns(d.to_ascii_lowercase()));
                 }
-                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                GeneralName::IPAddress(bytes) => {
                     if let Some(ip) = ip_of(bytes) {
                         names.push(CertName::Ip(ip));
                     }
@@ -231,11 +267,13 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<CertName>, SystemTime, Syst
         }
     }
     let validity = x509.validity();
-    Ok((
+    Ok(Described {
         names,
-        at(validity.not_before.timestamp()),
-        at(validity.not_after.timestamp()),
-    ))
+        not_before: at(validity.not_before.timestamp()),
+        not_after: at(validity.not_after.timestamp()),
+        serial: x509.raw_serial().to_vec(),
+        crl_urls,
+    })
 }
 
 fn ip_of(bytes: &[u8]) -> Option<IpAddr> {

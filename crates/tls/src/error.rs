@@ -88,6 +88,16 @@ pub enum TlsError {
         /// What the verifier said.
         reason: String,
     },
+    /// A line of the CA's revocation list is not `SERIAL UNIX-SECONDS WHAT`.
+    #[error("{}:{line}: not a revoked certificate (SERIAL UNIX-SECONDS WHAT): {text:?}", path.display())]
+    BadRevocationList {
+        /// The list's file.
+        path: PathBuf,
+        /// The line number (from 1).
+        line: usize,
+        /// The line.
+        text: String,
+    },
     /// rcgen could not make a key or certificate.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),

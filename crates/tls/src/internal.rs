@@ -5,17 +5,27 @@
 //! under the name or address they dialled.
 //!
 //! Internal hops speak TLS 1.3 only (every node is webfarm), HTTP/1.1 (ALPN `http/1.1`).
+//!
+//! Revocation: both sides check the peer's certificate against the farm CA's CRL
+//! (`<data_dir>/ca/ca.crl`, [`crate::revoke`]) when there is one, and read it again within
+//! a second of it changing, as they do their own certificate and key; a revoked peer is
+//! refused at its next handshake (connections already open live on until they close).
+//! Internal servers offer no session resumption, which would skip that check.
+//! The CA itself is read once: after `webfarm ca rotate` nodes are restarted.
 
 use std::sync::Arc;
 
-use rustls::server::WebPkiClientVerifier;
-use rustls::sign::SingleCertAndKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::CertificateDer;
 
 use crate::ca::{Layout, PairPaths};
 use crate::cert::LoadedCert;
+use crate::reloading::Reloading;
 use crate::{files, server, TlsError};
+
+mod verify;
+
+use verify::{ClientVerifier, OwnKey, ServerVerifier};
 
 /// A node's (or the operator's) side of internal TLS.
 #[derive(Clone)]
@@ -53,26 +63,35 @@ fn roots(layout: &Layout) -> Result<(Arc<RootCertStore>, CertificateDer<'static>
     Ok((Arc::new(roots), ca))
 }
 
-/// Loads `paths` and checks it chains to the farm CA `ca`.
+/// The node's own certificate and key at `paths`, checked to chain to the farm CA `ca`,
+/// read again when the files change (a renewed or reissued certificate).
 fn own(
     paths: &PairPaths,
-    ca: &CertificateDer<'_>,
+    ca: CertificateDer<'static>,
     layout: &Layout,
-) -> Result<LoadedCert, TlsError> {
-    let cert = LoadedCert::load(&paths.cert, &paths.key, &server::provider())?;
-    cert.require_issuer(ca, &layout.ca().cert)?;
-    Ok(cert)
+) -> Result<Arc<OwnKey>, TlsError> {
+    let files = vec![paths.cert.clone(), paths.key.clone()];
+    let (paths, ca_path) = (paths.clone(), layout.ca().cert);
+    let key = Reloading::new("this node's certificate", files, move || {
+        let cert = LoadedCert::load(&paths.cert, &paths.key, &server::provider())?;
+        cert.require_issuer(&ca, &ca_path)?;
+        Ok(cert.key)
+    })?;
+    Ok(Arc::new(OwnKey(key)))
 }
 
 fn client_config(
     roots: Arc<RootCertStore>,
-    me: &LoadedCert,
+    me: Arc<OwnKey>,
+    layout: &Layout,
 ) -> Result<Arc<ClientConfig>, TlsError> {
+    let verifier = ServerVerifier::new(roots, layout)?;
     // No ALPN here: HTTP clients (hyper-rustls) set it for the protocols they speak.
     let config = ClientConfig::builder_with_provider(server::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(me.key.clone())));
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(me);
     Ok(Arc::new(config))
 }
 
@@ -84,21 +103,19 @@ fn client_config(
 /// A missing or unusable file, or a certificate of another CA; the error names the file.
 pub fn node(layout: &Layout, name: &str) -> Result<Identity, TlsError> {
     let (roots, ca) = roots(layout)?;
-    let me = own(&layout.node(name), &ca, layout)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), server::provider())
-        .build()
-        .map_err(|e| TlsError::BadCertificate {
-            path: layout.ca().cert,
-            reason: e.to_string(),
-        })?;
+    let me = own(&layout.node(name), ca, layout)?;
+    let verifier = ClientVerifier::new(roots.clone(), layout)?;
     let mut srv = ServerConfig::builder_with_provider(server::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(me.key.clone())));
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(me.clone());
     srv.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No resumption: a resumed handshake checks no certificate, so a revoked peer could go
+    // on resuming its session. Internal connections are pooled; full handshakes are rare.
+    srv.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Identity {
         server: Some(Arc::new(srv)),
-        client: client_config(roots, &me)?,
+        client: client_config(roots, me, layout)?,
     })
 }
 
@@ -109,9 +126,9 @@ pub fn node(layout: &Layout, name: &str) -> Result<Identity, TlsError> {
 /// As [`node`].
 pub fn operator(layout: &Layout) -> Result<Identity, TlsError> {
     let (roots, ca) = roots(layout)?;
-    let me = own(&layout.operator(), &ca, layout)?;
+    let me = own(&layout.operator(), ca, layout)?;
     Ok(Identity {
         server: None,
-        client: client_config(roots, &me)?,
+        client: client_config(roots, me, layout)?,
     })
 }

@@ -9,7 +9,10 @@
 //! - [`server`]: the crypto provider (rustls with *ring*, Mozilla's "intermediate" suites)
 //!   and a server configuration with ALPN and session resumption;
 //! - [`ca`]: the farm's own certificate authority (rcgen), which issues the site's and each
-//!   node's certificate on first start.
+//!   node's certificate on first start;
+//! - [`revoke`]: its revocation list and CRL;
+//! - [`internal`]: mutual TLS between the farm's nodes, which picks up a new CRL or a
+//!   renewed certificate of its own within a second of the file changing.
 
 pub mod ca;
 pub mod cert;
@@ -17,7 +20,9 @@ mod error;
 pub mod farm;
 pub mod files;
 pub mod internal;
+mod reloading;
 pub mod resolver;
+pub mod revoke;
 pub mod server;
 
 pub use error::TlsError;
@@ -25,3 +30,5 @@ pub use rustls;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_revoke;

@@ -6,15 +6,15 @@ use std::sync::Arc;
 
 use crate::ca::{Ensured, FarmCa, Layout, Leaf, Usage};
 use crate::cert::LoadedCert;
-use crate::farm::{self, NodeIdentity};
+use crate::farm::{self, NodeIdentity, Subjects};
 use crate::resolver::CertSet;
 use crate::{server, TlsError};
 
 /// A directory of the test's own, removed at the end.
-struct Dir(PathBuf);
+pub(crate) struct Dir(pub(crate) PathBuf);
 
 impl Dir {
-    fn new(tag: &str) -> Dir {
+    pub(crate) fn new(tag: &str) -> Dir {
         let p = std::env::temp_dir().join(format!("webfarm-tls-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
@@ -33,6 +33,7 @@ fn leaf(names: &[&str]) -> Leaf {
         common_name: names[0].into(),
         names: names.iter().map(|s| (*s).to_string()).collect(),
         usage: Usage::Server,
+        crl_url: None,
     }
 }
 
@@ -137,16 +138,19 @@ fn sni_picks_exact_then_wildcard_then_the_default() {
 fn the_farm_is_issued_once_then_kept_and_renewed_when_its_names_change() {
     let dir = Dir::new("farm");
     let layout = Layout::of_data_dir(&dir.0);
-    let mut nodes = vec![NodeIdentity {
-        name: "web-1".into(),
-        address: "127.0.1.21".parse().unwrap(),
-    }];
-    let (_, first) = farm::ensure(&layout, "www.foobar.com", &[], &nodes).unwrap();
+    let mut subjects = Subjects {
+        nodes: vec![NodeIdentity {
+            name: "web-1".into(),
+            address: "127.0.1.21".parse().unwrap(),
+        }],
+        ..Subjects::site("www.foobar.com")
+    };
+    let (_, first) = farm::ensure(&layout, &subjects).unwrap();
     assert!(first.ca_created);
     let what: Vec<&str> = first.issued.iter().map(|(w, _)| w.as_str()).collect();
-    assert_eq!(what, ["site", "operator", "web-1"]);
+    assert_eq!(what, ["CRL", "site", "operator", "web-1"]);
     let ca_pem = std::fs::read(layout.ca().cert).unwrap();
-    let (_, again) = farm::ensure(&layout, "www.foobar.com", &[], &nodes).unwrap();
+    let (_, again) = farm::ensure(&layout, &subjects).unwrap();
     assert_eq!(
         again,
         farm::Report::default(),
@@ -154,12 +158,12 @@ fn the_farm_is_issued_once_then_kept_and_renewed_when_its_names_change() {
     );
     assert_eq!(std::fs::read(layout.ca().cert).unwrap(), ca_pem);
     // web-1 moved: its certificate is issued again, the others are kept.
-    nodes[0].address = "127.0.1.29".parse().unwrap();
-    let (_, moved) = farm::ensure(&layout, "www.foobar.com", &[], &nodes).unwrap();
+    subjects.nodes[0].address = "127.0.1.29".parse().unwrap();
+    let (_, moved) = farm::ensure(&layout, &subjects).unwrap();
     assert_eq!(moved.issued, [("web-1".to_string(), "names changed")]);
     assert!(load(&layout, "web-1").covers("127.0.1.29"));
     // Rotation: a new CA, every certificate issued again and chained to it.
-    let (ca, rotated) = farm::rotate(&layout, "www.foobar.com", &[], &nodes).unwrap();
+    let (ca, rotated) = farm::rotate(&layout, &subjects).unwrap();
     assert!(rotated.ca_created);
     assert_eq!(rotated.issued.len(), 3);
     assert!(rotated
@@ -171,8 +175,11 @@ fn the_farm_is_issued_once_then_kept_and_renewed_when_its_names_change() {
         .require_issuer(ca.cert_der(), &layout.ca().cert)
         .unwrap();
     assert_eq!(
-        ca.ensure(&farm::node_leaf(&nodes[0]), &layout.node("web-1"))
-            .unwrap(),
+        ca.ensure(
+            &subjects.node_leaf(&subjects.nodes[0]),
+            &layout.node("web-1")
+        )
+        .unwrap(),
         Ensured::Kept
     );
 }

@@ -42,7 +42,11 @@ fn operator(farm: &Farm) -> HttpClient {
             address: n.address,
         })
         .collect();
-    webfarm_tls::farm::ensure(&layout, &farm.site, &[], &nodes).expect("the farm CA");
+    let subjects = webfarm_tls::farm::Subjects {
+        nodes,
+        ..webfarm_tls::farm::Subjects::site(&farm.site)
+    };
+    webfarm_tls::farm::ensure(&layout, &subjects).expect("the farm CA");
     let id = webfarm_tls::internal::operator(&layout).expect("the operator's certificate");
     HttpClient::with_tls(&id.client)
 }

@@ -279,7 +279,7 @@ mod tests {
         let layout = webfarm_tls::ca::Layout::of_data_dir(dir.path());
         let ca = webfarm_tls::ca::FarmCa::create(&layout, "www.foobar.com").unwrap();
         ca.ensure(
-            &webfarm_tls::farm::site_leaf("www.foobar.com", &[]),
+            &webfarm_tls::farm::Subjects::site("www.foobar.com").site_leaf(),
             &layout.site(),
         )
         .unwrap();

@@ -104,6 +104,9 @@ pub(crate) struct LiveConfig {
     pub(super) upstream_tls: Option<TlsConnector>,
     /// The pending ACME http-01 challenges, answered on every HTTP frontend.
     pub challenges: Arc<Challenges>,
+    /// The farm CA's CRL (`<data_dir>/ca/ca.crl`), published on every HTTP frontend at
+    /// [`webfarm_tls::revoke::CRL_PATH`].
+    pub crl_file: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for LiveConfig {
@@ -170,6 +173,7 @@ impl LiveConfig {
         (tls, upstream_tls): (TlsFrontends, Option<TlsConnector>),
         challenges: Arc<Challenges>,
     ) -> LiveConfig {
+        let crl_file = webfarm_tls::ca::Layout::of_data_dir(&farm.data_dir).crl();
         let snapshot = build(farm, site, (limits, upstream_tls.as_ref()), None);
         let frontend_conns = snapshot
             .frontends
@@ -191,6 +195,7 @@ impl LiveConfig {
             tls: Arc::new(tls),
             upstream_tls,
             challenges,
+            crl_file,
         }
     }
 

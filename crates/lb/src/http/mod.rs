@@ -32,9 +32,11 @@ mod upgrade;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use webfarm_config::AccessLog;
+use webfarm_tls::revoke::CRL_PATH;
 
 use crate::access_log::LogRecord;
 use crate::attempt::{Timers, Won};
@@ -167,6 +169,11 @@ impl Proxy {
         // HTTPS and without a backend (RFC 8555 §8.3).
         if let Some(found) = self.live.challenges.lookup(parts.uri.path()) {
             return ex.answer(Local::acme_challenge(found));
+        }
+        // The farm CA's CRL, which the farm's certificates point to (plain HTTP).
+        if parts.uri.path() == CRL_PATH && matches!(parts.method, Method::GET | Method::HEAD) {
+            let der = tokio::fs::read(&self.live.crl_file).await.ok();
+            return ex.answer(Local::crl(der.map(Bytes::from)));
         }
         if let Some(port) = fe.config.redirect_https {
             if let Some(local) = Local::redirect_https(&parts, port, &snap.site) {

@@ -6,6 +6,8 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 
+use webfarm_tls::revoke::CRL_PATH;
+
 use crate::acme::challenge::Lookup;
 use crate::attempt::BodyFailure;
 use crate::backend::pool::ProxyBody;
@@ -28,6 +30,8 @@ pub(crate) struct Local {
     pub location: Option<HeaderValue>,
     /// The body is `text` as is, no newline added (an ACME key authorization).
     pub exact_body: bool,
+    /// A binary body and its content type, instead of `text`.
+    pub binary: Option<Box<(Bytes, &'static str)>>,
 }
 
 impl Local {
@@ -41,6 +45,25 @@ impl Local {
             server: None,
             location: None,
             exact_body: false,
+            binary: None,
+        }
+    }
+
+    /// The farm CA's CRL (RFC 5280 §5, DER) for `GET /.well-known/webfarm/ca.crl`: `200
+    /// application/pkix-crl` (RFC 2585 §4.2), or `404` when this farm has none.
+    pub fn crl(der: Option<Bytes>) -> Local {
+        let done = Termination::new(EndedBy::Local, Phase::Request);
+        match der {
+            Some(der) => {
+                let mut local = Local::new(StatusCode::OK, String::new(), done);
+                local.binary = Some(Box::new((der, "application/pkix-crl")));
+                local
+            }
+            None => Local::new(
+                StatusCode::NOT_FOUND,
+                "404 Not Found: this farm's CA has published no CRL".into(),
+                done,
+            ),
         }
     }
 
@@ -66,14 +89,16 @@ impl Local {
 
     /// `308 Permanent Redirect` to the same URL over HTTPS on `port` (HAProxy's `http-request
     /// redirect scheme https code 308`), except for ACME http-01 challenges, which must be
-    /// answered over HTTP (RFC 8555 §8.3): `None` for those. The host is the request's
+    /// answered over HTTP (RFC 8555 §8.3), and the CRL, which certificates point to with an
+    /// `http` URL (RFC 5280 §4.2.1.13): `None` for those. The host is the request's
     /// (its port dropped), else `site`.
     pub fn redirect_https(
         parts: &http::request::Parts,
         port: u16,
         site: &HeaderValue,
     ) -> Option<Local> {
-        if parts.uri.path().starts_with("/.well-known/acme-challenge/") {
+        let path = parts.uri.path();
+        if path.starts_with("/.well-known/acme-challenge/") || path == CRL_PATH {
             return None;
         }
         let host = parts
@@ -165,6 +190,10 @@ impl Local {
     /// The response. A 4xx closes the connection after it (as HAProxy does): the client
     /// misbehaved, and what it sent after may not be a request.
     pub fn into_response(self) -> Response<ProxyBody> {
+        if let Some(binary) = self.binary {
+            let (bytes, content_type) = *binary;
+            return binary_response(self.status, bytes, content_type);
+        }
         let text = if self.exact_body {
             self.text
         } else {
@@ -213,6 +242,24 @@ pub(crate) fn error_response(
     if retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    resp
+}
+
+/// A `200`-style answer with a binary body, cacheable for a minute (a CRL changes when an
+/// operator revokes a certificate).
+fn binary_response(
+    status: StatusCode,
+    bytes: Bytes,
+    content_type: &'static str,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(Full::new(bytes).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
     resp
 }
 

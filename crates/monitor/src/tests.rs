@@ -1,0 +1,270 @@
+//! The view, its rates, the timeline and the history, from scrapes made up in JSON as the
+//! nodes' `/status` writes it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use webfarm_config::{Farm, Role};
+use webfarm_node::NodeStatus;
+
+use crate::events::Timeline;
+use crate::history::History;
+use crate::scrape::{self, Reading};
+use crate::view::{self, Rates, View};
+
+fn farm() -> Farm {
+    let text = r#"
+[[nodes]]
+name = "mon-1"
+role = "monitor"
+address = "127.0.9.5"
+[[nodes]]
+name = "lb-1"
+role = "lb"
+address = "127.0.9.10"
+[[nodes]]
+name = "web-1"
+role = "web"
+address = "127.0.9.21"
+[[nodes]]
+name = "db-1"
+role = "db"
+address = "127.0.9.31"
+[[nodes]]
+name = "db-2"
+role = "db"
+address = "127.0.9.32"
+[[frontends]]
+name = "www"
+port = 8080
+default_backend = "web"
+[[backends]]
+name = "web"
+[[backends.servers]]
+name = "web-1"
+"#;
+    Farm::parse(
+        text,
+        None,
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .as_path(),
+    )
+    .unwrap()
+}
+
+fn status(name: &str, role: &str, details: serde_json::Value) -> Result<NodeStatus, String> {
+    let v = json!({ "name": name, "role": role, "state": "ready", "details": details });
+    Ok(serde_json::from_value(v).unwrap())
+}
+
+fn lb(state: &str, total: u64) -> Result<NodeStatus, String> {
+    let server = json!({
+        "name": "web-1", "addr": "127.0.9.21:8000", "state": state, "health": state,
+        "admin": "ready", "weight": 1, "effective_weight": 1, "backup": false, "maxconn": 0,
+        "check": if state == "UP" { "Layer7 check passed" } else { "Layer4 connection problem" },
+        "current_conns": 2, "total_requests": total, "consecutive_failures": 0, "idle_conns": 0,
+    });
+    let backend = json!({
+        "name": "web", "mode": "http", "balance": "roundrobin", "hash_type": "map-based",
+        "retries": 1, "redispatch": true, "queued": 0, "servers": [server],
+    });
+    status(
+        "lb-1",
+        "lb",
+        json!({ "frontends": [], "backends": [backend], "conns": 5, "threads": 1 }),
+    )
+}
+
+fn db(name: &str, leader: Option<&str>, term: u64, lag: u64) -> Result<NodeStatus, String> {
+    let state = if leader == Some(name) {
+        "Leader"
+    } else {
+        "Follower"
+    };
+    let replication = if state == "Leader" {
+        json!({ "db-2": { "replica": "voter", "matched_index": 10 - lag, "replicated": true, "lag": lag } })
+    } else {
+        json!({})
+    };
+    status(
+        name,
+        "db",
+        json!({
+            "node_id": "1", "raft_state": state, "replica": "voter", "term": term,
+            "leader": leader, "commit_index": 10, "applied_index": 10, "last_log_index": 10,
+            "snapshot_index": null, "purged_index": null, "membership_index": 1,
+            "voters": ["db-1", "db-2"], "learners": [], "replication": replication,
+            "has_data": true,
+        }),
+    )
+}
+
+fn web(requests: u64) -> Result<NodeStatus, String> {
+    status(
+        "web-1",
+        "web",
+        json!({ "http": "127.0.9.21:8000", "root": "site", "db_nodes": [], "read_from": "",
+                "requests": requests, "database": "reachable" }),
+    )
+}
+
+fn readings(statuses: Vec<(&str, Role, Result<NodeStatus, String>)>) -> Vec<Reading> {
+    statuses
+        .into_iter()
+        .map(|(name, role, status)| Reading {
+            name: name.into(),
+            role,
+            status,
+        })
+        .collect()
+}
+
+/// Builds the views of successive scrapes one second apart, as the monitor does.
+struct Scrapes {
+    farm: Farm,
+    rates: Rates,
+    start: Instant,
+    n: u64,
+    timeline: Timeline,
+    last: Option<View>,
+}
+
+impl Scrapes {
+    fn new() -> Scrapes {
+        Scrapes {
+            farm: farm(),
+            rates: Rates::default(),
+            start: Instant::now(),
+            n: 0,
+            timeline: Timeline::default(),
+            last: None,
+        }
+    }
+
+    fn next(&mut self, r: Vec<Reading>) -> View {
+        let at = self.start + Duration::from_secs(self.n);
+        let view = view::build(
+            &self.farm,
+            "mon-1",
+            &r,
+            &mut self.rates,
+            (at, 1_000 * self.n),
+        );
+        self.n += 1;
+        self.timeline.compare(self.last.as_ref(), &view);
+        self.last = Some(view.clone());
+        view
+    }
+}
+
+#[test]
+fn targets_are_every_node_but_the_monitor() {
+    let names: Vec<String> = scrape::targets(&farm(), "mon-1")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["lb-1", "web-1", "db-1", "db-2"]);
+}
+
+#[test]
+fn rates_come_from_counters_between_scrapes_and_a_restart_is_not_negative() {
+    let mut s = Scrapes::new();
+    let scrape = |lb_total, web_requests| {
+        readings(vec![
+            ("lb-1", Role::Lb, lb("UP", lb_total)),
+            ("web-1", Role::Web, web(web_requests)),
+            ("db-1", Role::Db, db("db-1", Some("db-1"), 3, 2)),
+            ("db-2", Role::Db, db("db-2", Some("db-1"), 3, 0)),
+        ])
+    };
+    let first = s.next(scrape(100, 50));
+    assert_eq!(
+        first.lbs[0].backends[0].servers[0].rps, 0.0,
+        "no rate on the first scrape"
+    );
+    assert_eq!(first.webs[0].rps, None);
+    let second = s.next(scrape(160, 80));
+    assert_eq!(second.lbs[0].backends[0].servers[0].rps, 60.0);
+    assert_eq!(second.lbs[0].backends[0].rps, 60.0);
+    assert_eq!(second.webs[0].rps, Some(30.0));
+    // web-1 restarted: its counter went down; the rate is 0, not negative.
+    let third = s.next(scrape(220, 5));
+    assert_eq!(third.webs[0].rps, Some(0.0));
+    assert_eq!(third.db.leader.as_deref(), Some("db-1"));
+    let lags: Vec<Option<u64>> = third.db.nodes.iter().map(|d| d.lag).collect();
+    assert_eq!(lags, [Some(0), Some(2)]);
+    assert_eq!(third.nodes[0].state, "up", "the monitor itself");
+}
+
+#[test]
+fn the_timeline_tells_a_server_down_a_node_lost_and_a_failover_with_its_length() {
+    let mut s = Scrapes::new();
+    let healthy = || {
+        readings(vec![
+            ("lb-1", Role::Lb, lb("UP", 0)),
+            ("web-1", Role::Web, web(0)),
+            ("db-1", Role::Db, db("db-1", Some("db-1"), 3, 0)),
+            ("db-2", Role::Db, db("db-2", Some("db-1"), 3, 0)),
+        ])
+    };
+    s.next(healthy());
+    assert!(s.timeline.take_new().is_empty(), "nothing happened yet");
+    // web-1 dies and db-1 (the leader) dies: the lb marks web-1 DOWN, db-2 leads nobody yet.
+    s.next(readings(vec![
+        ("lb-1", Role::Lb, lb("DOWN", 0)),
+        ("web-1", Role::Web, Err("connection refused".into())),
+        ("db-1", Role::Db, Err("connection refused".into())),
+        ("db-2", Role::Db, db("db-2", None, 3, 0)),
+    ]));
+    let texts: Vec<String> = s.timeline.take_new().into_iter().map(|e| e.text).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t == "web-1 is unreachable: connection refused"),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("server web/web-1 is DOWN (was UP), check: Layer4")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("lost its leader (db-1)")),
+        "{texts:?}"
+    );
+    // Two scrapes later db-2 leads in term 4: 2 s without a leader.
+    s.next(readings(vec![("db-2", Role::Db, db("db-2", None, 4, 0))]));
+    s.next(readings(vec![(
+        "db-2",
+        Role::Db,
+        db("db-2", Some("db-2"), 4, 0),
+    )]));
+    let texts: Vec<String> = s.timeline.take_new().into_iter().map(|e| e.text).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("db-2 elected db leader (term 4)")
+                && t.contains("no leader seen for 2.0s")),
+        "{texts:?}"
+    );
+    // web-1 and db-1 lost, web-1 DOWN, no leader; then lb-1 unscraped, db-2 elected.
+    assert_eq!(s.timeline.all().len(), 6, "{:#?}", s.timeline.all());
+}
+
+#[test]
+fn history_keeps_the_last_points_of_each_series() {
+    let mut s = Scrapes::new();
+    let mut history = History::new(3);
+    for total in [0, 10, 30, 60, 100] {
+        let view = s.next(readings(vec![("lb-1", Role::Lb, lb("UP", total))]));
+        history.record(&view);
+    }
+    let points: Vec<f64> = history.series["rps/lb-1/web/web-1"]
+        .iter()
+        .map(|p| p.1)
+        .collect();
+    assert_eq!(points, [20.0, 30.0, 40.0]);
+}

@@ -1,0 +1,308 @@
+//! The farm as the dashboard draws it: one [`View`] per scrape, built from the readings and
+//! the previous scrape's counters (requests per second are the counters' increase over the
+//! time between two scrapes, as Prometheus's `rate()` computes them).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+use webfarm_config::{Farm, Role};
+use webfarm_node::status::{DbStatus, LbStatus, RaftState};
+use webfarm_node::RoleStatus;
+
+use crate::scrape::Reading;
+
+/// The whole farm at one moment.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct View {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The site's name.
+    pub site: String,
+    /// Every node, in file order (the monitor itself included, always `up`).
+    pub nodes: Vec<NodeView>,
+    /// Every load balancer's backends and servers.
+    pub lbs: Vec<LbView>,
+    /// Every web node.
+    pub webs: Vec<WebView>,
+    /// The db cluster.
+    pub db: DbView,
+}
+
+/// One node.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeView {
+    /// Its name.
+    pub name: String,
+    /// `lb`, `web`, `db` or `monitor`.
+    pub role: &'static str,
+    /// Its address.
+    pub address: String,
+    /// `up` (ready), `not-ready` (answers, cannot take traffic) or `down` (no answer).
+    pub state: &'static str,
+    /// Why it is not `up`.
+    pub reason: Option<String>,
+}
+
+/// One load balancer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LbView {
+    /// Its name.
+    pub name: String,
+    /// Client connections open now.
+    pub conns: usize,
+    /// Its backends.
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend of a load balancer.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendView {
+    /// Its name.
+    pub name: String,
+    /// Requests waiting in its queue.
+    pub queued: usize,
+    /// Requests per second over its servers.
+    pub rps: f64,
+    /// Its servers.
+    pub servers: Vec<ServerView>,
+}
+
+/// One server of a backend, as HAProxy's stats page shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServerView {
+    /// Its name.
+    pub name: String,
+    /// `UP`, `DOWN`, `DRAIN`, `MAINT`...
+    pub state: String,
+    /// The administrative state: `ready`, `drain` or `maint`.
+    pub admin: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Whether it is a backup.
+    pub backup: bool,
+    /// The last health check's outcome, in words.
+    pub check: String,
+    /// Requests in flight to it.
+    pub conns: u64,
+    /// Requests per second sent to it.
+    pub rps: f64,
+}
+
+/// One web node.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebView {
+    /// Its name.
+    pub name: String,
+    /// Requests per second it served (`null` while unreachable).
+    pub rps: Option<f64>,
+    /// `reachable`, or why it cannot use the database.
+    pub database: Option<String>,
+}
+
+/// The db cluster.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DbView {
+    /// The leader (primary) as the nodes report it; `None` when none is known.
+    pub leader: Option<String>,
+    /// The highest term reported.
+    pub term: u64,
+    /// Every db node.
+    pub nodes: Vec<DbNodeView>,
+}
+
+/// One db node.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbNodeView {
+    /// Its name.
+    pub name: String,
+    /// `Leader`, `Follower`, `Candidate`, `Learner`, `Shutdown`, or `unreachable`.
+    pub raft_state: String,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// Its applied index.
+    pub applied_index: u64,
+    /// Entries behind the leader (from the leader's replication report).
+    pub lag: Option<u64>,
+}
+
+/// Counters of the previous scrape, for rates.
+#[derive(Debug, Default)]
+pub struct Rates {
+    at: Option<Instant>,
+    counters: HashMap<String, u64>,
+}
+
+impl Rates {
+    /// Per-second increase of counter `key` since the last scrape (0 after a restart of
+    /// the counting node, when the counter went down); `None` on the first scrape.
+    fn rate(
+        &self,
+        next: &mut HashMap<String, u64>,
+        key: String,
+        value: u64,
+        dt: f64,
+    ) -> Option<f64> {
+        let before = self.counters.get(&key).copied();
+        next.insert(key, value);
+        let before = before?;
+        (dt > 0.0).then(|| value.saturating_sub(before) as f64 / dt)
+    }
+}
+
+/// Builds the view of `farm` from `readings` (every node but `me`), taken at `now`.
+pub fn build(
+    farm: &Farm,
+    me: &str,
+    readings: &[Reading],
+    rates: &mut Rates,
+    now: (Instant, u64),
+) -> View {
+    let dt = rates
+        .at
+        .map_or(0.0, |at| now.0.duration_since(at).as_secs_f64());
+    let mut next = HashMap::new();
+    let by_name: HashMap<&str, &Reading> = readings.iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut view = View {
+        at_ms: now.1,
+        site: farm.site.clone(),
+        ..View::default()
+    };
+    for node in &farm.nodes {
+        let reading = by_name.get(node.name.as_str());
+        view.nodes.push(node_view(node, me, reading.copied()));
+        let status = reading.and_then(|r| r.status.as_ref().ok());
+        match (node.role, status.map(|s| &s.details)) {
+            (Role::Lb, Some(RoleStatus::Lb(lb))) => {
+                view.lbs.push(lb_view(&node.name, lb, rates, &mut next, dt));
+            }
+            (Role::Web, details) => {
+                let web = match details {
+                    Some(RoleStatus::Web(w)) => Some(w),
+                    _ => None,
+                };
+                let rps = web.and_then(|w| {
+                    rates.rate(&mut next, format!("web/{}", node.name), w.requests, dt)
+                });
+                view.webs.push(WebView {
+                    name: node.name.clone(),
+                    rps,
+                    database: web.map(|w| w.database.clone()),
+                });
+            }
+            _ => {}
+        }
+    }
+    view.db = db_view(farm, &by_name);
+    rates.at = Some(now.0);
+    rates.counters = next;
+    view
+}
+
+fn node_view(node: &webfarm_config::Node, me: &str, reading: Option<&Reading>) -> NodeView {
+    let (state, reason) = match reading.map(|r| &r.status) {
+        _ if node.name == me => ("up", None),
+        Some(Ok(s)) if s.is_ready() => ("up", None),
+        Some(Ok(s)) => ("not-ready", s.reason.clone()),
+        Some(Err(e)) => ("down", Some(e.clone())),
+        None => ("down", Some("not scraped yet".into())),
+    };
+    NodeView {
+        name: node.name.clone(),
+        role: node.role.as_str(),
+        address: node.address.to_string(),
+        state,
+        reason,
+    }
+}
+
+fn lb_view(
+    name: &str,
+    lb: &LbStatus,
+    rates: &Rates,
+    next: &mut HashMap<String, u64>,
+    dt: f64,
+) -> LbView {
+    let backends = lb
+        .backends
+        .iter()
+        .map(|b| {
+            let servers: Vec<ServerView> = b
+                .servers
+                .iter()
+                .map(|s| {
+                    let key = format!("lb/{name}/{}/{}", b.name, s.name);
+                    ServerView {
+                        name: s.name.clone(),
+                        state: s.state.clone(),
+                        admin: s.admin.clone(),
+                        weight: s.weight,
+                        backup: s.backup,
+                        check: s.check.clone(),
+                        conns: s.current_conns,
+                        rps: rates.rate(next, key, s.total_requests, dt).unwrap_or(0.0),
+                    }
+                })
+                .collect();
+            BackendView {
+                name: b.name.clone(),
+                queued: b.queued,
+                rps: servers.iter().map(|s| s.rps).sum(),
+                servers,
+            }
+        })
+        .collect();
+    LbView {
+        name: name.to_string(),
+        conns: lb.conns,
+        backends,
+    }
+}
+
+fn db_view(farm: &Farm, by_name: &HashMap<&str, &Reading>) -> DbView {
+    let statuses: Vec<(&str, Option<&DbStatus>)> = farm
+        .nodes_with_role(Role::Db)
+        .map(|n| {
+            let db = by_name
+                .get(n.name.as_str())
+                .and_then(|r| r.status.as_ref().ok())
+                .and_then(|s| match &s.details {
+                    RoleStatus::Db(d) => Some(d),
+                    _ => None,
+                });
+            (n.name.as_str(), db)
+        })
+        .collect();
+    // The leader is a node that says it leads (the highest term if two do, for a moment).
+    let leading = statuses
+        .iter()
+        .filter_map(|(name, s)| {
+            s.filter(|d| d.raft_state == RaftState::Leader)
+                .map(|d| (*name, d))
+        })
+        .max_by_key(|(_, d)| d.term);
+    let term = statuses
+        .iter()
+        .filter_map(|(_, s)| s.map(|d| d.term))
+        .max()
+        .unwrap_or(0);
+    let nodes = statuses
+        .iter()
+        .map(|(name, s)| DbNodeView {
+            name: (*name).to_string(),
+            raft_state: s.map_or("unreachable".into(), |d| d.raft_state.as_str().to_string()),
+            commit_index: s.map_or(0, |d| d.commit_index),
+            applied_index: s.map_or(0, |d| d.applied_index),
+            lag: match leading {
+                Some((leader, _)) if leader == *name => Some(0),
+                Some((_, d)) => d.replication.get(*name).map(|r| r.lag),
+                None => None,
+            },
+        })
+        .collect();
+    DbView {
+        leader: leading.map(|(name, _)| name.to_string()),
+        term,
+        nodes,
+    }
+}
