@@ -196,6 +196,19 @@ async fn every_node_reports_what_the_farm_did() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `webfarm metrics` says which node did not answer, and fails.
+    let out = farm.webfarm(&["metrics", "web-2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("web-2 did not answer"),
+        "{err}"
+    );
+    let out = farm.webfarm(&["metrics", "web-9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no node named \"web-9\""),
+        "{err}"
+    );
     let web2_up = [("server", "web-2"), ("state", "UP")];
     eventually(DEADLINE, "web-2 DOWN in the lb's metrics", || async {
         let lb = metrics(&farm, "lb-1");
