@@ -67,6 +67,15 @@ pub enum Command {
         #[command(flatten)]
         farm: FarmArgs,
     },
+    /// Print a node's metrics (Prometheus text, as its admin port's `/metrics` answers), or
+    /// every node's after a `# node NAME ADDR` line each.
+    Metrics {
+        /// The node's name (default: every node).
+        node: Option<String>,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
     /// Stop one node of a running farm gracefully (SIGTERM, then SIGKILL after 10s).
     Stop {
         /// The node's name.

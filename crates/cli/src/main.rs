@@ -11,6 +11,7 @@ mod control;
 mod db_cmd;
 mod farm_file;
 mod lb_cmd;
+mod metrics_cmd;
 mod run_node;
 mod sql_shell;
 mod status;
@@ -24,6 +25,10 @@ use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    webfarm_node::metrics::set_build_info(webfarm_node::metrics::BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: env!("WEBFARM_GIT_COMMIT").to_string(),
+    });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -53,6 +58,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             supervised,
         } => runtime.block_on(run_node::run(&node, &farm, supervised)),
         Command::Status { json, farm } => runtime.block_on(status::status(&farm, json)),
+        Command::Metrics { node, farm } => {
+            runtime.block_on(metrics_cmd::run(&farm, node.as_deref()))
+        }
         Command::Stop { node, farm } => runtime.block_on(control::send(&farm, "stop", &node)),
         Command::Start { node, farm } => runtime.block_on(control::send(&farm, "start", &node)),
         Command::Kill { node, farm } => runtime.block_on(control::send(&farm, "kill", &node)),

@@ -24,7 +24,7 @@
 //! so.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,31 @@ struct Inner {
     http: HttpClient,
     /// Index into `nodes` of the node that last took a write.
     writer: AtomicUsize,
+    /// What the calls met, for [`DbClient::stats`].
+    stats: Counters,
+}
+
+/// The counters behind [`ClientStats`].
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    retries: AtomicU64,
+    failovers: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+/// What a client's calls met since it was made: how often the cluster made it retry or
+/// fail over (the web tier's view of a db failover, for its metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Calls made (`execute`, `query`...), each maybe several attempts.
+    pub calls: u64,
+    /// Attempts after a call's first one (a node refused, was unreachable, had no leader).
+    pub retries: u64,
+    /// Calls answered by another node than the one asked first.
+    pub failovers: u64,
+    /// Calls that gave up (no node answered usefully within `retry_for`): the app's 503s.
+    pub unavailable: u64,
 }
 
 /// What one attempt on one node gave.
@@ -164,6 +189,7 @@ impl DbClient {
                 retry_for,
                 http,
                 writer: AtomicUsize::new(writer),
+                stats: Counters::default(),
             }),
         }
     }
@@ -201,6 +227,19 @@ impl DbClient {
             }
         })
         .await
+    }
+
+    /// What this client's calls met so far (shared by its clones).
+    #[must_use]
+    pub fn stats(&self) -> ClientStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let s = &self.inner.stats;
+        ClientStats {
+            calls: get(&s.calls),
+            retries: get(&s.retries),
+            failovers: get(&s.failovers),
+            unavailable: get(&s.unavailable),
+        }
     }
 
     /// `POST <scheme>://<node idx><path>` with a JSON body.
@@ -335,6 +374,9 @@ impl DbClient {
                 last_error: "the client knows no db node".into(),
             });
         }
+        let counted = |c: &AtomicU64| c.fetch_add(1, Ordering::Relaxed);
+        let stats = &self.inner.stats;
+        counted(&stats.calls);
         let mut backoff = FIRST_BACKOFF;
         let mut last_error: String;
         let mut tried = 0usize;
@@ -342,11 +384,20 @@ impl DbClient {
         let mut refused_in_round = 0usize;
         loop {
             let idx = (start + tried) % n;
+            if tried > 0 {
+                counted(&stats.retries);
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let timeout = remaining.clamp(MIN_ATTEMPT_TIMEOUT, ATTEMPT_TIMEOUT);
             match attempt(self.clone(), idx, timeout).await {
-                Attempt::Done(r) => return r,
+                Attempt::Done(r) => {
+                    if idx != start % n {
+                        counted(&stats.failovers);
+                    }
+                    return r;
+                }
                 Attempt::Ambiguous(e) => {
+                    counted(&stats.unavailable);
                     return Err(ClientError::Unavailable {
                         tried_for: began.elapsed(),
                         last_error: format!("{e} (the write may or may not have been applied)"),
@@ -368,6 +419,7 @@ impl DbClient {
             tried += 1;
             in_round += 1;
             if Instant::now() >= deadline {
+                counted(&stats.unavailable);
                 return Err(ClientError::Unavailable {
                     tried_for: began.elapsed(),
                     last_error,
@@ -492,6 +544,22 @@ fn read_attempt(resp: Result<HttpResponse, HttpError>, level: Consistency) -> At
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stats_count_calls_retries_and_giving_up() {
+        // Nothing listens on port 1 of this address (the cli tests' block, unused here).
+        let nowhere: SocketAddr = "127.0.69.254:1".parse().unwrap();
+        let client = DbClient::new(vec![nowhere, nowhere], 0, Duration::from_millis(300));
+        assert_eq!(client.stats(), ClientStats::default());
+        let failed = client.execute(&[Statement::new("SELECT 1")]).await;
+        assert!(
+            matches!(failed, Err(ClientError::Unavailable { .. })),
+            "{failed:?}"
+        );
+        let s = client.clone().stats();
+        assert_eq!((s.calls, s.unavailable, s.failovers), (1, 1, 0));
+        assert!(s.retries >= 1, "{s:?}");
+    }
     use serde_json::json;
 
     fn answer(status: u16, body: serde_json::Value) -> Result<HttpResponse, HttpError> {

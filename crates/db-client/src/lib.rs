@@ -47,7 +47,7 @@ pub use admin::{AdminClient, AdminError, Target};
 pub use answer::{
     Answer, ErrorAnswer, Outcome, Reply, Rows, StatementAnswer, StatementResult, Types, WriteResult,
 };
-pub use client::{ClientError, DbClient, ExecuteResult, QueryResult, ATTEMPT_TIMEOUT};
+pub use client::{ClientError, ClientStats, DbClient, ExecuteResult, QueryResult, ATTEMPT_TIMEOUT};
 pub use level::{Consistency, UnknownLevel};
 pub use membership::{
     ChangeAnswer, ClusterMember, ClusterView, JoinRequest, RemoveAnswer, StepDownAnswer,

@@ -48,6 +48,7 @@
 
 pub mod command;
 mod http;
+mod metrics;
 mod node;
 mod raft;
 mod sqlite;

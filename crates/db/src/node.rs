@@ -12,6 +12,7 @@ use webfarm_config::{DbSettings, Farm, Replica, Role};
 use webfarm_node::{Health, NodeContext, Shutdown, ShutdownTrigger};
 
 use crate::http::api::{self, Api};
+use crate::metrics::DbMetrics;
 use crate::raft::formation::{self, Formation};
 use crate::raft::health::DbHealth;
 use crate::raft::log_store::LogStore;
@@ -252,6 +253,7 @@ impl DbNode {
 
         let (log, sm) = open_storage(&ctx.data_dir).await?;
         let database = Arc::clone(sm.store());
+        let stats = Arc::new(DbMetrics::new(sm.snapshot_stats()));
 
         // The log this node holds as it starts: as leader, it reads only once it applied that.
         let startup_log = openraft::storage::RaftLogStorage::get_log_state(&mut log.clone())
@@ -271,7 +273,13 @@ impl DbNode {
             applied: database.applied_index(),
             user_data: database.user_data(),
             transferring_leadership: Arc::new(AtomicBool::new(false)),
+            stats: Arc::clone(&stats),
         });
+        tokio::spawn(crate::metrics::watch(
+            raft.metrics(),
+            Arc::clone(&stats),
+            ctx.shutdown.clone(),
+        ));
 
         let (stop, stopped) = Shutdown::new();
         let store = Arc::new(Store::new(Parts {
@@ -284,7 +292,7 @@ impl DbNode {
             http: http.clone(),
         }));
         let contact = store.leader_contact();
-        let api = Api::new(store, http.clone());
+        let api = Api::new(store, http.clone(), Arc::clone(&stats.forwarded));
         let api_task = serve(
             (api_listener, server_tls.clone()),
             api::router(Arc::clone(&api)),

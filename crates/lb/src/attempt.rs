@@ -348,6 +348,27 @@ impl Attempts {
         }
     }
 
+    /// Counts a failed attempt on the backend and the server tried last (`/metrics`): a
+    /// connection error, and the retry `decision` makes (a redispatch when to another).
+    fn count(&self, b: &BackendState, failed: Failed, decision: Decision) {
+        let connection_error = matches!(
+            failed,
+            Failed::Refused | Failed::Connect | Failed::ConnectTimeout
+        );
+        let retry = match decision {
+            Decision::RetrySameServer => Some(false),
+            Decision::RetryAnotherServer => Some(true),
+            Decision::Deliver | Decision::Answer { .. } => None,
+        };
+        b.metrics.attempt_failed(connection_error, retry);
+        if let Some(srv) = self.last.and_then(|i| b.servers.get(i)) {
+            srv.state
+                .metrics
+                .upstream
+                .attempt_failed(connection_error, retry);
+        }
+    }
+
     /// After `failure` on server `index`: `Ok` to try again (the next server fixed or
     /// not), else the answer.
     fn failed(&mut self, b: &BackendState, what: &str, failure: Failure) -> Result<(), Failure> {
@@ -355,7 +376,9 @@ impl Attempts {
             .servers
             .get(self.last.unwrap_or(usize::MAX))
             .map_or("-", |s| &s.state.id);
-        self.fixed = match decide(failure.failed, &self.policy(b)) {
+        let decision = decide(failure.failed, &self.policy(b));
+        self.count(b, failure.failed, decision);
+        self.fixed = match decision {
             Decision::RetrySameServer => self.last,
             Decision::RetryAnotherServer => None,
             Decision::Deliver | Decision::Answer { .. } => {

@@ -58,6 +58,7 @@ mod backend;
 mod control;
 mod frontend;
 mod http;
+mod metrics;
 mod tcp;
 mod termination;
 

@@ -174,3 +174,36 @@ async fn tcp_checks_and_connection_retries() {
     .await;
     lb.stop().await;
 }
+
+#[tokio::test]
+async fn tcp_sessions_show_in_metrics_with_their_bytes_and_times() {
+    use webfarm_testkit::metrics::sample;
+    let (_s, lb) = echo_farm::<1>("balance = \"roundrobin\"").await;
+    let admin = lb.serve_admin().await;
+    let (name, c) = session(lb.addr).await;
+    assert_eq!(name, "db-1");
+    drop(c);
+    let web = [("proxy", "web")];
+    let text = eventually(DEADLINE, "the session counted once it ended", || async {
+        let text = get(admin, "/metrics").await.body;
+        (sample(&text, "haproxy_backend_total_time_seconds_count", &web) == Some(1.0))
+            .then_some(text)
+    })
+    .await;
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let www = [("proxy", "www")];
+    assert_eq!(value("haproxy_frontend_sessions_total", &www), 1.0);
+    assert_eq!(value("haproxy_frontend_http_requests_total", &www), 0.0);
+    // Up: "ping"; down: the greeting "db-1\n" and the echo.
+    assert_eq!(value("haproxy_backend_bytes_in_total", &web), 4.0);
+    assert_eq!(value("haproxy_backend_bytes_out_total", &web), 9.0);
+    let server = [("proxy", "web"), ("server", "db-1")];
+    assert_eq!(
+        value("haproxy_server_connect_time_seconds_count", &server),
+        1.0
+    );
+    assert_eq!(value("haproxy_server_bytes_out_total", &server), 9.0);
+    lb.stop().await;
+}

@@ -5,6 +5,8 @@
 //! - `GET /status`: a [`NodeStatus`] as JSON, `{"name","role","state","reason"?,"details"}`;
 //!   `details` is the role's own [`RoleStatus`] (for a db node: raft state, term, commit and
 //!   applied index...).
+//! - `GET /metrics`: Prometheus text format 0.0.4 ([`crate::metrics`]): `process_*`,
+//!   `webfarm_build_info`, and the role's families ([`Health::metrics`]).
 //!
 //! A role may add routes of its own (the load balancer's `/lb/...` run-time control) by
 //! passing them as `extra` to [`serve`].
@@ -23,6 +25,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use webfarm_config::Role;
 
+use crate::metrics::{self, Scrape};
 use crate::status::{NodeStatus, RoleStatus};
 use crate::Shutdown;
 
@@ -32,12 +35,23 @@ pub trait Health: Send + Sync + 'static {
     fn ready(&self) -> Result<(), String>;
     /// The role's details for `/status`.
     fn status(&self) -> RoleStatus;
+
+    /// Writes the role's metric families for `/metrics`, read at scrape time from what the
+    /// role keeps anyway; the default writes none.
+    ///
+    /// # Errors
+    /// The writer's ([`Scrape`]'s calls return it).
+    fn metrics(&self, scrape: &mut Scrape<'_>) -> std::fmt::Result {
+        let _ = scrape;
+        Ok(())
+    }
 }
 
 struct AdminState {
     name: String,
     role: Role,
     health: Arc<dyn Health>,
+    registry: prometheus_client::registry::Registry,
 }
 
 /// The admin router for node `name`; exposed for roles that serve it on another port too.
@@ -45,12 +59,14 @@ pub fn router(name: &str, role: Role, health: Arc<dyn Health>) -> Router {
     let state = Arc::new(AdminState {
         name: name.to_string(),
         role,
+        registry: metrics::registry(health.clone()),
         health,
     });
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/metrics", get(metrics_text))
         .with_state(state)
 }
 
@@ -63,7 +79,7 @@ pub fn router(name: &str, role: Role, health: Arc<dyn Health>) -> Router {
 ///
 /// # Panics
 ///
-/// If `extra` has a route that overlaps `/healthz`, `/readyz` or `/status` (axum refuses
+/// If `extra` has a route that overlaps `/healthz`, `/readyz`, `/status` or `/metrics` (axum refuses
 /// overlapping routes): a programming error, caught by any test that starts a node.
 pub async fn serve(
     listener: TcpListener,
@@ -111,6 +127,13 @@ async fn status(State(s): State<Arc<AdminState>>) -> Response {
     // Through a `Value`, so the keys come out sorted, whatever the order of the fields.
     match serde_json::to_value(&out) {
         Ok(v) => Json::<Value>(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn metrics_text(State(s): State<Arc<AdminState>>) -> Response {
+    match metrics::render(&s.registry) {
+        Ok(text) => ([(http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

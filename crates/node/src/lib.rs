@@ -7,6 +7,8 @@
 //!   answers of the lb's run-time control (`/lb/servers`, `/lb/reload`).
 //! - [`http`]: a small pooled HTTP/1.1 client (hyper-util) for node-to-node calls.
 //! - [`logging`]: the tracing subscriber every node installs.
+//! - [`metrics`]: `GET /metrics` (Prometheus text): process and build metrics, the
+//!   role's families written at scrape time, an atomic-bucket [`metrics::Histogram`].
 //! - [`hash`]: FNV-1a and splitmix64, fixed across hosts (node ids, hash balancing, seeds).
 //! - [`NodeContext`]: what a role needs to start (the farm, its own node, its data dir).
 //!
@@ -18,6 +20,7 @@ pub mod admin;
 pub mod hash;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 mod shutdown;
 pub mod status;
 pub mod tls;

@@ -21,6 +21,8 @@
 //! until it holds or the deadline passes, instead of sleeping a fixed time) and [`TempDir`]
 //! (a directory of the test's own, removed on drop).
 
+pub mod metrics;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

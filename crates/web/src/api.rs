@@ -61,6 +61,7 @@ pub(crate) async fn create<S: MessageStore>(
     let valid = validate::validate(&input)?;
     app.schema.ensure(&app.store).await?;
     let stored = app.store.insert(&app.new_message(valid)).await?;
+    app.posted();
     let mut resp = json(StatusCode::CREATED, &stored.message);
     let location = format!("/api/messages/{}", stored.message.id);
     if let Ok(v) = HeaderValue::from_str(&location) {

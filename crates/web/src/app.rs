@@ -1,5 +1,6 @@
 //! The router of a web node: the foobar app's routes, the static files as fallback, and the
-//! layers every response goes through (`X-Served-By`, body limit, request counter).
+//! layers every response goes through (`X-Served-By`, body limit, request counter, the
+//! metrics of [`crate::metrics`]).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use http::header::HeaderName;
 use tower::util::MapRequestLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::metrics::WebMetrics;
 use crate::schema::Schema;
 use crate::static_files::StaticFiles;
 use crate::store::{MessageStore, NewMessage};
@@ -37,9 +39,16 @@ pub(crate) struct App<S> {
     pub schema: Arc<Schema>,
     /// The code base's static files.
     pub files: Arc<StaticFiles>,
+    /// Requests, latencies and messages posted, for `/metrics`.
+    pub metrics: Arc<WebMetrics>,
 }
 
 impl<S: MessageStore> App<S> {
+    /// Counts one message stored.
+    pub(crate) fn posted(&self) {
+        self.metrics.posted.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A validated message, stamped with now and this node's name.
     pub(crate) fn new_message(&self, m: ValidMessage) -> NewMessage {
         NewMessage {
@@ -65,6 +74,7 @@ pub(crate) fn router<S: MessageStore>(
     // handler of the app's state, every file served would clone the whole app (the
     // database client included).
     let (files, name) = (app.files.clone(), app.name.clone());
+    let metrics = app.metrics.clone();
     let static_files = tower::service_fn(move |req: Request| {
         let (files, name) = (files.clone(), name.clone());
         async move { Ok::<_, Infallible>(static_files::serve(&files, &name, req).await) }
@@ -79,6 +89,10 @@ pub(crate) fn router<S: MessageStore>(
         .method_not_allowed_fallback(method_not_allowed::<S>)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::observe,
+        ))
         .layer(MapRequestLayer::new(move |req: Request| {
             requests.fetch_add(1, Ordering::Relaxed);
             req

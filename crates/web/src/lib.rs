@@ -40,6 +40,7 @@ mod conditional;
 mod errors;
 mod file_cache;
 mod html;
+mod metrics;
 mod node;
 mod pages;
 mod read_your_writes;

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use webfarm_config::Role;
 use webfarm_db_client::DbClient;
+use webfarm_node::metrics::Scrape;
 use webfarm_node::status::{RoleStatus, WebStatus};
 use webfarm_node::{BindError, Health, NodeContext};
 
 use crate::app::{self, App};
+use crate::metrics::WebMetrics;
 use crate::schema::Schema;
 use crate::static_files;
 
@@ -144,7 +146,9 @@ impl WebNode {
 
         let schema = Arc::new(Schema::default());
         let requests = Arc::new(AtomicU64::new(0));
+        let metrics = Arc::new(WebMetrics::default());
         let app = App {
+            metrics: metrics.clone(),
             store: store.clone(),
             name: Arc::from(name.as_str()),
             schema: schema.clone(),
@@ -161,7 +165,7 @@ impl WebNode {
         let schema_task = tokio::spawn(
             schema
                 .clone()
-                .create_until_done(store, ctx.shutdown.clone()),
+                .create_until_done(store.clone(), ctx.shutdown.clone()),
         );
         tracing::info!(
             node = %name,
@@ -177,6 +181,8 @@ impl WebNode {
             read_from: read_addr,
             requests,
             schema,
+            metrics,
+            db: store,
         });
         Ok(WebNode {
             name,
@@ -249,6 +255,10 @@ struct WebHealth {
     read_from: SocketAddr,
     requests: Arc<AtomicU64>,
     schema: Arc<Schema>,
+    /// What the app counts, for `/metrics`.
+    metrics: Arc<WebMetrics>,
+    /// The app's database client (its retries and failovers).
+    db: DbClient,
 }
 
 impl Health for WebHealth {
@@ -268,5 +278,10 @@ impl Health for WebHealth {
                 Err(e) => e,
             },
         })
+    }
+
+    /// The `webfarm_web_*` families ([`crate::metrics`]).
+    fn metrics(&self, scrape: &mut Scrape<'_>) -> std::fmt::Result {
+        self.metrics.write(self.db.stats(), scrape)
     }
 }

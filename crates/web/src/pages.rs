@@ -73,6 +73,7 @@ pub(crate) async fn post_form<S: MessageStore>(
     .await;
     match stored {
         Ok(stored) => {
+            app.posted();
             let mut resp = StatusCode::SEE_OTHER.into_response();
             resp.headers_mut()
                 .insert(LOCATION, HeaderValue::from_static("/"));

@@ -65,12 +65,17 @@ pub(crate) struct Api<S> {
 }
 
 impl<S: Service> Api<S> {
-    /// The API state of a node, with its write queue running.
-    pub(crate) fn new(store: Arc<S>, http: HttpClient) -> Arc<Api<S>> {
+    /// The API state of a node, with its write queue running; `forwarded` counts the
+    /// requests relayed to the leader.
+    pub(crate) fn new(
+        store: Arc<S>,
+        http: HttpClient,
+        forwarded: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Arc<Api<S>> {
         Arc::new_cyclic(|me| Api {
             queue: WriteQueue::spawn(me.clone()),
             store,
-            forwarder: Forwarder::new(http.clone()),
+            forwarder: Forwarder::new(http.clone(), forwarded),
             http,
             started: SystemTime::now(),
         })

@@ -4,6 +4,8 @@
 //! and is not the leader answers 503 `not leader` instead of forwarding again, so a stale view
 //! of the leader can never make requests loop.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
@@ -28,6 +30,8 @@ pub(crate) const FORWARDED: &str = "x-webfarm-forwarded";
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarder {
     client: HttpClient,
+    /// Requests relayed (for `/metrics`).
+    relayed: Arc<AtomicU64>,
 }
 
 /// Why forwarding failed.
@@ -40,8 +44,8 @@ pub(crate) enum ForwardError {
 }
 
 impl Forwarder {
-    pub(crate) fn new(client: HttpClient) -> Forwarder {
-        Forwarder { client }
+    pub(crate) fn new(client: HttpClient, relayed: Arc<AtomicU64>) -> Forwarder {
+        Forwarder { client, relayed }
     }
 
     /// Relays a request (`method path_and_query` with `body`) to `leader` and returns the
@@ -59,6 +63,7 @@ impl Forwarder {
         timeout: Duration,
         change: Option<&str>,
     ) -> Result<Response, (StatusCode, String)> {
+        self.relayed.fetch_add(1, Ordering::Relaxed);
         let sent = self
             .send(
                 method.clone(),

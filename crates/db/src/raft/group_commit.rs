@@ -20,6 +20,7 @@ use openraft::error::{ClientWriteError, ForwardToLeader};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::command::{Command, Request};
+use crate::metrics::DbMetrics;
 use crate::sqlite::determinism::splitmix64;
 use crate::types::{NodeInfo, Outcome, Raft};
 
@@ -80,10 +81,11 @@ fn size_of(request: &Request) -> usize {
 
 impl GroupCommit {
     /// Starts the group-commit task of the node whose Raft id is `node_id`.
-    pub(crate) fn spawn(raft: Raft, node_id: u64) -> GroupCommit {
+    /// `sizes` observes how many requests each proposed entry carries.
+    pub(crate) fn spawn(raft: Raft, node_id: u64, sizes: Arc<DbMetrics>) -> GroupCommit {
         let (tx, rx) = mpsc::unbounded_channel();
         let entries = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(raft, rx, node_id, Arc::clone(&entries)));
+        tokio::spawn(run(raft, rx, (node_id, sizes), Arc::clone(&entries)));
         GroupCommit { tx, entries }
     }
 
@@ -134,7 +136,7 @@ fn fill(rx: &mut mpsc::UnboundedReceiver<Pending>, group: &mut Vec<Pending>, byt
 async fn run(
     raft: Raft,
     mut rx: mpsc::UnboundedReceiver<Pending>,
-    node_id: u64,
+    (node_id, stats): (u64, Arc<DbMetrics>),
     entries: Arc<AtomicU64>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -164,6 +166,7 @@ async fn run(
             continue;
         }
         counter += 1;
+        stats.group_requests.observe_count(group.len() as u64);
         propose(&raft, group, permit, seed(node_id, counter)).await;
         entries.fetch_add(1, Ordering::Relaxed);
     }

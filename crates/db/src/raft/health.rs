@@ -20,8 +20,10 @@ use openraft::error::Fatal;
 use openraft::{RaftMetrics, ServerState};
 use tokio::sync::watch;
 use webfarm_config::Replica;
+use webfarm_node::metrics::Scrape;
 use webfarm_node::status::{DbStatus, RaftState, Replication, RoleStatus};
 
+use crate::metrics::DbMetrics;
 use crate::raft::log_store::LogStore;
 use crate::types::NodeInfo;
 
@@ -38,6 +40,8 @@ pub(crate) struct DbHealth {
     pub(crate) user_data: Arc<AtomicBool>,
     /// Set while this leader hands its leadership over: it takes no new request as leader.
     pub(crate) transferring_leadership: Arc<AtomicBool>,
+    /// What the node counts for `/metrics` besides openraft's metrics.
+    pub(crate) stats: Arc<DbMetrics>,
 }
 
 /// Who leads, as this node sees it.
@@ -147,6 +151,11 @@ impl webfarm_node::Health for DbHealth {
 
     fn status(&self) -> RoleStatus {
         RoleStatus::Db(self.raft_status())
+    }
+
+    /// The `webfarm_db_*` families ([`crate::metrics`]).
+    fn metrics(&self, scrape: &mut Scrape<'_>) -> std::fmt::Result {
+        crate::metrics::write(self, scrape)
     }
 }
 

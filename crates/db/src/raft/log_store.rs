@@ -30,6 +30,8 @@ use rusqlite::{Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use webfarm_node::metrics::{Histogram, FSYNC_SECONDS};
+
 use crate::types::TypeConfig;
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -50,6 +52,8 @@ struct Inner {
     /// The committed log id last saved and whether the file lags behind it. Only locked for
     /// short copies, never across an `.await`.
     pending: Mutex<Committed>,
+    /// How long each durable log commit (the fsync) took, for `/metrics`.
+    fsync: Histogram,
 }
 
 /// The committed log id as openraft last saved it.
@@ -124,6 +128,7 @@ impl LogStore {
                     id: committed,
                     dirty: false,
                 }),
+                fsync: Histogram::seconds(FSYNC_SECONDS),
             }),
         })
     }
@@ -161,6 +166,11 @@ impl LogStore {
         }
     }
 
+    /// How long the log's durable commits took (etcd's WAL fsync duration).
+    pub(crate) fn fsync_seconds(&self) -> &Histogram {
+        &self.inner.fsync
+    }
+
     /// Runs `f` with the connection on the blocking pool.
     /// Runs `f` in one durable log transaction that first stores the committed log id
     /// recorded since the last one (see `save_committed`); if the transaction fails, that id
@@ -171,13 +181,17 @@ impl LogStore {
     {
         let committed = self.take_committed();
         let committed_text = committed.as_ref().map(|(_, t)| t.clone());
+        let inner = Arc::clone(&self.inner);
         let res = self
             .blocking(Io::WriteLogs, move |c| {
                 let tx = c.transaction()?;
                 store_committed(&tx, committed_text.as_deref())?;
                 f(&tx)?;
                 // synchronous=FULL: the commit is on disk when this returns.
-                tx.commit()
+                let start = std::time::Instant::now();
+                tx.commit()?;
+                inner.fsync.observe(start.elapsed());
+                Ok(())
             })
             .await;
         if res.is_err() {

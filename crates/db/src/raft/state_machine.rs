@@ -1,5 +1,8 @@
 //! openraft's state machine: a thin adapter over the store of `db.sqlite` and its snapshots.
 
+use std::sync::atomic::Ordering;
+
+use crate::metrics::SnapshotStats;
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
@@ -44,6 +47,8 @@ pub struct OpenError(DatabaseError);
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     store: Arc<Database>,
+    /// Snapshots built and installed, for `/metrics`.
+    stats: Arc<SnapshotStats>,
 }
 
 impl StateMachine {
@@ -55,11 +60,17 @@ impl StateMachine {
     pub fn open(data_dir: &std::path::Path) -> Result<StateMachine, OpenError> {
         Ok(StateMachine {
             store: Database::open(data_dir).map_err(OpenError)?,
+            stats: Arc::default(),
         })
     }
 
     pub(crate) fn store(&self) -> &Arc<Database> {
         &self.store
+    }
+
+    /// Its snapshot counters.
+    pub(crate) fn snapshot_stats(&self) -> Arc<SnapshotStats> {
+        Arc::clone(&self.stats)
     }
 }
 
@@ -67,6 +78,7 @@ impl StateMachine {
 #[derive(Debug)]
 pub struct SnapshotBuilder {
     store: Arc<Database>,
+    stats: Arc<SnapshotStats>,
 }
 
 /// A snapshot of an already open file (opened where the file cannot vanish first).
@@ -80,9 +92,15 @@ fn snapshot_of(meta: Meta, file: std::fs::File) -> Snapshot<TypeConfig> {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let store = Arc::clone(&self.store);
+        let start = std::time::Instant::now();
         let (meta, file) = blocking(move || store.build_snapshot())
             .await
             .map_err(|e| snap_err(None, e))?;
+        self.stats.seconds.observe(start.elapsed());
+        self.stats.built.fetch_add(1, Ordering::Relaxed);
+        if let Ok(m) = file.metadata() {
+            self.stats.bytes.store(m.len(), Ordering::Relaxed);
+        }
         Ok(snapshot_of(meta, file))
     }
 }
@@ -112,6 +130,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             store: Arc::clone(&self.store),
+            stats: Arc::clone(&self.stats),
         }
     }
 
@@ -136,7 +155,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store
             .install_snapshot(meta.clone(), &mut snapshot)
             .await
-            .map_err(|e| snap_err(Some(meta), e))
+            .map_err(|e| snap_err(Some(meta), e))?;
+        self.stats.installed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {

@@ -138,7 +138,11 @@ impl Store {
     /// The store of a node, with its group commit task running.
     pub(crate) fn new(p: Parts) -> Store {
         Store {
-            group_commit: GroupCommit::spawn(p.raft.clone(), p.health.id),
+            group_commit: GroupCommit::spawn(
+                p.raft.clone(),
+                p.health.id,
+                Arc::clone(&p.health.stats),
+            ),
             raft: p.raft.clone(),
             health: p.health.clone(),
             database: p.database,

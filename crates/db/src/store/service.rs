@@ -1,6 +1,6 @@
 //! [`Store`] as the HTTP layer's [`Service`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -31,10 +31,20 @@ impl Service for Store {
         Store::commit_index(self)
     }
     async fn execute(&self, request: Request, timeout: Duration) -> Result<Applied, StoreError> {
-        Store::execute(self, request, timeout).await
+        let start = Instant::now();
+        let applied = Store::execute(self, request, timeout).await;
+        if applied.is_ok() {
+            self.health.stats.execute.observe(start.elapsed());
+        }
+        applied
     }
     async fn query(&self, read: ReadRequest) -> Result<ReadResult, StoreError> {
-        Store::query(self, read).await
+        let (start, level) = (Instant::now(), read.level);
+        let result = Store::query(self, read).await;
+        if result.is_ok() {
+            self.health.stats.query(level).observe(start.elapsed());
+        }
+        result
     }
     async fn all_read_only(&self, sql: Vec<String>) -> Result<bool, StoreError> {
         Store::all_read_only(self, sql).await

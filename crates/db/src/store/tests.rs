@@ -47,6 +47,7 @@ async fn one_node() -> (Store, TempDir) {
         applied: database.applied_index(),
         user_data: database.user_data(),
         transferring_leadership: Arc::new(AtomicBool::new(false)),
+        stats: Arc::new(crate::metrics::DbMetrics::new(Arc::default())),
     };
     let store = Store::new(Parts {
         raft,

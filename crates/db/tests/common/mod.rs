@@ -181,6 +181,12 @@ impl Cluster {
             .to_json()
     }
 
+    /// Node `i`'s `/metrics` text (as its admin server answers).
+    pub fn metrics(&self, i: usize) -> String {
+        let node = &self.nodes[i].as_ref().expect("the node runs").node;
+        webfarm_node::metrics::text(node.health()).unwrap()
+    }
+
     /// Waits until the running nodes agree on one leader; returns its index.
     pub async fn leader(&self) -> usize {
         eventually(DEADLINE, "an agreed leader", || async {

@@ -146,6 +146,9 @@ pub(crate) async fn run(
             _ = shutdown.wait() => return,
             r = check_once(server.addr(), &spec) => r,
         };
+        server
+            .metrics
+            .check(result.passed, result.reason, result.duration);
         let text = result.to_string();
         let effect = server.record_check(result.passed, text.clone(), check.rise, check.fall);
         log_check(&*lookup, &backend, &server, &check, &result, &text, effect);

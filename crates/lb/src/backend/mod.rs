@@ -16,6 +16,7 @@ use webfarm_config::Backend;
 use crate::backend::pool::{Pool, PoolLimits};
 use crate::backend::queue::{Queue, Ticket, ANY_SERVER};
 use crate::backend::server::{ActiveRequest, ServerState, Transition};
+use crate::metrics::UpstreamMetrics;
 use balance::{Balancer, RequestKey, ServerView};
 
 /// One server of a backend with its pool of upstream connections.
@@ -69,6 +70,8 @@ pub(crate) struct BackendState {
     balancer: Box<dyn Balancer>,
     /// Requests waiting for a slot (kept across reloads).
     pub queue: Arc<Queue>,
+    /// Its traffic, latencies, errors and warnings, for `/metrics` (kept across reloads).
+    pub metrics: Arc<UpstreamMetrics>,
 }
 
 /// The servers as one pick sees them.
@@ -119,6 +122,7 @@ impl BackendState {
         tls: Option<&tokio_rustls::TlsConnector>,
     ) -> BackendState {
         let queue = previous.map_or_else(Arc::default, |p| p.queue.clone());
+        let metrics = previous.map_or_else(Arc::default, |p| p.metrics.clone());
         let servers = config
             .servers
             .iter()
@@ -147,6 +151,7 @@ impl BackendState {
             servers,
             balancer: balance::build(&config.balance, config.hash_type, &weights),
             queue,
+            metrics,
         }
     }
 

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use webfarm_config::Server;
 
 use crate::backend::queue::{next_server_id, Queue};
+use crate::metrics::ServerMetrics;
 
 /// A change of a server's health, returned by the methods that may cause one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +125,8 @@ pub(crate) struct ServerState {
     queue: Arc<Queue>,
     /// Wakes this server's check task (state change, `on_error`).
     pub check_wake: Notify,
+    /// Its traffic, latencies and last check, for `/metrics`.
+    pub metrics: ServerMetrics,
 }
 
 /// A snapshot of a server for `/status` and `/lb/servers`.
@@ -180,6 +183,7 @@ impl ServerState {
             uid: next_server_id(),
             queue,
             check_wake: Notify::new(),
+            metrics: ServerMetrics::default(),
         }
     }
 

@@ -25,6 +25,7 @@ use crate::backend::pool::PoolLimits;
 use crate::backend::server::ServerState;
 use crate::backend::BackendState;
 use crate::frontend::tls::TlsFrontends;
+use crate::metrics::FrontendMetrics;
 use tokio_rustls::TlsConnector;
 
 /// How many event-loop threads `[lb] threads = configured` means: `configured`, or one per
@@ -94,6 +95,9 @@ pub(crate) struct LiveConfig {
     pub conns: AtomicUsize,
     /// Client connections open now, per frontend (same order as the snapshot's).
     pub frontend_conns: Vec<AtomicUsize>,
+    /// Each frontend's counters for `/metrics` (same order; frontends never change on a
+    /// reload).
+    pub frontend_metrics: Vec<Arc<FrontendMetrics>>,
     /// The TLS frontends' certificates and acceptors.
     pub tls: Arc<TlsFrontends>,
     /// Internal TLS to the farm's web nodes (this node's certificate), if on.
@@ -176,6 +180,7 @@ impl LiveConfig {
             .iter()
             .map(|_| AtomicUsize::new(0))
             .collect();
+        let frontend_metrics = snapshot.frontends.iter().map(|_| Arc::default()).collect();
         LiveConfig {
             snapshot: ArcSwap::from_pointee(snapshot),
             node,
@@ -186,6 +191,7 @@ impl LiveConfig {
             reloads_refused: AtomicU64::new(0),
             conns: AtomicUsize::new(0),
             frontend_conns,
+            frontend_metrics,
             tls: Arc::new(tls),
             upstream_tls,
             challenges,
@@ -279,6 +285,9 @@ impl LiveConfig {
         };
         if (fe_max != 0 && taken >= fe_max as usize) || global >= global_max as usize {
             return None; // `slot` drops here and gives both counts back.
+        }
+        if let Some(m) = self.frontend_metrics.get(index) {
+            m.sessions.fetch_add(1, Ordering::Relaxed);
         }
         Some(slot)
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use webfarm_config::HashType;
+use webfarm_node::metrics::Scrape;
 use webfarm_node::status::{BackendStatus, FrontendStatus, LbStatus, RoleStatus, ServerStatus};
 use webfarm_node::Health;
 
@@ -38,6 +39,11 @@ impl Health for LbHealth {
                     .join(", ")
             )),
         }
+    }
+
+    /// The `haproxy_*` families ([`crate::metrics`]), read from the live configuration.
+    fn metrics(&self, scrape: &mut Scrape<'_>) -> std::fmt::Result {
+        crate::metrics::write(&self.live, scrape)
     }
 
     /// The frontends, the backends with their servers, and the open connections.

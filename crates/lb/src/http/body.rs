@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,15 +25,22 @@ use tokio::time::Sleep;
 use crate::access_log::LogRecord;
 use crate::attempt::BodyFailure;
 use crate::backend::pool::{BoxError, Pooled, ProxyBody};
-use crate::backend::server::ActiveRequest;
+use crate::backend::server::{ActiveRequest, ServerState};
 use crate::http::conn::ConnGuard;
+use crate::metrics::Tally;
 use crate::termination::{EndedBy, Phase, Termination};
 
-/// Shared between a [`RequestBody`] and the proxy: what happened to the body.
+/// Shared between a [`RequestBody`] and the proxy: what happened to the body, and how many
+/// bytes of it were read (for `/metrics`).
 #[derive(Debug, Default)]
-pub(crate) struct BodyState(AtomicU8);
+pub(crate) struct BodyState(AtomicU8, AtomicU64);
 
 impl BodyState {
+    /// The body's bytes read from the client so far.
+    pub fn read(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
+    }
+
     fn set(&self, f: BodyFailure) {
         let v = match f {
             BodyFailure::TooLarge => 1,
@@ -111,6 +118,7 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.read += data.len() as u64;
+                    this.state.1.store(this.read, Ordering::Relaxed);
                     if this.limit != 0 && this.read > this.limit {
                         let limit = this.limit;
                         return this.fail(
@@ -169,11 +177,36 @@ impl Inner {
     }
 }
 
+/// What a response's end records: the access-log line and the request's metrics.
+#[derive(Default)]
+pub(crate) struct Ending {
+    /// The access-log record, if a line is written.
+    pub log: Option<LogRecord>,
+    /// The request's share of the counters.
+    pub tally: Option<Tally>,
+    /// The request body's state, for its byte count.
+    pub request_body: Option<Arc<BodyState>>,
+}
+
+impl Ending {
+    /// Records the metrics of a request answered by `server` (if any) after `bytes_out`
+    /// response bytes, and writes the access line.
+    pub fn finish(self, server: Option<&ServerState>, bytes_out: u64) {
+        if let Some(tally) = self.tally {
+            let bytes_in = self.request_body.as_ref().map_or(0, |b| b.read());
+            tally.finish(server, (bytes_in, bytes_out));
+        }
+        if let Some(log) = self.log {
+            log.emit();
+        }
+    }
+}
+
 /// A response on its way to the client.
 pub(crate) struct ResponseBody {
     inner: Inner,
     slot: Option<ActiveRequest>,
-    log: Option<LogRecord>,
+    end: Option<Ending>,
     guard: Option<ConnGuard>,
     upstream: Option<Pooled>,
     bytes: u64,
@@ -181,20 +214,20 @@ pub(crate) struct ResponseBody {
 }
 
 impl ResponseBody {
-    /// Wraps `inner`; `slot` (the server's), `guard` (the client connection's) and the log
-    /// record live until the body ends or is dropped; `upstream` (the server connection)
-    /// goes back to its pool if the body ends normally.
+    /// Wraps `inner`; `slot` (the server's), `guard` (the client connection's) and the
+    /// ending (log record, metrics) live until the body ends or is dropped; `upstream` (the
+    /// server connection) goes back to its pool if the body ends normally.
     pub fn new(
         inner: Inner,
         slot: Option<ActiveRequest>,
-        log: Option<LogRecord>,
+        end: Option<Ending>,
         guard: Option<ConnGuard>,
         upstream: Option<Pooled>,
     ) -> ResponseBody {
         ResponseBody {
             inner,
             slot,
-            log,
+            end,
             guard,
             upstream,
             bytes: 0,
@@ -215,12 +248,14 @@ impl ResponseBody {
                 conn.release();
             }
         }
-        if let Some(mut log) = self.log.take() {
-            log.bytes = self.bytes;
-            if let Some(t) = termination {
-                log.termination = t;
+        if let Some(mut end) = self.end.take() {
+            if let Some(log) = end.log.as_mut() {
+                log.bytes = self.bytes;
+                if let Some(t) = termination {
+                    log.termination = t;
+                }
             }
-            log.emit();
+            end.finish(self.slot.as_ref().map(|s| &**s.server()), self.bytes);
         }
         self.slot = None;
         self.guard = None;

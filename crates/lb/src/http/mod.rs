@@ -41,8 +41,9 @@ use webfarm_tls::revoke::CRL_PATH;
 use crate::access_log::LogRecord;
 use crate::attempt::{Timers, Won};
 use crate::control::live::{LiveConfig, LiveFrontend, Snapshot};
+use crate::metrics::Tally;
 use crate::termination::{EndedBy, Phase, Termination};
-use body::{Inner, ResponseBody};
+use body::{Ending, Inner, ResponseBody};
 use conn::ConnGuard;
 use headers::{RequestIds, X_REQUEST_ID};
 use respond::Local;
@@ -66,6 +67,10 @@ pub(crate) struct Proxy {
 struct Exchange {
     id: HeaderValue,
     log: Option<LogRecord>,
+    /// The request's metrics.
+    tally: Tally,
+    /// The request body's state (its byte count), once the request has a plan.
+    request_body: Option<Arc<body::BodyState>>,
     guard: ConnGuard,
     /// `Strict-Transport-Security` for this answer (a TLS frontend with `hsts`).
     hsts: Option<HeaderValue>,
@@ -79,6 +84,7 @@ impl Exchange {
             l.termination = local.termination;
             l.server.clone_from(&local.server);
         }
+        self.tally.status = Some(local.status.as_u16());
         let mut resp = local.into_response();
         resp.headers_mut().insert(X_REQUEST_ID.clone(), self.id);
         if let Some(hsts) = self.hsts {
@@ -86,12 +92,29 @@ impl Exchange {
                 .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
         }
         let (p, b) = resp.into_parts();
-        let body = ResponseBody::new(Inner::Local(b), None, self.log, Some(self.guard), None);
+        let end = Ending {
+            log: self.log,
+            tally: Some(self.tally),
+            request_body: self.request_body,
+        };
+        let body = ResponseBody::new(Inner::Local(b), None, Some(end), Some(self.guard), None);
         Response::from_parts(p, body)
+    }
+
+    /// What the response's end records, the status sent being `status`.
+    fn ending(mut self, status: u16) -> (Ending, ConnGuard) {
+        self.tally.status = Some(status);
+        let end = Ending {
+            log: self.log,
+            tally: Some(self.tally),
+            request_body: self.request_body,
+        };
+        (end, self.guard)
     }
 
     /// Records the timers of the attempts.
     fn timers(&mut self, timers: &Timers) {
+        self.tally.timers = *timers;
         if let Some(l) = self.log.as_mut() {
             (l.tw, l.tc, l.tr) = (timers.tw, timers.tc, timers.tr);
         }
@@ -133,9 +156,12 @@ impl Proxy {
         let id = self.ids.ensure(&mut parts.headers);
         let log = access_record(&snap, fe, &parts, conn, tq, &id);
         let hsts = fe.hsts.clone().filter(|_| conn.tls.is_some());
+        let frontend = self.live.frontend_metrics.get(self.index).cloned();
         let mut ex = Exchange {
             id,
             log,
+            tally: Tally::request(frontend.unwrap_or_default(), tq),
+            request_body: None,
             guard,
             hsts,
         };
@@ -160,6 +186,8 @@ impl Proxy {
         // 2. Choose (the inputs of the pick), and the head for the server.
         let backend = fe.backend.clone();
         let (plan, request) = request::Plan::new(parts, body, conn, upgrade_to, &snap, fe);
+        ex.request_body.clone_from(&plan.body_state);
+        ex.tally.forwarded(&backend.metrics);
         // 3. Forward.
         let mut timers = Timers::default();
         let result = forward::forward(&backend, request, &plan, &mut timers).await;

@@ -53,11 +53,12 @@ pub(super) fn body(
     ex: Exchange,
 ) -> Response<ResponseBody> {
     let (parts, body) = resp.into_parts();
+    let (end, guard) = ex.ending(parts.status.as_u16());
     let body = ResponseBody::new(
         Inner::Upstream(body),
         Some(slot),
-        ex.log,
-        Some(ex.guard),
+        Some(end),
+        Some(guard),
         conn,
     );
     Response::from_parts(parts, body)
@@ -80,9 +81,8 @@ pub(super) fn tunnel(
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, proto);
-    upgrade::tunnel(ends.0, ends.1, slot, ex.guard);
-    if let Some(l) = ex.log {
-        l.emit();
-    }
+    let (end, guard) = ex.ending(StatusCode::SWITCHING_PROTOCOLS.as_u16());
+    end.finish(Some(slot.server()), 0);
+    upgrade::tunnel(ends.0, ends.1, slot, guard);
     Response::from_parts(parts, ResponseBody::local(empty()))
 }

@@ -180,6 +180,10 @@ pub(crate) async fn serve<S>(
         tracing::debug!("client connection from {peer} ended: {e}");
     }
     if let Some((bytes, ta)) = conn_state.request_timed_out() {
+        if let Some(m) = log_to.live.frontend_metrics.get(log_to.index) {
+            m.request_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let snap = log_to.live.snapshot();
         if let Some(fe) = snap.frontends.get(log_to.index) {
             // `cR`: the client's timeout, while the proxy waited for its request.

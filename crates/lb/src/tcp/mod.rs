@@ -29,6 +29,7 @@ use crate::backend::balance::RequestKey;
 use crate::backend::check::{io_text, Observed};
 use crate::backend::BackendState;
 use crate::control::live::{ConnSlot, LiveConfig, LiveFrontend, Snapshot};
+use crate::metrics::Tally;
 use crate::termination::{EndedBy, Phase, Termination};
 
 /// TCP mode's attempts: a connection to the server, nothing sent before it is made.
@@ -98,8 +99,10 @@ pub(crate) async fn serve(
         chosen = choose(&snap, fe, &mut client, peer) => chosen,
         _ = shutdown.wait() => Err(Termination::new(EndedBy::Proxy, Phase::Request)),
     };
+    let mut backend = None;
     match chosen {
         Ok((b, first)) => {
+            backend = Some(b);
             record.backend = b.name();
             forward(
                 b,
@@ -118,8 +121,30 @@ pub(crate) async fn serve(
         }
     }
     record.tt = start.elapsed();
+    count(&live, index, backend, &record);
     record.emit();
     drop(slot);
+}
+
+/// Counts the ended session of frontend `index` (`/metrics`): bytes up as in, down as
+/// out, its queue, connect and total times, on the frontend, the backend and the server.
+fn count(live: &LiveConfig, index: usize, backend: Option<&BackendState>, record: &TcpRecord<'_>) {
+    let Some(fe) = live.frontend_metrics.get(index) else {
+        return;
+    };
+    let mut tally = Tally::session(fe.clone());
+    if let Some(b) = backend {
+        tally.forwarded(&b.metrics);
+    }
+    tally.timers = Timers {
+        tw: Some(record.tw),
+        tc: record.tc,
+        tr: None,
+    };
+    let server = backend
+        .zip(record.server)
+        .and_then(|(b, name)| b.server_by_name(name));
+    tally.finish_after(server.map(|s| &*s.state), record.bytes, record.tt);
 }
 
 /// The backend of the connection and the bytes read to choose it (to send first): the
