@@ -40,6 +40,7 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
     let data_dir = farm.node_data_dir(name);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    webfarm_node::metrics::set_data_dir(data_dir.clone());
 
     let (trigger, shutdown) = Shutdown::new();
     tokio::spawn(watch_signals(trigger, supervised));

@@ -166,6 +166,21 @@ async fn the_dashboard_shows_the_farm_and_a_killed_web_node_in_chromium() {
         },
     )
     .await;
+    // Traffic through the lb shows as a p99 (from the lb's /metrics) in the backend's line.
+    let lb_url = format!("http://127.0.{NET}.10:8080/style.css");
+    until("the backend's p99 from traffic", DEADLINE, async || {
+        for _ in 0..20 {
+            let _ = farm.http.get(&lb_url, Duration::from_secs(5)).await;
+        }
+        let line = js(
+            &page,
+            "return document.querySelector('#backends h3').textContent;",
+        )
+        .await;
+        let line = line.as_str().unwrap_or("").to_string();
+        line.contains("p99 ") && !line.contains("p99 –")
+    })
+    .await;
     let db = js(
         &page,
         "return document.querySelector('#db-summary').textContent;",

@@ -24,6 +24,8 @@ const svg = (tag, attrs = {}, text) => {
 };
 const fmt = (x) => x === null || x === undefined ? "–" : x >= 100 ? x.toFixed(0) : x.toFixed(1);
 const time = (ms) => new Date(ms).toLocaleTimeString();
+const pct = (x) => x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %";
+const msec = (x) => x === null || x === undefined ? "–" : (1000 * x).toFixed(x < 0.01 ? 2 : 1);
 
 function toast(text) {
   const t = $("#toast");
@@ -81,12 +83,13 @@ function renderBackends(view) {
   const parts = [];
   for (const lb of view.lbs) {
     for (const b of lb.backends) {
-      parts.push(el("h3", {}, `${lb.name} → backend ${b.name}: ${fmt(b.rps)} req/s, ${b.queued} queued, ${lb.conns} client connections`));
+      parts.push(el("h3", {}, `${lb.name} → backend ${b.name}: ${fmt(b.rps)} req/s, 5xx ${pct(b.error_rate)}, p50 ${msec(b.p50)} ms, p99 ${msec(b.p99)} ms, ${b.queued} queued, ${lb.conns} client connections`));
       const rows = b.servers.map((s) => el("tr", { "data-server": s.name },
         el("td", {}, s.name + (s.backup ? " (backup)" : "")), el("td", { class: "state " + s.state }, s.state),
         el("td", {}, s.check), el("td", { class: "num" }, s.conns), el("td", { class: "num" }, fmt(s.rps)),
+        el("td", { class: "num" }, pct(s.error_rate)), el("td", { class: "num" }, msec(s.p50)), el("td", { class: "num" }, msec(s.p99)),
         el("td", {}, serverControls(b.name, s))));
-      parts.push(el("table", {}, el("thead", {}, el("tr", {}, ...["server", "state", "last check", "in flight", "req/s", "weight / state"].map((h) => el("th", {}, h)))), el("tbody", {}, ...rows)));
+      parts.push(el("table", {}, el("thead", {}, el("tr", {}, ...["server", "state", "last check", "in flight", "req/s", "5xx", "p50 ms", "p99 ms", "weight / state"].map((h) => el("th", {}, h)))), el("tbody", {}, ...rows)));
     }
   }
   if (!view.lbs.length) parts.push(el("p", {}, "no load balancer answers"));
@@ -136,7 +139,7 @@ function renderDiagram(view) {
   column(cols[3], view.webs.map((w) => {
     const n = stateOf(w.name); const s = lbServers.get(w.name);
     const cls = n.state !== "up" ? n.state : s && ["MAINT", "DRAIN"].includes(s.state) ? "maint" : s && s.state === "DOWN" ? "down" : "up";
-    return { id: w.name, title: w.name, lines: [`${fmt(w.rps)} req/s`, s ? s.state : n.state], cls };
+    return { id: w.name, title: w.name, lines: [`${fmt(w.rps)} req/s, p99 ${msec(w.p99)} ms`, s ? s.state : n.state], cls };
   }));
   column(cols[4], view.db.nodes.map((d) => {
     const n = stateOf(d.name);
@@ -173,6 +176,7 @@ function record(view) {
   for (const lb of view.lbs) for (const b of lb.backends) for (const s of b.servers) add(`rps/${lb.name}/${b.name}/${s.name}`, s.rps);
   for (const w of view.webs) add(`rps/web/${w.name}`, w.rps);
   for (const d of view.db.nodes) add(`lag/${d.name}`, d.lag);
+  for (const lb of view.lbs) for (const b of lb.backends) add(`p99/${lb.name}/${b.name}`, b.p99 === null ? null : 1000 * b.p99);
 }
 
 function chart(canvasId, keysId, prefix) {
@@ -217,7 +221,7 @@ function render(frame) {
   $("#updated").textContent = "updated " + time(view.at_ms);
   record(view);
   renderDiagram(view); renderAlerts(view); renderNodes(view); renderBackends(view); renderDb(view);
-  chart("chart-servers", "keys-servers", "rps/"); chart("chart-web", "keys-web", "rps/web/"); chart("chart-lag", "keys-lag", "lag/");
+  chart("chart-servers", "keys-servers", "rps/"); chart("chart-web", "keys-web", "rps/web/"); chart("chart-lag", "keys-lag", "lag/"); chart("chart-p99", "keys-p99", "p99/");
   addEvents(frame.events || []);
 }
 

@@ -192,9 +192,68 @@ pub fn conditions(
             }
         }
     }
+    traffic_conditions(settings, view, &mut out);
     db_conditions(settings, view, &mut out);
     certificate_conditions(settings, readings, now, &mut out);
     out
+}
+
+/// `HighErrorRate` and `HighLatencyP99` per backend, over the last scrape interval (the
+/// `for` makes them hold over longer); `DiskSpaceLow` per node.
+fn traffic_conditions(settings: &AlertSettings, view: &View, out: &mut Vec<Condition>) {
+    let (errors, slow) = (settings.error_rate, settings.latency_p99);
+    for lb in &view.lbs {
+        for b in &lb.backends {
+            if let Some(rate) = b
+                .stats
+                .error_rate
+                .filter(|r| errors.enabled && *r > errors.threshold)
+            {
+                out.push(Condition {
+                    labels: labels(&[
+                        ("alertname", "HighErrorRate"),
+                        ("severity", "warning"),
+                        ("lb", &lb.name),
+                        ("backend", &b.name),
+                    ]),
+                    summary: format!(
+                        "{}: {:.1} % of backend {}'s answers are 5xx",
+                        lb.name,
+                        rate * 100.0,
+                        b.name
+                    ),
+                });
+            }
+            if let Some(p99) = b.stats.p99.filter(|p| slow.enabled && *p > slow.threshold) {
+                out.push(Condition {
+                    labels: labels(&[
+                        ("alertname", "HighLatencyP99"),
+                        ("severity", "warning"),
+                        ("lb", &lb.name),
+                        ("backend", &b.name),
+                    ]),
+                    summary: format!("{}: backend {}'s p99 is {:.3} s", lb.name, b.name, p99),
+                });
+            }
+        }
+    }
+    let disk = settings.disk_free;
+    for n in &view.nodes {
+        if let Some(free) = n.disk_free.filter(|f| disk.enabled && *f < disk.threshold) {
+            out.push(Condition {
+                labels: labels(&[
+                    ("alertname", "DiskSpaceLow"),
+                    ("severity", "warning"),
+                    ("node", &n.name),
+                ]),
+                summary: format!(
+                    "{}: {:.1} % of its data directory's disk is free",
+                    n.name,
+                    free * 100.0
+                ),
+            });
+        }
+    }
 }
 
 fn db_conditions(settings: &AlertSettings, view: &View, out: &mut Vec<Condition>) {

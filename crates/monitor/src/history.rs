@@ -1,6 +1,7 @@
 //! The charts' data: for each series, one point per scrape over the last `[monitor]
 //! history` (15 minutes by default), oldest dropped first. Series are named by path:
-//! `rps/<lb>/<backend>/<server>`, `rps/web/<node>`, `lag/<db node>`.
+//! `rps/<lb>/<backend>/<server>`, `rps/web/<node>`, `lag/<db node>`, `p99/<lb>/<backend>`
+//! (milliseconds).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -57,6 +58,13 @@ pub fn points(view: &View) -> Vec<(String, f64)> {
     for d in &view.db.nodes {
         if let Some(lag) = d.lag {
             out.push((format!("lag/{}", d.name), lag as f64));
+        }
+    }
+    for lb in &view.lbs {
+        for b in &lb.backends {
+            if let Some(p99) = b.stats.p99 {
+                out.push((format!("p99/{}/{}", lb.name, b.name), p99 * 1000.0));
+            }
         }
     }
     out

@@ -14,6 +14,7 @@ pub mod control;
 pub mod events;
 pub mod history;
 mod http;
+pub mod metrics;
 pub mod scrape;
 pub mod view;
 

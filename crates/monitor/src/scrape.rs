@@ -1,6 +1,7 @@
-//! Scraping: every node's `/status` on its admin port, all at once, each within the scrape
-//! timeout (Prometheus's `scrape_timeout`); a node that does not answer in time, or answers
-//! something else than a [`NodeStatus`], is read as unreachable with the reason.
+//! Scraping: every node's `/status` and `/metrics` on its admin port, all nodes at once,
+//! each within the scrape timeout (Prometheus's `scrape_timeout`); a node that does not
+//! answer `/status` in time, or answers something else than a [`NodeStatus`], is read as
+//! unreachable with the reason. Its metrics are optional: a node without them still shows.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use tokio::task::JoinSet;
 use webfarm_config::{Farm, Role};
 use webfarm_node::http::HttpClient;
 use webfarm_node::NodeStatus;
+
+use crate::metrics::Samples;
 
 /// A node the monitor watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,8 @@ pub struct Reading {
     pub role: Role,
     /// Its status, or why it could not be read.
     pub status: Result<NodeStatus, String>,
+    /// Its metrics, when `/metrics` answered and parsed.
+    pub metrics: Option<Samples>,
 }
 
 /// Every node of `farm` but `me`, in file order.
@@ -49,24 +54,50 @@ pub fn targets(farm: &Farm, me: &str) -> Vec<Target> {
 pub async fn scrape_all(http: &HttpClient, targets: &[Target], timeout: Duration) -> Vec<Reading> {
     let mut set = JoinSet::new();
     for (i, t) in targets.iter().enumerate() {
-        let (http, url) = (http.clone(), http.url(t.admin, "/status"));
-        set.spawn(async move { (i, read(&http, &url, timeout).await) });
+        let (http, admin) = (http.clone(), t.admin);
+        set.spawn(async move {
+            let status = read(&http, &http.url(admin, "/status"), timeout).await;
+            let metrics = match &status {
+                Ok(_) => read_metrics(&http, &http.url(admin, "/metrics"), timeout).await,
+                Err(_) => None,
+            };
+            (i, (status, metrics))
+        });
     }
-    let mut found: Vec<Option<Result<NodeStatus, String>>> = vec![None; targets.len()];
+    let mut found = vec![None; targets.len()];
     while let Some(done) = set.join_next().await {
-        if let Ok((i, status)) = done {
-            found[i] = Some(status);
+        if let Ok((i, reading)) = done {
+            found[i] = Some(reading);
         }
     }
     targets
         .iter()
         .zip(found)
-        .map(|(t, status)| Reading {
-            name: t.name.clone(),
-            role: t.role,
-            status: status.unwrap_or_else(|| Err("the scrape task failed".into())),
+        .map(|(t, got)| {
+            let (status, metrics) =
+                got.unwrap_or_else(|| (Err("the scrape task failed".into()), None));
+            Reading {
+                name: t.name.clone(),
+                role: t.role,
+                status,
+                metrics,
+            }
         })
         .collect()
+}
+
+async fn read_metrics(http: &HttpClient, url: &str, timeout: Duration) -> Option<Samples> {
+    let resp = http.get(url, timeout).await.ok()?;
+    if !resp.status.is_success() {
+        return None;
+    }
+    match Samples::parse(&String::from_utf8_lossy(&resp.body)) {
+        Ok(samples) => Some(samples),
+        Err(e) => {
+            tracing::debug!("{url}: {e}");
+            None
+        }
+    }
 }
 
 async fn read(http: &HttpClient, url: &str, timeout: Duration) -> Result<NodeStatus, String> {

@@ -117,6 +117,7 @@ fn readings(statuses: Vec<(&str, Role, Result<NodeStatus, String>)>) -> Vec<Read
             name: name.into(),
             role,
             status,
+            metrics: None,
         })
         .collect()
 }
@@ -360,4 +361,95 @@ fn no_leader_and_lag_and_disabled_rules() {
     assert!(!names(&settings, &view).contains(&"DbReplicationLag".to_string()));
     let leaderless = s.next(readings(vec![("db-2", Role::Db, db("db-2", None, 4, 0))]));
     assert!(names(&settings, &leaderless).contains(&"DbNoLeader".to_string()));
+}
+
+const METRICS_BEFORE: &str = r#"# HELP haproxy_backend_http_responses Responses by class.
+# TYPE haproxy_backend_http_responses counter
+haproxy_backend_http_responses_total{proxy="web",code="2xx"} 100
+haproxy_backend_http_responses_total{proxy="web",code="5xx"} 0
+# HELP haproxy_backend_total_time_seconds Total time.
+# TYPE haproxy_backend_total_time_seconds histogram
+haproxy_backend_total_time_seconds_sum{proxy="web"} 1.0
+haproxy_backend_total_time_seconds_count{proxy="web"} 100
+haproxy_backend_total_time_seconds_bucket{le="0.01",proxy="web"} 100
+haproxy_backend_total_time_seconds_bucket{le="0.1",proxy="web"} 100
+haproxy_backend_total_time_seconds_bucket{le="1.0",proxy="web"} 100
+haproxy_backend_total_time_seconds_bucket{le="+Inf",proxy="web"} 100
+# HELP webfarm_data_dir_size_bytes Size.
+# TYPE webfarm_data_dir_size_bytes gauge
+webfarm_data_dir_size_bytes 1000
+# HELP webfarm_data_dir_available_bytes Free.
+# TYPE webfarm_data_dir_available_bytes gauge
+webfarm_data_dir_available_bytes 50
+"#;
+
+#[test]
+fn error_share_and_percentiles_come_from_the_window_between_scrapes() {
+    use crate::metrics::{quantile, Samples, Window};
+    let before = Samples::parse(METRICS_BEFORE).unwrap();
+    // 100 more answers, 10 of them 5xx; of the 100, 50 took up to 10 ms, 40 up to 100 ms,
+    // 10 up to 1 s.
+    let now = Samples::parse(
+        &METRICS_BEFORE
+            .replace("code=\"2xx\"} 100", "code=\"2xx\"} 190")
+            .replace("code=\"5xx\"} 0", "code=\"5xx\"} 10")
+            .replace(
+                "le=\"0.01\",proxy=\"web\"} 100",
+                "le=\"0.01\",proxy=\"web\"} 150",
+            )
+            .replace(
+                "le=\"0.1\",proxy=\"web\"} 100",
+                "le=\"0.1\",proxy=\"web\"} 190",
+            )
+            .replace(
+                "le=\"1.0\",proxy=\"web\"} 100",
+                "le=\"1.0\",proxy=\"web\"} 200",
+            )
+            .replace(
+                "le=\"+Inf\",proxy=\"web\"} 100",
+                "le=\"+Inf\",proxy=\"web\"} 200",
+            ),
+    )
+    .unwrap();
+    let w = Window {
+        before: &before,
+        now: &now,
+    };
+    let web = [("proxy", "web")];
+    let share = w.share(
+        "haproxy_backend_http_responses_total",
+        &web,
+        &[("code", "5xx")],
+    );
+    assert_eq!(share, Some(0.1));
+    let p50 = w
+        .quantile(0.5, "haproxy_backend_total_time_seconds", &web)
+        .unwrap();
+    assert!((p50 - 0.01).abs() < 1e-9, "{p50}");
+    let p99 = w
+        .quantile(0.99, "haproxy_backend_total_time_seconds", &web)
+        .unwrap();
+    assert!((p99 - 0.91).abs() < 1e-9, "{p99}");
+    // Nothing in the window: no figure, not zero.
+    let still = Window {
+        before: &now,
+        now: &now,
+    };
+    assert_eq!(
+        still.quantile(0.5, "haproxy_backend_total_time_seconds", &web),
+        None
+    );
+    assert_eq!(
+        still.share(
+            "haproxy_backend_http_responses_total",
+            &web,
+            &[("code", "5xx")]
+        ),
+        None
+    );
+    assert_eq!(
+        quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 4.0)]),
+        Some(1.0)
+    );
+    assert_eq!(now.sum("webfarm_data_dir_available_bytes", &[]), Some(50.0));
 }

@@ -10,6 +10,7 @@ use webfarm_config::{Farm, Role};
 use webfarm_node::status::{DbStatus, LbStatus, RaftState};
 use webfarm_node::RoleStatus;
 
+use crate::metrics::{Samples, Window};
 use crate::scrape::Reading;
 
 /// The whole farm at one moment.
@@ -31,6 +32,37 @@ pub struct View {
     pub alerts: Vec<crate::alerts::Alert>,
 }
 
+/// Errors and latency over the last scrape interval, from the node's `/metrics`; `None`
+/// where nothing was answered in the interval or the node has no metrics.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Stats {
+    /// The share of 5xx answers (0..1).
+    pub error_rate: Option<f64>,
+    /// The median of the request times, seconds.
+    pub p50: Option<f64>,
+    /// The 99th percentile, seconds.
+    pub p99: Option<f64>,
+}
+
+impl Stats {
+    /// From a histogram of request times and a counter by status class `code`, both
+    /// restricted to `filter`.
+    fn of(
+        w: Option<Window<'_>>,
+        (histogram, counter): (&str, &str),
+        filter: &[(&str, &str)],
+    ) -> Stats {
+        let Some(w) = w else {
+            return Stats::default();
+        };
+        Stats {
+            error_rate: w.share(counter, filter, &[("code", "5xx")]),
+            p50: w.quantile(0.5, histogram, filter),
+            p99: w.quantile(0.99, histogram, filter),
+        }
+    }
+}
+
 /// One node.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NodeView {
@@ -44,6 +76,8 @@ pub struct NodeView {
     pub state: &'static str,
     /// Why it is not `up`.
     pub reason: Option<String>,
+    /// The share of its data directory's filesystem still available (0..1).
+    pub disk_free: Option<f64>,
 }
 
 /// One load balancer.
@@ -66,6 +100,9 @@ pub struct BackendView {
     pub queued: usize,
     /// Requests per second over its servers.
     pub rps: f64,
+    /// Its errors and latency (total request time, as the lb measures it).
+    #[serde(flatten)]
+    pub stats: Stats,
     /// Its servers.
     pub servers: Vec<ServerView>,
 }
@@ -89,6 +126,9 @@ pub struct ServerView {
     pub conns: u64,
     /// Requests per second sent to it.
     pub rps: f64,
+    /// Its errors and latency as the lb saw them.
+    #[serde(flatten)]
+    pub stats: Stats,
 }
 
 /// One web node.
@@ -100,6 +140,9 @@ pub struct WebView {
     pub rps: Option<f64>,
     /// `reachable`, or why it cannot use the database.
     pub database: Option<String>,
+    /// Its errors and latency, as it measures them itself.
+    #[serde(flatten)]
+    pub stats: Stats,
 }
 
 /// The db cluster.
@@ -128,11 +171,22 @@ pub struct DbNodeView {
     pub lag: Option<u64>,
 }
 
-/// Counters of the previous scrape, for rates.
+/// Counters and metrics of the previous scrape, for rates.
 #[derive(Debug, Default)]
 pub struct Rates {
     at: Option<Instant>,
     counters: HashMap<String, u64>,
+    samples: HashMap<String, Samples>,
+}
+
+impl Rates {
+    /// The window from `name`'s previous metrics to these.
+    fn window<'a>(&'a self, name: &str, now: Option<&'a Samples>) -> Option<Window<'a>> {
+        Some(Window {
+            before: self.samples.get(name)?,
+            now: now?,
+        })
+    }
 }
 
 impl Rates {
@@ -174,9 +228,11 @@ pub fn build(
         let reading = by_name.get(node.name.as_str());
         view.nodes.push(node_view(node, me, reading.copied()));
         let status = reading.and_then(|r| r.status.as_ref().ok());
+        let window = rates.window(&node.name, reading.and_then(|r| r.metrics.as_ref()));
         match (node.role, status.map(|s| &s.details)) {
             (Role::Lb, Some(RoleStatus::Lb(lb))) => {
-                view.lbs.push(lb_view(&node.name, lb, rates, &mut next, dt));
+                view.lbs
+                    .push(lb_view(&node.name, lb, (rates, window), &mut next, dt));
             }
             (Role::Web, details) => {
                 let web = match details {
@@ -186,10 +242,15 @@ pub fn build(
                 let rps = web.and_then(|w| {
                     rates.rate(&mut next, format!("web/{}", node.name), w.requests, dt)
                 });
+                let names = (
+                    "webfarm_web_http_request_duration_seconds",
+                    "webfarm_web_http_requests_total",
+                );
                 view.webs.push(WebView {
                     name: node.name.clone(),
                     rps,
                     database: web.map(|w| w.database.clone()),
+                    stats: Stats::of(window, names, &[]),
                 });
             }
             _ => {}
@@ -198,6 +259,10 @@ pub fn build(
     view.db = db_view(farm, &by_name);
     rates.at = Some(now.0);
     rates.counters = next;
+    rates.samples = readings
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.metrics.clone()?)))
+        .collect();
     view
 }
 
@@ -209,22 +274,36 @@ fn node_view(node: &webfarm_config::Node, me: &str, reading: Option<&Reading>) -
         Some(Err(e)) => ("down", Some(e.clone())),
         None => ("down", Some("not scraped yet".into())),
     };
+    let disk_free = reading.and_then(|r| r.metrics.as_ref()).and_then(|m| {
+        let size = m.sum("webfarm_data_dir_size_bytes", &[])?;
+        let free = m.sum("webfarm_data_dir_available_bytes", &[])?;
+        (size > 0.0).then(|| free / size)
+    });
     NodeView {
         name: node.name.clone(),
         role: node.role.as_str(),
         address: node.address.to_string(),
         state,
         reason,
+        disk_free,
     }
 }
 
 fn lb_view(
     name: &str,
     lb: &LbStatus,
-    rates: &Rates,
+    (rates, window): (&Rates, Option<Window<'_>>),
     next: &mut HashMap<String, u64>,
     dt: f64,
 ) -> LbView {
+    let server_names = (
+        "haproxy_server_total_time_seconds",
+        "haproxy_server_http_responses_total",
+    );
+    let backend_names = (
+        "haproxy_backend_total_time_seconds",
+        "haproxy_backend_http_responses_total",
+    );
     let backends = lb
         .backends
         .iter()
@@ -243,6 +322,11 @@ fn lb_view(
                         check: s.check.clone(),
                         conns: s.current_conns,
                         rps: rates.rate(next, key, s.total_requests, dt).unwrap_or(0.0),
+                        stats: Stats::of(
+                            window,
+                            server_names,
+                            &[("proxy", &b.name), ("server", &s.name)],
+                        ),
                     }
                 })
                 .collect();
@@ -250,6 +334,7 @@ fn lb_view(
                 name: b.name.clone(),
                 queued: b.queued,
                 rps: servers.iter().map(|s| s.rps).sum(),
+                stats: Stats::of(window, backend_names, &[("proxy", &b.name)]),
                 servers,
             }
         })

@@ -7,12 +7,15 @@
 //!   virtual memory, open and maximum file descriptors, start time), read from `/proc/self`
 //!   at scrape time ([`ProcessStats`]);
 //! - `webfarm_build_info{version,git_commit} 1` ([`BuildInfo`], set once by the binary);
+//! - `webfarm_data_dir_{size,available}_bytes`: the data directory's filesystem
+//!   ([`set_data_dir`], set once by the binary);
 //! - the role's own families, written at scrape time by [`crate::Health::metrics`] from
 //!   the counters the role keeps anyway (the lb's atomics, openraft's metrics...).
 //!
 //! Roles write families through [`Scrape`]; a latency or size distribution that is
 //! observed on a hot path is an atomic-bucket [`Histogram`].
 
+mod disk;
 mod histogram;
 mod process;
 mod scrape;
@@ -24,6 +27,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
+pub use disk::set_data_dir;
 pub use histogram::{Histogram, HistogramSnapshot, FSYNC_SECONDS, LATENCY_SECONDS, SIZES};
 pub use process::ProcessStats;
 pub use scrape::Scrape;
@@ -109,6 +113,7 @@ impl Collector for NodeCollector {
                 ("git_commit", build.git_commit.as_str()),
             ],
         )?;
+        disk::write(&mut s)?;
         self.0.metrics(&mut s)
     }
 }
