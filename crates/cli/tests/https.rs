@@ -114,6 +114,21 @@ fn up_creates_the_farm_ca_serves_https_and_reuses_it() {
         "{text}"
     );
     internal_ports_refuse_strangers(&ca_dir, tmp.path());
+    // The lb's metrics say when the served certificate expires (the CertificateExpiringSoon
+    // alert's input), and promtool finds nothing wrong with them.
+    let metrics = farm.webfarm(&["metrics", "lb-1"]);
+    let text = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("webfarm_certificate_not_after_seconds{"))
+        .unwrap_or_else(|| panic!("no certificate expiry in: {text}"));
+    assert!(line.contains("proxy=\"www-https\""), "{line}");
+    let expires: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expires > now + 300.0 * 86_400.0, "{line}");
     revoked_certificates_are_refused(&farm, &ca_dir, tmp.path());
     let status = farm.webfarm(&["status"]);
     assert!(

@@ -149,7 +149,10 @@ async fn every_node_reports_what_the_farm_did() {
         assert!(value(&text, "process_open_fds", &[]) > 0.0, "{node}");
         let size = value(&text, "webfarm_data_dir_size_bytes", &[]);
         let free = value(&text, "webfarm_data_dir_available_bytes", &[]);
-        assert!(size > 0.0 && free > 0.0 && free <= size, "{node}: {free} of {size}");
+        assert!(
+            size > 0.0 && free > 0.0 && free <= size,
+            "{node}: {free} of {size}"
+        );
         let version = [("version", env!("CARGO_PKG_VERSION"))];
         assert_eq!(value(&text, "webfarm_build_info", &version), 1.0, "{node}");
     }

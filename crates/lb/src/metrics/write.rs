@@ -97,7 +97,41 @@ fn frontends(live: &LiveConfig, s: &mut Scrape<'_>) -> fmt::Result {
             .map(|(l, m, _)| (l.clone(), get(&m.traffic.requests))),
     )?;
     let objects: Vec<_> = fe.iter().map(|(l, m, _)| (l.clone(), &m.traffic)).collect();
-    traffic(s, "haproxy_frontend", &objects)
+    traffic(s, "haproxy_frontend", &objects)?;
+    certificates(live, s)
+}
+
+/// `webfarm_certificate_not_after_seconds{proxy,file}`: when each certificate a TLS
+/// frontend serves expires (Unix seconds), for the `CertificateExpiringSoon` alert. HAProxy's
+/// exporter has no such family (its runtime API's `show ssl cert` has the date).
+fn certificates(live: &LiveConfig, s: &mut Scrape<'_>) -> fmt::Result {
+    let snap = live.snapshot();
+    let mut series = Vec::new();
+    for (i, f) in snap.frontends.iter().enumerate() {
+        let Some(Some(tls)) = live.tls.by_index.get(i) else {
+            continue;
+        };
+        let certs = tls
+            .certs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for c in certs.iter() {
+            let unix = c
+                .not_after
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let labels = vec![
+                ("proxy".to_string(), f.config.name.clone()),
+                ("file".to_string(), c.file.display().to_string()),
+            ];
+            series.push((labels, unix.as_secs() as i64));
+        }
+    }
+    s.gauges(
+        "webfarm_certificate_not_after_seconds",
+        "When a certificate served by a TLS frontend expires, Unix seconds.",
+        series,
+    )
 }
 
 /// The families backends and servers share: traffic, errors, warnings, latencies.
