@@ -226,6 +226,29 @@ async fn the_dashboard_shows_the_farm_and_a_killed_web_node_in_chromium() {
         timeline.to_string().contains("web-2 is unreachable"),
         "{timeline}"
     );
+    // A page opened now gets what happened before from the history.
+    page.goto(&url).await.expect("open the dashboard again");
+    until(
+        "the reopened page's timeline and charts",
+        DEADLINE,
+        async || {
+            let timeline = js(
+                &page,
+                "return document.querySelector('#timeline').textContent;",
+            )
+            .await;
+            let keys = js(
+                &page,
+                "return document.querySelector('#keys-servers').textContent;",
+            )
+            .await;
+            let t = timeline.to_string();
+            t.contains("web-2 is unreachable")
+                && t.matches("server web/web-2 is DOWN").count() == 1
+                && keys.to_string().contains("lb-1/web/web-2")
+        },
+    )
+    .await;
 
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-web-2-down.png");
     let png = page.screenshot().await.expect("a screenshot");

@@ -62,7 +62,7 @@ function renderNodes(view) {
   const body = $("#nodes tbody");
   body.replaceChildren(...view.nodes.map((n) => el("tr", { "data-node": n.name },
     el("td", {}, n.name), el("td", {}, n.role), el("td", {}, n.address),
-    el("td", { class: "state " + n.state }, n.state), el("td", {}, n.reason || ""),
+    el("td", { class: "state " + n.state }, n.state), el("td", { class: "reason" }, n.reason || ""),
     el("td", { class: "actions" }, nodeActions(n)))));
 }
 
@@ -186,17 +186,21 @@ function chart(canvasId, keysId, prefix) {
   const w = canvas.width, h = canvas.height, pad = 34;
   ctx.clearRect(0, 0, w, h);
   const now = current ? current.at_ms : Date.now();
+  // The window: the data's own span (at least a minute), at most the history kept.
+  const oldest = Math.min(now, ...series.map(([, s]) => s.length ? s[0][0] : now));
+  const span = Math.min(keepMs, Math.max(60000, now - oldest));
   const max = Math.max(1, ...series.flatMap(([, s]) => s.map((p) => p[1])));
   ctx.fillStyle = "#667"; ctx.font = "11px system-ui";
   ctx.fillText(fmt(max), 2, 12); ctx.fillText("0", 2, h - pad + 4);
-  ctx.fillText(`-${Math.round(keepMs / 60000)} min`, pad, h - 8); ctx.fillText("now", w - 28, h - 8);
+  const ago = span >= 120000 ? `-${Math.round(span / 60000)} min` : `-${Math.round(span / 1000)} s`;
+  ctx.fillText(ago, pad, h - 8); ctx.fillText("now", w - 28, h - 8);
   ctx.strokeStyle = "#dde"; ctx.beginPath(); ctx.moveTo(pad, h - pad); ctx.lineTo(w, h - pad); ctx.stroke();
   const keys = [];
   series.forEach(([name, s], i) => {
     const color = COLORS[i % COLORS.length];
     ctx.strokeStyle = color; ctx.lineWidth = 1.5; ctx.beginPath();
-    s.forEach(([t, v], j) => {
-      const x = pad + (w - pad) * (1 - (now - t) / keepMs), y = h - pad - (h - pad - 8) * (v / max);
+    s.filter(([t]) => now - t <= span).forEach(([t, v], j) => {
+      const x = pad + (w - pad) * (1 - (now - t) / span), y = h - pad - (h - pad - 8) * (v / max);
       if (j === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });
     ctx.stroke();
@@ -205,10 +209,20 @@ function chart(canvasId, keysId, prefix) {
   document.getElementById(keysId).replaceChildren(...keys);
 }
 
+const eventKey = (e) => `${e.at_ms} ${e.text}`;
+
+const seenEvents = new Set();
+
 function addEvents(events) {
   const list = $("#timeline");
   for (const e of events) {
-    list.prepend(el("li", { class: e.severity, "data-kind": e.kind }, el("time", {}, time(e.at_ms)), e.text));
+    // The same event can come twice: in a frame and in the history loaded beside it.
+    if (seenEvents.has(eventKey(e))) continue;
+    seenEvents.add(eventKey(e));
+    // Newest first; an older event (from the history loaded late) goes below newer ones.
+    const item = el("li", { class: e.severity, "data-kind": e.kind, "data-key": eventKey(e), "data-at": String(e.at_ms) }, el("time", {}, time(e.at_ms)), e.text);
+    const after = [...list.children].find((li) => Number(li.dataset.at) <= e.at_ms);
+    list.insertBefore(item, after || null);
   }
   while (list.children.length > 500) list.lastChild.remove();
 }
@@ -225,19 +239,27 @@ function render(frame) {
   addEvents(frame.events || []);
 }
 
-async function start() {
-  try {
-    const [hist, events] = await Promise.all([fetch("/api/history").then((r) => r.json()), fetch("/api/events").then((r) => r.json())]);
-    for (const [name, points] of Object.entries(hist.series || {})) history.set(name, points);
-    const span = [...history.values()].map((s) => s.length ? s[s.length - 1][0] - s[0][0] : 0);
-    keepMs = Math.max(keepMs, ...span);
-    addEvents(events);
-  } catch (e) {
-    toast("could not load the history: " + e);
-  }
+function loadHistory() {
+  Promise.all([fetch("/api/history").then((r) => r.json()), fetch("/api/events").then((r) => r.json())])
+    .then(([hist, events]) => {
+      // Frames may have arrived first: keep them, put the older points before them.
+      for (const [name, points] of Object.entries(hist.series || {})) {
+        const live = history.get(name) || [];
+        const first = live.length ? live[0][0] : Infinity;
+        history.set(name, points.filter((p) => p[0] < first).concat(live));
+      }
+      const span = [...history.values()].map((s) => s.length ? s[s.length - 1][0] - s[0][0] : 0);
+      keepMs = Math.max(keepMs, ...span);
+      addEvents(events);
+    })
+    .catch((e) => toast("could not load the history: " + e));
+}
+
+function start() {
   const source = new EventSource("/api/stream");
   source.addEventListener("frame", (m) => { $("#live").textContent = "live"; $("#live").className = "badge live"; render(JSON.parse(m.data)); });
   source.onerror = () => { $("#live").textContent = "reconnecting…"; $("#live").className = "badge lost"; };
+  loadHistory();
 }
 
 start();

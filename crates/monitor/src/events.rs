@@ -1,7 +1,7 @@
 //! The timeline: what changed between two scrapes, in words — a node lost or back, a
 //! server DOWN or UP with its check's reason (as HAProxy logs `Server web/web-2 is DOWN,
-//! reason: ...`), a new db leader and how long the cluster had none — plus the operator's
-//! actions from the dashboard. The last [`KEEP`] events are kept.
+//! reason: ...`), an lb's reload applied or refused, a new db leader and how long the
+//! cluster had none — plus alerts and the operator's actions from the dashboard. The last [`KEEP`] events are kept.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -17,7 +17,7 @@ pub const KEEP: usize = 500;
 pub struct Event {
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// `node`, `server`, `leader`, `action`.
+    /// `node`, `server`, `reload`, `leader`, `alert`, `action`.
     pub kind: &'static str,
     /// `info`, `warning` or `critical`.
     pub severity: &'static str,
@@ -66,7 +66,38 @@ impl Timeline {
         };
         self.nodes(&before.nodes, now);
         self.servers(before, now);
+        self.reloads(before, now);
         self.leader(before, now);
+    }
+
+    fn reloads(&mut self, before: &View, now: &View) {
+        for lb in &now.lbs {
+            let Some(old) = before.lbs.iter().find(|o| o.name == lb.name) else {
+                continue;
+            };
+            if lb.generation > old.generation {
+                self.push(Event {
+                    at_ms: now.at_ms,
+                    kind: "reload",
+                    severity: "info",
+                    text: format!(
+                        "{} reloaded its configuration (generation {})",
+                        lb.name, lb.generation
+                    ),
+                });
+            }
+            if lb.reloads_refused > old.reloads_refused {
+                self.push(Event {
+                    at_ms: now.at_ms,
+                    kind: "reload",
+                    severity: "warning",
+                    text: format!(
+                        "{} refused a reload and kept its configuration (see its log)",
+                        lb.name
+                    ),
+                });
+            }
+        }
     }
 
     fn nodes(&mut self, before: &[NodeView], now: &View) {

@@ -453,3 +453,28 @@ fn error_share_and_percentiles_come_from_the_window_between_scrapes() {
     );
     assert_eq!(now.sum("webfarm_data_dir_available_bytes", &[]), Some(50.0));
 }
+
+#[test]
+fn an_applied_and_a_refused_reload_are_in_the_timeline() {
+    let with = |generation: u64, refused: u64| {
+        let mut status = lb("UP", 0).unwrap();
+        if let webfarm_node::RoleStatus::Lb(l) = &mut status.details {
+            l.generation = generation;
+            l.reloads_refused = refused;
+        }
+        readings(vec![("lb-1", Role::Lb, Ok(status))])
+    };
+    let mut s = Scrapes::new();
+    s.next(with(0, 0));
+    s.next(with(1, 0));
+    s.next(with(1, 1));
+    let texts: Vec<String> = s.timeline.all().into_iter().map(|e| e.text).collect();
+    assert!(
+        texts.contains(&"lb-1 reloaded its configuration (generation 1)".to_string()),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.starts_with("lb-1 refused a reload")),
+        "{texts:?}"
+    );
+}

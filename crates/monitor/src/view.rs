@@ -87,6 +87,10 @@ pub struct LbView {
     pub name: String,
     /// Client connections open now.
     pub conns: usize,
+    /// Its reload generation (one more with each applied reload).
+    pub generation: u64,
+    /// Reloads it refused since it started.
+    pub reloads_refused: u64,
     /// Its backends.
     pub backends: Vec<BackendView>,
 }
@@ -342,6 +346,8 @@ fn lb_view(
     LbView {
         name: name.to_string(),
         conns: lb.conns,
+        generation: lb.generation,
+        reloads_refused: lb.reloads_refused,
         backends,
     }
 }

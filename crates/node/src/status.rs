@@ -108,6 +108,12 @@ pub struct LbStatus {
     pub conns: usize,
     /// Event-loop threads (`[lb] threads`).
     pub threads: usize,
+    /// The reload generation in force (see [`LbServersAnswer::generation`]).
+    #[serde(default)]
+    pub generation: u64,
+    /// Reloads refused since the node started.
+    #[serde(default)]
+    pub reloads_refused: u64,
 }
 
 /// One frontend of a load balancer.

@@ -72,6 +72,11 @@ impl Health for LbHealth {
             backends: backends_status(&snap.backends),
             conns: self.live.conns.load(std::sync::atomic::Ordering::Relaxed),
             threads: self.live.limits().shards,
+            generation: snap.generation,
+            reloads_refused: self
+                .live
+                .reloads_refused
+                .load(std::sync::atomic::Ordering::Acquire),
         })
     }
 }

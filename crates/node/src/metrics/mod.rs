@@ -137,6 +137,8 @@ mod tests {
                 backends: vec![],
                 conns: 0,
                 threads: 1,
+                generation: 0,
+                reloads_refused: 0,
             })
         }
         fn metrics(&self, s: &mut Scrape<'_>) -> fmt::Result {
