@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::{eventually, TempDir, TestFarm, DEADLINE};
 use serde_json::json;
 use webfarm_testkit::metrics::{sample, sum};
@@ -29,43 +26,6 @@ fn metrics(farm: &TestFarm, node: &str) -> String {
 
 fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
-}
-
-/// The path of `program`, or a failure naming the Debian package to install.
-fn which(program: &str, package: &str, why: &str) -> std::path::PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{program} is not installed ({why}): install Debian's {package}; .ci/run does")
-        })
-}
-
-/// What `promtool check metrics` prints for `text`: nothing when the exposition is clean.
-fn promtool_check(promtool: &std::path::Path, text: &str) -> String {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() || !printed.trim().is_empty());
-    printed.trim().to_string()
 }
 
 /// Sends `n` GETs of `/` and posts `posts` messages through the lb.
@@ -235,7 +195,8 @@ async fn every_node_reports_what_the_farm_did() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_finds_nothing_wrong_with_any_role_internal_tls_on() {
-    let promtool = which("promtool", "prometheus", "checks every role's exposition");
+    let promtool =
+        webfarm_testkit::which("promtool", "prometheus", "checks every role's exposition");
     let tmp = TempDir::new("metrics-tls");
     let config = tmp.path().join("farm.toml");
     let text = common::farm_toml(NET_TLS).replace(webfarm_testkit::INTERNAL_TLS_OFF, "");
@@ -258,7 +219,7 @@ async fn promtool_finds_nothing_wrong_with_any_role_internal_tls_on() {
         let text = metrics(&farm, node);
         assert!(text.contains("webfarm_build_info{"), "{node}: {text}");
         std::fs::write(format!("/tmp/m-{node}.txt"), &text).unwrap();
-        let out = promtool_check(&promtool, &text);
+        let out = webfarm_testkit::metrics::promtool_check(&promtool, &text);
         assert!(
             out.is_empty(),
             "promtool check metrics on {node}: {out}\n{text}"

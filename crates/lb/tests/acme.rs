@@ -48,8 +48,8 @@ impl Pebble {
     /// `lb_ip`), issuing certificates valid `validity` seconds (Pebble's default: 5 years).
     async fn start(dir: &Path, lb_ip: Ipv4Addr, http_port: u16, validity: Option<u64>) -> Self {
         let why = "the ACME tests run Pebble, Let's Encrypt's test CA";
-        let pebble = common::which("pebble", "pebble", why);
-        let challtestsrv = common::which("pebble-challtestsrv", "pebble", why);
+        let pebble = webfarm_testkit::which("pebble", "pebble", why);
+        let challtestsrv = webfarm_testkit::which("pebble-challtestsrv", "pebble", why);
         let ip = loopback_ip();
         let (acme, management, dns, dns_mgmt) = (
             SocketAddr::from((ip, free_port(ip))),

@@ -110,7 +110,7 @@ async fn counters_follow_traffic_and_a_server_going_down() {
 
 #[tokio::test]
 async fn no_server_answers_count_as_5xx_and_promtool_finds_nothing_wrong() {
-    let promtool = which("promtool", "prometheus", "checks the exposition format");
+    let promtool = webfarm_testkit::which("promtool", "prometheus", "checks the exposition format");
     let mut s = servers::<1>().await;
     let lb = start_lb(&[&s[0]], &[1], Checks::default()).await;
     let admin = lb.serve_admin().await;
@@ -149,39 +149,9 @@ async fn no_server_answers_count_as_5xx_and_promtool_finds_nothing_wrong() {
     );
     assert!(value(&text, "process_resident_memory_bytes", &[]) > 0.0);
 
-    let out = promtool_check(&promtool, &text);
+    let out = webfarm_testkit::metrics::promtool_check(&promtool, &text);
     assert!(out.is_empty(), "promtool check metrics: {out}\n{text}");
     lb.stop().await;
-}
-
-/// What `promtool check metrics` prints for `text` (nothing when it is clean); a failure
-/// of promtool itself fails the test.
-fn promtool_check(promtool: &std::path::Path, text: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() || !printed.is_empty(),
-        "promtool failed silently"
-    );
-    printed.trim().to_string()
 }
 
 #[tokio::test]

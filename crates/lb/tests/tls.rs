@@ -218,7 +218,7 @@ async fn the_plain_frontend_redirects_except_acme_challenges() {
 
 #[tokio::test]
 async fn curl_negotiates_http2_and_trusts_the_farm_ca() {
-    let curl = common::which("curl", "curl", "the HTTP/2 test");
+    let curl = webfarm_testkit::which("curl", "curl", "the HTTP/2 test");
     let dir = TempDir::new("tls-curl");
     let pki = Pki::new(dir.path());
     let [server] = common::servers::<1>().await;

@@ -221,6 +221,23 @@ pub fn free_addr() -> SocketAddr {
     SocketAddr::from((ip, free_port(ip)))
 }
 
+/// The path of `program` on `PATH`, or a failure naming the Debian package to install
+/// (`package`) and why the test needs it (`why`): a test whose prerequisite is missing fails
+/// with the reason, never passes silently.
+///
+/// # Panics
+/// When `program` is not on `PATH`.
+pub fn which(program: &str, package: &str, why: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is not installed ({why}): install Debian's {package}; .ci/run does")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,38 @@ pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// What `promtool check metrics` (Debian's `prometheus` package) prints for `text`: nothing
+/// when the exposition is clean. A failure of promtool itself (a non-zero exit that printed
+/// nothing) fails the test.
+///
+/// # Panics
+/// When `promtool` cannot run or fails silently.
+pub fn promtool_check(promtool: &std::path::Path, text: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} cannot run: {e}", promtool.display()));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).expect("promtool's stdin");
+    }
+    let out = child.wait_with_output().expect("promtool's output");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() || !printed.trim().is_empty(),
+        "promtool failed silently"
+    );
+    printed.trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

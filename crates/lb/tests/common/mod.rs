@@ -66,19 +66,6 @@ pub fn access_log_text() -> String {
     String::from_utf8_lossy(&ACCESS_LINES.lock().unwrap()).into_owned()
 }
 
-/// The path of `program` on `PATH`, or a failure naming the Debian package to install
-/// (`package`) and why the test needs it (`why`).
-pub fn which(program: &str, package: &str, why: &str) -> std::path::PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{program} is not installed ({why}): install Debian's {package}; .ci/run does")
-        })
-}
-
 /// Installs a test log subscriber once (`RUST_LOG=debug cargo test` shows the lb's logs).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
