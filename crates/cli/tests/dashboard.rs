@@ -63,7 +63,8 @@ impl Driver {
     async fn session(&self) -> fantoccini::Client {
         let chrome = serde_json::json!({
             "goog:chromeOptions": {
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,2200"],
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1400,2200"],
             },
             // Keep the page's console messages for `console`.
             "goog:loggingPrefs": { "browser": "ALL" },
