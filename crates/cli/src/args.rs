@@ -203,4 +203,18 @@ pub enum LbCommand {
         #[command(flatten)]
         farm: FarmArgs,
     },
+    /// Make a server a backup one (traffic only while no active server is usable), or active.
+    SetBackup {
+        /// `BACKEND/SERVER`, e.g. `web/web-3`.
+        target: String,
+        /// `true` (backup) or `false` (active).
+        #[arg(action = clap::ArgAction::Set)]
+        backup: bool,
+        /// Only this lb node (default: every lb node of the farm).
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
 }

@@ -1,4 +1,4 @@
-//! `webfarm lb servers|set-weight|set-state` and `webfarm reload`: HTTP calls to the lb
+//! `webfarm lb servers|set-weight|set-state|set-backup` and `webfarm reload`: HTTP calls to the lb
 //! nodes' admin addresses (`/lb/servers`, `/lb/servers/{backend}/{server}/weight|state`,
 //! `/lb/reload`), found in the farm file. The answers are read as the types of
 //! [`webfarm_node::status`] that the lb writes them with.
@@ -14,7 +14,8 @@ use serde_json::json;
 use webfarm_config::{Node, Role};
 use webfarm_node::http::HttpClient;
 use webfarm_node::status::{
-    BackendStatus, LbErrorAnswer, LbServersAnswer, ReloadAnswer, StateChange, WeightChange,
+    BackendStatus, BackupChange, LbErrorAnswer, LbServersAnswer, ReloadAnswer, StateChange,
+    WeightChange,
 };
 
 use crate::args::{FarmArgs, LbCommand};
@@ -56,6 +57,19 @@ pub async fn run(cmd: &LbCommand) -> anyhow::Result<ExitCode> {
             let path = path(target, "state")?;
             post_all(farm, node.as_deref(), &path, body, |s: StateChange| {
                 format!("{} state {} -> {}", s.server, s.previous, s.state)
+            })
+            .await
+        }
+        LbCommand::SetBackup {
+            target,
+            backup,
+            node,
+            farm,
+        } => {
+            let body = json!({ "backup": backup }).to_string();
+            let path = path(target, "backup")?;
+            post_all(farm, node.as_deref(), &path, body, |b: BackupChange| {
+                format!("{} backup {} -> {}", b.server, b.previous, b.backup)
             })
             .await
         }

@@ -320,6 +320,15 @@ fn dashboard_actions_reach_the_lb_and_refuse_cross_site_requests() {
     let text = String::from_utf8_lossy(&status.stdout);
     let line = text.lines().find(|l| l.contains("web-3")).unwrap_or("");
     assert!(line.contains("DRAIN") || line.contains("drain"), "{text}");
+    // web-1 becomes a backup server, and active again.
+    for value in ["true", "false"] {
+        let body = format!("{{\"value\":\"{value}\"}}");
+        let answer = post("/servers/web/web-1/backup", "application/json", None, &body);
+        assert!(
+            answer.ends_with(" 200") && answer.contains(&format!("backup {value}")),
+            "{answer}"
+        );
+    }
     // Kill and start web-1 from the dashboard; every node is still running after the refusals.
     let kill = post("/nodes/web-1/kill", "application/json", None, "{}");
     assert!(

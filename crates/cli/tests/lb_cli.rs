@@ -1,4 +1,4 @@
-//! `webfarm lb servers|set-weight|set-state`, `webfarm reload` and SIGHUP, against a real
+//! `webfarm lb servers|set-weight|set-state|set-backup`, `webfarm reload` and SIGHUP, against a real
 //! `webfarm run --node lb-1` process.
 
 mod common;
@@ -126,8 +126,14 @@ fn lb_commands_and_reload() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = webfarm(&config, &["lb", "set-backup", "web/s1", "true"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "lb-1: web/s1 backup false -> true"
+    );
     let v = servers_json(&config).unwrap();
     assert_eq!(server(&v, "s1")["weight"], 5);
+    assert_eq!(server(&v, "s1")["backup"], true);
     assert_eq!(server(&v, "s2")["admin"], "drain");
 
     let out = webfarm(&config, &["lb", "set-weight", "web/s9", "5"]);

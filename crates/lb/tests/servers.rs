@@ -80,6 +80,38 @@ async fn backup_servers_take_over_only_when_no_active_server_is_up() {
 }
 
 #[tokio::test]
+async fn a_server_becomes_a_backup_and_active_again_at_run_time() {
+    let s = [
+        TestServer::start("web-1").await,
+        TestServer::start("web-2").await,
+    ];
+    let refs: Vec<&TestServer> = s.iter().collect();
+    let lb = start_lb_extra(&refs, &[1, 1], checks_far_apart(), &Extra::default()).await;
+    let admin = lb.serve_admin().await;
+    let a = post(admin, "/lb/servers/web/web-2/backup", "{\"backup\": true}").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body.contains("\"previous\":false"), "{}", a.body);
+    let c = distribution(&lb, 10).await;
+    assert_eq!(
+        c.get("web-1"),
+        Some(&10),
+        "a backup takes nothing while web-1 is up: {c:?}"
+    );
+    assert_eq!(lb.server_status("web-2")["backup"], true);
+    let a = post(admin, "/lb/servers/web/web-2/backup", "false").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let c = distribution(&lb, 10).await;
+    assert_eq!(
+        (c.get("web-1"), c.get("web-2")),
+        (Some(&5), Some(&5)),
+        "{c:?}"
+    );
+    let a = post(admin, "/lb/servers/web/web-2/backup", "maybe").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    lb.stop().await;
+}
+
+#[tokio::test]
 async fn maxconn_queues_then_answers_503_when_the_queue_times_out() {
     let s = TestServer::start("web-1").await;
     let extra = one_slot_each(1, "300ms");

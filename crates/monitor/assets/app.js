@@ -75,7 +75,10 @@ function serverControls(backend, s) {
     return o;
   }));
   state.addEventListener("change", () => act(`/api/servers/${backend}/${s.name}/state`, { value: state.value }, `put ${backend}/${s.name} in state ${state.value}?`));
-  return el("span", {}, weight, " ", set, " ", state);
+  const backup = el("input", { type: "checkbox", title: "backup: traffic only while no active server is usable" });
+  backup.checked = s.backup;
+  backup.addEventListener("change", () => act(`/api/servers/${backend}/${s.name}/backup`, { value: String(backup.checked) }, `make ${backend}/${s.name} ${backup.checked ? "a backup" : "an active"} server?`));
+  return el("span", {}, weight, " ", set, " ", state, " ", el("label", {}, backup, " backup"));
 }
 
 function renderBackends(view) {
@@ -89,7 +92,7 @@ function renderBackends(view) {
         el("td", {}, s.check), el("td", { class: "num" }, s.conns), el("td", { class: "num" }, fmt(s.rps)),
         el("td", { class: "num" }, pct(s.error_rate)), el("td", { class: "num" }, msec(s.p50)), el("td", { class: "num" }, msec(s.p99)),
         el("td", {}, serverControls(b.name, s))));
-      parts.push(el("table", {}, el("thead", {}, el("tr", {}, ...["server", "state", "last check", "in flight", "req/s", "5xx", "p50 ms", "p99 ms", "weight / state"].map((h) => el("th", {}, h)))), el("tbody", {}, ...rows)));
+      parts.push(el("table", {}, el("thead", {}, el("tr", {}, ...["server", "state", "last check", "in flight", "req/s", "5xx", "p50 ms", "p99 ms", "weight / state / backup"].map((h) => el("th", {}, h)))), el("tbody", {}, ...rows)));
     }
   }
   if (!view.lbs.length) parts.push(el("p", {}, "no load balancer answers"));

@@ -1,8 +1,8 @@
 //! What a person can do from the dashboard: stop, kill or start a node (through the
 //! supervisor's control socket, `<data_dir>/run/control.sock`, as `webfarm stop|kill|start`
-//! do), and change a server's weight or administrative state on every load balancer
-//! (`POST /lb/servers/{backend}/{server}/weight|state` on their admin ports, as `webfarm lb`
-//! does).
+//! do), and change a server's weight, administrative state or backup flag on every load
+//! balancer (`POST /lb/servers/{backend}/{server}/weight|state|backup` on their admin ports,
+//! as `webfarm lb` does).
 
 use std::path::Path;
 use std::time::Duration;
@@ -73,8 +73,9 @@ async fn ask(socket: &Path, line: &str) -> Result<String, String> {
     }
 }
 
-/// Sets a server's `weight` (0..=256) or administrative `state` (`ready`, `drain`, `maint`)
-/// on every lb node; `what` is `weight` or `state`, `value` its new value.
+/// Sets a server's `weight` (0..=256), administrative `state` (`ready`, `drain`, `maint`)
+/// or `backup` flag (`true`, `false`) on every lb node; `what` names the setting, `value`
+/// its new value.
 ///
 /// # Errors
 ///
@@ -107,7 +108,13 @@ fn body(what: &str, value: &str) -> Result<serde_json::Value, String> {
             Ok(serde_json::json!({ "state": value }))
         }
         "state" => Err(format!("state {value:?}: ready, drain or maint")),
-        other => Err(format!("unknown setting {other:?}: weight or state")),
+        "backup" => match value {
+            "true" | "false" => Ok(serde_json::json!({ "backup": value == "true" })),
+            _ => Err(format!("backup {value:?}: true or false")),
+        },
+        other => Err(format!(
+            "unknown setting {other:?}: weight, state or backup"
+        )),
     }
 }
 

@@ -7,7 +7,7 @@
 //! - `GET /api/stream`: server-sent events, one `frame` event per scrape,
 //!   `{"view": View, "events": [events new since the previous frame]}`.
 //! - `POST /api/nodes/{node}/{stop|kill|start}` and `POST /api/servers/{backend}/{server}/
-//!   {weight|state}` with `{"value": "..."}`: the actions, answered `{"ok": text}` or
+//!   {weight|state|backup}` with `{"value": "..."}`: the actions, answered `{"ok": text}` or
 //!   `{"error": text}` (400 for a bad request, 502 when the supervisor or an lb refused).
 //!
 //! Actions must be sent as `application/json`: a form or a `text/plain` body from another

@@ -269,6 +269,20 @@ pub struct StateChange {
     pub previous: String,
 }
 
+/// The answer of `POST /lb/servers/{backend}/{server}/backup`: whether the server is a
+/// backup server now, and before. HAProxy makes `backup` a configuration keyword only;
+/// webfarm also changes it at run time, until the server is replaced by a reload that
+/// changes its settings, or a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupChange {
+    /// The server, `backend/server`.
+    pub server: String,
+    /// Whether it is a backup server now.
+    pub backup: bool,
+    /// Whether it was before.
+    pub previous: bool,
+}
+
 /// How the lb's run-time control refuses a request: `{"error": text}`, with 400 (a bad
 /// value, an invalid file on reload), 404 (no such backend or server), 409 (a reload that
 /// needs a restart) or 500.

@@ -89,7 +89,7 @@ impl ServerView for View<'_> {
     }
     fn eligible(&self, i: usize) -> bool {
         let s = &self.servers[i].state;
-        s.config.backup == self.backup
+        s.is_backup() == self.backup
             && s.is_usable(self.now)
             && !self.tried.contains(&i)
             && (!self.need_slot || s.has_slot())
@@ -186,7 +186,7 @@ impl BackendState {
             let first = self
                 .servers
                 .iter()
-                .position(|srv| srv.state.config.backup && srv.state.is_usable(now));
+                .position(|srv| srv.state.is_backup() && srv.state.is_usable(now));
             return match first {
                 Some(i) if self.servers[i].state.has_slot() => Pick::Server(i),
                 Some(_) => Pick::Full,
@@ -217,7 +217,7 @@ impl BackendState {
     fn tier_usable(&self, backup: bool, now: Instant) -> bool {
         self.servers
             .iter()
-            .any(|srv| srv.state.config.backup == backup && srv.state.is_usable(now))
+            .any(|srv| srv.state.is_backup() == backup && srv.state.is_usable(now))
     }
 
     /// The ids of the servers a pick for a request that tried `tried` may choose now: the
@@ -231,7 +231,7 @@ impl BackendState {
             .servers
             .iter()
             .enumerate()
-            .filter(|(_, srv)| srv.state.config.backup == backup && srv.state.is_usable(now));
+            .filter(|(_, srv)| srv.state.is_backup() == backup && srv.state.is_usable(now));
         if backup && !self.config.allbackups {
             return tier.take(1).map(|(_, srv)| srv.state.uid).collect();
         }
@@ -358,7 +358,7 @@ impl BackendState {
             self.servers
                 .iter()
                 .filter(|srv| {
-                    srv.state.config.backup == backup
+                    srv.state.is_backup() == backup
                         && srv.state.is_up()
                         && srv.state.admin() != crate::backend::server::AdminState::Maint
                 })
@@ -377,7 +377,7 @@ impl BackendState {
     /// `reason: ..., info: "...", check duration: Nms`.
     pub fn log_transition(&self, server: &ServerState, transition: Transition, detail: &str) {
         let (active, backup) = self.up_counts();
-        let kind = if server.config.backup {
+        let kind = if server.is_backup() {
             "Backup server"
         } else {
             "Server"

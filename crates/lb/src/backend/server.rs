@@ -112,6 +112,8 @@ pub(crate) struct ServerState {
     up: AtomicBool,
     admin: AtomicU8,
     file_disabled: AtomicBool,
+    /// Whether it is a backup server now (`backup` in the file, changed at run time).
+    backup: AtomicBool,
     weight: AtomicU32,
     /// When the server last came UP (nanos since [`epoch`]); 0: never (no slowstart ramp).
     up_since: AtomicU64,
@@ -169,6 +171,7 @@ impl ServerState {
             up: AtomicBool::new(true),
             admin: AtomicU8::new(admin.to_u8()),
             file_disabled: AtomicBool::new(server.disabled),
+            backup: AtomicBool::new(server.backup),
             weight: AtomicU32::new(server.weight),
             up_since: AtomicU64::new(0),
             current: AtomicU64::new(0),
@@ -217,6 +220,21 @@ impl ServerState {
         }
         self.check_wake.notify_one();
         self.queue.wake_all();
+        old
+    }
+
+    /// Whether it is a backup server now: it takes traffic only when no active server is
+    /// usable (HAProxy's `backup`, from the file or set at run time).
+    pub fn is_backup(&self) -> bool {
+        self.backup.load(Ordering::Acquire)
+    }
+
+    /// Makes it a backup server (`true`) or an active one; the previous value.
+    pub fn set_backup(&self, backup: bool) -> bool {
+        let old = self.backup.swap(backup, Ordering::AcqRel);
+        if old != backup {
+            self.queue.wake_all();
+        }
         old
     }
 

@@ -7,6 +7,8 @@
 //! - `POST /lb/servers/{backend}/{server}/state`, body `ready|drain|maint` or
 //!   `{"state": "drain"}`. Drain: no new balanced requests, in-flight ones finish, sticky
 //!   clients still reach it. Maint: no traffic, no checks.
+//! - `POST /lb/servers/{backend}/{server}/backup`, body `true|false` or `{"backup": true}`:
+//!   a backup server takes traffic only while no active server is usable.
 //! - `POST /lb/reload`: re-reads the topology file (as SIGHUP does); answers what changed
 //!   and the new generation.
 //!
@@ -27,7 +29,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 use webfarm_node::status::{
-    LbErrorAnswer, LbServersAnswer, ReloadAnswer, StateChange, WeightChange,
+    BackupChange, LbErrorAnswer, LbServersAnswer, ReloadAnswer, StateChange, WeightChange,
 };
 
 use crate::backend::server::{AdminState, ServerState};
@@ -41,6 +43,7 @@ pub(crate) fn routes(live: Arc<LiveConfig>) -> Router {
         .route("/lb/servers", get(list))
         .route("/lb/servers/{backend}/{server}/weight", post(set_weight))
         .route("/lb/servers/{backend}/{server}/state", post(set_state))
+        .route("/lb/servers/{backend}/{server}/backup", post(set_backup))
         .route("/lb/reload", post(reload))
         .with_state(live)
 }
@@ -142,6 +145,33 @@ async fn set_weight(
     Ok(ok(serde_json::to_value(WeightChange {
         server: s.id.clone(),
         weight,
+        previous: old,
+    })))
+}
+
+async fn set_backup(
+    State(live): State<Arc<LiveConfig>>,
+    Path((backend, server)): Path<(String, String)>,
+    body: String,
+) -> Result<Response, Refusal> {
+    let s = find(&live, &backend, &server)?;
+    let text = value(&body, "backup");
+    let backup = match text.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(refusal(
+                StatusCode::BAD_REQUEST,
+                format!("backup {text:?} is not true or false"),
+            ))
+        }
+    };
+    let old = s.set_backup(backup);
+    let kind = if backup { "a backup" } else { "an active" };
+    tracing::warn!("Server {} is now {kind} server (admin)", s.id);
+    Ok(ok(serde_json::to_value(BackupChange {
+        server: s.id.clone(),
+        backup,
         previous: old,
     })))
 }

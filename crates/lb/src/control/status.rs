@@ -100,7 +100,7 @@ fn backend_status(b: &BackendState) -> BackendStatus {
                 admin: s.admin.as_str().to_string(),
                 weight: s.weight,
                 effective_weight: s.effective_weight,
-                backup: m.state.config.backup,
+                backup: m.state.is_backup(),
                 maxconn: m.state.config.maxconn,
                 check: s.last_check,
                 current_conns: s.current_conns,
