@@ -78,7 +78,11 @@ pub fn ensure(farm: &Farm) -> anyhow::Result<Report> {
         ));
     }
     for (what, why) in &report.issued {
-        crate::supervisor::say(&format!("issued the {what} certificate ({why})"));
+        let done = match what.as_str() {
+            "CRL" => format!("signed the CA's CRL ({why})"),
+            _ => format!("issued the {what} certificate ({why})"),
+        };
+        crate::supervisor::say(&done);
     }
     Ok(report)
 }

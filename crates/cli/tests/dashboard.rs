@@ -267,7 +267,7 @@ fn dashboard_actions_reach_the_lb_and_refuse_cross_site_requests() {
     let config = tmp.path().join("farm.toml");
     let text = farm_with_monitor().replace(&format!("127.0.{NET}."), "127.0.74.");
     std::fs::write(&config, text).unwrap();
-    let farm = TestFarm::start_in(tmp.path().to_path_buf(), config, 74);
+    let mut farm = TestFarm::start_in(tmp.path().to_path_buf(), config, 74);
     let api = "http://127.0.74.5:3000/api";
     let post = |path: &str, content_type: &str, origin: Option<&str>, body: &str| {
         let mut args = vec![
@@ -348,4 +348,26 @@ fn dashboard_actions_reach_the_lb_and_refuse_cross_site_requests() {
     ] {
         assert!(events.contains(said), "{said}: {events}");
     }
+
+    // A browser still listening does not hold the monitor up at shutdown: every node stops
+    // gracefully (no SIGKILL after 10 s).
+    let mut listener = Command::new("curl")
+        .args(["-sN", &format!("{api}/stream")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    // It is listening once its first frame arrived.
+    let mut first = String::new();
+    let out = listener.stdout.take().expect("curl's stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut first).unwrap();
+    assert_eq!(first.trim(), "event: frame");
+    let started = std::time::Instant::now();
+    farm.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = listener.kill();
+    let _ = listener.wait();
 }

@@ -91,10 +91,16 @@ async fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut rx = s.frames.subscribe();
     rx.mark_changed();
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.changed().await.ok()?;
+    let shutdown = s.shutdown.clone();
+    let frames = futures_util::stream::unfold((rx, shutdown), |(mut rx, shutdown)| async move {
+        // The stream ends with the node, so a graceful shutdown need not wait for browsers.
+        tokio::select! {
+            changed = rx.changed() => changed.ok()?,
+            () = shutdown.wait() => return None,
+        }
         let frame = rx.borrow_and_update().clone();
-        Some((Ok(Event::default().event("frame").data(&*frame)), rx))
+        let event = Event::default().event("frame").data(&*frame);
+        Some((Ok(event), (rx, shutdown)))
     });
     Sse::new(frames).keep_alive(KeepAlive::default())
 }

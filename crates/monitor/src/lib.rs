@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     frames: watch::Sender<Arc<str>>,
     scrapes: AtomicU64,
     ready_nodes: AtomicUsize,
+    /// Ends the open event streams too: a graceful shutdown waits for every response.
+    shutdown: Shutdown,
 }
 
 struct State {
@@ -185,6 +187,7 @@ impl MonitorNode {
             frames: watch::channel(Arc::from("{}")).0,
             scrapes: AtomicU64::new(0),
             ready_nodes: AtomicUsize::new(0),
+            shutdown: ctx.shutdown.clone(),
         });
         let targets = scrape::targets(&ctx.farm, &node.name);
         let scraper = tokio::spawn(scrape_loop(
