@@ -7,11 +7,11 @@
 
 pub mod webhook;
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use webfarm_config::{AlertSettings, Role};
+use webfarm_config::{AlertSettings, Role, Rule};
 use webfarm_node::RoleStatus;
 
 use crate::scrape::Reading;
@@ -25,6 +25,47 @@ pub struct Condition {
     pub labels: BTreeMap<String, String>,
     /// One line for people (Alertmanager's `summary` annotation).
     pub summary: String,
+    /// How long it must hold before the alert fires (its rule's `for`).
+    pub for_: Duration,
+}
+
+/// A rule as the conditions name it: its `alertname`, `severity` and settings.
+#[derive(Debug, Clone, Copy)]
+struct Named {
+    alertname: &'static str,
+    severity: &'static str,
+    rule: Rule,
+}
+
+impl Named {
+    const fn new(alertname: &'static str, severity: &'static str, rule: Rule) -> Named {
+        Named {
+            alertname,
+            severity,
+            rule,
+        }
+    }
+
+    /// Adds the condition for `subject` (its labels) to `out`, if the rule is enabled.
+    fn holds(self, out: &mut Vec<Condition>, subject: &[(&str, &str)], summary: String) {
+        if !self.rule.enabled {
+            return;
+        }
+        let mut labels = BTreeMap::from([
+            ("alertname".to_string(), self.alertname.to_string()),
+            ("severity".to_string(), self.severity.to_string()),
+        ]);
+        labels.extend(
+            subject
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
+        );
+        out.push(Condition {
+            labels,
+            summary,
+            for_: self.rule.for_,
+        });
+    }
 }
 
 /// An alert the monitor tracks.
@@ -34,7 +75,7 @@ pub struct Alert {
     pub labels: BTreeMap<String, String>,
     /// Its summary, as of the last scrape where it held.
     pub summary: String,
-    /// `pending` or `firing`; `resolved` in a [`Change`].
+    /// `pending` or `firing`; `resolved` among the changes [`Alerts::update`] returns.
     pub state: &'static str,
     /// Since when its condition holds (ms since the Unix epoch).
     pub since_ms: u64,
@@ -58,20 +99,12 @@ pub struct Alerts {
 impl Alerts {
     /// Takes the conditions of this scrape (at `now_ms`); returns the alerts that started
     /// firing or were resolved now.
-    pub fn update(
-        &mut self,
-        settings: &AlertSettings,
-        conditions: Vec<Condition>,
-        now_ms: u64,
-    ) -> Vec<Alert> {
+    pub fn update(&mut self, conditions: Vec<Condition>, now_ms: u64) -> Vec<Alert> {
         let mut changes = Vec::new();
-        let mut seen = Vec::new();
+        let mut seen = BTreeSet::new();
         for c in conditions {
             let key = key(&c.labels);
-            let for_ms = hold(
-                settings,
-                c.labels.get("alertname").map_or("", String::as_str),
-            );
+            let for_ms = u64::try_from(c.for_.as_millis()).unwrap_or(u64::MAX);
             let alert = self.active.entry(key.clone()).or_insert_with(|| Alert {
                 labels: c.labels.clone(),
                 summary: c.summary.clone(),
@@ -84,12 +117,12 @@ impl Alerts {
                 alert.state = "firing";
                 changes.push(alert.clone());
             }
-            seen.push(key);
+            seen.insert(key);
         }
         let gone: Vec<String> = self
             .active
             .keys()
-            .filter(|k| !seen.contains(k))
+            .filter(|k| !seen.contains(*k))
             .cloned()
             .collect();
         for k in gone {
@@ -118,28 +151,6 @@ fn key(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-/// The `for` of rule `alertname`, in ms.
-fn hold(s: &AlertSettings, alertname: &str) -> u64 {
-    let rule = match alertname {
-        "ServerDown" => s.server_down,
-        "BackendFewServersUp" => s.backend_servers_up,
-        "DbNoLeader" => s.no_db_leader,
-        "DbReplicationLag" => s.replication_lag,
-        "HighErrorRate" => s.error_rate,
-        "HighLatencyP99" => s.latency_p99,
-        "CertificateExpiringSoon" => s.certificate_expiry,
-        _ => s.disk_free,
-    };
-    u64::try_from(rule.for_.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect()
-}
-
 /// The conditions that hold in `view` (and the raw `readings`, for certificates) under
 /// `settings`' enabled rules.
 pub fn conditions(
@@ -149,46 +160,39 @@ pub fn conditions(
     now: SystemTime,
 ) -> Vec<Condition> {
     let mut out = Vec::new();
+    let down = Named::new("ServerDown", "critical", settings.server_down);
+    let few = Named::new(
+        "BackendFewServersUp",
+        "warning",
+        settings.backend_servers_up,
+    );
     for lb in &view.lbs {
         for b in &lb.backends {
             for s in b.servers.iter().filter(|s| s.state == "DOWN") {
-                if settings.server_down.enabled {
-                    out.push(Condition {
-                        labels: labels(&[
-                            ("alertname", "ServerDown"),
-                            ("severity", "critical"),
-                            ("lb", &lb.name),
-                            ("backend", &b.name),
-                            ("server", &s.name),
-                        ]),
-                        summary: format!(
-                            "{}: server {}/{} is DOWN: {}",
-                            lb.name, b.name, s.name, s.check
-                        ),
-                    });
-                }
+                let subject = [
+                    ("lb", lb.name.as_str()),
+                    ("backend", &b.name),
+                    ("server", &s.name),
+                ];
+                let summary = format!(
+                    "{}: server {}/{} is DOWN: {}",
+                    lb.name, b.name, s.name, s.check
+                );
+                down.holds(&mut out, &subject, summary);
             }
             let up = b
                 .servers
                 .iter()
                 .filter(|s| s.state.starts_with("UP"))
                 .count();
-            let rule = settings.backend_servers_up;
-            if rule.enabled && (up as f64) < rule.threshold {
-                out.push(Condition {
-                    labels: labels(&[
-                        ("alertname", "BackendFewServersUp"),
-                        ("severity", "warning"),
-                        ("lb", &lb.name),
-                        ("backend", &b.name),
-                    ]),
-                    summary: format!(
-                        "{}: backend {} has {up} of {} servers up",
-                        lb.name,
-                        b.name,
-                        b.servers.len()
-                    ),
-                });
+            if (up as f64) < few.rule.threshold {
+                let summary = format!(
+                    "{}: backend {} has {up} of {} servers up",
+                    lb.name,
+                    b.name,
+                    b.servers.len()
+                );
+                few.holds(&mut out, &[("lb", &lb.name), ("backend", &b.name)], summary);
             }
         }
     }
@@ -201,57 +205,35 @@ pub fn conditions(
 /// `HighErrorRate` and `HighLatencyP99` per backend, over the last scrape interval (the
 /// `for` makes them hold over longer); `DiskSpaceLow` per node.
 fn traffic_conditions(settings: &AlertSettings, view: &View, out: &mut Vec<Condition>) {
-    let (errors, slow) = (settings.error_rate, settings.latency_p99);
+    let errors = Named::new("HighErrorRate", "warning", settings.error_rate);
+    let slow = Named::new("HighLatencyP99", "warning", settings.latency_p99);
     for lb in &view.lbs {
         for b in &lb.backends {
-            if let Some(rate) = b
-                .stats
-                .error_rate
-                .filter(|r| errors.enabled && *r > errors.threshold)
-            {
-                out.push(Condition {
-                    labels: labels(&[
-                        ("alertname", "HighErrorRate"),
-                        ("severity", "warning"),
-                        ("lb", &lb.name),
-                        ("backend", &b.name),
-                    ]),
-                    summary: format!(
-                        "{}: {:.1} % of backend {}'s answers are 5xx",
-                        lb.name,
-                        rate * 100.0,
-                        b.name
-                    ),
-                });
+            let subject = [("lb", lb.name.as_str()), ("backend", &b.name)];
+            if let Some(rate) = b.stats.error_rate.filter(|r| *r > errors.rule.threshold) {
+                let summary = format!(
+                    "{}: {:.1} % of backend {}'s answers are 5xx",
+                    lb.name,
+                    rate * 100.0,
+                    b.name
+                );
+                errors.holds(out, &subject, summary);
             }
-            if let Some(p99) = b.stats.p99.filter(|p| slow.enabled && *p > slow.threshold) {
-                out.push(Condition {
-                    labels: labels(&[
-                        ("alertname", "HighLatencyP99"),
-                        ("severity", "warning"),
-                        ("lb", &lb.name),
-                        ("backend", &b.name),
-                    ]),
-                    summary: format!("{}: backend {}'s p99 is {:.3} s", lb.name, b.name, p99),
-                });
+            if let Some(p99) = b.stats.p99.filter(|p| *p > slow.rule.threshold) {
+                let summary = format!("{}: backend {}'s p99 is {:.3} s", lb.name, b.name, p99);
+                slow.holds(out, &subject, summary);
             }
         }
     }
-    let disk = settings.disk_free;
+    let disk = Named::new("DiskSpaceLow", "warning", settings.disk_free);
     for n in &view.nodes {
-        if let Some(free) = n.disk_free.filter(|f| disk.enabled && *f < disk.threshold) {
-            out.push(Condition {
-                labels: labels(&[
-                    ("alertname", "DiskSpaceLow"),
-                    ("severity", "warning"),
-                    ("node", &n.name),
-                ]),
-                summary: format!(
-                    "{}: {:.1} % of its data directory's disk is free",
-                    n.name,
-                    free * 100.0
-                ),
-            });
+        if let Some(free) = n.disk_free.filter(|f| *f < disk.rule.threshold) {
+            let summary = format!(
+                "{}: {:.1} % of its data directory's disk is free",
+                n.name,
+                free * 100.0
+            );
+            disk.holds(out, &[("node", &n.name)], summary);
         }
     }
 }
@@ -260,23 +242,15 @@ fn db_conditions(settings: &AlertSettings, view: &View, out: &mut Vec<Condition>
     if view.db.nodes.is_empty() {
         return;
     }
-    if settings.no_db_leader.enabled && view.db.leader.is_none() {
-        out.push(Condition {
-            labels: labels(&[("alertname", "DbNoLeader"), ("severity", "critical")]),
-            summary: format!("no db node reports a leader (term {})", view.db.term),
-        });
+    if view.db.leader.is_none() {
+        let summary = format!("no db node reports a leader (term {})", view.db.term);
+        Named::new("DbNoLeader", "critical", settings.no_db_leader).holds(out, &[], summary);
     }
-    let rule = settings.replication_lag;
+    let lagging = Named::new("DbReplicationLag", "warning", settings.replication_lag);
     for d in &view.db.nodes {
-        if let Some(lag) = d.lag.filter(|l| rule.enabled && *l as f64 > rule.threshold) {
-            out.push(Condition {
-                labels: labels(&[
-                    ("alertname", "DbReplicationLag"),
-                    ("severity", "warning"),
-                    ("node", &d.name),
-                ]),
-                summary: format!("{} is {lag} log entries behind the leader", d.name),
-            });
+        if let Some(lag) = d.lag.filter(|l| *l as f64 > lagging.rule.threshold) {
+            let summary = format!("{} is {lag} log entries behind the leader", d.name);
+            lagging.holds(out, &[("node", &d.name)], summary);
         }
     }
 }
@@ -287,11 +261,12 @@ fn certificate_conditions(
     now: SystemTime,
     out: &mut Vec<Condition>,
 ) {
-    let rule = settings.certificate_expiry;
-    if !rule.enabled {
-        return;
-    }
-    let within = Duration::from_secs_f64(rule.threshold * 86_400.0);
+    let expiring = Named::new(
+        "CertificateExpiringSoon",
+        "warning",
+        settings.certificate_expiry,
+    );
+    let within = Duration::from_secs_f64(expiring.rule.threshold * 86_400.0);
     for r in readings.iter().filter(|r| r.role == Role::Lb) {
         let Ok(RoleStatus::Lb(lb)) = r.status.as_ref().map(|s| &s.details) else {
             continue;
@@ -303,28 +278,22 @@ fn certificate_conditions(
                 };
                 let left = not_after.duration_since(now).unwrap_or_default();
                 if left < within {
-                    let days = format!("{:.1}", left.as_secs_f64() / 86_400.0);
-                    out.push(Condition {
-                        labels: labels(&[
-                            ("alertname", "CertificateExpiringSoon"),
-                            ("severity", "warning"),
-                            ("lb", &r.name),
-                            ("frontend", &f.name),
-                            ("file", &c.file),
-                        ]),
-                        summary: format!(
-                            "{}: frontend {}'s certificate {} expires in {days} days ({})",
-                            r.name, f.name, c.file, c.not_after
-                        ),
-                    });
+                    let summary = format!(
+                        "{}: frontend {}'s certificate {} expires in {:.1} days ({})",
+                        r.name,
+                        f.name,
+                        c.file,
+                        left.as_secs_f64() / 86_400.0,
+                        c.not_after
+                    );
+                    let subject = [
+                        ("lb", r.name.as_str()),
+                        ("frontend", &f.name),
+                        ("file", &c.file),
+                    ];
+                    expiring.holds(out, &subject, summary);
                 }
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch of `t`.
-pub fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -56,6 +56,22 @@ impl Timeline {
         std::mem::take(&mut self.fresh)
     }
 
+    /// Records alerts that started firing or were resolved at `at_ms`.
+    pub fn alerts(&mut self, changes: &[crate::alerts::Alert], at_ms: u64) {
+        for a in changes {
+            self.push(Event {
+                at_ms,
+                kind: "alert",
+                severity: if a.state == "firing" {
+                    "critical"
+                } else {
+                    "info"
+                },
+                text: format!("alert {} {}: {}", a.name(), a.state, a.summary),
+            });
+        }
+    }
+
     /// Records what changed from `before` to `now` (no events for the first view).
     pub fn compare(&mut self, before: Option<&View>, now: &View) {
         let Some(before) = before else {

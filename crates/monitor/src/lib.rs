@@ -93,36 +93,21 @@ impl Shared {
     fn observe(
         &self,
         me: &str,
-        readings: &[scrape::Reading],
+        readings: Vec<scrape::Reading>,
     ) -> (serde_json::Value, Vec<alerts::Alert>) {
         let mut state = self.state();
         let state = &mut *state;
         let (now, at) = (SystemTime::now(), Instant::now());
-        let mut view = view::build(
-            &self.farm,
-            me,
-            readings,
-            &mut state.rates,
-            (at, alerts::ms(now)),
-        );
+        let mut view = view::build(&self.farm, me, &readings, &mut state.rates, (at, ms(now)));
         let settings = &self.farm.monitor.alerts;
-        let conditions = alerts::conditions(settings, &view, readings, now);
-        let changes = state.alerts.update(settings, conditions, view.at_ms);
+        let conditions = alerts::conditions(settings, &view, &readings, now);
+        let changes = state.alerts.update(conditions, view.at_ms);
         view.alerts = state.alerts.active();
         state.timeline.compare(state.view.as_ref(), &view);
-        for a in &changes {
-            state.timeline.push(events::Event {
-                at_ms: view.at_ms,
-                kind: "alert",
-                severity: if a.state == "firing" {
-                    "critical"
-                } else {
-                    "info"
-                },
-                text: format!("alert {} {}: {}", a.name(), a.state, a.summary),
-            });
-        }
+        state.timeline.alerts(&changes, view.at_ms);
         state.history.record(&view);
+        // The next scrape's rates start from these metrics: kept, not copied.
+        state.rates.keep_metrics(readings);
         let frame = serde_json::json!({ "view": view, "events": state.timeline.take_new() });
         state.view = Some(view);
         (frame, changes)
@@ -135,7 +120,7 @@ impl Shared {
     /// Records an operator's action in the timeline (and the next frame).
     pub(crate) fn action(&self, severity: &'static str, text: String) {
         self.state().timeline.push(events::Event {
-            at_ms: now_ms(),
+            at_ms: ms(SystemTime::now()),
             kind: "action",
             severity,
             text,
@@ -284,7 +269,7 @@ async fn scrape_loop(shared: Arc<Shared>, targets: Vec<Target>, me: String, shut
             })
             .count();
         shared.ready_nodes.store(ready, Ordering::Relaxed);
-        let (frame, changes) = shared.observe(&me, &readings);
+        let (frame, changes) = shared.observe(&me, readings);
         shared.scrapes.fetch_add(1, Ordering::Relaxed);
         shared.frames.send_replace(Arc::from(frame.to_string()));
         for alert in changes {
@@ -295,10 +280,9 @@ async fn scrape_loop(shared: Arc<Shared>, targets: Vec<Target>, me: String, shut
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+/// Milliseconds since the Unix epoch of `t`.
+pub(crate) fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 

@@ -153,6 +153,7 @@ impl Scrapes {
             &mut self.rates,
             (at, 1_000 * self.n),
         );
+        self.rates.keep_metrics(r);
         self.n += 1;
         self.timeline.compare(self.last.as_ref(), &view);
         self.last = Some(view.clone());
@@ -285,7 +286,7 @@ fn an_alert_is_pending_for_its_for_then_fires_then_resolves_with_alertmanager_js
         let view = s.next(r.clone());
         let now = std::time::UNIX_EPOCH + Duration::from_millis(view.at_ms);
         let c = crate::alerts::conditions(&settings, &view, &r, now);
-        let changes = alerts.update(&settings, c, view.at_ms);
+        let changes = alerts.update(c, view.at_ms);
         let states: Vec<(String, &str)> = alerts
             .active()
             .iter()

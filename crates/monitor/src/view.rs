@@ -184,6 +184,15 @@ pub struct Rates {
 }
 
 impl Rates {
+    /// Keeps the metrics of `readings` as the start of the next scrape's windows (after
+    /// [`build`] used them).
+    pub fn keep_metrics(&mut self, readings: Vec<Reading>) {
+        self.samples = readings
+            .into_iter()
+            .filter_map(|r| Some((r.name, r.metrics?)))
+            .collect();
+    }
+
     /// The window from `name`'s previous metrics to these.
     fn window<'a>(&'a self, name: &str, now: Option<&'a Samples>) -> Option<Window<'a>> {
         Some(Window {
@@ -263,10 +272,6 @@ pub fn build(
     view.db = db_view(farm, &by_name);
     rates.at = Some(now.0);
     rates.counters = next;
-    rates.samples = readings
-        .iter()
-        .filter_map(|r| Some((r.name.clone(), r.metrics.clone()?)))
-        .collect();
     view
 }
 
