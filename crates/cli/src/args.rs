@@ -112,6 +112,22 @@ pub enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Print a systemd unit that runs NODE on its own host (`Type=notify`, restart on
+    /// failure, sandboxed, only the capabilities its role needs): README's "Deploying on
+    /// many hosts" says where it goes.
+    Systemd {
+        /// The node's name.
+        node: String,
+        /// Where the webfarm binary is on the node's host.
+        #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/webfarm")]
+        exec: PathBuf,
+        /// The unprivileged user (and group) the node runs as.
+        #[arg(long, value_name = "NAME", default_value = "webfarm")]
+        user: String,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
     /// Re-read the topology file on every lb node (as SIGHUP does): new backends, servers
     /// and weights apply without dropping requests; an invalid file is refused.
     Reload {

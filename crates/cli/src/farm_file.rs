@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use webfarm_config::{Farm, Role};
+use webfarm_config::{Farm, Node, Role};
 
 use crate::args::FarmArgs;
 
@@ -58,6 +58,18 @@ pub fn resolve(args: &FarmArgs) -> anyhow::Result<Resolved> {
     farm.data_dir = absolute(&farm.data_dir)?;
     farm.web.root = absolute(&farm.web.root)?;
     Ok(Resolved { farm, config })
+}
+
+/// The node named `name` of `farm`.
+///
+/// # Errors
+///
+/// There is none; the message lists the names there are.
+pub fn node<'f>(farm: &'f Farm, name: &str) -> anyhow::Result<&'f Node> {
+    farm.node(name).ok_or_else(|| {
+        let names: Vec<&str> = farm.nodes.iter().map(|n| n.name.as_str()).collect();
+        anyhow::anyhow!("no node named {name:?}; nodes: {}", names.join(", "))
+    })
 }
 
 /// Checks what the topology file cannot check by itself: the files it names exist.

@@ -16,6 +16,7 @@ mod run_node;
 mod sql_shell;
 mod status;
 mod supervisor;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// `webfarm systemd NODE`: prints the node's unit on standard output.
+fn systemd_unit(
+    name: &str,
+    exec: &std::path::Path,
+    user: &str,
+    farm: &args::FarmArgs,
+) -> anyhow::Result<ExitCode> {
+    let resolved = farm_file::resolve(farm)?;
+    let node = farm_file::node(&resolved.farm, name)?;
+    let paths = systemd::Paths { exec, user };
+    print!("{}", systemd::unit(&resolved.farm, node, &paths));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -66,6 +81,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kill { node, farm } => runtime.block_on(control::send(&farm, "kill", &node)),
         Command::Lb { command } => runtime.block_on(lb_cmd::run(&command)),
         Command::Ca { command } => ca_cmd::run(&command),
+        Command::Systemd {
+            node,
+            exec,
+            user,
+            farm,
+        } => systemd_unit(&node, &exec, &user, &farm),
         Command::Reload { node, farm } => runtime.block_on(lb_cmd::reload(&farm, node.as_deref())),
     };
     // The work is done; what may remain is a blocking read of stdin (a supervised node

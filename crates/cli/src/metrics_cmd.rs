@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
 use webfarm_config::Node;
 use webfarm_node::http::HttpClient;
 
@@ -23,17 +22,7 @@ pub async fn run(args: &FarmArgs, only: Option<&str>) -> anyhow::Result<ExitCode
     let farm = farm_file::resolve(args)?.farm;
     let http = farm_file::operator_http(&farm)?;
     let nodes: Vec<&Node> = match only {
-        Some(name) => match farm.node(name) {
-            Some(n) => vec![n],
-            None => bail!(
-                "no node named {name:?}; nodes: {}",
-                farm.nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        },
+        Some(name) => vec![farm_file::node(&farm, name)?],
         None => farm.nodes.iter().collect(),
     };
     let mut all_answered = true;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use webfarm_config::Role;
@@ -23,20 +23,12 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
     webfarm_node::logging::init(supervised);
     let resolved = farm_file::resolve(args)?;
     let farm = Arc::new(resolved.farm);
-    let Some(node) = farm.node(name).cloned() else {
-        bail!(
-            "no node named {name:?} in {}; nodes: {}",
-            resolved
-                .config
-                .as_ref()
-                .map_or("the built-in farm".into(), |p| p.display().to_string()),
-            farm.nodes
-                .iter()
-                .map(|n| n.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let node = farm_file::node(&farm, name)
+        .with_context(|| match &resolved.config {
+            Some(p) => format!("in {}", p.display()),
+            None => "in the built-in farm".into(),
+        })?
+        .clone();
     let data_dir = farm.node_data_dir(name);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -64,6 +56,9 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
     let serve_admin = |health: Arc<dyn Health>, extra: admin::Router| {
         let (name, role, shutdown) = (node.name.clone(), node.role, shutdown.clone());
         let tls = admin_tls.clone();
+        // The role's listeners are bound and the admin port is about to serve: systemd may
+        // count the node started.
+        tokio::spawn(crate::systemd::notify(health.clone(), shutdown.clone()));
         tokio::spawn(async move {
             let served = admin::serve(admin_listener, &name, role, health, extra, shutdown, tls);
             if let Err(e) = served.await {

@@ -196,17 +196,7 @@ impl Supervisor {
     }
 
     fn node(&self, name: &str) -> anyhow::Result<Node> {
-        self.farm().node(name).cloned().ok_or_else(|| {
-            anyhow!(
-                "no node named {name:?}; nodes: {}",
-                self.farm()
-                    .nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+        farm_file::node(self.farm(), name).cloned()
     }
 
     fn pid_if_running(&self, name: &str) -> Option<u32> {
