@@ -10,7 +10,7 @@ use webfarm_node::metrics::{Histogram, Scrape};
 use super::{Traffic, UpstreamMetrics, CHECK_STATES, CODES};
 use crate::backend::server::{AdminState, ServerState};
 use crate::backend::BackendState;
-use crate::control::live::LiveConfig;
+use crate::control::live::{LiveConfig, Snapshot};
 
 fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
@@ -26,8 +26,9 @@ pub(crate) fn write(live: &LiveConfig, s: &mut Scrape<'_>) -> fmt::Result {
         "Number of active sessions.",
         live.conns.load(Ordering::Relaxed) as u64,
     )?;
-    frontends(live, s)?;
+    // One snapshot for the whole scrape: a reload in between cannot mix two configurations.
     let snap = live.snapshot();
+    frontends(live, &snap, s)?;
     backends(&snap.backends, s)?;
     servers(&snap.backends, s)
 }
@@ -64,8 +65,7 @@ fn traffic(s: &mut Scrape<'_>, prefix: &str, objects: &[(Labels<'_>, &Traffic)])
     )
 }
 
-fn frontends(live: &LiveConfig, s: &mut Scrape<'_>) -> fmt::Result {
-    let snap = live.snapshot();
+fn frontends(live: &LiveConfig, snap: &Snapshot, s: &mut Scrape<'_>) -> fmt::Result {
     let fe: Vec<_> = snap
         .frontends
         .iter()
@@ -98,14 +98,13 @@ fn frontends(live: &LiveConfig, s: &mut Scrape<'_>) -> fmt::Result {
     )?;
     let objects: Vec<_> = fe.iter().map(|(l, m, _)| (l.clone(), &m.traffic)).collect();
     traffic(s, "haproxy_frontend", &objects)?;
-    certificates(live, s)
+    certificates(live, snap, s)
 }
 
 /// `webfarm_certificate_not_after_seconds{proxy,file}`: when each certificate a TLS
 /// frontend serves expires (Unix seconds), for the `CertificateExpiringSoon` alert. HAProxy's
 /// exporter has no such family (its runtime API's `show ssl cert` has the date).
-fn certificates(live: &LiveConfig, s: &mut Scrape<'_>) -> fmt::Result {
-    let snap = live.snapshot();
+fn certificates(live: &LiveConfig, snap: &Snapshot, s: &mut Scrape<'_>) -> fmt::Result {
     let mut series = Vec::new();
     for (i, f) in snap.frontends.iter().enumerate() {
         let Some(Some(tls)) = live.tls.by_index.get(i) else {
