@@ -5,10 +5,10 @@ mod common;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use webfarm_testkit::{eventually_blocking, TempDir, DEADLINE};
+use webfarm_testkit::{eventually_blocking, KillOnDrop, TempDir, DEADLINE};
 
 /// An lb-only farm in front of `servers` (name, port, weight), checked over TCP.
 fn farm(ip: Ipv4Addr, admin: u16, port: u16, servers: &[(&str, u16, u32)]) -> String {
@@ -59,15 +59,6 @@ fn reloads(v: &Value) -> (u64, u64) {
     (count("generation"), count("reloads_refused"))
 }
 
-struct Lb(Child);
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn lb_commands_and_reload() {
     let dir = TempDir::new("lb-cli");
@@ -88,14 +79,16 @@ fn lb_commands_and_reload() {
         std::fs::write(&config, farm(ip, admin, port, servers)).unwrap();
     };
     write_farm(&[("s1", ports[0], 1), ("s2", ports[1], 1)]);
-    let lb = Lb(Command::new(common::bin())
-        .args(["run", "--node", "lb-1", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
+    let lb = KillOnDrop(
+        Command::new(common::bin())
+            .args(["run", "--node", "lb-1", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let v = eventually_blocking(DEADLINE, "the lb answers", || servers_json(&config));
     assert_eq!(reloads(&v), (0, 0));
 

@@ -6,11 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TempDir, TestFarm};
-use webfarm_testkit::eventually_blocking;
+use webfarm_testkit::{eventually_blocking, KillOnDrop};
 
 const NET: u8 = 76;
 
@@ -48,15 +48,6 @@ fn configure(dir: &Path, ca: &Path) -> PathBuf {
     config
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_shipped_rules_pass_promtool_and_prometheus_fires_server_down() {
     let (ok, text) = promtool(&[
@@ -83,7 +74,7 @@ fn the_shipped_rules_pass_promtool_and_prometheus_fires_server_down() {
 
     let listen = format!("127.0.{NET}.200:9090");
     let log = std::fs::File::create(prom_dir.join("prometheus.log")).unwrap();
-    let _prometheus = Killed(
+    let _prometheus = KillOnDrop(
         Command::new(tool("prometheus"))
             .arg(format!("--config.file={}", prom_config.display()))
             .arg(format!(

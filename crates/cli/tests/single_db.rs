@@ -7,16 +7,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 use webfarm_node::http::HttpClient;
-use webfarm_testkit::{eventually, TempDir, DEADLINE};
+use webfarm_testkit::{eventually, KillOnDrop, TempDir, DEADLINE};
 
 /// `webfarm run --node db-1`, killed when dropped.
-struct Node(Child);
+/// db-1, killed when the test ends.
+struct Node(KillOnDrop);
 
 impl Node {
     fn start(config: &Path, log: &Path) -> Node {
@@ -26,7 +27,7 @@ impl Node {
             .open(log)
             .unwrap();
         let err = log.try_clone().unwrap();
-        Node(
+        Node(KillOnDrop(
             Command::new(common::bin())
                 .args(["run", "--node", "db-1", "--config"])
                 .arg(config)
@@ -35,7 +36,7 @@ impl Node {
                 .stderr(Stdio::from(err))
                 .spawn()
                 .unwrap(),
-        )
+        ))
     }
 
     fn kill_9(mut self) {
@@ -49,13 +50,6 @@ impl Node {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status = self.0.wait().unwrap();
         assert!(status.success(), "db-1 exited with {status}");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -84,6 +84,31 @@ pub fn eventually_blocking<T>(
     }
 }
 
+/// A child process (a node, a reference server, a browser driver) killed and reaped when the
+/// test ends, also when it panics, so nothing outlives the test.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A fresh directory under the system temp dir, of this test alone, removed (with its
 /// contents) on drop. Set `WEBFARM_KEEP_TEST_DIRS=1` to keep it for a post-mortem.
 #[derive(Debug)]
