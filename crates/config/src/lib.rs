@@ -19,6 +19,7 @@
 //! ```
 
 mod acme;
+mod dns;
 mod error;
 mod farm;
 mod lb;
@@ -26,6 +27,7 @@ mod monitor;
 mod raw;
 
 pub use acme::AcmeSettings;
+pub use dns::{DnsCheck, DnsSettings};
 pub use error::ConfigError;
 pub use farm::{
     DbSettings, Farm, Node, Replica, Role, TlsSettings, WebSettings, DEFAULT_FARM_TOML,
