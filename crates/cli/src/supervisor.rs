@@ -151,10 +151,10 @@ impl Supervisor {
         &self.resolved.farm
     }
 
-    /// Starts db nodes, then web nodes, then load balancers, then the monitor; each group
-    /// must be ready before the next starts.
+    /// Starts db nodes, then web nodes, then load balancers, then dns nodes, then the
+    /// monitor; each group must be ready before the next starts.
     async fn start_all(self: &Arc<Self>) -> anyhow::Result<()> {
-        for role in [Role::Db, Role::Web, Role::Lb, Role::Monitor] {
+        for role in [Role::Db, Role::Web, Role::Lb, Role::Dns, Role::Monitor] {
             let nodes: Vec<Node> = self.farm().nodes_with_role(role).cloned().collect();
             for node in &nodes {
                 self.spawn(node)?;
@@ -376,9 +376,10 @@ impl Supervisor {
         self.wait_exit(name, STOP_TIMEOUT).await
     }
 
-    /// Stops every running node: load balancers, then web nodes, then db nodes.
+    /// Stops every running node: the monitor, dns nodes, load balancers, then web nodes, then
+    /// db nodes.
     async fn stop_all(&self) {
-        for role in [Role::Monitor, Role::Lb, Role::Web, Role::Db] {
+        for role in [Role::Monitor, Role::Dns, Role::Lb, Role::Web, Role::Db] {
             let running: Vec<String> = self
                 .farm()
                 .nodes_with_role(role)
@@ -412,6 +413,10 @@ impl Supervisor {
                     n.main_addr()
                 ),
                 Role::Monitor => format!("http://{}/ (the live dashboard)", n.main_addr()),
+                Role::Dns => format!(
+                    "dig @{} -p {} {} (UDP and TCP)",
+                    n.address, n.port, farm.site
+                ),
             };
             println!("{:<10} {:<7} {:<16} {urls}", n.name, n.role, n.address);
         }

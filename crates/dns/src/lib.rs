@@ -279,3 +279,6 @@ impl Updater {
 pub fn check_zone(farm: &Farm) -> Result<(), DnsError> {
     ZoneSpec::from_farm(farm).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests;

@@ -207,6 +207,14 @@ mod tests {
     }
 
     #[test]
+    fn the_builtin_farm_has_a_zone() {
+        let spec = ZoneSpec::from_farm(&Farm::builtin()).unwrap();
+        assert_eq!(spec.origin.to_string(), "foobar.com.");
+        assert_eq!(spec.name_servers.len(), 2);
+        assert_eq!(spec.extra.len(), 3);
+    }
+
+    #[test]
     fn bad_records_name_their_index_and_text() {
         for (text, why) in [
             (

@@ -1,0 +1,264 @@
+//! The dns role end to end, with the real `webfarm up` and real DNS clients: `dig` against
+//! dns-1 and dns-2 answers the lb addresses that pass the check, drops a killed lb within
+//! the check's fall × inter, lists all when all are down, answers SOA and NS, over UDP and
+//! TCP; a real secondary (Knot DNS) transfers the zone (AXFR) and picks up a new serial from
+//! the NOTIFY that follows a health change. A missing `dig` or `knotd` fails the test with
+//! the reason.
+//!
+//! Addresses: the farm on 127.0.77.x, the secondary on 127.0.78.53.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{TempDir, TestFarm};
+use webfarm_testkit::eventually_blocking;
+
+const NET: u8 = 77;
+/// dns-1's DNS address.
+const DNS1: &str = "127.0.77.2";
+const DNS2: &str = "127.0.77.3";
+const LB1: &str = "127.0.77.10";
+const LB2: &str = "127.0.77.11";
+/// The secondary (knotd).
+const KNOT: &str = "127.0.78.53";
+const KNOT_PORT: u16 = 5300;
+
+/// Fails with the reason when a tool the test needs is missing.
+fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is missing: install Debian's {package} (.ci/run does)"
+    );
+}
+
+/// Two lbs and two dns nodes; the lbs' backend is a TCP stub at 127.0.77.99:8000 so they
+/// are ready without web or db nodes. Checks every 200 ms, fall 2, rise 2.
+fn farm_toml(secondaries: &str) -> String {
+    let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
+    for (name, role, addr) in [
+        ("dns-1", "dns", DNS1),
+        ("dns-2", "dns", DNS2),
+        ("lb-1", "lb", LB1),
+        ("lb-2", "lb", LB2),
+    ] {
+        s += &format!("[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{addr}\"\n");
+    }
+    s += "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n";
+    s += "[[backends]]\nname = \"web\"\n[backends.check]\ntype = \"tcp\"\ninter = \"300ms\"\n";
+    s += "[[backends.servers]]\naddress = \"127.0.77.99:8000\"\n";
+    s += webfarm_testkit::INTERNAL_TLS_OFF;
+    s += "[dns]\nttl = \"5s\"\nrecords = [\"mail 300 IN MX 10 mx.foobar.com.\"]\n";
+    s += "check = { inter = \"200ms\", rise = 2, fall = 2 }\n";
+    s += &format!("secondaries = [{secondaries}]\n");
+    s
+}
+
+/// A TCP server that accepts and closes: the lbs' only server.
+fn backend_stub() {
+    let listener = TcpListener::bind("127.0.77.99:8000").expect("bind the backend stub");
+    std::thread::spawn(move || for _ in listener.incoming() {});
+}
+
+fn start_farm(tmp: &TempDir, secondaries: &str) -> TestFarm {
+    backend_stub();
+    let config = tmp.path().join("farm.toml");
+    std::fs::write(&config, farm_toml(secondaries)).unwrap();
+    TestFarm::start_in(tmp.path().to_path_buf(), config, NET)
+}
+
+/// `dig @server -p port ARGS +short`, lines sorted.
+fn dig(server: &str, port: u16, args: &[&str]) -> Vec<String> {
+    let out = Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["-p", &port.to_string(), "+short", "+time=2", "+tries=2"])
+        .args(args)
+        .output()
+        .expect("run dig");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The full `dig` output (header flags, status) of a query.
+fn dig_full(server: &str, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["-p", "5353", "+time=2", "+tries=2"])
+        .args(args)
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn site(server: &str) -> Vec<String> {
+    dig(server, 5353, &["www.foobar.com", "A"])
+}
+
+/// Waits until `server` answers the site with exactly `want`.
+fn until_site(server: &str, want: &[&str], what: &str) {
+    eventually_blocking(Duration::from_secs(30), what, || {
+        (site(server) == want).then_some(())
+    });
+}
+
+#[test]
+fn dig_answers_the_healthy_lbs_and_follows_their_health() {
+    require("dig", "dnsutils");
+    let tmp = TempDir::new("dns");
+    let mut farm = start_farm(&tmp, "");
+    for server in [DNS1, DNS2] {
+        assert_eq!(site(server), [LB1, LB2], "{server}");
+    }
+    // Authoritative, EDNS0, over UDP and TCP.
+    let full = dig_full(DNS1, &["www.foobar.com", "A"]);
+    assert!(full.contains("flags: qr aa"), "{full}");
+    assert!(full.contains("EDNS: version: 0"), "{full}");
+    assert_eq!(dig(DNS1, 5353, &["+tcp", "www.foobar.com"]), [LB1, LB2]);
+    // SOA, NS with glue, the extra record.
+    let soa = dig(DNS1, 5353, &["foobar.com", "SOA"]);
+    assert!(
+        soa[0].starts_with("ns1.foobar.com. hostmaster.foobar.com. "),
+        "{soa:?}"
+    );
+    assert_eq!(
+        dig(DNS2, 5353, &["foobar.com", "NS"]),
+        ["ns1.foobar.com.", "ns2.foobar.com."]
+    );
+    assert_eq!(dig(DNS1, 5353, &["ns2.foobar.com"]), [DNS2]);
+    assert_eq!(
+        dig(DNS1, 5353, &["mail.foobar.com", "MX"]),
+        ["10 mx.foobar.com."]
+    );
+    // A name of the zone that does not exist, and a name outside it.
+    assert!(dig_full(DNS1, &["nope.foobar.com"]).contains("status: NXDOMAIN"));
+    assert!(dig_full(DNS1, &["www.example.org"]).contains("status: REFUSED"));
+    // AXFR is refused to anyone but a secondary.
+    assert!(dig_full(DNS1, &["foobar.com", "AXFR"]).contains("Transfer failed"));
+
+    // lb-2 killed: gone from the answers within fall × inter (plus a poll).
+    let kill = farm.webfarm(&["kill", "lb-2"]);
+    assert!(kill.status.success(), "{kill:?}");
+    until_site(DNS1, &[LB1], "dns-1 drops lb-2");
+    until_site(DNS2, &[LB1], "dns-2 drops lb-2");
+    let status = farm.webfarm(&["status"]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        table.contains("dns-1") && table.contains("(1/2 up)"),
+        "{table}"
+    );
+
+    // Both down: every address is listed (Route 53's rule).
+    assert!(farm.webfarm(&["kill", "lb-1"]).status.success());
+    eventually_blocking(Duration::from_secs(30), "both lbs DOWN on dns-1", || {
+        let out = farm.webfarm(&["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let nodes = json["nodes"].as_array()?;
+        let dns1 = nodes.iter().find(|n| n["name"] == "dns-1")?;
+        let text = dns1.to_string();
+        (text.matches("\"DOWN\"").count() == 2).then_some(())
+    });
+    assert_eq!(site(DNS1), [LB1, LB2]);
+
+    // Back: lb-1 started again is the only answer once it has risen.
+    assert!(farm.webfarm(&["start", "lb-1"]).status.success());
+    until_site(DNS1, &[LB1], "dns-1 answers lb-1 again");
+    farm.stop();
+}
+
+/// Writes knotd's configuration: a secondary of foobar.com with dns-1 as its primary.
+fn knot_conf(dir: &Path) -> std::path::PathBuf {
+    for sub in ["run", "db", "zones"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let conf = format!(
+        "server:\n    rundir: \"{d}/run\"\n    listen: {KNOT}@{KNOT_PORT}\n\
+         database:\n    storage: \"{d}/db\"\n\
+         log:\n  - target: stderr\n    any: info\n\
+         remote:\n  - id: primary\n    address: {DNS1}@5353\n    via: {KNOT}\n\
+         acl:\n  - id: from_primary\n    address: {DNS1}\n    action: notify\n\
+         template:\n  - id: default\n    storage: \"{d}/zones\"\n\
+         zone:\n  - domain: foobar.com\n    master: primary\n    acl: from_primary\n",
+        d = dir.display()
+    );
+    let file = dir.join("knot.conf");
+    std::fs::write(&file, conf).unwrap();
+    file
+}
+
+/// knotd in the foreground; killed when dropped.
+struct Knot(Child);
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serial_of(server: &str, port: u16) -> Option<u64> {
+    let soa = dig(server, port, &["foobar.com", "SOA"]);
+    soa.first()?.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[test]
+fn knot_transfers_the_zone_and_follows_notify() {
+    require("dig", "dnsutils");
+    require("knotd", "knot");
+    let tmp = TempDir::new("dns-knot");
+    // The farm first: knotd bootstraps the zone from dns-1 as it starts.
+    let mut farm = start_farm(&tmp, &format!("\"{KNOT}:{KNOT_PORT}\""));
+    let knot_dir = tmp.path().join("knot");
+    let conf = knot_conf(&knot_dir);
+    let log = std::fs::File::create(knot_dir.join("knotd.log")).unwrap();
+    let knot = Knot(
+        Command::new("knotd")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn knotd"),
+    );
+    let knot_log = || std::fs::read_to_string(knot_dir.join("knotd.log")).unwrap_or_default();
+    let primary = serial_of(DNS1, 5353).expect("dns-1 answers its SOA");
+    // The first transfer (AXFR): the secondary answers the site, with the primary's serial.
+    eventually_blocking(Duration::from_secs(30), "knot transfers the zone", || {
+        (serial_of(KNOT, KNOT_PORT) == Some(primary)).then_some(())
+    });
+    assert!(knot_log().contains("AXFR"), "{}", knot_log());
+    assert_eq!(
+        dig(KNOT, KNOT_PORT, &["www.foobar.com"]),
+        [LB1, LB2],
+        "{}",
+        knot_log()
+    );
+    assert_eq!(
+        dig(KNOT, KNOT_PORT, &["mail.foobar.com", "MX"]),
+        ["10 mx.foobar.com."]
+    );
+
+    // A health change: a new serial on dns-1, NOTIFY, and the secondary follows.
+    assert!(farm.webfarm(&["kill", "lb-2"]).status.success());
+    until_site(DNS1, &[LB1], "dns-1 drops lb-2");
+    let newer = serial_of(DNS1, 5353).unwrap();
+    assert!(newer > primary, "{newer} > {primary}");
+    eventually_blocking(Duration::from_secs(30), "knot follows the NOTIFY", || {
+        (serial_of(KNOT, KNOT_PORT) == Some(newer)).then_some(())
+    });
+    assert_eq!(dig(KNOT, KNOT_PORT, &["www.foobar.com"]), [LB1]);
+    let log = knot_log();
+    assert!(log.contains("NOTIFY"), "{log}");
+    farm.stop();
+    drop(knot);
+}
