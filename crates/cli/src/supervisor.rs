@@ -99,6 +99,10 @@ pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
     if resolved.farm.nodes_with_role(Role::Lb).next().is_some() {
         webfarm_lb::check_certificates(&resolved.farm).map_err(|e| Preflight(e.to_string()))?;
     }
+    // Every `[dns] records` line parsed before any node starts.
+    if resolved.farm.nodes_with_role(Role::Dns).next().is_some() {
+        webfarm_dns::check_zone(&resolved.farm).map_err(|e| Preflight(e.to_string()))?;
+    }
     std::fs::write(
         run_dir.join("supervisor.pid"),
         std::process::id().to_string(),

@@ -294,3 +294,28 @@ fn knot_transfers_the_zone_and_follows_notify() {
     farm.stop();
     drop(knot);
 }
+
+#[test]
+fn a_bad_record_stops_webfarm_up_before_any_node_starts() {
+    let tmp = TempDir::new("dns-bad");
+    let n = Net::new(77);
+    let text = farm_toml(&n, "").replace(
+        "records = [\"mail 300 IN MX 10 mx.foobar.com.\"]",
+        "records = [\"mail 300 IN MX ten mx\"]",
+    );
+    let config = tmp.path().join("farm.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(common::bin())
+        .args(["up", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run webfarm up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("dns.records[0]: \"mail 300 IN MX ten mx\""),
+        "{err}"
+    );
+    assert!(!err.contains("starting"), "{err}");
+}

@@ -270,8 +270,8 @@ impl Updater {
     }
 }
 
-/// Reads the farm's dns part for a caller that only checks it (e.g. `webfarm check`): the
-/// zone of the built-in or given farm, with every `[dns] records` line parsed.
+/// Checks the farm's dns part without starting anything (`webfarm up` does, before any node
+/// starts): the zone can be built and every `[dns] records` line parses.
 ///
 /// # Errors
 ///
