@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{TempDir, TestFarm};
-use webfarm_testkit::eventually_blocking;
+use webfarm_testkit::{eventually_blocking, which};
 
 /// The addresses of one test's farm on `127.0.<net>.x`.
 struct Net {
@@ -44,18 +44,6 @@ impl Net {
 /// The secondary (knotd), beside the second test's farm.
 const KNOT: &str = "127.0.78.53";
 const KNOT_PORT: u16 = 5300;
-
-/// Fails with the reason when a tool the test needs is missing.
-fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is missing: install Debian's {package} (.ci/run does)"
-    );
-}
 
 /// Two lbs and two dns nodes; the lbs' backend is a TCP stub at 127.0.N.99:8000 so they
 /// are ready without web or db nodes. Checks every 200 ms, fall 2, rise 2.
@@ -136,7 +124,7 @@ fn until_site(server: &str, want: &[&str], what: &str) {
 
 #[test]
 fn dig_answers_the_healthy_lbs_and_follows_their_health() {
-    require("dig", "dnsutils");
+    which("dig", "dnsutils", "queries the dns nodes");
     let tmp = TempDir::new("dns");
     let n = Net::new(77);
     let (dns1, dns2, lb1, lb2) = (n.dns1, n.dns2, n.lb1, n.lb2);
@@ -169,6 +157,21 @@ fn dig_answers_the_healthy_lbs_and_follows_their_health() {
     assert!(dig_full(dns1, &["www.example.org"]).contains("status: REFUSED"));
     // AXFR is refused to anyone but a secondary.
     assert!(dig_full(dns1, &["foobar.com", "AXFR"]).contains("Transfer failed"));
+
+    // /metrics: queries by type and response code; promtool finds nothing wrong.
+    let promtool = which("promtool", "prometheus", "checks the dns node's exposition");
+    let out = farm.webfarm(&["metrics", "dns-1"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for series in [
+        "webfarm_dns_queries_total{type=\"A\",rcode=\"NOERROR\"}",
+        "webfarm_dns_queries_total{type=\"A\",rcode=\"NXDOMAIN\"}",
+        "webfarm_dns_queries_total{type=\"AXFR\",rcode=\"REFUSED\"}",
+        "webfarm_dns_site_address_up{address=\"127.0.77.11\"} 1",
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
+    let problems = webfarm_testkit::metrics::promtool_check(&promtool, &text);
+    assert!(problems.is_empty(), "promtool: {problems}\n{text}");
 
     // lb-2 killed: gone from the answers after fall × inter (2 × 200 ms) and a poll.
     let killed = std::time::Instant::now();
@@ -242,8 +245,8 @@ fn serial_of(server: &str, port: u16) -> Option<u64> {
 
 #[test]
 fn knot_transfers_the_zone_and_follows_notify() {
-    require("dig", "dnsutils");
-    require("knotd", "knot");
+    which("dig", "dnsutils", "queries the dns nodes");
+    which("knotd", "knot", "the secondary that transfers the zone");
     let tmp = TempDir::new("dns-knot");
     // The farm first: knotd bootstraps the zone from dns-1 as it starts.
     let n = Net::new(78);
