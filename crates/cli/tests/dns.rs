@@ -77,10 +77,14 @@ fn backend_stub(n: &Net) {
     std::thread::spawn(move || for _ in listener.incoming() {});
 }
 
-fn start_farm(tmp: &TempDir, n: &Net, secondaries: &str) -> TestFarm {
+fn start_farm(tmp: &TempDir, n: &Net, secondaries: &str, internal_tls: bool) -> TestFarm {
     backend_stub(n);
     let config = tmp.path().join("farm.toml");
-    std::fs::write(&config, farm_toml(n, secondaries)).unwrap();
+    let mut text = farm_toml(n, secondaries);
+    if internal_tls {
+        text = text.replace(webfarm_testkit::INTERNAL_TLS_OFF, "");
+    }
+    std::fs::write(&config, text).unwrap();
     TestFarm::start_in(tmp.path().to_path_buf(), config, n.net)
 }
 
@@ -128,7 +132,7 @@ fn dig_answers_the_healthy_lbs_and_follows_their_health() {
     let tmp = TempDir::new("dns");
     let n = Net::new(77);
     let (dns1, dns2, lb1, lb2) = (n.dns1, n.dns2, n.lb1, n.lb2);
-    let mut farm = start_farm(&tmp, &n, "");
+    let mut farm = start_farm(&tmp, &n, "", false);
     for server in [dns1, dns2] {
         assert_eq!(site(server), [lb1, lb2], "{server}");
     }
@@ -251,7 +255,9 @@ fn knot_transfers_the_zone_and_follows_notify() {
     // The farm first: knotd bootstraps the zone from dns-1 as it starts.
     let n = Net::new(78);
     let (dns1, lb1, lb2) = (n.dns1, n.lb1, n.lb2);
-    let mut farm = start_farm(&tmp, &n, &format!("\"{KNOT}:{KNOT_PORT}\""));
+    // Internal TLS on here (the other test has it off): the dns nodes' admin servers serve
+    // the farm CA's certificates to `webfarm status` and `kill`.
+    let mut farm = start_farm(&tmp, &n, &format!("\"{KNOT}:{KNOT_PORT}\""), true);
     let knot_dir = tmp.path().join("knot");
     let conf = knot_conf(&knot_dir, dns1);
     let log = std::fs::File::create(knot_dir.join("knotd.log")).unwrap();
@@ -285,6 +291,9 @@ fn knot_transfers_the_zone_and_follows_notify() {
     // A health change: a new serial on dns-1, NOTIFY, and the secondary follows.
     assert!(farm.webfarm(&["kill", "lb-2"]).status.success());
     until_site(dns1, &[lb1], "dns-1 drops lb-2");
+    let status = farm.webfarm(&["status"]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(table.contains("(1/2 up)"), "{table}");
     let newer = serial_of(dns1, 5353).unwrap();
     assert!(newer > primary, "{newer} > {primary}");
     eventually_blocking(Duration::from_secs(30), "knot follows the NOTIFY", || {
