@@ -210,6 +210,13 @@ fn dig_answers_the_healthy_lbs_and_follows_their_health() {
     assert!(farm.webfarm(&["start", "lb-1"]).status.success());
     until_site(dns1, &[lb1], "dns-1 answers lb-1 again");
     farm.stop();
+    // Health changes are logged; queries are not (they are counted in /metrics).
+    let log = farm.log_text();
+    assert!(
+        log.contains("site address") && log.contains("DOWN"),
+        "{log}"
+    );
+    assert!(!log.contains("query:www.foobar.com"), "{log}");
 }
 
 /// Writes knotd's configuration: a secondary of foobar.com with dns-1 as its primary.
