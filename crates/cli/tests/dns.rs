@@ -10,7 +10,8 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -45,7 +46,7 @@ impl Net {
 const KNOT: &str = "127.0.78.53";
 const KNOT_PORT: u16 = 5300;
 
-/// Two lbs and two dns nodes; the lbs' backend is a TCP stub at 127.0.N.99:8000 so they
+/// Two lbs, two dns nodes and a monitor; the lbs' backend is a TCP stub at 127.0.N.99:8000 so they
 /// are ready without web or db nodes. Checks every 200 ms, fall 2, rise 2.
 fn farm_toml(n: &Net, secondaries: &str) -> String {
     let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
@@ -54,6 +55,7 @@ fn farm_toml(n: &Net, secondaries: &str) -> String {
         ("dns-2", "dns", n.dns2),
         ("lb-1", "lb", n.lb1),
         ("lb-2", "lb", n.lb2),
+        ("mon-1", "monitor", &format!("127.0.{}.5", n.net)),
     ] {
         s += &format!("[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{addr}\"\n");
     }
@@ -193,6 +195,18 @@ fn dig_answers_the_healthy_lbs_and_follows_their_health() {
         table.contains("dns-1") && table.contains("(1/2 up)"),
         "{table}"
     );
+    // The monitor's view (the dashboard's DNS box) has both dns nodes answering lb-1 only.
+    eventually_blocking(
+        Duration::from_secs(30),
+        "the monitor sees dns-1 and dns-2",
+        || {
+            let view = monitor_view(n.net)?;
+            let dns = view["dns"].as_array()?;
+            let answering: Vec<&serde_json::Value> = dns.iter().map(|d| &d["answering"]).collect();
+            let want = serde_json::json!([lb1]);
+            (answering == [&want, &want]).then_some(())
+        },
+    );
 
     // Both down: every address is listed (Route 53's rule).
     assert!(farm.webfarm(&["kill", "lb-1"]).status.success());
@@ -217,6 +231,16 @@ fn dig_answers_the_healthy_lbs_and_follows_their_health() {
         "{log}"
     );
     assert!(!log.contains("query:www.foobar.com"), "{log}");
+}
+
+/// The monitor's view (`GET /api/view` on mon-1's dashboard), parsed.
+fn monitor_view(net: u8) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect(format!("127.0.{net}.5:3000")).ok()?;
+    s.write_all(b"GET /api/view HTTP/1.1\r\nHost: mon\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
 }
 
 /// Writes knotd's configuration: a secondary of foobar.com with dns-1 as its primary.
