@@ -101,6 +101,12 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
             n.wait().await?;
             task
         }
+        Role::Dns => {
+            let n = webfarm_dns::DnsNode::start(ctx).await?;
+            let task = serve_admin(n.health(), admin::Router::new());
+            n.wait().await?;
+            task
+        }
     };
     let _ = admin_task.await;
     tracing::info!(node = %node.name, "stopped");

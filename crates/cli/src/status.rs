@@ -165,6 +165,17 @@ fn summary(n: &NodeReport) -> String {
             "dashboard {} ({}/{} nodes ready)",
             d.dashboard, d.nodes_ready, d.nodes
         ),
+        Some(RoleStatus::Dns(d)) => {
+            let up = d.addresses.iter().filter(|a| a.health == "UP").count();
+            format!(
+                "zone {} serial {}: {} -> {} ({up}/{} up)",
+                d.zone,
+                d.serial,
+                d.site,
+                d.answering.join(" "),
+                d.addresses.len()
+            )
+        }
         None => String::new(),
     }
 }

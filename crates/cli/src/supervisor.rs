@@ -99,6 +99,10 @@ pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
     if resolved.farm.nodes_with_role(Role::Lb).next().is_some() {
         webfarm_lb::check_certificates(&resolved.farm).map_err(|e| Preflight(e.to_string()))?;
     }
+    // Every `[dns] records` line parsed before any node starts.
+    if resolved.farm.nodes_with_role(Role::Dns).next().is_some() {
+        webfarm_dns::check_zone(&resolved.farm).map_err(|e| Preflight(e.to_string()))?;
+    }
     std::fs::write(
         run_dir.join("supervisor.pid"),
         std::process::id().to_string(),
@@ -151,10 +155,10 @@ impl Supervisor {
         &self.resolved.farm
     }
 
-    /// Starts db nodes, then web nodes, then load balancers, then the monitor; each group
-    /// must be ready before the next starts.
+    /// Starts db nodes, then web nodes, then load balancers, then dns nodes, then the
+    /// monitor; each group must be ready before the next starts.
     async fn start_all(self: &Arc<Self>) -> anyhow::Result<()> {
-        for role in [Role::Db, Role::Web, Role::Lb, Role::Monitor] {
+        for role in [Role::Db, Role::Web, Role::Lb, Role::Dns, Role::Monitor] {
             let nodes: Vec<Node> = self.farm().nodes_with_role(role).cloned().collect();
             for node in &nodes {
                 self.spawn(node)?;
@@ -366,9 +370,10 @@ impl Supervisor {
         self.wait_exit(name, STOP_TIMEOUT).await
     }
 
-    /// Stops every running node: load balancers, then web nodes, then db nodes.
+    /// Stops every running node: the monitor, dns nodes, load balancers, then web nodes, then
+    /// db nodes.
     async fn stop_all(&self) {
-        for role in [Role::Monitor, Role::Lb, Role::Web, Role::Db] {
+        for role in [Role::Monitor, Role::Dns, Role::Lb, Role::Web, Role::Db] {
             let running: Vec<String> = self
                 .farm()
                 .nodes_with_role(role)
@@ -402,6 +407,10 @@ impl Supervisor {
                     n.main_addr()
                 ),
                 Role::Monitor => format!("http://{}/ (the live dashboard)", n.main_addr()),
+                Role::Dns => format!(
+                    "dig @{} -p {} {} (UDP and TCP)",
+                    n.address, n.port, farm.site
+                ),
             };
             println!("{:<10} {:<7} {:<16} {urls}", n.name, n.role, n.address);
         }

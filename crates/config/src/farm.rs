@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::acme::{acme_warnings, check_acme_farm, resolve_acme, AcmeSettings};
+use crate::dns::{check_dns_farm, resolve_dns, DnsSettings, DEFAULT_DNS_PORT};
 use crate::lb::{resolve_backends, resolve_frontends, resolve_lb};
 use crate::monitor::{resolve_monitor, MonitorSettings};
 use crate::raw::{RawFarm, RawNode};
@@ -26,16 +27,19 @@ pub enum Role {
     Db,
     /// Monitoring: scrapes every node, serves the farm's live dashboard, evaluates alerts.
     Monitor,
+    /// Authoritative DNS for the site's zone: answers the site with the healthy lb addresses.
+    Dns,
 }
 
 impl Role {
-    /// The role's name as written in the topology file: `lb`, `web`, `db` or `monitor`.
+    /// The role's name as written in the topology file: `lb`, `web`, `db`, `monitor` or `dns`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Lb => "lb",
             Role::Web => "web",
             Role::Db => "db",
             Role::Monitor => "monitor",
+            Role::Dns => "dns",
         }
     }
 }
@@ -174,6 +178,8 @@ pub struct Farm {
     pub tls: TlsSettings,
     /// Monitor role settings (`[monitor]`).
     pub monitor: MonitorSettings,
+    /// Dns role settings (`[dns]`).
+    pub dns: DnsSettings,
     /// `[acme]`: the site certificate from an ACME CA; `None` when the table is absent (the
     /// farm CA's site certificate is served).
     pub acme: Option<AcmeSettings>,
@@ -310,6 +316,8 @@ impl Farm {
         let site = raw.site.clone().unwrap_or_else(|| "www.foobar.com".into());
         let acme = resolve_acme(raw.acme.as_ref(), &site, base, &mut problems);
         let monitor = resolve_monitor(&raw.monitor, &mut problems);
+        let dns = resolve_dns(&raw.dns, &site, &mut problems);
+        check_dns_farm(has, &mut problems);
         if acme.is_some() {
             check_acme_farm(&nodes, &frontends, &mut problems);
         }
@@ -330,6 +338,7 @@ impl Farm {
             },
             acme,
             monitor,
+            dns,
             source: None,
         })
     }
@@ -466,7 +475,8 @@ fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {
 }
 
 /// A node's service ports by role: an lb's come from `[[frontends]]` (0 here), a web node has
-/// its HTTP port, a db node its SQL API and Raft ports, a monitor its dashboard's port.
+/// its HTTP port, a db node its SQL API and Raft ports, a monitor its dashboard's port, a
+/// dns node its DNS port (UDP and TCP).
 fn role_ports(r: &RawNode, key: &str, problems: &mut Vec<String>) -> (u16, u16) {
     match r.role {
         Role::Lb => {
@@ -477,7 +487,7 @@ fn role_ports(r: &RawNode, key: &str, problems: &mut Vec<String>) -> (u16, u16) 
             }
             (0, 0)
         }
-        Role::Web | Role::Monitor => {
+        Role::Web | Role::Monitor | Role::Dns => {
             if r.raft_port.is_some() {
                 problems.push(format!(
                     "{key}.raft_port: only db nodes have a raft port; remove it"
@@ -485,6 +495,7 @@ fn role_ports(r: &RawNode, key: &str, problems: &mut Vec<String>) -> (u16, u16) 
             }
             let default = match r.role {
                 Role::Web => DEFAULT_WEB_PORT,
+                Role::Dns => DEFAULT_DNS_PORT,
                 _ => DEFAULT_DASHBOARD_PORT,
             };
             (r.port.unwrap_or(default), 0)

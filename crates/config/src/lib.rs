@@ -19,6 +19,7 @@
 //! ```
 
 mod acme;
+mod dns;
 mod error;
 mod farm;
 mod lb;
@@ -26,6 +27,7 @@ mod monitor;
 mod raw;
 
 pub use acme::AcmeSettings;
+pub use dns::{DnsCheck, DnsSettings};
 pub use error::ConfigError;
 pub use farm::{
     DbSettings, Farm, Node, Replica, Role, TlsSettings, WebSettings, DEFAULT_FARM_TOML,
@@ -92,11 +94,20 @@ address = "127.0.0.2"
         let names: Vec<_> = farm.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(
             names,
-            ["mon-1", "lb-1", "web-1", "web-2", "web-3", "db-1", "db-2", "db-3"]
+            [
+                "mon-1", "dns-1", "dns-2", "lb-1", "web-1", "web-2", "web-3", "db-1", "db-2",
+                "db-3"
+            ]
         );
         let mon = farm.node("mon-1").unwrap();
         assert_eq!(mon.main_addr().to_string(), "127.0.1.5:3000");
         assert_eq!(farm.monitor, crate::MonitorSettings::default());
+        assert_eq!(
+            farm.node("dns-2").unwrap().main_addr().to_string(),
+            "127.0.1.3:5353"
+        );
+        assert_eq!(farm.dns.zone, "foobar.com");
+        assert_eq!(farm.site_addresses(), [farm.node("lb-1").unwrap().address]);
         let db1 = farm.node("db-1").unwrap();
         assert_eq!(db1.main_addr().to_string(), "127.0.1.31:4001");
         assert_eq!(db1.raft_addr().to_string(), "127.0.1.31:4002");

@@ -134,7 +134,12 @@ function renderDiagram(view) {
   const lbServers = new Map();
   for (const lb of view.lbs) for (const b of lb.backends) for (const s of b.servers) lbServers.set(s.name, s);
   column(cols[0], [{ id: "users", title: "users", lines: ["browsers"], cls: "idle" }]);
-  column(cols[1], [{ id: "dns", title: "DNS", lines: [view.site], cls: "idle" }]);
+  // The dns nodes in one box: each one's state; an lb no dns node answers is a dead edge.
+  const dnsNodes = view.nodes.filter((n) => n.role === "dns");
+  const dnsCls = !dnsNodes.length ? "idle" : dnsNodes.some((n) => n.state === "up") ? "up" : "down";
+  const dnsLine = dnsNodes.map((n) => `${n.name} ${n.state}`).join(", ") || "no dns node";
+  column(cols[1], [{ id: "dns", title: "DNS", lines: [view.site, dnsLine], cls: dnsCls }]);
+  const answered = new Set((view.dns || []).flatMap((d) => d.answering));
   column(cols[2], view.nodes.filter((n) => n.role === "lb").map((n) => {
     const lb = view.lbs.find((l) => l.name === n.name);
     return { id: n.name, title: n.name, lines: [n.address, lb ? `${lb.conns} conns` : n.state], cls: n.state };
@@ -154,7 +159,7 @@ function renderDiagram(view) {
   const link = (a, b, dead) => { const p = at.get(a), q = at.get(b); if (p && q) edges.push(svg("path", { class: "edge" + (dead ? " dead" : ""), d: `M${p.x + boxW},${p.y + 24} C${p.x + boxW + 30},${p.y + 24} ${q.x - 30},${q.y + 24} ${q.x},${q.y + 24}` })); };
   link("users", "dns");
   for (const n of view.nodes.filter((n) => n.role === "lb")) {
-    link("dns", n.name, n.state === "down");
+    link("dns", n.name, n.state === "down" || (view.dns && view.dns.length > 0 && !answered.has(n.address)));
     for (const w of view.webs) { const s = lbServers.get(w.name); link(n.name, w.name, !s || s.state === "DOWN"); }
   }
   for (const w of view.webs) for (const d of view.db.nodes) if (d.raft_state === "Leader") link(w.name, d.name, stateOf(w.name).state === "down");

@@ -479,3 +479,34 @@ fn an_applied_and_a_refused_reload_are_in_the_timeline() {
         "{texts:?}"
     );
 }
+
+#[test]
+fn a_dns_node_brings_its_serial_and_answers_into_the_view() {
+    let mut farm = farm();
+    let mut dns = farm.node("lb-1").unwrap().clone();
+    (dns.name, dns.role, dns.address, dns.port) = (
+        "dns-1".into(),
+        Role::Dns,
+        "127.0.9.2".parse().unwrap(),
+        5353,
+    );
+    farm.nodes.push(dns);
+    let details = json!({
+        "listen": "127.0.9.2:5353", "zone": "foobar.com", "serial": 42,
+        "site": "www.foobar.com", "answering": ["127.0.9.10"], "queries": 3,
+        "addresses": [{ "addr": "127.0.9.10", "health": "UP", "check": "connected" }],
+    });
+    let r = readings(vec![("dns-1", Role::Dns, status("dns-1", "dns", details))]);
+    let v = view::build(
+        &farm,
+        "mon-1",
+        &r,
+        &mut Rates::default(),
+        (Instant::now(), 0),
+    );
+    assert_eq!(v.dns.len(), 1);
+    assert_eq!((v.dns[0].name.as_str(), v.dns[0].serial), ("dns-1", 42));
+    assert_eq!(v.dns[0].answering, ["127.0.9.10"]);
+    let node = v.nodes.iter().find(|n| n.name == "dns-1").unwrap();
+    assert_eq!((node.role, node.state), ("dns", "up"));
+}

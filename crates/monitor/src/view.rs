@@ -28,6 +28,8 @@ pub struct View {
     pub webs: Vec<WebView>,
     /// The db cluster.
     pub db: DbView,
+    /// Every dns node that answered the scrape.
+    pub dns: Vec<DnsView>,
     /// Alerts pending or firing ([`crate::alerts`]).
     pub alerts: Vec<crate::alerts::Alert>,
 }
@@ -133,6 +135,17 @@ pub struct ServerView {
     /// Its errors and latency as the lb saw them.
     #[serde(flatten)]
     pub stats: Stats,
+}
+
+/// One dns node, from its `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsView {
+    /// The node's name.
+    pub name: String,
+    /// The SOA serial in force.
+    pub serial: u32,
+    /// The addresses it answers for the site now.
+    pub answering: Vec<String>,
 }
 
 /// One web node.
@@ -247,6 +260,11 @@ pub fn build(
                 view.lbs
                     .push(lb_view(&node.name, lb, (rates, window), &mut next, dt));
             }
+            (Role::Dns, Some(RoleStatus::Dns(d))) => view.dns.push(DnsView {
+                name: node.name.clone(),
+                serial: d.serial,
+                answering: d.answering.clone(),
+            }),
             (Role::Web, details) => {
                 let web = match details {
                     Some(RoleStatus::Web(w)) => Some(w),

@@ -57,6 +57,9 @@ impl<'de> Deserialize<'de> for NodeStatus {
             r if r == Role::Monitor.as_str() => {
                 serde_json::from_value(raw.details).map(RoleStatus::Monitor)
             }
+            r if r == Role::Dns.as_str() => {
+                serde_json::from_value(raw.details).map(RoleStatus::Dns)
+            }
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "unknown role {other:?} in /status"
@@ -87,6 +90,8 @@ pub enum RoleStatus {
     Db(DbStatus),
     /// The monitor node.
     Monitor(MonitorStatus),
+    /// A dns node.
+    Dns(DnsStatus),
 }
 
 impl RoleStatus {
@@ -303,6 +308,36 @@ pub struct MonitorStatus {
     pub nodes_ready: usize,
     /// Scrapes done since the node started.
     pub scrapes: u64,
+}
+
+/// A dns node: the zone it serves, its serial, and what its health checks found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// `ip:port` it answers on, UDP and TCP.
+    pub listen: String,
+    /// The zone, without the final dot (`foobar.com`).
+    pub zone: String,
+    /// The SOA serial in force.
+    pub serial: u32,
+    /// The site's name (`www.foobar.com`), whose A/AAAA records follow the checks.
+    pub site: String,
+    /// Every site address with its health (`UP` or `DOWN`), in the farm's order.
+    pub addresses: Vec<DnsAddressStatus>,
+    /// The addresses answered for the site now: the UP ones, or all when none is UP.
+    pub answering: Vec<String>,
+    /// Queries answered since the node started.
+    pub queries: u64,
+}
+
+/// One site address as a dns node's health check sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAddressStatus {
+    /// The IP address.
+    pub addr: String,
+    /// `UP` or `DOWN`.
+    pub health: String,
+    /// The outcome of the last check, in words.
+    pub check: String,
 }
 
 /// A web node's addresses and counters.
