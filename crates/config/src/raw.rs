@@ -29,6 +29,8 @@ pub(crate) struct RawFarm {
     pub acme: Option<RawAcme>,
     #[serde(default)]
     pub monitor: RawMonitor,
+    #[serde(default)]
+    pub vrrp: Vec<crate::vrrp::RawVrrp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
