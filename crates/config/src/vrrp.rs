@@ -174,7 +174,7 @@ fn check_priorities(
 
 fn check_advert_int(raw: Option<Duration>, key: &str, problems: &mut Vec<String>) -> Duration {
     let d = raw.unwrap_or(Duration::from_secs(1));
-    if d < MIN_ADVERT || d > MAX_ADVERT || d.as_micros() % 10_000 != 0 {
+    if d < MIN_ADVERT || d > MAX_ADVERT || !d.as_micros().is_multiple_of(10_000) {
         problems.push(format!(
             "{key}.advert_int: {d:?} must be a whole number of centiseconds from 10ms to 40.95s \
              (RFC 5798's 12-bit Max Adver Int)"

@@ -128,7 +128,8 @@ fn startup_per_section_6_4_1() {
 fn backup_handles_advertisements_per_section_6_4_2() {
     // (own priority, preempt, advert priority, expected actions, master learnt)
     let down = |p, cs| Action::SetTimer(Timer::MasterDown, master_down_interval(p, cs));
-    let rows: Vec<(u8, bool, u8, Vec<Action>, Option<&str>)> = vec![
+    type Row = (u8, bool, u8, Vec<Action>, Option<&'static str>);
+    let rows: Vec<Row> = vec![
         // Priority 0: the master leaves; wait only Skew_Time.
         (
             100,
