@@ -158,7 +158,12 @@ impl Vrrp {
 
     /// Every instance's status, in configuration order.
     pub fn status(&self) -> Vec<InstanceStatus> {
-        self.statuses.iter().map(|s| lock(s).clone()).collect()
+        self.view().get()
+    }
+
+    /// A handle that reads the statuses after the routers are moved away (to shut down).
+    pub fn view(&self) -> StatusView {
+        StatusView(self.statuses.clone())
     }
 
     /// Leaves every virtual router (RFC 5798 §6.4.3): a master sends a priority-0
@@ -175,6 +180,17 @@ impl Vrrp {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// Reads every instance's status ([`Vrrp::view`]).
+#[derive(Debug, Clone)]
+pub struct StatusView(Vec<Shared>);
+
+impl StatusView {
+    /// Every instance's status now, in configuration order.
+    pub fn get(&self) -> Vec<InstanceStatus> {
+        self.0.iter().map(|s| lock(s).clone()).collect()
     }
 }
 

@@ -39,7 +39,7 @@ pub mod netif;
 pub mod packet;
 pub mod router;
 
-pub use instance::{InstanceSpec, InstanceStatus, NodeSpec, VipHolder, Vrrp};
+pub use instance::{InstanceSpec, InstanceStatus, NodeSpec, StatusView, VipHolder, Vrrp};
 pub use link::UDP_PORT;
 pub use router::{Params, State};
 
