@@ -116,7 +116,13 @@ impl Vrrp {
                 Some(i) => i.clone(),
                 None => netif::interface_of(spec.address)?,
             };
-            (Link::raw(spec.address, &interface)?, Some(interface))
+            let link = Link::raw(spec.address, &interface)?;
+            // A VIP left by a crash of this node would answer beside the real master: remove
+            // it before starting as backup (this also finds a missing CAP_NET_ADMIN now).
+            for vip in spec.instances.iter().flat_map(|i| &i.vips) {
+                netif::del_vip(&interface, *vip)?;
+            }
+            (link, Some(interface))
         };
         tracing::info!(
             "VRRP: {} instance(s) on {} ({})",

@@ -63,7 +63,7 @@ pub fn add_vip(interface: &str, vip: IpAddr) -> Result<(), VrrpError> {
     if vip.is_ipv6() {
         args.push("nodad");
     }
-    run_ip(&args, "File exists")
+    run_ip(&args, &["File exists"])
 }
 
 /// `ip addr del VIP dev IF`; an address already gone is fine.
@@ -75,7 +75,7 @@ pub fn del_vip(interface: &str, vip: IpAddr) -> Result<(), VrrpError> {
     let cidr = with_prefix(vip);
     run_ip(
         &["addr", "del", &cidr, "dev", interface],
-        "Cannot assign requested address",
+        &["Cannot assign requested address", "Address not found"],
     )
 }
 
@@ -86,7 +86,7 @@ fn with_prefix(vip: IpAddr) -> String {
     }
 }
 
-fn run_ip(args: &[&str], harmless: &str) -> Result<(), VrrpError> {
+fn run_ip(args: &[&str], harmless: &[&str]) -> Result<(), VrrpError> {
     let what = format!("ip {}", args.join(" "));
     let out = Command::new("ip")
         .args(args)
@@ -96,7 +96,7 @@ fn run_ip(args: &[&str], harmless: &str) -> Result<(), VrrpError> {
             source,
         })?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || stderr.contains(harmless) {
+    if out.status.success() || harmless.iter().any(|h| stderr.contains(h)) {
         return Ok(());
     }
     if stderr.contains("Operation not permitted") {
