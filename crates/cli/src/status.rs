@@ -34,6 +34,41 @@ struct NodeReport {
 #[derive(Debug, Serialize)]
 struct Report {
     nodes: Vec<NodeReport>,
+    /// Each VIP of `[[vrrp]]` and its master; absent without.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    vips: Vec<VipReport>,
+}
+
+/// One VIP and the lb node that is master of its instance now.
+#[derive(Debug, Serialize)]
+struct VipReport {
+    vip: String,
+    instance: String,
+    /// The lb that says it is master (`null` when none does: every lb down or electing).
+    master: Option<String>,
+}
+
+/// Each VIP's master, from the lbs' own `/status`: the one that says `master` and holds it.
+fn vip_masters(farm: &webfarm_config::Farm, nodes: &[NodeReport]) -> Vec<VipReport> {
+    let mut out = Vec::new();
+    for v in &farm.vrrp {
+        let master = nodes.iter().find_map(|n| match &n.details {
+            Some(RoleStatus::Lb(d)) => d
+                .vrrp
+                .iter()
+                .any(|i| i.name == v.name && i.state == "master")
+                .then(|| n.name.clone()),
+            _ => None,
+        });
+        for vip in &v.vips {
+            out.push(VipReport {
+                vip: vip.to_string(),
+                instance: v.name.clone(),
+                master: master.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// Prints the status of every node of the farm. Exit code 0 when every node is ready,
@@ -51,9 +86,10 @@ pub async fn status(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> 
     let http = farm_file::operator_http(&farm)?;
     let nodes = join_all(farm.nodes.iter().map(|n| node_status(&http, n))).await;
     let all_healthy = nodes.iter().all(|n| n.healthy);
+    let vips = vip_masters(&farm, &nodes);
     if as_json {
         // Through a `Value`, so the keys come out sorted.
-        let report = serde_json::to_value(Report { nodes })?;
+        let report = serde_json::to_value(Report { nodes, vips })?;
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
@@ -69,6 +105,10 @@ pub async fn status(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> 
                 n.state,
                 summary(n)
             );
+        }
+        for v in &vips {
+            let master = v.master.as_deref().unwrap_or("none (no lb is master)");
+            println!("VIP {:<16} {:<8} master {master}", v.vip, v.instance);
         }
     }
     Ok(if all_healthy {
@@ -158,7 +198,20 @@ fn summary(n: &NodeReport) -> String {
                     )
                 })
             });
-            backends.chain(expired).collect::<Vec<_>>().join("; ")
+            let vrrp = d.vrrp.iter().map(|v| {
+                let master = v.master.as_deref().unwrap_or("unknown");
+                format!(
+                    "{} {} {}: master {master}",
+                    v.name,
+                    v.vips.join(","),
+                    v.state
+                )
+            });
+            backends
+                .chain(expired)
+                .chain(vrrp)
+                .collect::<Vec<_>>()
+                .join("; ")
         }
         Some(RoleStatus::Web(d)) => format!("http {}", d.http),
         Some(RoleStatus::Monitor(d)) => format!(

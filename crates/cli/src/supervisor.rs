@@ -428,7 +428,9 @@ impl Supervisor {
                 ca.operator().key.display()
             );
         }
-        let lb = farm.nodes_with_role(Role::Lb).next();
+        print_vips(farm);
+        // The site's first address: a VIP with [[vrrp]], else the first lb's.
+        let lb = farm.site_addresses().first().copied();
         let https = farm.frontends.iter().find(|f| f.tls.is_some());
         if let (Some(lb), Some(f)) = (lb, https) {
             let ca = webfarm_tls::ca::Layout::of_data_dir(&farm.data_dir)
@@ -437,17 +439,38 @@ impl Supervisor {
             println!(
                 "try: curl --cacert {} --resolve {site}:{port}:{} https://{site}:{port}/",
                 ca.display(),
-                lb.address,
+                lb,
                 site = farm.site,
                 port = f.port
             );
         } else if let (Some(lb), Some(f)) = (lb, farm.frontends.first()) {
             println!(
                 "try: curl -H 'Host: {}' http://{}:{}/",
-                farm.site, lb.address, f.port
+                farm.site, lb, f.port
             );
         }
         println!();
+    }
+}
+
+/// One line per VRRP instance: its VIPs (the site's addresses) and who should be master.
+fn print_vips(farm: &webfarm_config::Farm) {
+    for v in &farm.vrrp {
+        let vips: Vec<String> = v.vips.iter().map(ToString::to_string).collect();
+        let mut by_priority: Vec<_> = v.priority.iter().collect();
+        by_priority.sort_by(|a, b| b.1.cmp(a.1));
+        let order: Vec<String> = by_priority
+            .iter()
+            .map(|(n, p)| format!("{n} ({p})"))
+            .collect();
+        println!(
+            "VIP {} (VRRP {}, vrid {}): master by priority {}; `webfarm status` shows the \
+             master now",
+            vips.join(", "),
+            v.name,
+            v.vrid,
+            order.join(" > ")
+        );
     }
 }
 

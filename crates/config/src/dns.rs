@@ -1,7 +1,7 @@
 //! `[dns]`: the authoritative DNS server of the site's zone (the `dns` role), and
 //! [`Farm::site_addresses`], the one place that says which addresses DNS answers for the site.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -187,14 +187,6 @@ pub(crate) fn check_dns_farm(farm_has: impl Fn(Role) -> bool, problems: &mut Vec
 }
 
 impl Farm {
-    /// The addresses DNS answers for the site: today every lb node's address, in file order.
-    ///
-    /// Every dns node health-checks exactly these and answers the site's A/AAAA with those
-    /// that pass. (With virtual IPs configured, this is where they will come from.)
-    pub fn site_addresses(&self) -> Vec<IpAddr> {
-        self.nodes_with_role(Role::Lb).map(|n| n.address).collect()
-    }
-
     /// The port the dns nodes check on each site address: the first frontend's, or 80.
     pub fn site_check_port(&self) -> u16 {
         self.frontends.first().map_or(80, |f| f.port)

@@ -12,8 +12,9 @@ use crate::dns::{check_dns_farm, resolve_dns, DnsSettings, DEFAULT_DNS_PORT};
 use crate::lb::{resolve_backends, resolve_frontends, resolve_lb};
 use crate::monitor::{resolve_monitor, MonitorSettings};
 use crate::raw::{RawFarm, RawNode};
+use crate::vrrp::resolve_vrrp;
 use crate::ConfigError;
-use crate::{Backend, Frontend, LbSettings};
+use crate::{Backend, Frontend, LbSettings, VrrpInstance};
 
 /// What a node does. One node is one OS process running one role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -185,6 +186,8 @@ pub struct Farm {
     pub acme: Option<AcmeSettings>,
     /// The file this farm was read from; `None` for the built-in default.
     pub source: Option<PathBuf>,
+    /// The lb nodes' virtual routers (`[[vrrp]]`, VRRPv3); empty without.
+    pub vrrp: Vec<VrrpInstance>,
 }
 
 /// The built-in default farm: the text of the repository's `farm.toml`.
@@ -254,6 +257,7 @@ impl Farm {
         let backends = resolve_backends(&raw.backends, &nodes, &mut problems);
         let frontends = resolve_frontends(&raw, &backends, &nodes, base, &mut problems);
         let lb = resolve_lb(&raw.lb, &mut problems);
+        let vrrp = resolve_vrrp(&raw.vrrp, &nodes, &mut problems);
 
         let has = |role| nodes.iter().any(|n: &Node| n.role == role);
         if has(Role::Web) && !has(Role::Db) {
@@ -340,6 +344,7 @@ impl Farm {
             monitor,
             dns,
             source: None,
+            vrrp,
         })
     }
 
@@ -351,6 +356,24 @@ impl Farm {
     /// Every node of `role`, in file order.
     pub fn nodes_with_role(&self, role: Role) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(move |n| n.role == role)
+    }
+
+    /// Every virtual IP of every `[[vrrp]]` instance, in file order.
+    pub fn vips(&self) -> Vec<IpAddr> {
+        self.vrrp
+            .iter()
+            .flat_map(|v| v.vips.iter().copied())
+            .collect()
+    }
+
+    /// The addresses the site's name resolves to: the VIPs when `[[vrrp]]` is configured,
+    /// else every lb node's address, in file order. Every dns node health-checks exactly
+    /// these and answers the site's A/AAAA with those that pass.
+    pub fn site_addresses(&self) -> Vec<IpAddr> {
+        match self.vips() {
+            vips if !vips.is_empty() => vips,
+            _ => self.nodes_with_role(Role::Lb).map(|n| n.address).collect(),
+        }
     }
 
     /// The data directory of node `name`: `<data_dir>/<name>`.

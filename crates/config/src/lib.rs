@@ -25,6 +25,7 @@ mod farm;
 mod lb;
 mod monitor;
 mod raw;
+mod vrrp;
 
 pub use acme::AcmeSettings;
 pub use dns::{DnsCheck, DnsSettings};
@@ -38,6 +39,7 @@ pub use lb::{
     SniPattern, SniRoute, DEFAULT_INSPECT_DELAY, MAX_LB_THREADS,
 };
 pub use monitor::{AlertSettings, MonitorSettings, Rule};
+pub use vrrp::VrrpInstance;
 
 #[cfg(test)]
 mod tests {
@@ -95,8 +97,8 @@ address = "127.0.0.2"
         assert_eq!(
             names,
             [
-                "mon-1", "dns-1", "dns-2", "lb-1", "web-1", "web-2", "web-3", "db-1", "db-2",
-                "db-3"
+                "mon-1", "dns-1", "dns-2", "lb-1", "lb-2", "web-1", "web-2", "web-3", "db-1",
+                "db-2", "db-3"
             ]
         );
         let mon = farm.node("mon-1").unwrap();
@@ -125,6 +127,27 @@ address = "127.0.0.2"
         // humantime's year: 365.25 days.
         assert_eq!(tls.hsts, Some(std::time::Duration::from_secs(31_557_600)));
         assert!(farm.warnings().is_empty());
+        // Active-active VRRP: each lb master (priority 200) of one VIP.
+        let vrrp: Vec<_> = farm
+            .vrrp
+            .iter()
+            .map(|v| {
+                (
+                    v.vrid,
+                    v.vips[0].to_string(),
+                    v.priority["lb-1"],
+                    v.priority["lb-2"],
+                )
+            })
+            .collect();
+        assert_eq!(
+            vrrp,
+            [
+                (51, "127.0.1.8".into(), 200, 100),
+                (52, "127.0.1.9".into(), 100, 200)
+            ]
+        );
+        assert_eq!(farm.site_addresses(), farm.vips());
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub(crate) struct RawFarm {
     pub monitor: RawMonitor,
     #[serde(default)]
     pub dns: crate::dns::RawDns,
+    pub vrrp: Vec<crate::vrrp::RawVrrp>,
 }
 
 #[derive(Debug, Default, Deserialize)]

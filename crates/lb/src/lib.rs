@@ -61,6 +61,7 @@ mod http;
 mod metrics;
 mod tcp;
 mod termination;
+mod vips;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,6 +115,9 @@ pub enum LbError {
     /// The ACME client cannot start (`[acme] ca_file`, no trusted roots).
     #[error("ACME: {0}")]
     Acme(#[from] AcmeError),
+    /// VRRP (`[[vrrp]]`) cannot run: a capability, the interface, the UDP port.
+    #[error("VRRP: {0}")]
+    Vrrp(#[from] webfarm_vrrp::VrrpError),
     /// A task of the node panicked or was cancelled.
     #[error("the {what} task of the load balancer ended abnormally: {message}")]
     Task {
@@ -187,6 +191,8 @@ pub struct LbNode {
     reaper: JoinHandle<()>,
     /// The ACME renewal loop, on the node that orders (`[acme]`).
     acme: Option<JoinHandle<()>>,
+    /// VRRP: the task that leaves the virtual routers at shutdown, and the VIP listeners.
+    vrrp: Option<(JoinHandle<()>, Arc<vips::LbVips>)>,
 }
 
 impl LbNode {
@@ -264,6 +270,16 @@ impl LbNode {
             (tls, upstream_tls),
             challenges.clone(),
         ));
+        // VRRP before the event loops: a missing capability stops the node here.
+        let vrrp = match vips::spec(&ctx.farm, &ctx.node) {
+            Some(spec) => {
+                let grace = options.grace_period;
+                let holder = Arc::new(vips::LbVips::new(live.clone(), ctx.shutdown.clone(), grace));
+                let routers = webfarm_vrrp::Vrrp::start(spec, holder.clone()).await?;
+                Some((routers, holder))
+            }
+            None => None,
+        };
         let snap = live.snapshot();
         for (index, (name, local)) in addrs.iter().enumerate() {
             if let Some(f) = snap.frontends.get(index) {
@@ -282,22 +298,41 @@ impl LbNode {
                 );
             }
         }
-        let frontends = frontend::workers::start(
+        let started = frontend::workers::start(
             threads,
             &listeners,
             &live,
             &ctx.shutdown,
             options.grace_period,
         )
-        .await
-        .map_err(|e| LbError::Threads {
-            threads,
-            message: e.to_string(),
-        })?
-        .into_iter()
-        .enumerate()
-        .map(|(k, task)| (format!("lb-worker-{k}"), task))
-        .collect();
+        .await;
+        let started = match (started, vrrp) {
+            (Ok(s), vrrp) => (s, vrrp),
+            (Err(e), vrrp) => {
+                if let Some((routers, _)) = vrrp {
+                    routers.shutdown().await;
+                }
+                return Err(LbError::Threads {
+                    threads,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let (started, vrrp) = started;
+        let view = vrrp.as_ref().map(|(routers, _)| routers.view());
+        let vrrp = vrrp.map(|(routers, holder)| {
+            let stop = ctx.shutdown.clone();
+            let leave = tokio::spawn(async move {
+                stop.wait().await;
+                routers.shutdown().await;
+            });
+            (leave, holder)
+        });
+        let frontends = started
+            .into_iter()
+            .enumerate()
+            .map(|(k, task)| (format!("lb-worker-{k}"), task))
+            .collect();
         drop(listeners);
         live.sync_checks();
         let reaper = tokio::spawn(reap_idle(live.clone(), ctx.shutdown.clone()));
@@ -312,12 +347,16 @@ impl LbNode {
         // Last, once every frontend answers: the first order's challenges come at once.
         let acme = acme.map(|a| a.spawn(challenges, ctx.shutdown.clone()));
         Ok(LbNode {
-            health: Arc::new(LbHealth { live: live.clone() }),
+            health: Arc::new(LbHealth {
+                live: live.clone(),
+                vrrp: view,
+            }),
             live,
             addrs,
             frontends,
             reaper,
             acme,
+            vrrp,
         })
     }
 
@@ -365,6 +404,16 @@ impl LbNode {
         for (what, task) in self.frontends {
             if let Err(e) = task.await {
                 record(what, e);
+            }
+        }
+        if let Some((leave, holder)) = self.vrrp {
+            if let Err(e) = leave.await {
+                record("VRRP".into(), e);
+            }
+            for task in holder.take_tasks() {
+                if let Err(e) = task.await {
+                    record("VIP frontend".into(), e);
+                }
             }
         }
         if let Err(e) = self.reaper.await {

@@ -119,6 +119,29 @@ pub struct LbStatus {
     /// Reloads refused since the node started.
     #[serde(default)]
     pub reloads_refused: u64,
+    /// The node's VRRP instances (`[[vrrp]]`), in file order; empty without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vrrp: Vec<VrrpStatus>,
+}
+
+/// One VRRP instance (virtual router) as an lb node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    /// The instance's name (`VI_1`).
+    pub name: String,
+    /// Its virtual router id.
+    pub vrid: u8,
+    /// This node's state: `master`, `backup` or `init`.
+    pub state: String,
+    /// This node's priority.
+    pub priority: u8,
+    /// The current master's address, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// The instance's virtual IPs.
+    pub vips: Vec<String>,
+    /// The VIPs this node holds (serves) now: all of them as master, none otherwise.
+    pub held: Vec<String>,
 }
 
 /// One frontend of a load balancer.

@@ -15,6 +15,8 @@ use crate::control::live::LiveConfig;
 #[derive(Debug)]
 pub(crate) struct LbHealth {
     pub live: Arc<LiveConfig>,
+    /// The node's VRRP instances, when it is in any.
+    pub vrrp: Option<webfarm_vrrp::StatusView>,
 }
 
 impl Health for LbHealth {
@@ -43,7 +45,11 @@ impl Health for LbHealth {
 
     /// The `haproxy_*` families ([`crate::metrics`]), read from the live configuration.
     fn metrics(&self, scrape: &mut Scrape<'_>) -> std::fmt::Result {
-        crate::metrics::write(&self.live, scrape)
+        crate::metrics::write(&self.live, scrape)?;
+        match &self.vrrp {
+            Some(view) => crate::vips::metrics(view, scrape),
+            None => Ok(()),
+        }
     }
 
     /// The frontends, the backends with their servers, and the open connections.
@@ -77,6 +83,11 @@ impl Health for LbHealth {
                 .live
                 .reloads_refused
                 .load(std::sync::atomic::Ordering::Acquire),
+            vrrp: self
+                .vrrp
+                .as_ref()
+                .map(crate::vips::status)
+                .unwrap_or_default(),
         })
     }
 }

@@ -35,6 +35,19 @@ pub(crate) async fn serve(
     shutdown: Shutdown,
     grace: Duration,
 ) {
+    serve_until(listener, live, index, shutdown.clone(), shutdown, grace).await;
+}
+
+/// As [`serve`], but the listener also closes when `release` fires (a VRRP master giving up
+/// a VIP): the connections it accepted go on until they end or the node shuts down.
+pub(crate) async fn serve_until(
+    listener: TcpListener,
+    live: Arc<LiveConfig>,
+    index: usize,
+    shutdown: Shutdown,
+    release: Shutdown,
+    grace: Duration,
+) {
     let name = live
         .snapshot()
         .frontends
@@ -42,7 +55,12 @@ pub(crate) async fn serve(
         .map_or_else(String::new, |f| f.config.name.clone());
     let proxy = Arc::new(Proxy::new(live.clone(), index));
     let mut conns = JoinSet::new();
-    let stop = shutdown.wait();
+    let stop = async {
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = release.wait() => {}
+        }
+    };
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -92,6 +110,13 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
+    if !shutdown.is_triggered() {
+        // Released, not shutting down: accepted connections run to their end.
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = async { while conns.join_next().await.is_some() {} } => return,
+        }
+    }
     tracing::info!(
         "frontend {name}: stopped accepting; finishing {} open connection(s)",
         conns.len()

@@ -139,6 +139,7 @@ mod tests {
                 threads: 1,
                 generation: 0,
                 reloads_refused: 0,
+                vrrp: vec![],
             })
         }
         fn metrics(&self, s: &mut Scrape<'_>) -> fmt::Result {
