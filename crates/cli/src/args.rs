@@ -28,6 +28,27 @@ pub struct FarmArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// `webfarm up --netns`: every node in a network namespace of its own (root only).
+#[derive(Debug, Args, Clone)]
+pub struct NetnsArgs {
+    /// Run every node in its own network namespace, with its own interface on a bridge, as
+    /// on separate hosts. Needs root. Loopback addresses 127.x.y.N of the farm file become
+    /// N of the netns block; the derived file is <data_dir>/netns-farm.toml.
+    #[arg(long)]
+    pub netns: bool,
+    /// Names: namespaces PREFIX-<node>, bridge PREFIX-br0, veths PREFIX-<N>.
+    #[arg(long, value_name = "PREFIX", default_value = "wf", requires = "netns")]
+    pub netns_prefix: String,
+    /// The /24 block of the nodes' addresses; the bridge (this host) takes .1.
+    #[arg(
+        long,
+        value_name = "BLOCK",
+        default_value = "10.77.0.0/24",
+        requires = "netns"
+    )]
+    pub netns_net: String,
+}
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -45,6 +66,9 @@ pub enum Command {
         /// File and data directory.
         #[command(flatten)]
         farm: FarmArgs,
+        /// Network namespaces (`--netns`).
+        #[command(flatten)]
+        netns: NetnsArgs,
     },
     /// Run one node in the foreground (one node per host in a real deployment).
     Run {

@@ -12,6 +12,7 @@ mod db_cmd;
 mod farm_file;
 mod lb_cmd;
 mod metrics_cmd;
+mod netns_up;
 mod run_node;
 mod sql_shell;
 mod status;
@@ -64,7 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let result = match cli.command {
-        Command::Up { farm } => runtime.block_on(supervisor::up(&farm)),
+        Command::Up { farm, netns } => runtime.block_on(supervisor::up(&farm, &netns)),
         Command::Sql(args) => runtime.block_on(sql_shell::run(&args)),
         Command::Db { command } => runtime.block_on(db_cmd::run(&command)),
         Command::Run {

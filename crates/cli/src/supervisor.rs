@@ -19,13 +19,13 @@ use futures_util::future::join_all;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{ChildStdin, Command};
+use tokio::process::ChildStdin;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use webfarm_config::{Node, Role};
 use webfarm_node::http::HttpClient;
 
-use crate::args::FarmArgs;
+use crate::args::{FarmArgs, NetnsArgs};
 use crate::control;
 use crate::farm_file::{self, Resolved};
 
@@ -70,6 +70,8 @@ pub struct Supervisor {
     http: HttpClient,
     /// Serializes control commands, so two `start web-1` cannot both spawn it.
     commands: tokio::sync::Mutex<()>,
+    /// With `--netns`: each node runs in namespace `<prefix>-<node>`.
+    netns: Option<webfarm_netns::Spec>,
 }
 
 /// Runs `webfarm up`.
@@ -78,7 +80,10 @@ pub struct Supervisor {
 ///
 /// An invalid topology file or [`Preflight`] problem before anything starts; a node that
 /// could not start (the farm is stopped first).
-pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
+pub async fn up(args: &FarmArgs, netns: &NetnsArgs) -> anyhow::Result<ExitCode> {
+    // With --netns: the derived farm file, and the network to create once preflight passed.
+    let netns = crate::netns_up::prepare(args, netns)?;
+    let args = netns.as_ref().map_or(args, |p| &p.args);
     let resolved = farm_file::resolve(args)?;
     farm_file::preflight(&resolved.farm).map_err(Preflight)?;
     for w in resolved.farm.warnings() {
@@ -114,7 +119,10 @@ pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(run_dir.join("config"), config)?;
 
     let http = farm_file::operator_http(&resolved.farm).map_err(|e| Preflight(format!("{e:#}")))?;
+    // Held until the farm stopped: dropping it removes the namespaces, veths and bridge.
+    let network = netns.map(crate::netns_up::Prepared::create).transpose()?;
     let sup = Arc::new(Supervisor {
+        netns: network.as_ref().map(|n| n.spec().clone()),
         exe: std::env::current_exe().context("cannot find the webfarm binary")?,
         resolved,
         procs: Mutex::new(HashMap::new()),
@@ -135,6 +143,7 @@ pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
         sup.stop_all().await;
         control.abort();
         cleanup(&run_dir);
+        crate::netns_up::remove(network);
         return Err(e);
     }
     sup.print_endpoints();
@@ -146,6 +155,7 @@ pub async fn up(args: &FarmArgs) -> anyhow::Result<ExitCode> {
     sup.stop_all().await;
     control.abort();
     cleanup(&run_dir);
+    crate::netns_up::remove(network);
     say("farm stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -213,7 +223,7 @@ impl Supervisor {
 
     fn spawn(self: &Arc<Self>, node: &Node) -> anyhow::Result<()> {
         let farm = self.farm();
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = crate::netns_up::command(self.netns.as_ref(), &self.exe, &node.name);
         cmd.arg("run")
             .arg("--node")
             .arg(&node.name)

@@ -34,7 +34,8 @@ const DATA_DIR: &str = "/var/lib/webfarm";
 /// The systemd unit (INI text, one trailing newline) that runs `node` of `farm` on its host.
 ///
 /// Capabilities are only those the role needs with this farm file: `CAP_NET_BIND_SERVICE`
-/// when one of the node's ports is below 1024 (DNS on 53, HTTPS on 443).
+/// when one of the node's ports is below 1024 (DNS on 53, HTTPS on 443); `CAP_NET_ADMIN` and
+/// `CAP_NET_RAW` for an lb that is a VRRP router on a real interface.
 pub fn unit(farm: &Farm, node: &Node, paths: &Paths) -> String {
     let caps = capabilities(farm, node);
     let mut u = String::new();
@@ -80,16 +81,23 @@ pub fn unit(farm: &Farm, node: &Node, paths: &Paths) -> String {
         },
     );
     let caps = caps.join(" ");
+    let families = if vrrp_on_interface(farm, node) {
+        // Netlink for ip(8) adding the VIP, packet sockets for gratuitous ARP.
+        "AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"
+    } else {
+        "AF_UNIX AF_INET AF_INET6"
+    };
     let _ = write!(
         u,
-        "CapabilityBoundingSet={caps}\nAmbientCapabilities={caps}\n{HARDENING}"
+        "CapabilityBoundingSet={caps}\nAmbientCapabilities={caps}\n\
+         RestrictAddressFamilies={families}\n{HARDENING}"
     );
     u
 }
 
 /// systemd's sandboxing options (`systemd.exec(5)`), the same for every role: nothing a
-/// node does needs more (it reads its config, writes its state directory, and uses IPv4,
-/// IPv6 and Unix sockets).
+/// node does needs more (it reads its config, writes its state directory, and uses
+/// sockets).
 const HARDENING: &str = "NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
@@ -109,7 +117,6 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
 RemoveIPC=yes
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources
@@ -126,13 +133,23 @@ pub fn capabilities(farm: &Farm, node: &Node) -> Vec<&'static str> {
     match node.role {
         Role::Lb => ports.extend(farm.frontends.iter().map(|f| f.port)),
         Role::Db => ports.extend([node.port, node.raft_port]),
-        Role::Web | Role::Monitor => ports.push(node.port),
+        Role::Web | Role::Monitor | Role::Dns => ports.push(node.port),
     }
     let mut caps = Vec::new();
     if ports.iter().any(|&p| p < 1024) {
         caps.push("CAP_NET_BIND_SERVICE");
     }
+    if vrrp_on_interface(farm, node) {
+        // IP protocol 112 and gratuitous ARP (raw sockets), VIPs added to the interface.
+        caps.extend(["CAP_NET_ADMIN", "CAP_NET_RAW"]);
+    }
     caps
+}
+
+/// Whether `node` is a router of a `[[vrrp]]` instance on a real interface (on loopback, the
+/// advertisements travel in UDP and the VIP is only bound: no privilege needed).
+fn vrrp_on_interface(farm: &Farm, node: &Node) -> bool {
+    !node.address.is_loopback() && farm.vrrp.iter().any(|v| v.priority.contains_key(&node.name))
 }
 
 /// Tells systemd (when it started this process with `NOTIFY_SOCKET`) that the node is up,

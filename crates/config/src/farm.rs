@@ -244,7 +244,13 @@ impl Farm {
             None => "<built-in default farm>".to_string(),
         };
         let raw = parse_raw(text, &file)?;
-        let mut farm = Farm::from_raw(raw, base)
+        // `base_dir` (set in derived files, e.g. `webfarm up --netns`'s) moves where
+        // relative paths resolve; a relative one resolves against `base`.
+        let base = match &raw.base_dir {
+            Some(dir) => base.join(dir),
+            None => base.to_path_buf(),
+        };
+        let mut farm = Farm::from_raw(raw, &base)
             .map_err(|problems| ConfigError::Invalid { file, problems })?;
         farm.source = source.map(Path::to_path_buf);
         Ok(farm)

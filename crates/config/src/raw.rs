@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub(crate) struct RawFarm {
     pub site: Option<String>,
     pub data_dir: Option<String>,
+    /// The directory relative paths resolve against (default: the file's).
+    pub base_dir: Option<String>,
     #[serde(default)]
     pub nodes: Vec<RawNode>,
     #[serde(default)]

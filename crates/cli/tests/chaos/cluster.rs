@@ -1,11 +1,15 @@
-//! A 3-node db cluster of real `webfarm run --node db-N` processes on `127.0.84.3N`, each in
-//! its own process group, with the faults the nemesis injects: SIGKILL and restart,
-//! SIGSTOP and SIGCONT.
+//! A 3-node db cluster of real `webfarm run --node db-N` processes, each in its own process
+//! group, with the faults the nemesis injects: SIGKILL and restart, SIGSTOP and SIGCONT, and
+//! (in network namespaces) network faults.
 //!
-//! Nodes run with `--supervised`, so they stop when this test process goes away (their
-//! stdin closes) even if it dies without running `Drop`. Each node's stderr goes to
-//! `<dir>/db-N.log`; the directory is kept when the test fails.
+//! By default every node runs in a network namespace of its own (`wfc-db-N`, at
+//! `10.78.1.3N` on bridge `wfc-br0`, made with `webfarm_netns`), which needs root; with
+//! `WEBFARM_CHAOS_NETNS=0` the nodes run on loopback (`127.0.84.3N`) and the nemesis cannot
+//! partition them. Nodes run with `--supervised`, so they stop when this test process goes
+//! away (their stdin closes) even if it dies without running `Drop`. Each node's stderr goes
+//! to `<dir>/db-N.log`; the directory is kept when the test fails.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::process::CommandExt;
@@ -17,11 +21,21 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+use webfarm_netns::{Block, Host, Network, Spec};
 use webfarm_node::http::HttpClient;
 use webfarm_testkit::eventually;
 
-/// The loopback network of this test: `127.0.N.x`, N = 84 unless `WEBFARM_CHAOS_NET` says
-/// otherwise (to run two copies of the test at once).
+use crate::partition::{self, Drop as Cut};
+
+/// Whether the nodes run in network namespaces (unless `WEBFARM_CHAOS_NETNS=0`).
+pub fn netns() -> bool {
+    static NETNS: OnceLock<bool> = OnceLock::new();
+    *NETNS.get_or_init(|| std::env::var("WEBFARM_CHAOS_NETNS").map_or(true, |v| v.trim() != "0"))
+}
+
+/// The network of this test: `10.78.N.0/24` (N = 1) in namespaces, `127.0.N.x` (N = 84) on
+/// loopback, unless `WEBFARM_CHAOS_NET` says otherwise (to run two copies of the test at
+/// once).
 pub fn net() -> u8 {
     static NET: OnceLock<u8> = OnceLock::new();
     *NET.get_or_init(|| match std::env::var("WEBFARM_CHAOS_NET") {
@@ -29,8 +43,27 @@ pub fn net() -> u8 {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("WEBFARM_CHAOS_NET={v:?}: expected 1..=254")),
+        Err(_) if netns() => 1,
         Err(_) => 84,
     })
+}
+
+/// Node `n`'s address (1-based).
+pub fn host(n: usize) -> String {
+    if netns() {
+        format!("10.78.{}.3{n}", net())
+    } else {
+        format!("127.0.{}.3{n}", net())
+    }
+}
+
+/// The namespaces' names: `wfc-*` (`wfcN-*` for another `WEBFARM_CHAOS_NET`).
+fn spec() -> Spec {
+    let prefix = match net() {
+        1 => "wfc".to_string(),
+        n => format!("wfc{n}"),
+    };
+    Spec::new(&prefix, Block::new([10, 78, net()])).expect("a valid netns spec")
 }
 
 /// How many db nodes.
@@ -63,19 +96,23 @@ pub struct Cluster {
     /// Unexpected exits seen: node number, exit status.
     pub crashes: Vec<(usize, String)>,
     http: HttpClient,
+    /// The namespaces, in netns mode; dropped (removed) after the nodes were stopped.
+    network: Option<Network>,
+    /// Nodes whose namespace holds a `chaos` nftables table.
+    filtered: BTreeSet<usize>,
 }
 
-/// `http://127.0.84.3N:4001`, the SQL API of node `n` (1-based).
+/// `http://<host>:4001`, the SQL API of node `n` (1-based).
 pub fn api(n: usize) -> String {
-    format!("http://127.0.{}.3{n}:4001", net())
+    format!("http://{}:4001", host(n))
 }
 
 fn farm_toml() -> String {
     let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
     for i in 1..=NODES {
         s += &format!(
-            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"127.0.{}.3{i}\"\n",
-            net()
+            "[[nodes]]\nname = \"db-{i}\"\nrole = \"db\"\naddress = \"{}\"\n",
+            host(i)
         );
     }
     // Fast elections so faults cause many of them; frequent snapshots so restarted nodes
@@ -90,19 +127,15 @@ impl Cluster {
     ///
     /// # Panics
     ///
-    /// When one of the nodes' addresses is taken (another copy of this test is running).
+    /// When one of the nodes' addresses is taken (another copy of this test is running), or
+    /// the namespaces cannot be made (not root, or a copy of this test uses them).
     pub fn start() -> Cluster {
-        for n in 1..=NODES {
-            for port in [4001, 4002, 9000] {
-                let addr = format!("127.0.{}.3{n}:{port}", net());
-                if let Err(e) = std::net::TcpListener::bind(&addr) {
-                    panic!(
-                        "{addr} is taken ({e}): is another chaos test running? Set \
-                         WEBFARM_CHAOS_NET to another N (127.0.N.x) to run two at once"
-                    );
-                }
-            }
-        }
+        let network = if netns() {
+            Some(make_network())
+        } else {
+            check_free();
+            None
+        };
         let dir = std::env::temp_dir().join(format!("webfarm-chaos-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the temp dir");
@@ -115,6 +148,8 @@ impl Cluster {
             states: vec![NodeState::Down; NODES],
             crashes: Vec::new(),
             http: HttpClient::new(),
+            network,
+            filtered: BTreeSet::new(),
         };
         for n in 1..=NODES {
             c.spawn(n, "start");
@@ -134,7 +169,12 @@ impl Cluster {
             .expect("open the node log");
         let _ = writeln!(log, "===== chaos test: {why} db-{n} =====");
         let err = log.try_clone().expect("clone the log handle");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_webfarm"))
+        let bin = env!("CARGO_BIN_EXE_webfarm");
+        let mut cmd = match &self.network {
+            Some(net) => net.command(&format!("db-{n}"), bin),
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args([
                 "run",
                 "--supervised",
@@ -196,11 +236,47 @@ impl Cluster {
         }
     }
 
-    /// Brings every node back.
+    /// Brings every node back and heals the network.
     pub fn heal_all(&mut self) {
+        self.heal_network();
         for n in 1..=NODES {
             self.heal(n);
         }
+    }
+
+    /// Whether the nodes run in namespaces, so that the network can fail.
+    pub fn has_network(&self) -> bool {
+        self.network.is_some()
+    }
+
+    /// Installs a grudge: each `Cut` drops packets at one node from one peer.
+    ///
+    /// # Panics
+    ///
+    /// Without a network, or when `nft` fails.
+    pub fn cut(&mut self, cuts: &[Cut]) {
+        let net = self
+            .network
+            .as_ref()
+            .expect("network faults need namespaces");
+        for (at, script) in partition::nft_scripts(cuts, host) {
+            net.run(&format!("db-{at}"), &["nft", &script])
+                .unwrap_or_else(|e| panic!("cutting db-{at}'s links: {e}"));
+            self.filtered.insert(at);
+        }
+    }
+
+    /// Removes every grudge; returns whether there was one.
+    pub fn heal_network(&mut self) -> bool {
+        let Some(net) = &self.network else {
+            return false;
+        };
+        let healed = !self.filtered.is_empty();
+        for at in std::mem::take(&mut self.filtered) {
+            net.run(&format!("db-{at}"), &["nft", "delete table inet chaos"])
+                .unwrap_or_else(|e| panic!("healing db-{at}'s links: {e}"));
+        }
+        healed
     }
 
     /// Records nodes that exited although nobody killed them (a crash is a bug: storage
@@ -317,6 +393,35 @@ impl Drop for TailsOnPanic<'_> {
             eprintln!("{}", self.0.log_tails(40));
         }
     }
+}
+
+/// Panics when one of the nodes' loopback addresses is taken.
+fn check_free() {
+    for n in 1..=NODES {
+        for port in [4001, 4002, 9000] {
+            let addr = format!("{}:{port}", host(n));
+            if let Err(e) = std::net::TcpListener::bind(&addr) {
+                panic!(
+                    "{addr} is taken ({e}): is another chaos test running? Set \
+                     WEBFARM_CHAOS_NET to another N (127.0.N.x) to run two at once"
+                );
+            }
+        }
+    }
+}
+
+/// The namespaces `wfc-db-N` on bridge `wfc-br0`.
+fn make_network() -> Network {
+    if let Err(e) = webfarm_netns::check_privileges() {
+        panic!(
+            "the chaos test partitions the network between nodes in network namespaces, which \
+             needs root: {e}. WEBFARM_CHAOS_NETNS=0 runs it on loopback, without partitions"
+        );
+    }
+    let hosts = (1..=NODES)
+        .map(|n| Host::new(&format!("db-{n}"), host(n).parse().unwrap()))
+        .collect();
+    Network::create(spec(), hosts).unwrap_or_else(|e| panic!("the chaos network: {e}"))
 }
 
 impl Drop for Cluster {

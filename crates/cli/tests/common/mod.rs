@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod in_process;
+pub mod netns;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
