@@ -149,7 +149,11 @@ pub fn capabilities(farm: &Farm, node: &Node) -> Vec<&'static str> {
 /// Whether `node` is a router of a `[[vrrp]]` instance on a real interface (on loopback, the
 /// advertisements travel in UDP and the VIP is only bound: no privilege needed).
 fn vrrp_on_interface(farm: &Farm, node: &Node) -> bool {
-    !node.address.is_loopback() && farm.vrrp.iter().any(|v| v.priority.contains_key(&node.name))
+    !node.address.is_loopback()
+        && farm
+            .vrrp
+            .iter()
+            .any(|v| v.priority.contains_key(&node.name))
 }
 
 /// Tells systemd (when it started this process with `NOTIFY_SOCKET`) that the node is up,

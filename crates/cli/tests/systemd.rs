@@ -79,6 +79,25 @@ fn units_verify_and_ask_only_for_the_capabilities_a_role_needs() {
             && unit.contains("\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n"),
         "{unit}"
     );
+    // An lb that is a VRRP router on a real interface adds VIPs and sends raw packets; its
+    // peer on loopback would not. (Only printed: nothing is sent to these documentation
+    // addresses.)
+    let vrrp = tmp.path().join("vrrp.toml");
+    std::fs::write(&vrrp, vrrp_farm_toml("192.0.2")).unwrap();
+    let (ok, unit, err) = webfarm(&["systemd", "lb-1", "-c", vrrp.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        unit.contains("\nCapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW\n")
+            && unit.contains("AF_NETLINK AF_PACKET"),
+        "{unit}"
+    );
+    std::fs::write(&vrrp, vrrp_farm_toml("127.0.0")).unwrap();
+    let (ok, unit, err) = webfarm(&["systemd", "lb-1", "-c", vrrp.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        unit.contains("\nCapabilityBoundingSet=\n") && !unit.contains("AF_PACKET"),
+        "{unit}"
+    );
     let (ok, _, err) = webfarm(&["systemd", "web-9", "-c", file.to_str().unwrap()]);
     assert!(!ok && err.contains("no node named \"web-9\""), "{err}");
 }
@@ -100,6 +119,24 @@ fn exposure(analyze: &Path, file: &Path) -> f64 {
     value
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("cannot read {line:?}"))
+}
+
+/// Two lbs sharing VIP `<net>.8` by VRRP, one web node, one db node on `<net>.x`.
+fn vrrp_farm_toml(net: &str) -> String {
+    let mut s = String::from("site = \"www.foobar.com\"\n");
+    for (name, role, n) in [("lb-1", "lb", 10), ("lb-2", "lb", 11), ("web-1", "web", 21)]
+        .into_iter()
+        .chain([("db-1", "db", 31)])
+    {
+        s += &format!("[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{net}.{n}\"\n");
+    }
+    s + &format!(
+        "[[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n\
+         [[backends]]\nname = \"web\"\n[[backends.servers]]\nname = \"web-1\"\n\
+         [[vrrp]]\nname = \"VI_1\"\nvrid = 51\nvip = [\"{net}.8\"]\n\
+         priority = {{ \"lb-1\" = 200, \"lb-2\" = 100 }}\n{}",
+        webfarm_testkit::INTERNAL_TLS_OFF
+    )
 }
 
 /// One web node and one db node, internal TLS off (no CA needed for one process).

@@ -33,6 +33,7 @@ pub(crate) struct RawFarm {
     pub monitor: RawMonitor,
     #[serde(default)]
     pub dns: crate::dns::RawDns,
+    #[serde(default)]
     pub vrrp: Vec<crate::vrrp::RawVrrp>,
 }
 
