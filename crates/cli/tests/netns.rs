@@ -132,6 +132,23 @@ fn nodes_are_separate_hosts(up: &NetnsUp) {
     }
 }
 
+/// `webfarm kill` and `webfarm start` through the supervisor: the new process is in the
+/// node's namespace again.
+fn a_node_started_again_runs_in_its_namespace(up: &NetnsUp) {
+    let before = up.pid("web-2");
+    for cmd in ["kill", "start"] {
+        let o = up.webfarm(&[cmd, "web-2"]);
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let after = up.pid("web-2");
+    assert_ne!(before, after);
+    assert_eq!(webfarm_netns::identify(after).as_deref(), Some("wft-web-2"));
+}
+
 /// Another farm (its own data directory) with the same names exits 2 and leaves the running
 /// one alone.
 fn a_second_farm_with_the_same_prefix_is_refused(up: &NetnsUp, tmp: &TempDir) {
@@ -160,6 +177,7 @@ fn every_node_is_a_host_of_its_own_and_everything_is_removed() {
     db_write_and_read(&up);
     nodes_are_separate_hosts(&up);
     a_second_farm_with_the_same_prefix_is_refused(&up, &tmp);
+    a_node_started_again_runs_in_its_namespace(&up);
 
     // A crashed supervisor leaves its network behind (its nodes stop: their stdin closed);
     // the next start removes the leftovers first.
