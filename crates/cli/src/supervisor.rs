@@ -108,6 +108,8 @@ pub async fn up(args: &FarmArgs, netns: &NetnsArgs) -> anyhow::Result<ExitCode> 
     if resolved.farm.nodes_with_role(Role::Dns).next().is_some() {
         webfarm_dns::check_zone(&resolved.farm).map_err(|e| Preflight(e.to_string()))?;
     }
+    // Held until the farm stopped: dropping it removes the namespaces, veths and bridge.
+    let network = netns.map(crate::netns_up::Prepared::create).transpose()?;
     std::fs::write(
         run_dir.join("supervisor.pid"),
         std::process::id().to_string(),
@@ -119,8 +121,6 @@ pub async fn up(args: &FarmArgs, netns: &NetnsArgs) -> anyhow::Result<ExitCode> 
     std::fs::write(run_dir.join("config"), config)?;
 
     let http = farm_file::operator_http(&resolved.farm).map_err(|e| Preflight(format!("{e:#}")))?;
-    // Held until the farm stopped: dropping it removes the namespaces, veths and bridge.
-    let network = netns.map(crate::netns_up::Prepared::create).transpose()?;
     let sup = Arc::new(Supervisor {
         netns: network.as_ref().map(|n| n.spec().clone()),
         exe: std::env::current_exe().context("cannot find the webfarm binary")?,

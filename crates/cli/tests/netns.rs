@@ -132,6 +132,40 @@ fn nodes_are_separate_hosts(up: &NetnsUp) {
     }
 }
 
+/// `webfarm kill` and `webfarm start` through the supervisor: the new process is in the
+/// node's namespace again.
+fn a_node_started_again_runs_in_its_namespace(up: &NetnsUp) {
+    let before = up.pid("web-2");
+    for cmd in ["kill", "start"] {
+        let o = up.webfarm(&[cmd, "web-2"]);
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let after = up.pid("web-2");
+    assert_ne!(before, after);
+    assert_eq!(webfarm_netns::identify(after).as_deref(), Some("wft-web-2"));
+}
+
+/// Another farm (its own data directory) with the same names exits 2 and leaves the running
+/// one alone.
+fn a_second_farm_with_the_same_prefix_is_refused(up: &NetnsUp, tmp: &TempDir) {
+    let o = Command::new(common::bin())
+        .args(["up", "--config"])
+        .arg(&up.config)
+        .arg("--data-dir")
+        .arg(tmp.path().join("other-data"))
+        .args(["--netns", "--netns-prefix", PREFIX, "--netns-net", BLOCK])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds running processes"), "{err}");
+    db_write_and_read(up);
+}
+
 #[test]
 fn every_node_is_a_host_of_its_own_and_everything_is_removed() {
     require_root("netns");
@@ -142,6 +176,8 @@ fn every_node_is_a_host_of_its_own_and_everything_is_removed() {
     status_sees_every_node(&up);
     db_write_and_read(&up);
     nodes_are_separate_hosts(&up);
+    a_second_farm_with_the_same_prefix_is_refused(&up, &tmp);
+    a_node_started_again_runs_in_its_namespace(&up);
 
     // A crashed supervisor leaves its network behind (its nodes stop: their stdin closed);
     // the next start removes the leftovers first.
@@ -200,4 +236,40 @@ fn without_privileges_it_exits_2_and_creates_nothing() {
     assert!(!data.exists(), "nothing may be created");
     let spec = webfarm_netns::Spec::new("wfq", "10.78.5.0/24".parse().unwrap()).unwrap();
     assert!(webfarm_netns::remains(&spec).is_empty());
+}
+
+#[test]
+fn a_start_interrupted_by_sigterm_removes_the_network() {
+    use std::io::{BufRead, BufReader};
+    require_root("netns");
+    let tmp = TempDir::new("netns-term");
+    let (prefix, block) = ("wfs", "10.78.6.0/24");
+    let toml = common::farm_toml(79).replace(webfarm_testkit::INTERNAL_TLS_OFF, "");
+    let config = tmp.path().join("farm.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["up", "--config"])
+        .arg(&config)
+        .args(["--netns", "--netns-prefix", prefix, "--netns-net", block])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // The network exists once the first node was started in it.
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("started db-1"));
+    assert!(started, "webfarm up --netns ended before starting db-1");
+    let spec = webfarm_netns::Spec::new(prefix, block.parse().unwrap()).unwrap();
+    assert!(!webfarm_netns::remains(&spec).is_empty());
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{rest:?}");
+    let left = webfarm_netns::remains(&spec);
+    assert!(left.is_empty(), "left behind: {left:?}\n{rest:?}");
 }

@@ -186,6 +186,15 @@ address = "127.0.0.2"
     }
 
     #[test]
+    fn base_dir_moves_where_relative_paths_resolve() {
+        let farm = parse(&format!("base_dir = \"/elsewhere\"\n{MINIMAL}")).unwrap();
+        assert_eq!(farm.data_dir, Path::new("/elsewhere/farm-data"));
+        assert_eq!(farm.web.root, Path::new("/elsewhere/site"));
+        let farm = parse(&format!("base_dir = \"sub\"\n{MINIMAL}")).unwrap();
+        assert_eq!(farm.web.root, Path::new("/base/sub/site"));
+    }
+
+    #[test]
     fn unknown_role_names_the_key_and_the_choices() {
         let e = err("[[nodes]]\nname = \"x\"\nrole = \"dbx\"\naddress = \"127.0.0.1\"\n");
         assert!(e.starts_with("test.toml: nodes[0].role:"), "{e}");
