@@ -335,6 +335,11 @@ fn knot_transfers_the_zone_and_follows_notify() {
     assert!(log.contains("notify, incoming"), "{log}");
     assert!(log.contains("AXFR-style IXFR"), "{log}");
     farm.stop();
+    // dns-1, knot's primary, was answered; dns-2 was refused (knot takes dns-1's only).
+    let ours = farm.log_text();
+    let line = |node: &str, what: &str| ours.lines().any(|l| l.contains(node) && l.contains(what));
+    assert!(line("dns-1", "NOTIFY answered"), "{ours}");
+    assert!(line("dns-2", "NOTIFY refused"), "{ours}");
     drop(knot);
 }
 
