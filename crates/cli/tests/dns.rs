@@ -46,8 +46,9 @@ impl Net {
 const KNOT: &str = "127.0.78.53";
 const KNOT_PORT: u16 = 5300;
 
-/// Two lbs, two dns nodes and a monitor; the lbs' backend is a TCP stub at 127.0.N.99:8000 so they
-/// are ready without web or db nodes. Checks every 200 ms, fall 2, rise 2.
+/// Two lbs, two dns nodes and a monitor; the lbs' backend is an HTTP stub at
+/// 127.0.N.99:8000 so they are ready without web or db nodes. The dns nodes check every
+/// 200 ms, fall 2, rise 2: a TCP connect on 127.0.77.x, an HTTP GET on 127.0.78.x.
 fn farm_toml(n: &Net, secondaries: &str) -> String {
     let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
     for (name, role, addr) in [
@@ -67,16 +68,27 @@ fn farm_toml(n: &Net, secondaries: &str) -> String {
     );
     s += webfarm_testkit::INTERNAL_TLS_OFF;
     s += "[dns]\nttl = \"5s\"\nrecords = [\"mail 300 IN MX 10 mx.foobar.com.\"]\n";
-    s += "check = { inter = \"200ms\", rise = 2, fall = 2 }\n";
+    // The second test's farm checks over HTTP (GET / through the lb answers 200).
+    let kind = if n.net == 78 { "http" } else { "tcp" };
+    s += &format!("check = {{ type = \"{kind}\", inter = \"200ms\", rise = 2, fall = 2 }}\n");
     s += &format!("secondaries = [{secondaries}]\n");
     s
 }
 
-/// A TCP server that accepts and closes: the lbs' only server.
+/// The lbs' only server: answers `200 ok` to whatever it reads (the lbs' TCP checks send
+/// nothing and are answered all the same), then closes.
 fn backend_stub(n: &Net) {
     let listener =
         TcpListener::bind(format!("127.0.{}.99:8000", n.net)).expect("bind the backend stub");
-    std::thread::spawn(move || for _ in listener.incoming() {});
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.read(&mut [0u8; 4096]);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            });
+        }
+    });
 }
 
 fn start_farm(tmp: &TempDir, n: &Net, secondaries: &str, internal_tls: bool) -> TestFarm {

@@ -6,8 +6,9 @@
 //!   site's A/AAAA records, and `[dns] records`. Every record has the TTL `[dns] ttl` (5 s)
 //!   unless its line names one.
 //! - The site's A/AAAA records list the addresses of [`Farm::site_addresses`] that pass the
-//!   health check ([`check`]: a TCP connect to the first frontend's port every `inter`, with
-//!   `rise` and `fall`); when none passes, all are listed, as Route 53 does.
+//!   health check ([`check`]: a TCP connect to the first frontend's port, or an HTTP `GET /`
+//!   on the first plain HTTP frontend, every `inter`, with `rise` and `fall`); when none
+//!   passes, all are listed, as Route 53 does.
 //! - Whenever that list changes, a new version of the zone is built with a higher SOA serial
 //!   (the Unix time, or one more than the last serial, persisted in the data directory), swapped
 //!   in whole ([`arc_swap`]), and every secondary is sent NOTIFY ([`notify`], RFC 1996).
@@ -141,12 +142,12 @@ impl DnsNode {
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, 64);
         let farm = &ctx.farm;
-        check::spawn_checks(
-            &table,
-            farm.site_check_port(),
-            farm.dns.check,
-            &ctx.shutdown,
-        );
+        let checker = check::Checker {
+            port: farm.site_check_port(),
+            check: farm.dns.check,
+            site: farm.site.clone(),
+        };
+        check::spawn_checks(&table, checker, &ctx.shutdown);
         let updater = Updater {
             spec,
             table: table.clone(),
