@@ -379,3 +379,55 @@ fn a_bad_record_stops_webfarm_up_before_any_node_starts() {
     );
     assert!(!err.contains("starting"), "{err}");
 }
+
+#[test]
+fn port_53_without_the_privilege_names_the_capability() {
+    let tmp = TempDir::new("dns-53");
+    // Readable and writable by an unprivileged user (the node writes its data dir).
+    let dir = tmp.path().join("open");
+    std::fs::create_dir_all(&dir).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rwx"])
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    let text = "site = \"www.foobar.com\"\n\
+        [[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"127.0.77.41\"\n\
+        [[nodes]]\nname = \"dns-1\"\nrole = \"dns\"\naddress = \"127.0.77.40\"\nport = 53\n\
+        admin_port = 9053\n\
+        [[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n\
+        [[backends]]\nname = \"web\"\n[[backends.servers]]\naddress = \"127.0.77.99:8000\"\n";
+    let config = dir.join("farm.toml");
+    std::fs::write(
+        &config,
+        format!("{text}{}", webfarm_testkit::INTERNAL_TLS_OFF),
+    )
+    .unwrap();
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    // As root, the node runs as `nobody` (setpriv, util-linux); otherwise as the caller.
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(common::bin());
+        c
+    } else {
+        Command::new(common::bin())
+    };
+    let out = cmd
+        .args(["run", "--node", "dns-1", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the dns node");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "cannot listen on 127.0.77.40:53 (dns): ports below 1024 need root or the \
+             CAP_NET_BIND_SERVICE capability"
+        ),
+        "{err}"
+    );
+}

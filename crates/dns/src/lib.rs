@@ -67,6 +67,16 @@ pub enum DnsError {
     /// The TCP listener cannot be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A port below 1024 (53 in a real deployment) without the privilege to bind it.
+    #[error(
+        "cannot listen on {addr} (dns): ports below 1024 need root or the CAP_NET_BIND_SERVICE \
+         capability (e.g. systemd's AmbientCapabilities=CAP_NET_BIND_SERVICE); or use a port \
+         above 1024, as the built-in farm's 5353"
+    )]
+    Privileged {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// The UDP socket cannot be bound.
     #[error("cannot listen on {addr} (dns, UDP): {source}")]
     BindUdp {
@@ -203,7 +213,13 @@ impl DnsNode {
 async fn bind(
     addr: SocketAddr,
 ) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), DnsError> {
-    let tcp = webfarm_node::bind(addr, "dns").await?;
+    let tcp = webfarm_node::bind(addr, "dns").await.map_err(|e| {
+        if e.source.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+            DnsError::Privileged { addr }
+        } else {
+            DnsError::Bind(e)
+        }
+    })?;
     // With port 0 (tests), UDP takes the port TCP got.
     let addr = tcp.local_addr().unwrap_or(addr);
     let udp = tokio::net::UdpSocket::bind(addr)
