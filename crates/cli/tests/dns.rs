@@ -46,8 +46,9 @@ impl Net {
 const KNOT: &str = "127.0.78.53";
 const KNOT_PORT: u16 = 5300;
 
-/// Two lbs, two dns nodes and a monitor; the lbs' backend is a TCP stub at 127.0.N.99:8000 so they
-/// are ready without web or db nodes. Checks every 200 ms, fall 2, rise 2.
+/// Two lbs, two dns nodes and a monitor; the lbs' backend is an HTTP stub at
+/// 127.0.N.99:8000 so they are ready without web or db nodes. The dns nodes check every
+/// 200 ms, fall 2, rise 2: a TCP connect on 127.0.77.x, an HTTP GET on 127.0.78.x.
 fn farm_toml(n: &Net, secondaries: &str) -> String {
     let mut s = String::from("site = \"www.foobar.com\"\ndata_dir = \"data\"\n");
     for (name, role, addr) in [
@@ -67,16 +68,27 @@ fn farm_toml(n: &Net, secondaries: &str) -> String {
     );
     s += webfarm_testkit::INTERNAL_TLS_OFF;
     s += "[dns]\nttl = \"5s\"\nrecords = [\"mail 300 IN MX 10 mx.foobar.com.\"]\n";
-    s += "check = { inter = \"200ms\", rise = 2, fall = 2 }\n";
+    // The second test's farm checks over HTTP (GET / through the lb answers 200).
+    let kind = if n.net == 78 { "http" } else { "tcp" };
+    s += &format!("check = {{ type = \"{kind}\", inter = \"200ms\", rise = 2, fall = 2 }}\n");
     s += &format!("secondaries = [{secondaries}]\n");
     s
 }
 
-/// A TCP server that accepts and closes: the lbs' only server.
+/// The lbs' only server: answers `200 ok` to whatever it reads (the lbs' TCP checks send
+/// nothing and are answered all the same), then closes.
 fn backend_stub(n: &Net) {
     let listener =
         TcpListener::bind(format!("127.0.{}.99:8000", n.net)).expect("bind the backend stub");
-    std::thread::spawn(move || for _ in listener.incoming() {});
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.read(&mut [0u8; 4096]);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            });
+        }
+    });
 }
 
 fn start_farm(tmp: &TempDir, n: &Net, secondaries: &str, internal_tls: bool) -> TestFarm {
@@ -335,6 +347,11 @@ fn knot_transfers_the_zone_and_follows_notify() {
     assert!(log.contains("notify, incoming"), "{log}");
     assert!(log.contains("AXFR-style IXFR"), "{log}");
     farm.stop();
+    // dns-1, knot's primary, was answered; dns-2 was refused (knot takes dns-1's only).
+    let ours = farm.log_text();
+    let line = |node: &str, what: &str| ours.lines().any(|l| l.contains(node) && l.contains(what));
+    assert!(line("dns-1", "NOTIFY answered"), "{ours}");
+    assert!(line("dns-2", "NOTIFY refused"), "{ours}");
     drop(knot);
 }
 
@@ -361,4 +378,56 @@ fn a_bad_record_stops_webfarm_up_before_any_node_starts() {
         "{err}"
     );
     assert!(!err.contains("starting"), "{err}");
+}
+
+#[test]
+fn port_53_without_the_privilege_names_the_capability() {
+    let tmp = TempDir::new("dns-53");
+    // Readable and writable by an unprivileged user (the node writes its data dir).
+    let dir = tmp.path().join("open");
+    std::fs::create_dir_all(&dir).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rwx"])
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    let text = "site = \"www.foobar.com\"\n\
+        [[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"127.0.77.41\"\n\
+        [[nodes]]\nname = \"dns-1\"\nrole = \"dns\"\naddress = \"127.0.77.40\"\nport = 53\n\
+        admin_port = 9053\n\
+        [[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n\
+        [[backends]]\nname = \"web\"\n[[backends.servers]]\naddress = \"127.0.77.99:8000\"\n";
+    let config = dir.join("farm.toml");
+    std::fs::write(
+        &config,
+        format!("{text}{}", webfarm_testkit::INTERNAL_TLS_OFF),
+    )
+    .unwrap();
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    // As root, the node runs as `nobody` (setpriv, util-linux); otherwise as the caller.
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(common::bin());
+        c
+    } else {
+        Command::new(common::bin())
+    };
+    let out = cmd
+        .args(["run", "--node", "dns-1", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the dns node");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "cannot listen on 127.0.77.40:53 (dns): ports below 1024 need root or the \
+             CAP_NET_BIND_SERVICE capability"
+        ),
+        "{err}"
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::farm::check_dns_name;
-use crate::{Farm, Role};
+use crate::{Farm, Frontend, Mode, Role};
 
 /// Settings of every dns node (`[dns]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +30,13 @@ pub struct DnsSettings {
     pub secondaries: Vec<SocketAddr>,
 }
 
-/// How a dns node checks each site address: a TCP connect to `address:port` of the first
-/// `[[frontends]]` (a layer-4 check, HAProxy's `check` without `option httpchk`); `rise`
-/// passes in a row bring a DOWN address UP, `fall` failures in a row take an UP one DOWN.
-/// Addresses start UP, as an lb's servers do.
+/// How a dns node checks each site address ([`DnsCheckType`]); `rise` passes in a row bring
+/// a DOWN address UP, `fall` failures in a row take an UP one DOWN. Addresses start UP, as an
+/// lb's servers do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DnsCheck {
+    /// What one check does. Default `tcp`.
+    pub kind: DnsCheckType,
     /// Time between two checks of an address. Default 1 s.
     pub inter: Duration,
     /// Consecutive passed checks that bring a DOWN address UP. Default 2.
@@ -44,6 +45,20 @@ pub struct DnsCheck {
     pub fall: u32,
     /// How long one connect may take. Default: `inter`, at most 1 s.
     pub timeout: Duration,
+}
+
+/// What one check of a site address does (`[dns] check.type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsCheckType {
+    /// A TCP connect to the first frontend's port (HAProxy's layer-4 `check`): catches an lb
+    /// that is gone or whose listener is closed.
+    #[default]
+    Tcp,
+    /// `GET /` with the site as `Host` on the first plain HTTP frontend (mode http, no TLS):
+    /// any status below 500 passes (a redirect to HTTPS does); a 5xx, such as an lb's 503
+    /// with no server UP, fails.
+    Http,
 }
 
 /// Default port of a dns node (no root needed; 53 in a real deployment).
@@ -64,6 +79,8 @@ pub(crate) struct RawDns {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDnsCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<DnsCheckType>,
     #[serde(default, with = "humantime_serde")]
     pub inter: Option<Duration>,
     pub rise: Option<u32>,
@@ -118,6 +135,7 @@ pub(crate) fn resolve_dns(raw: &RawDns, site: &str, problems: &mut Vec<String>) 
 fn resolve_check(raw: &RawDnsCheck, problems: &mut Vec<String>) -> DnsCheck {
     let inter = raw.inter.unwrap_or(Duration::from_secs(1));
     let check = DnsCheck {
+        kind: raw.kind.unwrap_or_default(),
         inter,
         rise: raw.rise.unwrap_or(2),
         fall: raw.fall.unwrap_or(2),
@@ -174,22 +192,50 @@ fn check_record_shape(r: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Problems of the farm's dns part that need the nodes: a dns node needs something to
-/// answer for the site.
-pub(crate) fn check_dns_farm(farm_has: impl Fn(Role) -> bool, problems: &mut Vec<String>) {
-    if farm_has(Role::Dns) && !farm_has(Role::Lb) {
+/// Problems of the farm's dns part that need the nodes and frontends: a dns node needs an lb
+/// to answer for the site, and an HTTP check a plain HTTP frontend.
+pub(crate) fn check_dns_farm(
+    farm_has: impl Fn(Role) -> bool,
+    dns: &DnsSettings,
+    frontends: &[Frontend],
+    problems: &mut Vec<String>,
+) {
+    if !farm_has(Role::Dns) {
+        return;
+    }
+    if !farm_has(Role::Lb) {
         problems.push(
             "nodes: the farm has dns nodes but no lb node for the site's address; add a \
              [[nodes]] with role = \"lb\""
                 .into(),
         );
     }
+    if dns.check.kind == DnsCheckType::Http && plain_http(frontends).is_none() {
+        problems.push(
+            "dns.check.type: \"http\" needs a frontend with mode = \"http\" and no tls; use \
+             \"tcp\""
+                .into(),
+        );
+    }
+}
+
+/// The first frontend that speaks plain HTTP.
+fn plain_http(frontends: &[Frontend]) -> Option<&Frontend> {
+    frontends
+        .iter()
+        .find(|f| f.mode == Mode::Http && f.tls.is_none())
 }
 
 impl Farm {
-    /// The port the dns nodes check on each site address: the first frontend's, or 80.
+    /// The port the dns nodes check on each site address: the first frontend's for a TCP
+    /// check, the first plain HTTP frontend's for an HTTP check; 80 when there is none (a
+    /// farm without frontends has no lb, hence no dns node).
     pub fn site_check_port(&self) -> u16 {
-        self.frontends.first().map_or(80, |f| f.port)
+        let frontend = match self.dns.check.kind {
+            DnsCheckType::Tcp => self.frontends.first(),
+            DnsCheckType::Http => plain_http(&self.frontends),
+        };
+        frontend.map_or(80, |f| f.port)
     }
 }
 

@@ -327,7 +327,7 @@ impl Farm {
         let acme = resolve_acme(raw.acme.as_ref(), &site, base, &mut problems);
         let monitor = resolve_monitor(&raw.monitor, &mut problems);
         let dns = resolve_dns(&raw.dns, &site, &mut problems);
-        check_dns_farm(has, &mut problems);
+        check_dns_farm(has, &dns, &frontends, &mut problems);
         if acme.is_some() {
             check_acme_farm(&nodes, &frontends, &mut problems);
         }

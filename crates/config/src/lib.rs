@@ -28,7 +28,7 @@ mod raw;
 mod vrrp;
 
 pub use acme::AcmeSettings;
-pub use dns::{DnsCheck, DnsSettings};
+pub use dns::{DnsCheck, DnsCheckType, DnsSettings};
 pub use error::ConfigError;
 pub use farm::{
     DbSettings, Farm, Node, Replica, Role, TlsSettings, WebSettings, DEFAULT_FARM_TOML,
@@ -172,6 +172,31 @@ address = "127.0.0.2"
         assert!(e.contains("monitor.history"), "{e}");
         let e = err(&with("scrape = \"1s\"\n"));
         assert!(e.contains("monitor") && e.contains("scrape"), "{e}");
+    }
+
+    #[test]
+    fn an_http_dns_check_needs_a_plain_http_frontend() {
+        let farm = |mode: &str| {
+            format!(
+                "[[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"127.0.0.10\"\n\
+                 [[nodes]]\nname = \"dns-1\"\nrole = \"dns\"\naddress = \"127.0.0.2\"\n\
+                 [[frontends]]\nname = \"www\"\nport = 8080\ndefault_backend = \"web\"\n\
+                 mode = \"{mode}\"\n[[backends]]\nname = \"web\"\nmode = \"{mode}\"\n\
+                 [[backends.servers]]\naddress = \"127.0.0.9:80\"\n\
+                 [dns]\ncheck = {{ type = \"http\" }}\n"
+            )
+        };
+        let ok = parse(&farm("http")).unwrap();
+        assert_eq!(ok.dns.check.kind, crate::DnsCheckType::Http);
+        assert_eq!(ok.site_check_port(), 8080);
+        assert_eq!(ok.node("dns-1").unwrap().port, 5353);
+        let e = err(&farm("tcp"));
+        assert!(
+            e.contains("dns.check.type: \"http\" needs a frontend"),
+            "{e}"
+        );
+        let e = err(&farm("http").replace("role = \"lb\"", "role = \"web\""));
+        assert!(e.contains("dns nodes but no lb node"), "{e}");
     }
 
     #[test]

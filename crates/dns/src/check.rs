@@ -1,11 +1,15 @@
-//! Health checks of the site's addresses: a TCP connect to the first frontend's port every
-//! `inter`, with `rise`/`fall` as an lb checks its servers ([`webfarm_config::DnsCheck`]).
+//! Health checks of the site's addresses every `inter`, with `rise`/`fall` as an lb checks
+//! its servers ([`webfarm_config::DnsCheck`]): a TCP connect to the first frontend's port, or
+//! an HTTP `GET /` on the first plain HTTP frontend where any status below 500 passes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+use http_body_util::Full;
 use tokio::sync::watch;
-use webfarm_config::DnsCheck;
+use webfarm_config::{DnsCheck, DnsCheckType};
+use webfarm_node::http::HttpClient;
 use webfarm_node::Shutdown;
 
 /// One address's health: UP or DOWN, and the passes or failures in a row that move it.
@@ -41,7 +45,7 @@ impl AddrHealth {
             Ok(()) => {
                 self.passes += 1;
                 self.failures = 0;
-                self.last = "connected".into();
+                self.last = "passed".into();
                 if self.passes >= check.rise {
                     self.up = true;
                 }
@@ -122,11 +126,26 @@ impl HealthTable {
     }
 }
 
+/// What the checks need besides the table: where, how, and the site's name (the `Host` of
+/// an HTTP check).
+#[derive(Debug, Clone)]
+pub struct Checker {
+    /// The port checked on every address.
+    pub port: u16,
+    /// The check's settings.
+    pub check: DnsCheck,
+    /// The site's name.
+    pub site: String,
+}
+
 /// Spawns one check loop per address; each ends at shutdown.
-pub fn spawn_checks(table: &HealthTable, port: u16, check: DnsCheck, shutdown: &Shutdown) {
+pub fn spawn_checks(table: &HealthTable, checker: Checker, shutdown: &Shutdown) {
+    let http = HttpClient::new();
     for (i, a) in table.snapshot().into_iter().enumerate() {
         let (table, shutdown) = (table.clone(), shutdown.clone());
-        let target = SocketAddr::new(a.addr, port);
+        let (checker, http) = (checker.clone(), http.clone());
+        let check = checker.check;
+        let target = SocketAddr::new(a.addr, checker.port);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(check.inter);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -135,7 +154,11 @@ pub fn spawn_checks(table: &HealthTable, port: u16, check: DnsCheck, shutdown: &
                     _ = shutdown.wait() => return,
                     _ = tick.tick() => {}
                 }
-                table.record(i, connect(target, &check).await, &check);
+                let outcome = match check.kind {
+                    DnsCheckType::Tcp => connect(target, &check).await,
+                    DnsCheckType::Http => get(&http, target, &checker).await,
+                };
+                table.record(i, outcome, &check);
             }
         });
     }
@@ -153,6 +176,23 @@ async fn connect(target: SocketAddr, check: &DnsCheck) -> Result<(), String> {
     }
 }
 
+/// One HTTP check: `GET /` with the site as `Host`; any status below 500 passes.
+pub async fn get(http: &HttpClient, target: SocketAddr, checker: &Checker) -> Result<(), String> {
+    let request = http::Request::get(format!("http://{target}/"))
+        .header(http::header::HOST, checker.site.as_str())
+        .header(http::header::USER_AGENT, "webfarm-dns-check")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("GET http://{target}/: {e}"))?;
+    let response = http
+        .request(request, checker.check.timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    match response.status.as_u16() {
+        code if code < 500 => Ok(()),
+        code => Err(format!("GET http://{target}/: status {code}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -160,6 +200,7 @@ mod tests {
     use super::*;
 
     const CHECK: DnsCheck = DnsCheck {
+        kind: DnsCheckType::Tcp,
         inter: Duration::from_secs(1),
         rise: 2,
         fall: 3,
@@ -191,5 +232,46 @@ mod tests {
         }
         assert_eq!(t.answering(), addrs);
         assert_eq!(*t.subscribe().borrow(), 2);
+    }
+
+    /// An HTTP server on 127.0.0.1 that answers every request with `status`.
+    async fn answering(status: u16) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let head = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                let _ = s.write_all(head.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_http_check_passes_below_500_and_fails_on_5xx_or_refusal() {
+        let http = HttpClient::new();
+        let checker = |port| Checker {
+            port,
+            check: DnsCheck {
+                kind: DnsCheckType::Http,
+                ..CHECK
+            },
+            site: "www.foobar.com".into(),
+        };
+        for (status, passes) in [(200, true), (308, true), (404, true), (503, false)] {
+            let addr = answering(status).await;
+            let outcome = get(&http, addr, &checker(addr.port())).await;
+            assert_eq!(outcome.is_ok(), passes, "{status}: {outcome:?}");
+        }
+        let closed = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let outcome = get(&http, closed, &checker(closed.port())).await;
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert!(connect(closed, &CHECK).await.is_err());
     }
 }

@@ -6,8 +6,9 @@
 //!   site's A/AAAA records, and `[dns] records`. Every record has the TTL `[dns] ttl` (5 s)
 //!   unless its line names one.
 //! - The site's A/AAAA records list the addresses of [`Farm::site_addresses`] that pass the
-//!   health check ([`check`]: a TCP connect to the first frontend's port every `inter`, with
-//!   `rise` and `fall`); when none passes, all are listed, as Route 53 does.
+//!   health check ([`check`]: a TCP connect to the first frontend's port, or an HTTP `GET /`
+//!   on the first plain HTTP frontend, every `inter`, with `rise` and `fall`); when none
+//!   passes, all are listed, as Route 53 does.
 //! - Whenever that list changes, a new version of the zone is built with a higher SOA serial
 //!   (the Unix time, or one more than the last serial, persisted in the data directory), swapped
 //!   in whole ([`arc_swap`]), and every secondary is sent NOTIFY ([`notify`], RFC 1996).
@@ -66,6 +67,16 @@ pub enum DnsError {
     /// The TCP listener cannot be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// A port below 1024 (53 in a real deployment) without the privilege to bind it.
+    #[error(
+        "cannot listen on {addr} (dns): ports below 1024 need root or the CAP_NET_BIND_SERVICE \
+         capability (e.g. systemd's AmbientCapabilities=CAP_NET_BIND_SERVICE); or use a port \
+         above 1024, as the built-in farm's 5353"
+    )]
+    Privileged {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// The UDP socket cannot be bound.
     #[error("cannot listen on {addr} (dns, UDP): {source}")]
     BindUdp {
@@ -141,12 +152,12 @@ impl DnsNode {
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, 64);
         let farm = &ctx.farm;
-        check::spawn_checks(
-            &table,
-            farm.site_check_port(),
-            farm.dns.check,
-            &ctx.shutdown,
-        );
+        let checker = check::Checker {
+            port: farm.site_check_port(),
+            check: farm.dns.check,
+            site: farm.site.clone(),
+        };
+        check::spawn_checks(&table, checker, &ctx.shutdown);
         let updater = Updater {
             spec,
             table: table.clone(),
@@ -202,7 +213,13 @@ impl DnsNode {
 async fn bind(
     addr: SocketAddr,
 ) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), DnsError> {
-    let tcp = webfarm_node::bind(addr, "dns").await?;
+    let tcp = webfarm_node::bind(addr, "dns").await.map_err(|e| {
+        if e.source.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+            DnsError::Privileged { addr }
+        } else {
+            DnsError::Bind(e)
+        }
+    })?;
     // With port 0 (tests), UDP takes the port TCP got.
     let addr = tcp.local_addr().unwrap_or(addr);
     let udp = tokio::net::UdpSocket::bind(addr)

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 use tokio::net::UdpSocket;
 
@@ -21,15 +21,20 @@ pub fn notify_all(soa: &Record, secondaries: &[SocketAddr], from: IpAddr) {
         let soa = soa.clone();
         tokio::spawn(async move {
             match notify(&soa, to, from).await {
-                Ok(tries) => tracing::info!(secondary = %to, tries, "NOTIFY answered"),
+                Ok((tries, ResponseCode::NoError)) => {
+                    tracing::info!(secondary = %to, tries, "NOTIFY answered")
+                }
+                // A secondary of another primary (it allows NOTIFY from that one only).
+                Ok((_, rcode)) => tracing::warn!(secondary = %to, %rcode, "NOTIFY refused"),
                 Err(e) => tracing::warn!(secondary = %to, "NOTIFY: {e}"),
             }
         });
     }
 }
 
-/// One NOTIFY, retried until a matching answer comes; the number of tries it took.
-async fn notify(soa: &Record, to: SocketAddr, from: IpAddr) -> Result<u32, String> {
+/// One NOTIFY, retried until a matching answer comes; the number of tries it took and the
+/// answer's response code.
+async fn notify(soa: &Record, to: SocketAddr, from: IpAddr) -> Result<(u32, ResponseCode), String> {
     let id = message_id();
     let mut message = Message::new(id, MessageType::Query, OpCode::Notify);
     message.metadata.authoritative = true;
@@ -52,12 +57,12 @@ async fn notify(soa: &Record, to: SocketAddr, from: IpAddr) -> Result<u32, Strin
         while let Ok(Ok((n, peer))) =
             tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
         {
-            let answer = Message::from_vec(&buf[..n]);
-            let matches = answer.as_ref().is_ok_and(|m| {
-                m.metadata.id == id && m.metadata.message_type == MessageType::Response
-            });
-            if peer == to && matches {
-                return Ok(attempt);
+            let Ok(answer) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let meta = &answer.metadata;
+            if peer == to && meta.id == id && meta.message_type == MessageType::Response {
+                return Ok((attempt, meta.response_code));
             }
         }
     }

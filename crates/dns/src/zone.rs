@@ -129,12 +129,10 @@ impl ZoneSpec {
         let hostmaster = Name::from_ascii("hostmaster")
             .and_then(|h| h.append_domain(&self.origin))
             .unwrap_or_else(|_| self.origin.clone());
-        let ttl = i32::try_from(self.ttl).unwrap_or(i32::MAX);
-        // Refresh, retry and expire as RIPE-203 suggests for a small zone; NOTIFY makes
-        // secondaries refresh at once anyway. The negative-caching TTL (RFC 2308) is the TTL.
-        let soa = SOA::new(
-            primary, hostmaster, serial, 3600, 600, 1_209_600, ttl as u32,
-        );
+        // Refresh 1 h and retry 10 min: a secondary that missed a NOTIFY catches up within the
+        // hour; expire 14 days: it keeps answering that long without its primary. The
+        // negative-caching TTL (the SOA minimum, RFC 2308) is the farm's TTL.
+        let soa = SOA::new(primary, hostmaster, serial, 3600, 600, 1_209_600, self.ttl);
         let mut out = vec![Record::from_rdata(
             self.origin.clone(),
             self.ttl,
