@@ -260,7 +260,10 @@ fn start_keepalived(lab: &mut Lab, priority: u8) {
     let d = lab.dir.display().to_string();
     static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (pid, vrrp_pid) = (format!("{d}/keepalived-{n}.pid"), format!("{d}/vrrp-{n}.pid"));
+    let (pid, vrrp_pid) = (
+        format!("{d}/keepalived-{n}.pid"),
+        format!("{d}/vrrp-{n}.pid"),
+    );
     let conf = conf.display().to_string();
     lab.spawn(
         "keepalived",
