@@ -274,7 +274,12 @@ impl LbNode {
         let vrrp = match vips::spec(&ctx.farm, &ctx.node) {
             Some(spec) => {
                 let grace = options.grace_period;
-                let holder = Arc::new(vips::LbVips::new(live.clone(), ctx.shutdown.clone(), grace));
+                let holder = Arc::new(vips::LbVips::new(
+                    live.clone(),
+                    ctx.node.address,
+                    ctx.shutdown.clone(),
+                    grace,
+                ));
                 let routers = webfarm_vrrp::Vrrp::start(spec, holder.clone()).await?;
                 Some((routers, holder))
             }

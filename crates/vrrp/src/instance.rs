@@ -119,7 +119,9 @@ impl Vrrp {
             let link = Link::raw(spec.address, &interface)?;
             // A VIP left by a crash of this node would answer beside the real master: remove
             // it before starting as backup (this also finds a missing CAP_NET_ADMIN now).
-            for vip in spec.instances.iter().flat_map(|i| &i.vips) {
+            // The owner's own address (priority 255) is never touched.
+            let vips = spec.instances.iter().flat_map(|i| &i.vips);
+            for vip in vips.filter(|v| **v != spec.address) {
                 netif::del_vip(&interface, *vip)?;
             }
             (link, Some(interface))
@@ -382,8 +384,8 @@ impl Task {
     fn take(&mut self) {
         let name = &self.spec.name;
         if let Some(interface) = &self.interface {
-            for vip in &self.spec.vips {
-                if let Err(e) = netif::add_vip(interface, *vip) {
+            for vip in self.foreign_vips() {
+                if let Err(e) = netif::add_vip(interface, vip) {
                     tracing::error!("VRRP_Instance({name}) cannot add VIP {vip}: {e}");
                 }
             }
@@ -399,13 +401,24 @@ impl Task {
         }
     }
 
+    /// The VIPs other than this node's own address (an owner's, priority 255, stays).
+    fn foreign_vips(&self) -> Vec<IpAddr> {
+        let local = self.link.local();
+        self.spec
+            .vips
+            .iter()
+            .copied()
+            .filter(|v| *v != local)
+            .collect()
+    }
+
     fn release(&mut self) {
         let name = &self.spec.name;
         self.holder.release(name, &self.spec.vips);
         lock(&self.status).holding = false;
         if let Some(interface) = &self.interface {
-            for vip in &self.spec.vips {
-                if let Err(e) = netif::del_vip(interface, *vip) {
+            for vip in self.foreign_vips() {
+                if let Err(e) = netif::del_vip(interface, vip) {
                     tracing::error!("VRRP_Instance({name}) cannot remove VIP {vip}: {e}");
                 }
             }
