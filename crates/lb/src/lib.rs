@@ -116,7 +116,7 @@ pub enum LbError {
     #[error("ACME: {0}")]
     Acme(#[from] AcmeError),
     /// VRRP (`[[vrrp]]`) cannot run: a capability, the interface, the UDP port.
-    #[error("VRRP: {0}")]
+    #[error(transparent)]
     Vrrp(#[from] webfarm_vrrp::VrrpError),
     /// A task of the node panicked or was cancelled.
     #[error("the {what} task of the load balancer ended abnormally: {message}")]

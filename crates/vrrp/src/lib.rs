@@ -64,12 +64,12 @@ pub enum VrrpError {
     #[error("{0}")]
     Unsupported(String),
     /// Another system error.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Io {
         /// What failed.
         what: String,
-        /// The system's error.
-        source: std::io::Error,
+        /// The system's error (in the message, not a `source`: the message says it all).
+        error: std::io::Error,
     },
 }
 
@@ -78,7 +78,10 @@ impl VrrpError {
         if source.kind() == std::io::ErrorKind::PermissionDenied {
             VrrpError::Capability { capability, what }
         } else {
-            VrrpError::Io { what, source }
+            VrrpError::Io {
+                what,
+                error: source,
+            }
         }
     }
 }

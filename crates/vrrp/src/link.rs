@@ -38,12 +38,10 @@ impl Link {
     /// The UDP transport on `local:5798`.
     pub async fn udp(local: IpAddr) -> Result<Link, VrrpError> {
         let addr = SocketAddr::new(local, UDP_PORT);
-        let sock = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| VrrpError::Io {
-                what: format!("bind the VRRP loopback transport on UDP {addr}"),
-                source,
-            })?;
+        let sock = UdpSocket::bind(addr).await.map_err(|error| VrrpError::Io {
+            what: format!("bind the VRRP loopback transport on UDP {addr}"),
+            error,
+        })?;
         Ok(Link::Udp { sock, local })
     }
 

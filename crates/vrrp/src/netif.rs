@@ -91,9 +91,9 @@ fn run_ip(args: &[&str], harmless: &[&str]) -> Result<(), VrrpError> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|source| VrrpError::Io {
+        .map_err(|error| VrrpError::Io {
             what: format!("run `{what}` (is iproute2 installed?)"),
-            source,
+            error,
         })?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() || harmless.iter().any(|h| stderr.contains(h)) {
@@ -107,7 +107,7 @@ fn run_ip(args: &[&str], harmless: &[&str]) -> Result<(), VrrpError> {
     }
     Err(VrrpError::Io {
         what,
-        source: std::io::Error::other(stderr.trim().to_string()),
+        error: std::io::Error::other(stderr.trim().to_string()),
     })
 }
 
