@@ -135,7 +135,13 @@ impl Vrrp {
                 Some(i) => format!("IP protocol 112 on interface {i}"),
             }
         );
+        // The advertisements' source is the tie-break address (§6.4.3): on IPv6 the
+        // interface's link-local address.
         let link = Arc::new(link);
+        let mut spec = spec;
+        for inst in &mut spec.instances {
+            inst.params.primary = link.local();
+        }
         let mut vrrp = Vrrp {
             statuses: Vec::new(),
             inputs: Vec::new(),
@@ -426,12 +432,16 @@ impl Task {
     }
 }
 
-/// Gratuitous ARP for every IPv4 VIP, [`netif::GARP_REPEAT`] times.
+/// Gratuitous ARP for every IPv4 VIP, an unsolicited neighbour advertisement for every IPv6
+/// one (RFC 5798 §8.1.2, §8.2.2), [`netif::GARP_REPEAT`] times.
 async fn announce(interface: String, vips: Vec<IpAddr>, name: String) {
     for round in 0..netif::GARP_REPEAT {
         for vip in &vips {
-            let IpAddr::V4(v4) = vip else { continue };
-            if let Err(e) = netif::gratuitous_arp(&interface, *v4) {
+            let sent = match vip {
+                IpAddr::V4(v4) => netif::gratuitous_arp(&interface, *v4),
+                IpAddr::V6(v6) => netif::unsolicited_na(&interface, *v6),
+            };
+            if let Err(e) = sent {
                 if round == 0 {
                     tracing::warn!("VRRP_Instance({name}) gratuitous ARP for {vip}: {e}");
                 }
