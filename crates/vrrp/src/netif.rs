@@ -114,7 +114,8 @@ fn run_ip(args: &[&str], harmless: &[&str]) -> Result<(), VrrpError> {
             error,
         })?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || harmless.iter().any(|h| stderr.contains(h)) {
+    let lower = stderr.to_lowercase();
+    if out.status.success() || harmless.iter().any(|h| lower.contains(&h.to_lowercase())) {
         return Ok(());
     }
     if stderr.contains("Operation not permitted") {
