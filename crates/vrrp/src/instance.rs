@@ -334,8 +334,8 @@ impl Task {
     async fn act(&mut self, action: Action) {
         match action {
             Action::Send { priority } => self.send(priority).await,
-            Action::TakeVips => self.take(),
-            Action::ReleaseVips => self.release(),
+            Action::TakeVips => self.take().await,
+            Action::ReleaseVips => self.release().await,
             Action::SetTimer(t, after) => {
                 self.timers.insert(t, Instant::now() + after);
             }
@@ -387,15 +387,9 @@ impl Task {
         }
     }
 
-    fn take(&mut self) {
+    async fn take(&mut self) {
+        self.change_addresses(netif::add_vip, "add").await;
         let name = &self.spec.name;
-        if let Some(interface) = &self.interface {
-            for vip in self.foreign_vips() {
-                if let Err(e) = netif::add_vip(interface, vip) {
-                    tracing::error!("VRRP_Instance({name}) cannot add VIP {vip}: {e}");
-                }
-            }
-        }
         match self.holder.take(name, &self.spec.vips) {
             Ok(()) => lock(&self.status).holding = true,
             Err(e) => tracing::error!("VRRP_Instance({name}) cannot serve its VIPs: {e}"),
@@ -418,17 +412,31 @@ impl Task {
             .collect()
     }
 
-    fn release(&mut self) {
-        let name = &self.spec.name;
-        self.holder.release(name, &self.spec.vips);
+    async fn release(&mut self) {
+        self.holder.release(&self.spec.name, &self.spec.vips);
         lock(&self.status).holding = false;
-        if let Some(interface) = &self.interface {
-            for vip in self.foreign_vips() {
-                if let Err(e) = netif::del_vip(interface, vip) {
-                    tracing::error!("VRRP_Instance({name}) cannot remove VIP {vip}: {e}");
+        self.change_addresses(netif::del_vip, "remove").await;
+    }
+
+    /// Adds or removes the VIPs on the interface (real interfaces only), running `ip` off
+    /// the event loop.
+    async fn change_addresses(
+        &self,
+        change: fn(&str, IpAddr) -> Result<(), VrrpError>,
+        verb: &'static str,
+    ) {
+        let Some(interface) = self.interface.clone() else {
+            return;
+        };
+        let (vips, name) = (self.foreign_vips(), self.spec.name.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            for vip in vips {
+                if let Err(e) = change(&interface, vip) {
+                    tracing::error!("VRRP_Instance({name}) cannot {verb} VIP {vip}: {e}");
                 }
             }
-        }
+        });
+        let _ = done.await;
     }
 }
 
