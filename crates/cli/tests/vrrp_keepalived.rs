@@ -27,6 +27,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The namespaces and processes of the test; everything removed on drop.
 struct Lab {
+    /// Namespace names are `wfv-<tag><role>-<pid>`: each test of the file its own tag.
+    tag: &'static str,
     pid: u32,
     dir: PathBuf,
     namespaces: Vec<String>,
@@ -34,7 +36,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(dir: &Path) -> Lab {
+    fn new(dir: &Path, tag: &'static str) -> Lab {
         assert!(
             is_root(),
             "the keepalived interop test needs root (network namespaces, raw sockets, \
@@ -45,6 +47,7 @@ impl Lab {
         which("curl", "curl", "HTTP to the VIP from the client namespace");
         which("python3", "python3", "the routers' small HTTP servers");
         let mut lab = Lab {
+            tag,
             pid: std::process::id() % 100_000,
             dir: dir.to_path_buf(),
             namespaces: Vec::new(),
@@ -55,7 +58,7 @@ impl Lab {
     }
 
     fn ns(&self, role: &str) -> String {
-        format!("wfv-{role}-{}", self.pid)
+        format!("wfv-{}{role}-{}", self.tag, self.pid)
     }
 
     fn ip(&self, args: &[&str]) {
@@ -297,7 +300,7 @@ fn start_webfarm(lab: &mut Lab) {
 fn keepalived_and_webfarm_share_a_vip_both_ways() {
     use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
     let tmp = TempDir::new("vrrp-keepalived");
-    let mut lab = Lab::new(tmp.path());
+    let mut lab = Lab::new(tmp.path(), "");
     for (dir, who) in [("ka-www", "keepalived"), ("lb-www", "webfarm")] {
         std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
         std::fs::write(tmp.path().join(dir).join("who.txt"), who).unwrap();
@@ -360,4 +363,51 @@ fn keepalived_and_webfarm_share_a_vip_both_ways() {
     lab.until_vip_at("ka", true, "keepalived recovers and preempts");
     let log = lab.log("webfarm");
     assert!(log.contains("Entering BACKUP STATE"), "{}", tail(&log));
+}
+
+/// Without CAP_NET_RAW (an unprivileged user) an lb with `[[vrrp]]` on a real interface does
+/// not start, and says which capability it lacks.
+#[test]
+fn without_the_capability_the_lb_refuses_to_start_and_names_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("vrrp-nocap");
+    let lab = Lab::new(tmp.path(), "c");
+    which(
+        "setpriv",
+        "util-linux",
+        "runs the lb as an unprivileged user",
+    );
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let farm = tmp.path().join("farm.toml");
+    std::fs::write(&farm, FARM).unwrap();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("lb"),
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args([
+            "--clear-groups",
+            common::bin(),
+            "run",
+            "--node",
+            "lb-1",
+            "--config",
+        ])
+        .arg(&farm)
+        .current_dir(tmp.path())
+        .output()
+        .expect("run the lb");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started without privileges: {stderr}"
+    );
+    assert!(
+        stderr.contains("CAP_NET_RAW") && stderr.contains("protocol 112"),
+        "the error does not name the capability: {stderr}"
+    );
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::{eventually, TempDir, TestFarm, DEADLINE};
 use webfarm_node::status::VrrpStatus;
 use webfarm_node::RoleStatus;
+use webfarm_testkit::metrics::sample;
 
 /// Two lbs, two web servers, one db on `127.0.<net>.x`, and `vrrp` appended.
 fn pair_toml(net: u8, vrrp: &str) -> String {
@@ -110,6 +111,13 @@ async fn active_passive_vip_fails_over_and_preempts_back() {
     let tmp = TempDir::new("vrrp-ap");
     let vip = "127.0.79.8";
     let mut farm = start(&tmp, 79, &instance("VI_1", 79, vip, "lb-1", "lb-2"));
+    // `webfarm up` gives the VIP as the site's address.
+    let log = farm.log_text();
+    assert!(log.contains("VIP 127.0.79.8 (VRRP VI_1, vrid 79)"), "{log}");
+    assert!(
+        log.contains("try: curl -H 'Host: www.foobar.com' http://127.0.79.8:8080/"),
+        "{log}"
+    );
     until_master(&farm, "VI_1", "lb-1", "lb-2").await;
     until_vip_answers(&farm, vip).await;
     status_names_master(&farm, vip, "lb-1");
@@ -179,5 +187,43 @@ async fn active_active_each_lb_holds_one_vip_and_the_survivor_both() {
     until_master(&farm, "VI_1", "lb-1", "lb-2").await;
     until_vip_answers(&farm, vip2).await;
     status_names_master(&farm, vip2, "lb-2");
+    check_metrics(&farm);
     farm.stop();
+}
+
+/// lb-1's VRRP series: master of VI_1, backup of VI_2, which it entered master once (when
+/// lb-2 was killed) and left; promtool finds nothing wrong.
+fn check_metrics(farm: &TestFarm) {
+    let promtool = webfarm_testkit::which("promtool", "prometheus", "checks the exposition");
+    let out = farm.webfarm(&["metrics", "lb-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+    let state = "webfarm_vrrp_state";
+    assert_eq!(
+        value(state, &[("instance", "VI_1"), ("state", "master")]),
+        1.0
+    );
+    assert_eq!(
+        value(state, &[("instance", "VI_2"), ("state", "backup")]),
+        1.0
+    );
+    assert_eq!(
+        value(state, &[("instance", "VI_2"), ("state", "master")]),
+        0.0
+    );
+    let moves = "webfarm_vrrp_transitions_total";
+    assert_eq!(
+        value(moves, &[("instance", "VI_2"), ("state", "master")]),
+        1.0
+    );
+    assert!(value(moves, &[("instance", "VI_2"), ("state", "backup")]) >= 2.0);
+    let problems = webfarm_testkit::metrics::promtool_check(&promtool, &text);
+    assert!(problems.is_empty(), "promtool: {problems}");
 }

@@ -216,6 +216,13 @@ fn check_against_others(
         if let Some(o) = held.get(vip) {
             problems.push(format!("{key}.vip: {vip} is already a VIP of {o:?}"));
         }
+        let taken = nodes.iter().find(|n| n.address == *vip);
+        if let Some(n) = taken.filter(|n| !inst.priority.contains_key(&n.name)) {
+            problems.push(format!(
+                "{key}.vip: {vip} is the address of node {:?}; choose an address no node has",
+                n.name
+            ));
+        }
     }
     for (name, &p) in &inst.priority {
         let Some(node) = nodes.iter().find(|n| &n.name == name) else {
@@ -316,6 +323,11 @@ mod tests {
                 "vip = \"127.0.0.8\"",
                 "vip = \"127.0.0.10\"",
                 "address of node \"lb-1\"",
+            ),
+            (
+                "vip = \"127.0.0.8\"",
+                "vip = \"127.0.0.31\"",
+                "address of node \"db-1\"; choose",
             ),
             (
                 "\"lb-2\" = 100",

@@ -116,7 +116,7 @@ pub enum LbError {
     #[error("ACME: {0}")]
     Acme(#[from] AcmeError),
     /// VRRP (`[[vrrp]]`) cannot run: a capability, the interface, the UDP port.
-    #[error("VRRP: {0}")]
+    #[error(transparent)]
     Vrrp(#[from] webfarm_vrrp::VrrpError),
     /// A task of the node panicked or was cancelled.
     #[error("the {what} task of the load balancer ended abnormally: {message}")]
@@ -274,7 +274,12 @@ impl LbNode {
         let vrrp = match vips::spec(&ctx.farm, &ctx.node) {
             Some(spec) => {
                 let grace = options.grace_period;
-                let holder = Arc::new(vips::LbVips::new(live.clone(), ctx.shutdown.clone(), grace));
+                let holder = Arc::new(vips::LbVips::new(
+                    live.clone(),
+                    ctx.node.address,
+                    ctx.shutdown.clone(),
+                    grace,
+                ));
                 let routers = webfarm_vrrp::Vrrp::start(spec, holder.clone()).await?;
                 Some((routers, holder))
             }

@@ -60,6 +60,8 @@ pub(crate) struct LbVips {
     shutdown: Shutdown,
     grace: Duration,
     runtime: tokio::runtime::Handle,
+    /// The node's own address, where the frontends always listen.
+    own: IpAddr,
     /// Per instance held: the trigger that closes its VIP listeners.
     held: Mutex<HashMap<String, ShutdownTrigger>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -72,8 +74,14 @@ impl fmt::Debug for LbVips {
 }
 
 impl LbVips {
-    pub(crate) fn new(live: Arc<LiveConfig>, shutdown: Shutdown, grace: Duration) -> LbVips {
+    pub(crate) fn new(
+        live: Arc<LiveConfig>,
+        own: IpAddr,
+        shutdown: Shutdown,
+        grace: Duration,
+    ) -> LbVips {
         LbVips {
+            own,
             live,
             shutdown,
             grace,
@@ -90,6 +98,10 @@ impl LbVips {
 
     fn bind(&self, vip: IpAddr, release: &Shutdown) -> Result<(), String> {
         let snap = self.live.snapshot();
+        if vip == self.own {
+            // An address owner (priority 255): its frontends listen there already.
+            return Ok(());
+        }
         for (index, f) in snap.frontends.iter().enumerate() {
             let addr = SocketAddr::new(vip, f.config.port);
             let name = &f.config.name;

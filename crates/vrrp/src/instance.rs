@@ -119,7 +119,9 @@ impl Vrrp {
             let link = Link::raw(spec.address, &interface)?;
             // A VIP left by a crash of this node would answer beside the real master: remove
             // it before starting as backup (this also finds a missing CAP_NET_ADMIN now).
-            for vip in spec.instances.iter().flat_map(|i| &i.vips) {
+            // The owner's own address (priority 255) is never touched.
+            let vips = spec.instances.iter().flat_map(|i| &i.vips);
+            for vip in vips.filter(|v| **v != spec.address) {
                 netif::del_vip(&interface, *vip)?;
             }
             (link, Some(interface))
@@ -133,7 +135,13 @@ impl Vrrp {
                 Some(i) => format!("IP protocol 112 on interface {i}"),
             }
         );
+        // The advertisements' source is the tie-break address (§6.4.3): on IPv6 the
+        // interface's link-local address.
         let link = Arc::new(link);
+        let mut spec = spec;
+        for inst in &mut spec.instances {
+            inst.params.primary = link.local();
+        }
         let mut vrrp = Vrrp {
             statuses: Vec::new(),
             inputs: Vec::new(),
@@ -326,8 +334,8 @@ impl Task {
     async fn act(&mut self, action: Action) {
         match action {
             Action::Send { priority } => self.send(priority).await,
-            Action::TakeVips => self.take(),
-            Action::ReleaseVips => self.release(),
+            Action::TakeVips => self.take().await,
+            Action::ReleaseVips => self.release().await,
             Action::SetTimer(t, after) => {
                 self.timers.insert(t, Instant::now() + after);
             }
@@ -379,15 +387,9 @@ impl Task {
         }
     }
 
-    fn take(&mut self) {
+    async fn take(&mut self) {
+        self.change_addresses(netif::add_vip, "add").await;
         let name = &self.spec.name;
-        if let Some(interface) = &self.interface {
-            for vip in &self.spec.vips {
-                if let Err(e) = netif::add_vip(interface, *vip) {
-                    tracing::error!("VRRP_Instance({name}) cannot add VIP {vip}: {e}");
-                }
-            }
-        }
         match self.holder.take(name, &self.spec.vips) {
             Ok(()) => lock(&self.status).holding = true,
             Err(e) => tracing::error!("VRRP_Instance({name}) cannot serve its VIPs: {e}"),
@@ -399,26 +401,55 @@ impl Task {
         }
     }
 
-    fn release(&mut self) {
-        let name = &self.spec.name;
-        self.holder.release(name, &self.spec.vips);
+    /// The VIPs other than this node's own address (an owner's, priority 255, stays).
+    fn foreign_vips(&self) -> Vec<IpAddr> {
+        let local = self.link.local();
+        self.spec
+            .vips
+            .iter()
+            .copied()
+            .filter(|v| *v != local)
+            .collect()
+    }
+
+    async fn release(&mut self) {
+        self.holder.release(&self.spec.name, &self.spec.vips);
         lock(&self.status).holding = false;
-        if let Some(interface) = &self.interface {
-            for vip in &self.spec.vips {
-                if let Err(e) = netif::del_vip(interface, *vip) {
-                    tracing::error!("VRRP_Instance({name}) cannot remove VIP {vip}: {e}");
+        self.change_addresses(netif::del_vip, "remove").await;
+    }
+
+    /// Adds or removes the VIPs on the interface (real interfaces only), running `ip` off
+    /// the event loop.
+    async fn change_addresses(
+        &self,
+        change: fn(&str, IpAddr) -> Result<(), VrrpError>,
+        verb: &'static str,
+    ) {
+        let Some(interface) = self.interface.clone() else {
+            return;
+        };
+        let (vips, name) = (self.foreign_vips(), self.spec.name.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            for vip in vips {
+                if let Err(e) = change(&interface, vip) {
+                    tracing::error!("VRRP_Instance({name}) cannot {verb} VIP {vip}: {e}");
                 }
             }
-        }
+        });
+        let _ = done.await;
     }
 }
 
-/// Gratuitous ARP for every IPv4 VIP, [`netif::GARP_REPEAT`] times.
+/// Gratuitous ARP for every IPv4 VIP, an unsolicited neighbour advertisement for every IPv6
+/// one (RFC 5798 §8.1.2, §8.2.2), [`netif::GARP_REPEAT`] times.
 async fn announce(interface: String, vips: Vec<IpAddr>, name: String) {
     for round in 0..netif::GARP_REPEAT {
         for vip in &vips {
-            let IpAddr::V4(v4) = vip else { continue };
-            if let Err(e) = netif::gratuitous_arp(&interface, *v4) {
+            let sent = match vip {
+                IpAddr::V4(v4) => netif::gratuitous_arp(&interface, *v4),
+                IpAddr::V6(v6) => netif::unsolicited_na(&interface, *v6),
+            };
+            if let Err(e) = sent {
                 if round == 0 {
                     tracing::warn!("VRRP_Instance({name}) gratuitous ARP for {vip}: {e}");
                 }

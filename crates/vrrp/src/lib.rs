@@ -4,9 +4,11 @@
 //!
 //! - [`packet`]: the advertisement (§5) and its checksum over the pseudo-header (§5.2.8).
 //! - [`router`]: the state machine of §6.4, pure: events in, actions out.
-//! - `link`: the transports: raw IP protocol 112 on real interfaces (keepalived speaks it
-//!   too), or webfarm's loopback transport, the same messages in UDP ([`UDP_PORT`]).
-//! - [`netif`]: VIPs on real interfaces (`ip addr`) and gratuitous ARP.
+//! - `link`, `link6`: the transports: raw IP protocol 112 on real interfaces (keepalived
+//!   speaks it too; IPv4, and IPv6 from the link-local address), or webfarm's loopback
+//!   transport, the same messages in UDP ([`UDP_PORT`]).
+//! - [`netif`]: VIPs on real interfaces (`ip addr`), gratuitous ARP and unsolicited
+//!   neighbour advertisements.
 //! - [`listen`]: binding a frontend on a VIP on loopback so the newest master gets every
 //!   new connection.
 //! - [`Vrrp`]: the running instances of one node; the lb implements [`VipHolder`].
@@ -34,6 +36,7 @@
 
 mod instance;
 mod link;
+mod link6;
 pub mod listen;
 pub mod netif;
 pub mod packet;
@@ -60,16 +63,13 @@ pub enum VrrpError {
         /// What is wrong.
         message: String,
     },
-    /// A configuration this implementation does not run.
-    #[error("{0}")]
-    Unsupported(String),
     /// Another system error.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Io {
         /// What failed.
         what: String,
-        /// The system's error.
-        source: std::io::Error,
+        /// The system's error (in the message, not a `source`: the message says it all).
+        error: std::io::Error,
     },
 }
 
@@ -78,7 +78,10 @@ impl VrrpError {
         if source.kind() == std::io::ErrorKind::PermissionDenied {
             VrrpError::Capability { capability, what }
         } else {
-            VrrpError::Io { what, source }
+            VrrpError::Io {
+                what,
+                error: source,
+            }
         }
     }
 }

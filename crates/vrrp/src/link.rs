@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
+use crate::link6::Raw6;
 use crate::packet::{self, PROTOCOL, TTL};
 use crate::VrrpError;
 
@@ -32,29 +33,24 @@ pub(crate) struct Received {
 pub(crate) enum Link {
     Udp { sock: UdpSocket, local: IpAddr },
     Raw { sock: UdpSocket, local: Ipv4Addr },
+    Raw6(Raw6),
 }
 
 impl Link {
     /// The UDP transport on `local:5798`.
     pub async fn udp(local: IpAddr) -> Result<Link, VrrpError> {
         let addr = SocketAddr::new(local, UDP_PORT);
-        let sock = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| VrrpError::Io {
-                what: format!("bind the VRRP loopback transport on UDP {addr}"),
-                source,
-            })?;
+        let sock = UdpSocket::bind(addr).await.map_err(|error| VrrpError::Io {
+            what: format!("bind the VRRP loopback transport on UDP {addr}"),
+            error,
+        })?;
         Ok(Link::Udp { sock, local })
     }
 
     /// The raw IPv4 transport on `interface`, whose address is `local`.
     pub fn raw(local: IpAddr, interface: &str) -> Result<Link, VrrpError> {
         let IpAddr::V4(local) = local else {
-            return Err(VrrpError::Unsupported(
-                "VRRP over IPv6 on real interfaces (raw ICMPv6/112 with IPV6_RECVHOPLIMIT) is \
-                 not implemented yet; use IPv4 node addresses"
-                    .into(),
-            ));
+            return Raw6::open(interface).map(Link::Raw6);
         };
         let io = |what: &str| {
             let what = format!("{what} (interface {interface})");
@@ -90,6 +86,7 @@ impl Link {
         match self {
             Link::Udp { local, .. } => *local,
             Link::Raw { local, .. } => IpAddr::V4(*local),
+            Link::Raw6(r) => IpAddr::V6(r.local),
         }
     }
 
@@ -108,6 +105,10 @@ impl Link {
             Link::Raw { sock, .. } => {
                 sock.send_to(bytes, SocketAddr::new(dst, 0)).await?;
             }
+            Link::Raw6(r) => match dst {
+                IpAddr::V6(v6) => r.send(bytes, v6).await?,
+                IpAddr::V4(_) => return Err(std::io::Error::other("IPv4 peer on IPv6")),
+            },
         }
         Ok(())
     }
@@ -138,6 +139,7 @@ impl Link {
                     dst: IpAddr::V4(p.dst),
                 }))
             }
+            Link::Raw6(r) => r.recv().await,
         }
     }
 }

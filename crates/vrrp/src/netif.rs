@@ -2,7 +2,7 @@
 //! remove the VIPs (the `ip` binary, iproute2), and announce them with gratuitous ARP
 //! (RFC 5798 §6.4.1 and §8.1.2: the master sends one for each IPv4 address it takes).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
@@ -43,6 +43,24 @@ pub fn interface_of(addr: IpAddr) -> Result<String, VrrpError> {
              [[vrrp]]"
             ),
         })
+}
+
+/// The link-local IPv6 address of `interface` (the source of IPv6 advertisements, RFC 5798
+/// §5.1.2.1).
+///
+/// # Errors
+///
+/// [`VrrpError::Interface`] if it has none.
+pub fn link_local_of(interface: &str) -> Result<Ipv6Addr, VrrpError> {
+    let found = getifaddrs().ok().and_then(|mut all| {
+        all.find_map(|i| {
+            let v6 = i.address.as_ref()?.as_sockaddr_in6()?.ip();
+            (i.interface_name == interface && v6.is_unicast_link_local()).then_some(v6)
+        })
+    });
+    found.ok_or_else(|| VrrpError::Interface {
+        message: format!("interface {interface} has no IPv6 link-local address (fe80::/10)"),
+    })
 }
 
 fn link_addr(interface: &str) -> Option<LinkAddr> {
@@ -91,12 +109,13 @@ fn run_ip(args: &[&str], harmless: &[&str]) -> Result<(), VrrpError> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|source| VrrpError::Io {
+        .map_err(|error| VrrpError::Io {
             what: format!("run `{what}` (is iproute2 installed?)"),
-            source,
+            error,
         })?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || harmless.iter().any(|h| stderr.contains(h)) {
+    let lower = stderr.to_lowercase();
+    if out.status.success() || harmless.iter().any(|h| lower.contains(&h.to_lowercase())) {
         return Ok(());
     }
     if stderr.contains("Operation not permitted") {
@@ -107,7 +126,7 @@ fn run_ip(args: &[&str], harmless: &[&str]) -> Result<(), VrrpError> {
     }
     Err(VrrpError::Io {
         what,
-        source: std::io::Error::other(stderr.trim().to_string()),
+        error: std::io::Error::other(stderr.trim().to_string()),
     })
 }
 
@@ -138,6 +157,47 @@ pub fn gratuitous_arp(interface: &str, vip: Ipv4Addr) -> Result<(), VrrpError> {
     Ok(())
 }
 
+/// One unsolicited neighbour advertisement for `vip` (RFC 4861 §4.4 and §7.2.6: Override
+/// set, the interface's link-layer address as an option) to all nodes (ff02::1), hop limit
+/// 255; the kernel fills in the ICMPv6 checksum.
+///
+/// # Errors
+///
+/// [`VrrpError::Capability`] (CAP_NET_RAW) for the ICMPv6 socket, [`VrrpError::Io`].
+pub fn unsolicited_na(interface: &str, vip: Ipv6Addr) -> Result<(), VrrpError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mac = link_addr(interface)
+        .and_then(|l| l.addr())
+        .ok_or_else(|| VrrpError::Interface {
+            message: format!("interface {interface} has no link-layer address"),
+        })?;
+    let io = |what: &str| {
+        let what = format!("{what} (interface {interface})");
+        move |e: std::io::Error| VrrpError::from_io(what, "CAP_NET_RAW", e)
+    };
+    let ifindex =
+        nix::net::if_::if_nametoindex(interface).map_err(|e| io("find the interface")(e.into()))?;
+    let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+        .map_err(io("open an ICMPv6 socket for neighbour advertisements"))?;
+    sock.set_multicast_hops_v6(255)
+        .map_err(io("set hop limit 255"))?;
+    sock.set_multicast_if_v6(ifindex)
+        .map_err(io("choose the interface"))?;
+    let all_nodes = SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, ifindex);
+    sock.send_to(&na_message(mac, vip), &SocketAddr::V6(all_nodes).into())
+        .map_err(io("send an unsolicited neighbour advertisement"))?;
+    Ok(())
+}
+
+/// The ICMPv6 neighbour advertisement (checksum left 0 for the kernel).
+pub fn na_message(mac: [u8; 6], vip: Ipv6Addr) -> Vec<u8> {
+    let mut m = vec![136, 0, 0, 0, 0x20, 0, 0, 0]; // type, code, checksum, flags: Override
+    m.extend_from_slice(&vip.octets());
+    m.extend_from_slice(&[2, 1]); // option: target link-layer address, 8 bytes
+    m.extend_from_slice(&mac);
+    m
+}
+
 /// The Ethernet frame of a gratuitous ARP request (RFC 826 layout).
 pub fn arp_frame(mac: [u8; 6], vip: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(42);
@@ -164,6 +224,23 @@ mod tests {
         assert_eq!(&f[20..22], &[0, 1], "request");
         assert_eq!(&f[28..32], &[10, 79, 0, 100]);
         assert_eq!(&f[38..42], &[10, 79, 0, 100]);
+    }
+
+    #[test]
+    fn na_layout() {
+        let m = na_message([2, 0, 0, 0, 0, 1], "2001:db8::7".parse().unwrap());
+        assert_eq!(m.len(), 32);
+        assert_eq!(
+            (m[0], m[4]),
+            (136, 0x20),
+            "neighbour advertisement, Override"
+        );
+        assert_eq!(
+            &m[8..24],
+            &"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(&m[24..26], &[2, 1]);
+        assert_eq!(&m[26..32], &[2, 0, 0, 0, 0, 1]);
     }
 
     #[test]

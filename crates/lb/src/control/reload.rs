@@ -144,7 +144,8 @@ impl LiveConfig {
     }
 
     /// `Err(reason)` when `farm` changes what needs a restart, compared with `old`: this
-    /// node's role or address, the number of `[lb] threads`, the frontends, `[acme]`.
+    /// node's role or address, the number of `[lb] threads`, the frontends, `[acme]`,
+    /// `[[vrrp]]`.
     fn check_restartable(&self, farm: &Farm, old: &Farm) -> Result<(), String> {
         match farm.node(&self.node.name) {
             Some(n) if n.role == Role::Lb && n.address == self.node.address => {}
@@ -183,6 +184,12 @@ impl LiveConfig {
             return Err(
                 "[acme] changed; restart the node to order with the new settings (the ACME \
                  client starts with the node)"
+                    .into(),
+            );
+        }
+        if farm.vrrp != old.vrrp {
+            return Err(
+                "[[vrrp]] changed; restart the lb nodes one at a time (the backup takes the                  VIPs meanwhile) to run the new virtual routers"
                     .into(),
             );
         }

@@ -23,6 +23,38 @@ const V6: [u8; 24] = [
     0, 0, 0, 0x07,
 ];
 
+/// A whole IPv4 datagram captured from keepalived 2.2.7 (`vrrp_version 3`,
+/// `virtual_router_id 79`, `priority 100`, `advert_int 1`, VIPs 10.79.0.100 and
+/// 10.79.0.101) on a veth in a network namespace, read by a raw socket of protocol 112.
+const CAPTURED: &str = "45c0002400010000ff70d0460a4f0001e0000012\
+                        314f640200646a000a4f00640a4f0065";
+
+fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn decodes_a_captured_keepalived_datagram() {
+    let datagram = unhex(CAPTURED);
+    let p = split_ipv4(&datagram).unwrap();
+    assert_eq!(
+        (p.src, p.dst, p.ttl),
+        (Ipv4Addr::new(10, 79, 0, 1), MULTICAST_V4, 255)
+    );
+    let a = Advert::decode(p.payload, p.src.into(), p.dst.into(), |v| v == 79).unwrap();
+    assert_eq!((a.vrid, a.priority, a.max_adver_int), (79, 100, 100));
+    assert_eq!(a.addrs, vec![ip("10.79.0.100"), ip("10.79.0.101")]);
+    assert_eq!(
+        a.encode(p.src.into(), p.dst.into()),
+        p.payload,
+        "we write what keepalived writes"
+    );
+}
+
 #[test]
 fn decodes_keepalived_advertisement() {
     let a = Advert::decode(&KEEPALIVED_V4, ip("10.79.0.1"), ip("224.0.0.18"), any).unwrap();
