@@ -112,7 +112,10 @@ address = "127.0.0.2"
         // The DNS answers the pair's VIPs, not the lbs' own addresses.
         assert_eq!(
             farm.site_addresses(),
-            ["127.0.1.8".parse::<std::net::IpAddr>().unwrap(), "127.0.1.9".parse().unwrap()]
+            [
+                "127.0.1.8".parse::<std::net::IpAddr>().unwrap(),
+                "127.0.1.9".parse().unwrap()
+            ]
         );
         let db1 = farm.node("db-1").unwrap();
         assert_eq!(db1.main_addr().to_string(), "127.0.1.31:4001");
