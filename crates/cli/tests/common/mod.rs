@@ -21,6 +21,46 @@ use webfarm_node::status::RaftState;
 use webfarm_node::{NodeStatus, RoleStatus};
 pub use webfarm_testkit::{eventually, TempDir, DEADLINE};
 
+/// Spawns `up` (a `webfarm up` command) in its own process group, like a shell job, so a
+/// test can Ctrl-C the whole group; its output lines go to `log` through threads pushed on
+/// `readers`. Returns the child and whether it printed "farm is up" within 180 s, with the
+/// reason if not.
+pub fn spawn_up(
+    mut up: Command,
+    log: &Arc<Mutex<Vec<String>>>,
+    readers: &mut Vec<std::thread::JoinHandle<()>>,
+) -> (Child, bool, String) {
+    let mut child = up
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn webfarm up");
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let (log, tx) = (log.clone(), tx.clone());
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if line.contains("farm is up") {
+                    let _ = tx.send(true);
+                }
+                log.lock().unwrap().push(line);
+            }
+            let _ = tx.send(false);
+        }));
+    }
+    let (ok, why) = match rx.recv_timeout(Duration::from_secs(180)) {
+        Ok(true) => (true, String::new()),
+        Ok(false) => (false, "webfarm up exited".into()),
+        Err(_) => (false, "no 'farm is up' within 180s".into()),
+    };
+    (child, ok, why)
+}
+
 /// The `webfarm` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_webfarm")
@@ -110,38 +150,11 @@ impl TestFarm {
 
     /// Spawns `webfarm up`; returns whether it printed "farm is up", and the reason if not.
     pub fn spawn_up(&mut self) -> (bool, String) {
-        let mut child = Command::new(bin())
-            .args(["up", "--config"])
-            .arg(&self.config)
-            // Its own process group, like a shell job, so `stop` can Ctrl-C the whole group.
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn webfarm up");
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (log, tx) = (self.log.clone(), tx.clone());
-            self.readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("farm is up") {
-                        let _ = tx.send(true);
-                    }
-                    log.lock().unwrap().push(line);
-                }
-                let _ = tx.send(false);
-            }));
-        }
+        let mut up = Command::new(bin());
+        up.args(["up", "--config"]).arg(&self.config);
+        let (child, ok, why) = spawn_up(up, &self.log, &mut self.readers);
         self.child = Some(child);
-        match rx.recv_timeout(Duration::from_secs(180)) {
-            Ok(true) => (true, String::new()),
-            Ok(false) => (false, "webfarm up exited".into()),
-            Err(_) => (false, "no 'farm is up' within 180s".into()),
-        }
+        (ok, why)
     }
 
     /// Waits for `webfarm up` to exit; its exit code.

@@ -3,11 +3,9 @@
 //! 10.77.0.0/24). Tests that need real interfaces without the supervisor use
 //! [`webfarm_netns::Network`] directly.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Child, Command, Output};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use webfarm_netns::{Block, Spec};
@@ -59,39 +57,14 @@ impl NetnsUp {
     }
 
     fn spawn(&mut self) -> (bool, String) {
-        let mut child = Command::new(super::bin())
-            .args(["up", "--config"])
+        let mut up = Command::new(super::bin());
+        up.args(["up", "--config"])
             .arg(&self.config)
             .args(["--netns", "--netns-prefix", &self.spec.prefix])
-            .args(["--netns-net", &self.spec.block.to_string()])
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn webfarm up --netns");
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (log, tx) = (self.log.clone(), tx.clone());
-            self.readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("farm is up") {
-                        let _ = tx.send(true);
-                    }
-                    log.lock().unwrap().push(line);
-                }
-                let _ = tx.send(false);
-            }));
-        }
+            .args(["--netns-net", &self.spec.block.to_string()]);
+        let (child, ok, why) = super::spawn_up(up, &self.log, &mut self.readers);
         self.child = Some(child);
-        match rx.recv_timeout(Duration::from_secs(180)) {
-            Ok(true) => (true, String::new()),
-            Ok(false) => (false, "webfarm up exited".into()),
-            Err(_) => (false, "no 'farm is up' within 180s".into()),
-        }
+        (ok, why)
     }
 
     /// The derived farm file every node runs with.
