@@ -142,7 +142,8 @@ function renderDiagram(view) {
   const answered = new Set((view.dns || []).flatMap((d) => d.answering));
   column(cols[2], view.nodes.filter((n) => n.role === "lb").map((n) => {
     const lb = view.lbs.find((l) => l.name === n.name);
-    return { id: n.name, title: n.name, lines: [n.address, lb ? `${lb.conns} conns` : n.state], cls: n.state };
+    const vips = lb && lb.vips_held.length ? ` VIP ${lb.vips_held.join(" ")}` : "";
+    return { id: n.name, title: n.name, lines: [n.address + vips, lb ? `${lb.conns} conns` : n.state], cls: n.state };
   }));
   column(cols[3], view.webs.map((w) => {
     const n = stateOf(w.name); const s = lbServers.get(w.name);
@@ -159,7 +160,10 @@ function renderDiagram(view) {
   const link = (a, b, dead) => { const p = at.get(a), q = at.get(b); if (p && q) edges.push(svg("path", { class: "edge" + (dead ? " dead" : ""), d: `M${p.x + boxW},${p.y + 24} C${p.x + boxW + 30},${p.y + 24} ${q.x - 30},${q.y + 24} ${q.x},${q.y + 24}` })); };
   link("users", "dns");
   for (const n of view.nodes.filter((n) => n.role === "lb")) {
-    link("dns", n.name, n.state === "down" || (view.dns && view.dns.length > 0 && !answered.has(n.address)));
+    // Live when the DNS answers this lb: its own address, or a VIP it holds as master.
+    const lb = view.lbs.find((l) => l.name === n.name);
+    const served = [n.address, ...(lb ? lb.vips_held : [])].some((a) => answered.has(a));
+    link("dns", n.name, n.state === "down" || (view.dns && view.dns.length > 0 && !served));
     for (const w of view.webs) { const s = lbServers.get(w.name); link(n.name, w.name, !s || s.state === "DOWN"); }
   }
   for (const w of view.webs) for (const d of view.db.nodes) if (d.raft_state === "Leader") link(w.name, d.name, stateOf(w.name).state === "down");

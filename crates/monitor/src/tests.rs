@@ -73,7 +73,11 @@ fn lb(state: &str, total: u64) -> Result<NodeStatus, String> {
     status(
         "lb-1",
         "lb",
-        json!({ "frontends": [], "backends": [backend], "conns": 5, "threads": 1 }),
+        json!({
+            "frontends": [], "backends": [backend], "conns": 5, "threads": 1,
+            "vrrp": [{ "name": "VI_1", "vrid": 51, "state": "master", "priority": 200,
+                       "vips": ["127.0.9.8"], "held": ["127.0.9.8"] }],
+        }),
     )
 }
 
@@ -189,6 +193,8 @@ fn rates_come_from_counters_between_scrapes_and_a_restart_is_not_negative() {
     assert_eq!(first.webs[0].rps, None);
     let second = s.next(scrape(160, 80));
     assert_eq!(second.lbs[0].backends[0].servers[0].rps, 60.0);
+    // The VIPs an lb serves as VRRP master: the diagram's DNS edge to it is live.
+    assert_eq!(second.lbs[0].vips_held, ["127.0.9.8"]);
     assert_eq!(second.lbs[0].backends[0].rps, 60.0);
     assert_eq!(second.webs[0].rps, Some(30.0));
     // web-1 restarted: its counter went down; the rate is 0, not negative.

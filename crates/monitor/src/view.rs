@@ -93,6 +93,8 @@ pub struct LbView {
     pub generation: u64,
     /// Reloads it refused since it started.
     pub reloads_refused: u64,
+    /// The virtual IPs it serves now, as VRRP master (empty without `[[vrrp]]`).
+    pub vips_held: Vec<String>,
     /// Its backends.
     pub backends: Vec<BackendView>,
 }
@@ -371,6 +373,7 @@ fn lb_view(
         conns: lb.conns,
         generation: lb.generation,
         reloads_refused: lb.reloads_refused,
+        vips_held: lb.vrrp.iter().flat_map(|v| v.held.clone()).collect(),
         backends,
     }
 }
