@@ -1,12 +1,13 @@
 //! keepalived (Debian's 2.2.7) and a webfarm lb as the two VRRPv3 routers of one VIP, on real
-//! interfaces: network namespaces `wfv-*` on a bridge, addresses in 10.79.0.0/24 only,
-//! created here and removed at the end (also on a panic: [`Lab`]'s Drop).
+//! interfaces: network namespaces on a bridge (webfarm-netns, as `webfarm up --netns`),
+//! addresses in 10.79.B.0/24 only (B: 0 and 1, one per test), created here and removed at the
+//! end (also on a panic: [`Lab`]'s Drop).
 //!
 //! ```text
-//!   wfv-ka-P  keepalived       10.79.0.1  (+ an HTTP server answering "keepalived")
-//!   wfv-lb-P  webfarm lb-1     10.79.0.2  (its backend answers "webfarm")
-//!   wfv-cl-P  client (curl)    10.79.0.3
-//!   wfv-br-P  bridge br0 joining the three
+//!   wfvB-lb   webfarm lb-1     10.79.B.2  (its backend answers "webfarm")
+//!   wfvB-cl   client (curl)    10.79.B.3
+//!   wfvB-ka   keepalived       10.79.B.4  (+ an HTTP server answering "keepalived")
+//!   wfvB-br0  the bridge, 10.79.B.1 (the test's own host); the VIP is 10.79.B.100
 //! ```
 //!
 //! Needs root (namespaces, raw sockets, addresses), `ip` (iproute2), `keepalived`, `curl`
@@ -19,24 +20,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use webfarm_netns::{Block, Host, Network, Spec};
 use webfarm_testkit::{eventually_blocking, which, TempDir};
 
-const VIP: &str = "10.79.0.100";
+/// The lb's host number in the block.
+const LB_HOST: u8 = 2;
 /// Failovers in this test take 3 × 100 ms plus skew; generous for a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The namespaces and processes of the test; everything removed on drop.
+/// The hosts and processes of the test; everything removed on drop.
 struct Lab {
-    /// Namespace names are `wfv-<tag><role>-<pid>`: each test of the file its own tag.
-    tag: &'static str,
-    pid: u32,
     dir: PathBuf,
-    namespaces: Vec<String>,
+    /// Hosts `ka` (keepalived), `lb` (webfarm) and `cl` (the client) on a bridge
+    /// (webfarm-netns), `10.79.<block>.0/24`; dropped after the children.
+    net: Network,
     children: Vec<(String, Child)>,
 }
 
 impl Lab {
-    fn new(dir: &Path, tag: &'static str) -> Lab {
+    /// `block`: the third octet of the test's /24 (each test of the file its own, as the
+    /// bridges of two tests live in the root namespace at once).
+    fn new(dir: &Path, block: u8) -> Lab {
         assert!(
             is_root(),
             "the keepalived interop test needs root (network namespaces, raw sockets, \
@@ -46,69 +50,44 @@ impl Lab {
         which("keepalived", "keepalived", "the VRRP peer");
         which("curl", "curl", "HTTP to the VIP from the client namespace");
         which("python3", "python3", "the routers' small HTTP servers");
-        let mut lab = Lab {
-            tag,
-            pid: std::process::id() % 100_000,
+        let block = Block::new([10, 79, block]);
+        let spec =
+            Spec::new(&format!("wfv{}", block.addr(0).octets()[2]), block).expect("a valid prefix");
+        let hosts = [("lb", LB_HOST), ("cl", 3), ("ka", 4)]
+            .map(|(name, n)| Host::new(name, block.addr(n)))
+            .to_vec();
+        let net = Network::create(spec, hosts).unwrap_or_else(|e| panic!("the lab network: {e}"));
+        Lab {
             dir: dir.to_path_buf(),
-            namespaces: Vec::new(),
+            net,
             children: Vec::new(),
-        };
-        lab.build();
-        lab
+        }
     }
 
     fn ns(&self, role: &str) -> String {
-        format!("wfv-{}{role}-{}", self.tag, self.pid)
+        self.net.namespace(role)
     }
 
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    /// The VIP the routers share: `.100` of the block.
+    fn vip(&self) -> String {
+        self.net.spec().block.addr(100).to_string()
     }
 
-    /// The bridge namespace and one veth per router/client namespace.
-    fn build(&mut self) {
-        for role in ["br", "ka", "lb", "cl"] {
-            let ns = self.ns(role);
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-            self.ip(&["netns", "add", &ns]);
-            self.namespaces.push(ns.clone());
-            self.ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        let br = self.ns("br");
-        self.ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
-        self.ip(&["-n", &br, "link", "set", "br0", "up"]);
-        for (role, host) in [("ka", 1), ("lb", 2), ("cl", 3)] {
-            let (ns, port) = (self.ns(role), format!("p{role}"));
-            self.ip(&[
-                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &ns,
-            ]);
-            self.ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"]);
-            self.ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.79.0.{host}/24"),
-                "dev",
-                "eth0",
-            ]);
-            self.ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-        }
+    /// The lb's farm file for this block.
+    fn farm_toml(&self) -> String {
+        farm_toml(
+            &self.net.spec().block.addr(LB_HOST).to_string(),
+            &self.vip(),
+        )
     }
 
     /// Starts `cmd` in namespace `role`, in its own process group, output to `<name>.log`.
     fn spawn(&mut self, name: &str, role: &str, cmd: &[&str]) {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(role)])
-            .args(cmd)
+        let child = self
+            .net
+            .command(role, cmd[0])
+            .args(&cmd[1..])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -146,14 +125,16 @@ impl Lab {
             ])
             .output()
             .expect("ip addr");
-        String::from_utf8_lossy(&out.stdout).contains(&format!(" {VIP}/"))
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {}/", self.vip()))
     }
 
     /// What answers `GET http://VIP:8080/who.txt` from the client namespace.
     fn who_answers(&self) -> Option<String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns("cl"), "curl", "-s", "-m", "1"])
-            .arg(format!("http://{VIP}:8080/who.txt"))
+        let out = self
+            .net
+            .command("cl", "curl")
+            .args(["-s", "-m", "1"])
+            .arg(format!("http://{}:8080/who.txt", self.vip()))
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -172,7 +153,10 @@ impl Lab {
             "ka" => ("lb", "keepalived"),
             _ => ("ka", "webfarm"),
         };
-        let what = format!("{why}: VIP in wfv-{holder} only, answered by {answer}");
+        let what = format!(
+            "{why}: VIP in {} only, answered by {answer}",
+            self.ns(holder)
+        );
         let seen = std::cell::RefCell::new(String::new());
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             eventually_blocking(DEADLINE, &what, || {
@@ -214,18 +198,21 @@ impl Drop for Lab {
             let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
         }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
+        // Then `net` drops: namespaces, veths and the bridge removed.
     }
 }
 
-fn keepalived_conf(priority: u8) -> String {
+fn keepalived_conf(priority: u8, vip: &str) -> String {
     format!(
         "global_defs {{\n  vrrp_version 3\n  router_id wfv_ka\n}}\n\
          vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 79\n  \
-         priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n"
+         priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {vip}/32\n  }}\n}}\n"
     )
+}
+
+/// lb-1 at `lb` sharing `vip` by VRRP (priority 200, 100 ms).
+fn farm_toml(lb: &str, vip: &str) -> String {
+    FARM.replace("LB_ADDR", lb).replace("VIP_ADDR", vip)
 }
 
 const FARM: &str = r#"site = "www.foobar.com"
@@ -233,7 +220,7 @@ data_dir = "data"
 [[nodes]]
 name = "lb-1"
 role = "lb"
-address = "10.79.0.2"
+address = "LB_ADDR"
 [[frontends]]
 name = "www"
 port = 8080
@@ -250,14 +237,14 @@ internal = false
 [[vrrp]]
 name = "VI_1"
 vrid = 79
-vip = "10.79.0.100"
+vip = "VIP_ADDR"
 priority = { "lb-1" = 200 }
 advert_int = "100ms"
 "#;
 
 fn start_keepalived(lab: &mut Lab, priority: u8) {
     let conf = lab.dir.join("keepalived.conf");
-    std::fs::write(&conf, keepalived_conf(priority)).unwrap();
+    std::fs::write(&conf, keepalived_conf(priority, &lab.vip())).unwrap();
     // Fresh pid files each start: a killed child may linger as a zombie where nothing
     // reaps orphans, and keepalived would take it for a running daemon.
     let d = lab.dir.display().to_string();
@@ -300,12 +287,12 @@ fn start_webfarm(lab: &mut Lab) {
 fn keepalived_and_webfarm_share_a_vip_both_ways() {
     use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
     let tmp = TempDir::new("vrrp-keepalived");
-    let mut lab = Lab::new(tmp.path(), "");
+    let mut lab = Lab::new(tmp.path(), 0);
     for (dir, who) in [("ka-www", "keepalived"), ("lb-www", "webfarm")] {
         std::fs::create_dir_all(tmp.path().join(dir)).unwrap();
         std::fs::write(tmp.path().join(dir).join("who.txt"), who).unwrap();
     }
-    std::fs::write(tmp.path().join("farm.toml"), FARM).unwrap();
+    std::fs::write(tmp.path().join("farm.toml"), lab.farm_toml()).unwrap();
     lab.spawn(
         "ka-http",
         "ka",
@@ -371,7 +358,7 @@ fn keepalived_and_webfarm_share_a_vip_both_ways() {
 fn without_the_capability_the_lb_refuses_to_start_and_names_it() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = TempDir::new("vrrp-nocap");
-    let lab = Lab::new(tmp.path(), "c");
+    let lab = Lab::new(tmp.path(), 1);
     which(
         "setpriv",
         "util-linux",
@@ -379,16 +366,11 @@ fn without_the_capability_the_lb_refuses_to_start_and_names_it() {
     );
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let farm = tmp.path().join("farm.toml");
-    std::fs::write(&farm, FARM).unwrap();
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("lb"),
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-        ])
+    std::fs::write(&farm, lab.farm_toml()).unwrap();
+    let out = lab
+        .net
+        .command("lb", "setpriv")
+        .args(["--reuid=65534", "--regid=65534"])
         .args([
             "--clear-groups",
             common::bin(),
