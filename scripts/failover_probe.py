@@ -54,6 +54,19 @@ class Probe:
         with self.lock:
             return sum(1 for (s, _, ok) in self.results if a <= s <= b and not ok)
 
+    def healthy(self, window, deadline):
+        """Waits until every attempt that started in the last `window` seconds succeeded
+        (there were some); False after `deadline` seconds."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            now = time.monotonic()
+            with self.lock:
+                recent = [ok for (s, e, ok) in self.results if s >= now - window and e <= now]
+            if len(recent) >= 3 and all(recent):
+                return True
+            time.sleep(0.05)
+        return False
+
     def wait_success_after(self, t, deadline):
         """Polls until an attempt started after `t` succeeded; returns first_success_after(t),
         or None after `deadline` seconds."""

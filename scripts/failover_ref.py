@@ -29,6 +29,25 @@ def sh(*cmd, check=True):
     return r.stdout
 
 
+def ns_pids(ns):
+    """The processes whose network namespace is `ns` (a scan of /proc: `ip netns pids` gives
+    up on a process that exits during its scan, and then lists nobody)."""
+    try:
+        want = os.stat(f"/run/netns/{ns}")
+    except FileNotFoundError:
+        return []
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = os.stat(f"/proc/{d}/ns/net")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+                pids.append(int(d))
+    return pids
+
+
 def remove():
     """Removes the namespaces and the bridge (also what a crashed run left)."""
     for i, ns in enumerate(HOSTS):
@@ -152,11 +171,11 @@ class Pair:
                          f"{deadline}s (holders: {self.holder()})")
 
     def signal_host(self, ns, sig):
-        """Sends `sig` to every process of host `ns` (`ip netns pids`: HAProxy, keepalived and
-        keepalived's VRRP child, which runs in a session of its own)."""
-        for pid in sh("ip", "netns", "pids", ns, check=False).split():
+        """Sends `sig` to every process of host `ns` (HAProxy, keepalived and keepalived's VRRP
+        child, which runs in a session of its own), found by their network namespace."""
+        for pid in ns_pids(ns):
             try:
-                os.kill(int(pid), sig)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
 
@@ -167,7 +186,7 @@ class Pair:
         for p in self.procs.pop(ns, []):
             benchlib.stop(p, wait=5)
         end = time.monotonic() + 10
-        while sh("ip", "netns", "pids", ns, check=False).split() and time.monotonic() < end:
+        while ns_pids(ns) and time.monotonic() < end:
             time.sleep(0.02)
         for f in os.listdir(self.tmp):
             if f.startswith(f"keepalived-{ns}") and f.endswith(".pid"):

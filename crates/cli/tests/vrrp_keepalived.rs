@@ -111,6 +111,13 @@ impl Lab {
         let _ = child.wait();
     }
 
+    /// Sends `signal` to `name`'s process group; it keeps running (SIGSTOP, SIGCONT).
+    fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
+        let (_, child) = self.children.iter().find(|(n, _)| n == name).expect(name);
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::killpg(pgid, signal).expect("signal");
+    }
+
     fn holds(&self, role: &str) -> bool {
         let out = Command::new("ip")
             .args([
@@ -285,7 +292,7 @@ fn start_webfarm(lab: &mut Lab) {
 
 #[test]
 fn keepalived_and_webfarm_share_a_vip_both_ways() {
-    use nix::sys::signal::Signal::{SIGKILL, SIGTERM};
+    use nix::sys::signal::Signal::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
     let tmp = TempDir::new("vrrp-keepalived");
     let mut lab = Lab::new(tmp.path(), 0);
     for (dir, who) in [("ka-www", "keepalived"), ("lb-www", "webfarm")] {
@@ -337,6 +344,18 @@ fn keepalived_and_webfarm_share_a_vip_both_ways() {
     lab.until_vip_at("ka", true, "webfarm stopped gracefully");
     start_webfarm(&mut lab);
     lab.until_vip_at("lb", true, "webfarm back");
+    // Paused: keepalived takes over (webfarm still has the address). Resumed: webfarm, master
+    // in its own eyes, hears a lower priority: it advertises and announces the VIP again, so
+    // keepalived yields and the client's ARP cache points at webfarm again.
+    lab.signal("webfarm", SIGSTOP);
+    lab.until_vip_at("ka", false, "webfarm paused");
+    lab.signal("webfarm", SIGCONT);
+    lab.until_vip_at("lb", true, "webfarm resumed");
+    eventually_blocking(DEADLINE, "webfarm announcing the VIP again", || {
+        lab.log("webfarm")
+            .contains("received a lower priority advertisement: announcing the VIPs again")
+            .then_some(())
+    });
 
     // keepalived now with the higher priority (250): webfarm yields as backup.
     lab.stop("keepalived", SIGTERM);

@@ -161,6 +161,7 @@ impl Vrrp {
                 interface: interface.clone(),
                 status: status.clone(),
                 timers: HashMap::new(),
+                last_announce: None,
             };
             vrrp.tasks.push(tokio::spawn(task.run(rx)));
             vrrp.statuses.push(status);
@@ -265,6 +266,8 @@ struct Task {
     interface: Option<String>,
     status: Shared,
     timers: HashMap<Timer, Instant>,
+    /// When the VIPs were last announced for a lower-priority advertisement.
+    last_announce: Option<Instant>,
 }
 
 impl Task {
@@ -336,6 +339,7 @@ impl Task {
             Action::Send { priority } => self.send(priority).await,
             Action::TakeVips => self.take().await,
             Action::ReleaseVips => self.release().await,
+            Action::Announce => self.announce_again(),
             Action::SetTimer(t, after) => {
                 self.timers.insert(t, Instant::now() + after);
             }
@@ -394,10 +398,32 @@ impl Task {
             Ok(()) => lock(&self.status).holding = true,
             Err(e) => tracing::error!("VRRP_Instance({name}) cannot serve its VIPs: {e}"),
         }
+        self.announce();
+    }
+
+    /// Gratuitous ARP / unsolicited NA for the VIPs, on real interfaces, in the background.
+    fn announce(&mut self) {
         if let Some(interface) = self.interface.clone() {
-            let vips = self.spec.vips.clone();
-            let name = name.clone();
-            tokio::spawn(announce(interface, vips, name));
+            let (vips, name) = (self.spec.vips.clone(), self.spec.name.clone());
+            tokio::spawn(announce(interface, vips, name, self.status.clone()));
+        }
+    }
+
+    /// [`Action::Announce`]: again, while holding, at most once per
+    /// [`netif::ANNOUNCE_MIN_GAP`] (a router that keeps advertising a lower priority, e.g.
+    /// one that cannot hear us, must not make us flood the link).
+    fn announce_again(&mut self) {
+        let recent = self
+            .last_announce
+            .is_some_and(|at| at.elapsed() < netif::ANNOUNCE_MIN_GAP);
+        if lock(&self.status).holding && !recent {
+            tracing::info!(
+                "VRRP_Instance({}) received a lower priority advertisement: announcing the VIPs \
+                 again",
+                self.spec.name
+            );
+            self.last_announce = Some(Instant::now());
+            self.announce();
         }
     }
 
@@ -441,13 +467,23 @@ impl Task {
 }
 
 /// Gratuitous ARP for every IPv4 VIP, an unsolicited neighbour advertisement for every IPv6
-/// one (RFC 5798 §8.1.2, §8.2.2), [`netif::GARP_REPEAT`] times.
-async fn announce(interface: String, vips: Vec<IpAddr>, name: String) {
+/// one (RFC 5798 §8.1.2, §8.2.2), [`netif::GARP_REPEAT`] times; then a second set after
+/// [`netif::GARP_SECOND_SET`] if the VIPs are still held (`status`).
+async fn announce(interface: String, vips: Vec<IpAddr>, name: String, status: Shared) {
+    announce_set(&interface, &vips, &name).await;
+    tokio::time::sleep(netif::GARP_SECOND_SET).await;
+    let holding = lock(&status).holding;
+    if holding {
+        announce_set(&interface, &vips, &name).await;
+    }
+}
+
+async fn announce_set(interface: &str, vips: &[IpAddr], name: &str) {
     for round in 0..netif::GARP_REPEAT {
-        for vip in &vips {
+        for vip in vips {
             let sent = match vip {
-                IpAddr::V4(v4) => netif::gratuitous_arp(&interface, *v4),
-                IpAddr::V6(v6) => netif::unsolicited_na(&interface, *v6),
+                IpAddr::V4(v4) => netif::gratuitous_arp(interface, *v4),
+                IpAddr::V6(v6) => netif::unsolicited_na(interface, *v6),
             };
             if let Err(e) = sent {
                 if round == 0 {

@@ -16,6 +16,12 @@ use crate::VrrpError;
 pub const GARP_REPEAT: u32 = 5;
 /// The time between two of them.
 pub const GARP_SPACING: Duration = Duration::from_millis(100);
+/// When a second set is sent, if the VIPs are still held (keepalived's `garp_master_delay`,
+/// 5 s): a host that ignored the first set (Linux ignores an ARP update within `locktime`,
+/// 1 s, of the previous one, e.g. the other router's own announcement) learns it then.
+pub const GARP_SECOND_SET: Duration = Duration::from_secs(5);
+/// The least time between two announcements for lower-priority advertisements.
+pub const ANNOUNCE_MIN_GAP: Duration = Duration::from_secs(1);
 
 /// The interface that holds `addr`.
 ///

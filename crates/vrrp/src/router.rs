@@ -104,6 +104,11 @@ pub enum Action {
     TakeVips,
     /// Release the virtual addresses.
     ReleaseVips,
+    /// Announce the held addresses again (gratuitous ARP / unsolicited NA): another router
+    /// believes it is master (it advertised a lower priority while we were master, e.g. after
+    /// this one was paused or partitioned away), so hosts may have learnt its link address.
+    /// keepalived does the same (`garp_lower_prio_repeat`); RFC 5798 §6.4.3 only discards it.
+    Announce,
     /// (Re)start a timer to fire after this long.
     SetTimer(Timer, Duration),
     /// Stop a timer.
@@ -319,7 +324,9 @@ impl Router {
         let mine = self.params.priority;
         let wins = priority > mine || (priority == mine && ip_greater(source, self.params.primary));
         if !wins {
-            return Vec::new();
+            // Two masters: advertise now, so the other becomes a backup at once (§6.4.3 has
+            // it wait for our next advertisement), and take the hosts' ARP caches back.
+            return vec![Action::Send { priority: mine }, Action::Announce];
         }
         self.master_adver_int = adver_int.max(1);
         self.state = State::Backup;

@@ -214,9 +214,20 @@ fn master_handles_advertisements_per_section_6_4_3() {
         (200, "10.0.0.1", yields(30), State::Backup),
         // Equal priority: the higher primary address wins.
         (100, "10.0.0.9", yields(30), State::Backup),
-        (100, "10.0.0.1", vec![], State::Master),
-        // Lower priority: discarded (its sender's timer makes it a backup again).
-        (50, "10.0.0.9", vec![], State::Master),
+        (
+            100,
+            "10.0.0.1",
+            vec![Action::Send { priority: 100 }, Action::Announce],
+            State::Master,
+        ),
+        // Lower priority: a second master (it was paused or cut off): advertise at once and
+        // announce the VIPs again, as keepalived does; the sender becomes a backup.
+        (
+            50,
+            "10.0.0.9",
+            vec![Action::Send { priority: 100 }, Action::Announce],
+            State::Master,
+        ),
     ];
     for (theirs, source, actions, state) in rows {
         let mut r = started(100, true, true);
