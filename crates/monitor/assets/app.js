@@ -125,10 +125,12 @@ function renderDiagram(view) {
   const width = root.clientWidth || 1000;
   const cols = [0.02, 0.17, 0.34, 0.55, 0.78].map((f) => f * width);
   const boxW = Math.min(150, width * 0.15);
+  const boxH = 60; // a title and up to three lines
+  const mid = boxH / 2;
   const items = [];
   const column = (x, list) => list.forEach((item, i) => {
     const h = 300 / list.length;
-    items.push({ ...item, x, y: 10 + i * h + h / 2 - 24 });
+    items.push({ ...item, x, y: 10 + i * h + h / 2 - mid });
   });
   const stateOf = (name) => view.nodes.find((n) => n.name === name);
   const lbServers = new Map();
@@ -142,8 +144,8 @@ function renderDiagram(view) {
   const answered = new Set((view.dns || []).flatMap((d) => d.answering));
   column(cols[2], view.nodes.filter((n) => n.role === "lb").map((n) => {
     const lb = view.lbs.find((l) => l.name === n.name);
-    const vips = lb && lb.vips_held.length ? ` VIP ${lb.vips_held.join(" ")}` : "";
-    return { id: n.name, title: n.name, lines: [n.address + vips, lb ? `${lb.conns} conns` : n.state], cls: n.state };
+    const vips = lb && lb.vips_held.length ? [`VIP ${lb.vips_held.join(" ")}`] : [];
+    return { id: n.name, title: n.name, lines: [n.address, ...vips, lb ? `${lb.conns} conns` : n.state], cls: n.state };
   }));
   column(cols[3], view.webs.map((w) => {
     const n = stateOf(w.name); const s = lbServers.get(w.name);
@@ -157,7 +159,7 @@ function renderDiagram(view) {
   }));
   const at = new Map(items.map((i) => [i.id, i]));
   const edges = [];
-  const link = (a, b, dead) => { const p = at.get(a), q = at.get(b); if (p && q) edges.push(svg("path", { class: "edge" + (dead ? " dead" : ""), d: `M${p.x + boxW},${p.y + 24} C${p.x + boxW + 30},${p.y + 24} ${q.x - 30},${q.y + 24} ${q.x},${q.y + 24}` })); };
+  const link = (a, b, dead) => { const p = at.get(a), q = at.get(b); if (p && q) edges.push(svg("path", { class: "edge" + (dead ? " dead" : ""), d: `M${p.x + boxW},${p.y + mid} C${p.x + boxW + 30},${p.y + mid} ${q.x - 30},${q.y + mid} ${q.x},${q.y + mid}` })); };
   link("users", "dns");
   for (const n of view.nodes.filter((n) => n.role === "lb")) {
     // Live when the DNS answers this lb: its own address, or a VIP it holds as master.
@@ -169,7 +171,7 @@ function renderDiagram(view) {
   for (const w of view.webs) for (const d of view.db.nodes) if (d.raft_state === "Leader") link(w.name, d.name, stateOf(w.name).state === "down");
   const boxes = items.map((i) => {
     const g = svg("g", { "data-node": i.id, "data-state": i.cls });
-    g.append(svg("rect", { class: "box " + i.cls, x: i.x, y: i.y, width: boxW, height: 48 }));
+    g.append(svg("rect", { class: "box " + i.cls, x: i.x, y: i.y, width: boxW, height: boxH }));
     g.append(svg("text", { class: "title", x: i.x + 8, y: i.y + 16 }, i.title));
     i.lines.forEach((l, k) => g.append(svg("text", { x: i.x + 8, y: i.y + 30 + k * 13 }, l)));
     return g;
