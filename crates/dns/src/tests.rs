@@ -15,7 +15,8 @@ use tokio::net::{TcpStream, UdpSocket};
 use crate::handler::{Counters, Handler};
 use crate::zone::ZoneSpec;
 
-fn spec() -> ZoneSpec {
+/// foobar.com with www.foobar.com and ns1 at 127.0.0.1, TTL 5 s.
+pub(crate) fn spec() -> ZoneSpec {
     ZoneSpec {
         origin: Name::from_ascii("foobar.com.").unwrap(),
         site: Name::from_ascii("www.foobar.com.").unwrap(),

@@ -229,17 +229,7 @@ mod tests {
 
     #[test]
     fn the_zone_starts_with_its_soa_and_has_ns_glue_and_the_site() {
-        let spec = ZoneSpec {
-            origin: origin(),
-            site: Name::from_ascii("www.foobar.com.").unwrap(),
-            ttl: 5,
-            name_servers: vec![(
-                Name::from_ascii("ns1.foobar.com.").unwrap(),
-                "127.0.0.1".parse().unwrap(),
-            )],
-            extra: vec![],
-        };
-        let zone = spec
+        let zone = crate::tests::spec()
             .build(&["127.0.0.2".parse().unwrap(), "::1".parse().unwrap()], 42)
             .unwrap();
         let types: Vec<_> = zone.records.iter().map(Record::record_type).collect();
