@@ -24,6 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use webfarm_config::{Node, Role};
 use webfarm_node::http::HttpClient;
+use webfarm_node::status::{NodeStatus, RoleStatus};
 
 use crate::args::{FarmArgs, NetnsArgs};
 use crate::control;
@@ -177,8 +178,49 @@ impl Supervisor {
             for r in join_all(waits).await {
                 r?;
             }
+            if role == Role::Lb && !self.farm().vrrp.is_empty() {
+                self.wait_vip_masters().await?;
+            }
         }
         Ok(())
+    }
+
+    /// Waits until every `[[vrrp]]` instance has a master (an lb whose `/status` says so),
+    /// so that the VIPs answer once the farm is said to be up: a backup lb is ready at once,
+    /// but the first master is elected a master down interval later.
+    async fn wait_vip_masters(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let mut mastered = std::collections::HashSet::new();
+            for lb in self.farm().nodes_with_role(Role::Lb) {
+                let url = self.http.url(lb.admin_addr(), "/status");
+                let Ok(r) = self.http.get(&url, Duration::from_secs(2)).await else {
+                    continue;
+                };
+                if let Ok(NodeStatus {
+                    details: RoleStatus::Lb(d),
+                    ..
+                }) = serde_json::from_slice(&r.body)
+                {
+                    let masters = d.vrrp.into_iter().filter(|i| i.state == "master");
+                    mastered.extend(masters.map(|i| i.name));
+                }
+            }
+            let missing: Vec<&str> = (self.farm().vrrp.iter())
+                .map(|v| v.name.as_str())
+                .filter(|name| !mastered.contains(*name))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no lb became the VRRP master of {} within {READY_TIMEOUT:?}",
+                    missing.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts node `name` again (control command).

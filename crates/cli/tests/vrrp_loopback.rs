@@ -95,6 +95,17 @@ fn signal(farm: &TestFarm, node: &str, sig: &str) {
 }
 
 /// `webfarm status` names the VIP's master.
+/// `webfarm status --json` names a master for every VIP.
+fn every_vip_has_a_master(farm: &TestFarm) {
+    let out = farm.webfarm(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    let vips = v["vips"].as_array().cloned().unwrap_or_default();
+    assert!(
+        vips.len() == 2 && vips.iter().all(|x| x["master"].is_string()),
+        "{v}"
+    );
+}
+
 fn status_names_master(farm: &TestFarm, vip: &str, master: &str) {
     let out = farm.webfarm(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -168,6 +179,8 @@ async fn active_active_each_lb_holds_one_vip_and_the_survivor_both() {
     let vrrp =
         instance("VI_1", 80, vip1, "lb-1", "lb-2") + &instance("VI_2", 81, vip2, "lb-2", "lb-1");
     let mut farm = start(&tmp, 80, &vrrp);
+    // `webfarm up` says the farm is up once every instance has a master: no polling here.
+    every_vip_has_a_master(&farm);
     until_master(&farm, "VI_1", "lb-1", "lb-2").await;
     until_master(&farm, "VI_2", "lb-2", "lb-1").await;
     until_vip_answers(&farm, vip1).await;
