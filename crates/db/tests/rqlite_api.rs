@@ -334,6 +334,12 @@ async fn a_follower_cut_off_from_its_leader_refuses_fresh_reads() {
         r#"["CREATE TABLE t (v)", "INSERT INTO t VALUES (1)"]"#,
     )
     .await;
+    // The write may have been acknowledged by the other two alone: f applies it first.
+    eventually(DEADLINE, "the follower applied the write", || async {
+        let rows = c.rows(f, "level=none", "SELECT count(*) FROM t").await;
+        (rows["values"] == json!([[1]])).then_some(())
+    })
+    .await;
     // Only f is left: nobody leads, nobody sends it heartbeats.
     for i in 0..3 {
         if i != f {
