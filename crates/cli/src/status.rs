@@ -14,7 +14,7 @@ use crate::farm_file;
 
 /// What `webfarm status` says of one node.
 #[derive(Debug, Serialize)]
-struct NodeReport {
+pub(crate) struct NodeReport {
     name: String,
     role: String,
     /// The admin address.
@@ -41,15 +41,15 @@ struct Report {
 
 /// One VIP and the lb node that is master of its instance now.
 #[derive(Debug, Serialize)]
-struct VipReport {
+pub(crate) struct VipReport {
     vip: String,
-    instance: String,
+    pub(crate) instance: String,
     /// The lb that says it is master (`null` when none does: every lb down or electing).
-    master: Option<String>,
+    pub(crate) master: Option<String>,
 }
 
 /// Each VIP's master, from the lbs' own `/status`: the one that says `master` and holds it.
-fn vip_masters(farm: &webfarm_config::Farm, nodes: &[NodeReport]) -> Vec<VipReport> {
+pub(crate) fn vip_masters(farm: &webfarm_config::Farm, nodes: &[NodeReport]) -> Vec<VipReport> {
     let mut out = Vec::new();
     for v in &farm.vrrp {
         let master = nodes.iter().find_map(|n| match &n.details {
@@ -118,7 +118,7 @@ pub async fn status(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> 
     })
 }
 
-async fn node_status(http: &HttpClient, node: &Node) -> NodeReport {
+pub(crate) async fn node_status(http: &HttpClient, node: &Node) -> NodeReport {
     let url = http.url(node.admin_addr(), "/status");
     let mut out = NodeReport {
         name: node.name.clone(),

@@ -24,7 +24,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use webfarm_config::{Node, Role};
 use webfarm_node::http::HttpClient;
-use webfarm_node::status::{NodeStatus, RoleStatus};
 
 use crate::args::{FarmArgs, NetnsArgs};
 use crate::control;
@@ -191,25 +190,14 @@ impl Supervisor {
     async fn wait_vip_masters(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let mut mastered = std::collections::HashSet::new();
-            for lb in self.farm().nodes_with_role(Role::Lb) {
-                let url = self.http.url(lb.admin_addr(), "/status");
-                let Ok(r) = self.http.get(&url, Duration::from_secs(2)).await else {
-                    continue;
-                };
-                if let Ok(NodeStatus {
-                    details: RoleStatus::Lb(d),
-                    ..
-                }) = serde_json::from_slice(&r.body)
-                {
-                    let masters = d.vrrp.into_iter().filter(|i| i.state == "master");
-                    mastered.extend(masters.map(|i| i.name));
-                }
-            }
-            let missing: Vec<&str> = (self.farm().vrrp.iter())
-                .map(|v| v.name.as_str())
-                .filter(|name| !mastered.contains(*name))
+            let lbs = self.farm().nodes_with_role(Role::Lb);
+            let reports = join_all(lbs.map(|n| crate::status::node_status(&self.http, n))).await;
+            let mut missing: Vec<String> = crate::status::vip_masters(self.farm(), &reports)
+                .into_iter()
+                .filter(|v| v.master.is_none())
+                .map(|v| v.instance)
                 .collect();
+            missing.dedup();
             if missing.is_empty() {
                 return Ok(());
             }

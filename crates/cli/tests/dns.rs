@@ -13,11 +13,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TempDir, TestFarm};
-use webfarm_testkit::{eventually_blocking, which};
+use webfarm_testkit::{eventually_blocking, which, KillOnDrop};
 
 /// The addresses of one test's farm on `127.0.<net>.x`.
 struct Net {
@@ -275,16 +275,6 @@ fn knot_conf(dir: &Path, primary: &str) -> std::path::PathBuf {
     file
 }
 
-/// knotd in the foreground; killed when dropped.
-struct Knot(Child);
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn serial_of(server: &str, port: u16) -> Option<u64> {
     let soa = dig(server, port, &["foobar.com", "SOA"]);
     soa.first()?.split_whitespace().nth(2)?.parse().ok()
@@ -304,7 +294,8 @@ fn knot_transfers_the_zone_and_follows_notify() {
     let knot_dir = tmp.path().join("knot");
     let conf = knot_conf(&knot_dir, dns1);
     let log = std::fs::File::create(knot_dir.join("knotd.log")).unwrap();
-    let knot = Knot(
+    // knotd in the foreground; killed when the test ends.
+    let knot = KillOnDrop(
         Command::new("knotd")
             .arg("-c")
             .arg(&conf)

@@ -41,11 +41,7 @@ impl Lab {
     /// `block`: the third octet of the test's /24 (each test of the file its own, as the
     /// bridges of two tests live in the root namespace at once).
     fn new(dir: &Path, block: u8) -> Lab {
-        assert!(
-            is_root(),
-            "the keepalived interop test needs root (network namespaces, raw sockets, \
-             addresses on interfaces); run it as root"
-        );
+        common::netns::require_root("the keepalived interop test (raw sockets, addresses)");
         which("ip", "iproute2", "network namespaces and addresses");
         which("keepalived", "keepalived", "the VRRP peer");
         which("curl", "curl", "HTTP to the VIP from the client namespace");
@@ -186,11 +182,6 @@ impl Lab {
             );
         }
     }
-}
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().expect("run id -u");
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 fn tail(text: &str) -> String {

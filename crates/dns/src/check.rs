@@ -43,7 +43,7 @@ impl AddrHealth {
         let was = self.up;
         match outcome {
             Ok(()) => {
-                self.passes += 1;
+                self.passes = self.passes.saturating_add(1);
                 self.failures = 0;
                 self.last = "passed".into();
                 if self.passes >= check.rise {
@@ -51,7 +51,7 @@ impl AddrHealth {
                 }
             }
             Err(why) => {
-                self.failures += 1;
+                self.failures = self.failures.saturating_add(1);
                 self.passes = 0;
                 self.last = why;
                 if self.failures >= check.fall {

@@ -22,14 +22,16 @@ use crate::zone::Zone;
 /// Queries answered, by query type and response code.
 #[derive(Debug, Default)]
 pub struct Counters {
-    by_type_rcode: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Keyed by the query type's number (`None`: no question), named only at scrape time:
+    /// nothing is allocated per query.
+    by_type_rcode: Mutex<BTreeMap<(Option<u16>, &'static str), u64>>,
     total: AtomicU64,
     transfers: AtomicU64,
 }
 
 impl Counters {
     fn record(&self, qtype: Option<RecordType>, rcode: ResponseCode) {
-        let qtype = qtype.map_or_else(|| "none".to_string(), |t| t.to_string());
+        let qtype = qtype.map(u16::from);
         let mut map = self
             .by_type_rcode
             .lock()
@@ -44,7 +46,13 @@ impl Counters {
             .by_type_rcode
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        map.iter()
+            .map(|(&(qtype, rcode), &n)| {
+                let name =
+                    qtype.map_or_else(|| "none".to_string(), |t| RecordType::from(t).to_string());
+                ((name, rcode), n)
+            })
+            .collect()
     }
 
     /// Queries answered since the node started.

@@ -120,10 +120,10 @@ impl LbVips {
                 release.clone(),
                 self.grace,
             ));
-            self.tasks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(task);
+            let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+            // Listeners of earlier terms ended when released: forget them.
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
         }
         Ok(())
     }
@@ -183,14 +183,12 @@ pub(crate) fn status(view: &StatusView) -> Vec<VrrpStatus> {
         .collect()
 }
 
-const STATES: [State; 3] = [State::Initialize, State::Backup, State::Master];
-
 /// `webfarm_vrrp_state{instance,state}` (1 for the current state, keepalived's exporter
 /// shape) and `webfarm_vrrp_transitions_total{instance,state}` (entries into each state).
 pub(crate) fn metrics(view: &StatusView, s: &mut Scrape<'_>) -> fmt::Result {
     let all = view.get();
     let states = all.iter().flat_map(|i| {
-        STATES.iter().map(move |st| {
+        State::ALL.iter().map(move |st| {
             let labels = vec![
                 ("instance", i.name.clone()),
                 ("state", st.as_str().to_string()),
@@ -204,7 +202,7 @@ pub(crate) fn metrics(view: &StatusView, s: &mut Scrape<'_>) -> fmt::Result {
         states,
     )?;
     let transitions = all.iter().flat_map(|i| {
-        STATES.iter().zip(i.transitions).map(move |(st, n)| {
+        State::ALL.iter().zip(i.transitions).map(move |(st, n)| {
             let labels = vec![
                 ("instance", i.name.clone()),
                 ("state", st.as_str().to_string()),

@@ -117,8 +117,15 @@ impl Window<'_> {
 
     /// The `q` quantile (0..1) of the observations of histograms `name` matching `filter`
     /// made during the window, interpolated linearly inside the bucket as Prometheus's
-    /// `histogram_quantile` does; `None` without observations.
+    /// `histogram_quantile` does; `None` without observations. For several quantiles of one
+    /// histogram, take [`Window::buckets`] once and call [`quantile`] on it.
     pub fn quantile(&self, q: f64, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
+        quantile(q, &self.buckets(name, filter)?)
+    }
+
+    /// The cumulative `(le, count)` buckets of histograms `name` matching `filter`, counting
+    /// only the observations made during the window (all of them after a counter reset).
+    pub fn buckets(&self, name: &str, filter: &[(&str, &str)]) -> Option<Vec<(f64, f64)>> {
         let now = self.now.buckets(name, filter)?;
         let before = self.before.buckets(name, filter);
         let counts: Vec<(f64, f64)> = match before.filter(|b| b.len() == now.len()) {
@@ -127,7 +134,7 @@ impl Window<'_> {
             }
             _ => now,
         };
-        quantile(q, &counts)
+        Some(counts)
     }
 }
 

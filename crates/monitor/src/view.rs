@@ -57,10 +57,13 @@ impl Stats {
         let Some(w) = w else {
             return Stats::default();
         };
+        // One pass over the buckets for both quantiles.
+        let buckets = w.buckets(histogram, filter);
+        let q = |q| buckets.as_deref().and_then(|b| crate::metrics::quantile(q, b));
         Stats {
             error_rate: w.share(counter, filter, &[("code", "5xx")]),
-            p50: w.quantile(0.5, histogram, filter),
-            p99: w.quantile(0.99, histogram, filter),
+            p50: q(0.5),
+            p99: q(0.99),
         }
     }
 }

@@ -355,12 +355,7 @@ impl Task {
                     reason.as_str(),
                     self.spec.params.priority
                 );
-                let index = match to {
-                    State::Initialize => 0,
-                    State::Backup => 1,
-                    State::Master => 2,
-                };
-                lock(&self.status).transitions[index] += 1;
+                lock(&self.status).transitions[to.index()] += 1;
             }
         }
     }

@@ -18,6 +18,18 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in [`State::index`] order.
+    pub const ALL: [State; 3] = [State::Initialize, State::Backup, State::Master];
+
+    /// The state's position in [`State::ALL`] (per-state counters are arrays of 3).
+    pub fn index(self) -> usize {
+        match self {
+            State::Initialize => 0,
+            State::Backup => 1,
+            State::Master => 2,
+        }
+    }
+
     /// `init`, `backup` or `master`, as `/status` and the metrics write it.
     pub fn as_str(self) -> &'static str {
         match self {
