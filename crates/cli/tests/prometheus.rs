@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TempDir, TestFarm};
-use webfarm_testkit::{eventually_blocking, KillOnDrop};
+use webfarm_testkit::{eventually_blocking, which, KillOnDrop};
 
 const NET: u8 = 76;
 
@@ -18,18 +18,16 @@ fn monitoring() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../monitoring")
 }
 
-fn tool(program: &str) -> &str {
-    match Command::new(program).arg("--version").output() {
-        Ok(_) => program,
-        Err(e) => {
-            panic!("{program} cannot run ({e}): install Debian's prometheus package (.ci/run does)")
-        }
-    }
-}
-
 /// `promtool ARGS`: success and output.
 fn promtool(args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool("promtool")).args(args).output().unwrap();
+    let out = Command::new(which(
+        "promtool",
+        "prometheus",
+        "checks the shipped rules and config",
+    ))
+    .args(args)
+    .output()
+    .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
@@ -75,17 +73,21 @@ fn the_shipped_rules_pass_promtool_and_prometheus_fires_server_down() {
     let listen = format!("127.0.{NET}.200:9090");
     let log = std::fs::File::create(prom_dir.join("prometheus.log")).unwrap();
     let _prometheus = KillOnDrop(
-        Command::new(tool("prometheus"))
-            .arg(format!("--config.file={}", prom_config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                prom_dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={listen}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+        Command::new(which(
+            "prometheus",
+            "prometheus",
+            "scrapes the farm and evaluates the rules",
+        ))
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            prom_dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={listen}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap(),
     );
     let api = |path: &str| -> serde_json::Value {
         let out = Command::new("curl")

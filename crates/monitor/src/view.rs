@@ -59,7 +59,11 @@ impl Stats {
         };
         // One pass over the buckets for both quantiles.
         let buckets = w.buckets(histogram, filter);
-        let q = |q| buckets.as_deref().and_then(|b| crate::metrics::quantile(q, b));
+        let q = |q| {
+            buckets
+                .as_deref()
+                .and_then(|b| crate::metrics::quantile(q, b))
+        };
         Stats {
             error_rate: w.share(counter, filter, &[("code", "5xx")]),
             p50: q(0.5),
