@@ -4,9 +4,10 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use webfarm_netns::{check_privileges, identify, remains, Block, Host, Network, Spec};
+use webfarm_testkit::{eventually_blocking, DEADLINE};
 
 #[test]
 fn hosts_are_reachable_apart_and_everything_is_removed() {
@@ -27,7 +28,11 @@ fn hosts_are_reachable_apart_and_everything_is_removed() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    assert_eq!(identify(server.id()).as_deref(), Some("wfn-a"));
+    // `ip netns exec` enters the namespace after the spawn returned: wait for it.
+    let pid = server.id();
+    eventually_blocking(DEADLINE, "the server in wfn-a", || {
+        (identify(pid).as_deref() == Some("wfn-a")).then_some(())
+    });
     assert_eq!(identify(std::process::id()), None);
     let got = poll_get("10.78.2.2:8000");
     assert!(got.contains("hello"), "{got}");
@@ -63,17 +68,12 @@ const SERVER: &str = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_
 const CLIENT: &str = "import socket,sys,time\nfor _ in range(100):\n  try:\n    s=socket.create_connection((sys.argv[1],8000),timeout=1)\n    print(s.recv(100).decode())\n    break\n  except OSError:\n    time.sleep(0.1)\n";
 
 fn poll_get(addr: &str) -> String {
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) =
-            TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1))
-        {
-            let _ = s.write_all(b"");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            return out;
-        }
-        assert!(Instant::now() < end, "{addr} never answered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually_blocking(DEADLINE, &format!("{addr} answering"), || {
+        let mut s =
+            TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(1)).ok()?;
+        let _ = s.write_all(b"");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        Some(out)
+    })
 }
