@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acme::{acme_warnings, check_acme_farm, resolve_acme, AcmeSettings};
 use crate::dns::{check_dns_farm, resolve_dns, DnsSettings, DEFAULT_DNS_PORT};
+use crate::firewall::{resolve_firewall, FirewallSettings};
 use crate::lb::{resolve_backends, resolve_frontends, resolve_lb};
 use crate::monitor::{resolve_monitor, MonitorSettings};
 use crate::raw::{RawFarm, RawNode};
@@ -188,6 +189,8 @@ pub struct Farm {
     pub source: Option<PathBuf>,
     /// The lb nodes' virtual routers (`[[vrrp]]`, VRRPv3); empty without.
     pub vrrp: Vec<VrrpInstance>,
+    /// `[firewall]`: operators' networks and extra rules of the host firewalls.
+    pub firewall: FirewallSettings,
 }
 
 /// The built-in default farm: the text of the repository's `farm.toml`.
@@ -264,6 +267,7 @@ impl Farm {
         let frontends = resolve_frontends(&raw, &backends, &nodes, base, &mut problems);
         let lb = resolve_lb(&raw.lb, &mut problems);
         let vrrp = resolve_vrrp(&raw.vrrp, &nodes, &mut problems);
+        let firewall = resolve_firewall(&raw.firewall, &nodes, &mut problems);
 
         let has = |role| nodes.iter().any(|n: &Node| n.role == role);
         if has(Role::Web) && !has(Role::Db) {
@@ -351,6 +355,7 @@ impl Farm {
             dns,
             source: None,
             vrrp,
+            firewall,
         })
     }
 

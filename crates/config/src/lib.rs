@@ -22,6 +22,7 @@ mod acme;
 mod dns;
 mod error;
 mod farm;
+mod firewall;
 mod lb;
 mod monitor;
 mod raw;
@@ -33,6 +34,7 @@ pub use error::ConfigError;
 pub use farm::{
     DbSettings, Farm, Node, Replica, Role, TlsSettings, WebSettings, DEFAULT_FARM_TOML,
 };
+pub use firewall::{FirewallRule, FirewallSettings, PortRange, Proto, Source};
 pub use lb::{
     AccessLog, Backend, BackendTimeouts, Balance, CertFiles, Check, CheckType, Cookie, Frontend,
     FrontendTimeouts, FrontendTls, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,

@@ -35,6 +35,8 @@ pub(crate) struct RawFarm {
     pub dns: crate::dns::RawDns,
     #[serde(default)]
     pub vrrp: Vec<crate::vrrp::RawVrrp>,
+    #[serde(default)]
+    pub firewall: crate::firewall::RawFirewall,
 }
 
 #[derive(Debug, Default, Deserialize)]

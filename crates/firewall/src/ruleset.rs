@@ -1,0 +1,258 @@
+//! What a node's host must accept, derived from the farm alone (a pure function).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use webfarm_config::{Farm, Node, PortRange, Proto, Role, Source};
+
+/// What an [`Allow`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    /// TCP to the allow's ports.
+    Tcp,
+    /// UDP to the allow's ports.
+    Udp,
+    /// VRRP (IP protocol 112, RFC 5798): no ports.
+    Vrrp,
+}
+
+/// Who an [`Allow`] accepts traffic from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum From {
+    /// Any source address.
+    Anywhere,
+    /// Only these addresses and networks (never empty: an allow with no source is left
+    /// out of the ruleset).
+    Nets(Vec<IpNet>),
+}
+
+/// One accept rule of a host's input chain: `service` to `ports`, from `from`, to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    /// Why the host accepts it, such as `frontends www, www-https`: the nft rule's comment.
+    pub why: String,
+    /// TCP, UDP or VRRP.
+    pub service: Service,
+    /// Destination ports (empty for VRRP).
+    pub ports: Vec<PortRange>,
+    /// Sources.
+    pub from: From,
+    /// Destination addresses the rule is limited to (an lb's address and its VIPs); empty:
+    /// any address of the host.
+    pub to: Vec<IpAddr>,
+}
+
+/// The input rules of one node's host, beyond what every host accepts (loopback, replies,
+/// the ICMP a host needs; see [`crate::render`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    /// The node's name.
+    pub node: String,
+    /// Its role.
+    pub role: Role,
+    /// Its address.
+    pub address: IpAddr,
+    /// The accept rules, in the order they are written.
+    pub allows: Vec<Allow>,
+}
+
+/// The ruleset of `node`'s host in `farm`:
+///
+/// - lb: every frontend's port from anywhere, on its address and the VIPs of its virtual
+///   routers; VRRP from the other lbs of those routers (over IPv6, VRRP comes from
+///   link-local addresses: `fe80::/10`);
+/// - web: its HTTP port from the lbs (the proxied requests and the health checks);
+/// - db: the SQL API port from web and the other db nodes (queries, writes forwarded to the
+///   leader, joins) and the operators; Raft from the other db nodes;
+/// - dns: its port from anywhere, UDP and TCP;
+/// - monitor: the dashboard from the operators;
+/// - any port of the node that a backend lists as a server, from the lbs;
+/// - every node: the admin port from the monitor nodes and the operators;
+/// - then `[[firewall.rules]]` that apply to the node.
+pub fn ruleset(farm: &Farm, node: &Node) -> Ruleset {
+    let nets = |nodes: &mut dyn Iterator<Item = &Node>| -> Vec<IpNet> {
+        nodes.map(|n| IpNet::from(n.address)).collect()
+    };
+    let of_role =
+        |role: Role| nets(&mut farm.nodes_with_role(role).filter(|n| n.name != node.name));
+    let operators = farm.firewall.operators.clone();
+    let mut allows = Vec::new();
+    match node.role {
+        Role::Lb => lb_allows(farm, node, &mut allows),
+        Role::Web => allows.push(tcp("web HTTP from the lbs", node.port, of_role(Role::Lb))),
+        Role::Db => {
+            let mut api = of_role(Role::Web);
+            api.extend(of_role(Role::Db));
+            api.extend(operators.iter().copied());
+            allows.push(tcp("SQL API from web, db and operators", node.port, api));
+            allows.push(tcp("Raft from db", node.raft_port, of_role(Role::Db)));
+        }
+        Role::Dns => {
+            for service in [Service::Udp, Service::Tcp] {
+                allows.push(Allow {
+                    why: "DNS".into(),
+                    service,
+                    ports: vec![one(node.port)],
+                    from: From::Anywhere,
+                    to: Vec::new(),
+                });
+            }
+        }
+        Role::Monitor => {
+            allows.push(tcp(
+                "dashboard from operators",
+                node.port,
+                operators.clone(),
+            ));
+        }
+    }
+    server_allows(
+        farm,
+        node,
+        &nets(&mut farm.nodes_with_role(Role::Lb)),
+        &mut allows,
+    );
+    let mut admin = of_role(Role::Monitor);
+    admin.extend(operators.iter().copied());
+    allows.push(tcp(
+        "admin from monitor and operators",
+        node.admin_port,
+        admin,
+    ));
+    allows.extend(extra_allows(farm, node));
+    allows.retain(|a| a.from != From::Nets(Vec::new()));
+    Ruleset {
+        node: node.name.clone(),
+        role: node.role,
+        address: node.address,
+        allows,
+    }
+}
+
+fn one(port: u16) -> PortRange {
+    PortRange {
+        first: port,
+        last: port,
+    }
+}
+
+fn tcp(why: &str, port: u16, from: Vec<IpNet>) -> Allow {
+    Allow {
+        why: why.into(),
+        service: Service::Tcp,
+        ports: vec![one(port)],
+        from: From::Nets(dedup(from)),
+        to: Vec::new(),
+    }
+}
+
+fn dedup(nets: Vec<IpNet>) -> Vec<IpNet> {
+    let mut seen = BTreeSet::new();
+    nets.into_iter().filter(|n| seen.insert(*n)).collect()
+}
+
+/// The frontends on the lb's address and its VIPs, and VRRP from its routers' other lbs.
+fn lb_allows(farm: &Farm, node: &Node, allows: &mut Vec<Allow>) {
+    let routers: Vec<_> = farm
+        .vrrp
+        .iter()
+        .filter(|v| v.priority.contains_key(&node.name))
+        .collect();
+    let mut to = vec![node.address];
+    to.extend(routers.iter().flat_map(|v| v.vips.iter().copied()));
+    let mut ports: Vec<u16> = farm.frontends.iter().map(|f| f.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let names: Vec<&str> = farm.frontends.iter().map(|f| f.name.as_str()).collect();
+    allows.push(Allow {
+        why: format!("frontends {}", names.join(", ")),
+        service: Service::Tcp,
+        ports: ports.into_iter().map(one).collect(),
+        from: From::Anywhere,
+        to,
+    });
+    let mut peers = Vec::new();
+    for v in &routers {
+        if v.vips.iter().any(IpAddr::is_ipv6) {
+            // RFC 5798 §5.1.2.1: IPv6 advertisements come from the sender's link-local
+            // address, which the farm file does not know.
+            peers.push("fe80::/10".parse().expect("a valid network"));
+            continue;
+        }
+        for name in v.priority.keys().filter(|n| **n != node.name) {
+            if let Some(peer) = farm.node(name) {
+                peers.push(IpNet::from(peer.address));
+            }
+        }
+    }
+    if !routers.is_empty() {
+        allows.push(Allow {
+            why: "VRRP from the other lbs".into(),
+            service: Service::Vrrp,
+            ports: Vec::new(),
+            from: From::Nets(dedup(peers)),
+            to: Vec::new(),
+        });
+    }
+}
+
+/// Ports of `node` that a backend lists as a server (an lb proxies and health-checks them),
+/// other than the ones the role's own rules already open to the lbs.
+fn server_allows(farm: &Farm, node: &Node, lbs: &[IpNet], allows: &mut Vec<Allow>) {
+    let mut ports = BTreeSet::new();
+    for b in &farm.backends {
+        for s in b.servers.iter().filter(|s| s.addr.ip() == node.address) {
+            let own = node.role == Role::Web && s.addr.port() == node.port;
+            if !own {
+                ports.insert((s.addr.port(), b.name.clone()));
+            }
+        }
+    }
+    for (port, backend) in ports {
+        allows.push(tcp(
+            &format!("backend {backend} from the lbs"),
+            port,
+            lbs.to_vec(),
+        ));
+    }
+}
+
+/// `[[firewall.rules]]` for `node`, in file order.
+fn extra_allows<'f>(farm: &'f Farm, node: &'f Node) -> impl Iterator<Item = Allow> + 'f {
+    farm.firewall
+        .rules
+        .iter()
+        .filter(|r| r.applies_to(node))
+        .map(|r| Allow {
+            why: r.comment.clone(),
+            service: match r.proto {
+                Proto::Tcp => Service::Tcp,
+                Proto::Udp => Service::Udp,
+            },
+            ports: vec![r.ports],
+            from: if r.from.is_empty() {
+                From::Anywhere
+            } else {
+                From::Nets(dedup(
+                    r.from.iter().flat_map(|s| sources(farm, s)).collect(),
+                ))
+            },
+            to: Vec::new(),
+        })
+}
+
+fn sources(farm: &Farm, s: &Source) -> Vec<IpNet> {
+    match s {
+        Source::Net(n) => vec![*n],
+        Source::Node(name) => farm
+            .node(name)
+            .map(|n| IpNet::from(n.address))
+            .into_iter()
+            .collect(),
+        Source::Role(role) => farm
+            .nodes_with_role(*role)
+            .map(|n| IpNet::from(n.address))
+            .collect(),
+    }
+}
