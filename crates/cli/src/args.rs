@@ -47,6 +47,11 @@ pub struct NetnsArgs {
         requires = "netns"
     )]
     pub netns_net: String,
+    /// Do not load each node's host firewall (`webfarm firewall NODE`) into its namespace;
+    /// by default every namespace gets its node's rules before the node starts, with this
+    /// host (the bridge's .1) as an operator.
+    #[arg(long, requires = "netns")]
+    pub no_firewall: bool,
 }
 
 /// What to do.
@@ -148,6 +153,23 @@ pub enum Command {
         /// The unprivileged user (and group) the node runs as.
         #[arg(long, value_name = "NAME", default_value = "webfarm")]
         user: String,
+        /// File and data directory.
+        #[command(flatten)]
+        farm: FarmArgs,
+    },
+    /// Print the nftables ruleset of NODE's host, derived from the farm file (input dropped
+    /// unless the farm or `[firewall]` allows it); `--apply` loads it on this host, `--check`
+    /// compares this host's live table with it (exit 1 naming the differences).
+    Firewall {
+        /// The node's name.
+        node: String,
+        /// Load the ruleset on this host: `nft -f`, one transaction that replaces only
+        /// `table inet webfarm`. Needs root.
+        #[arg(long, conflicts_with = "check")]
+        apply: bool,
+        /// Compare this host's `table inet webfarm` with the expected one. Needs root.
+        #[arg(long)]
+        check: bool,
         /// File and data directory.
         #[command(flatten)]
         farm: FarmArgs,

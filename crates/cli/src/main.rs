@@ -10,6 +10,7 @@ mod ca_cmd;
 mod control;
 mod db_cmd;
 mod farm_file;
+mod firewall_cmd;
 mod lb_cmd;
 mod metrics_cmd;
 mod netns_up;
@@ -88,6 +89,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             user,
             farm,
         } => systemd_unit(&node, &exec, &user, &farm),
+        Command::Firewall {
+            node,
+            apply,
+            check,
+            farm,
+        } => {
+            let action = match (apply, check) {
+                (true, _) => firewall_cmd::Action::Apply,
+                (_, true) => firewall_cmd::Action::Check,
+                _ => firewall_cmd::Action::Print,
+            };
+            firewall_cmd::run(&node, action, &farm)
+        }
         Command::Reload { node, farm } => runtime.block_on(lb_cmd::reload(&farm, node.as_deref())),
     };
     // The work is done; what may remain is a blocking read of stdin (a supervised node

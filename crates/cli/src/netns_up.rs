@@ -28,6 +28,8 @@ pub struct Prepared {
     pub args: FarmArgs,
     spec: Spec,
     hosts: Vec<Host>,
+    /// Each node and its host firewall's nft script; empty with `--no-firewall`.
+    firewalls: Vec<(String, String)>,
 }
 
 impl Prepared {
@@ -47,6 +49,20 @@ impl Prepared {
         }
         let net = Network::create(self.spec, self.hosts).map_err(preflight)?;
         let spec = net.spec();
+        for (node, script) in &self.firewalls {
+            let nft = webfarm_firewall::Nft::in_netns(&spec.namespace(node));
+            webfarm_firewall::apply(&nft, script).map_err(|e| {
+                Preflight(format!("webfarm up --netns: the firewall of {node}: {e}"))
+            })?;
+        }
+        if !self.firewalls.is_empty() {
+            say(&format!(
+                "netns: each namespace runs its node's firewall (`webfarm firewall NODE`, table \
+                 {}); this host ({}) is an operator; --no-firewall leaves them open",
+                webfarm_firewall::TABLE,
+                spec.block.gateway()
+            ));
+        }
         say(&format!(
             "netns: {} namespaces {}-<node> on bridge {} ({}/24 is this host); nodes run with \
              {}",
@@ -95,6 +111,20 @@ pub fn prepare(args: &FarmArgs, opts: &NetnsArgs) -> anyhow::Result<Option<Prepa
     std::fs::write(&path, derived).with_context(|| format!("cannot write {}", path.display()))?;
     let farm = Farm::load(&path)?;
     let hosts = hosts(&farm).map_err(Preflight)?;
+    let source = path.display().to_string();
+    let firewalls = match opts.no_firewall {
+        true => Vec::new(),
+        false => farm
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    crate::firewall_cmd::script(&farm, n, &source),
+                )
+            })
+            .collect(),
+    };
     Ok(Some(Prepared {
         args: FarmArgs {
             config: Some(path),
@@ -102,6 +132,7 @@ pub fn prepare(args: &FarmArgs, opts: &NetnsArgs) -> anyhow::Result<Option<Prepa
         },
         spec,
         hosts,
+        firewalls,
     }))
 }
 
@@ -163,6 +194,7 @@ fn derive(text: &str, base: &Path, data_dir: &Path, block: Block) -> Result<Stri
     let mut value: toml::Table = text
         .parse()
         .map_err(|e| format!("the farm file is not TOML: {e}"))?;
+    operators_on_the_bridge(&mut value, block)?;
     let mut moved = BTreeMap::new();
     for (_, v) in value.iter_mut() {
         rewrite(v, block, &mut moved);
@@ -187,6 +219,31 @@ fn derive(text: &str, base: &Path, data_dir: &Path, block: Block) -> Result<Stri
          {block}).\n# Rewritten on every start; use it with `webfarm status --config`.\n"
     );
     Ok(header + &toml::to_string(&value).map_err(|e| e.to_string())?)
+}
+
+/// `[firewall] operators` of the derived file: the bridge's address (this host, where the
+/// supervisor and `webfarm status` run) added, loopback entries (meaningless between
+/// namespaces) removed.
+fn operators_on_the_bridge(value: &mut toml::Table, block: Block) -> Result<(), String> {
+    let firewall = value
+        .entry("firewall")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(firewall) = firewall else {
+        return Err("firewall: expected a table ([firewall])".into());
+    };
+    let operators = firewall
+        .entry("operators")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    let toml::Value::Array(list) = operators else {
+        return Err("firewall.operators: expected a list of networks".into());
+    };
+    list.retain(|v| {
+        let text = v.as_str().unwrap_or_default();
+        let addr = text.split('/').next().unwrap_or_default();
+        !addr.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
+    });
+    list.push(toml::Value::String(block.gateway().to_string()));
+    Ok(())
 }
 
 fn rewrite(v: &mut toml::Value, block: Block, moved: &mut BTreeMap<Ipv4Addr, Ipv4Addr>) {
@@ -246,6 +303,14 @@ mod tests {
         assert!(out.contains("other = \"192.0.2.1:80\""), "{out}");
         assert!(out.contains("base_dir = \"/etc/wf\""), "{out}");
         assert!(out.contains("data_dir = \"/var/wf\""), "{out}");
+        // The bridge (this host) is the netns farm's operator.
+        assert!(out.contains("operators = [\"10.77.0.1\"]"), "{out}");
+        let text = "[firewall]\noperators = [\"127.0.0.1\", \"::1\", \"192.0.2.0/24\"]\n";
+        let out = derive(text, Path::new("/"), Path::new("/d"), block).unwrap();
+        assert!(
+            out.contains("operators = [\"192.0.2.0/24\", \"10.77.0.1\"]"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ fn nft(commands: &str) {
     stdin.write_all(commands.as_bytes()).unwrap();
     drop(stdin);
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "nft {commands}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "nft {commands}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
