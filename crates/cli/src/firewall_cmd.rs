@@ -42,6 +42,7 @@ pub fn run(node: &str, action: Action, args: &FarmArgs) -> anyhow::Result<ExitCo
             }
         }
         Action::Apply => {
+            this_host_has(node)?;
             webfarm_firewall::apply(&Nft::here(), &script)?;
             println!(
                 "loaded table {TABLE} for {} ({} rules after the common ones); every other \
@@ -49,6 +50,9 @@ pub fn run(node: &str, action: Action, args: &FarmArgs) -> anyhow::Result<ExitCo
                 node.name,
                 webfarm_firewall::ruleset(&resolved.farm, node).allows.len()
             );
+            for note in notes(&resolved.farm, node) {
+                eprintln!("webfarm firewall: note: {note}");
+            }
         }
         Action::Check => {
             let diffs = webfarm_firewall::check(&Nft::here(), &script)?;
@@ -70,6 +74,34 @@ pub fn run(node: &str, action: Action, args: &FarmArgs) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses to load `node`'s rules on a host that does not hold its address: they would
+/// close what this host serves (a loopback address counts as held: `lo` holds 127.0.0.0/8).
+fn this_host_has(node: &Node) -> anyhow::Result<()> {
+    if node.address.is_loopback() {
+        return Ok(());
+    }
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| anyhow::anyhow!("cannot list this host's addresses: {e}"))?;
+    let held = addrs.filter_map(|a| a.address).any(|sa| {
+        let ip = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
+            (Some(v4), _) => std::net::IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => std::net::IpAddr::V6(v6.ip()),
+            _ => return false,
+        };
+        ip == node.address
+    });
+    anyhow::ensure!(
+        held,
+        "{}'s address {} is not an address of this host: these are the rules of {}'s host, \
+         and here they would close what this host serves; run it there (or load the \
+         printed script with nft -f on purpose)",
+        node.name,
+        node.address,
+        node.name
+    );
+    Ok(())
 }
 
 /// The nft script of `node`'s host.

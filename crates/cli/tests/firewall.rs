@@ -65,6 +65,7 @@ enum Kind {
     Admin,
     Dashboard,
     NodeExporter,
+    Ssh,
 }
 
 struct Dst {
@@ -137,6 +138,7 @@ fn destinations() -> Vec<Dst> {
                 d.push(dst(at(8000, ""), host, 8000, false, Kind::WebHttp));
                 if name == "web-1" {
                     d.push(dst(at(9100, ""), host, 9100, false, Kind::NodeExporter));
+                    d.push(dst(at(22, ""), host, 22, false, Kind::Ssh));
                 }
             }
             _ => {
@@ -174,10 +176,11 @@ fn expected(src: &Src, dst: &Dst) -> Seen {
             Kind::Admin => matches!(role, "mon" | "operator"),
             Kind::Dashboard => role == "operator",
             Kind::NodeExporter => role == "mon",
+            Kind::Ssh => role == "operator",
         };
     match (allowed, dst.kind) {
         (false, _) => Seen::Dropped,
-        (true, Kind::NodeExporter) => Seen::Closed,
+        (true, Kind::NodeExporter | Kind::Ssh) => Seen::Closed,
         (true, _) => Seen::Open,
     }
 }
@@ -392,6 +395,26 @@ fn check_and_apply_in_a_namespace(up: &NetnsUp) {
     );
     let o = firewall("--apply");
     assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = firewall("--check");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Another node's rules are refused on this host, and nothing changes.
+    let o = in_netns(
+        &ns,
+        &[
+            common::bin(),
+            "firewall",
+            "lb-1",
+            "--apply",
+            "--config",
+            derived,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("is not an address of this host"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = firewall("--check");
     assert!(o.status.success(), "{}", text(&o.stderr));
 }

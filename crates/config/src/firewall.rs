@@ -21,15 +21,31 @@ use serde::Deserialize;
 use crate::{Node, Role};
 
 /// The `[firewall]` table, validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallSettings {
     /// Networks of the operators' hosts (where `webfarm status`, `webfarm sql`, the
     /// supervisor and browsers of the dashboard run): allowed to every admin port, to the db
     /// nodes' SQL API and to the monitor's dashboard. Default none.
     pub operators: Vec<IpNet>,
+    /// The hosts' SSH port, open to the operators only, so that applying a ruleset over
+    /// SSH leaves the operators a way back in. Default 22; `None` (`ssh_port = 0`): no SSH
+    /// rule.
+    pub ssh_port: Option<u16>,
     /// Extra allow rules (`[[firewall.rules]]`), in file order, after the farm's own.
     pub rules: Vec<FirewallRule>,
 }
+
+impl Default for FirewallSettings {
+    fn default() -> FirewallSettings {
+        FirewallSettings {
+            operators: Vec::new(),
+            ssh_port: Some(DEFAULT_SSH_PORT),
+            rules: Vec::new(),
+        }
+    }
+}
+
+const DEFAULT_SSH_PORT: u16 = 22;
 
 /// One `[[firewall.rules]]` entry: accept `proto` to `ports` from `from` on the hosts of
 /// `nodes`/`roles`.
@@ -116,6 +132,7 @@ pub enum Source {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawFirewall {
     operators: Option<Vec<String>>,
+    ssh_port: Option<u16>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -163,7 +180,15 @@ pub(crate) fn resolve_firewall(
         .enumerate()
         .map(|(i, r)| resolve_rule(r, &format!("firewall.rules[{i}]"), nodes, problems))
         .collect();
-    FirewallSettings { operators, rules }
+    let ssh_port = match raw.ssh_port.unwrap_or(DEFAULT_SSH_PORT) {
+        0 => None,
+        p => Some(p),
+    };
+    FirewallSettings {
+        operators,
+        ssh_port,
+        rules,
+    }
 }
 
 fn resolve_rule(
@@ -356,6 +381,7 @@ mod tests {
             ),
             ("[[firewall.rules]]\nports = 1", "firewall.rules[0]"),
             ("[firewall]\noperator = []", "firewall"),
+            ("[firewall]\nssh_port = 70000", "firewall.ssh_port"),
         ] {
             let e = parse(table).unwrap_err();
             assert!(e.contains(want), "{table}: {e}");

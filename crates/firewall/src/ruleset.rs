@@ -68,7 +68,8 @@ pub struct Ruleset {
 /// - dns: its port from anywhere, UDP and TCP;
 /// - monitor: the dashboard from the operators;
 /// - any port of the node that a backend lists as a server, from the lbs;
-/// - every node: the admin port from the monitor nodes and the operators;
+/// - every node: SSH (`[firewall] ssh_port`, default 22) from the operators; the admin port
+///   from the monitor nodes and the operators;
 /// - then `[[firewall.rules]]` that apply to the node.
 pub fn ruleset(farm: &Farm, node: &Node) -> Ruleset {
     let nets = |nodes: &mut dyn Iterator<Item = &Node>| -> Vec<IpNet> {
@@ -113,6 +114,9 @@ pub fn ruleset(farm: &Farm, node: &Node) -> Ruleset {
         &nets(&mut farm.nodes_with_role(Role::Lb)),
         &mut allows,
     );
+    if let Some(port) = farm.firewall.ssh_port {
+        allows.push(tcp("SSH from operators", port, operators.clone()));
+    }
     let mut admin = of_role(Role::Monitor);
     admin.extend(operators.iter().copied());
     allows.push(tcp(

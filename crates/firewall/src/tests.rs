@@ -51,6 +51,7 @@ fn builtin_with_operators() -> Farm {
 }
 
 const OPS: &str = "192.0.2.0/24,2001:db8::/48";
+const SSH: &str = "tcp 22 from 192.0.2.0/24,2001:db8::/48 to any";
 const ADMIN: &str = "tcp 9000 from 127.0.1.5/32,192.0.2.0/24,2001:db8::/48 to any";
 
 #[test]
@@ -62,12 +63,17 @@ fn each_role_accepts_what_the_farm_sends_it() {
             &[
                 "tcp 8080,8443 from anywhere to 127.0.1.10,127.0.1.8,127.0.1.9",
                 "vrrp from 127.0.1.11/32 to any",
+                SSH,
                 ADMIN,
             ],
         ),
         (
             "web-2",
-            &["tcp 8000 from 127.0.1.10/32,127.0.1.11/32 to any", ADMIN],
+            &[
+                "tcp 8000 from 127.0.1.10/32,127.0.1.11/32 to any",
+                SSH,
+                ADMIN,
+            ],
         ),
         (
             "db-1",
@@ -77,6 +83,7 @@ fn each_role_accepts_what_the_farm_sends_it() {
                      127.0.1.33/32,{OPS} to any"
                 ),
                 "tcp 4002 from 127.0.1.32/32,127.0.1.33/32 to any",
+                SSH,
                 ADMIN,
             ],
         ),
@@ -85,6 +92,7 @@ fn each_role_accepts_what_the_farm_sends_it() {
             &[
                 "udp 5353 from anywhere to any",
                 "tcp 5353 from anywhere to any",
+                SSH,
                 ADMIN,
             ],
         ),
@@ -92,6 +100,7 @@ fn each_role_accepts_what_the_farm_sends_it() {
             "mon-1",
             &[
                 &format!("tcp 3000 from {OPS} to any"),
+                SSH,
                 // Other monitors and the operators; mon-1 reaches itself over lo.
                 &format!("tcp 9000 from {OPS} to any"),
             ],
@@ -144,6 +153,7 @@ fn servers_vips_and_extra_rules() {
             "tcp 80,4001 from anywhere to 2001:db8::11,2001:db8::80",
             // VRRP over IPv6 comes from the other lb's link-local address.
             "vrrp from fe80::/10 to any",
+            "tcp 22 from 192.0.2.7/32 to any",
             "tcp 9000 from 192.0.2.7/32 to any",
             "udp 60000-60010 from anywhere to any",
         ]
@@ -155,6 +165,7 @@ fn servers_vips_and_extra_rules() {
             "tcp 4002 from to any",
             // A backend's server: the lbs proxy and check it.
             "tcp 4001 from 2001:db8::10/128,2001:db8::11/128 to any",
+            "tcp 22 from 192.0.2.7/32 to any",
             "tcp 9100 from 192.0.2.7/32 to any",
             "tcp 9101 from 10.0.0.31/32,2001:db8::10/128,2001:db8::11/128 to any",
         ]
