@@ -85,13 +85,25 @@ impl Prepared {
 ///
 /// # Errors
 ///
-/// A [`Preflight`] error (exit code 2): not root, no `ip`, a bad prefix or block, two
-/// addresses that map to one; or an invalid farm file.
+/// A [`Preflight`] error (exit code 2): not root, no `ip`, no `nft` (unless
+/// `--no-firewall`), a bad prefix or block, two addresses that map to one; or an invalid
+/// farm file.
 pub fn prepare(args: &FarmArgs, opts: &NetnsArgs) -> anyhow::Result<Option<Prepared>> {
     if !opts.netns {
         return Ok(None);
     }
     webfarm_netns::check_privileges().map_err(|e| Preflight(format!("webfarm up --netns: {e}")))?;
+    if !opts.no_firewall {
+        let nft = std::process::Command::new("nft").arg("--version").output();
+        if !nft.is_ok_and(|o| o.status.success()) {
+            return Err(Preflight(
+                "webfarm up --netns loads each node's firewall with nft, which is not \
+                 installed: apt-get install nftables, or pass --no-firewall"
+                    .into(),
+            )
+            .into());
+        }
+    }
     let block: Block = opts.netns_net.parse().map_err(preflight)?;
     let spec = Spec::new(&opts.netns_prefix, block).map_err(preflight)?;
     let original = farm_file::resolve(args)?;

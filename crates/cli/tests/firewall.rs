@@ -6,7 +6,8 @@
 //! host (the bridge's 10.74.0.1). Every port of every node is probed from every node, the
 //! client and the operator (TCP connects, a real DNS query over UDP), and the allow/deny
 //! matrix is asserted against what the farm file says and printed. Then `--check` is run in
-//! a namespace, finds a rule added by hand, and `--apply` puts the table back. Needs root,
+//! a namespace, finds a rule added by hand, and `--apply` puts the table back; last, the
+//! farm runs again with `--no-firewall` and its namespaces are open. Needs root,
 //! iproute2 and nftables (fails saying so otherwise).
 
 mod common;
@@ -443,6 +444,19 @@ fn every_port_of_every_node_answers_only_whom_the_farm_file_allows() {
     assert!(wrong.is_empty(), "{}\n{shown}", wrong.join("\n"));
 
     check_and_apply_in_a_namespace(&up);
+    drop(up);
+
+    // --no-firewall: the same farm with open namespaces.
+    let up = NetnsUp::start_with(&farm_file(&tmp), PREFIX, BLOCK, &["--no-firewall"]);
+    let o = in_netns(&up.spec.namespace("web-1"), &["nft", "list", "tables"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&o.stdout).contains("webfarm"), "{}", text(&o.stdout));
+    let web = Probe {
+        netns: None,
+        to: SocketAddr::new(up.addr(21).parse::<Ipv4Addr>().unwrap().into(), 8000),
+        udp: false,
+    };
+    assert_eq!(probe::run_all(&[web], Duration::from_secs(6)), [Seen::Open]);
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub struct NetnsUp {
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// More arguments of `webfarm up` (`--no-firewall`).
+    extra: Vec<String>,
 }
 
 impl NetnsUp {
@@ -38,6 +40,15 @@ impl NetnsUp {
     ///
     /// When the farm does not come up within 180 s (with its log).
     pub fn start(config: &Path, prefix: &str, block: &str) -> NetnsUp {
+        NetnsUp::start_with(config, prefix, block, &[])
+    }
+
+    /// [`NetnsUp::start`] with more arguments for `webfarm up`.
+    ///
+    /// # Panics
+    ///
+    /// As [`NetnsUp::start`].
+    pub fn start_with(config: &Path, prefix: &str, block: &str, extra: &[&str]) -> NetnsUp {
         let spec = Spec::new(prefix, block.parse::<Block>().unwrap()).unwrap();
         let mut up = NetnsUp {
             config: config.to_path_buf(),
@@ -46,6 +57,7 @@ impl NetnsUp {
             child: None,
             log: Arc::new(Mutex::new(Vec::new())),
             readers: Vec::new(),
+            extra: extra.iter().map(ToString::to_string).collect(),
         };
         let (ok, why) = up.spawn();
         assert!(
@@ -61,7 +73,8 @@ impl NetnsUp {
         up.args(["up", "--config"])
             .arg(&self.config)
             .args(["--netns", "--netns-prefix", &self.spec.prefix])
-            .args(["--netns-net", &self.spec.block.to_string()]);
+            .args(["--netns-net", &self.spec.block.to_string()])
+            .args(&self.extra);
         let (child, ok, why) = super::spawn_up(up, &self.log, &mut self.readers);
         self.child = Some(child);
         (ok, why)
