@@ -2,7 +2,6 @@
 //! prints.
 
 use std::fmt::Write;
-use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -62,60 +61,64 @@ pub fn table(rules: &Ruleset) -> String {
     s
 }
 
-/// One nft rule per address family the allow can match (a rule matches `ip` or `ip6`
-/// addresses, not both).
+/// The nft rules of one allow: one for both families when it is open to any source on any
+/// address, else one per family it can match (a rule matches `ip` or `ip6` addresses, not
+/// both).
 fn lines(a: &Allow) -> Vec<String> {
-    let mut out = Vec::new();
-    for v4 in [true, false] {
-        let to: Vec<IpAddr> = a.to.iter().copied().filter(|t| t.is_ipv4() == v4).collect();
-        if !a.to.is_empty() && to.is_empty() {
-            continue;
-        }
-        let (ip, l4) = if v4 {
-            ("ip", "ip protocol")
-        } else {
-            ("ip6", "meta l4proto")
-        };
-        let mut m = String::new();
-        match &a.from {
-            From::Anywhere if a.to.is_empty() && v4 => {}
-            From::Anywhere if a.to.is_empty() => continue,
-            From::Anywhere => {}
-            From::Nets(nets) => {
-                let nets: Vec<&IpNet> = nets
-                    .iter()
-                    .filter(|n| matches!(n, IpNet::V4(_)) == v4)
-                    .collect();
-                if nets.is_empty() {
-                    continue;
-                }
-                let _ = write!(m, "{ip} saddr {} ", set(nets.iter().map(|n| show_net(n))));
-            }
-        }
-        if !to.is_empty() {
-            let _ = write!(m, "{ip} daddr {} ", set(to.iter().map(ToString::to_string)));
-        }
-        match a.service {
-            Service::Vrrp => {
-                let _ = write!(m, "{l4} vrrp ");
-            }
-            Service::Tcp | Service::Udp => {
-                let proto = if a.service == Service::Tcp {
-                    "tcp"
-                } else {
-                    "udp"
-                };
-                let _ = write!(
-                    m,
-                    "{proto} dport {} ",
-                    set(a.ports.iter().map(ToString::to_string))
-                );
-            }
-        }
-        let _ = write!(m, "accept comment \"{}\"", a.why);
-        out.push(m);
+    if a.from == From::Anywhere && a.to.is_empty() {
+        return vec![format!(
+            "{}accept comment \"{}\"",
+            service(a, "meta l4proto"),
+            a.why
+        )];
     }
-    out
+    [true, false]
+        .into_iter()
+        .filter_map(|v4| family_line(a, v4))
+        .collect()
+}
+
+/// The rule of `a` for IPv4 (`v4`) or IPv6, if it has sources or destinations there.
+fn family_line(a: &Allow, v4: bool) -> Option<String> {
+    let (ip, l4) = if v4 {
+        ("ip", "ip protocol")
+    } else {
+        ("ip6", "meta l4proto")
+    };
+    let mut m = String::new();
+    if let From::Nets(nets) = &a.from {
+        let nets: Vec<String> = nets
+            .iter()
+            .filter(|n| matches!(n, IpNet::V4(_)) == v4)
+            .map(show_net)
+            .collect();
+        if nets.is_empty() {
+            return None;
+        }
+        let _ = write!(m, "{ip} saddr {} ", set(nets.into_iter()));
+    }
+    if !a.to.is_empty() {
+        let to: Vec<String> =
+            a.to.iter()
+                .filter(|t| t.is_ipv4() == v4)
+                .map(ToString::to_string)
+                .collect();
+        if to.is_empty() {
+            return None;
+        }
+        let _ = write!(m, "{ip} daddr {} ", set(to.into_iter()));
+    }
+    Some(format!("{m}{}accept comment \"{}\"", service(a, l4), a.why))
+}
+
+/// `tcp dport { 80, 443 } `, or `<l4> vrrp ` for VRRP.
+fn service(a: &Allow, l4: &str) -> String {
+    let ports = || set(a.ports.iter().map(ToString::to_string));
+    match a.service {
+        Service::Vrrp => format!("{l4} vrrp "),
+        Service::Tcp => format!("tcp dport {} ", ports()),
+        Service::Udp => format!("udp dport {} ", ports()),
+    }
 }
 
 /// A host as an address (`10.0.0.5`), a network as CIDR.

@@ -43,9 +43,9 @@ fn shown(farm: &Farm, node: &str) -> Vec<String> {
 
 /// The built-in farm, with two operator networks (one IPv6).
 fn builtin_with_operators() -> Farm {
-    let text = format!(
-        "{}\n[firewall]\noperators = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n",
-        webfarm_config::DEFAULT_FARM_TOML
+    let text = webfarm_config::DEFAULT_FARM_TOML.replace(
+        "operators = []",
+        "operators = [\"192.0.2.0/24\", \"2001:db8::/48\"]",
     );
     Farm::parse(&text, None, Path::new(".")).unwrap()
 }

@@ -30,11 +30,11 @@ fn in_scratch_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
 }
 
 fn farm() -> Farm {
-    let text = format!(
-        "{}\n[firewall]\noperators = [\"192.0.2.0/24\", \"2001:db8::/48\"]\n\
-         [[firewall.rules]]\nport = \"60000-60010\"\nproto = \"udp\"\nfrom_roles = [\"lb\"]\n",
-        webfarm_config::DEFAULT_FARM_TOML
-    );
+    let text = webfarm_config::DEFAULT_FARM_TOML.replace(
+        "operators = []",
+        "operators = [\"192.0.2.0/24\", \"2001:db8::/48\"]",
+    )
+        + "[[firewall.rules]]\nport = \"60000-60010\"\nproto = \"udp\"\nfrom_roles = [\"lb\"]\n";
     Farm::parse(&text, None, Path::new(".")).unwrap()
 }
 
