@@ -209,7 +209,36 @@ fn resolve_rule(
         problems.push(format!("{key}.port: {why}"));
         PortRange { first: 1, last: 1 }
     });
-    let mut from = Vec::new();
+    let rule = FirewallRule {
+        comment,
+        proto: raw.proto.unwrap_or_default(),
+        ports,
+        from: resolve_sources(raw, key, nodes, problems),
+        nodes: raw.nodes.clone().unwrap_or_default(),
+        roles: raw.roles.clone().unwrap_or_default(),
+    };
+    let unknown: Vec<_> = (rule.nodes.iter().enumerate())
+        .filter(|(_, name)| !nodes.iter().any(|n| &n.name == *name))
+        .collect();
+    for (j, name) in &unknown {
+        problems.push(format!("{key}.nodes[{j}]: no node named {name:?}"));
+    }
+    let targeted = !rule.nodes.is_empty() || !rule.roles.is_empty();
+    if targeted && unknown.is_empty() && !nodes.iter().any(|n| rule.applies_to(n)) {
+        problems.push(format!(
+            "{key}.roles: the rule applies to no node of the farm (no node has those roles)"
+        ));
+    }
+    rule
+}
+
+/// `from` (addresses, networks, node names) and `from_roles`.
+fn resolve_sources(
+    raw: &RawRule,
+    key: &str,
+    nodes: &[Node],
+    problems: &mut Vec<String>,
+) -> Vec<Source> {
     if raw.from.as_ref().is_some_and(Vec::is_empty)
         || raw.from_roles.as_ref().is_some_and(Vec::is_empty)
     {
@@ -218,40 +247,21 @@ fn resolve_rule(
              allow any source"
         ));
     }
+    let mut from = Vec::new();
     for (j, s) in raw.from.iter().flatten().enumerate() {
         if nodes.iter().any(|n| &n.name == s) {
             from.push(Source::Node(s.clone()));
-        } else {
-            match parse_net(s) {
-                Ok(net) => from.push(Source::Net(net)),
-                Err(why) => problems.push(format!(
-                    "{key}.from[{j}]: {why}, nor the name of a node of the farm"
-                )),
-            }
+            continue;
+        }
+        match parse_net(s) {
+            Ok(net) => from.push(Source::Net(net)),
+            Err(why) => problems.push(format!(
+                "{key}.from[{j}]: {why}, nor the name of a node of the farm"
+            )),
         }
     }
     from.extend(raw.from_roles.iter().flatten().map(|r| Source::Role(*r)));
-    let rule = FirewallRule {
-        comment,
-        proto: raw.proto.unwrap_or_default(),
-        ports,
-        from,
-        nodes: raw.nodes.clone().unwrap_or_default(),
-        roles: raw.roles.clone().unwrap_or_default(),
-    };
-    for (j, name) in rule.nodes.iter().enumerate() {
-        if !nodes.iter().any(|n| &n.name == name) {
-            problems.push(format!("{key}.nodes[{j}]: no node named {name:?}"));
-        }
-    }
-    if (!rule.nodes.is_empty() || !rule.roles.is_empty())
-        && !nodes.iter().any(|n| rule.applies_to(n))
-    {
-        problems.push(format!(
-            "{key}.roles: the rule applies to no node of the farm (no node has those roles)"
-        ));
-    }
-    rule
+    from
 }
 
 fn parse_ports(raw: &RawPort) -> Result<PortRange, String> {

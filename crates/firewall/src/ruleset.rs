@@ -72,22 +72,51 @@ pub struct Ruleset {
 ///   from the monitor nodes and the operators;
 /// - then `[[firewall.rules]]` that apply to the node.
 pub fn ruleset(farm: &Farm, node: &Node) -> Ruleset {
-    let nets = |nodes: &mut dyn Iterator<Item = &Node>| -> Vec<IpNet> {
-        nodes.map(|n| IpNet::from(n.address)).collect()
-    };
-    let of_role =
-        |role: Role| nets(&mut farm.nodes_with_role(role).filter(|n| n.name != node.name));
-    let operators = farm.firewall.operators.clone();
+    let operators = &farm.firewall.operators;
+    let mut allows = role_allows(farm, node);
+    server_allows(farm, node, &others(farm, Role::Lb, node), &mut allows);
+    if let Some(port) = farm.firewall.ssh_port {
+        allows.push(tcp("SSH from operators", port, operators.clone()));
+    }
+    let mut admin = others(farm, Role::Monitor, node);
+    admin.extend(operators.iter().copied());
+    let why = "admin from monitor and operators";
+    allows.push(tcp(why, node.admin_port, admin));
+    allows.extend(extra_allows(farm, node));
+    allows.retain(|a| a.from != From::Nets(Vec::new()));
+    Ruleset {
+        node: node.name.clone(),
+        role: node.role,
+        address: node.address,
+        allows,
+    }
+}
+
+/// The addresses of every node of `role` but `me` (which reaches itself over `lo`).
+fn others(farm: &Farm, role: Role, me: &Node) -> Vec<IpNet> {
+    farm.nodes_with_role(role)
+        .filter(|n| n.name != me.name)
+        .map(|n| IpNet::from(n.address))
+        .collect()
+}
+
+/// What the node's role serves, to whom.
+fn role_allows(farm: &Farm, node: &Node) -> Vec<Allow> {
+    let operators = &farm.firewall.operators;
     let mut allows = Vec::new();
     match node.role {
         Role::Lb => lb_allows(farm, node, &mut allows),
-        Role::Web => allows.push(tcp("web HTTP from the lbs", node.port, of_role(Role::Lb))),
+        Role::Web => {
+            let lbs = others(farm, Role::Lb, node);
+            allows.push(tcp("web HTTP from the lbs", node.port, lbs));
+        }
         Role::Db => {
-            let mut api = of_role(Role::Web);
-            api.extend(of_role(Role::Db));
+            let mut api = others(farm, Role::Web, node);
+            api.extend(others(farm, Role::Db, node));
             api.extend(operators.iter().copied());
             allows.push(tcp("SQL API from web, db and operators", node.port, api));
-            allows.push(tcp("Raft from db", node.raft_port, of_role(Role::Db)));
+            let raft = others(farm, Role::Db, node);
+            allows.push(tcp("Raft from db", node.raft_port, raft));
         }
         Role::Dns => {
             for service in [Service::Udp, Service::Tcp] {
@@ -101,37 +130,11 @@ pub fn ruleset(farm: &Farm, node: &Node) -> Ruleset {
             }
         }
         Role::Monitor => {
-            allows.push(tcp(
-                "dashboard from operators",
-                node.port,
-                operators.clone(),
-            ));
+            let why = "dashboard from operators";
+            allows.push(tcp(why, node.port, operators.clone()));
         }
     }
-    server_allows(
-        farm,
-        node,
-        &nets(&mut farm.nodes_with_role(Role::Lb)),
-        &mut allows,
-    );
-    if let Some(port) = farm.firewall.ssh_port {
-        allows.push(tcp("SSH from operators", port, operators.clone()));
-    }
-    let mut admin = of_role(Role::Monitor);
-    admin.extend(operators.iter().copied());
-    allows.push(tcp(
-        "admin from monitor and operators",
-        node.admin_port,
-        admin,
-    ));
-    allows.extend(extra_allows(farm, node));
-    allows.retain(|a| a.from != From::Nets(Vec::new()));
-    Ruleset {
-        node: node.name.clone(),
-        role: node.role,
-        address: node.address,
-        allows,
-    }
+    allows
 }
 
 fn one(port: u16) -> PortRange {
