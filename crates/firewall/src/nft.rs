@@ -75,13 +75,12 @@ impl Nft {
         let mut child = cmd
             .spawn()
             .map_err(|e| FirewallError::NoNft(e.to_string()))?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes())
-                .map_err(|e| FirewallError::Nft {
-                    command: shown.clone(),
-                    stderr: e.to_string(),
-                })?;
-        }
+        // A failed write (nft exited early) is not returned by itself: nft's exit status and
+        // stderr below say why, and the child is always waited for.
+        let written = match (stdin, child.stdin.take()) {
+            (Some(text), Some(mut pipe)) => pipe.write_all(text.as_bytes()),
+            _ => Ok(()),
+        };
         let out = child.wait_with_output().map_err(|e| FirewallError::Nft {
             command: shown.clone(),
             stderr: e.to_string(),
@@ -91,6 +90,13 @@ impl Nft {
             if stderr.contains("No such file or directory") && stderr.contains("exec") {
                 return Err(FirewallError::NoNft(stderr));
             }
+            return Err(FirewallError::Nft {
+                command: shown,
+                stderr,
+            });
+        }
+        if let Err(e) = written {
+            let stderr = format!("writing the script to nft: {e}");
             return Err(FirewallError::Nft {
                 command: shown,
                 stderr,
