@@ -116,7 +116,8 @@ impl Secrets {
 
 /// The generated rqlite auth file for these passwords.
 fn auth_file(web: &str, operator: &str) -> Result<String, AuthError> {
-    let hash = |pw: &str| bcrypt::hash(pw, BCRYPT_COST).map_err(|e| AuthError::Random(e.to_string()));
+    let hash =
+        |pw: &str| bcrypt::hash(pw, BCRYPT_COST).map_err(|e| AuthError::Random(e.to_string()));
     let entries = serde_json::json!([
         {"username": WEB_USER, "password": hash(web)?, "perms": ["execute", "query"]},
         {"username": OPERATOR_USER, "password": hash(operator)?, "perms": ["all"]},
@@ -197,7 +198,10 @@ mod tests {
         let made = s.ensure().unwrap();
         assert_eq!(made.files.len(), 3, "{made:?}");
         for f in ["admin.token", "web.password", "db-auth.json"] {
-            let mode = std::fs::metadata(s.dir.join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(s.dir.join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         let token = s.admin_token().unwrap();

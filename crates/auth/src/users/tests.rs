@@ -30,7 +30,10 @@ fn clear_and_bcrypt_passwords_both_work_as_rqlite_reads_them() {
     // The stored hash itself is not a password that opens the account... unless sent as is,
     // as rqlite compares in clear first; a different password is refused.
     let wrong = header("bob", "bob-pw2");
-    assert!(users.needs_bcrypt(Some(&wrong)), "a wrong password is not remembered");
+    assert!(
+        users.needs_bcrypt(Some(&wrong)),
+        "a wrong password is not remembered"
+    );
     assert_eq!(
         users.authorize(Some(&wrong), Perm::Query),
         Err(Refusal::BadPassword("bob".into()))
@@ -53,7 +56,10 @@ fn each_permission_is_enforced() {
     }
     let alice = header("alice", "clear-pw");
     for perm in Perm::EVERY {
-        assert!(users.authorize(Some(&alice), perm).is_ok(), "all holds {perm:?}");
+        assert!(
+            users.authorize(Some(&alice), perm).is_ok(),
+            "all holds {perm:?}"
+        );
     }
 }
 
@@ -65,7 +71,10 @@ fn the_star_user_opens_its_permissions_to_anonymous_callers() {
         Ok(Caller { user: None })
     );
     assert!(users.authorize(None, Perm::Status).is_ok());
-    assert_eq!(users.authorize(None, Perm::Query), Err(Refusal::NoCredentials));
+    assert_eq!(
+        users.authorize(None, Perm::Query),
+        Err(Refusal::NoCredentials)
+    );
     let bearer = HeaderValue::from_static("Bearer abc");
     assert_eq!(
         users.authorize(Some(&bearer), Perm::Query),
@@ -79,13 +88,17 @@ fn the_star_user_opens_its_permissions_to_anonymous_callers() {
 
 #[test]
 fn bad_files_are_refused_with_the_reason() {
-    let e = Users::from_json(b"{\"username\": \"a\"}").unwrap_err().to_string();
+    let e = Users::from_json(b"{\"username\": \"a\"}")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected a JSON list"), "{e}");
     let e = Users::from_json(br#"[{"username": "a"}, {"username": "a"}]"#)
         .unwrap_err()
         .to_string();
     assert!(e.contains("listed twice"), "{e}");
-    let e = Users::from_json(br#"[{"password": "a"}]"#).unwrap_err().to_string();
+    let e = Users::from_json(br#"[{"password": "a"}]"#)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("username"), "{e}");
 }
 

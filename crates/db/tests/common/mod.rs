@@ -137,6 +137,7 @@ impl Cluster {
             node,
             data_dir,
             shutdown,
+            auth: Default::default(),
         };
         let node = DbNode::start(ctx).await?;
         self.nodes[i] = Some(Running { trigger, node });
