@@ -22,6 +22,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+pub use webfarm_auth::basic::header as basic_header;
 pub use webfarm_auth::{AdminToken, Perm, Refusal, Users};
 
 use crate::tls::Peer;

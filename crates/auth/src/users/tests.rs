@@ -113,3 +113,30 @@ fn refusal_reasons_label_the_metric() {
     assert_eq!(forbidden.reason(), "forbidden");
     assert!(!forbidden.challenge());
 }
+
+/// Figures, not a check: what one authorization costs with bcrypt and once remembered.
+/// `cargo test -p webfarm-auth --release -- --ignored --nocapture cost_of`
+#[test]
+#[ignore = "a measurement: run by hand with --release"]
+fn cost_of_bcrypt_and_of_a_remembered_password() {
+    let hash = bcrypt::hash("pw", crate::secrets::BCRYPT_COST).unwrap();
+    let users = Users::from_json(
+        format!(r#"[{{"username": "web", "password": "{hash}", "perms": ["query"]}}]"#).as_bytes(),
+    )
+    .unwrap();
+    let h = header("web", "pw");
+    let t = std::time::Instant::now();
+    users.authorize(Some(&h), Perm::Query).unwrap();
+    let first = t.elapsed();
+    let n = 100_000u32;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        users.authorize(Some(&h), Perm::Query).unwrap();
+    }
+    let each = t.elapsed() / n;
+    println!(
+        "bcrypt cost {}: first authorization {first:?}, remembered {each:?} each ({:.0}x)",
+        crate::secrets::BCRYPT_COST,
+        first.as_secs_f64() / each.as_secs_f64()
+    );
+}
