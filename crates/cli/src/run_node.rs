@@ -71,8 +71,7 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
                 health,
                 extra,
                 shutdown,
-                tls,
-                guard,
+                admin::Access { tls, guard },
             );
             if let Err(e) = served.await {
                 tracing::error!("admin server failed: {e}");

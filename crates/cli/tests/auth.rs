@@ -318,8 +318,8 @@ async fn without_internal_tls_the_admin_token_guards_every_operator_route() {
 
     // Operator-only routes: no token 401, a wrong one 401, the token 200.
     let routes = [
-        format!("http://127.0.85.21:9000/metrics"),
-        format!("http://127.0.85.10:9000/lb/servers"),
+        "http://127.0.85.21:9000/metrics".to_string(),
+        "http://127.0.85.10:9000/lb/servers".to_string(),
         db("/cluster/nodes"),
     ];
     for url in &routes {
@@ -334,10 +334,10 @@ async fn without_internal_tls_the_admin_token_guards_every_operator_route() {
         assert_eq!(r.status, StatusCode::OK, "{url}: {}", text(&r));
     }
     // A change too: a server's weight set with the token only.
-    let weight = format!("http://127.0.85.10:9000/lb/servers/web/web-1/weight");
-    let r = call(Method::POST, &weight, None, r#"{"weight": 5}"#).await;
+    let weight = "http://127.0.85.10:9000/lb/servers/web/web-1/weight";
+    let r = call(Method::POST, weight, None, r#"{"weight": 5}"#).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    let r = call(Method::POST, &weight, Some(&bearer), r#"{"weight": 5}"#).await;
+    let r = call(Method::POST, weight, Some(&bearer), r#"{"weight": 5}"#).await;
     assert_eq!(r.status, StatusCode::OK, "{}", text(&r));
     // Health and status stay open.
     for path in ["/healthz", "/readyz", "/status"] {
@@ -507,6 +507,13 @@ async fn with_internal_tls_the_operator_and_monitor_certificates_are_taken_a_web
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = post(Some(basic("anyone", token.expose()))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", text_of(&r));
+    let ask = "http://127.0.84.5:3000/api/auth";
+    assert!(challenged(&call(Method::GET, ask, None, "").await));
+    let r = call(Method::GET, ask, Some(&basic("me", token.expose())), "").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // Viewing stays open.
+    let view = call(Method::GET, "http://127.0.84.5:3000/api/view", None, "").await;
+    assert_eq!(view.status, StatusCode::OK);
     farm.stop();
 }
 

@@ -65,12 +65,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// The dashboard's actions change the farm: they take the admin token as the password of
 /// HTTP Basic (any user name), which a browser asks for once and then sends with every
 /// request under `/api/`. Refused: 401 with the challenge, logged.
-fn operator(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// `None` when the request may act; else the refusal.
+fn without_token(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &s.token else {
-        return Ok(());
+        return None;
     };
     match headers.get(header::AUTHORIZATION) {
-        Some(h) if token.accepts(h) => Ok(()),
+        Some(h) if token.accepts(h) => None,
         given => {
             tracing::warn!(
                 credentials = given.is_some(),
@@ -86,18 +87,15 @@ fn operator(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
                 header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Basic realm=\"webfarm dashboard\""),
             );
-            Err(resp)
+            Some(resp)
         }
     }
 }
 
-/// `GET /api/auth`: 204 once the browser sends the admin token; the page's "sign in" (and a
-/// test) opens it so the browser asks for the token before the first action.
+/// `GET /api/auth`: 204 once the browser sends the admin token, else 401 with the challenge:
+/// opened in a browser, it asks for the token before the first action.
 async fn auth(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    match operator(&s, &headers) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(refused) => refused,
-    }
+    without_token(&s, &headers).unwrap_or_else(|| StatusCode::NO_CONTENT.into_response())
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -158,7 +156,7 @@ async fn node_action(
     if let Err(refused) = same_site_json(&headers) {
         return refused.into_response();
     }
-    if let Err(refused) = operator(&s, &headers) {
+    if let Some(refused) = without_token(&s, &headers) {
         return refused;
     }
     let done = control::node(&s.farm, s.token.as_ref(), &verb, &node).await;
@@ -174,7 +172,7 @@ async fn server_action(
     if let Err(refused) = same_site_json(&headers) {
         return refused.into_response();
     }
-    if let Err(refused) = operator(&s, &headers) {
+    if let Some(refused) = without_token(&s, &headers) {
         return refused;
     }
     let value: Value = match serde_json::from_slice(&body) {

@@ -88,8 +88,18 @@ pub fn guard(farm: &webfarm_config::Farm, auth: &crate::access::NodeAuth) -> Gua
     )
 }
 
+/// How callers reach an admin port: its TLS (internal TLS; `None` for plain HTTP) and the
+/// guard of its operator-only routes.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The server configuration with internal TLS.
+    pub tls: Option<Arc<webfarm_tls::rustls::ServerConfig>>,
+    /// The guard of `/metrics` and the role's routes.
+    pub guard: Guard,
+}
+
 /// Serves the admin endpoints, merged with the role's `extra` routes (`Router::new()` for
-/// none; they go behind `guard` too), on `listener` until `shutdown` fires.
+/// none; they go behind `access.guard` too), on `listener` until `shutdown` fires.
 ///
 /// # Errors
 ///
@@ -106,9 +116,9 @@ pub async fn serve(
     health: Arc<dyn Health>,
     extra: Router,
     shutdown: Shutdown,
-    tls: Option<Arc<webfarm_tls::rustls::ServerConfig>>,
-    guard: Guard,
+    access: Access,
 ) -> std::io::Result<()> {
+    let Access { tls, guard } = access;
     let extra = guard.clone().protect(extra);
     crate::serve_router(
         listener,

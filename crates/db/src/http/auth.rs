@@ -126,54 +126,78 @@ impl ApiAuth {
     }
 }
 
+/// What the check decided.
+enum Verdict {
+    Pass,
+    /// Refused by the farm's guard: its status and reason.
+    Guard(StatusCode, &'static str),
+    /// Refused by the auth file.
+    Db(Refusal),
+}
+
 /// The layer's function: passes the request on, or answers the refusal.
 pub(crate) async fn check(State(auth): State<Arc<ApiAuth>>, req: Request, next: Next) -> Response {
     let route = route(req.method(), req.uri().path());
-    if route == Route::Open {
-        return next.run(req).await;
-    }
     let peer = req
         .extensions()
         .get::<ConnectInfo<Peer>>()
         .map(|c| c.0.clone());
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-    if auth.is_db_peer(peer.as_ref(), authorization.as_ref()) {
-        return next.run(req).await;
-    }
-    let verdict = match route {
-        Route::Open => Ok(()),
-        Route::Sql(perms) => match &auth.users {
-            None => Ok(()),
-            Some(users) => authorize(users, authorization, perms.to_vec())
-                .await
-                .map_err(Err),
-        },
-        Route::Membership(perm) => match auth.guard.check(peer.as_ref(), authorization.as_ref()) {
-            Ok(()) => Ok(()),
-            // Without TLS, a user of the auth file holding the permission may too.
-            Err((StatusCode::UNAUTHORIZED, reason)) => match &auth.users {
-                Some(users) if authorization.is_some() => {
-                    authorize(users, authorization, vec![perm])
-                        .await
-                        .map_err(Err)
-                }
-                _ => Err(Ok((StatusCode::UNAUTHORIZED, reason))),
-            },
-            Err(refused) => Err(Ok(refused)),
-        },
+    let verdict = if route == Route::Open || auth.is_db_peer(peer.as_ref(), authorization.as_ref())
+    {
+        Verdict::Pass
+    } else {
+        auth.decide(route, peer.as_ref(), authorization).await
     };
     let who = peer.map_or_else(|| "unknown".into(), |p| p.addr.to_string());
+    let path = req.uri().path().to_string();
     match verdict {
-        Ok(()) => next.run(req).await,
-        Err(Ok((status, reason))) => {
+        Verdict::Pass => next.run(req).await,
+        Verdict::Guard(status, reason) => {
             auth.guard.refusals.count(reason);
-            tracing::warn!(peer = %who, path = %req.uri().path(), reason, "refused a membership route");
+            tracing::warn!(peer = %who, path = %path, reason, "refused a membership route");
             webfarm_node::access::refusal(status, reason)
         }
-        Err(Err(refusal)) => {
+        Verdict::Db(refusal) => {
             auth.failures.count(&refusal);
-            tracing::warn!(peer = %who, path = %req.uri().path(), reason = refusal.reason(), "db API: {refusal}");
+            tracing::warn!(peer = %who, path = %path, reason = refusal.reason(), "db API: {refusal}");
             refused(&refusal)
+        }
+    }
+}
+
+impl ApiAuth {
+    /// The verdict on a caller that is not a db peer.
+    async fn decide(
+        &self,
+        route: Route,
+        peer: Option<&Peer>,
+        authorization: Option<HeaderValue>,
+    ) -> Verdict {
+        match route {
+            Route::Open => Verdict::Pass,
+            Route::Sql(perms) => self.by_file(authorization, perms.to_vec()).await,
+            Route::Membership(perm) => match self.guard.check(peer, authorization.as_ref()) {
+                Ok(()) => Verdict::Pass,
+                // Without TLS, a user of the auth file holding the permission may too.
+                Err((StatusCode::UNAUTHORIZED, _))
+                    if self.users.is_some() && authorization.is_some() =>
+                {
+                    self.by_file(authorization, vec![perm]).await
+                }
+                Err((status, reason)) => Verdict::Guard(status, reason),
+            },
+        }
+    }
+
+    /// The auth file's verdict (none asks for nothing).
+    async fn by_file(&self, authorization: Option<HeaderValue>, perms: Vec<Perm>) -> Verdict {
+        match &self.users {
+            None => Verdict::Pass,
+            Some(users) => match authorize(users, authorization, perms).await {
+                Ok(()) => Verdict::Pass,
+                Err(r) => Verdict::Db(r),
+            },
         }
     }
 }

@@ -642,8 +642,10 @@ impl TestLb {
                 health,
                 extra,
                 shutdown,
-                None,
-                webfarm_node::access::Guard::new(["operator"], &Default::default()),
+                webfarm_node::admin::Access {
+                    tls: None,
+                    guard: webfarm_node::access::Guard::new(["operator"], &Default::default()),
+                },
             )
             .await
             .unwrap();
