@@ -65,6 +65,10 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: crate::db_cmd::DbCommand,
+        /// Call the db API as this user of its auth file, `USER:PASSWORD` (rqlite's `-u`).
+        /// Default: the farm's generated `operator` user.
+        #[arg(short = 'u', long, value_name = "USER:PASSWORD", global = true)]
+        user: Option<String>,
     },
     /// Start every node of the farm as its own process and supervise them until Ctrl-C.
     Up {

@@ -212,6 +212,14 @@ fn issue(farm: &Farm, name: &str) -> anyhow::Result<ExitCode> {
         println!("  {}", relative(f, &farm.data_dir));
     }
     println!("Never copy ca/ca.key: it stays on the host that issues certificates.");
+    crate::secrets::ensure(farm)?;
+    let secrets = crate::secrets::files_for(farm, node);
+    if !secrets.is_empty() {
+        println!("\nand into <data_dir>/secrets/ (mode 0600, the directory 0700):");
+        for f in &secrets {
+            println!("  {}", relative(f, &farm.data_dir));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,9 +1,16 @@
 //! The supervisor's control socket: `webfarm stop|start|kill NODE` talk to the running
 //! `webfarm up` through `<data_dir>/run/control.sock`.
 //!
-//! Protocol: one request line `VERB NODE\n` (VERB is `stop`, `start` or `kill`), one answer
-//! line `ok MESSAGE\n` or `error MESSAGE\n`. The supervisor owns the node processes, so it
-//! keeps forwarding the logs of a node started again.
+//! Protocol: one request line `VERB NODE TOKEN\n` (VERB is `stop`, `start` or `kill`; TOKEN
+//! the farm's admin token, `<data_dir>/secrets/admin.token`), one answer line `ok MESSAGE\n`
+//! or `error MESSAGE\n`. The supervisor owns the node processes, so it keeps forwarding the
+//! logs of a node started again.
+//!
+//! Two checks keep other local users out: the socket is mode 0600 (only the user running
+//! `webfarm up`, and root, may connect), and every request must carry the admin token,
+//! compared in constant time, so a process that can reach the socket but cannot read the
+//! token file (another farm's, a confined service) is refused too. A refusal is answered
+//! `error unauthorized ...` and logged.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +21,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
+use std::os::unix::fs::PermissionsExt;
+
+use webfarm_auth::AdminToken;
+
 use crate::args::FarmArgs;
 use crate::farm_file;
 use crate::supervisor::Supervisor;
@@ -23,32 +34,51 @@ use crate::supervisor::Supervisor;
 /// # Errors
 ///
 /// The socket cannot be created.
-pub fn serve(sup: Arc<Supervisor>, path: PathBuf) -> anyhow::Result<JoinHandle<()>> {
+pub fn serve(
+    sup: Arc<Supervisor>,
+    path: PathBuf,
+    token: AdminToken,
+) -> anyhow::Result<JoinHandle<()>> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot create control socket {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict control socket {}", path.display()))?;
+    let token = Arc::new(token);
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(handle(sup.clone(), stream));
+            tokio::spawn(handle(sup.clone(), stream, token.clone()));
         }
     }))
 }
 
-async fn handle(sup: Arc<Supervisor>, stream: UnixStream) {
+async fn handle(sup: Arc<Supervisor>, stream: UnixStream, token: Arc<AdminToken>) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     if BufReader::new(read).read_line(&mut line).await.is_err() {
         return;
     }
     let mut words = line.split_whitespace();
-    let answer = match (words.next(), words.next()) {
-        (Some("start"), Some(node)) => sup.start_node(node).await,
-        (Some("stop"), Some(node)) => sup.stop_node(node, false).await,
-        (Some("kill"), Some(node)) => sup.stop_node(node, true).await,
-        _ => Err(anyhow::anyhow!(
-            "unknown command {:?}; expected start|stop|kill NODE",
-            line.trim()
-        )),
+    let (verb, node, given) = (words.next(), words.next(), words.next());
+    let answer = if !given.is_some_and(|t| token.matches(t)) {
+        tracing::warn!(
+            verb,
+            node,
+            "control socket: refused a request without the admin token"
+        );
+        Err(anyhow::anyhow!(
+            "unauthorized: the request must end with the farm's admin token (VERB NODE TOKEN)"
+        ))
+    } else {
+        match (verb, node) {
+            (Some("start"), Some(node)) => sup.start_node(node).await,
+            (Some("stop"), Some(node)) => sup.stop_node(node, false).await,
+            (Some("kill"), Some(node)) => sup.stop_node(node, true).await,
+            _ => Err(anyhow::anyhow!(
+                "unknown command {:?}; expected start|stop|kill NODE TOKEN",
+                format!("{} {}", verb.unwrap_or(""), node.unwrap_or("")).trim()
+            )),
+        }
     };
     let reply = match answer {
         Ok(msg) => format!("ok {msg}\n"),
@@ -72,9 +102,17 @@ pub async fn send(args: &FarmArgs, verb: &str, node: &str) -> anyhow::Result<Exi
             path.display()
         )
     })?;
+    let token = crate::secrets::admin_token(&resolved.farm).with_context(|| {
+        format!(
+            "cannot read the farm's admin token in {}",
+            webfarm_auth::Secrets::of_data_dir(&resolved.farm.data_dir)
+                .token_path()
+                .display()
+        )
+    })?;
     let (read, mut write) = stream.into_split();
     write
-        .write_all(format!("{verb} {node}\n").as_bytes())
+        .write_all(format!("{verb} {node} {}\n", token.expose()).as_bytes())
         .await?;
     let mut answer = String::new();
     BufReader::new(read).read_line(&mut answer).await?;

@@ -78,9 +78,9 @@ pub enum DbCommand {
 ///
 /// An invalid farm file, no db node answering, or the cluster refusing the change (with the
 /// leader's reason).
-pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(command: &DbCommand, user: Option<&str>) -> anyhow::Result<ExitCode> {
     match command {
-        DbCommand::Nodes { json, farm } => nodes(farm, *json).await,
+        DbCommand::Nodes { json, farm } => nodes(farm, *json, user).await,
         DbCommand::Add {
             node,
             learner,
@@ -100,7 +100,7 @@ pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
                 api_addr: Some(n.main_addr().to_string()),
                 voter: Some(voter),
             };
-            let a = finish(admin(&farm)?.join(&join, CHANGE_TIMEOUT).await)?;
+            let a = finish(admin(&farm, user)?.join(&join, CHANGE_TIMEOUT).await)?;
             if a.changed {
                 println!("{node} added as a {}", a.replica.as_str());
             } else {
@@ -110,13 +110,13 @@ pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
         }
         DbCommand::Remove { node, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            finish(admin(&farm)?.remove(node, CHANGE_TIMEOUT).await)?;
+            finish(admin(&farm, user)?.remove(node, CHANGE_TIMEOUT).await)?;
             println!("{node} removed from the cluster; stop it before wiping or reusing its data");
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Promote { node, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            let a = finish(admin(&farm)?.promote(node, CHANGE_TIMEOUT).await)?;
+            let a = finish(admin(&farm, user)?.promote(node, CHANGE_TIMEOUT).await)?;
             if a.changed {
                 println!("{node} promoted to voter");
             } else {
@@ -126,7 +126,11 @@ pub async fn run(command: &DbCommand) -> anyhow::Result<ExitCode> {
         }
         DbCommand::StepDown { to, farm } => {
             let farm = farm_file::resolve(farm)?.farm;
-            let a = finish(admin(&farm)?.step_down(to.as_deref(), CHANGE_TIMEOUT).await)?;
+            let a = finish(
+                admin(&farm, user)?
+                    .step_down(to.as_deref(), CHANGE_TIMEOUT)
+                    .await,
+            )?;
             println!(
                 "leadership transferred from {} to {} in {} ms",
                 a.from, a.leader, a.took_ms
@@ -150,7 +154,7 @@ fn db_node<'a>(farm: &'a Farm, name: &str) -> anyhow::Result<&'a Node> {
 
 /// A client that asks the farm's db nodes in the order of the file (any of them forwards a
 /// change to the leader).
-fn admin(farm: &Farm) -> anyhow::Result<AdminClient> {
+fn admin(farm: &Farm, user: Option<&str>) -> anyhow::Result<AdminClient> {
     let targets = farm
         .nodes_with_role(Role::Db)
         .map(|n| Target {
@@ -160,7 +164,7 @@ fn admin(farm: &Farm) -> anyhow::Result<AdminClient> {
         .collect();
     Ok(AdminClient::with_http(
         targets,
-        farm_file::operator_http(farm)?,
+        farm_file::operator_http_as(farm, user)?,
     ))
 }
 
@@ -177,9 +181,9 @@ fn finish<T>(r: Result<T, AdminError>) -> anyhow::Result<T> {
     }
 }
 
-async fn nodes(args: &FarmArgs, as_json: bool) -> anyhow::Result<ExitCode> {
+async fn nodes(args: &FarmArgs, as_json: bool, user: Option<&str>) -> anyhow::Result<ExitCode> {
     let farm = farm_file::resolve(args)?.farm;
-    let v = finish(admin(&farm)?.cluster_nodes(LIST_TIMEOUT).await)?;
+    let v = finish(admin(&farm, user)?.cluster_nodes(LIST_TIMEOUT).await)?;
     if as_json {
         // Through a `Value`, so the keys come out sorted.
         let v = serde_json::to_value(&v)?;

@@ -89,13 +89,31 @@ pub fn preflight(farm: &Farm) -> Result<(), String> {
 }
 
 /// The HTTP client of the operator's commands: with internal TLS, `https://` with the
-/// operator's certificate (`<data_dir>/ca/operator.crt`); else plain HTTP.
+/// operator's certificate (`<data_dir>/ca/operator.crt`); else plain HTTP. Every request
+/// carries the operator's credentials ([`crate::secrets::operator_authorization`]).
 ///
 /// # Errors
 ///
 /// Internal TLS is on and the operator's certificate cannot be used; the message says how
 /// to get one.
 pub fn operator_http(farm: &Farm) -> anyhow::Result<webfarm_node::http::HttpClient> {
+    operator_http_as(farm, None)
+}
+
+/// As [`operator_http`], calling the db API as `user` (`USER:PASS`, `--user`) when given.
+///
+/// # Errors
+///
+/// As [`operator_http`]; `user` without a password.
+pub fn operator_http_as(
+    farm: &Farm,
+    user: Option<&str>,
+) -> anyhow::Result<webfarm_node::http::HttpClient> {
+    let authorization = crate::secrets::operator_authorization(farm, user)?;
+    Ok(operator_tls_http(farm)?.with_authorization(authorization))
+}
+
+fn operator_tls_http(farm: &Farm) -> anyhow::Result<webfarm_node::http::HttpClient> {
     if !farm.tls.internal {
         return Ok(webfarm_node::http::HttpClient::new());
     }

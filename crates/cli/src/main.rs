@@ -15,6 +15,7 @@ mod lb_cmd;
 mod metrics_cmd;
 mod netns_up;
 mod run_node;
+mod secrets;
 mod sql_shell;
 mod status;
 mod supervisor;
@@ -68,7 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let result = match cli.command {
         Command::Up { farm, netns } => runtime.block_on(supervisor::up(&farm, &netns)),
         Command::Sql(args) => runtime.block_on(sql_shell::run(&args)),
-        Command::Db { command } => runtime.block_on(db_cmd::run(&command)),
+        Command::Db { command, user } => runtime.block_on(db_cmd::run(&command, user.as_deref())),
         Command::Run {
             node,
             farm,

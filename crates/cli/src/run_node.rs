@@ -46,21 +46,33 @@ pub async fn run(name: &str, args: &FarmArgs, supervised: bool) -> anyhow::Resul
             ))
         })?
         .and_then(|id| id.server);
+    let auth = crate::secrets::node_auth(&farm, &node)?;
+    let guard = admin::guard(&farm, &auth);
     let ctx = NodeContext {
         farm: farm.clone(),
         node: node.clone(),
         data_dir,
         shutdown: shutdown.clone(),
+        auth,
     };
     tracing::info!(node = %node.name, role = %node.role, "starting");
     let serve_admin = |health: Arc<dyn Health>, extra: admin::Router| {
         let (name, role, shutdown) = (node.name.clone(), node.role, shutdown.clone());
         let tls = admin_tls.clone();
+        let guard = guard.clone();
         // The role's listeners are bound and the admin port is about to serve: systemd may
         // count the node started.
         tokio::spawn(crate::systemd::notify(health.clone(), shutdown.clone()));
         tokio::spawn(async move {
-            let served = admin::serve(admin_listener, &name, role, health, extra, shutdown, tls);
+            let served = admin::serve(
+                admin_listener,
+                &name,
+                role,
+                health,
+                extra,
+                shutdown,
+                admin::Access { tls, guard },
+            );
             if let Err(e) = served.await {
                 tracing::error!("admin server failed: {e}");
             }

@@ -53,6 +53,10 @@ pub struct SqlArgs {
     /// Data directory (to find the file `webfarm up` runs).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Call the db API as this user of its auth file, `USER:PASSWORD` (rqlite's `-u`).
+    /// Default: the farm's generated `operator` user.
+    #[arg(short = 'u', long, value_name = "USER:PASSWORD")]
+    pub user: Option<String>,
 }
 
 /// Runs the shell: `-c`, a script on standard input, or an interactive session.
@@ -69,8 +73,21 @@ pub async fn run(args: &SqlArgs) -> anyhow::Result<ExitCode> {
     let farm = farm_file::resolve(&farm_args)?.farm;
     let http = match args.url.as_deref() {
         // A node given by a plain URL (an rqlite node, a farm with internal TLS off).
-        Some(url) if !url.starts_with("https://") => HttpClient::new(),
-        _ => farm_file::operator_http(&farm)?,
+        // The farm's operator credentials go only to the farm's own db nodes.
+        Some(url) if !url.starts_with("https://") => {
+            let ours = farm
+                .nodes_with_role(webfarm_config::Role::Db)
+                .any(|n| url.contains(&n.main_addr().to_string()));
+            let user = args.user.as_deref();
+            let authorization = match (ours, user) {
+                (true, _) | (false, Some(_)) => {
+                    crate::secrets::operator_authorization(&farm, user)?
+                }
+                (false, None) => None,
+            };
+            HttpClient::new().with_authorization(authorization)
+        }
+        _ => farm_file::operator_http_as(&farm, args.user.as_deref())?,
     };
     let host = target(args, &http, &farm).await?;
     let mut shell = Shell {
@@ -133,7 +150,11 @@ async fn target(args: &SqlArgs, http: &HttpClient, farm: &Farm) -> anyhow::Resul
     for n in farm.nodes_with_role(Role::Db) {
         let url = http.url(n.main_addr(), "/status");
         match http.get(&url, Duration::from_secs(2)).await {
-            Ok(r) if r.status.is_success() => return Ok(n.main_addr().to_string()),
+            // A 401 answers too: a user without `status` may still run statements, whose
+            // own answers say what it may not do.
+            Ok(r) if r.status.is_success() || r.status == http::StatusCode::UNAUTHORIZED => {
+                return Ok(n.main_addr().to_string())
+            }
             Ok(r) => tried.push(format!("{}: HTTP {}", n.name, r.status)),
             Err(e) => tried.push(format!("{}: {e}", n.name)),
         }

@@ -101,6 +101,8 @@ pub async fn up(args: &FarmArgs, netns: &NetnsArgs) -> anyhow::Result<ExitCode> 
     }
     // The farm's own certificates, then every certificate the lbs will load.
     crate::ca_cmd::ensure(&resolved.farm).map_err(|e| Preflight(format!("{e:#}")))?;
+    // The farm's secrets: the admin token, the db's auth file, the web tier's password.
+    crate::secrets::ensure(&resolved.farm).map_err(|e| Preflight(format!("{e:#}")))?;
     if resolved.farm.nodes_with_role(Role::Lb).next().is_some() {
         webfarm_lb::check_certificates(&resolved.farm).map_err(|e| Preflight(e.to_string()))?;
     }
@@ -129,7 +131,9 @@ pub async fn up(args: &FarmArgs, netns: &NetnsArgs) -> anyhow::Result<ExitCode> 
         http,
         commands: tokio::sync::Mutex::new(()),
     });
-    let control = control::serve(sup.clone(), run_dir.join("control.sock"))?;
+    let token = crate::secrets::admin_token(&sup.resolved.farm)
+        .context("the farm's admin token, made at start, cannot be read")?;
+    let control = control::serve(sup.clone(), run_dir.join("control.sock"), token)?;
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

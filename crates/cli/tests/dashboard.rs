@@ -269,9 +269,16 @@ fn dashboard_actions_reach_the_lb_and_refuse_cross_site_requests() {
     std::fs::write(&config, text).unwrap();
     let mut farm = TestFarm::start_in(tmp.path().to_path_buf(), config, 74);
     let api = "http://127.0.74.5:3000/api";
+    // The dashboard's actions take the admin token as the password of HTTP Basic.
+    let token = webfarm_auth::Secrets::of_data_dir(&tmp.path().join("data"))
+        .admin_token()
+        .expect("the farm's admin token");
+    let credentials = format!("operator:{}", token.expose());
     let post = |path: &str, content_type: &str, origin: Option<&str>, body: &str| {
         let mut args = vec![
             "-sS".to_string(),
+            "-u".into(),
+            credentials.clone(),
             "-X".into(),
             "POST".into(),
             "-H".into(),

@@ -395,6 +395,11 @@ fn port_53_without_the_privilege_names_the_capability() {
     )
     .unwrap();
     let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if root {
+        common::make_secrets_for_nobody(&dir.join("data"));
+    } else {
+        common::make_secrets(&dir.join("data"));
+    }
     // As root, the node runs as `nobody` (setpriv, util-linux); otherwise as the caller.
     let mut cmd = if root {
         let mut c = Command::new("setpriv");

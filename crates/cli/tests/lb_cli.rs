@@ -79,6 +79,7 @@ fn lb_commands_and_reload() {
         std::fs::write(&config, farm(ip, admin, port, servers)).unwrap();
     };
     write_farm(&[("s1", ports[0], 1), ("s2", ports[1], 1)]);
+    common::make_secrets(&common::data_dir_of(&config));
     let lb = KillOnDrop(
         Command::new(common::bin())
             .args(["run", "--node", "lb-1", "--config"])

@@ -50,14 +50,15 @@ fn read_response(reader: &mut BufReader<TcpStream>, what: &str) -> u16 {
 }
 
 /// The time `REQUESTS` sequential keep-alive `GET`s of `path` on `addr` take.
-fn round(addr: &str, host: &str, path: &str) -> Duration {
+/// `auth` is an `Authorization: ...\r\n` line (the db API asks for a user of its auth file).
+fn round(addr: &str, host: &str, path: &str, auth: &str) -> Duration {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     // The client's own requests must not wait behind Nagle either: one write each, no delay.
     stream.set_nodelay(true).unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n");
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let what = format!("GET http://{addr}{path}");
@@ -70,8 +71,8 @@ fn round(addr: &str, host: &str, path: &str) -> Duration {
 }
 
 /// Asserts that the best of three rounds is well under a stalled server's minimum.
-fn assert_no_stall(addr: &str, host: &str, path: &str) {
-    let best = (0..3).map(|_| round(addr, host, path)).min().unwrap();
+fn assert_no_stall(addr: &str, host: &str, path: &str, auth: &str) {
+    let best = (0..3).map(|_| round(addr, host, path, auth)).min().unwrap();
     let stalled_minimum = DELAYED_ACK * REQUESTS;
     assert!(
         best < stalled_minimum / 2,
@@ -85,21 +86,28 @@ fn every_listener_answers_keep_alive_requests_without_a_delayed_ack_stall() {
     let tmp = TempDir::new("nodelay");
     let farm = TestFarm::start(&tmp, 57);
     let ip = |host: &str| format!("127.0.57.{host}");
+    // Every request carries the farm operator's credentials.
+    let auth = common::operator_authorization(&tmp.path().join("data"))
+        .map(|a| format!("Authorization: {}\r\n", a.to_str().unwrap()))
+        .expect("the farm's admin token");
+    let auth = auth.as_str();
     // The lb's frontend (static file through the proxy) and a web node (static file).
     assert_no_stall(
         &format!("{}:8080", ip("10")),
         "www.foobar.com",
         "/style.css",
+        auth,
     );
-    assert_no_stall(&format!("{}:8000", ip("21")), "web-1", "/about.html");
+    assert_no_stall(&format!("{}:8000", ip("21")), "web-1", "/about.html", auth);
     // A db node's SQL API (a local read) and every role's admin port.
     assert_no_stall(
         &format!("{}:4001", ip("31")),
         "db-1",
         "/db/query?q=SELECT%201&level=none",
+        auth,
     );
     for host in ["10", "21", "31"] {
-        assert_no_stall(&format!("{}:9000", ip(host)), "admin", "/healthz");
+        assert_no_stall(&format!("{}:9000", ip(host)), "admin", "/healthz", auth);
     }
     drop(farm);
 }

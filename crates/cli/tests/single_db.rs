@@ -145,8 +145,9 @@ async fn one_db_node_is_a_complete_rqlite_server() {
     )
     .unwrap();
     let log = dir.path().join("db-1.log");
+    let auth = common::make_secrets(&dir.path().join("data"));
     let api = Arc::new(Api {
-        http: HttpClient::new(),
+        http: HttpClient::new().with_authorization(Some(auth)),
         base: format!("http://{ip}:4001"),
     });
     let node = Node::start(&config, &log);

@@ -165,6 +165,7 @@ fn a_node_tells_systemd_it_is_ready_feeds_the_watchdog_and_says_it_stops() {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
+    common::make_secrets(&tmp.path().join("data"));
     let mut node = Command::new(bin())
         .args(["run", "--node", "web-1", "--config"])
         .arg(&config)

@@ -273,6 +273,7 @@ fn start_keepalived(lab: &mut Lab, priority: u8) {
 }
 
 fn start_webfarm(lab: &mut Lab) {
+    common::make_secrets(&lab.dir.join("data"));
     let farm = lab.dir.join("farm.toml").display().to_string();
     lab.spawn(
         "webfarm",
@@ -377,6 +378,7 @@ fn without_the_capability_the_lb_refuses_to_start_and_names_it() {
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let farm = tmp.path().join("farm.toml");
     std::fs::write(&farm, lab.farm_toml()).unwrap();
+    common::make_secrets_for_nobody(&tmp.path().join("data"));
     let out = lab
         .net
         .command("lb", "setpriv")

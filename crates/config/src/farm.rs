@@ -118,6 +118,11 @@ pub struct WebSettings {
     /// How long the application retries the database (through a failover) before it answers
     /// 503. Default 10s.
     pub db_timeout: Duration,
+    /// The user of the db's auth file the web tier calls the db API as, with the file that
+    /// holds its password in clear (`[web] db_user`, `db_password_file`, both or neither).
+    /// `None`: the `web` user `webfarm up` generates, its password in
+    /// `<data_dir>/secrets/web.password`.
+    pub db_credentials: Option<(String, PathBuf)>,
 }
 
 /// Settings shared by every db node.
@@ -135,6 +140,10 @@ pub struct DbSettings {
     /// put that I/O beside the log's fsyncs every few seconds under load (the p99 write
     /// latency doubled; BENCHMARKS.md).
     pub snapshot_threshold: u64,
+    /// rqlite's auth file (`[db] auth`, resolved as the file's other paths): the users of
+    /// the db API, their passwords (clear or bcrypt) and permissions. `None`: the farm's own,
+    /// made by `webfarm up` in `<data_dir>/secrets/db-auth.json`.
+    pub auth: Option<PathBuf>,
 }
 
 /// The `[tls]` table: TLS between the farm's own nodes.
@@ -297,6 +306,7 @@ impl Farm {
         let web = WebSettings {
             root: base.join(raw.web.root.as_deref().unwrap_or("site")),
             db_timeout: raw.web.db_timeout.unwrap_or(Duration::from_secs(10)),
+            db_credentials: web_db_credentials(&raw, base, has(Role::Web), &mut problems),
         };
         if web.db_timeout.is_zero() {
             problems.push("web.db_timeout: must be greater than 0".into());
@@ -311,6 +321,7 @@ impl Farm {
                 .election_timeout
                 .unwrap_or(Duration::from_millis(300)),
             snapshot_threshold: raw.db.snapshot_threshold.unwrap_or(8192),
+            auth: raw.db.auth.as_deref().map(|p| base.join(p)),
         };
         if db.heartbeat_interval.is_zero() || db.heartbeat_interval >= db.election_timeout {
             problems.push(format!(
@@ -458,6 +469,45 @@ fn parse_raw(text: &str, file: &str) -> Result<RawFarm, ConfigError> {
             location: located(&inner),
         }
     })
+}
+
+/// `[web] db_user` and `db_password_file`: both or neither, and both when `[db] auth` names
+/// the user's own auth file (the generated `web` user is not in it).
+fn web_db_credentials(
+    raw: &RawFarm,
+    base: &Path,
+    has_web: bool,
+    problems: &mut Vec<String>,
+) -> Option<(String, PathBuf)> {
+    match (&raw.web.db_user, &raw.web.db_password_file) {
+        (Some(user), Some(file)) if !user.is_empty() && !user.contains(':') => {
+            Some((user.clone(), base.join(file)))
+        }
+        (Some(_), Some(_)) => {
+            problems
+                .push("web.db_user: a user name, not empty and without ':' (HTTP Basic)".into());
+            None
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            problems.push(
+                "web.db_user and web.db_password_file: set both (the user of the db's auth \
+                 file the web tier calls as, and the file with its password) or neither"
+                    .into(),
+            );
+            None
+        }
+        (None, None) => {
+            if has_web && raw.db.auth.is_some() {
+                problems.push(
+                    "db.auth names your own auth file: say which of its users the web tier \
+                     calls as, with [web] db_user and db_password_file (it needs execute and \
+                     query)"
+                        .into(),
+                );
+            }
+            None
+        }
+    }
 }
 
 fn resolve_nodes(raw: &[RawNode], problems: &mut Vec<String>) -> Vec<Node> {

@@ -220,6 +220,33 @@ address = "127.0.0.2"
     }
 
     #[test]
+    fn the_db_auth_file_and_the_web_tiers_user_resolve_as_paths_and_go_together() {
+        let farm = parse(MINIMAL).unwrap();
+        assert_eq!((farm.db.auth, farm.web.db_credentials), (None, None));
+        let own = format!(
+            "{MINIMAL}[db]\nauth = \"rqlite-auth.json\"\n\
+             [web]\ndb_user = \"app\"\ndb_password_file = \"app.pw\"\n"
+        );
+        let farm = parse(&own).unwrap();
+        assert_eq!(
+            farm.db.auth.as_deref(),
+            Some(Path::new("/base/rqlite-auth.json"))
+        );
+        assert_eq!(
+            farm.web.db_credentials,
+            Some(("app".into(), Path::new("/base/app.pw").to_path_buf()))
+        );
+        let e = err(&format!("{MINIMAL}[db]\nauth = \"a.json\"\n"));
+        assert!(e.contains("[web] db_user and db_password_file"), "{e}");
+        let e = err(&format!("{MINIMAL}[web]\ndb_user = \"app\"\n"));
+        assert!(e.contains("set both"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}[web]\ndb_user = \"a:b\"\ndb_password_file = \"p\"\n"
+        ));
+        assert!(e.contains("without ':'"), "{e}");
+    }
+
+    #[test]
     fn base_dir_moves_where_relative_paths_resolve() {
         let farm = parse(&format!("base_dir = \"/elsewhere\"\n{MINIMAL}")).unwrap();
         assert_eq!(farm.data_dir, Path::new("/elsewhere/farm-data"));

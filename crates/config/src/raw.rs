@@ -246,6 +246,8 @@ pub(crate) struct RawWeb {
     pub root: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub db_timeout: Option<Duration>,
+    pub db_user: Option<String>,
+    pub db_password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,4 +258,5 @@ pub(crate) struct RawDb {
     #[serde(default, with = "humantime_serde")]
     pub election_timeout: Option<Duration>,
     pub snapshot_threshold: Option<u64>,
+    pub auth: Option<String>,
 }

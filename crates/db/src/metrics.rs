@@ -65,6 +65,8 @@ pub(crate) struct DbMetrics {
     pub forwarded: Arc<AtomicU64>,
     /// Times this node saw a new leader.
     pub leader_changes: AtomicU64,
+    /// Failed authentications on the API (shared with its auth layer).
+    pub auth_failures: Arc<crate::http::auth::AuthFailures>,
     /// When each follower was last caught up with this leader's log (leader only).
     caught_up: Mutex<BTreeMap<u64, Instant>>,
 }
@@ -79,6 +81,7 @@ impl DbMetrics {
             query: std::array::from_fn(|_| Histogram::seconds(LATENCY_SECONDS)),
             forwarded: Arc::default(),
             leader_changes: AtomicU64::new(0),
+            auth_failures: Arc::default(),
             caught_up: Mutex::new(BTreeMap::new()),
         }
     }
@@ -184,6 +187,11 @@ pub(crate) fn write(h: &DbHealth, s: &mut Scrape<'_>) -> fmt::Result {
         "webfarm_db_forwarded_requests_total",
         "API requests this node relayed to the leader.",
         stats.forwarded.load(Ordering::Relaxed),
+    )?;
+    s.counters(
+        "webfarm_db_auth_failures_total",
+        "API requests refused by rqlite's auth file, by reason: no_credentials, unknown_user, bad_password, forbidden (a permission the user lacks).",
+        stats.auth_failures.counts().map(|(reason, n)| ([("reason", reason)], n)),
     )
 }
 

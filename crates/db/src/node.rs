@@ -12,6 +12,7 @@ use webfarm_config::{DbSettings, Farm, Replica, Role};
 use webfarm_node::{Health, NodeContext, Shutdown, ShutdownTrigger};
 
 use crate::http::api::{self, Api};
+use crate::http::auth::ApiAuth;
 use crate::metrics::DbMetrics;
 use crate::raft::formation::{self, Formation};
 use crate::raft::health::DbHealth;
@@ -246,7 +247,10 @@ impl DbNode {
         let api_listener = webfarm_node::bind(node.main_addr(), "db SQL API").await?;
         let raft_listener = webfarm_node::bind(node.raft_addr(), "db raft").await?;
         let tls = webfarm_node::tls::identity(&ctx.farm, &node.name)?;
-        let http = webfarm_node::http::HttpClient::for_identity(tls.as_ref());
+        // Calls to the other db nodes carry the admin token (their trust in a peer without TLS;
+        // crate::http::auth); with TLS the certificate says who calls.
+        let http = webfarm_node::http::HttpClient::for_identity(tls.as_ref())
+            .with_authorization(ctx.auth.token.as_ref().map(|t| t.bearer()));
         let server_tls = tls.and_then(|t| t.server);
         let network = Network::new(&ctx.farm.site, &node.name, http.clone())
             .map_err(|e| DbError::raft("the site's or node's name", e))?;
@@ -295,7 +299,14 @@ impl DbNode {
         let api = Api::new(store, http.clone(), Arc::clone(&stats.forwarded));
         let api_task = serve(
             (api_listener, server_tls.clone()),
-            api::router(Arc::clone(&api)),
+            api::router(
+                Arc::clone(&api),
+                Arc::new(ApiAuth::new(
+                    &ctx.farm,
+                    &ctx.auth,
+                    Arc::clone(&stats.auth_failures),
+                )),
+            ),
             &ctx.shutdown,
             &stopped,
         );

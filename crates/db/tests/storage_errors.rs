@@ -15,6 +15,7 @@ async fn start(c: &Cluster) -> Result<DbNode, DbError> {
         node: c.farm.nodes[0].clone(),
         data_dir: c.data_dir(0),
         shutdown,
+        auth: Default::default(),
     })
     .await
 }

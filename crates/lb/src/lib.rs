@@ -42,7 +42,7 @@
 //! let farm = Arc::new(Farm::builtin());
 //! let node = farm.node("lb-1").cloned().ok_or("no node lb-1")?;
 //! let (trigger, shutdown) = Shutdown::new();
-//! let ctx = NodeContext { data_dir: farm.node_data_dir(&node.name), farm, node, shutdown };
+//! let ctx = NodeContext { data_dir: farm.node_data_dir(&node.name), farm, node, shutdown, auth: Default::default() };
 //! let lb = webfarm_lb::LbNode::start(ctx).await?;
 //! let health = lb.health(); // for webfarm_node::admin::serve
 //! assert!(health.ready().is_ok());

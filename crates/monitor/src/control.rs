@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use webfarm_config::{Farm, Role};
+use webfarm_node::access::AdminToken;
 use webfarm_node::http::HttpClient;
 
 /// Why an action was not done.
@@ -31,7 +32,12 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 ///
 /// [`Refused::BadRequest`] for an unknown verb or node; [`Refused::Failed`] without a
 /// supervisor (the farm was not started by `webfarm up`) or when it refuses.
-pub async fn node(farm: &Farm, verb: &str, node: &str) -> Result<String, Refused> {
+pub async fn node(
+    farm: &Farm,
+    token: Option<&AdminToken>,
+    verb: &str,
+    node: &str,
+) -> Result<String, Refused> {
     if !matches!(verb, "stop" | "kill" | "start") {
         return Err(Refused::BadRequest(format!(
             "unknown action {verb:?}: stop, kill or start"
@@ -41,7 +47,9 @@ pub async fn node(farm: &Farm, verb: &str, node: &str) -> Result<String, Refused
         return Err(Refused::BadRequest(format!("no node named {node:?}")));
     }
     let socket = farm.data_dir.join("run/control.sock");
-    tokio::time::timeout(TIMEOUT, ask(&socket, &format!("{verb} {node}\n")))
+    // The supervisor takes requests that end with the admin token (crates/cli/src/control.rs).
+    let token = token.map_or("", AdminToken::expose);
+    tokio::time::timeout(TIMEOUT, ask(&socket, &format!("{verb} {node} {token}\n")))
         .await
         .map_err(|_| format!("the supervisor did not answer within {TIMEOUT:?}"))
         .and_then(|answer| answer)

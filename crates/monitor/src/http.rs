@@ -53,12 +53,49 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/history", get(history))
         .route("/api/events", get(timeline))
         .route("/api/stream", get(stream))
+        .route("/api/auth", get(auth))
         .route("/api/nodes/{node}/{verb}", post(node_action))
         .route(
             "/api/servers/{backend}/{server}/{what}",
             post(server_action),
         )
         .with_state(shared)
+}
+
+/// The dashboard's actions change the farm: they take the admin token as the password of
+/// HTTP Basic (any user name), which a browser asks for once and then sends with every
+/// request under `/api/`. Refused: 401 with the challenge, logged.
+/// `None` when the request may act; else the refusal.
+fn without_token(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &s.token else {
+        return None;
+    };
+    match headers.get(header::AUTHORIZATION) {
+        Some(h) if token.accepts(h) => None,
+        given => {
+            tracing::warn!(
+                credentials = given.is_some(),
+                "dashboard: refused an action without the admin token"
+            );
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                "the dashboard's actions take the farm's admin token as password \
+                 (<data_dir>/secrets/admin.token)\n",
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"webfarm dashboard\""),
+            );
+            Some(resp)
+        }
+    }
+}
+
+/// `GET /api/auth`: 204 once the browser sends the admin token, else 401 with the challenge:
+/// opened in a browser, it asks for the token before the first action.
+async fn auth(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    without_token(&s, &headers).unwrap_or_else(|| StatusCode::NO_CONTENT.into_response())
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -119,7 +156,10 @@ async fn node_action(
     if let Err(refused) = same_site_json(&headers) {
         return refused.into_response();
     }
-    let done = control::node(&s.farm, &verb, &node).await;
+    if let Some(refused) = without_token(&s, &headers) {
+        return refused;
+    }
+    let done = control::node(&s.farm, s.token.as_ref(), &verb, &node).await;
     answer(&s, format!("{verb} {node}"), done)
 }
 
@@ -131,6 +171,9 @@ async fn server_action(
 ) -> Response {
     if let Err(refused) = same_site_json(&headers) {
         return refused.into_response();
+    }
+    if let Some(refused) = without_token(&s, &headers) {
+        return refused;
     }
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,

@@ -70,6 +70,9 @@ pub(crate) struct Shared {
     /// The dashboard's URL (alerts link to it).
     dashboard: String,
     http: HttpClient,
+    /// The farm's admin token: the dashboard's actions ask for it (HTTP Basic), the control
+    /// socket takes it; `None` (a monitor started without it, in a test) asks for nothing.
+    token: Option<webfarm_node::access::AdminToken>,
     state: Mutex<State>,
     /// The latest frame (`{"view":..., "events":[new ones]}` as JSON), for the live stream.
     frames: watch::Sender<Arc<str>>,
@@ -153,7 +156,9 @@ impl MonitorNode {
             });
         }
         let tls = webfarm_node::tls::identity(&ctx.farm, &node.name)?;
-        let http = HttpClient::for_identity(tls.as_ref());
+        // Without internal TLS the admin routes it calls (/metrics, /lb/...) take the token.
+        let http = HttpClient::for_identity(tls.as_ref())
+            .with_authorization(ctx.auth.token.as_ref().map(|t| t.bearer()));
         let listener = webfarm_node::bind(node.main_addr(), "dashboard").await?;
         let addr = listener.local_addr().unwrap_or_else(|_| node.main_addr());
         let settings = &ctx.farm.monitor;
@@ -162,6 +167,7 @@ impl MonitorNode {
             farm: ctx.farm.clone(),
             dashboard: format!("http://{addr}/"),
             http,
+            token: ctx.auth.token.clone(),
             state: Mutex::new(State {
                 view: None,
                 alerts: alerts::Alerts::default(),

@@ -10,6 +10,11 @@
 //!
 //! A role may add routes of its own (the load balancer's `/lb/...` run-time control) by
 //! passing them as `extra` to [`serve`].
+//!
+//! `/metrics` and the `extra` routes are operator-only, behind the [`Guard`] given to
+//! [`serve`] (the operator's or the monitor's certificate, or the admin token without
+//! internal TLS); `/healthz`, `/readyz` and `/status` stay open, for health checks and
+//! `webfarm status`.
 
 use std::sync::Arc;
 
@@ -25,6 +30,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use webfarm_config::Role;
 
+use crate::access::Guard;
 use crate::metrics::{self, Scrape};
 use crate::status::{NodeStatus, RoleStatus};
 use crate::Shutdown;
@@ -54,24 +60,46 @@ struct AdminState {
     registry: prometheus_client::registry::Registry,
 }
 
-/// The admin router for node `name`; exposed for roles that serve it on another port too.
-pub fn router(name: &str, role: Role, health: Arc<dyn Health>) -> Router {
+/// The admin router for node `name`, `/metrics` behind `guard` (whose refusals it counts);
+/// exposed for roles that serve it on another port too.
+pub fn router(name: &str, role: Role, health: Arc<dyn Health>, guard: Guard) -> Router {
     let state = Arc::new(AdminState {
         name: name.to_string(),
         role,
-        registry: metrics::registry(health.clone()),
+        registry: metrics::registry(health.clone(), Some(guard.refusals.clone())),
         health,
     });
+    let metrics = guard.protect(Router::new().route("/metrics", get(metrics_text)));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .route("/metrics", get(metrics_text))
+        .merge(metrics)
         .with_state(state)
 }
 
+/// The guard of a node's admin routes: the operator's and the monitor nodes' certificates
+/// (the monitor scrapes `/metrics` and sets lb weights), or `auth`'s admin token.
+pub fn guard(farm: &webfarm_config::Farm, auth: &crate::access::NodeAuth) -> Guard {
+    let monitors = farm.nodes_with_role(Role::Monitor).map(|n| n.name.clone());
+    Guard::new(
+        std::iter::once("operator".to_string()).chain(monitors),
+        auth,
+    )
+}
+
+/// How callers reach an admin port: its TLS (internal TLS; `None` for plain HTTP) and the
+/// guard of its operator-only routes.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The server configuration with internal TLS.
+    pub tls: Option<Arc<webfarm_tls::rustls::ServerConfig>>,
+    /// The guard of `/metrics` and the role's routes.
+    pub guard: Guard,
+}
+
 /// Serves the admin endpoints, merged with the role's `extra` routes (`Router::new()` for
-/// none), on `listener` until `shutdown` fires.
+/// none; they go behind `access.guard` too), on `listener` until `shutdown` fires.
 ///
 /// # Errors
 ///
@@ -88,11 +116,13 @@ pub async fn serve(
     health: Arc<dyn Health>,
     extra: Router,
     shutdown: Shutdown,
-    tls: Option<Arc<webfarm_tls::rustls::ServerConfig>>,
+    access: Access,
 ) -> std::io::Result<()> {
+    let Access { tls, guard } = access;
+    let extra = guard.clone().protect(extra);
     crate::serve_router(
         listener,
-        router(name, role, health).merge(extra),
+        router(name, role, health, guard).merge(extra),
         async move { shutdown.wait().await },
         tls,
     )

@@ -22,6 +22,8 @@ pub struct HttpClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// `https` for a client made with [`HttpClient::with_tls`], else `http`.
     scheme: &'static str,
+    /// The `Authorization` sent with every request that has none of its own.
+    authorization: Option<http::HeaderValue>,
 }
 
 /// A whole response: status, headers and the collected body.
@@ -115,6 +117,14 @@ impl HttpClient {
         }
     }
 
+    /// This client sending `authorization` (an `Authorization` header value: HTTP Basic for
+    /// the db API, the admin token) with every request that carries none of its own.
+    #[must_use]
+    pub fn with_authorization(mut self, authorization: Option<http::HeaderValue>) -> Self {
+        self.authorization = authorization;
+        self
+    }
+
     /// `<scheme>://<addr><path>`: the URL of `path` on a node at `addr`, `https` for a
     /// client with TLS.
     pub fn url(&self, addr: impl std::fmt::Display, path: &str) -> String {
@@ -145,6 +155,7 @@ impl HttpClient {
         HttpClient {
             inner,
             scheme: "http",
+            authorization: None,
         }
     }
 
@@ -208,9 +219,15 @@ impl HttpClient {
     /// See [`HttpError`].
     pub async fn request(
         &self,
-        req: Request<Full<Bytes>>,
+        mut req: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<HttpResponse, HttpError> {
+        if let Some(auth) = &self.authorization {
+            if !req.headers().contains_key(http::header::AUTHORIZATION) {
+                req.headers_mut()
+                    .insert(http::header::AUTHORIZATION, auth.clone());
+            }
+        }
         let url = req.uri().to_string();
         let url = url.as_str();
         let call = async {

@@ -10,12 +10,15 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text): process and build metrics, the
 //!   role's families written at scrape time, an atomic-bucket [`metrics::Histogram`].
 //! - [`hash`]: FNV-1a and splitmix64, fixed across hosts (node ids, hash balancing, seeds).
+//! - [`access`]: who may call what: the operator-only [`access::Guard`], the admin token,
+//!   rqlite's users for the db API ([`access::NodeAuth`]).
 //! - [`NodeContext`]: what a role needs to start (the farm, its own node, its data dir).
 //!
 //! A role crate exposes `start(ctx) -> Result<RoleNode, Error>` that binds its listeners and
 //! spawns its tasks, `health()` for the admin server, and `wait()` that returns once the node
 //! has shut down gracefully.
 
+pub mod access;
 pub mod admin;
 pub mod hash;
 pub mod http;
@@ -45,6 +48,9 @@ pub struct NodeContext {
     pub data_dir: PathBuf,
     /// Fires when the node must stop: stop accepting, finish in-flight work, flush.
     pub shutdown: Shutdown,
+    /// Who may call the node's guarded routes, and the credentials it sends
+    /// ([`access::NodeAuth`]; its default checks nothing).
+    pub auth: access::NodeAuth,
 }
 
 /// Binds a TCP listener, with an error that names the address and the node's key.

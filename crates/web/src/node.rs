@@ -137,7 +137,9 @@ impl WebNode {
         let read_from = web_index % db_nodes.len();
         let read_addr = db_nodes[read_from];
         let tls = webfarm_node::tls::identity(&ctx.farm, &name)?;
-        let http = webfarm_node::http::HttpClient::for_identity(tls.as_ref());
+        // The db API's credentials of this tier (`[web] db_user`; crates/db/src/http/auth.rs).
+        let http = webfarm_node::http::HttpClient::for_identity(tls.as_ref())
+            .with_authorization(ctx.auth.db_credentials.clone());
         let store = DbClient::with_http(db_nodes.clone(), read_from, ctx.farm.web.db_timeout, http);
         let server_tls = tls.and_then(|t| t.server);
 

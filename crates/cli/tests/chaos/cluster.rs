@@ -102,6 +102,21 @@ pub struct Cluster {
     filtered: BTreeSet<usize>,
 }
 
+/// The test's directory.
+fn dir() -> PathBuf {
+    std::env::temp_dir().join(format!("webfarm-chaos-{}", std::process::id()))
+}
+
+/// A client calling the db API as the farm's operator (the generated `operator` user).
+pub fn client() -> HttpClient {
+    let secrets = webfarm_auth::Secrets::of_data_dir(&dir().join("data"));
+    let token = secrets.admin_token().expect("the farm's admin token");
+    HttpClient::new().with_authorization(Some(webfarm_auth::basic::header(
+        webfarm_auth::secrets::OPERATOR_USER,
+        token.expose(),
+    )))
+}
+
 /// `http://<host>:4001`, the SQL API of node `n` (1-based).
 pub fn api(n: usize) -> String {
     format!("http://{}:4001", host(n))
@@ -136,9 +151,13 @@ impl Cluster {
             check_free();
             None
         };
-        let dir = std::env::temp_dir().join(format!("webfarm-chaos-{}", std::process::id()));
+        let dir = dir();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the temp dir");
+        // The farm's secrets, as `webfarm up` makes them: the nodes need them to start.
+        webfarm_auth::Secrets::of_data_dir(&dir.join("data"))
+            .ensure()
+            .expect("make the farm's secrets");
         let config = dir.join("farm.toml");
         std::fs::write(&config, farm_toml()).expect("write farm.toml");
         let mut c = Cluster {
@@ -147,7 +166,7 @@ impl Cluster {
             procs: (0..NODES).map(|_| None).collect(),
             states: vec![NodeState::Down; NODES],
             crashes: Vec::new(),
-            http: HttpClient::new(),
+            http: client(),
             network,
             filtered: BTreeSet::new(),
         };

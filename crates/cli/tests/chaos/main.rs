@@ -44,7 +44,6 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use webfarm_node::http::HttpClient;
 use webfarm_testkit::eventually;
 
 use checker::{Model, Operation, Verdict};
@@ -73,7 +72,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 /// Creates the tables and the registers (all 0), retrying until a node accepts.
 async fn setup(plan: &Plan) {
-    let http = HttpClient::new();
+    let http = cluster::client();
     let regs: Vec<String> = plan
         .registers()
         .iter()
@@ -125,7 +124,7 @@ async fn setup(plan: &Plan) {
 /// After healing: one more linearizable read of every key, retried until it succeeds; the
 /// reads join the history. Returns the final lists.
 async fn final_reads(shared: &Shared, records: &mut Vec<Record>) -> BTreeMap<u32, Vec<i64>> {
-    let http = HttpClient::new();
+    let http = cluster::client();
     let client = shared.plan.clients;
     let mut finals = BTreeMap::new();
     let targets: Vec<(Target, Op)> = shared
@@ -170,7 +169,7 @@ async fn final_reads(shared: &Shared, records: &mut Vec<Record>) -> BTreeMap<u32
 /// Waits until every node has applied the same log index, then compares their rows
 /// (read with level `none`, from each node's own copy). Returns a problem, if any.
 async fn replicas_converge(cluster: &Cluster) -> Option<String> {
-    let http = HttpClient::new();
+    let http = cluster::client();
     let stmts = json!([
         "SELECT k, v FROM regs ORDER BY k",
         "SELECT id, l, v FROM list ORDER BY id"

@@ -41,6 +41,7 @@ fn context(farm: &Arc<Farm>, name: &str) -> (ShutdownTrigger, NodeContext) {
         node: farm.node(name).unwrap().clone(),
         data_dir,
         shutdown,
+        auth: Default::default(),
     };
     (trigger, ctx)
 }

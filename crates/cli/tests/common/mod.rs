@@ -61,6 +61,47 @@ pub fn spawn_up(
     (child, ok, why)
 }
 
+/// Creates the farm's secrets in `data_dir` as `webfarm up` does (for tests that start nodes
+/// with `webfarm run`, which reads them); returns the operator's `Authorization`.
+pub fn make_secrets(data_dir: &Path) -> http::HeaderValue {
+    webfarm_auth::Secrets::of_data_dir(data_dir)
+        .ensure()
+        .expect("make the farm's secrets");
+    operator_authorization(data_dir).expect("the admin token")
+}
+
+/// As [`make_secrets`], the data directory then owned by `nobody` (uid 65534) for a node
+/// that a test runs as `nobody` (through setpriv, as root).
+pub fn make_secrets_for_nobody(data_dir: &Path) {
+    make_secrets(data_dir);
+    let done = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(data_dir)
+        .status()
+        .expect("run chown");
+    assert!(done.success(), "chown -R nobody {}", data_dir.display());
+}
+
+/// The operator's `Authorization` for the farm whose data directory is `data_dir`: the
+/// generated `operator` user with the admin token (the db API and the admin routes both
+/// take it); `None` before `webfarm up` made the secrets.
+pub fn operator_authorization(data_dir: &Path) -> Option<http::HeaderValue> {
+    let token = webfarm_auth::Secrets::of_data_dir(data_dir)
+        .admin_token()
+        .ok()?;
+    Some(webfarm_auth::basic::header(
+        webfarm_auth::secrets::OPERATOR_USER,
+        token.expose(),
+    ))
+}
+
+/// The data directory of the farm file `config`.
+pub fn data_dir_of(config: &Path) -> PathBuf {
+    webfarm_config::Farm::load(config)
+        .expect("the test's farm file")
+        .data_dir
+}
+
 /// The `webfarm` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_webfarm")
@@ -145,6 +186,9 @@ impl TestFarm {
         };
         let (ok, why) = farm.spawn_up();
         assert!(ok, "farm did not come up: {why}\n{}", farm.log_text());
+        // The operator's credentials, which `webfarm up` made, on every call of the helpers.
+        let auth = operator_authorization(&data_dir_of(&farm.config));
+        farm.http = HttpClient::new().with_authorization(auth);
         farm
     }
 
@@ -332,4 +376,37 @@ pub fn cookie(r: &HttpResponse) -> String {
         .and_then(|v| v.split(';').next())
         .unwrap_or("")
         .to_string()
+}
+
+/// A virtual environment in `dir` with pyrqlite (rqlite's Python client) from PyPI; its
+/// python. Fails saying what is missing without python3, venv or pip (CI installs them:
+/// `.ci/run`).
+pub fn pyrqlite(dir: &Path) -> PathBuf {
+    let venv = dir.join("venv");
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs python3 with venv and pip: {e}"));
+    assert!(
+        made.status.success() && venv.join("bin/pip").exists(),
+        "python3 cannot make a virtual environment with pip (on Debian: apt-get install \
+         python3-venv python3-pip): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pip = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "pyrqlite==2.2.3",
+        ])
+        .output()
+        .expect("run pip");
+    assert!(
+        pip.status.success(),
+        "pip could not install pyrqlite from PyPI: {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    venv.join("bin/python")
 }

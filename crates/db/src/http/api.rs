@@ -92,8 +92,12 @@ impl<S: Service> Api<S> {
     }
 }
 
-/// The API router: rqlite's API and the membership endpoints ([`crate::http::cluster`]).
-pub(crate) fn router<S: Service>(api: Arc<Api<S>>) -> Router {
+/// The API router: rqlite's API and the membership endpoints ([`crate::http::cluster`]),
+/// each behind the check of [`crate::http::auth`].
+pub(crate) fn router<S: Service>(
+    api: Arc<Api<S>>,
+    auth: Arc<crate::http::auth::ApiAuth>,
+) -> Router {
     use crate::http::{backup, cluster, read, status};
     Router::new()
         .route("/db/execute", post(execute::<S>))
@@ -106,6 +110,10 @@ pub(crate) fn router<S: Service>(api: Arc<Api<S>>) -> Router {
         .route("/readyz", get(status::readyz::<S>))
         .merge(cluster::routes::<S>())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::http::auth::check,
+        ))
         .with_state(api)
 }
 

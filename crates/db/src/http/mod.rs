@@ -1,6 +1,7 @@
 //! The HTTP layer: rqlite's API on each db node's main address.
 
 pub(crate) mod api;
+pub(crate) mod auth;
 pub(crate) mod backup;
 pub(crate) mod cluster;
 pub(crate) mod forward;

@@ -28,6 +28,8 @@ pub struct Cluster {
     dir: TempDir,
     nodes: Vec<Option<Running>>,
     pub http: HttpClient,
+    /// What every node started from now on checks its callers with (default: nothing).
+    pub auth: webfarm_node::access::NodeAuth,
 }
 
 /// Makes the farm CA's files for `farm` and returns an HTTP client with the operator's
@@ -88,6 +90,7 @@ impl Cluster {
             dir,
             nodes: (0..n).map(|_| None).collect(),
             http,
+            auth: webfarm_node::access::NodeAuth::default(),
         }
     }
 
@@ -137,6 +140,7 @@ impl Cluster {
             node,
             data_dir,
             shutdown,
+            auth: self.auth.clone(),
         };
         let node = DbNode::start(ctx).await?;
         self.nodes[i] = Some(Running { trigger, node });

@@ -581,6 +581,7 @@ async fn start_farm(farm: Farm) -> Result<TestLb, webfarm_lb::LbError> {
         farm: Arc::new(farm),
         node,
         shutdown,
+        auth: Default::default(),
     };
     let lb = LbNode::start_with(ctx, LbOptions::default()).await?;
     let addr = lb.frontend_addrs()[0].1;
@@ -641,7 +642,10 @@ impl TestLb {
                 health,
                 extra,
                 shutdown,
-                None,
+                webfarm_node::admin::Access {
+                    tls: None,
+                    guard: webfarm_node::access::Guard::new(["operator"], &Default::default()),
+                },
             )
             .await
             .unwrap();

@@ -32,6 +32,7 @@ pub use histogram::{Histogram, HistogramSnapshot, FSYNC_SECONDS, LATENCY_SECONDS
 pub use process::ProcessStats;
 pub use scrape::Scrape;
 
+use crate::access::Refusals;
 use crate::Health;
 
 /// The `Content-Type` of `/metrics`: Prometheus text format 0.0.4.
@@ -63,9 +64,9 @@ pub fn build_info() -> &'static BuildInfo {
 }
 
 /// The registry of one admin server: process, build and the role's metrics.
-pub(crate) fn registry(health: Arc<dyn Health>) -> Registry {
+pub(crate) fn registry(health: Arc<dyn Health>, refusals: Option<Arc<Refusals>>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(NodeCollector(health)));
+    registry.register_collector(Box::new(NodeCollector(health, refusals)));
     registry
 }
 
@@ -75,7 +76,7 @@ pub(crate) fn registry(health: Arc<dyn Health>) -> Registry {
 /// # Errors
 /// A collector's error (none of ours fails but on a writer error).
 pub fn text(health: Arc<dyn Health>) -> Result<String, fmt::Error> {
-    render(&registry(health))
+    render(&registry(health, None))
 }
 
 /// Writes `registry` in the Prometheus text format.
@@ -89,7 +90,7 @@ pub(crate) fn render(registry: &Registry) -> Result<String, fmt::Error> {
 }
 
 /// Reads everything at scrape time: `/proc/self`, the build, the role.
-struct NodeCollector(Arc<dyn Health>);
+struct NodeCollector(Arc<dyn Health>, Option<Arc<Refusals>>);
 
 impl fmt::Debug for NodeCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -114,6 +115,13 @@ impl Collector for NodeCollector {
             ],
         )?;
         disk::write(&mut s)?;
+        if let Some(refusals) = &self.1 {
+            s.counters(
+                "webfarm_admin_auth_refusals_total",
+                "Calls refused by an operator-only route, by reason: no_credentials, bad_token (without internal TLS), wrong_peer (a farm certificate not allowed there).",
+                refusals.counts().map(|(reason, n)| ([("reason", reason)], n)),
+            )?;
+        }
         self.0.metrics(&mut s)
     }
 }
@@ -166,7 +174,7 @@ mod tests {
         let h = Histogram::seconds(&[0.01, 0.1]);
         h.observe(Duration::from_millis(5));
         h.observe(Duration::from_millis(50));
-        let text = render(&registry(Arc::new(Fake(h)))).unwrap();
+        let text = render(&registry(Arc::new(Fake(h)), None)).unwrap();
         for line in [
             "# TYPE haproxy_backend_http_responses_total counter",
             "haproxy_backend_http_responses_total{proxy=\"web\",code=\"2xx\"} 7",

@@ -66,6 +66,7 @@ pub async fn start(farm: Farm, name: &str) -> Result<Running, WebError> {
         node,
         data_dir,
         shutdown,
+        auth: Default::default(),
     };
     let node = WebNode::start(ctx).await?;
     Ok(Running {

@@ -1,0 +1,272 @@
+//! Who may call which endpoint of the db API.
+//!
+//! Three kinds of route:
+//!
+//! | routes | check |
+//! |---|---|
+//! | `/db/execute` (`execute`), `/db/query` (`query`), `/db/request` (`execute` and `query`), `/db/backup` (`backup`), `/db/load` (`load`), `/status` and `/nodes` (`status`), `/readyz` (`ready`) | rqlite's auth file ([`Users::authorize`]) |
+//! | `/join`, `/cluster/add`, `/cluster/promote` (`join`), `/remove`, `/cluster/remove` (`remove`), `/cluster/step-down`, `/cluster/campaign` (`leader-ops`), `/cluster/nodes` (`status`) | the farm's [`Guard`]: the operator's or a db node's certificate; without internal TLS the admin token, or a user of the auth file holding the permission |
+//! | anything else | none (404s) |
+//!
+//! A request from another db node (its farm certificate, or the admin token without TLS) is
+//! trusted for every route: the leader trusts an authenticated peer's forwarding instead of
+//! checking the caller's credentials again. The follower that received the request already
+//! checked them against the same auth file, Raft peers can already append anything to the
+//! log, and queued writes (`?queue`), whose caller is gone by the time they are flushed,
+//! need no credentials of their own to reach the leader.
+//!
+//! A refusal is 401 with `WWW-Authenticate: Basic realm="webfarm-db"` when credentials are
+//! missing or wrong, and 401 without the challenge for a user lacking the permission (as
+//! rqlite answers: `http.StatusUnauthorized` for both); the body names the permission. It
+//! is logged with the user name and peer, never the password, and counted in
+//! `webfarm_db_auth_failures_total{reason}`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use webfarm_node::access::{Guard, NodeAuth, Perm, Refusal, Users};
+use webfarm_node::tls::Peer;
+
+/// The permission(s) a route needs, and whether the farm's guard decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Open,
+    Sql(&'static [Perm]),
+    Membership(Perm),
+}
+
+fn route(method: &Method, path: &str) -> Route {
+    match path {
+        "/db/execute" => Route::Sql(&[Perm::Execute]),
+        "/db/query" => Route::Sql(&[Perm::Query]),
+        "/db/request" => Route::Sql(&[Perm::Execute, Perm::Query]),
+        "/db/backup" => Route::Sql(&[Perm::Backup]),
+        "/db/load" => Route::Sql(&[Perm::Load]),
+        "/status" | "/nodes" => Route::Sql(&[Perm::Status]),
+        "/readyz" => Route::Sql(&[Perm::Ready]),
+        "/join" | "/cluster/add" | "/cluster/promote" => Route::Membership(Perm::Join),
+        "/remove" | "/cluster/remove" => Route::Membership(Perm::Remove),
+        "/cluster/step-down" | "/cluster/campaign" => Route::Membership(Perm::LeaderOps),
+        "/cluster/nodes" if method == Method::GET => Route::Membership(Perm::Status),
+        _ => Route::Open,
+    }
+}
+
+/// Failed authentications on the db API, by [`Refusal::reason`].
+#[derive(Debug, Default)]
+pub(crate) struct AuthFailures([AtomicU64; 4]);
+
+impl AuthFailures {
+    const REASONS: [&'static str; 4] = [
+        "no_credentials",
+        "unknown_user",
+        "bad_password",
+        "forbidden",
+    ];
+
+    fn count(&self, r: &Refusal) {
+        let i = Self::REASONS
+            .iter()
+            .position(|x| *x == r.reason())
+            .unwrap_or(0);
+        self.0[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(reason, count)` for each reason.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::REASONS
+            .iter()
+            .zip(&self.0)
+            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+    }
+}
+
+/// What the API's auth layer checks with.
+pub(crate) struct ApiAuth {
+    users: Option<Arc<Users>>,
+    guard: Guard,
+    db_nodes: Vec<String>,
+    failures: Arc<AuthFailures>,
+}
+
+impl ApiAuth {
+    /// The check of node `farm`'s db API with `auth`'s users and token.
+    pub(crate) fn new(
+        farm: &webfarm_config::Farm,
+        auth: &NodeAuth,
+        failures: Arc<AuthFailures>,
+    ) -> ApiAuth {
+        let db_nodes: Vec<String> = farm
+            .nodes_with_role(webfarm_config::Role::Db)
+            .map(|n| n.name.clone())
+            .collect();
+        let subjects = std::iter::once("operator".to_string()).chain(db_nodes.iter().cloned());
+        ApiAuth {
+            users: auth.db_users.clone(),
+            guard: Guard::new(subjects, auth),
+            db_nodes,
+            failures,
+        }
+    }
+
+    /// Whether the caller is another db node: its certificate, or the admin token without
+    /// TLS.
+    fn is_db_peer(&self, peer: Option<&Peer>, authorization: Option<&HeaderValue>) -> bool {
+        match peer.filter(|p| !p.names.is_empty()) {
+            Some(p) => self.db_nodes.iter().any(|n| p.is(n)),
+            None => match (&self.guard.token, authorization) {
+                (Some(t), Some(h)) => t.accepts(h),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// What the check decided.
+enum Verdict {
+    Pass,
+    /// Refused by the farm's guard: its status and reason.
+    Guard(StatusCode, &'static str),
+    /// Refused by the auth file.
+    Db(Refusal),
+}
+
+/// The layer's function: passes the request on, or answers the refusal.
+pub(crate) async fn check(State(auth): State<Arc<ApiAuth>>, req: Request, next: Next) -> Response {
+    let route = route(req.method(), req.uri().path());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0.clone());
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    let verdict = if route == Route::Open || auth.is_db_peer(peer.as_ref(), authorization.as_ref())
+    {
+        Verdict::Pass
+    } else {
+        auth.decide(route, peer.as_ref(), authorization).await
+    };
+    let who = peer.map_or_else(|| "unknown".into(), |p| p.addr.to_string());
+    let path = req.uri().path().to_string();
+    match verdict {
+        Verdict::Pass => next.run(req).await,
+        Verdict::Guard(status, reason) => {
+            auth.guard.refusals.count(reason);
+            tracing::warn!(peer = %who, path = %path, reason, "refused a membership route");
+            webfarm_node::access::refusal(status, reason)
+        }
+        Verdict::Db(refusal) => {
+            auth.failures.count(&refusal);
+            tracing::warn!(peer = %who, path = %path, reason = refusal.reason(), "db API: {refusal}");
+            refused(&refusal)
+        }
+    }
+}
+
+impl ApiAuth {
+    /// The verdict on a caller that is not a db peer.
+    async fn decide(
+        &self,
+        route: Route,
+        peer: Option<&Peer>,
+        authorization: Option<HeaderValue>,
+    ) -> Verdict {
+        match route {
+            Route::Open => Verdict::Pass,
+            Route::Sql(perms) => self.by_file(authorization, perms.to_vec()).await,
+            Route::Membership(perm) => match self.guard.check(peer, authorization.as_ref()) {
+                Ok(()) => Verdict::Pass,
+                // Without TLS, a user of the auth file holding the permission may too.
+                Err((StatusCode::UNAUTHORIZED, _))
+                    if self.users.is_some() && authorization.is_some() =>
+                {
+                    self.by_file(authorization, vec![perm]).await
+                }
+                Err((status, reason)) => Verdict::Guard(status, reason),
+            },
+        }
+    }
+
+    /// The auth file's verdict (none asks for nothing).
+    async fn by_file(&self, authorization: Option<HeaderValue>, perms: Vec<Perm>) -> Verdict {
+        match &self.users {
+            None => Verdict::Pass,
+            Some(users) => match authorize(users, authorization, perms).await {
+                Ok(()) => Verdict::Pass,
+                Err(r) => Verdict::Db(r),
+            },
+        }
+    }
+}
+
+/// [`Users::authorize`] for every permission of `perms`; bcrypt, when it must run, runs off
+/// the async runtime.
+async fn authorize(
+    users: &Arc<Users>,
+    authorization: Option<HeaderValue>,
+    perms: Vec<Perm>,
+) -> Result<(), Refusal> {
+    let slow = users.needs_bcrypt(authorization.as_ref());
+    let users = Arc::clone(users);
+    let check = move || {
+        perms
+            .iter()
+            .try_for_each(|p| users.authorize(authorization.as_ref(), *p).map(|_| ()))
+    };
+    if slow {
+        return tokio::task::spawn_blocking(check)
+            .await
+            .unwrap_or(Err(Refusal::NoCredentials));
+    }
+    check()
+}
+
+/// The 401 of a refusal, with rqlite's JSON error.
+fn refused(r: &Refusal) -> Response {
+    let body = serde_json::json!({ "error": r.to_string() }).to_string();
+    let mut resp = (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    if r.challenge() {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"webfarm-db\""),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_endpoint_needs_rqlites_permission() {
+        let get = Method::GET;
+        assert_eq!(
+            route(&Method::POST, "/db/execute"),
+            Route::Sql(&[Perm::Execute])
+        );
+        assert_eq!(route(&get, "/db/query"), Route::Sql(&[Perm::Query]));
+        assert_eq!(route(&get, "/db/backup"), Route::Sql(&[Perm::Backup]));
+        assert_eq!(route(&Method::POST, "/db/load"), Route::Sql(&[Perm::Load]));
+        assert_eq!(route(&get, "/readyz"), Route::Sql(&[Perm::Ready]));
+        assert_eq!(route(&get, "/nodes"), Route::Sql(&[Perm::Status]));
+        assert_eq!(
+            route(&Method::DELETE, "/remove"),
+            Route::Membership(Perm::Remove)
+        );
+        assert_eq!(route(&Method::POST, "/join"), Route::Membership(Perm::Join));
+        assert_eq!(
+            route(&get, "/cluster/nodes"),
+            Route::Membership(Perm::Status)
+        );
+        assert_eq!(route(&get, "/nowhere"), Route::Open);
+    }
+}

@@ -1,0 +1,120 @@
+//! rqlite's auth file on a 3-node cluster started in-process: a follower checks the caller
+//! and forwards to the leader with its own identity (the admin token without TLS), so a
+//! write, a queued write and a request reach the leader for a user with `execute`; a user
+//! without it is refused by the follower; a caller that claims to be a peer with a wrong
+//! token is not one. bcrypt hashes made by another implementation (libxcrypt's `crypt`)
+//! verify.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{eventually, Cluster, DEADLINE};
+use webfarm_node::access::{AdminToken, NodeAuth, Users};
+use webfarm_node::http::HttpClient;
+
+/// `writer-pw` hashed by libxcrypt (`crypt(3)` with a `$2b$` salt, cost 10).
+const WRITER_HASH: &str = "$2b$10$Lz.pfyBFORzxL7yzBjrPQeb301tPB7Q2/dS2C7xKeGIEfn7uMMKTG";
+
+fn users() -> Arc<Users> {
+    let file = format!(
+        r#"[
+          {{"username": "writer", "password": "{WRITER_HASH}", "perms": ["execute", "query"]}},
+          {{"username": "reader", "password": "reader-pw", "perms": ["query"]}},
+          {{"username": "*", "perms": ["ready"]}}
+        ]"#
+    );
+    Arc::new(Users::from_json(file.as_bytes()).unwrap())
+}
+
+fn as_user(user: &str, password: &str) -> HttpClient {
+    HttpClient::new().with_authorization(Some(webfarm_node::access::basic_header(user, password)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_checks_the_caller_and_forwards_as_a_trusted_peer() {
+    let mut c = Cluster::new(3, 1000);
+    c.auth = NodeAuth {
+        token: Some(AdminToken::new("peer-token")),
+        db_users: Some(users()),
+        ..NodeAuth::default()
+    };
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let follower = c.other_than(leader);
+
+    c.http = as_user("writer", "writer-pw");
+    let (status, v, _) = c
+        .post(
+            follower,
+            "/db/execute",
+            r#"["CREATE TABLE t (v TEXT)", "INSERT INTO t VALUES ('direct')"]"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["results"][1]["rows_affected"] == 1, "{v}");
+    let (status, v, _) = c
+        .post(
+            follower,
+            "/db/execute?queue",
+            r#"["INSERT INTO t VALUES ('queued')"]"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v, _) = c
+        .post(
+            follower,
+            "/db/request",
+            r#"["INSERT INTO t VALUES ('request')"]"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    eventually(DEADLINE, "the three rows on the leader", || async {
+        let (_, v) = c
+            .get(leader, "/db/query?q=SELECT%20count(*)%20FROM%20t")
+            .await;
+        (v["results"][0]["values"][0][0] == 3).then_some(())
+    })
+    .await;
+
+    // A user without `execute` is refused by the follower; nothing reaches the leader.
+    c.http = as_user("reader", "reader-pw");
+    let (status, v, _) = c
+        .post(follower, "/db/execute", r#"["DELETE FROM t"]"#)
+        .await;
+    assert_eq!(status, 401, "{v}");
+    let (status, _) = c.get(follower, "/db/query?q=SELECT%201").await;
+    assert_eq!(status, 200);
+    // A wrong password, no credentials, a wrong peer token: not authorized.
+    for client in [
+        as_user("writer", "nope"),
+        HttpClient::new(),
+        HttpClient::new().with_authorization(Some(AdminToken::new("other").bearer())),
+    ] {
+        c.http = client;
+        let (status, v, _) = c.post(leader, "/db/execute", r#"["DELETE FROM t"]"#).await;
+        assert_eq!(status, 401, "{v}");
+    }
+    // "*" holds `ready`.
+    c.http = HttpClient::new();
+    let (status, _) = c.get(follower, "/readyz").await;
+    assert_eq!(status, 200);
+    let metrics = c.metrics(follower);
+    let forbidden = webfarm_testkit::metrics::sample(
+        &metrics,
+        "webfarm_db_auth_failures_total",
+        &[("reason", "forbidden")],
+    );
+    assert_eq!(forbidden, Some(1.0), "{metrics}");
+    c.http = as_user("writer", "writer-pw");
+    let (_, v) = c
+        .get(leader, "/db/query?q=SELECT%20count(*)%20FROM%20t")
+        .await;
+    assert_eq!(
+        v["results"][0]["values"][0][0], 3,
+        "nothing was deleted: {v}"
+    );
+    c.stop_all().await;
+}
