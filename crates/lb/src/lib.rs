@@ -52,6 +52,7 @@
 //! ```
 
 mod access_log;
+pub mod acl;
 mod acme;
 mod attempt;
 mod backend;
