@@ -447,7 +447,8 @@ impl LbNode {
     }
 }
 
-/// Closes expired idle upstream connections until shutdown.
+/// Closes expired idle upstream connections and drops expired stick-table entries until
+/// shutdown.
 async fn reap_idle(live: Arc<LiveConfig>, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(reap_period(live.limits().idle_timeout));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -455,8 +456,13 @@ async fn reap_idle(live: Arc<LiveConfig>, shutdown: Shutdown) {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {
-                for b in &live.snapshot().backends {
+                let snap = live.snapshot();
+                for b in &snap.backends {
                     b.reap_idle();
+                }
+                // Expired stick-table entries give their memory back.
+                for t in snap.frontends.iter().filter_map(|f| f.table.as_ref()) {
+                    t.purge();
                 }
             }
         }
