@@ -338,3 +338,96 @@ async fn a_flooding_address_is_limited_while_another_keeps_being_served() {
     assert_eq!(a.headers["retry-after"], "10");
     lb.stop().await;
 }
+
+/// curl over HTTPS to `lb` with server name `sni` (`--resolve`), from source address
+/// `src` (`--interface`); its exit status and the HTTP status it printed.
+async fn curl_https(
+    curl: &std::path::Path,
+    lb: SocketAddr,
+    sni: &str,
+    src: Ipv4Addr,
+) -> (i32, String) {
+    let out = tokio::process::Command::new(curl)
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .args(["--interface", &src.to_string()])
+        .args(["--resolve", &format!("{sni}:{}:{}", lb.port(), lb.ip())])
+        .arg(format!("https://{sni}:{}/", lb.port()))
+        .output()
+        .await
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), code)
+}
+
+#[tokio::test]
+async fn https_frontends_match_the_sni_and_reject_before_the_handshake() {
+    capture_access_log();
+    let curl = webfarm_testkit::which(
+        "curl",
+        "curl",
+        "it is the TLS client with an SNI and a source address",
+    );
+    let dir = TempDir::new("acl-tls");
+    let layout = webfarm_tls::ca::Layout::of_data_dir(dir.path());
+    let ca = webfarm_tls::ca::FarmCa::create(&layout, "www.foobar.com").unwrap();
+    let leaf = webfarm_tls::ca::Leaf {
+        common_name: "www.foobar.com".into(),
+        names: vec!["www.foobar.com".into(), "api.foobar.com".into()],
+        usage: webfarm_tls::ca::Usage::Server,
+        crl_url: None,
+    };
+    let paths = layout.node("site");
+    ca.issue(&leaf).unwrap().write(&paths).unwrap();
+    let s = TestServer::start("web-1").await;
+    let (client, rejected) = (loopback_ip(), loopback_ip());
+    let extra = Extra {
+        frontend: format!(
+            r#"tls = {{ certs = [{{ cert = '{}', key = '{}' }}] }}
+acl = ["api ssl_fc_sni -i api.foobar.com"]
+tcp_request_connection = ["reject if {{ src {rejected} }}"]
+http_request = ["deny unless api"]
+"#,
+            paths.cert.display(),
+            paths.key.display()
+        ),
+        ..Extra::default()
+    };
+    let checks = Checks {
+        inter: "1h",
+        ..Checks::default()
+    };
+    let text = farm_toml_with(FRONTEND_PORT, &[("web-1", s.addr, 1)], checks, &extra);
+    let lb = start_lb_text(&text, None).await;
+    let admin = lb.serve_admin().await;
+
+    assert_eq!(
+        curl_https(&curl, lb.addr, "API.foobar.com", client).await,
+        (0, "200".into())
+    );
+    assert_eq!(
+        curl_https(&curl, lb.addr, "www.foobar.com", client).await,
+        (0, "403".into())
+    );
+    // Rejected at accept: the handshake never starts (curl: no HTTP status at all).
+    let (status, code) = curl_https(&curl, lb.addr, "api.foobar.com", rejected).await;
+    assert!(status != 0 && code == "000", "curl {status} {code}");
+    assert_eq!(s.hits(), 1);
+    let metrics = scrape(admin).await;
+    assert_eq!(
+        counter(&metrics, "haproxy_frontend_denied_connections_total"),
+        1.0
+    );
+    assert_eq!(
+        counter(&metrics, "haproxy_frontend_requests_denied_total"),
+        1.0
+    );
+    lb.stop().await;
+}
