@@ -27,6 +27,9 @@
 //!   `502` when a server fails mid-way, `504` when it sends no response head in time,
 //!   `400`/`408`/`413`/`431` for bad or slow clients; each with a one-line reason.
 //! - **Access log**: one line per request, HAProxy's format or JSON (target `access`).
+//! - **Access control** ([`acl`]): ACLs, `tcp-request connection` rules at accept,
+//!   `http-request` rules (deny, tarpit, redirect) before a server is chosen, stick-table
+//!   rate limits (`track-sc0 src`, `http_req_rate`, `conn_rate`, `conn_cur`).
 //! - **TLS and ACME**: HTTPS frontends (SNI, ALPN, certificates swapped without a restart);
 //!   with `[acme]` the first lb node obtains and renews the site certificate from an RFC
 //!   8555 CA, answering the http-01 challenges itself on every HTTP frontend.
