@@ -32,6 +32,8 @@ pub use stick::{Entry, StickTable};
 pub struct Tracked {
     table: Arc<StickTable>,
     entry: Arc<Entry>,
+    /// When the tracking began, on the table's clock.
+    since: u64,
 }
 
 impl Tracked {
@@ -40,6 +42,7 @@ impl Tracked {
         let entry = table.track(src)?;
         entry.enter();
         Some(Tracked {
+            since: table.now(),
             table: table.clone(),
             entry,
         })
@@ -54,7 +57,7 @@ impl Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.entry.leave();
-        self.table.touch(&self.entry);
+        self.table.touch(&self.entry, self.since);
     }
 }
 

@@ -23,6 +23,8 @@ const MAX_SHARDS: usize = 64;
 /// How many least recently used entries an insertion into a full shard looks at to find
 /// one no connection tracks.
 const EVICT_SCAN: usize = 16;
+/// A tracking that lasted this long (milliseconds) promotes its entry again when it ends.
+pub(crate) const PROMOTE_AFTER_MS: u64 = 1000;
 /// Marks the end of a shard's list.
 const NIL: usize = usize::MAX;
 
@@ -258,10 +260,17 @@ impl StickTable {
         (!self.expired(e, now)).then(|| e.clone())
     }
 
-    /// Marks `entry` used now (a connection that tracked it ended).
-    pub(crate) fn touch(&self, entry: &Entry) {
+    /// Marks `entry` used now: a connection or request that tracked it since `since`
+    /// (milliseconds on the table's clock) ended. Its place in the LRU order is refreshed
+    /// only when the tracking lasted [`PROMOTE_AFTER_MS`] or more: a shorter one was
+    /// promoted when it began, and skipping the shard's lock then keeps a request's
+    /// tracking to one lock.
+    pub(crate) fn touch(&self, entry: &Entry, since: u64) {
         let now = self.now();
         entry.last_seen.store(now, Ordering::Relaxed);
+        if now.saturating_sub(since) < PROMOTE_AFTER_MS {
+            return;
+        }
         let mut s = self.shard(entry.key);
         if let Some(&i) = s.map.get(&entry.key) {
             if std::ptr::eq(Arc::as_ptr(&s.slots[i].entry), entry) {

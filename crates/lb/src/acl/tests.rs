@@ -425,3 +425,19 @@ fn ipv4_mapped_addresses_are_ipv4() {
     let b = table.track(ip("192.0.2.1")).unwrap();
     assert!(Arc::ptr_eq(&a, &b));
 }
+
+#[test]
+fn a_long_tracking_s_end_makes_its_entry_recent_again() {
+    let table = Arc::new(StickTable::new(spec(2)));
+    let long = Tracked::new(&table, ip("192.0.2.1")).unwrap();
+    table.track(ip("192.0.2.2")).unwrap();
+    table.advance(super::stick::PROMOTE_AFTER_MS);
+    // The connection tracking .1 ends after a second: .1 is now more recent than .2.
+    drop(long);
+    table.track(ip("192.0.2.3")).unwrap();
+    assert!(table.peek(ip("192.0.2.1")).is_some(), "kept");
+    assert!(
+        table.peek(ip("192.0.2.2")).is_none(),
+        "the least recently used went"
+    );
+}
