@@ -35,6 +35,9 @@ pub use farm::{
     DbSettings, Farm, Node, Replica, Role, TlsSettings, WebSettings, DEFAULT_FARM_TOML,
 };
 pub use firewall::{FirewallRule, FirewallSettings, PortRange, Proto, Source};
+/// A frontend's access rules: ACLs, `tcp-request connection` and `http-request` rules,
+/// stick tables (HAProxy's words).
+pub use lb::acl;
 pub use lb::{
     AccessLog, Backend, BackendTimeouts, Balance, CertFiles, Check, CheckType, Cookie, Frontend,
     FrontendTimeouts, FrontendTls, HashType, LbSettings, Mode, Observe, OnError, RetryOn, Server,

@@ -120,6 +120,12 @@ pub(crate) struct RawFrontend {
     pub sni_routes: Option<Vec<RawSniRoute>>,
     #[serde(default, with = "humantime_serde")]
     pub inspect_delay: Option<Duration>,
+    /// Access control (crates/config/src/lb/acl/): HAProxy's `acl`, `tcp-request
+    /// connection`, `http-request` lines and `stick-table`.
+    pub acl: Option<Vec<String>>,
+    pub tcp_request_connection: Option<Vec<String>>,
+    pub http_request: Option<Vec<String>>,
+    pub stick_table: Option<crate::lb::RawStickTable>,
 }
 
 /// `{ sni = "db.foobar.com", backend = "db-api" }`.
@@ -155,6 +161,8 @@ pub(crate) struct RawFrontendTimeouts {
     pub http_request: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub http_keep_alive: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub tarpit: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

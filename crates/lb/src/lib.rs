@@ -27,6 +27,9 @@
 //!   `502` when a server fails mid-way, `504` when it sends no response head in time,
 //!   `400`/`408`/`413`/`431` for bad or slow clients; each with a one-line reason.
 //! - **Access log**: one line per request, HAProxy's format or JSON (target `access`).
+//! - **Access control** ([`acl`]): ACLs, `tcp-request connection` rules at accept,
+//!   `http-request` rules (deny, tarpit, redirect) before a server is chosen, stick-table
+//!   rate limits (`track-sc0 src`, `http_req_rate`, `conn_rate`, `conn_cur`).
 //! - **TLS and ACME**: HTTPS frontends (SNI, ALPN, certificates swapped without a restart);
 //!   with `[acme]` the first lb node obtains and renews the site certificate from an RFC
 //!   8555 CA, answering the http-01 challenges itself on every HTTP frontend.
@@ -52,6 +55,7 @@
 //! ```
 
 mod access_log;
+pub mod acl;
 mod acme;
 mod attempt;
 mod backend;
@@ -446,7 +450,8 @@ impl LbNode {
     }
 }
 
-/// Closes expired idle upstream connections until shutdown.
+/// Closes expired idle upstream connections and drops expired stick-table entries until
+/// shutdown.
 async fn reap_idle(live: Arc<LiveConfig>, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(reap_period(live.limits().idle_timeout));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -454,8 +459,13 @@ async fn reap_idle(live: Arc<LiveConfig>, shutdown: Shutdown) {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {
-                for b in &live.snapshot().backends {
+                let snap = live.snapshot();
+                for b in &snap.backends {
                     b.reap_idle();
+                }
+                // Expired stick-table entries give their memory back.
+                for t in snap.frontends.iter().filter_map(|f| f.table.as_ref()) {
+                    t.purge();
                 }
             }
         }

@@ -39,6 +39,8 @@ pub(crate) enum Phase {
     Headers,
     /// `D`: moving data (a body, a tunnel, a TCP session).
     Data,
+    /// `T`: held by an `http-request tarpit` rule (HAProxy's "tarpitted").
+    Tarpit,
 }
 
 /// A termination state: who ended the exchange and in which phase; shows as HAProxy's
@@ -78,6 +80,7 @@ impl Termination {
             Phase::Connect => 'C',
             Phase::Headers => 'H',
             Phase::Data => 'D',
+            Phase::Tarpit => 'T',
         };
         [by, phase]
     }
@@ -105,5 +108,6 @@ mod tests {
         assert_eq!(t(EndedBy::ClientTimeout, Phase::Request), "cR");
         assert_eq!(t(EndedBy::Client, Phase::Data), "CD");
         assert_eq!(t(EndedBy::Proxy, Phase::Data), "PD");
+        assert_eq!(t(EndedBy::Proxy, Phase::Tarpit), "PT");
     }
 }

@@ -8,6 +8,7 @@
 //! `inspect_delay` and `sni_routes` (`use_backend` on `req.ssl_sni`). Where webfarm's
 //! default differs from HAProxy's, the field's doc says so.
 
+pub mod acl;
 mod parse;
 mod resolve;
 mod sni;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub(crate) use acl::resolve::RawStickTable;
 pub(crate) use resolve::{resolve_backends, resolve_frontends, resolve_lb};
 pub use sni::{SniPattern, SniRoute, DEFAULT_INSPECT_DELAY};
 
@@ -308,6 +310,10 @@ pub struct FrontendTimeouts {
     pub http_request: Duration,
     /// The longest an idle keep-alive connection waits for the next request. Default 10s.
     pub http_keep_alive: Duration,
+    /// How long an `http-request tarpit` rule holds a request before answering (HAProxy's
+    /// `timeout tarpit`). Default: the default backend's `timeout.connect`, HAProxy's
+    /// fallback.
+    pub tarpit: Duration,
 }
 
 /// A listener of the load balancers (HAProxy's `frontend`), bound on every lb node.
@@ -347,6 +353,9 @@ pub struct Frontend {
     /// With `sni_routes`: the longest a client may take to send its whole ClientHello
     /// before it is closed (HAProxy's `tcp-request inspect-delay`). Default 5s.
     pub inspect_delay: Duration,
+    /// Access control: ACLs, `tcp-request connection` and `http-request` rules, the stick
+    /// table ([`acl`]). Empty by default.
+    pub rules: acl::AccessRules,
 }
 
 impl Frontend {

@@ -383,7 +383,7 @@ pub(crate) fn resolve_frontends(
             }
         }
         let mode = f.mode.unwrap_or_default();
-        let timeout = resolve_frontend_timeouts(f, &key, problems);
+        let mut timeout = resolve_frontend_timeouts(f, &key, problems);
         let max_header_size = f.max_header_size.unwrap_or(16 * 1024);
         if max_header_size < MIN_HEADER_SIZE {
             problems.push(format!(
@@ -395,6 +395,9 @@ pub(crate) fn resolve_frontends(
             super::sni::resolve_sni(f, mode, backends, &key, problems);
         match backends.iter().position(|b| b.name == f.default_backend) {
             Some(idx) => {
+                if f.timeout.tarpit.is_none() {
+                    timeout.tarpit = backends[idx].timeout.connect;
+                }
                 if backends[idx].mode != mode {
                     problems.push(format!(
                         "{key}.mode: frontend {:?} is mode {} but its backend {:?} is mode {}; \
@@ -418,6 +421,13 @@ pub(crate) fn resolve_frontends(
                     redirect_https: None,
                     sni_routes,
                     inspect_delay,
+                    rules: super::acl::resolve::resolve_rules(
+                        f,
+                        mode,
+                        f.tls.is_some(),
+                        &key,
+                        problems,
+                    ),
                 })
             }
             None => problems.push(format!(
@@ -446,11 +456,14 @@ fn resolve_frontend_timeouts(
         client: f.timeout.client.unwrap_or(Duration::from_secs(30)),
         http_request: f.timeout.http_request.unwrap_or(Duration::from_secs(10)),
         http_keep_alive: f.timeout.http_keep_alive.unwrap_or(Duration::from_secs(10)),
+        // Set from the backend's `timeout.connect` by the caller when not given.
+        tarpit: f.timeout.tarpit.unwrap_or(Duration::ZERO),
     };
     for (field, d) in [
         ("client", timeout.client),
         ("http_request", timeout.http_request),
         ("http_keep_alive", timeout.http_keep_alive),
+        ("tarpit", f.timeout.tarpit.unwrap_or(Duration::MAX)),
     ] {
         if d.is_zero() {
             problems.push(format!("{key}.timeout.{field}: must be greater than 0"));

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use webfarm_config::{Check, Farm, Frontend, Node, MAX_LB_THREADS};
 use webfarm_node::Shutdown;
 
+use crate::acl::{StickTable, Tracked};
 use crate::acme::Challenges;
 use crate::backend::check::{self, BackendLookup};
 use crate::backend::pool::PoolLimits;
@@ -47,6 +48,9 @@ pub(crate) struct LiveFrontend {
     pub backend: Arc<BackendState>,
     /// `Strict-Transport-Security` of its HTTPS answers (`tls.hsts`).
     pub hsts: Option<HeaderValue>,
+    /// Its stick table (`stick_table`), kept over a reload that leaves the table's
+    /// settings as they were.
+    pub table: Option<Arc<StickTable>>,
 }
 
 /// Everything a request reads, as of the last (re)load.
@@ -144,7 +148,9 @@ pub(super) fn build(
         .frontends
         .iter()
         .filter_map(|f| {
+            let old = previous.and_then(|p| p.frontends.iter().find(|o| o.config.name == f.name));
             Some(LiveFrontend {
+                table: stick_table(f, old),
                 config: f.clone(),
                 backend: backends.get(f.default_backend)?.clone(),
                 hsts: f.tls.as_ref().and_then(|t| t.hsts).and_then(|max_age| {
@@ -160,6 +166,19 @@ pub(super) fn build(
         backends,
         generation: previous.map_or(0, |p| p.generation + 1),
     }
+}
+
+/// The stick table of frontend `f`: the `old` frontend's when its settings are the same
+/// (its counters go on), a new one otherwise.
+fn stick_table(f: &Frontend, old: Option<&LiveFrontend>) -> Option<Arc<StickTable>> {
+    let spec = f.rules.stick_table.as_ref()?;
+    let kept = old
+        .and_then(|o| o.table.as_ref())
+        .filter(|t| t.spec() == spec);
+    Some(
+        kept.cloned()
+            .unwrap_or_else(|| Arc::new(StickTable::new(spec.clone()))),
+    )
 }
 
 impl LiveConfig {
@@ -271,8 +290,9 @@ impl LiveConfig {
     }
 
     /// Counts one client connection on frontend `index` if both the frontend's `maxconn`
-    /// and the global `[lb] maxconn` allow it.
-    pub fn admit(self: &Arc<Self>, index: usize) -> Option<ConnSlot> {
+    /// and the global `[lb] maxconn` allow it; the slot holds `sc0`, the connection's
+    /// tracked stick-table entry, until it closes.
+    pub fn admit(self: &Arc<Self>, index: usize, sc0: Option<Tracked>) -> Option<ConnSlot> {
         let snap = self.snapshot.load();
         let fe_max = snap.frontends.get(index).map_or(0, |f| f.config.maxconn);
         let global_max = snap.farm.lb.maxconn;
@@ -282,6 +302,7 @@ impl LiveConfig {
         let slot = ConnSlot {
             live: self.clone(),
             index,
+            sc0,
         };
         if (fe_max != 0 && taken >= fe_max as usize) || global >= global_max as usize {
             return None; // `slot` drops here and gives both counts back.
@@ -298,6 +319,9 @@ impl LiveConfig {
 pub(crate) struct ConnSlot {
     live: Arc<LiveConfig>,
     index: usize,
+    /// The stick-table entry a `tcp-request connection track-sc0` rule tracks for the
+    /// connection's whole life.
+    pub sc0: Option<Tracked>,
 }
 
 impl Drop for ConnSlot {

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use webfarm_config::Mode;
 use webfarm_node::Shutdown;
 
+use crate::acl::{self, ConnVerdict};
 use crate::control::live::LiveConfig;
 use crate::http::{ConnSettings, Proxy};
 
@@ -72,7 +73,15 @@ pub(crate) async fn serve_until(
                     let Some(fe) = snap.frontends.get(index) else { continue };
                     let mode = fe.config.mode;
                     let settings = ConnSettings::of(&fe.config);
-                    match live.admit(index) {
+                    // `tcp-request connection` rules: before anything is read, TLS included.
+                    let sc0 = match acl::connection(&fe.config.rules, peer.ip(), fe.table.as_ref()) {
+                        ConnVerdict::Reject => {
+                            refused(&live, index, &name, peer);
+                            continue;
+                        }
+                        ConnVerdict::Accept(sc0) => sc0,
+                    };
+                    match live.admit(index, sc0) {
                         None => {
                             tracing::warn!(
                                 "frontend {name}: connection from {peer} refused: maxconn reached \
@@ -131,6 +140,16 @@ pub(crate) async fn serve_until(
         conns.abort_all();
         while conns.join_next().await.is_some() {}
     }
+}
+
+/// Counts a connection a `tcp-request connection reject` rule closed (HAProxy logs none;
+/// webfarm says it at debug level).
+fn refused(live: &LiveConfig, index: usize, name: &str, peer: std::net::SocketAddr) {
+    if let Some(m) = live.frontend_metrics.get(index) {
+        m.denied_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    tracing::debug!("frontend {name}: connection from {peer} rejected by tcp-request connection");
 }
 
 /// Answers a connection over `maxconn`: a `503` in HTTP mode, a plain close in TCP mode.

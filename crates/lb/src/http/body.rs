@@ -186,6 +186,9 @@ pub(crate) struct Ending {
     pub tally: Option<Tally>,
     /// The request body's state, for its byte count.
     pub request_body: Option<Arc<BodyState>>,
+    /// The stick-table entry the request tracks (`http-request track-sc0`): counted in
+    /// `conn_cur` until the response ends.
+    pub sc0: Option<crate::acl::Tracked>,
 }
 
 impl Ending {
@@ -199,6 +202,8 @@ impl Ending {
         if let Some(log) = self.log {
             log.emit();
         }
+        // The request's tracking (`conn_cur`) ends with its response.
+        drop(self.sc0);
     }
 }
 

@@ -4,6 +4,8 @@
 //! 1. **check the request** ([`request::check`]): an ACME http-01 challenge is answered
 //!    by the lb (`[acme]`), a plain frontend with `redirect_https` redirects; `Host`,
 //!    declared body size; a refused request is answered 400/413 (`PR`);
+//!    then the frontend's `http-request` rules ([`access::check`]): ACLs, deny, tarpit,
+//!    redirect, stick-table tracking, before any server is chosen;
 //! 2. **choose** ([`request::Plan::new`]): the sticky cookie's server, the balancer's key
 //!    (client address, path, header), whether the request may be sent twice; the head is
 //!    rewritten for the server ([`request::prepare_head`]);
@@ -18,6 +20,7 @@
 //! Every answer of the proxy's own ([`respond::Local`]) carries the reason in its body and
 //! a termination state for the access log.
 
+mod access;
 mod body;
 mod conn;
 mod forward;
@@ -74,6 +77,8 @@ struct Exchange {
     guard: ConnGuard,
     /// `Strict-Transport-Security` for this answer (a TLS frontend with `hsts`).
     hsts: Option<HeaderValue>,
+    /// The stick-table entry the request tracks, until its response ends.
+    sc0: Option<crate::acl::Tracked>,
 }
 
 impl Exchange {
@@ -96,6 +101,7 @@ impl Exchange {
             log: self.log,
             tally: Some(self.tally),
             request_body: self.request_body,
+            sc0: self.sc0,
         };
         let body = ResponseBody::new(Inner::Local(b), None, Some(end), Some(self.guard), None);
         Response::from_parts(p, body)
@@ -108,6 +114,7 @@ impl Exchange {
             log: self.log,
             tally: Some(self.tally),
             request_body: self.request_body,
+            sc0: self.sc0,
         };
         (end, self.guard)
     }
@@ -154,7 +161,7 @@ impl Proxy {
         let (upgrade_to, client_upgrade) = request::take_upgrade(&mut req).unzip();
         let (mut parts, body) = req.into_parts();
         let id = self.ids.ensure(&mut parts.headers);
-        let log = access_record(&snap, fe, &parts, conn, tq, &id);
+        let log = access_record(&snap, fe, &parts, &conn, tq, &id);
         let hsts = fe.hsts.clone().filter(|_| conn.tls.is_some());
         let frontend = self.live.frontend_metrics.get(self.index).cloned();
         let mut ex = Exchange {
@@ -164,6 +171,7 @@ impl Proxy {
             request_body: None,
             guard,
             hsts,
+            sc0: None,
         };
         // 1. Check the request: an ACME challenge is answered here, before any redirect to
         // HTTPS and without a backend (RFC 8555 §8.3).
@@ -183,9 +191,21 @@ impl Proxy {
         if let Err(local) = request::check(&parts, &body, &fe.config) {
             return ex.answer(local);
         }
+        // The http-request rules, before a server is chosen: a denied request costs no
+        // backend work (the frontend stands in as the log's backend, as in HAProxy).
+        let metrics = self.live.frontend_metrics.get(self.index).map(|m| &**m);
+        match access::check(fe, &parts, &conn, metrics).await {
+            Ok(sc0) => ex.sc0 = sc0,
+            Err(local) => {
+                if let Some(l) = ex.log.as_mut() {
+                    l.backend.clone_from(&fe.config.name);
+                }
+                return ex.answer(local);
+            }
+        }
         // 2. Choose (the inputs of the pick), and the head for the server.
         let backend = fe.backend.clone();
-        let (plan, request) = request::Plan::new(parts, body, conn, upgrade_to, &snap, fe);
+        let (plan, request) = request::Plan::new(parts, body, &conn, upgrade_to, &snap, fe);
         ex.request_body.clone_from(&plan.body_state);
         ex.tally.forwarded(&backend.metrics);
         // 3. Forward.
@@ -222,7 +242,7 @@ fn access_record(
     snap: &Snapshot,
     fe: &LiveFrontend,
     parts: &http::request::Parts,
-    conn: ClientConn,
+    conn: &ClientConn,
     tq: Duration,
     id: &HeaderValue,
 ) -> Option<LogRecord> {

@@ -106,7 +106,7 @@ impl Plan {
     pub fn new(
         mut parts: Parts,
         body: Incoming,
-        client: ClientConn,
+        client: &ClientConn,
         upgrade_to: Option<HeaderValue>,
         snap: &Snapshot,
         fe: &LiveFrontend,
@@ -179,7 +179,7 @@ fn hash_header(headers: &HeaderMap, name: &str) -> HeaderMap {
 /// Rewrites the client's request head for the server.
 pub(super) fn prepare_head(
     parts: &mut Parts,
-    client: ClientConn,
+    client: &ClientConn,
     site: &HeaderValue,
     upgrade_to: Option<&HeaderValue>,
 ) {

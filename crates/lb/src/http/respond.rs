@@ -20,8 +20,11 @@ pub(crate) struct Local {
     pub status: StatusCode,
     /// The one-line reason (the body, newline added).
     pub text: String,
-    /// Adds `Retry-After: 1` (the condition is likely to pass soon).
-    pub retry_after: bool,
+    /// `Retry-After`, seconds (the condition is likely to pass by then).
+    pub retry_after: Option<u64>,
+    /// A 4xx that keeps the connection open (an access rule's answer: the request was
+    /// well-formed).
+    pub keep_alive: bool,
     /// HAProxy's termination state for the access log.
     pub termination: Termination,
     /// The server the request was last sent to, if any.
@@ -40,7 +43,8 @@ impl Local {
         Local {
             status,
             text,
-            retry_after: false,
+            retry_after: None,
+            keep_alive: false,
             termination,
             server: None,
             location: None,
@@ -130,8 +134,58 @@ impl Local {
 
     /// With `Retry-After: 1`.
     pub fn retry_after(mut self) -> Local {
-        self.retry_after = true;
+        self.retry_after = Some(1);
         self
+    }
+
+    /// An `http-request deny` answer: `status` (`PR`), with `Retry-After: retry_after`
+    /// seconds on a 429 (RFC 6585 §4). The connection stays open: the request was
+    /// well-formed, only refused.
+    pub fn denied(status: u16, retry_after: Option<u64>) -> Local {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        let why = if status == StatusCode::TOO_MANY_REQUESTS {
+            "rate limit exceeded"
+        } else {
+            "request denied by the load balancer's access rules"
+        };
+        let mut local = Local::new(
+            status,
+            format!("{status}: {why}"),
+            Termination::new(EndedBy::Proxy, Phase::Request),
+        );
+        local.retry_after = retry_after;
+        local.keep_alive = true;
+        local
+    }
+
+    /// An `http-request tarpit` answer, sent after `timeout tarpit` (`PT`): the status
+    /// alone, so the client cannot tell it was held on purpose (HAProxy's default 500).
+    pub fn tarpit(status: u16) -> Local {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut local = Local::new(
+            status,
+            status.to_string(),
+            Termination::new(EndedBy::Proxy, Phase::Tarpit),
+        );
+        local.keep_alive = true;
+        local
+    }
+
+    /// An `http-request redirect` answer (`LR`): `code` to `location`. A location that
+    /// cannot be a header value (built from a request's Host) gets a 400 instead.
+    pub fn rule_redirect(code: u16, location: &str) -> Local {
+        let done = Termination::new(EndedBy::Local, Phase::Request);
+        let (Ok(status), Ok(value)) = (StatusCode::from_u16(code), HeaderValue::from_str(location))
+        else {
+            return Local::new(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: the redirect's location cannot be built from this request".into(),
+                Termination::new(EndedBy::Proxy, Phase::Request),
+            );
+        };
+        let mut local = Local::new(status, format!("{status}: {location}"), done);
+        local.location = Some(value);
+        local
     }
 
     /// Naming the server that was tried last.
@@ -200,7 +254,7 @@ impl Local {
             format!("{}\n", self.text)
         };
         let mut resp = error_response(self.status, text, self.retry_after);
-        if self.status.is_client_error() {
+        if self.status.is_client_error() && !self.keep_alive {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -225,7 +279,7 @@ fn without_port(authority: &str) -> &str {
 pub(crate) fn error_response(
     status: StatusCode,
     text: String,
-    retry_after: bool,
+    retry_after: Option<u64>,
 ) -> Response<ProxyBody> {
     let mut resp = Response::new(
         Full::new(Bytes::from(text))
@@ -239,8 +293,8 @@ pub(crate) fn error_response(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if retry_after {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Some(seconds) = retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     resp
 }

@@ -22,6 +22,7 @@ use webfarm_node::Shutdown;
 use super::conn::{ConnIo, ConnState};
 use super::Proxy;
 use crate::access_log::emit_bad_request;
+use crate::acl::Entry;
 use crate::control::live::ConnSlot;
 use crate::frontend::tls::TlsFrontend;
 use crate::termination::{EndedBy, Phase, Termination};
@@ -68,18 +69,27 @@ fn builder(fe: ConnSettings) -> ServerBuilder {
 }
 
 /// What a request knows of its client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClientConn {
     /// The client's address.
     pub peer: SocketAddr,
     /// The TLS session, on a TLS frontend.
     pub tls: Option<TlsInfo>,
+    /// The server name of the TLS ClientHello (`ssl_fc_sni`), on a TLS frontend.
+    pub sni: Option<Arc<str>>,
+    /// The stick-table entry the connection tracks (`tcp-request connection track-sc0`).
+    pub sc0: Option<Arc<Entry>>,
 }
 
 impl ClientConn {
     /// A plain-TCP connection from `peer`.
     pub fn plain(peer: SocketAddr) -> ClientConn {
-        ClientConn { peer, tls: None }
+        ClientConn {
+            peer,
+            tls: None,
+            sni: None,
+            sc0: None,
+        }
     }
 }
 
@@ -133,6 +143,8 @@ pub(crate) async fn serve_tls(
     let conn = ClientConn {
         peer,
         tls: Some(info),
+        sni: session.server_name().map(Arc::from),
+        sc0: None,
     };
     serve(fe, stream, conn, proxy, shutdown, slot).await;
 }
@@ -151,6 +163,8 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = client.peer;
+    let mut client = client;
+    client.sc0 = slot.sc0.as_ref().map(|t| t.entry().clone());
     let state = ConnState::new(fe.keep_alive, fe.http_request);
     let io = ConnIo::new(stream, state.clone());
     let log_to = proxy.clone();
@@ -159,7 +173,7 @@ pub(crate) async fn serve<S>(
         // Counted in progress at once, not at the handler's first poll, so the connection's
         // request timer never fires for a head hyper has already parsed.
         let begun = state.begin();
-        let proxy = proxy.clone();
+        let (proxy, client) = (proxy.clone(), client.clone());
         async move { Ok::<_, Infallible>(proxy.handle(req, client, begun).await) }
     });
     let builder = builder(fe);

@@ -71,6 +71,12 @@ pub(crate) struct FrontendMetrics {
     pub sessions: AtomicU64,
     /// Connections that never sent a whole request head in time (answered 408).
     pub request_errors: AtomicU64,
+    /// Requests denied or tarpitted by `http-request` rules (HAProxy's `dreq`).
+    pub denied_requests: AtomicU64,
+    /// Connections closed by `tcp-request connection reject` (HAProxy's `dcon`).
+    pub denied_connections: AtomicU64,
+    /// Requests answered by an `http-request redirect` rule (HAProxy's `intercepted`).
+    pub intercepted_requests: AtomicU64,
 }
 
 /// The four timers of HAProxy's log as histograms (seconds).

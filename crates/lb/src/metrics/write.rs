@@ -96,9 +96,51 @@ fn frontends(live: &LiveConfig, snap: &Snapshot, s: &mut Scrape<'_>) -> fmt::Res
         fe.iter()
             .map(|(l, m, _)| (l.clone(), get(&m.traffic.requests))),
     )?;
+    s.counters(
+        "haproxy_frontend_requests_denied_total",
+        "Total number of denied requests.",
+        fe.iter()
+            .map(|(l, m, _)| (l.clone(), get(&m.denied_requests))),
+    )?;
+    s.counters(
+        "haproxy_frontend_denied_connections_total",
+        "Total number of requests denied by \"tcp-request connection\" rules.",
+        fe.iter()
+            .map(|(l, m, _)| (l.clone(), get(&m.denied_connections))),
+    )?;
+    s.counters(
+        "haproxy_frontend_intercepted_requests_total",
+        "Total number of HTTP requests intercepted on the frontend (redirects/stats/services).",
+        fe.iter()
+            .map(|(l, m, _)| (l.clone(), get(&m.intercepted_requests))),
+    )?;
     let objects: Vec<_> = fe.iter().map(|(l, m, _)| (l.clone(), &m.traffic)).collect();
     traffic(s, "haproxy_frontend", &objects)?;
+    stick_tables(snap, s)?;
     certificates(live, snap, s)
+}
+
+/// HAProxy's `haproxy_sticktable_size` and `haproxy_sticktable_used` (label `name`: the
+/// frontend whose table it is), read from the tables when scraped.
+fn stick_tables(snap: &Snapshot, s: &mut Scrape<'_>) -> fmt::Result {
+    let tables: Vec<_> = snap
+        .frontends
+        .iter()
+        .filter_map(|f| Some((vec![("name", f.config.name.as_str())], f.table.as_ref()?)))
+        .collect();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    s.gauges(
+        "haproxy_sticktable_size",
+        "Stick table size.",
+        tables.iter().map(|(l, t)| (l.clone(), t.capacity() as u64)),
+    )?;
+    s.gauges(
+        "haproxy_sticktable_used",
+        "Number of entries used in this stick table.",
+        tables.iter().map(|(l, t)| (l.clone(), t.len() as u64)),
+    )
 }
 
 /// `webfarm_certificate_not_after_seconds{proxy,file}`: when each certificate a TLS

@@ -1,0 +1,443 @@
+//! ACL evaluation (table-driven, from the farm file's syntax), and the stick table's
+//! counting, expiry and eviction.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::Request;
+use webfarm_config::acl::{parse_rules, AccessRules, Counter, RuleText, StickTableSpec};
+
+use super::*;
+
+fn spec(size: usize) -> StickTableSpec {
+    StickTableSpec {
+        size,
+        expire: Duration::from_secs(30),
+        http_req_rate: Some(Duration::from_secs(10)),
+        conn_rate: Some(Duration::from_secs(10)),
+        store: vec![Counter::ConnCur, Counter::ConnCnt, Counter::HttpReqCnt],
+    }
+}
+
+fn rules(acl: &[&str], tcp: &[&str], http: &[&str]) -> AccessRules {
+    let v = |l: &[&str]| l.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+    let (acl, tcp, http) = (v(acl), v(tcp), v(http));
+    let table = spec(100);
+    parse_rules(&RuleText {
+        acl: &acl,
+        tcp_request_connection: &tcp,
+        http_request: &http,
+        stick_table: Some(&table),
+    })
+    .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn head(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const ACLS: [&str; 9] = [
+    "blocked src 10.0.0.0/8 2001:db8::/32",
+    "admin path_beg /admin",
+    "php path_end -i .php",
+    "post method POST",
+    "bot hdr_sub(user-agent) -i bot",
+    "has_debug hdr(x-debug) -m found",
+    "beta hdr(x-flags) beta",
+    "api_sni ssl_fc_sni -i api.foobar.com",
+    "many_cookies hdr_cnt(cookie) gt 2",
+];
+
+#[test]
+fn http_rules_decide_in_order() {
+    let r = rules(
+        &ACLS,
+        &[],
+        &[
+            "allow if { src 10.9.9.9 }",
+            "deny if blocked",
+            "deny deny_status 404 if php",
+            "tarpit if bot",
+            "redirect prefix /v2 code 301 if beta",
+            "deny deny_status 405 if post admin",
+            "deny deny_status 400 if has_debug || many_cookies",
+            "deny deny_status 410 unless api_sni",
+        ],
+    );
+    let deny = |status| Verdict::Deny {
+        status,
+        retry_after: None,
+    };
+    let sni = Some("API.foobar.com");
+    let cases: Vec<(&str, Parts, Option<&str>, Verdict)> = vec![
+        ("plain", head("GET", "/", &[]), sni, Verdict::Pass),
+        ("blocked v4", head("GET", "/", &[]), sni, deny(403)),
+        ("blocked v6", head("GET", "/", &[]), sni, deny(403)),
+        (
+            "allow wins over later deny",
+            head("GET", "/x.php", &[]),
+            sni,
+            Verdict::Pass,
+        ),
+        ("php any case", head("GET", "/X.PHP", &[]), sni, deny(404)),
+        (
+            "bot",
+            head("GET", "/", &[("user-agent", "GoogleBot/2")]),
+            sni,
+            Verdict::Tarpit { status: 500 },
+        ),
+        (
+            "beta among values",
+            head("GET", "/a?q=1", &[("x-flags", "alpha, beta")]),
+            sni,
+            Verdict::Redirect {
+                code: 301,
+                location: "/v2/a?q=1".into(),
+            },
+        ),
+        (
+            "post to admin",
+            head("POST", "/admin/x", &[]),
+            sni,
+            deny(405),
+        ),
+        (
+            "get to admin",
+            head("GET", "/admin/x", &[]),
+            sni,
+            Verdict::Pass,
+        ),
+        (
+            "post elsewhere",
+            head("POST", "/x", &[]),
+            sni,
+            Verdict::Pass,
+        ),
+        (
+            "debug header",
+            head("GET", "/", &[("x-debug", "")]),
+            sni,
+            deny(400),
+        ),
+        (
+            "three cookies",
+            head("GET", "/", &[("cookie", "a=1"), ("cookie", "b=2, c=3")]),
+            sni,
+            deny(400),
+        ),
+        (
+            "two cookies",
+            head("GET", "/", &[("cookie", "a=1; b=2"), ("cookie", "c")]),
+            sni,
+            Verdict::Pass,
+        ),
+        (
+            "other sni",
+            head("GET", "/", &[]),
+            Some("www.foobar.com"),
+            deny(410),
+        ),
+        ("no sni", head("GET", "/", &[]), None, deny(410)),
+    ];
+    for (name, h, sni, want) in cases {
+        let src = match name {
+            "blocked v4" => ip("10.1.2.3"),
+            "blocked v6" => ip("2001:db8::7"),
+            "allow wins over later deny" => ip("10.9.9.9"),
+            _ => ip("192.0.2.1"),
+        };
+        let got = http_request(&r, &h, (src, sni), None, None).verdict;
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn tcp_rules_reject_accept_and_track() {
+    let table = Arc::new(StickTable::new(spec(100)));
+    let r = rules(
+        &["blocked src 10.0.0.0/8", "office src 10.1.0.0/16"],
+        &[
+            "accept if office",
+            "reject if blocked",
+            "track-sc0 src",
+            "reject if { sc0_conn_rate gt 2 }",
+        ],
+        &[],
+    );
+    let verdict = |src: &str| connection(&r, ip(src), Some(&table));
+    assert!(matches!(verdict("10.1.0.5"), ConnVerdict::Accept(None)));
+    assert!(matches!(verdict("10.2.0.5"), ConnVerdict::Reject));
+    // Tracked: the connection rate of 192.0.2.1 counts every connection, rejected or not.
+    let held: Vec<_> = (0..2)
+        .map(|_| match verdict("192.0.2.1") {
+            ConnVerdict::Accept(Some(t)) => t,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let e = held[0].entry().clone();
+    assert_eq!(e.read(Counter::ConnCur, table.spec(), table.now()), 2);
+    assert!(matches!(verdict("192.0.2.1"), ConnVerdict::Reject));
+    assert_eq!(e.read(Counter::ConnCnt, table.spec(), table.now()), 3);
+    assert_eq!(e.read(Counter::ConnRate, table.spec(), table.now()), 3);
+    drop(held);
+    assert_eq!(e.read(Counter::ConnCur, table.spec(), table.now()), 0);
+    // Another address has its own counters.
+    assert!(matches!(verdict("192.0.2.2"), ConnVerdict::Accept(Some(_))));
+}
+
+#[test]
+fn request_rate_limit_denies_with_retry_after() {
+    let table = Arc::new(StickTable::new(spec(100)));
+    let r = rules(
+        &["fast sc0_http_req_rate gt 3"],
+        &[],
+        &["track-sc0 src", "deny deny_status 429 if fast"],
+    );
+    let h = head("GET", "/", &[]);
+    let run = |src: &str| http_request(&r, &h, (ip(src), None), Some(&table), None);
+    for i in 1..=3 {
+        let out = run("192.0.2.1");
+        assert_eq!(out.verdict, Verdict::Pass, "request {i}");
+        assert!(out.tracked.is_some());
+    }
+    let out = run("192.0.2.1");
+    assert_eq!(
+        out.verdict,
+        Verdict::Deny {
+            status: 429,
+            retry_after: Some(10)
+        }
+    );
+    assert_eq!(run("192.0.2.2").verdict, Verdict::Pass);
+    // Two periods later nothing of the flood is left in the window.
+    table.advance(19_000);
+    assert_eq!(run("192.0.2.1").verdict, Verdict::Pass);
+}
+
+#[test]
+fn a_connection_s_tracking_counts_its_requests() {
+    let table = Arc::new(StickTable::new(spec(100)));
+    let r = rules(
+        &["busy sc0_http_req_cnt ge 2", "conns sc0_conn_cur gt 1"],
+        &["track-sc0 src"],
+        &[
+            "track-sc0 src",
+            "deny deny_status 429 if busy",
+            "deny deny_status 503 if conns",
+        ],
+    );
+    let ConnVerdict::Accept(Some(conn)) = connection(&r, ip("192.0.2.9"), Some(&table)) else {
+        panic!("not tracked");
+    };
+    let h = head("GET", "/", &[]);
+    let run = || {
+        http_request(
+            &r,
+            &h,
+            (ip("192.0.2.9"), None),
+            Some(&table),
+            Some(conn.entry()),
+        )
+    };
+    let first = run();
+    // The connection already tracks sc0: the rule's track-sc0 is ignored, as in HAProxy.
+    assert!(first.tracked.is_none());
+    assert_eq!(first.verdict, Verdict::Pass);
+    assert!(matches!(run().verdict, Verdict::Deny { status: 429, .. }));
+    let Ok(ConnVerdict::Accept(Some(second))) =
+        Ok::<_, ()>(connection(&r, ip("192.0.2.9"), Some(&table)))
+    else {
+        panic!("not tracked");
+    };
+    assert_eq!(
+        second
+            .entry()
+            .read(Counter::ConnCur, table.spec(), table.now()),
+        2
+    );
+}
+
+#[test]
+fn src_counters_read_without_tracking() {
+    let table = Arc::new(StickTable::new(spec(100)));
+    let r = rules(&["seen src_conn_cnt gt 0"], &[], &["deny if seen"]);
+    let h = head("GET", "/", &[]);
+    assert_eq!(
+        http_request(&r, &h, (ip("192.0.2.3"), None), Some(&table), None).verdict,
+        Verdict::Pass
+    );
+    assert!(
+        table.peek(ip("192.0.2.3")).is_none(),
+        "a src_ fetch makes no entry"
+    );
+    let t = Tracked::new(&table, ip("192.0.2.3")).unwrap();
+    t.entry().count_connection(table.spec(), table.now());
+    assert!(matches!(
+        http_request(&r, &h, (ip("192.0.2.3"), None), Some(&table), None).verdict,
+        Verdict::Deny { status: 403, .. }
+    ));
+}
+
+#[test]
+fn without_a_table_counter_acls_do_not_match() {
+    let r = rules(
+        &["fast sc0_http_req_rate gt 0"],
+        &[],
+        &["track-sc0 src", "deny if fast", "deny if !fast"],
+    );
+    let h = head("GET", "/", &[]);
+    let out = http_request(&r, &h, (ip("192.0.2.1"), None), None, None);
+    // No table: nothing tracked, `fast` fails to fetch (false), `!fast` holds.
+    assert!(out.tracked.is_none());
+    assert!(matches!(out.verdict, Verdict::Deny { status: 403, .. }));
+}
+
+#[test]
+fn redirect_locations_follow_haproxy() {
+    use webfarm_config::acl::{Redirect, RedirectKind};
+    let r = |kind, value: &str, drop_query, append_slash| Redirect {
+        kind,
+        value: value.into(),
+        code: 302,
+        drop_query,
+        append_slash,
+    };
+    let h = head("GET", "/a/b?x=1", &[("host", "www.foobar.com:8080")]);
+    let cases = [
+        (
+            r(RedirectKind::Location, "https://x/", false, false),
+            "https://x/",
+        ),
+        (
+            r(RedirectKind::Prefix, "/new", false, false),
+            "/new/a/b?x=1",
+        ),
+        (r(RedirectKind::Prefix, "/", false, false), "/a/b?x=1"),
+        (
+            r(RedirectKind::Prefix, "https://y", true, true),
+            "https://y/a/b/",
+        ),
+        (
+            r(RedirectKind::Scheme, "https", false, false),
+            "https://www.foobar.com:8080/a/b?x=1",
+        ),
+    ];
+    for (redirect, want) in cases {
+        assert_eq!(location(&redirect, &h), want);
+    }
+}
+
+#[test]
+fn entries_expire_after_their_last_use() {
+    let table = StickTable::new(spec(100));
+    let e = table.track(ip("192.0.2.1")).unwrap();
+    e.count_request(table.spec(), table.now());
+    drop(e);
+    table.advance(29_000);
+    assert!(table.peek(ip("192.0.2.1")).is_some());
+    table.advance(1_000);
+    assert!(
+        table.peek(ip("192.0.2.1")).is_none(),
+        "expired after 30s unused"
+    );
+    assert_eq!(table.len(), 1, "dropped by purge, not by peek");
+    table.purge();
+    assert_eq!(table.len(), 0);
+    // Tracked again: a new entry, counting from zero.
+    let e = table.track(ip("192.0.2.1")).unwrap();
+    assert_eq!(e.read(Counter::HttpReqCnt, table.spec(), table.now()), 0);
+}
+
+#[test]
+fn an_entry_in_use_never_expires() {
+    let table = Arc::new(StickTable::new(spec(100)));
+    let t = Tracked::new(&table, ip("192.0.2.1")).unwrap();
+    table.advance(60_000);
+    table.purge();
+    assert_eq!(table.len(), 1);
+    drop(t);
+    // The connection's end counts as a use: 30 s from now.
+    table.advance(29_000);
+    table.purge();
+    assert_eq!(table.len(), 1);
+    table.advance(1_000);
+    table.purge();
+    assert_eq!(table.len(), 0);
+}
+
+#[test]
+fn a_full_table_evicts_the_least_recently_used() {
+    let table = Arc::new(StickTable::new(spec(3)));
+    assert_eq!(table.capacity(), 3);
+    for a in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        table.track(ip(a)).unwrap();
+    }
+    // .1 is used again: .2 is now the least recently used.
+    table.track(ip("192.0.2.1")).unwrap();
+    table.track(ip("192.0.2.4")).unwrap();
+    assert_eq!(table.len(), 3);
+    assert!(table.peek(ip("192.0.2.2")).is_none(), "LRU evicted");
+    for a in ["192.0.2.1", "192.0.2.3", "192.0.2.4"] {
+        assert!(table.peek(ip(a)).is_some(), "{a} kept");
+    }
+    // Entries in use are never evicted; a table full of them refuses new addresses.
+    let held: Vec<_> = ["192.0.2.1", "192.0.2.3", "192.0.2.4"]
+        .iter()
+        .map(|a| Tracked::new(&table, ip(a)).unwrap())
+        .collect();
+    assert!(table.track(ip("192.0.2.5")).is_none());
+    drop(held);
+    assert!(table.track(ip("192.0.2.5")).is_some());
+    assert_eq!(table.len(), 3);
+}
+
+#[test]
+fn a_large_table_is_sharded_and_bounded() {
+    let table = StickTable::new(spec(100_000));
+    assert!(table.capacity() >= 100_000 && table.capacity() < 100_100);
+    for i in 0..120_000u32 {
+        let a = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        table.track(a);
+    }
+    assert!(table.len() <= table.capacity());
+    assert!(table.len() > 99_000, "{}", table.len());
+    // The most recent addresses are all there.
+    for i in 119_000..120_000u32 {
+        let a = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        assert!(table.peek(a).is_some());
+    }
+}
+
+#[test]
+fn ipv4_mapped_addresses_are_ipv4() {
+    let table = StickTable::new(spec(10));
+    let a = table.track(ip("::ffff:192.0.2.1")).unwrap();
+    let b = table.track(ip("192.0.2.1")).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+#[test]
+fn a_long_tracking_s_end_makes_its_entry_recent_again() {
+    let table = Arc::new(StickTable::new(spec(2)));
+    let long = Tracked::new(&table, ip("192.0.2.1")).unwrap();
+    table.track(ip("192.0.2.2")).unwrap();
+    table.advance(super::stick::PROMOTE_AFTER_MS);
+    // The connection tracking .1 ends after a second: .1 is now more recent than .2.
+    drop(long);
+    table.track(ip("192.0.2.3")).unwrap();
+    assert!(table.peek(ip("192.0.2.1")).is_some(), "kept");
+    assert!(
+        table.peek(ip("192.0.2.2")).is_none(),
+        "the least recently used went"
+    );
+}
