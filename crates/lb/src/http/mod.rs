@@ -21,6 +21,7 @@
 mod body;
 mod conn;
 mod forward;
+pub mod fuzzing;
 mod headers;
 mod request;
 mod respond;
