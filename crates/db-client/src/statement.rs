@@ -145,7 +145,8 @@ mod tests {
                 panic!("{v:?}")
             };
             let s = Statement::with_params("SELECT ?", vec![first[1].clone()]);
-            let again: Vec<Value> = serde_json::from_slice(&request_body(&[s.clone()])).unwrap();
+            let again: Vec<Value> =
+                serde_json::from_slice(&request_body(std::slice::from_ref(&s))).unwrap();
             let Value::Array(second) = &again[0] else {
                 panic!("{again:?}")
             };
