@@ -128,6 +128,38 @@ mod tests {
         );
     }
 
+    /// Found by the `rqlite_body` fuzz target: a number past i64 (read as a float) came
+    /// back one ulp off after the wire form was written and read again.
+    #[test]
+    fn float_parameters_survive_the_wire_form() {
+        for text in [
+            "-9223372036887839515",
+            "1e308",
+            "0.1",
+            "-9.22337203688784e18",
+            "5e-324",
+        ] {
+            let body = format!("[[\"SELECT ?\", {text}]]");
+            let v: Vec<Value> = serde_json::from_str(&body).unwrap();
+            let Value::Array(first) = &v[0] else {
+                panic!("{v:?}")
+            };
+            let s = Statement::with_params("SELECT ?", vec![first[1].clone()]);
+            let again: Vec<Value> =
+                serde_json::from_slice(&request_body(std::slice::from_ref(&s))).unwrap();
+            let Value::Array(second) = &again[0] else {
+                panic!("{again:?}")
+            };
+            assert_eq!(second[1], first[1], "{text}");
+            let exact: f64 = text.parse().unwrap();
+            assert_eq!(
+                first[1].as_f64(),
+                Some(exact),
+                "{text} is read correctly rounded"
+            );
+        }
+    }
+
     #[test]
     fn the_log_form_is_unchanged() {
         let s = Statement::with_params("SELECT ?", vec![json!(5)]);

@@ -47,6 +47,9 @@
 //! ```
 
 pub mod command;
+/// Entry points for the fuzz targets (`fuzz/`); not part of the crate's API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod metrics;
 mod node;

@@ -30,6 +30,7 @@
 pub mod check;
 pub mod handler;
 pub mod notify;
+mod packet;
 mod serial;
 mod status;
 pub mod zone;

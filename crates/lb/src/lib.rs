@@ -84,6 +84,10 @@ pub use crate::acme::AcmeError;
 pub use crate::backend::pool::{BoxError, ProxyBody};
 pub use crate::backend::server::AdminState;
 pub use crate::control::reload::{ReloadError, ReloadSummary};
+/// The request-head checks without a listener, for the fuzz targets (`fuzz/`); not part of
+/// the lb's API.
+#[doc(hidden)]
+pub use crate::http::fuzzing;
 
 /// Why a load balancer node could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]

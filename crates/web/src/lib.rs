@@ -37,6 +37,7 @@ mod api;
 mod app;
 mod clock;
 mod conditional;
+mod confine;
 mod errors;
 mod file_cache;
 mod html;

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
 use crate::conditional::{not_modified, Conditions, Validator};
+use crate::confine::Root;
 use crate::errors;
 use crate::file_cache::{Answer, CachedFile, FileCache, FileStamp, MAX_FILE_BYTES};
 
@@ -23,6 +24,8 @@ use crate::file_cache::{Answer, CachedFile, FileCache, FileStamp, MAX_FILE_BYTES
 pub(crate) struct StaticFiles {
     dir: ServeDir,
     cache: FileCache,
+    /// Keeps what is served inside the root (symbolic links out of it: 404).
+    root: Root,
 }
 
 impl StaticFiles {
@@ -31,6 +34,7 @@ impl StaticFiles {
         StaticFiles {
             dir: ServeDir::new(root).append_index_html_on_directories(true),
             cache: FileCache::new(root),
+            root: Root::new(root),
         }
     }
 }
@@ -57,6 +61,11 @@ pub(crate) async fn serve(files: &StaticFiles, served_by: &str, mut req: Request
         }
     }
     let path = path.to_string();
+    // Only files first served here enter the cache, so a hit above needs no such check.
+    if files.root.escapes(&path).await {
+        tracing::warn!(path, "refused: a symbolic link out of the site's root");
+        return errors::not_found(served_by, &path);
+    }
     // A file the cache could keep: the whole of it, from a path it can map to a file.
     let cacheable = whole.then(|| files.cache.file_of(&path)).flatten();
     let before = cacheable.as_deref().and_then(FileStamp::of);

@@ -62,7 +62,7 @@ impl Determinism {
         let d = Arc::clone(&det);
         conn.create_scalar_function("randomblob", 1, flags, move |ctx| {
             let n: i64 = ctx.get::<Option<i64>>(0)?.unwrap_or(1);
-            let n = usize::try_from(n.max(1)).unwrap_or(1);
+            let n = randomblob_len(n)?;
             let mut out = Vec::with_capacity(n + 8);
             while out.len() < n {
                 out.extend_from_slice(&d.next_u64().to_le_bytes());
@@ -142,8 +142,35 @@ fn args_of(ctx: &Context<'_>) -> rusqlite::Result<Vec<SqlValue>> {
     (0..ctx.len()).map(|i| ctx.get::<SqlValue>(i)).collect()
 }
 
+/// Whether SQLite's date functions read `v` as `'now'`: they take any value that is not a
+/// number as a C string (`sqlite3_value_text`), so a BLOB reads as its bytes and a text ends
+/// at its first NUL (`'now' || char(0) || 'x'` is `'now'`); then compare case-insensitively.
 fn is_now(v: &SqlValue) -> bool {
-    matches!(v, SqlValue::Text(s) if s.eq_ignore_ascii_case("now"))
+    let bytes = match v {
+        SqlValue::Text(s) => s.as_bytes(),
+        SqlValue::Blob(b) => b.as_slice(),
+        _ => return false,
+    };
+    let c_string = bytes.split(|&b| b == 0).next().unwrap_or_default();
+    c_string.eq_ignore_ascii_case(b"now")
+}
+
+/// SQLite's largest string or BLOB (`SQLITE_MAX_LENGTH`, the default `SQLITE_LIMIT_LENGTH`
+/// of the bundled library), in bytes.
+const MAX_LENGTH: i64 = 1_000_000_000;
+
+/// The length of `randomblob(n)`: at least 1 byte, as the built-in's; over SQLite's length
+/// limit it fails as the built-in does (`SQLITE_TOOBIG`, a statement error) instead of
+/// trying to allocate it (a huge `n` would abort the process on every replica). rusqlite
+/// reports a function's error to SQLite with this message; the statement fails with it.
+fn randomblob_len(n: i64) -> rusqlite::Result<usize> {
+    if n > MAX_LENGTH {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_TOOBIG),
+            Some("string or blob too big".into()),
+        ));
+    }
+    Ok(usize::try_from(n.max(1)).unwrap_or(1))
 }
 
 pub(crate) use webfarm_node::hash::splitmix64;
@@ -241,6 +268,44 @@ mod tests {
             )
             .unwrap();
         assert_eq!(d, "2020-01-02 04:04:05");
+    }
+
+    /// Found while building the `sql` fuzz target: SQLite's date functions read a BLOB, or a text up to
+    /// its first NUL, as `'now'`; those reached the wall clock on each replica.
+    #[test]
+    fn now_as_a_blob_or_before_a_nul_is_the_entry_time() {
+        let conn = Connection::open_in_memory().unwrap();
+        let det = Determinism::install(&conn).unwrap();
+        det.begin_statement(1_000_000_000_000, 1, 0);
+        for sql in [
+            "SELECT datetime(CAST('now' AS BLOB))",
+            "SELECT datetime(x'6e6f77')",
+            "SELECT datetime('NOW' || char(0) || 'later')",
+            "SELECT strftime('%Y-%m-%d %H:%M:%S', CAST('now' AS BLOB))",
+        ] {
+            let got: String = conn.query_row(sql, [], |r| r.get(0)).unwrap();
+            assert_eq!(got, "2001-09-09 01:46:40", "{sql}");
+        }
+    }
+
+    /// Found while building the `sql` fuzz target: `randomblob(N)` with a huge N tried to allocate N
+    /// bytes (an abort of every replica); SQLite's own answer is "string or blob too big".
+    #[test]
+    fn a_huge_randomblob_is_a_statement_error() {
+        let conn = Connection::open_in_memory().unwrap();
+        let _det = Determinism::install(&conn).unwrap();
+        let err = conn
+            .query_row("SELECT randomblob(1000000000000)", [], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .unwrap_err();
+        // A statement's error (the same on every replica), not a storage fault.
+        assert!(err.to_string().contains("too big"), "{err}");
+        assert!(crate::sqlite::sql::is_statement_error(&err), "{err}");
+        let n: i64 = conn
+            .query_row("SELECT length(randomblob(-5))", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

@@ -151,6 +151,30 @@ pub(crate) fn check_host(version: http::Version, headers: &HeaderMap) -> Result<
     }
 }
 
+/// The request-target forms of RFC 9112 §3.2 a server may receive: origin form (`/path`)
+/// or absolute form (`http://host/path`) for any method, authority form (`host:port`) for
+/// CONNECT only, asterisk form (`*`) for OPTIONS only. hyper's parser takes any of them
+/// with any method; a `GET host:port` would otherwise be forwarded as is, with its
+/// authority as the `Host`. `Err` has the reason for a 400.
+pub(crate) fn check_target(method: &http::Method, uri: &http::Uri) -> Result<(), String> {
+    let origin_or_absolute = uri.scheme().is_some() || uri.path().starts_with('/');
+    let form_ok = match *method {
+        http::Method::CONNECT => uri.scheme().is_none() && uri.authority().is_some(),
+        http::Method::OPTIONS if uri == "*" => true,
+        _ => origin_or_absolute && uri != "*",
+    };
+    if form_ok {
+        Ok(())
+    } else if *method == http::Method::CONNECT {
+        Err("CONNECT needs an authority-form target (host:port)".into())
+    } else {
+        Err(format!(
+            "the request target {uri:?} is not a path (/...) or an absolute URL; \
+             host:port is for CONNECT, * for OPTIONS (RFC 9112 §3.2)"
+        ))
+    }
+}
+
 fn ip_value(ip: IpAddr) -> HeaderValue {
     // An IP address is always a valid header value.
     HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
@@ -299,6 +323,33 @@ mod tests {
         assert!(check_host(http::Version::HTTP_10, &HeaderMap::new()).is_ok());
         assert!(check_host(v11, &map(&[("host", "a"), ("host", "b")])).is_err());
         assert!(check_host(v11, &map(&[("host", "a b")])).is_err());
+    }
+
+    /// Found by the `lb_head` fuzz target: `GET - HTTP/1.1` (an authority-form target on a
+    /// GET) was forwarded as is, its "authority" becoming the `Host`.
+    #[test]
+    fn request_targets_must_fit_their_method() {
+        use http::{Method, Uri};
+        let ok = |m: Method, t: &str| check_target(&m, &t.parse::<Uri>().unwrap());
+        assert!(ok(Method::GET, "/").is_ok());
+        assert!(ok(Method::GET, "/a?b=c").is_ok());
+        assert!(ok(Method::GET, "http://www.foobar.com/x").is_ok());
+        assert!(ok(Method::OPTIONS, "*").is_ok());
+        assert!(ok(Method::CONNECT, "db-1:4001").is_ok());
+        for (m, t) in [
+            (Method::GET, "-"),
+            (Method::GET, "www.foobar.com"),
+            (Method::POST, "evil.example:80"),
+            (Method::GET, "*"),
+            (Method::CONNECT, "/x"),
+            (Method::CONNECT, "http://a/"),
+        ] {
+            let e = ok(m.clone(), t).unwrap_err();
+            assert!(
+                e.contains("target") || e.contains("CONNECT"),
+                "{m} {t}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod access;
 mod body;
 mod conn;
 mod forward;
+pub mod fuzzing;
 mod headers;
 mod request;
 mod respond;

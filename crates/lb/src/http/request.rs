@@ -39,14 +39,16 @@ pub(super) fn take_upgrade(req: &mut Request<Incoming>) -> Option<(HeaderValue, 
     Some((proto, hyper::upgrade::on(req)))
 }
 
-/// Phase 1, check the request: `Host` (missing in HTTP/1.1, repeated, invalid: 400) and a
-/// declared body over `max_body_size` (413).
+/// Phase 1, check the request: its target's form (RFC 9112 §3.2: a path or an absolute URL,
+/// `host:port` only for CONNECT, `*` only for OPTIONS: 400), `Host` (missing in HTTP/1.1,
+/// repeated, invalid: 400) and a declared body over `max_body_size` (413).
 ///
 /// # Errors
 ///
 /// The proxy's answer, ended `PR`.
 pub(super) fn check(parts: &Parts, body: &Incoming, fe: &Frontend) -> Result<(), Local> {
-    if let Err(why) = headers::check_host(parts.version, &parts.headers) {
+    let target = headers::check_target(&parts.method, &parts.uri);
+    if let Err(why) = target.and_then(|()| headers::check_host(parts.version, &parts.headers)) {
         let text = format!("400 Bad Request: {why}");
         return Err(Local::new(StatusCode::BAD_REQUEST, text, REFUSED));
     }
@@ -203,11 +205,13 @@ pub(super) fn prepare_head(
         parts.headers.insert(header::HOST, site.clone());
     }
     if parts.uri.scheme().is_some() {
-        let origin = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .parse::<Uri>();
+        // An empty path is "/" in origin form (RFC 9112 §3.2.1): `http://a?q` → `/?q`.
+        let pq = parts.uri.path_and_query().map_or("", |pq| pq.as_str());
+        let origin = if pq.starts_with('/') {
+            pq.parse::<Uri>()
+        } else {
+            format!("/{pq}").parse::<Uri>()
+        };
         if let Ok(origin) = origin {
             parts.uri = origin;
         }
@@ -227,4 +231,28 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `lb_head` fuzz target: `GET http://a?y=1` (an absolute URL with an empty
+    /// path) went to the server in absolute form, as `?y=1` alone is not a valid target.
+    #[test]
+    fn absolute_targets_become_origin_form() {
+        let site = HeaderValue::from_static("www.foobar.com");
+        let client = ClientConn::plain("127.0.0.1:5000".parse().unwrap());
+        for (target, origin, host) in [
+            ("http://ww~,x?y=1", "/?y=1", "ww~,x"),
+            ("http://a", "/", "a"),
+            ("http://a/b/c?d", "/b/c?d", "a"),
+            ("https://a:8443/x", "/x", "a:8443"),
+        ] {
+            let (mut parts, ()) = Request::get(target).body(()).unwrap().into_parts();
+            prepare_head(&mut parts, client, &site, None);
+            assert_eq!(parts.uri, origin, "{target}");
+            assert_eq!(parts.headers[header::HOST], host, "{target}");
+        }
+    }
 }

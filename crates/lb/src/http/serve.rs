@@ -55,7 +55,7 @@ impl ConnSettings {
 /// The HTTP server settings of a frontend: `max_header_size` as hyper's read buffer limit
 /// (431 past it). hyper's header read timeout is off: `timeout http-request` is the socket
 /// wrapper's (`conn`), which answers 408.
-fn builder(fe: ConnSettings) -> ServerBuilder {
+pub(super) fn builder(fe: ConnSettings) -> ServerBuilder {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .keep_alive(true)

@@ -1,0 +1,1 @@
+SELECT json_object('a', random(), 'b', json_array(1, 2, 'now')), json_extract('{"x":[1,2]}', '$.x[1]')

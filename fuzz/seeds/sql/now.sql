@@ -1,0 +1,1 @@
+SELECT datetime('now'), date('now','+1 day'), time(), julianday('now'), unixepoch(), strftime('%Y-%m-%d %H:%M:%f','now'), timediff('now','2000-01-01'), CURRENT_TIMESTAMP, CURRENT_DATE, CURRENT_TIME

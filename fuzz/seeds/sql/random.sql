@@ -1,0 +1,1 @@
+SELECT random(), hex(randomblob(16)), abs(random()) % 100
