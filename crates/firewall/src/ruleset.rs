@@ -84,12 +84,39 @@ pub fn ruleset(farm: &Farm, node: &Node) -> Ruleset {
     allows.push(tcp(why, node.admin_port, admin));
     allows.extend(extra_allows(farm, node));
     allows.retain(|a| a.from != From::Nets(Vec::new()));
+    for a in &mut allows {
+        bound(&mut a.why);
+    }
     Ruleset {
         node: node.name.clone(),
         role: node.role,
         address: node.address,
         allows,
     }
+}
+
+/// The longest comment nft accepts on a rule (`NFTNL_UDATA_COMMENT_MAXLEN`): past it, nft
+/// refuses the whole script.
+pub const COMMENT_MAX: usize = 128;
+
+/// Cuts `why` to [`COMMENT_MAX`] bytes, on a character boundary, ending in `...` when cut
+/// (a farm with many frontends, or a long backend name, would otherwise make the derived
+/// comment too long for nft).
+fn bound(why: &mut String) {
+    if why.len() <= COMMENT_MAX {
+        return;
+    }
+    let mut end = COMMENT_MAX - 3;
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    why.truncate(end);
+    why.push_str("...");
+}
+
+#[cfg(test)]
+pub(crate) fn bound_for_tests(why: &mut String) {
+    bound(why);
 }
 
 /// The addresses of every node of `role` but `me` (which reaches itself over `lo`).

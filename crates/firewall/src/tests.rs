@@ -241,3 +241,62 @@ fn the_script_replaces_only_its_table_and_splits_families() {
     // No monitor and no operator: the admin port is closed to everyone but the host.
     assert!(!t.contains("dport 9000"), "{t}");
 }
+
+#[test]
+fn derived_comments_stay_within_nft_limit() {
+    // Twelve frontends of 40-character names, and a backend of a 63-character name (the
+    // longest a name may be) on a db node's port: the derived comments would be ~500 and
+    // 80 characters; nft refuses a script with a comment past 128.
+    let mut text = String::from(
+        "[[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"10.0.0.10\"\n\
+         [[nodes]]\nname = \"db-1\"\nrole = \"db\"\naddress = \"10.0.0.31\"\n",
+    );
+    let long_backend = "b".repeat(63);
+    for i in 0..12 {
+        text.push_str(&format!(
+            "[[frontends]]\nname = \"frontend-with-a-rather-long-name-number-{i:02}\"\n\
+             port = {}\nmode = \"tcp\"\ndefault_backend = \"{long_backend}\"\n",
+            7000 + i
+        ));
+    }
+    text.push_str(&format!(
+        "[[backends]]\nname = \"{long_backend}\"\nmode = \"tcp\"\n\
+         [[backends.servers]]\naddress = \"10.0.0.31:5000\"\n"
+    ));
+    let farm = Farm::parse(&text, None, Path::new(".")).unwrap();
+    for node in ["lb-1", "db-1"] {
+        let rules = ruleset(&farm, farm.node(node).unwrap());
+        for a in &rules.allows {
+            assert!(
+                a.why.len() <= crate::ruleset::COMMENT_MAX,
+                "{node}: {}",
+                a.why
+            );
+        }
+        for line in table(&rules).lines() {
+            if let Some((_, c)) = line.split_once("comment \"") {
+                assert!(c.len() - 1 <= 128, "{node}: {line}");
+            }
+        }
+    }
+    let lb = ruleset(&farm, farm.node("lb-1").unwrap());
+    assert!(lb.allows[0]
+        .why
+        .starts_with("frontends frontend-with-a-rather-long-name-number-00, "));
+    assert!(lb.allows[0].why.ends_with("..."), "{}", lb.allows[0].why);
+    let db = ruleset(&farm, farm.node("db-1").unwrap());
+    let backend = db
+        .allows
+        .iter()
+        .find(|a| a.why.starts_with("backend "))
+        .unwrap();
+    assert_eq!(backend.why, format!("backend {long_backend} from the lbs"));
+}
+
+#[test]
+fn bound_cuts_on_a_char_boundary() {
+    let mut s = format!("{}é{}", "a".repeat(124), "z".repeat(10));
+    crate::ruleset::bound_for_tests(&mut s);
+    assert_eq!(s, format!("{}...", "a".repeat(124)));
+    assert!(s.len() <= 128);
+}
