@@ -70,7 +70,8 @@ fn each_role_accepts_what_the_farm_sends_it() {
         (
             "web-2",
             &[
-                "tcp 8000 from 127.0.1.10/32,127.0.1.11/32 to any",
+                // The lbs, and their VIPs: a master lb may connect from one.
+                "tcp 8000 from 127.0.1.10/32,127.0.1.11/32,127.0.1.8/32,127.0.1.9/32 to any",
                 SSH,
                 ADMIN,
             ],
@@ -164,7 +165,8 @@ fn servers_vips_and_extra_rules() {
             "tcp 4001 from 10.0.0.21/32,192.0.2.7/32 to any",
             "tcp 4002 from to any",
             // A backend's server: the lbs proxy and check it.
-            "tcp 4001 from 2001:db8::10/128,2001:db8::11/128 to any",
+            // IPv6 source selection may pick the master's /128 VIP.
+            "tcp 4001 from 2001:db8::10/128,2001:db8::11/128,2001:db8::80/128 to any",
             "tcp 22 from 192.0.2.7/32 to any",
             "tcp 9100 from 192.0.2.7/32 to any",
             "tcp 9101 from 10.0.0.31/32,2001:db8::10/128,2001:db8::11/128 to any",
@@ -172,6 +174,10 @@ fn servers_vips_and_extra_rules() {
         .into_iter()
         .filter(|l| !l.contains("from to")) // one db node: Raft from no one
         .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        shown(&farm, "web-1")[0],
+        "tcp 80 from 2001:db8::10/128,2001:db8::11/128,2001:db8::80/128 to any"
     );
     let web = ruleset(&farm, farm.node("web-1").unwrap());
     assert_eq!(web.allows[0].why, "web HTTP from the lbs");
