@@ -215,6 +215,7 @@ fn the_script_replaces_only_its_table_and_splits_families() {
         "ip6 daddr { 2001:db8::10, 2001:db8::80 } tcp dport { 80, 4001 } accept comment \
          \"frontends www, sql\"",
         "ip6 saddr fe80::/10 meta l4proto vrrp accept",
+        "ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept comment \"DHCPv6 replies\"",
         "ip saddr 192.0.2.0/24 tcp dport 9000 accept",
         "ip6 saddr 2001:db8:1::/48 tcp dport 9000 accept",
         "counter comment \"dropped by the policy\"",
