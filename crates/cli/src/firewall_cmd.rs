@@ -97,18 +97,8 @@ fn this_host_has(node: &Node) -> anyhow::Result<()> {
     if node.address.is_loopback() {
         return Ok(());
     }
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| anyhow::anyhow!("cannot list this host's addresses: {e}"))?;
-    let held = addrs.filter_map(|a| a.address).any(|sa| {
-        let ip = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
-            (Some(v4), _) => std::net::IpAddr::V4(v4.ip()),
-            (_, Some(v6)) => std::net::IpAddr::V6(v6.ip()),
-            _ => return false,
-        };
-        ip == node.address
-    });
     anyhow::ensure!(
-        held,
+        webfarm_vrrp::netif::interface_of(node.address).is_ok(),
         "{}'s address {} is not an address of this host: these are the rules of {}'s host, \
          and here they would close what this host serves; run it there (or load the \
          printed script with nft -f on purpose)",
