@@ -171,6 +171,10 @@ pub enum Command {
         /// `table inet webfarm`. Needs root.
         #[arg(long, conflicts_with = "check")]
         apply: bool,
+        /// With `--apply`: load the rules even though they would not accept a new SSH
+        /// connection from the address this session comes from (`SSH_CONNECTION`).
+        #[arg(long, requires = "apply")]
+        force: bool,
         /// Compare this host's `table inet webfarm` with the expected one. Needs root.
         #[arg(long)]
         check: bool,

@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+use std::net::IpAddr;
+
 use webfarm_config::{Farm, Node};
-use webfarm_firewall::{Nft, TABLE};
+use webfarm_firewall::{From, Nft, Ruleset, Service, TABLE};
 
 use crate::args::FarmArgs;
 use crate::farm_file;
@@ -14,8 +16,12 @@ use crate::farm_file;
 pub enum Action {
     /// Print the nft script on standard output.
     Print,
-    /// Load it on this host (`nft -f`, one transaction).
-    Apply,
+    /// Load it on this host (`nft -f`, one transaction); unless `force`, refused when it
+    /// would not accept a new SSH connection from this session's client.
+    Apply {
+        /// Load even so.
+        force: bool,
+    },
     /// Compare this host's live table with it; exit 1 naming the differences.
     Check,
 }
@@ -33,7 +39,8 @@ pub fn run(node: &str, action: Action, args: &FarmArgs) -> anyhow::Result<ExitCo
         .config
         .as_ref()
         .map_or("the built-in farm".to_string(), |p| p.display().to_string());
-    let script = script(&resolved.farm, node, &source);
+    let rules = webfarm_firewall::ruleset(&resolved.farm, node);
+    let script = webfarm_firewall::render(&rules, &source);
     match action {
         Action::Print => {
             print!("{script}");
@@ -41,18 +48,26 @@ pub fn run(node: &str, action: Action, args: &FarmArgs) -> anyhow::Result<ExitCo
                 eprintln!("webfarm firewall: note: {note}");
             }
         }
-        Action::Apply => {
+        Action::Apply { force } => {
             this_host_has(node)?;
+            // Before loading: what the operator should know, and whether this SSH session
+            // could come back in.
+            for note in notes(&resolved.farm, node) {
+                eprintln!("webfarm firewall: note: {note}");
+            }
+            let ssh = std::env::var("SSH_CONNECTION").ok();
+            if let Some(why) = ssh_lockout(&rules, resolved.farm.firewall.ssh_port, ssh.as_deref())
+            {
+                anyhow::ensure!(force, "{why}; nothing was loaded (--force loads it anyway)");
+                eprintln!("webfarm firewall: warning: {why}; loading anyway (--force)");
+            }
             webfarm_firewall::apply(&Nft::here(), &script)?;
             println!(
                 "loaded table {TABLE} for {} ({} rules after the common ones); every other \
                  table is as it was",
                 node.name,
-                webfarm_firewall::ruleset(&resolved.farm, node).allows.len()
+                rules.allows.len()
             );
-            for note in notes(&resolved.farm, node) {
-                eprintln!("webfarm firewall: note: {note}");
-            }
         }
         Action::Check => {
             let diffs = webfarm_firewall::check(&Nft::here(), &script)?;
@@ -82,18 +97,8 @@ fn this_host_has(node: &Node) -> anyhow::Result<()> {
     if node.address.is_loopback() {
         return Ok(());
     }
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| anyhow::anyhow!("cannot list this host's addresses: {e}"))?;
-    let held = addrs.filter_map(|a| a.address).any(|sa| {
-        let ip = match (sa.as_sockaddr_in(), sa.as_sockaddr_in6()) {
-            (Some(v4), _) => std::net::IpAddr::V4(v4.ip()),
-            (_, Some(v6)) => std::net::IpAddr::V6(v6.ip()),
-            _ => return false,
-        };
-        ip == node.address
-    });
     anyhow::ensure!(
-        held,
+        webfarm_vrrp::netif::interface_of(node.address).is_ok(),
         "{}'s address {} is not an address of this host: these are the rules of {}'s host, \
          and here they would close what this host serves; run it there (or load the \
          printed script with nft -f on purpose)",
@@ -102,6 +107,49 @@ fn this_host_has(node: &Node) -> anyhow::Result<()> {
         node.name
     );
     Ok(())
+}
+
+/// Why loading `rules` would lock this SSH session's operator out, or `None`.
+/// `ssh_connection` is `SSH_CONNECTION` (`client port server port`); without it (not over
+/// SSH, or not parsable) there is nothing to protect. The session itself survives (`ct
+/// state established` accepts it), but a new connection from the same client to the same
+/// address and port must be accepted by a rule of `rules`, or the operator cannot come back.
+fn ssh_lockout(
+    rules: &Ruleset,
+    ssh_port: Option<u16>,
+    ssh_connection: Option<&str>,
+) -> Option<String> {
+    let mut f = ssh_connection?.split_whitespace();
+    let client = f.next()?.parse::<IpAddr>().ok()?.to_canonical();
+    let _ = f.next()?;
+    let server = f.next()?.parse::<IpAddr>().ok()?.to_canonical();
+    let port = f.next()?.parse::<u16>().ok()?;
+    if client.is_loopback() {
+        return None; // over lo, which every host accepts
+    }
+    let accepted = rules.allows.iter().any(|a| {
+        a.service == Service::Tcp
+            && a.ports.iter().any(|p| (p.first..=p.last).contains(&port))
+            && (a.to.is_empty() || a.to.contains(&server))
+            && match &a.from {
+                From::Anywhere => true,
+                From::Nets(nets) => nets.iter().any(|n| n.contains(&client)),
+            }
+    });
+    if accepted {
+        return None;
+    }
+    let ssh = match ssh_port {
+        Some(p) if p == port => format!("SSH (port {p})"),
+        Some(p) => format!("port {port} (this session's; [firewall] ssh_port is {p})"),
+        None => format!("port {port} (this session's; [firewall] ssh_port is off)"),
+    };
+    Some(format!(
+        "this SSH session comes from {client}, and {}'s new rules would not accept a new \
+         connection from it to {ssh}: once this session ends, you could not log in again; \
+         add {client} (or its network) to [firewall] operators",
+        rules.node
+    ))
 }
 
 /// The nft script of `node`'s host.
@@ -128,4 +176,54 @@ fn notes(farm: &Farm, node: &Node) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use webfarm_config::Farm;
+
+    use super::ssh_lockout;
+
+    fn farm(operators: &str) -> Farm {
+        let text = format!(
+            "[[nodes]]\nname = \"db-1\"\nrole = \"db\"\naddress = \"10.0.0.21\"\n\
+             [firewall]\noperators = [{operators}]\n"
+        );
+        Farm::parse(&text, None, Path::new(".")).unwrap()
+    }
+
+    fn decide(operators: &str, ssh: Option<&str>) -> Option<String> {
+        let farm = farm(operators);
+        let rules = webfarm_firewall::ruleset(&farm, farm.node("db-1").unwrap());
+        ssh_lockout(&rules, farm.firewall.ssh_port, ssh)
+    }
+
+    #[test]
+    fn ssh_lockout_is_refused_naming_the_address() {
+        let from_ops = Some("192.0.2.7 50000 10.0.0.21 22");
+        // The client is an operator: accepted.
+        assert_eq!(decide("\"192.0.2.0/24\"", from_ops), None);
+        // IPv4-mapped client addresses count as IPv4.
+        let mapped = Some("::ffff:192.0.2.7 50000 ::ffff:10.0.0.21 22");
+        assert_eq!(decide("\"192.0.2.0/24\"", mapped), None);
+        // No operators at all: no SSH rule.
+        let why = decide("", from_ops).expect("locked out");
+        assert!(why.contains("192.0.2.7"), "{why}");
+        assert!(why.contains("[firewall] operators"), "{why}");
+        // An operator list that does not hold the client.
+        let why = decide("\"198.51.100.0/24\"", from_ops).expect("locked out");
+        assert!(
+            why.contains("192.0.2.7") && why.contains("port 22"),
+            "{why}"
+        );
+        // sshd on another port than ssh_port: that port is closed.
+        let other = Some("192.0.2.7 50000 10.0.0.21 2222");
+        assert!(decide("\"192.0.2.0/24\"", other).is_some());
+        // Not over SSH, unparsable, or from loopback: nothing to protect.
+        assert_eq!(decide("", None), None);
+        assert_eq!(decide("", Some("garbage")), None);
+        assert_eq!(decide("", Some("127.0.0.1 50000 127.0.0.1 22")), None);
+    }
 }

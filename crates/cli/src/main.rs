@@ -93,11 +93,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Firewall {
             node,
             apply,
+            force,
             check,
             farm,
         } => {
             let action = match (apply, check) {
-                (true, _) => firewall_cmd::Action::Apply,
+                (true, _) => firewall_cmd::Action::Apply { force },
                 (_, true) => firewall_cmd::Action::Check,
                 _ => firewall_cmd::Action::Print,
             };

@@ -13,11 +13,10 @@
 //! from = ["192.0.2.10", "mon-1"]
 //! ```
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::net::parse_net;
 use crate::{Node, Role};
 
 /// The `[firewall]` table, validated.
@@ -285,23 +284,6 @@ fn parse_ports(raw: &RawPort) -> Result<PortRange, String> {
     Ok(PortRange { first, last })
 }
 
-/// `192.0.2.0/24`, `2001:db8::/48`, or one address (`192.0.2.7`: a /32, or /128).
-fn parse_net(s: &str) -> Result<IpNet, String> {
-    if let Ok(addr) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(addr));
-    }
-    let net: IpNet = s.parse().map_err(|_| {
-        format!("{s:?} is not an address or network; expected e.g. \"192.0.2.0/24\"")
-    })?;
-    if net.trunc() != net {
-        return Err(format!(
-            "{s:?} has host bits set; the network is {}",
-            net.trunc()
-        ));
-    }
-    Ok(net)
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -369,6 +351,8 @@ mod tests {
             ("[[firewall.rules]]\nport = 1\nnodes = [\"lb-1\"]", "firewall.rules[0].nodes[0]: no node named \"lb-1\""),
             ("[[firewall.rules]]\nport = 1\nroles = [\"dns\"]", "firewall.rules[0].roles: the rule applies to no node"),
             ("[[firewall.rules]]\nport = 1\ncomment = \"a\\\"b\"", "firewall.rules[0].comment:"),
+            // nft's limit is 128; the rule's own comment stays well under it.
+            ("[[firewall.rules]]\nport = 1\ncomment = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "firewall.rules[0].comment: \"aaaa"),
         ];
         for (table, want) in rows {
             let text = if table.starts_with("[[") {

@@ -25,6 +25,7 @@ mod farm;
 mod firewall;
 mod lb;
 mod monitor;
+mod net;
 mod raw;
 mod vrrp;
 

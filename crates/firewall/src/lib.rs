@@ -17,7 +17,7 @@
 //! let web = ruleset(&farm, farm.node("web-1").unwrap());
 //! let script = render(&web, "the built-in farm");
 //! assert!(script.contains("policy drop;"));
-//! assert!(script.contains("ip saddr { 127.0.1.10, 127.0.1.11 } tcp dport 8000 accept"));
+//! assert!(script.contains("ip saddr { 127.0.1.10, 127.0.1.11, 127.0.1.8, 127.0.1.9 } tcp dport 8000 accept"));
 //! ```
 
 mod check;

@@ -22,6 +22,11 @@ const BASE: &[&str] = &[
     "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } ip6 hoplimit \
      255 accept comment \"IPv6 neighbour discovery\"",
     "icmpv6 type mld-listener-query ip6 saddr fe80::/10 accept comment \"MLD queries\"",
+    // A DHCPv6 client asks ff02::1:2 (multicast) and the server answers from its link-local
+    // address to the client's: conntrack never pairs the unicast reply with the multicast
+    // request, so `established` does not accept it and a host configured by DHCPv6 would
+    // lose its address when the lease runs out.
+    "ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept comment \"DHCPv6 replies\"",
 ];
 
 /// The nft script of `rules`: a header comment naming the node and `source` (where the farm

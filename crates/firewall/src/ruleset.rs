@@ -62,19 +62,20 @@ pub struct Ruleset {
 /// - lb: every frontend's port from anywhere, on its address and the VIPs of its virtual
 ///   routers; VRRP from the other lbs of those routers (over IPv6, VRRP comes from
 ///   link-local addresses: `fe80::/10`);
-/// - web: its HTTP port from the lbs (the proxied requests and the health checks);
+/// - web: its HTTP port from the lbs and their VIPs (the proxied requests and the health
+///   checks; a master lb may connect from a VIP);
 /// - db: the SQL API port from web and the other db nodes (queries, writes forwarded to the
 ///   leader, joins) and the operators; Raft from the other db nodes;
 /// - dns: its port from anywhere, UDP and TCP;
 /// - monitor: the dashboard from the operators;
-/// - any port of the node that a backend lists as a server, from the lbs;
+/// - any port of the node that a backend lists as a server, from the lbs and their VIPs;
 /// - every node: SSH (`[firewall] ssh_port`, default 22) from the operators; the admin port
 ///   from the monitor nodes and the operators;
 /// - then `[[firewall.rules]]` that apply to the node.
 pub fn ruleset(farm: &Farm, node: &Node) -> Ruleset {
     let operators = &farm.firewall.operators;
     let mut allows = role_allows(farm, node);
-    server_allows(farm, node, &others(farm, Role::Lb, node), &mut allows);
+    server_allows(farm, node, &lbs(farm, node), &mut allows);
     if let Some(port) = farm.firewall.ssh_port {
         allows.push(tcp("SSH from operators", port, operators.clone()));
     }
@@ -84,12 +85,39 @@ pub fn ruleset(farm: &Farm, node: &Node) -> Ruleset {
     allows.push(tcp(why, node.admin_port, admin));
     allows.extend(extra_allows(farm, node));
     allows.retain(|a| a.from != From::Nets(Vec::new()));
+    for a in &mut allows {
+        bound(&mut a.why);
+    }
     Ruleset {
         node: node.name.clone(),
         role: node.role,
         address: node.address,
         allows,
     }
+}
+
+/// The longest comment nft accepts on a rule (`NFTNL_UDATA_COMMENT_MAXLEN`): past it, nft
+/// refuses the whole script.
+pub const COMMENT_MAX: usize = 128;
+
+/// Cuts `why` to [`COMMENT_MAX`] bytes, on a character boundary, ending in `...` when cut
+/// (a farm with many frontends, or a long backend name, would otherwise make the derived
+/// comment too long for nft).
+fn bound(why: &mut String) {
+    if why.len() <= COMMENT_MAX {
+        return;
+    }
+    let mut end = COMMENT_MAX - 3;
+    while !why.is_char_boundary(end) {
+        end -= 1;
+    }
+    why.truncate(end);
+    why.push_str("...");
+}
+
+#[cfg(test)]
+pub(crate) fn bound_for_tests(why: &mut String) {
+    bound(why);
 }
 
 /// The addresses of every node of `role` but `me` (which reaches itself over `lo`).
@@ -100,6 +128,24 @@ fn others(farm: &Farm, role: Role, me: &Node) -> Vec<IpNet> {
         .collect()
 }
 
+/// The addresses the lbs connect from (proxied requests, health checks): every lb's address
+/// but `me`'s, and the VIPs of the virtual routers of those lbs. The master holds its VIPs
+/// on the interface, and Linux may pick one as the source of its own connections (over
+/// IPv6, RFC 6724's longest matching prefix can prefer a /128 VIP to the node's address).
+fn lbs(farm: &Farm, me: &Node) -> Vec<IpNet> {
+    let mut nets = others(farm, Role::Lb, me);
+    for v in &farm.vrrp {
+        let other_lb = v
+            .priority
+            .keys()
+            .any(|n| *n != me.name && farm.node(n).is_some_and(|n| n.role == Role::Lb));
+        if other_lb {
+            nets.extend(v.vips.iter().copied().map(IpNet::from));
+        }
+    }
+    nets
+}
+
 /// What the node's role serves, to whom.
 fn role_allows(farm: &Farm, node: &Node) -> Vec<Allow> {
     let operators = &farm.firewall.operators;
@@ -107,8 +153,7 @@ fn role_allows(farm: &Farm, node: &Node) -> Vec<Allow> {
     match node.role {
         Role::Lb => lb_allows(farm, node, &mut allows),
         Role::Web => {
-            let lbs = others(farm, Role::Lb, node);
-            allows.push(tcp("web HTTP from the lbs", node.port, lbs));
+            allows.push(tcp("web HTTP from the lbs", node.port, lbs(farm, node)));
         }
         Role::Db => {
             let mut api = others(farm, Role::Web, node);

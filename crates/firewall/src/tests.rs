@@ -70,7 +70,8 @@ fn each_role_accepts_what_the_farm_sends_it() {
         (
             "web-2",
             &[
-                "tcp 8000 from 127.0.1.10/32,127.0.1.11/32 to any",
+                // The lbs, and their VIPs: a master lb may connect from one.
+                "tcp 8000 from 127.0.1.10/32,127.0.1.11/32,127.0.1.8/32,127.0.1.9/32 to any",
                 SSH,
                 ADMIN,
             ],
@@ -164,7 +165,8 @@ fn servers_vips_and_extra_rules() {
             "tcp 4001 from 10.0.0.21/32,192.0.2.7/32 to any",
             "tcp 4002 from to any",
             // A backend's server: the lbs proxy and check it.
-            "tcp 4001 from 2001:db8::10/128,2001:db8::11/128 to any",
+            // IPv6 source selection may pick the master's /128 VIP.
+            "tcp 4001 from 2001:db8::10/128,2001:db8::11/128,2001:db8::80/128 to any",
             "tcp 22 from 192.0.2.7/32 to any",
             "tcp 9100 from 192.0.2.7/32 to any",
             "tcp 9101 from 10.0.0.31/32,2001:db8::10/128,2001:db8::11/128 to any",
@@ -172,6 +174,10 @@ fn servers_vips_and_extra_rules() {
         .into_iter()
         .filter(|l| !l.contains("from to")) // one db node: Raft from no one
         .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        shown(&farm, "web-1")[0],
+        "tcp 80 from 2001:db8::10/128,2001:db8::11/128,2001:db8::80/128 to any"
     );
     let web = ruleset(&farm, farm.node("web-1").unwrap());
     assert_eq!(web.allows[0].why, "web HTTP from the lbs");
@@ -209,6 +215,7 @@ fn the_script_replaces_only_its_table_and_splits_families() {
         "ip6 daddr { 2001:db8::10, 2001:db8::80 } tcp dport { 80, 4001 } accept comment \
          \"frontends www, sql\"",
         "ip6 saddr fe80::/10 meta l4proto vrrp accept",
+        "ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept comment \"DHCPv6 replies\"",
         "ip saddr 192.0.2.0/24 tcp dport 9000 accept",
         "ip6 saddr 2001:db8:1::/48 tcp dport 9000 accept",
         "counter comment \"dropped by the policy\"",
@@ -240,4 +247,63 @@ fn the_script_replaces_only_its_table_and_splits_families() {
     );
     // No monitor and no operator: the admin port is closed to everyone but the host.
     assert!(!t.contains("dport 9000"), "{t}");
+}
+
+#[test]
+fn derived_comments_stay_within_nft_limit() {
+    // Twelve frontends of 40-character names, and a backend of a 63-character name (the
+    // longest a name may be) on a db node's port: the derived comments would be ~500 and
+    // 80 characters; nft refuses a script with a comment past 128.
+    let mut text = String::from(
+        "[[nodes]]\nname = \"lb-1\"\nrole = \"lb\"\naddress = \"10.0.0.10\"\n\
+         [[nodes]]\nname = \"db-1\"\nrole = \"db\"\naddress = \"10.0.0.31\"\n",
+    );
+    let long_backend = "b".repeat(63);
+    for i in 0..12 {
+        text.push_str(&format!(
+            "[[frontends]]\nname = \"frontend-with-a-rather-long-name-number-{i:02}\"\n\
+             port = {}\nmode = \"tcp\"\ndefault_backend = \"{long_backend}\"\n",
+            7000 + i
+        ));
+    }
+    text.push_str(&format!(
+        "[[backends]]\nname = \"{long_backend}\"\nmode = \"tcp\"\n\
+         [[backends.servers]]\naddress = \"10.0.0.31:5000\"\n"
+    ));
+    let farm = Farm::parse(&text, None, Path::new(".")).unwrap();
+    for node in ["lb-1", "db-1"] {
+        let rules = ruleset(&farm, farm.node(node).unwrap());
+        for a in &rules.allows {
+            assert!(
+                a.why.len() <= crate::ruleset::COMMENT_MAX,
+                "{node}: {}",
+                a.why
+            );
+        }
+        for line in table(&rules).lines() {
+            if let Some((_, c)) = line.split_once("comment \"") {
+                assert!(c.len() - 1 <= 128, "{node}: {line}");
+            }
+        }
+    }
+    let lb = ruleset(&farm, farm.node("lb-1").unwrap());
+    assert!(lb.allows[0]
+        .why
+        .starts_with("frontends frontend-with-a-rather-long-name-number-00, "));
+    assert!(lb.allows[0].why.ends_with("..."), "{}", lb.allows[0].why);
+    let db = ruleset(&farm, farm.node("db-1").unwrap());
+    let backend = db
+        .allows
+        .iter()
+        .find(|a| a.why.starts_with("backend "))
+        .unwrap();
+    assert_eq!(backend.why, format!("backend {long_backend} from the lbs"));
+}
+
+#[test]
+fn bound_cuts_on_a_char_boundary() {
+    let mut s = format!("{}é{}", "a".repeat(124), "z".repeat(10));
+    crate::ruleset::bound_for_tests(&mut s);
+    assert_eq!(s, format!("{}...", "a".repeat(124)));
+    assert!(s.len() <= 128);
 }

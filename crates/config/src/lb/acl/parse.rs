@@ -3,9 +3,8 @@
 //! Pure functions of the text, so a fuzz target can call [`parse_rules`] directly.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
-use ipnet::IpNet;
+use crate::net::parse_net;
 
 use super::{
     AccessRules, Acl, AclTest, Condition, Counter, Fetch, HttpAction, HttpRule, IntTest, Pattern,
@@ -122,7 +121,7 @@ pub(super) fn words(line: &str) -> Result<Vec<String>, String> {
 const PREDEFINED: [(&str, &str, &[&str]); 11] = [
     ("TRUE", "always_true", &[]),
     ("FALSE", "always_false", &[]),
-    ("LOCALHOST", "src", &["127.0.0.1/8", "::1"]),
+    ("LOCALHOST", "src", &["127.0.0.0/8", "::1"]),
     ("METH_CONNECT", "method", &["CONNECT"]),
     ("METH_DELETE", "method", &["DELETE"]),
     ("METH_GET", "method", &["GET", "HEAD"]),
@@ -647,16 +646,6 @@ fn pattern(kind: Kind, ignore_case: bool, values: &[String]) -> Result<Pattern, 
             })
         }
     }
-}
-
-/// `10.0.0.0/8`, `192.168.1.7`, `2001:db8::/32`, `::1`.
-fn parse_net(v: &str) -> Result<IpNet, String> {
-    if let Ok(net) = v.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    v.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!("{v:?} is not an address or a CIDR network; expected e.g. 10.0.0.0/8 or ::1")
-    })
 }
 
 /// `gt 100`, `eq 3`, or values `5` and `10:20`.

@@ -70,7 +70,7 @@ fn acl_lines_parse_to_fetch_and_pattern() {
             ]),
         ),
         (
-            "src 10.1.2.3/8",
+            "src 10.0.0.0/8",
             Fetch::Src,
             Pattern::Ip(vec!["10.0.0.0/8".parse().unwrap()]),
         ),
@@ -160,7 +160,11 @@ fn acl_lines_parse_to_fetch_and_pattern() {
 #[test]
 fn bad_acl_lines_say_what_is_wrong() {
     let cases = [
-        ("x src 10.0.0.0/33", "not an address or a CIDR"),
+        ("x src 10.0.0.0/33", "is not an address or network"),
+        (
+            "x src 10.0.0.1/8",
+            "has host bits set; the network is 10.0.0.0/8",
+        ),
         ("x src", "no value to match"),
         ("x path_beg", "no value to match"),
         ("x nope /a", "unknown sample fetch"),
@@ -465,6 +469,10 @@ fn bad_frontend_rules_name_their_key() {
         (
             "acl = [\"a src 300.1.1.1\"]",
             "frontends[0].acl[0]: \"300.1.1.1\" is not an address",
+        ),
+        (
+            "acl = [\"a src 10.0.0.1/8\"]",
+            "frontends[0].acl[0]: \"10.0.0.1/8\" has host bits set; the network is 10.0.0.0/8",
         ),
         (
             "http_request = [\"deny if nope\"]",
