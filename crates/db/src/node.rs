@@ -355,7 +355,16 @@ impl DbNode {
         });
         let raft_task = serve(
             (raft_listener, server_tls),
-            network::router(raft.clone(), contact, (&ctx.farm.site, &node.name), peers),
+            network::router(
+                raft.clone(),
+                contact,
+                (&ctx.farm.site, &node.name),
+                peers,
+                // Without TLS the admin token is the Raft port's only credential.
+                (!ctx.farm.tls.internal)
+                    .then(|| ctx.auth.token.clone())
+                    .flatten(),
+            ),
             &ctx.shutdown,
             &stopped,
         );

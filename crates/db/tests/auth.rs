@@ -2,7 +2,7 @@
 //! and forwards to the leader with its own identity (the admin token without TLS), so a
 //! write, a queued write and a request reach the leader for a user with `execute`; a user
 //! without it is refused by the follower; a caller that claims to be a peer with a wrong
-//! token is not one. bcrypt hashes made by another implementation (libxcrypt's `crypt`)
+//! token is not one; the Raft port refuses a caller without the admin token. bcrypt hashes made by another implementation (libxcrypt's `crypt`)
 //! verify.
 
 mod common;
@@ -116,5 +116,32 @@ async fn a_follower_checks_the_caller_and_forwards_as_a_trusted_peer() {
         v["results"][0]["values"][0][0], 3,
         "nothing was deleted: {v}"
     );
+
+    // The Raft port without TLS: the cluster formed and replicated with the admin token
+    // (above); a caller without it, or with another, is refused before Raft sees anything.
+    for authorization in [None, Some(AdminToken::new("other").bearer())] {
+        for path in ["/raft/append", "/raft/vote", "/raft/snapshot"] {
+            let req = http::Request::post(format!(
+                "http://{}{path}",
+                c.farm.nodes[follower].raft_addr()
+            ))
+            .header("x-webfarm-site", &c.farm.site)
+            .header("x-webfarm-node", c.name(follower))
+            .header("x-webfarm-from", c.name(leader))
+            .header("content-type", "application/json");
+            let req = match &authorization {
+                Some(a) => req.header("authorization", a.clone()),
+                None => req,
+            };
+            let req = req
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                .unwrap();
+            let resp = HttpClient::new()
+                .request(req, std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 401, "{path} without the admin token");
+        }
+    }
     c.stop_all().await;
 }
