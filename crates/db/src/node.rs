@@ -252,9 +252,11 @@ impl DbNode {
         let http = webfarm_node::http::HttpClient::for_identity(tls.as_ref())
             .with_authorization(ctx.auth.token.as_ref().map(|t| t.bearer()))
             // Only to the farm's db nodes: a `/join` may name any address.
-            .authorization_only_to(ctx.farm.nodes_with_role(Role::Db).flat_map(|n| {
-                [n.main_addr(), n.raft_addr(), n.admin_addr()]
-            }));
+            .authorization_only_to(
+                ctx.farm
+                    .nodes_with_role(Role::Db)
+                    .flat_map(|n| [n.main_addr(), n.raft_addr(), n.admin_addr()]),
+            );
         let server_tls = tls.and_then(|t| t.server);
         let network = Network::new(&ctx.farm.site, &node.name, http.clone())
             .map_err(|e| DbError::raft("the site's or node's name", e))?;

@@ -346,7 +346,11 @@ mod tests {
             let url = format!("http://{addr}/x?{farm_addr}");
             assert_eq!(client.get(&url, t).await.unwrap().status, 200);
             let head = server.await.unwrap();
-            assert_eq!(head.contains("authorization: bearer s3cret"), sent, "{head}");
+            assert_eq!(
+                head.contains("authorization: bearer s3cret"),
+                sent,
+                "{head}"
+            );
         }
     }
 }

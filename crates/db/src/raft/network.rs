@@ -282,7 +282,10 @@ async fn only_for_me(State(me): State<Identity>, req: Request, next: Next) -> Re
                 .is_some_and(|h| token.accepts(h));
             if !ok {
                 tracing::warn!("refused a Raft request without the farm's admin token");
-                return (StatusCode::UNAUTHORIZED, "the farm's admin token is required\n")
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    "the farm's admin token is required\n",
+                )
                     .into_response();
             }
         }
