@@ -32,9 +32,11 @@ impl AdminToken {
         &self.0
     }
 
-    /// Whether `candidate` is the token, compared in constant time.
+    /// Whether `candidate` is the token, compared in constant time: the SHA-256 digests of
+    /// both are compared, so that not even the candidate's length shortens the comparison.
     pub fn matches(&self, candidate: &str) -> bool {
-        !self.0.is_empty() && bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
+        let digest = |t: &str| ring::digest::digest(&ring::digest::SHA256, t.as_bytes());
+        !self.0.is_empty() && bool::from(digest(&self.0).as_ref().ct_eq(digest(candidate).as_ref()))
     }
 
     /// Whether an `Authorization` header carries the token: `Bearer <token>`, or Basic with
