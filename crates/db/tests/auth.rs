@@ -145,3 +145,64 @@ async fn a_follower_checks_the_caller_and_forwards_as_a_trusted_peer() {
     }
     c.stop_all().await;
 }
+
+/// The membership routes without TLS: the admin token, or a user named in the auth file who
+/// holds the permission; `"*"`, even with `all`, lets no other caller in, whatever
+/// `Authorization` header it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_star_user_opens_no_membership_route() {
+    let mut c = Cluster::new(1, 1000);
+    c.auth = NodeAuth {
+        token: Some(AdminToken::new("peer-token")),
+        db_users: Some(Arc::new(
+            Users::from_json(
+                br#"[
+                  {"username": "ops", "password": "ops-pw", "perms": ["status"]},
+                  {"username": "*", "perms": ["all", "join", "remove"]}
+                ]"#,
+            )
+            .unwrap(),
+        )),
+        ..NodeAuth::default()
+    };
+    c.start(0).await;
+    c.leader().await;
+    for client in [
+        HttpClient::new(),
+        HttpClient::new().with_authorization(Some(http::HeaderValue::from_static("Bearer junk"))),
+        as_user("*", ""),
+        as_user("nobody", "x"),
+        as_user("ops", "wrong"),
+    ] {
+        c.http = client;
+        let (status, v) = c.get(0, "/cluster/nodes").await;
+        assert_eq!(status, 401, "{v}");
+        let (status, v, _) = c.post(0, "/remove", r#"{"id": "db-1"}"#).await;
+        assert_eq!(status, 401, "{v}");
+        // The method does not matter: HEAD is checked as GET is.
+        let url = c.http.url(c.api(0), "/cluster/nodes");
+        let r = c
+            .http
+            .send(
+                http::Method::HEAD,
+                &url,
+                None,
+                bytes::Bytes::new(),
+                DEADLINE,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "HEAD /cluster/nodes");
+    }
+    // A path the API does not serve: 404, whoever asks.
+    c.http = HttpClient::new();
+    let (status, _) = c.get(0, "/cluster/nodes/").await;
+    assert_eq!(status, 404);
+    c.http = as_user("ops", "ops-pw");
+    let (status, v) = c.get(0, "/cluster/nodes").await;
+    assert_eq!(status, 200, "{v}");
+    c.http = HttpClient::new().with_authorization(Some(AdminToken::new("peer-token").bearer()));
+    let (status, v) = c.get(0, "/cluster/nodes").await;
+    assert_eq!(status, 200, "{v}");
+    c.stop_all().await;
+}
