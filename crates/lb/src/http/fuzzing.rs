@@ -108,7 +108,7 @@ async fn one_request(
     }
     prepare_head(
         &mut parts,
-        ClientConn::plain(PEER),
+        &ClientConn::plain(PEER),
         site,
         upgrade_to.as_ref(),
     );
