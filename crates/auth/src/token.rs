@@ -55,7 +55,11 @@ impl AdminToken {
     /// Never for a token made by [`crate::Secrets`] (hex); a token read from a file with
     /// control characters would not be a valid header: the secrets module refuses those.
     pub fn bearer(&self) -> HeaderValue {
-        HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("a token is header-safe")
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("a token is header-safe");
+        // Kept out of HPACK tables and of `Debug`.
+        value.set_sensitive(true);
+        value
     }
 }
 
@@ -72,5 +76,7 @@ mod tests {
         assert!(!t.accepts(&HeaderValue::from_static("Bearer abc124")));
         assert!(!AdminToken::new("").matches(""));
         assert_eq!(format!("{t:?}"), "AdminToken(..)");
+        assert!(t.bearer().is_sensitive());
+        assert!(crate::basic::header("u", "p").is_sensitive());
     }
 }
