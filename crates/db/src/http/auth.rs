@@ -138,6 +138,8 @@ enum Verdict {
     Guard(StatusCode, &'static str),
     /// Refused by the auth file.
     Db(Refusal),
+    /// The check itself failed (bcrypt panicked): 500, not a refusal of the credentials.
+    Internal,
 }
 
 /// The layer's function: passes the request on, or answers the refusal.
@@ -165,6 +167,12 @@ pub(crate) async fn check(State(auth): State<Arc<ApiAuth>>, req: Request, next: 
             tracing::warn!(peer = %who, path = %path, reason, "refused a membership route");
             webfarm_node::access::refusal(status, reason)
         }
+        Verdict::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error": "the credentials could not be checked"}"#,
+        )
+            .into_response(),
         Verdict::Db(refusal) => {
             auth.failures.count(&refusal);
             let user = refusal.user().unwrap_or("");
@@ -192,12 +200,7 @@ impl ApiAuth {
                 // let any `Authorization` header (even `Bearer junk`) in.
                 Err((StatusCode::UNAUTHORIZED, reason)) if authorization.is_some() => {
                     match &self.users {
-                        Some(users) => {
-                            match authorize(users, authorization, vec![perm], true).await {
-                                Ok(()) => Verdict::Pass,
-                                Err(r) => Verdict::Db(r),
-                            }
-                        }
+                        Some(users) => authorize(users, authorization, vec![perm], true).await,
                         None => Verdict::Guard(StatusCode::UNAUTHORIZED, reason),
                     }
                 }
@@ -210,10 +213,7 @@ impl ApiAuth {
     async fn by_file(&self, authorization: Option<HeaderValue>, perms: Vec<Perm>) -> Verdict {
         match &self.users {
             None => Verdict::Pass,
-            Some(users) => match authorize(users, authorization, perms, false).await {
-                Ok(()) => Verdict::Pass,
-                Err(r) => Verdict::Db(r),
-            },
+            Some(users) => authorize(users, authorization, perms, false).await,
         }
     }
 }
@@ -225,7 +225,7 @@ async fn authorize(
     authorization: Option<HeaderValue>,
     perms: Vec<Perm>,
     named: bool,
-) -> Result<(), Refusal> {
+) -> Verdict {
     let slow = users.needs_bcrypt(authorization.as_ref());
     let users = Arc::clone(users);
     let check = move || {
@@ -239,12 +239,23 @@ async fn authorize(
             verdict.map(|_| ())
         })
     };
-    if slow {
-        return tokio::task::spawn_blocking(check)
-            .await
-            .unwrap_or(Err(Refusal::NoCredentials));
+    let result = if slow {
+        match tokio::task::spawn_blocking(check).await {
+            Ok(r) => r,
+            // bcrypt panicked, or the runtime is shutting down: the server's fault, not the
+            // caller's credentials.
+            Err(e) => {
+                tracing::error!("db API: the credentials check failed: {e}");
+                return Verdict::Internal;
+            }
+        }
+    } else {
+        check()
+    };
+    match result {
+        Ok(()) => Verdict::Pass,
+        Err(r) => Verdict::Db(r),
     }
-    check()
 }
 
 /// The 401 of a refusal, with rqlite's JSON error.
