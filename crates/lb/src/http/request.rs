@@ -250,7 +250,7 @@ mod tests {
             ("https://a:8443/x", "/x", "a:8443"),
         ] {
             let (mut parts, ()) = Request::get(target).body(()).unwrap().into_parts();
-            prepare_head(&mut parts, client, &site, None);
+            prepare_head(&mut parts, &client, &site, None);
             assert_eq!(parts.uri, origin, "{target}");
             assert_eq!(parts.headers[header::HOST], host, "{target}");
         }
