@@ -11,7 +11,10 @@ use http::HeaderValue;
 /// Never: base64 text is always a valid header value.
 pub fn header(user: &str, password: &str) -> HeaderValue {
     let value = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
-    HeaderValue::from_str(&value).expect("base64 is a valid header value")
+    let mut value = HeaderValue::from_str(&value).expect("base64 is a valid header value");
+    // Kept out of HPACK tables and of `Debug`.
+    value.set_sensitive(true);
+    value
 }
 
 /// The user and password of a Basic `Authorization` header; `None` for another scheme or a

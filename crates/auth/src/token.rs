@@ -32,9 +32,11 @@ impl AdminToken {
         &self.0
     }
 
-    /// Whether `candidate` is the token, compared in constant time.
+    /// Whether `candidate` is the token, compared in constant time: the SHA-256 digests of
+    /// both are compared, so that not even the candidate's length shortens the comparison.
     pub fn matches(&self, candidate: &str) -> bool {
-        !self.0.is_empty() && bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
+        let digest = |t: &str| ring::digest::digest(&ring::digest::SHA256, t.as_bytes());
+        !self.0.is_empty() && bool::from(digest(&self.0).as_ref().ct_eq(digest(candidate).as_ref()))
     }
 
     /// Whether an `Authorization` header carries the token: `Bearer <token>`, or Basic with
@@ -53,7 +55,11 @@ impl AdminToken {
     /// Never for a token made by [`crate::Secrets`] (hex); a token read from a file with
     /// control characters would not be a valid header: the secrets module refuses those.
     pub fn bearer(&self) -> HeaderValue {
-        HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("a token is header-safe")
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("a token is header-safe");
+        // Kept out of HPACK tables and of `Debug`.
+        value.set_sensitive(true);
+        value
     }
 }
 
@@ -70,5 +76,7 @@ mod tests {
         assert!(!t.accepts(&HeaderValue::from_static("Bearer abc124")));
         assert!(!AdminToken::new("").matches(""));
         assert_eq!(format!("{t:?}"), "AdminToken(..)");
+        assert!(t.bearer().is_sensitive());
+        assert!(crate::basic::header("u", "p").is_sensitive());
     }
 }

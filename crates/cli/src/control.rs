@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use webfarm_auth::AdminToken;
 
@@ -39,17 +39,44 @@ pub fn serve(
     path: PathBuf,
     token: AdminToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)
-        .with_context(|| format!("cannot create control socket {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict control socket {}", path.display()))?;
+    let listener = bind(&path)?;
     let token = Arc::new(token);
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(handle(sup.clone(), stream, token.clone()));
         }
     }))
+}
+
+/// Binds the socket at `path` in a directory made 0700 first: the socket is created with
+/// the umask's mode and restricted to 0600 only after, and in between no other user may
+/// even reach it.
+fn bind(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot create control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict control socket {}", path.display()))?;
+    Ok(listener)
+}
+
+/// The verb of a refused request as logged: a known verb, else `?`. Nothing else of a
+/// refused line is logged: in a malformed line (`VERB TOKEN`) any word may be the token.
+fn logged_verb(verb: Option<&str>) -> &'static str {
+    match verb {
+        Some("start") => "start",
+        Some("stop") => "stop",
+        Some("kill") => "kill",
+        _ => "?",
+    }
 }
 
 async fn handle(sup: Arc<Supervisor>, stream: UnixStream, token: Arc<AdminToken>) {
@@ -62,8 +89,7 @@ async fn handle(sup: Arc<Supervisor>, stream: UnixStream, token: Arc<AdminToken>
     let (verb, node, given) = (words.next(), words.next(), words.next());
     let answer = if !given.is_some_and(|t| token.matches(t)) {
         tracing::warn!(
-            verb,
-            node,
+            verb = logged_verb(verb),
             "control socket: refused a request without the admin token"
         );
         Err(anyhow::anyhow!(
@@ -123,5 +149,34 @@ pub async fn send(args: &FarmArgs, verb: &str, node: &str) -> anyhow::Result<Exi
         }
         Some(("error", msg)) => bail!("{msg}"),
         _ => bail!("the supervisor closed the connection without an answer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_socket_is_bound_in_a_private_directory() {
+        let dir = webfarm_testkit::TempDir::new("control-socket");
+        let run = dir.path().join("run");
+        // A run directory made earlier with a looser mode is restricted too.
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = run.join("control.sock");
+        let _listener = bind(&path).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&run), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let fresh = dir.path().join("new-run").join("control.sock");
+        let _listener = bind(&fresh).unwrap();
+        assert_eq!(mode(fresh.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn no_word_but_a_known_verb_of_a_refused_line_is_logged() {
+        assert_eq!(logged_verb(Some("stop")), "stop");
+        assert_eq!(logged_verb(Some("0123abcd")), "?");
+        assert_eq!(logged_verb(None), "?");
     }
 }

@@ -75,9 +75,11 @@ pub async fn run(args: &SqlArgs) -> anyhow::Result<ExitCode> {
         // A node given by a plain URL (an rqlite node, a farm with internal TLS off).
         // The farm's operator credentials go only to the farm's own db nodes.
         Some(url) if !url.starts_with("https://") => {
-            let ours = farm
+            let db: Vec<std::net::SocketAddr> = farm
                 .nodes_with_role(webfarm_config::Role::Db)
-                .any(|n| url.contains(&n.main_addr().to_string()));
+                .map(|n| n.main_addr())
+                .collect();
+            let ours = names_one_of(url, &db);
             let user = args.user.as_deref();
             let authorization = match (ours, user) {
                 (true, _) | (false, Some(_)) => {
@@ -85,7 +87,13 @@ pub async fn run(args: &SqlArgs) -> anyhow::Result<ExitCode> {
                 }
                 (false, None) => None,
             };
-            HttpClient::new().with_authorization(authorization)
+            let client = HttpClient::new().with_authorization(authorization);
+            if ours && user.is_none() {
+                // The operator's credentials, to the farm's db nodes and nowhere else.
+                client.authorization_only_to(db)
+            } else {
+                client
+            }
         }
         _ => farm_file::operator_http_as(&farm, args.user.as_deref())?,
     };
@@ -124,6 +132,16 @@ pub async fn run(args: &SqlArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The address (`host:port`) of the node to talk to.
+/// Whether `url` (`http://HOST:PORT[/]` or `HOST:PORT`) names exactly one of `addrs`: its
+/// host and port parsed and compared, not searched for as text (`http://evil/?ADDR` names
+/// `evil`).
+fn names_one_of(url: &str, addrs: &[std::net::SocketAddr]) -> bool {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    host.parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| addrs.contains(&a) && a.to_string() == host)
+}
+
 async fn target(args: &SqlArgs, http: &HttpClient, farm: &Farm) -> anyhow::Result<String> {
     if let Some(url) = &args.url {
         let rest = url
@@ -703,6 +721,31 @@ fn split_complete(text: &str) -> (Vec<String>, String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_url_of_a_farm_db_node_is_one() {
+        let addrs = ["127.0.88.31:4001".parse().unwrap()];
+        for url in [
+            "http://127.0.88.31:4001",
+            "http://127.0.88.31:4001/",
+            "127.0.88.31:4001",
+        ] {
+            assert!(names_one_of(url, &addrs), "{url}");
+        }
+        for url in [
+            "http://evil/?127.0.88.31:4001",
+            "http://evil?127.0.88.31:4001",
+            "http://127.0.88.31:4001@evil",
+            "http://evil/127.0.88.31:4001",
+            "http://127.0.88.31:40011",
+            "http://127.0.88.31:4001.evil",
+            "http://127.0.88.31:4001/x",
+            "http://127.0.88.31",
+            "http://127.0.88.3:4001",
+        ] {
+            assert!(!names_one_of(url, &addrs), "{url}");
+        }
+    }
 
     #[test]
     fn statements_split_at_semicolons_outside_quotes_comments_and_triggers() {

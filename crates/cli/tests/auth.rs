@@ -203,7 +203,7 @@ async fn an_rqlite_auth_file_works_unchanged_and_each_permission_is_enforced() {
     assert!(failures("forbidden") >= 6.0, "{metrics}");
     // Logged without the password.
     let log = farm.log_text();
-    assert!(log.contains("wrong password for user \"bob\""), "{log}");
+    assert!(log.contains("invalid credentials (user \"bob\")"), "{log}");
     assert!(
         !log.contains("nope") && !log.contains("bob-pw"),
         "a password in the log"

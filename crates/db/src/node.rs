@@ -250,7 +250,13 @@ impl DbNode {
         // Calls to the other db nodes carry the admin token (their trust in a peer without TLS;
         // crate::http::auth); with TLS the certificate says who calls.
         let http = webfarm_node::http::HttpClient::for_identity(tls.as_ref())
-            .with_authorization(ctx.auth.token.as_ref().map(|t| t.bearer()));
+            .with_authorization(ctx.auth.token.as_ref().map(|t| t.bearer()))
+            // Only to the farm's db nodes: a `/join` may name any address.
+            .authorization_only_to(
+                ctx.farm
+                    .nodes_with_role(Role::Db)
+                    .flat_map(|n| [n.main_addr(), n.raft_addr(), n.admin_addr()]),
+            );
         let server_tls = tls.and_then(|t| t.server);
         let network = Network::new(&ctx.farm.site, &node.name, http.clone())
             .map_err(|e| DbError::raft("the site's or node's name", e))?;
@@ -355,7 +361,16 @@ impl DbNode {
         });
         let raft_task = serve(
             (raft_listener, server_tls),
-            network::router(raft.clone(), contact, (&ctx.farm.site, &node.name), peers),
+            network::router(
+                raft.clone(),
+                contact,
+                (&ctx.farm.site, &node.name),
+                peers,
+                // Without TLS the admin token is the Raft port's only credential.
+                (!ctx.farm.tls.internal)
+                    .then(|| ctx.auth.token.clone())
+                    .flatten(),
+            ),
             &ctx.shutdown,
             &stopped,
         );

@@ -2,7 +2,7 @@
 //! and forwards to the leader with its own identity (the admin token without TLS), so a
 //! write, a queued write and a request reach the leader for a user with `execute`; a user
 //! without it is refused by the follower; a caller that claims to be a peer with a wrong
-//! token is not one. bcrypt hashes made by another implementation (libxcrypt's `crypt`)
+//! token is not one; the Raft port refuses a caller without the admin token. bcrypt hashes made by another implementation (libxcrypt's `crypt`)
 //! verify.
 
 mod common;
@@ -116,5 +116,93 @@ async fn a_follower_checks_the_caller_and_forwards_as_a_trusted_peer() {
         v["results"][0]["values"][0][0], 3,
         "nothing was deleted: {v}"
     );
+
+    // The Raft port without TLS: the cluster formed and replicated with the admin token
+    // (above); a caller without it, or with another, is refused before Raft sees anything.
+    for authorization in [None, Some(AdminToken::new("other").bearer())] {
+        for path in ["/raft/append", "/raft/vote", "/raft/snapshot"] {
+            let req = http::Request::post(format!(
+                "http://{}{path}",
+                c.farm.nodes[follower].raft_addr()
+            ))
+            .header("x-webfarm-site", &c.farm.site)
+            .header("x-webfarm-node", c.name(follower))
+            .header("x-webfarm-from", c.name(leader))
+            .header("content-type", "application/json");
+            let req = match &authorization {
+                Some(a) => req.header("authorization", a.clone()),
+                None => req,
+            };
+            let req = req
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                .unwrap();
+            let resp = HttpClient::new()
+                .request(req, std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(resp.status, 401, "{path} without the admin token");
+        }
+    }
+    c.stop_all().await;
+}
+
+/// The membership routes without TLS: the admin token, or a user named in the auth file who
+/// holds the permission; `"*"`, even with `all`, lets no other caller in, whatever
+/// `Authorization` header it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_star_user_opens_no_membership_route() {
+    let mut c = Cluster::new(1, 1000);
+    c.auth = NodeAuth {
+        token: Some(AdminToken::new("peer-token")),
+        db_users: Some(Arc::new(
+            Users::from_json(
+                br#"[
+                  {"username": "ops", "password": "ops-pw", "perms": ["status"]},
+                  {"username": "*", "perms": ["all", "join", "remove"]}
+                ]"#,
+            )
+            .unwrap(),
+        )),
+        ..NodeAuth::default()
+    };
+    c.start(0).await;
+    c.leader().await;
+    for client in [
+        HttpClient::new(),
+        HttpClient::new().with_authorization(Some(http::HeaderValue::from_static("Bearer junk"))),
+        as_user("*", ""),
+        as_user("nobody", "x"),
+        as_user("ops", "wrong"),
+    ] {
+        c.http = client;
+        let (status, v) = c.get(0, "/cluster/nodes").await;
+        assert_eq!(status, 401, "{v}");
+        let (status, v, _) = c.post(0, "/remove", r#"{"id": "db-1"}"#).await;
+        assert_eq!(status, 401, "{v}");
+        // The method does not matter: HEAD is checked as GET is.
+        let url = c.http.url(c.api(0), "/cluster/nodes");
+        let r = c
+            .http
+            .send(
+                http::Method::HEAD,
+                &url,
+                None,
+                bytes::Bytes::new(),
+                DEADLINE,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 401, "HEAD /cluster/nodes");
+    }
+    // A path the API does not serve: 404, whoever asks.
+    c.http = HttpClient::new();
+    let (status, _) = c.get(0, "/cluster/nodes/").await;
+    assert_eq!(status, 404);
+    c.http = as_user("ops", "ops-pw");
+    let (status, v) = c.get(0, "/cluster/nodes").await;
+    assert_eq!(status, 200, "{v}");
+    c.http = HttpClient::new().with_authorization(Some(AdminToken::new("peer-token").bearer()));
+    let (status, v) = c.get(0, "/cluster/nodes").await;
+    assert_eq!(status, 200, "{v}");
     c.stop_all().await;
 }

@@ -69,7 +69,10 @@ pub(crate) struct Shared {
     farm: Arc<Farm>,
     /// The dashboard's URL (alerts link to it).
     dashboard: String,
+    /// Calls to the farm's nodes (scrapes, actions): with the admin token without TLS.
     http: HttpClient,
+    /// Calls to the alert webhooks, which are not the farm's nodes: no credentials.
+    webhooks: HttpClient,
     /// The farm's admin token: the dashboard's actions ask for it (HTTP Basic), the control
     /// socket takes it; `None` (a monitor started without it, in a test) asks for nothing.
     token: Option<webfarm_node::access::AdminToken>,
@@ -159,6 +162,8 @@ impl MonitorNode {
         // Without internal TLS the admin routes it calls (/metrics, /lb/...) take the token.
         let http = HttpClient::for_identity(tls.as_ref())
             .with_authorization(ctx.auth.token.as_ref().map(|t| t.bearer()));
+        // Alert webhooks are not the farm's: their own client, which sends no credentials.
+        let webhooks = HttpClient::for_identity(tls.as_ref());
         let listener = webfarm_node::bind(node.main_addr(), "dashboard").await?;
         let addr = listener.local_addr().unwrap_or_else(|_| node.main_addr());
         let settings = &ctx.farm.monitor;
@@ -167,6 +172,7 @@ impl MonitorNode {
             farm: ctx.farm.clone(),
             dashboard: format!("http://{addr}/"),
             http,
+            webhooks,
             token: ctx.auth.token.clone(),
             state: Mutex::new(State {
                 view: None,
@@ -249,7 +255,7 @@ async fn scrape_loop(shared: Arc<Shared>, targets: Vec<Target>, me: String, shut
     // One sender, in order: a resolution never overtakes its firing.
     let (notify, mut queue) = tokio::sync::mpsc::channel::<alerts::Alert>(1024);
     let (http, hooks, url) = (
-        shared.http.clone(),
+        shared.webhooks.clone(),
         settings.alerts.webhooks.clone(),
         shared.dashboard.clone(),
     );

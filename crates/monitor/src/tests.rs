@@ -516,3 +516,61 @@ fn a_dns_node_brings_its_serial_and_answers_into_the_view() {
     let node = v.nodes.iter().find(|n| n.name == "dns-1").unwrap();
     assert_eq!((node.role, node.state), ("dns", "up"));
 }
+
+/// The admin token goes to the farm's nodes only: an alert webhook receiver sees no
+/// `Authorization` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_gets_no_credentials() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = webfarm_testkit::TempDir::new("monitor-webhook");
+    let hook = tokio::net::TcpListener::bind(webfarm_testkit::free_addr())
+        .await
+        .unwrap();
+    let hook_addr = hook.local_addr().unwrap();
+    let mon = webfarm_testkit::loopback_ip();
+    let text = format!(
+        "data_dir = '{data}'\n[[nodes]]\nname = \"mon-1\"\nrole = \"monitor\"\n\
+         address = \"{mon}\"\nport = {port}\n[[nodes]]\nname = \"db-1\"\nrole = \"db\"\n\
+         address = \"{db}\"\n{tls}[monitor.alerts]\nno_db_leader = {{ for = \"0s\" }}\n\
+         webhooks = [\"http://{hook_addr}/hook\"]\n",
+        data = dir.path().join("data").display(),
+        port = webfarm_testkit::free_port(mon),
+        db = webfarm_testkit::loopback_ip(),
+        tls = webfarm_testkit::INTERNAL_TLS_OFF,
+    );
+    let farm = std::sync::Arc::new(Farm::parse(&text, None, dir.path()).unwrap());
+    let (trigger, shutdown) = webfarm_node::Shutdown::new();
+    let node = crate::MonitorNode::start(webfarm_node::NodeContext {
+        node: farm.node("mon-1").unwrap().clone(),
+        farm: farm.clone(),
+        data_dir: dir.path().join("mon-1"),
+        shutdown,
+        auth: webfarm_node::access::NodeAuth {
+            token: Some(webfarm_node::access::AdminToken::new("the-admin-token")),
+            ..Default::default()
+        },
+    })
+    .await
+    .unwrap();
+    // DbNoLeader fires at once (db-1 is not running): its POST is the first to arrive.
+    let (mut conn, _) = tokio::time::timeout(webfarm_testkit::DEADLINE, hook.accept())
+        .await
+        .expect("the webhook is called")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the request's head ends");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("post /hook "), "{head}");
+    assert!(!head.contains("authorization"), "{head}");
+    assert!(!head.contains("the-admin-token"), "{head}");
+    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    drop(trigger);
+    node.wait().await.unwrap();
+}

@@ -24,6 +24,9 @@ pub struct HttpClient {
     scheme: &'static str,
     /// The `Authorization` sent with every request that has none of its own.
     authorization: Option<http::HeaderValue>,
+    /// When set, [`HttpClient::authorization`] is sent only to these addresses (a URL's
+    /// `host:port`, compared exactly), never to any other a caller may name.
+    authorized_addrs: Option<std::sync::Arc<[String]>>,
 }
 
 /// A whole response: status, headers and the collected body.
@@ -125,6 +128,17 @@ impl HttpClient {
         self
     }
 
+    /// This client sending its `authorization` only to `addrs` (the farm's nodes): a URL of
+    /// any other host or port gets no credentials.
+    #[must_use]
+    pub fn authorization_only_to(
+        mut self,
+        addrs: impl IntoIterator<Item = std::net::SocketAddr>,
+    ) -> Self {
+        self.authorized_addrs = Some(addrs.into_iter().map(|a| a.to_string()).collect());
+        self
+    }
+
     /// `<scheme>://<addr><path>`: the URL of `path` on a node at `addr`, `https` for a
     /// client with TLS.
     pub fn url(&self, addr: impl std::fmt::Display, path: &str) -> String {
@@ -156,6 +170,7 @@ impl HttpClient {
             inner,
             scheme: "http",
             authorization: None,
+            authorized_addrs: None,
         }
     }
 
@@ -222,7 +237,12 @@ impl HttpClient {
         mut req: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<HttpResponse, HttpError> {
-        if let Some(auth) = &self.authorization {
+        let allowed = self.authorized_addrs.as_ref().is_none_or(|addrs| {
+            req.uri()
+                .authority()
+                .is_some_and(|a| addrs.iter().any(|x| x == a.as_str()))
+        });
+        if let Some(auth) = self.authorization.as_ref().filter(|_| allowed) {
             if !req.headers().contains_key(http::header::AUTHORIZATION) {
                 req.headers_mut()
                     .insert(http::header::AUTHORIZATION, auth.clone());
@@ -284,4 +304,53 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one request on `listener` with 200 and returns its head, lowercased.
+    async fn one_request(listener: tokio::net::TcpListener) -> String {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request's head ends");
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&head).to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn credentials_go_only_to_the_listed_addresses() {
+        let farm = tokio::net::TcpListener::bind(webfarm_testkit::free_addr())
+            .await
+            .unwrap();
+        let other = tokio::net::TcpListener::bind(webfarm_testkit::free_addr())
+            .await
+            .unwrap();
+        let (farm_addr, other_addr) = (farm.local_addr().unwrap(), other.local_addr().unwrap());
+        let client = HttpClient::new()
+            .with_authorization(Some(http::HeaderValue::from_static("Bearer s3cret")))
+            .authorization_only_to([farm_addr]);
+        let t = Duration::from_secs(10);
+        for (listener, addr, sent) in [(farm, farm_addr, true), (other, other_addr, false)] {
+            let server = tokio::spawn(one_request(listener));
+            // The listed address in the query string does not make another host listed.
+            let url = format!("http://{addr}/x?{farm_addr}");
+            assert_eq!(client.get(&url, t).await.unwrap().status, 200);
+            let head = server.await.unwrap();
+            assert_eq!(
+                head.contains("authorization: bearer s3cret"),
+                sent,
+                "{head}"
+            );
+        }
+    }
 }

@@ -27,8 +27,13 @@ fn clear_and_bcrypt_passwords_both_work_as_rqlite_reads_them() {
     assert!(users.authorize(Some(&bob), Perm::Query).is_ok());
     assert!(!users.needs_bcrypt(Some(&bob)), "remembered after bcrypt");
     assert!(users.authorize(Some(&bob), Perm::Backup).is_ok());
-    // The stored hash itself is not a password that opens the account... unless sent as is,
-    // as rqlite compares in clear first; a different password is refused.
+    // The stored hash itself is not a password that opens the account (rqlite compares in
+    // clear first; webfarm only bcrypt-verifies a hash); a different password is refused.
+    let the_hash = header("bob", &hash);
+    assert_eq!(
+        users.authorize(Some(&the_hash), Perm::Query),
+        Err(Refusal::BadPassword("bob".into()))
+    );
     let wrong = header("bob", "bob-pw2");
     assert!(
         users.needs_bcrypt(Some(&wrong)),
@@ -138,5 +143,59 @@ fn cost_of_bcrypt_and_of_a_remembered_password() {
         "bcrypt cost {}: first authorization {first:?}, remembered {each:?} each ({:.0}x)",
         crate::secrets::BCRYPT_COST,
         first.as_secs_f64() / each.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_named_user_is_needed_where_the_star_user_does_not_count() {
+    let users = Users::from_json(
+        br#"[
+          {"username": "ops", "password": "ops-pw", "perms": ["join"]},
+          {"username": "reader", "password": "r", "perms": ["query"]},
+          {"username": "*", "perms": ["all"]}
+        ]"#,
+    )
+    .unwrap();
+    // "*" holds everything through authorize...
+    let junk = HeaderValue::from_static("Bearer junk");
+    assert!(users.authorize(Some(&junk), Perm::Join).is_ok());
+    // ...but not through authorize_user: only a verified named user holding the permission.
+    assert_eq!(
+        users.authorize_user(Some(&junk), Perm::Join),
+        Err(Refusal::NoCredentials)
+    );
+    assert_eq!(
+        users.authorize_user(None, Perm::Join),
+        Err(Refusal::NoCredentials)
+    );
+    assert_eq!(
+        users.authorize_user(Some(&header("*", "")), Perm::Join),
+        Err(Refusal::UnknownUser("*".into()))
+    );
+    assert_eq!(
+        users.authorize_user(Some(&header("ops", "nope")), Perm::Join),
+        Err(Refusal::BadPassword("ops".into()))
+    );
+    assert!(users
+        .authorize_user(Some(&header("reader", "r")), Perm::Join)
+        .is_err());
+    assert_eq!(
+        users
+            .authorize_user(Some(&header("ops", "ops-pw")), Perm::Join)
+            .unwrap()
+            .user,
+        Some("ops".into())
+    );
+}
+
+#[test]
+fn an_unknown_user_and_a_wrong_password_read_the_same() {
+    assert_eq!(
+        Refusal::UnknownUser("mallory".into()).to_string(),
+        "invalid credentials"
+    );
+    assert_eq!(
+        Refusal::BadPassword("bob".into()).to_string(),
+        "invalid credentials"
     );
 }

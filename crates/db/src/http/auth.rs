@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `/db/execute` (`execute`), `/db/query` (`query`), `/db/request` (`execute` and `query`), `/db/backup` (`backup`), `/db/load` (`load`), `/status` and `/nodes` (`status`), `/readyz` (`ready`) | rqlite's auth file ([`Users::authorize`]) |
 //! | `/join`, `/cluster/add`, `/cluster/promote` (`join`), `/remove`, `/cluster/remove` (`remove`), `/cluster/step-down`, `/cluster/campaign` (`leader-ops`), `/cluster/nodes` (`status`) | the farm's [`Guard`]: the operator's or a db node's certificate; without internal TLS the admin token, or a user of the auth file holding the permission |
-//! | anything else | none (404s) |
+//! | anything else | none: 404 from this layer, no handler runs |
 //!
 //! A request from another db node (its farm certificate, or the admin token without TLS) is
 //! trusted for every route: the leader trusts an authenticated peer's forwarding instead of
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use webfarm_node::access::{Guard, NodeAuth, Perm, Refusal, Users};
@@ -34,12 +34,17 @@ use webfarm_node::tls::Peer;
 /// The permission(s) a route needs, and whether the farm's guard decides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
-    Open,
+    /// A path the API does not serve: 404 from this layer, no handler runs.
+    Unknown,
     Sql(&'static [Perm]),
     Membership(Perm),
 }
 
-fn route(method: &Method, path: &str) -> Route {
+/// The route of `path`, whatever the method: every path of the API's router is listed (a
+/// method a route does not take gets its 405 only after the check), and any other is
+/// [`Route::Unknown`], so that a route added to the router but not here is never served
+/// without a check.
+fn route(path: &str) -> Route {
     match path {
         "/db/execute" => Route::Sql(&[Perm::Execute]),
         "/db/query" => Route::Sql(&[Perm::Query]),
@@ -51,8 +56,8 @@ fn route(method: &Method, path: &str) -> Route {
         "/join" | "/cluster/add" | "/cluster/promote" => Route::Membership(Perm::Join),
         "/remove" | "/cluster/remove" => Route::Membership(Perm::Remove),
         "/cluster/step-down" | "/cluster/campaign" => Route::Membership(Perm::LeaderOps),
-        "/cluster/nodes" if method == Method::GET => Route::Membership(Perm::Status),
-        _ => Route::Open,
+        "/cluster/nodes" => Route::Membership(Perm::Status),
+        _ => Route::Unknown,
     }
 }
 
@@ -133,18 +138,22 @@ enum Verdict {
     Guard(StatusCode, &'static str),
     /// Refused by the auth file.
     Db(Refusal),
+    /// The check itself failed (bcrypt panicked): 500, not a refusal of the credentials.
+    Internal,
 }
 
 /// The layer's function: passes the request on, or answers the refusal.
 pub(crate) async fn check(State(auth): State<Arc<ApiAuth>>, req: Request, next: Next) -> Response {
-    let route = route(req.method(), req.uri().path());
+    let route = route(req.uri().path());
+    if route == Route::Unknown {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let peer = req
         .extensions()
         .get::<ConnectInfo<Peer>>()
         .map(|c| c.0.clone());
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-    let verdict = if route == Route::Open || auth.is_db_peer(peer.as_ref(), authorization.as_ref())
-    {
+    let verdict = if auth.is_db_peer(peer.as_ref(), authorization.as_ref()) {
         Verdict::Pass
     } else {
         auth.decide(route, peer.as_ref(), authorization).await
@@ -158,9 +167,16 @@ pub(crate) async fn check(State(auth): State<Arc<ApiAuth>>, req: Request, next: 
             tracing::warn!(peer = %who, path = %path, reason, "refused a membership route");
             webfarm_node::access::refusal(status, reason)
         }
+        Verdict::Internal => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error": "the credentials could not be checked"}"#,
+        )
+            .into_response(),
         Verdict::Db(refusal) => {
             auth.failures.count(&refusal);
-            tracing::warn!(peer = %who, path = %path, reason = refusal.reason(), "db API: {refusal}");
+            let user = refusal.user().unwrap_or("");
+            tracing::warn!(peer = %who, path = %path, reason = refusal.reason(), "db API: {refusal} (user {user:?})");
             refused(&refusal)
         }
     }
@@ -175,15 +191,18 @@ impl ApiAuth {
         authorization: Option<HeaderValue>,
     ) -> Verdict {
         match route {
-            Route::Open => Verdict::Pass,
+            Route::Unknown => Verdict::Guard(StatusCode::NOT_FOUND, "unknown_route"),
             Route::Sql(perms) => self.by_file(authorization, perms.to_vec()).await,
             Route::Membership(perm) => match self.guard.check(peer, authorization.as_ref()) {
                 Ok(()) => Verdict::Pass,
-                // Without TLS, a user of the auth file holding the permission may too.
-                Err((StatusCode::UNAUTHORIZED, _))
-                    if self.users.is_some() && authorization.is_some() =>
-                {
-                    self.by_file(authorization, vec![perm]).await
+                // Without TLS, a user named in the auth file, whose password the request
+                // carries and who holds the permission, may too; never `"*"`, which would
+                // let any `Authorization` header (even `Bearer junk`) in.
+                Err((StatusCode::UNAUTHORIZED, reason)) if authorization.is_some() => {
+                    match &self.users {
+                        Some(users) => authorize(users, authorization, vec![perm], true).await,
+                        None => Verdict::Guard(StatusCode::UNAUTHORIZED, reason),
+                    }
                 }
                 Err((status, reason)) => Verdict::Guard(status, reason),
             },
@@ -194,34 +213,49 @@ impl ApiAuth {
     async fn by_file(&self, authorization: Option<HeaderValue>, perms: Vec<Perm>) -> Verdict {
         match &self.users {
             None => Verdict::Pass,
-            Some(users) => match authorize(users, authorization, perms).await {
-                Ok(()) => Verdict::Pass,
-                Err(r) => Verdict::Db(r),
-            },
+            Some(users) => authorize(users, authorization, perms, false).await,
         }
     }
 }
 
-/// [`Users::authorize`] for every permission of `perms`; bcrypt, when it must run, runs off
-/// the async runtime.
+/// [`Users::authorize`] (with `named`, [`Users::authorize_user`]: `"*"` does not count) for
+/// every permission of `perms`; bcrypt, when it must run, runs off the async runtime.
 async fn authorize(
     users: &Arc<Users>,
     authorization: Option<HeaderValue>,
     perms: Vec<Perm>,
-) -> Result<(), Refusal> {
+    named: bool,
+) -> Verdict {
     let slow = users.needs_bcrypt(authorization.as_ref());
     let users = Arc::clone(users);
     let check = move || {
-        perms
-            .iter()
-            .try_for_each(|p| users.authorize(authorization.as_ref(), *p).map(|_| ()))
+        perms.iter().try_for_each(|p| {
+            let h = authorization.as_ref();
+            let verdict = if named {
+                users.authorize_user(h, *p)
+            } else {
+                users.authorize(h, *p)
+            };
+            verdict.map(|_| ())
+        })
     };
-    if slow {
-        return tokio::task::spawn_blocking(check)
-            .await
-            .unwrap_or(Err(Refusal::NoCredentials));
+    let result = if slow {
+        match tokio::task::spawn_blocking(check).await {
+            Ok(r) => r,
+            // bcrypt panicked, or the runtime is shutting down: the server's fault, not the
+            // caller's credentials.
+            Err(e) => {
+                tracing::error!("db API: the credentials check failed: {e}");
+                return Verdict::Internal;
+            }
+        }
+    } else {
+        check()
+    };
+    match result {
+        Ok(()) => Verdict::Pass,
+        Err(r) => Verdict::Db(r),
     }
-    check()
 }
 
 /// The 401 of a refusal, with rqlite's JSON error.
@@ -248,25 +282,37 @@ mod tests {
 
     #[test]
     fn each_endpoint_needs_rqlites_permission() {
-        let get = Method::GET;
-        assert_eq!(
-            route(&Method::POST, "/db/execute"),
-            Route::Sql(&[Perm::Execute])
-        );
-        assert_eq!(route(&get, "/db/query"), Route::Sql(&[Perm::Query]));
-        assert_eq!(route(&get, "/db/backup"), Route::Sql(&[Perm::Backup]));
-        assert_eq!(route(&Method::POST, "/db/load"), Route::Sql(&[Perm::Load]));
-        assert_eq!(route(&get, "/readyz"), Route::Sql(&[Perm::Ready]));
-        assert_eq!(route(&get, "/nodes"), Route::Sql(&[Perm::Status]));
-        assert_eq!(
-            route(&Method::DELETE, "/remove"),
-            Route::Membership(Perm::Remove)
-        );
-        assert_eq!(route(&Method::POST, "/join"), Route::Membership(Perm::Join));
-        assert_eq!(
-            route(&get, "/cluster/nodes"),
-            Route::Membership(Perm::Status)
-        );
-        assert_eq!(route(&get, "/nowhere"), Route::Open);
+        assert_eq!(route("/db/execute"), Route::Sql(&[Perm::Execute]));
+        assert_eq!(route("/db/query"), Route::Sql(&[Perm::Query]));
+        assert_eq!(route("/db/backup"), Route::Sql(&[Perm::Backup]));
+        assert_eq!(route("/db/load"), Route::Sql(&[Perm::Load]));
+        assert_eq!(route("/readyz"), Route::Sql(&[Perm::Ready]));
+        assert_eq!(route("/nodes"), Route::Sql(&[Perm::Status]));
+        assert_eq!(route("/remove"), Route::Membership(Perm::Remove));
+        assert_eq!(route("/join"), Route::Membership(Perm::Join));
+        assert_eq!(route("/cluster/nodes"), Route::Membership(Perm::Status));
+        assert_eq!(route("/nowhere"), Route::Unknown);
+        assert_eq!(route("/db/query/"), Route::Unknown);
+        // Any path the API's router serves is listed.
+        for path in [
+            "/db/execute",
+            "/db/query",
+            "/db/request",
+            "/db/backup",
+            "/db/load",
+            "/status",
+            "/nodes",
+            "/readyz",
+            "/join",
+            "/remove",
+            "/cluster/add",
+            "/cluster/remove",
+            "/cluster/promote",
+            "/cluster/step-down",
+            "/cluster/campaign",
+            "/cluster/nodes",
+        ] {
+            assert_ne!(route(path), Route::Unknown, "{path}");
+        }
     }
 }

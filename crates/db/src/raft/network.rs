@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+use webfarm_node::access::AdminToken;
 use webfarm_node::http::HttpClient;
 
 use crate::types::{NodeInfo, Raft, TypeConfig};
@@ -233,6 +234,10 @@ struct Identity {
     /// With internal TLS: the farm's db nodes, one of which the caller's certificate must
     /// name (and be the node it says it is); `None` without TLS.
     peers: Option<Arc<[String]>>,
+    /// Without internal TLS: the farm's admin token, which every caller must send
+    /// (`Authorization: Bearer`); `None` (no token configured) accepts every caller, as the
+    /// farm's [`webfarm_node::access::Guard`] does.
+    token: Option<AdminToken>,
     /// When a refusal was last logged: at most one line per [`REFUSAL_LOG_EVERY`], since a
     /// misdirected leader retries at its heartbeat rate.
     last_logged: Arc<Mutex<Option<Instant>>>,
@@ -242,17 +247,20 @@ struct Identity {
 const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The receiving side: the router served on the node's Raft address, for node `name` of the
-/// farm whose `site` is `site`; `peers`: with internal TLS, the db nodes that may call it.
+/// farm whose `site` is `site`; `peers`: with internal TLS, the db nodes that may call it;
+/// `token`: without TLS, the admin token every caller must send.
 pub(crate) fn router(
     raft: Raft,
     contact: LeaderContact,
     (site, name): (&str, &str),
     peers: Option<Vec<String>>,
+    token: Option<AdminToken>,
 ) -> Router {
     let me = Identity {
         site: site.into(),
         name: name.into(),
         peers: peers.map(Into::into),
+        token,
         last_logged: Arc::default(),
     };
     Router::new()
@@ -266,6 +274,22 @@ pub(crate) fn router(
 
 /// Answers 421 to a request meant for another farm or another node (see the module docs).
 async fn only_for_me(State(me): State<Identity>, req: Request, next: Next) -> Response {
+    if me.peers.is_none() {
+        if let Some(token) = &me.token {
+            let ok = req
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .is_some_and(|h| token.accepts(h));
+            if !ok {
+                tracing::warn!("refused a Raft request without the farm's admin token");
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    "the farm's admin token is required\n",
+                )
+                    .into_response();
+            }
+        }
+    }
     if let Some(refusal) = impostor(&me, &req) {
         tracing::warn!("refused a Raft request: {refusal}");
         return (StatusCode::FORBIDDEN, format!("{refusal}\n")).into_response();
