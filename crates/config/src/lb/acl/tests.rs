@@ -394,6 +394,30 @@ fn matchers_match() {
         (p(StrMatch::Dir, false, "api"), "/v1/api/x", true),
         (p(StrMatch::Dir, false, "api"), "/v1/apix", false),
         (p(StrMatch::Dom, false, "foobar"), "www.foobar.com", true),
+        // A pattern is a run of whole words; delimiters at its ends are ignored.
+        (p(StrMatch::Dir, false, "/api"), "/api/v1/x", true),
+        (p(StrMatch::Dir, false, "api/v1"), "/api/v1/x", true),
+        (p(StrMatch::Dir, false, "/api/v1/"), "/api/v1", true),
+        (p(StrMatch::Dir, false, "api/v"), "/api/v1/x", false),
+        (p(StrMatch::Dir, false, "pi/v1"), "/api/v1/x", false),
+        (p(StrMatch::Dir, false, "x"), "/a/b?x", true),
+        (p(StrMatch::Dir, false, "b"), "/a/b.c", false),
+        (p(StrMatch::Dir, true, "API"), "/v1/api", true),
+        (p(StrMatch::Dir, false, "/"), "/a", false),
+        (p(StrMatch::Dom, true, "foobar.com"), "www.FooBar.com", true),
+        (
+            p(StrMatch::Dom, false, "foobar.com"),
+            "www.foobar.community",
+            false,
+        ),
+        (p(StrMatch::Dom, false, "bar.com"), "www.foobar.com", false),
+        (p(StrMatch::Dom, false, "example"), "example:8080", true),
+        (
+            p(StrMatch::Dom, false, ".example.com."),
+            "a.example.com",
+            true,
+        ),
+        (p(StrMatch::Dom, false, "com"), "a.example.com/x", true),
     ];
     for (pat, sample, want) in cases {
         assert_eq!(pat.matches(sample), want, "{pat:?} {sample}");
