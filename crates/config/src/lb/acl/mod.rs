@@ -435,8 +435,9 @@ impl StickTableSpec {
 }
 
 /// The `deny_status` values HAProxy accepts (its list of error codes it can answer).
-pub const DENY_STATUSES: [u16; 16] = [
-    200, 400, 403, 404, 405, 407, 408, 410, 413, 425, 429, 500, 501, 502, 503, 504,
+pub const DENY_STATUSES: [u16; 21] = [
+    200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 414, 421, 422, 425, 429, 431, 500, 501, 502,
+    503, 504,
 ];
 
 /// Largest stick table `size` (entries): about 1 GiB of memory at most.
