@@ -18,6 +18,7 @@ mod tests;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::header::HOST;
 use http::request::Parts;
 use webfarm_config::acl::{
     ip_matches, AccessRules, Acl, AclTest, Condition, Fetch, HttpAction, IntTest, Pattern,
@@ -285,7 +286,8 @@ fn test_matches(t: &AclTest, ctx: &Ctx<'_>) -> bool {
         Fetch::Sni => ctx.sni.is_some_and(|s| str_test(&t.pattern, s)),
         Fetch::Hdr(name) => ctx.head.is_some_and(|h| {
             if t.pattern == Pattern::Found {
-                return h.headers.contains_key(name.as_str());
+                return h.headers.contains_key(name.as_str())
+                    || header_values(h, name).next().is_some();
             }
             header_values(h, name).any(|v| str_test(&t.pattern, v))
         }),
@@ -307,12 +309,19 @@ fn test_matches(t: &AclTest, ctx: &Ctx<'_>) -> bool {
 }
 
 /// Each comma-separated value of every `name` header, trimmed (HAProxy's `hdr()`); values
-/// that are not visible ASCII are skipped.
+/// that are not visible ASCII are skipped. Without a Host header, `host` is the request
+/// URI's authority: HAProxy builds Host from an HTTP/2 request's `:authority` (and an
+/// absolute-form request's authority) before any rule runs, while webfarm does it later,
+/// in `prepare_head`.
 fn header_values<'a>(h: &'a Parts, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let authority = (name.eq_ignore_ascii_case("host") && !h.headers.contains_key(HOST))
+        .then(|| h.uri.authority().map(|a| a.as_str()))
+        .flatten();
     h.headers
         .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
+        .chain(authority)
         .flat_map(|v| v.split(','))
         .map(str::trim)
 }

@@ -162,6 +162,57 @@ fn http_rules_decide_in_order() {
 }
 
 #[test]
+fn host_comes_from_the_authority_without_a_host_header() {
+    let r = rules(
+        &[
+            "www hdr(host) -i www.foobar.com",
+            "dom hdr_dom(host) -i foobar.com",
+            "has_host hdr(host) -m found",
+            "one_host hdr_cnt(host) eq 1",
+        ],
+        &[],
+        &[
+            "deny deny_status 401 if www",
+            "deny deny_status 403 if dom",
+            "deny deny_status 404 if has_host one_host",
+        ],
+    );
+    let deny = |status| Verdict::Deny {
+        status,
+        retry_after: None,
+    };
+    let cases = [
+        // HTTP/2 (`:authority`) and HTTP/1.1 absolute-form: the authority is the URI's.
+        (
+            "h2 www",
+            head("GET", "https://WWW.foobar.com/x", &[]),
+            deny(401),
+        ),
+        (
+            "h2 dom",
+            head("GET", "https://api.foobar.com:8443/", &[]),
+            deny(403),
+        ),
+        (
+            "h2 other",
+            head("GET", "https://example.com/", &[]),
+            deny(404),
+        ),
+        // The Host header wins when there is one.
+        (
+            "host header",
+            head("GET", "https://x.example/", &[("host", "www.foobar.com")]),
+            deny(401),
+        ),
+        ("origin form", head("GET", "/", &[]), Verdict::Pass),
+    ];
+    for (name, h, want) in cases {
+        let got = http_request(&r, &h, (ip("192.0.2.1"), None), None, None).verdict;
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
 fn tcp_rules_reject_accept_and_track() {
     let table = Arc::new(StickTable::new(spec(100)));
     let r = rules(
