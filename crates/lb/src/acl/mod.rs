@@ -53,6 +53,26 @@ impl Tracked {
     pub fn entry(&self) -> &Arc<Entry> {
         &self.entry
     }
+
+    /// The entry with the table it belongs to (to count and read it with after a reload
+    /// swapped the frontend's table).
+    pub fn entry_ref(&self) -> EntryRef {
+        EntryRef {
+            table: self.table.clone(),
+            entry: self.entry.clone(),
+        }
+    }
+}
+
+/// A stick-table entry and the table it belongs to: an entry is always counted and read
+/// with its own table's periods (a reload may have given the frontend another table since
+/// the entry was tracked).
+#[derive(Debug, Clone)]
+pub struct EntryRef {
+    /// The table.
+    pub table: Arc<StickTable>,
+    /// The entry.
+    pub entry: Arc<Entry>,
 }
 
 impl Drop for Tracked {
@@ -84,7 +104,7 @@ pub fn connection(
             src,
             head: None,
             sni: None,
-            sc0: tracked.as_ref().map(|t| &**t.entry()),
+            sc0: tracked.as_ref().map(|t| (&*t.table, &*t.entry)),
             table: table.map(|t| &**t),
         };
         if !holds(rule.cond.as_ref(), &rules.acls, &ctx) {
@@ -152,9 +172,9 @@ pub fn http_request(
     head: &Parts,
     (src, sni): (IpAddr, Option<&str>),
     table: Option<&Arc<StickTable>>,
-    conn_sc0: Option<&Arc<Entry>>,
+    conn_sc0: Option<&EntryRef>,
 ) -> HttpOutcome {
-    if let (Some(e), Some(t)) = (conn_sc0, table) {
+    if let Some(EntryRef { table: t, entry: e }) = conn_sc0 {
         e.count_request(t.spec(), t.now());
     }
     let mut tracked: Option<Tracked> = None;
@@ -165,8 +185,8 @@ pub fn http_request(
             head: Some(head),
             sni,
             sc0: conn_sc0
-                .map(|e| &**e)
-                .or_else(|| tracked.as_ref().map(|t| &**t.entry())),
+                .map(|r| (&*r.table, &*r.entry))
+                .or_else(|| tracked.as_ref().map(|t| (&*t.table, &*t.entry))),
             table: table.map(|t| &**t),
         };
         if !holds(rule.cond.as_ref(), &rules.acls, &ctx) {
@@ -250,7 +270,8 @@ struct Ctx<'a> {
     src: IpAddr,
     head: Option<&'a Parts>,
     sni: Option<&'a str>,
-    sc0: Option<&'a Entry>,
+    /// The tracked entry, with the table it belongs to.
+    sc0: Option<(&'a StickTable, &'a Entry)>,
     table: Option<&'a StickTable>,
 }
 
@@ -295,10 +316,9 @@ fn test_matches(t: &AclTest, ctx: &Ctx<'_>) -> bool {
             let n = header_values(h, name).count() as u64;
             int_test(&t.pattern, n)
         }),
-        Fetch::Sc0(c) => match (ctx.sc0, ctx.table) {
-            (Some(e), Some(table)) => int_test(&t.pattern, e.read(*c, table.spec(), table.now())),
-            _ => false,
-        },
+        Fetch::Sc0(c) => ctx
+            .sc0
+            .is_some_and(|(table, e)| int_test(&t.pattern, e.read(*c, table.spec(), table.now()))),
         Fetch::SrcCounter(c) => ctx.table.is_some_and(|table| {
             let n = table
                 .peek(ctx.src)

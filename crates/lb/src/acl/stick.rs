@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use webfarm_config::acl::{Counter, StickTableSpec};
@@ -118,11 +118,17 @@ fn period_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// The clock of every table: one process-wide epoch, so that an entry's times mean the
+/// same on any table (a reload may read an entry of the table it replaced).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 /// A table of entries by client address.
 #[derive(Debug)]
 pub struct StickTable {
     spec: StickTableSpec,
-    epoch: Instant,
     expire_ms: u64,
     /// Entries per shard at most.
     cap: usize,
@@ -158,7 +164,6 @@ impl StickTable {
         StickTable {
             expire_ms: period_ms(spec.expire),
             spec,
-            epoch: Instant::now(),
             cap,
             shards: (0..shards)
                 .map(|_| {
@@ -187,9 +192,9 @@ impl StickTable {
         &self.spec
     }
 
-    /// Milliseconds on the table's clock.
+    /// Milliseconds on the tables' clock (since the process-wide epoch).
     pub fn now(&self) -> u64 {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
         #[cfg(test)]
         let now = now + self.skew.load(Ordering::Relaxed);
         now

@@ -297,7 +297,7 @@ fn a_connection_s_tracking_counts_its_requests() {
             &h,
             (ip("192.0.2.9"), None),
             Some(&table),
-            Some(conn.entry()),
+            Some(&conn.entry_ref()),
         )
     };
     let first = run();
@@ -315,6 +315,41 @@ fn a_connection_s_tracking_counts_its_requests() {
             .entry()
             .read(Counter::ConnCur, table.spec(), table.now()),
         2
+    );
+}
+
+#[test]
+fn an_entry_tracked_before_a_table_swap_is_read_with_its_own_table() {
+    let r = rules(
+        &["fast sc0_http_req_rate gt 2"],
+        &["track-sc0 src"],
+        &["deny deny_status 429 if fast"],
+    );
+    let old = Arc::new(StickTable::new(spec(100)));
+    // The old table has been up for a while.
+    old.advance(600_000);
+    let ConnVerdict::Accept(Some(conn)) = connection(&r, ip("192.0.2.9"), Some(&old)) else {
+        panic!("not tracked");
+    };
+    let sc0 = conn.entry_ref();
+    let h = head("GET", "/", &[]);
+    let run = |table| http_request(&r, &h, (ip("192.0.2.9"), None), Some(table), Some(&sc0));
+    for _ in 0..2 {
+        assert_eq!(run(&old).verdict, Verdict::Pass);
+    }
+    // A reload gives the frontend a new table; the connection keeps its entry.
+    let new = Arc::new(StickTable::new(spec(100)));
+    assert!(matches!(
+        run(&new).verdict,
+        Verdict::Deny { status: 429, .. }
+    ));
+    // Two periods later the burst has left the entry's window.
+    old.advance(20_000);
+    new.advance(20_000);
+    assert_eq!(run(&new).verdict, Verdict::Pass);
+    assert_eq!(
+        sc0.entry.read(Counter::HttpReqRate, old.spec(), old.now()),
+        1
     );
 }
 
