@@ -4,8 +4,8 @@
 //! Sharded by address so that threads rarely meet on a lock: each shard is a hash map
 //! into a slab of entries threaded on a doubly linked list in least-recently-used order.
 //! A lookup promotes its entry; a new address in a full shard evicts the least recently
-//! used entry that no connection tracks, as HAProxy does; an entry unused for `expire` is
-//! dropped when met (by a lookup, an insertion or [`StickTable::purge`]). An entry's
+//! used entry that no connection tracks (moving tracked ones it meets to the recent end),
+//! as HAProxy does; an entry unused for `expire` is dropped when met (by a lookup, an insertion or [`StickTable::purge`]). An entry's
 //! counters are behind its own small mutex, so counting a request never holds a shard.
 
 use std::collections::HashMap;
@@ -20,9 +20,8 @@ use super::rate::Window;
 
 /// Most shards; a table has one per 1,024 entries, a power of two up to this.
 const MAX_SHARDS: usize = 64;
-/// How many least recently used entries an insertion into a full shard looks at to find
-/// one no connection tracks.
-const EVICT_SCAN: usize = 16;
+/// How many least recently used entries an insertion looks at for expired ones.
+const EXPIRE_SCAN: usize = 16;
 /// A tracking that lasted this long (milliseconds) promotes its entry again when it ends.
 pub(crate) const PROMOTE_AFTER_MS: u64 = 1000;
 /// Marks the end of a shard's list.
@@ -133,6 +132,8 @@ pub struct StickTable {
     /// Entries per shard at most.
     cap: usize,
     shards: Box<[Mutex<Shard>]>,
+    /// Trackings refused because a shard was full of entries in use.
+    refused: AtomicU64,
     /// Tests move the clock forward instead of sleeping.
     #[cfg(test)]
     skew: AtomicU64,
@@ -176,6 +177,7 @@ impl StickTable {
                     })
                 })
                 .collect(),
+            refused: AtomicU64::new(0),
             #[cfg(test)]
             skew: AtomicU64::new(0),
         }
@@ -246,8 +248,9 @@ impl StickTable {
             e.last_seen.store(now, Ordering::Relaxed);
             return Some(e);
         }
-        s.purge_tail(|e| self.expired(e, now), EVICT_SCAN);
+        s.purge_tail(|e| self.expired(e, now), EXPIRE_SCAN);
         if s.map.len() >= self.cap && !s.evict_lru() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let e = Arc::new(Entry::new(ip, now));
@@ -300,6 +303,12 @@ impl StickTable {
             .iter()
             .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).map.len())
             .sum()
+    }
+
+    /// Trackings refused so far because the address's shard was full of entries in use
+    /// (`webfarm_sticktable_track_refused_total`).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Whether it holds no entry.
@@ -388,11 +397,13 @@ impl Shard {
         }
     }
 
-    /// Evicts the least recently used entry that nothing tracks; `false` if the
-    /// [`EVICT_SCAN`] oldest are all in use.
+    /// Evicts the least recently used entry that nothing tracks; an entry in use met on
+    /// the way is moved to the recent end (as HAProxy re-queues a referenced entry), so
+    /// long-lived trackings never pile up at the cold end. `false` only when every entry
+    /// of the shard is in use.
     fn evict_lru(&mut self) -> bool {
-        let mut i = self.tail;
-        for _ in 0..EVICT_SCAN {
+        for _ in 0..self.map.len() {
+            let i = self.tail;
             if i == NIL {
                 return false;
             }
@@ -400,7 +411,7 @@ impl Shard {
                 self.remove(i);
                 return true;
             }
-            i = self.slots[i].prev;
+            self.promote(i);
         }
         false
     }

@@ -482,9 +482,35 @@ fn a_full_table_evicts_the_least_recently_used() {
         .map(|a| Tracked::new(&table, ip(a)).unwrap())
         .collect();
     assert!(table.track(ip("192.0.2.5")).is_none());
+    assert_eq!(table.refused(), 1);
     drop(held);
     assert!(table.track(ip("192.0.2.5")).is_some());
     assert_eq!(table.len(), 3);
+}
+
+#[test]
+fn a_full_shard_whose_cold_end_is_in_use_still_tracks_new_addresses() {
+    // One shard of 20; the 17 oldest entries are tracked by long-lived connections,
+    // more than an insertion used to look at from the cold end.
+    let table = Arc::new(StickTable::new(spec(20)));
+    let addr = |i: usize| ip(&format!("192.0.2.{}", i + 1));
+    let mut held: Vec<_> = (0..20)
+        .map(|i| Tracked::new(&table, addr(i)).unwrap())
+        .collect();
+    held.truncate(17);
+    for round in 0..3 {
+        let new = addr(20 + round);
+        assert!(table.track(new).is_some(), "round {round}");
+        assert_eq!(table.len(), 20);
+        assert!(
+            table.peek(addr(17 + round)).is_none(),
+            "the unused LRU entry went"
+        );
+    }
+    for i in 0..17 {
+        assert!(table.peek(addr(i)).is_some(), "tracked {i} kept");
+    }
+    assert_eq!(table.refused(), 0);
 }
 
 #[test]
