@@ -141,7 +141,9 @@ pub struct StickTable {
 
 #[derive(Debug)]
 struct Slot {
-    entry: Arc<Entry>,
+    /// `None` while the slot is free (on the free list): a removed entry's memory goes
+    /// back at once.
+    entry: Option<Arc<Entry>>,
     prev: usize,
     next: usize,
 }
@@ -239,12 +241,12 @@ impl StickTable {
         let now = self.now();
         let mut s = self.shard(ip);
         if let Some(&i) = s.map.get(&ip) {
-            if self.expired(&s.slots[i].entry, now) {
+            if self.expired(s.entry(i), now) {
                 // Expired: a new entry, counting from zero.
-                s.slots[i].entry = Arc::new(Entry::new(ip, now));
+                s.slots[i].entry = Some(Arc::new(Entry::new(ip, now)));
             }
             s.promote(i);
-            let e = s.slots[i].entry.clone();
+            let e = s.entry(i).clone();
             e.last_seen.store(now, Ordering::Relaxed);
             return Some(e);
         }
@@ -264,7 +266,7 @@ impl StickTable {
         let ip = ip.to_canonical();
         let now = self.now();
         let s = self.shard(ip);
-        let e = &s.slots[*s.map.get(&ip)?].entry;
+        let e = s.entry(*s.map.get(&ip)?);
         (!self.expired(e, now)).then(|| e.clone())
     }
 
@@ -281,7 +283,7 @@ impl StickTable {
         }
         let mut s = self.shard(entry.key);
         if let Some(&i) = s.map.get(&entry.key) {
-            if std::ptr::eq(Arc::as_ptr(&s.slots[i].entry), entry) {
+            if std::ptr::eq(Arc::as_ptr(s.entry(i)), entry) {
                 s.promote(i);
             }
         }
@@ -311,6 +313,16 @@ impl StickTable {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Entries allocated and map capacity, over all shards (tests check memory comes
+    /// back).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(a, b), s| {
+            let (x, y) = s.lock().unwrap_or_else(PoisonError::into_inner).held();
+            (a + x, b + y)
+        })
+    }
+
     /// Whether it holds no entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -323,6 +335,21 @@ impl StickTable {
 }
 
 impl Shard {
+    /// The entry of slot `i`, one on the list (never a free slot).
+    fn entry(&self, i: usize) -> &Arc<Entry> {
+        self.slots[i]
+            .entry
+            .as_ref()
+            .expect("a slot on the list holds an entry")
+    }
+
+    /// Entries allocated and map capacity (tests check memory comes back).
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let entries = self.slots.iter().filter(|s| s.entry.is_some()).count();
+        (entries, self.map.capacity())
+    }
+
     fn unlink(&mut self, i: usize) {
         let (prev, next) = (self.slots[i].prev, self.slots[i].next);
         match prev {
@@ -354,7 +381,7 @@ impl Shard {
 
     fn insert(&mut self, ip: IpAddr, entry: Arc<Entry>) {
         let slot = Slot {
-            entry,
+            entry: Some(entry),
             prev: NIL,
             next: NIL,
         };
@@ -374,10 +401,16 @@ impl Shard {
 
     fn remove(&mut self, i: usize) {
         self.unlink(i);
-        let key = self.slots[i].entry.key;
-        self.map.remove(&key);
-        // The slot keeps its entry (referenced by nothing else) until it is reused.
+        let key = self.slots[i].entry.take().map(|e| e.key);
+        if let Some(key) = key {
+            self.map.remove(&key);
+        }
         self.free.push(i);
+        // A shard mostly emptied (by a purge after a burst of addresses) gives its map's
+        // memory back; the slab keeps its slots (three words each) for reuse.
+        if self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
+            self.map.shrink_to(self.map.len() * 2);
+        }
     }
 
     /// Removes expired entries from the least recently used end, at most `limit`.
@@ -386,9 +419,9 @@ impl Shard {
         let mut seen = 0;
         while i != NIL && seen < limit {
             let prev = self.slots[i].prev;
-            if expired(&self.slots[i].entry) {
+            if expired(self.entry(i)) {
                 self.remove(i);
-            } else if Arc::strong_count(&self.slots[i].entry) == 1 {
+            } else if Arc::strong_count(self.entry(i)) == 1 {
                 // The oldest unused entry is not expired: nothing before it is.
                 break;
             }
@@ -407,7 +440,7 @@ impl Shard {
             if i == NIL {
                 return false;
             }
-            if Arc::strong_count(&self.slots[i].entry) == 1 {
+            if Arc::strong_count(self.entry(i)) == 1 {
                 self.remove(i);
                 return true;
             }

@@ -489,6 +489,26 @@ fn a_full_table_evicts_the_least_recently_used() {
 }
 
 #[test]
+fn purged_entries_give_their_memory_back() {
+    let table = Arc::new(StickTable::new(spec(1000)));
+    for i in 0..1000u32 {
+        table
+            .track(std::net::Ipv4Addr::from(0x0a00_0000 + i).into())
+            .unwrap();
+    }
+    let (entries, map) = table.held();
+    assert_eq!(entries, 1000);
+    assert!(map >= 1000);
+    table.advance(31_000);
+    table.track(ip("192.0.2.1")).unwrap();
+    table.purge();
+    assert_eq!(table.len(), 1);
+    let (entries, map) = table.held();
+    assert_eq!(entries, 1, "purged entries are freed");
+    assert!(map < 100, "the map shrank: {map}");
+}
+
+#[test]
 fn a_full_shard_whose_cold_end_is_in_use_still_tracks_new_addresses() {
     // One shard of 20; the 17 oldest entries are tracked by long-lived connections,
     // more than an insertion used to look at from the cold end.
