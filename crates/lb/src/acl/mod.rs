@@ -35,6 +35,8 @@ pub struct Tracked {
     entry: Arc<Entry>,
     /// When the tracking began, on the table's clock.
     since: u64,
+    /// When the connection was counted (`conn_cnt`, `conn_rate`), if it was.
+    counted: Option<u64>,
 }
 
 impl Tracked {
@@ -44,6 +46,7 @@ impl Tracked {
         entry.enter();
         Some(Tracked {
             since: table.now(),
+            counted: None,
             table: table.clone(),
             entry,
         })
@@ -52,6 +55,15 @@ impl Tracked {
     /// The entry.
     pub fn entry(&self) -> &Arc<Entry> {
         &self.entry
+    }
+
+    /// The connection was refused (`maxconn`) after its rules ran: its count in
+    /// `conn_cnt` and `conn_rate` is taken back, as HAProxy counts only the connections
+    /// it accepts.
+    pub fn refused(mut self) {
+        if let Some(at) = self.counted.take() {
+            self.entry.uncount_connection(self.table.spec(), at);
+        }
     }
 
     /// The entry with the table it belongs to (to count and read it with after a reload
@@ -116,8 +128,10 @@ pub fn connection(
             TcpAction::TrackSc0 => {
                 if let (None, Some(table)) = (&tracked, table) {
                     tracked = Tracked::new(table, src);
-                    if let Some(t) = &tracked {
-                        t.entry.count_connection(table.spec(), table.now());
+                    if let Some(t) = &mut tracked {
+                        let now = table.now();
+                        t.entry.count_connection(table.spec(), now);
+                        t.counted = Some(now);
                     }
                 }
             }

@@ -95,6 +95,15 @@ impl Entry {
         }
     }
 
+    /// Takes back a connection counted at `at` (refused by `maxconn` after its rules).
+    pub(crate) fn uncount_connection(&self, spec: &StickTableSpec, at: u64) {
+        let mut c = self.counts();
+        c.conn_cnt = c.conn_cnt.saturating_sub(1);
+        if let Some(p) = spec.conn_rate {
+            c.conn.unhit(at, period_ms(p));
+        }
+    }
+
     /// The value of `counter` at `now` (rates over the table's periods).
     pub fn read(&self, counter: Counter, spec: &StickTableSpec, now: u64) -> u64 {
         if counter == Counter::ConnCur {

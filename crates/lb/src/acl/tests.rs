@@ -247,6 +247,29 @@ fn tcp_rules_reject_accept_and_track() {
 }
 
 #[test]
+fn a_connection_refused_after_its_rules_is_not_counted() {
+    let table = Arc::new(StickTable::new(spec(100)));
+    let r = rules(&[], &["track-sc0 src"], &[]);
+    let track = || match connection(&r, ip("192.0.2.1"), Some(&table)) {
+        ConnVerdict::Accept(Some(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    let kept = track();
+    let e = kept.entry().clone();
+    let read = |c| e.read(c, table.spec(), table.now());
+    assert_eq!((read(Counter::ConnCnt), read(Counter::ConnRate)), (1, 1));
+    // Refused by maxconn: its count is taken back.
+    track().refused();
+    assert_eq!((read(Counter::ConnCnt), read(Counter::ConnRate)), (1, 1));
+    // Also once its window has become the previous one.
+    let t = track();
+    table.advance(10_000);
+    assert_eq!(read(Counter::ConnRate), 2);
+    t.refused();
+    assert_eq!((read(Counter::ConnCnt), read(Counter::ConnRate)), (1, 1));
+}
+
+#[test]
 fn request_rate_limit_denies_with_retry_after() {
     let table = Arc::new(StickTable::new(spec(100)));
     let r = rules(
