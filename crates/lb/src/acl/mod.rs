@@ -18,6 +18,7 @@ mod tests;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::header::HOST;
 use http::request::Parts;
 use webfarm_config::acl::{
     ip_matches, AccessRules, Acl, AclTest, Condition, Fetch, HttpAction, IntTest, Pattern,
@@ -34,6 +35,8 @@ pub struct Tracked {
     entry: Arc<Entry>,
     /// When the tracking began, on the table's clock.
     since: u64,
+    /// When the connection was counted (`conn_cnt`, `conn_rate`), if it was.
+    counted: Option<u64>,
 }
 
 impl Tracked {
@@ -43,6 +46,7 @@ impl Tracked {
         entry.enter();
         Some(Tracked {
             since: table.now(),
+            counted: None,
             table: table.clone(),
             entry,
         })
@@ -52,6 +56,35 @@ impl Tracked {
     pub fn entry(&self) -> &Arc<Entry> {
         &self.entry
     }
+
+    /// The connection was refused (`maxconn`) after its rules ran: its count in
+    /// `conn_cnt` and `conn_rate` is taken back, as HAProxy counts only the connections
+    /// it accepts.
+    pub fn refused(mut self) {
+        if let Some(at) = self.counted.take() {
+            self.entry.uncount_connection(self.table.spec(), at);
+        }
+    }
+
+    /// The entry with the table it belongs to (to count and read it with after a reload
+    /// swapped the frontend's table).
+    pub fn entry_ref(&self) -> EntryRef {
+        EntryRef {
+            table: self.table.clone(),
+            entry: self.entry.clone(),
+        }
+    }
+}
+
+/// A stick-table entry and the table it belongs to: an entry is always counted and read
+/// with its own table's periods (a reload may have given the frontend another table since
+/// the entry was tracked).
+#[derive(Debug, Clone)]
+pub struct EntryRef {
+    /// The table.
+    pub table: Arc<StickTable>,
+    /// The entry.
+    pub entry: Arc<Entry>,
 }
 
 impl Drop for Tracked {
@@ -83,7 +116,7 @@ pub fn connection(
             src,
             head: None,
             sni: None,
-            sc0: tracked.as_ref().map(|t| &**t.entry()),
+            sc0: tracked.as_ref().map(|t| (&*t.table, &*t.entry)),
             table: table.map(|t| &**t),
         };
         if !holds(rule.cond.as_ref(), &rules.acls, &ctx) {
@@ -95,8 +128,10 @@ pub fn connection(
             TcpAction::TrackSc0 => {
                 if let (None, Some(table)) = (&tracked, table) {
                     tracked = Tracked::new(table, src);
-                    if let Some(t) = &tracked {
-                        t.entry.count_connection(table.spec(), table.now());
+                    if let Some(t) = &mut tracked {
+                        let now = table.now();
+                        t.entry.count_connection(table.spec(), now);
+                        t.counted = Some(now);
                     }
                 }
             }
@@ -151,9 +186,9 @@ pub fn http_request(
     head: &Parts,
     (src, sni): (IpAddr, Option<&str>),
     table: Option<&Arc<StickTable>>,
-    conn_sc0: Option<&Arc<Entry>>,
+    conn_sc0: Option<&EntryRef>,
 ) -> HttpOutcome {
-    if let (Some(e), Some(t)) = (conn_sc0, table) {
+    if let Some(EntryRef { table: t, entry: e }) = conn_sc0 {
         e.count_request(t.spec(), t.now());
     }
     let mut tracked: Option<Tracked> = None;
@@ -164,8 +199,8 @@ pub fn http_request(
             head: Some(head),
             sni,
             sc0: conn_sc0
-                .map(|e| &**e)
-                .or_else(|| tracked.as_ref().map(|t| &**t.entry())),
+                .map(|r| (&*r.table, &*r.entry))
+                .or_else(|| tracked.as_ref().map(|t| (&*t.table, &*t.entry))),
             table: table.map(|t| &**t),
         };
         if !holds(rule.cond.as_ref(), &rules.acls, &ctx) {
@@ -249,7 +284,8 @@ struct Ctx<'a> {
     src: IpAddr,
     head: Option<&'a Parts>,
     sni: Option<&'a str>,
-    sc0: Option<&'a Entry>,
+    /// The tracked entry, with the table it belongs to.
+    sc0: Option<(&'a StickTable, &'a Entry)>,
     table: Option<&'a StickTable>,
 }
 
@@ -285,7 +321,8 @@ fn test_matches(t: &AclTest, ctx: &Ctx<'_>) -> bool {
         Fetch::Sni => ctx.sni.is_some_and(|s| str_test(&t.pattern, s)),
         Fetch::Hdr(name) => ctx.head.is_some_and(|h| {
             if t.pattern == Pattern::Found {
-                return h.headers.contains_key(name.as_str());
+                return h.headers.contains_key(name.as_str())
+                    || header_values(h, name).next().is_some();
             }
             header_values(h, name).any(|v| str_test(&t.pattern, v))
         }),
@@ -293,10 +330,9 @@ fn test_matches(t: &AclTest, ctx: &Ctx<'_>) -> bool {
             let n = header_values(h, name).count() as u64;
             int_test(&t.pattern, n)
         }),
-        Fetch::Sc0(c) => match (ctx.sc0, ctx.table) {
-            (Some(e), Some(table)) => int_test(&t.pattern, e.read(*c, table.spec(), table.now())),
-            _ => false,
-        },
+        Fetch::Sc0(c) => ctx
+            .sc0
+            .is_some_and(|(table, e)| int_test(&t.pattern, e.read(*c, table.spec(), table.now()))),
         Fetch::SrcCounter(c) => ctx.table.is_some_and(|table| {
             let n = table
                 .peek(ctx.src)
@@ -307,12 +343,19 @@ fn test_matches(t: &AclTest, ctx: &Ctx<'_>) -> bool {
 }
 
 /// Each comma-separated value of every `name` header, trimmed (HAProxy's `hdr()`); values
-/// that are not visible ASCII are skipped.
+/// that are not visible ASCII are skipped. Without a Host header, `host` is the request
+/// URI's authority: HAProxy builds Host from an HTTP/2 request's `:authority` (and an
+/// absolute-form request's authority) before any rule runs, while webfarm does it later,
+/// in `prepare_head`.
 fn header_values<'a>(h: &'a Parts, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let authority = (name.eq_ignore_ascii_case("host") && !h.headers.contains_key(HOST))
+        .then(|| h.uri.authority().map(|a| a.as_str()))
+        .flatten();
     h.headers
         .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
+        .chain(authority)
         .flat_map(|v| v.split(','))
         .map(str::trim)
 }

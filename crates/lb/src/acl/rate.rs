@@ -51,6 +51,15 @@ impl Window {
         self.curr = self.curr.saturating_add(1);
     }
 
+    /// Takes back one event counted at `at` (from the window that holds it now, if any).
+    pub fn unhit(&mut self, at: u64, period: u64) {
+        if at >= self.start {
+            self.curr = self.curr.saturating_sub(1);
+        } else if at >= self.start.saturating_sub(period) {
+            self.prev = self.prev.saturating_sub(1);
+        }
+    }
+
     /// The events over the last `period` at `now` (rounded down).
     pub fn read(&self, now: u64, period: u64) -> u64 {
         let mut w = *self;

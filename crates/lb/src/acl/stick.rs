@@ -4,14 +4,14 @@
 //! Sharded by address so that threads rarely meet on a lock: each shard is a hash map
 //! into a slab of entries threaded on a doubly linked list in least-recently-used order.
 //! A lookup promotes its entry; a new address in a full shard evicts the least recently
-//! used entry that no connection tracks, as HAProxy does; an entry unused for `expire` is
-//! dropped when met (by a lookup, an insertion or [`StickTable::purge`]). An entry's
+//! used entry that no connection tracks (moving tracked ones it meets to the recent end),
+//! as HAProxy does; an entry unused for `expire` is dropped when met (by a lookup, an insertion or [`StickTable::purge`]). An entry's
 //! counters are behind its own small mutex, so counting a request never holds a shard.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use webfarm_config::acl::{Counter, StickTableSpec};
@@ -20,9 +20,8 @@ use super::rate::Window;
 
 /// Most shards; a table has one per 1,024 entries, a power of two up to this.
 const MAX_SHARDS: usize = 64;
-/// How many least recently used entries an insertion into a full shard looks at to find
-/// one no connection tracks.
-const EVICT_SCAN: usize = 16;
+/// How many least recently used entries an insertion looks at for expired ones.
+const EXPIRE_SCAN: usize = 16;
 /// A tracking that lasted this long (milliseconds) promotes its entry again when it ends.
 pub(crate) const PROMOTE_AFTER_MS: u64 = 1000;
 /// Marks the end of a shard's list.
@@ -96,6 +95,15 @@ impl Entry {
         }
     }
 
+    /// Takes back a connection counted at `at` (refused by `maxconn` after its rules).
+    pub(crate) fn uncount_connection(&self, spec: &StickTableSpec, at: u64) {
+        let mut c = self.counts();
+        c.conn_cnt = c.conn_cnt.saturating_sub(1);
+        if let Some(p) = spec.conn_rate {
+            c.conn.unhit(at, period_ms(p));
+        }
+    }
+
     /// The value of `counter` at `now` (rates over the table's periods).
     pub fn read(&self, counter: Counter, spec: &StickTableSpec, now: u64) -> u64 {
         if counter == Counter::ConnCur {
@@ -118,15 +126,23 @@ fn period_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// The clock of every table: one process-wide epoch, so that an entry's times mean the
+/// same on any table (a reload may read an entry of the table it replaced).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
 /// A table of entries by client address.
 #[derive(Debug)]
 pub struct StickTable {
     spec: StickTableSpec,
-    epoch: Instant,
     expire_ms: u64,
     /// Entries per shard at most.
     cap: usize,
     shards: Box<[Mutex<Shard>]>,
+    /// Trackings refused because a shard was full of entries in use.
+    refused: AtomicU64,
     /// Tests move the clock forward instead of sleeping.
     #[cfg(test)]
     skew: AtomicU64,
@@ -134,7 +150,9 @@ pub struct StickTable {
 
 #[derive(Debug)]
 struct Slot {
-    entry: Arc<Entry>,
+    /// `None` while the slot is free (on the free list): a removed entry's memory goes
+    /// back at once.
+    entry: Option<Arc<Entry>>,
     prev: usize,
     next: usize,
 }
@@ -158,7 +176,6 @@ impl StickTable {
         StickTable {
             expire_ms: period_ms(spec.expire),
             spec,
-            epoch: Instant::now(),
             cap,
             shards: (0..shards)
                 .map(|_| {
@@ -171,6 +188,7 @@ impl StickTable {
                     })
                 })
                 .collect(),
+            refused: AtomicU64::new(0),
             #[cfg(test)]
             skew: AtomicU64::new(0),
         }
@@ -187,9 +205,9 @@ impl StickTable {
         &self.spec
     }
 
-    /// Milliseconds on the table's clock.
+    /// Milliseconds on the tables' clock (since the process-wide epoch).
     pub fn now(&self) -> u64 {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
         #[cfg(test)]
         let now = now + self.skew.load(Ordering::Relaxed);
         now
@@ -232,17 +250,18 @@ impl StickTable {
         let now = self.now();
         let mut s = self.shard(ip);
         if let Some(&i) = s.map.get(&ip) {
-            if self.expired(&s.slots[i].entry, now) {
+            if self.expired(s.entry(i), now) {
                 // Expired: a new entry, counting from zero.
-                s.slots[i].entry = Arc::new(Entry::new(ip, now));
+                s.slots[i].entry = Some(Arc::new(Entry::new(ip, now)));
             }
             s.promote(i);
-            let e = s.slots[i].entry.clone();
+            let e = s.entry(i).clone();
             e.last_seen.store(now, Ordering::Relaxed);
             return Some(e);
         }
-        s.purge_tail(|e| self.expired(e, now), EVICT_SCAN);
+        s.purge_tail(|e| self.expired(e, now), EXPIRE_SCAN);
         if s.map.len() >= self.cap && !s.evict_lru() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let e = Arc::new(Entry::new(ip, now));
@@ -256,7 +275,7 @@ impl StickTable {
         let ip = ip.to_canonical();
         let now = self.now();
         let s = self.shard(ip);
-        let e = &s.slots[*s.map.get(&ip)?].entry;
+        let e = s.entry(*s.map.get(&ip)?);
         (!self.expired(e, now)).then(|| e.clone())
     }
 
@@ -273,7 +292,7 @@ impl StickTable {
         }
         let mut s = self.shard(entry.key);
         if let Some(&i) = s.map.get(&entry.key) {
-            if std::ptr::eq(Arc::as_ptr(&s.slots[i].entry), entry) {
+            if std::ptr::eq(Arc::as_ptr(s.entry(i)), entry) {
                 s.promote(i);
             }
         }
@@ -297,6 +316,22 @@ impl StickTable {
             .sum()
     }
 
+    /// Trackings refused so far because the address's shard was full of entries in use
+    /// (`webfarm_sticktable_track_refused_total`).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Entries allocated and map capacity, over all shards (tests check memory comes
+    /// back).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(a, b), s| {
+            let (x, y) = s.lock().unwrap_or_else(PoisonError::into_inner).held();
+            (a + x, b + y)
+        })
+    }
+
     /// Whether it holds no entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -309,6 +344,21 @@ impl StickTable {
 }
 
 impl Shard {
+    /// The entry of slot `i`, one on the list (never a free slot).
+    fn entry(&self, i: usize) -> &Arc<Entry> {
+        self.slots[i]
+            .entry
+            .as_ref()
+            .expect("a slot on the list holds an entry")
+    }
+
+    /// Entries allocated and map capacity (tests check memory comes back).
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let entries = self.slots.iter().filter(|s| s.entry.is_some()).count();
+        (entries, self.map.capacity())
+    }
+
     fn unlink(&mut self, i: usize) {
         let (prev, next) = (self.slots[i].prev, self.slots[i].next);
         match prev {
@@ -340,7 +390,7 @@ impl Shard {
 
     fn insert(&mut self, ip: IpAddr, entry: Arc<Entry>) {
         let slot = Slot {
-            entry,
+            entry: Some(entry),
             prev: NIL,
             next: NIL,
         };
@@ -360,10 +410,16 @@ impl Shard {
 
     fn remove(&mut self, i: usize) {
         self.unlink(i);
-        let key = self.slots[i].entry.key;
-        self.map.remove(&key);
-        // The slot keeps its entry (referenced by nothing else) until it is reused.
+        let key = self.slots[i].entry.take().map(|e| e.key);
+        if let Some(key) = key {
+            self.map.remove(&key);
+        }
         self.free.push(i);
+        // A shard mostly emptied (by a purge after a burst of addresses) gives its map's
+        // memory back; the slab keeps its slots (three words each) for reuse.
+        if self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
+            self.map.shrink_to(self.map.len() * 2);
+        }
     }
 
     /// Removes expired entries from the least recently used end, at most `limit`.
@@ -372,9 +428,9 @@ impl Shard {
         let mut seen = 0;
         while i != NIL && seen < limit {
             let prev = self.slots[i].prev;
-            if expired(&self.slots[i].entry) {
+            if expired(self.entry(i)) {
                 self.remove(i);
-            } else if Arc::strong_count(&self.slots[i].entry) == 1 {
+            } else if Arc::strong_count(self.entry(i)) == 1 {
                 // The oldest unused entry is not expired: nothing before it is.
                 break;
             }
@@ -383,19 +439,21 @@ impl Shard {
         }
     }
 
-    /// Evicts the least recently used entry that nothing tracks; `false` if the
-    /// [`EVICT_SCAN`] oldest are all in use.
+    /// Evicts the least recently used entry that nothing tracks; an entry in use met on
+    /// the way is moved to the recent end (as HAProxy re-queues a referenced entry), so
+    /// long-lived trackings never pile up at the cold end. `false` only when every entry
+    /// of the shard is in use.
     fn evict_lru(&mut self) -> bool {
-        let mut i = self.tail;
-        for _ in 0..EVICT_SCAN {
+        for _ in 0..self.map.len() {
+            let i = self.tail;
             if i == NIL {
                 return false;
             }
-            if Arc::strong_count(&self.slots[i].entry) == 1 {
+            if Arc::strong_count(self.entry(i)) == 1 {
                 self.remove(i);
                 return true;
             }
-            i = self.slots[i].prev;
+            self.promote(i);
         }
         false
     }

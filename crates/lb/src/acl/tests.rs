@@ -162,6 +162,57 @@ fn http_rules_decide_in_order() {
 }
 
 #[test]
+fn host_comes_from_the_authority_without_a_host_header() {
+    let r = rules(
+        &[
+            "www hdr(host) -i www.foobar.com",
+            "dom hdr_dom(host) -i foobar.com",
+            "has_host hdr(host) -m found",
+            "one_host hdr_cnt(host) eq 1",
+        ],
+        &[],
+        &[
+            "deny deny_status 401 if www",
+            "deny deny_status 403 if dom",
+            "deny deny_status 404 if has_host one_host",
+        ],
+    );
+    let deny = |status| Verdict::Deny {
+        status,
+        retry_after: None,
+    };
+    let cases = [
+        // HTTP/2 (`:authority`) and HTTP/1.1 absolute-form: the authority is the URI's.
+        (
+            "h2 www",
+            head("GET", "https://WWW.foobar.com/x", &[]),
+            deny(401),
+        ),
+        (
+            "h2 dom",
+            head("GET", "https://api.foobar.com:8443/", &[]),
+            deny(403),
+        ),
+        (
+            "h2 other",
+            head("GET", "https://example.com/", &[]),
+            deny(404),
+        ),
+        // The Host header wins when there is one.
+        (
+            "host header",
+            head("GET", "https://x.example/", &[("host", "www.foobar.com")]),
+            deny(401),
+        ),
+        ("origin form", head("GET", "/", &[]), Verdict::Pass),
+    ];
+    for (name, h, want) in cases {
+        let got = http_request(&r, &h, (ip("192.0.2.1"), None), None, None).verdict;
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
 fn tcp_rules_reject_accept_and_track() {
     let table = Arc::new(StickTable::new(spec(100)));
     let r = rules(
@@ -193,6 +244,29 @@ fn tcp_rules_reject_accept_and_track() {
     assert_eq!(e.read(Counter::ConnCur, table.spec(), table.now()), 0);
     // Another address has its own counters.
     assert!(matches!(verdict("192.0.2.2"), ConnVerdict::Accept(Some(_))));
+}
+
+#[test]
+fn a_connection_refused_after_its_rules_is_not_counted() {
+    let table = Arc::new(StickTable::new(spec(100)));
+    let r = rules(&[], &["track-sc0 src"], &[]);
+    let track = || match connection(&r, ip("192.0.2.1"), Some(&table)) {
+        ConnVerdict::Accept(Some(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    let kept = track();
+    let e = kept.entry().clone();
+    let read = |c| e.read(c, table.spec(), table.now());
+    assert_eq!((read(Counter::ConnCnt), read(Counter::ConnRate)), (1, 1));
+    // Refused by maxconn: its count is taken back.
+    track().refused();
+    assert_eq!((read(Counter::ConnCnt), read(Counter::ConnRate)), (1, 1));
+    // Also once its window has become the previous one.
+    let t = track();
+    table.advance(10_000);
+    assert_eq!(read(Counter::ConnRate), 2);
+    t.refused();
+    assert_eq!((read(Counter::ConnCnt), read(Counter::ConnRate)), (1, 1));
 }
 
 #[test]
@@ -246,7 +320,7 @@ fn a_connection_s_tracking_counts_its_requests() {
             &h,
             (ip("192.0.2.9"), None),
             Some(&table),
-            Some(conn.entry()),
+            Some(&conn.entry_ref()),
         )
     };
     let first = run();
@@ -264,6 +338,41 @@ fn a_connection_s_tracking_counts_its_requests() {
             .entry()
             .read(Counter::ConnCur, table.spec(), table.now()),
         2
+    );
+}
+
+#[test]
+fn an_entry_tracked_before_a_table_swap_is_read_with_its_own_table() {
+    let r = rules(
+        &["fast sc0_http_req_rate gt 2"],
+        &["track-sc0 src"],
+        &["deny deny_status 429 if fast"],
+    );
+    let old = Arc::new(StickTable::new(spec(100)));
+    // The old table has been up for a while.
+    old.advance(600_000);
+    let ConnVerdict::Accept(Some(conn)) = connection(&r, ip("192.0.2.9"), Some(&old)) else {
+        panic!("not tracked");
+    };
+    let sc0 = conn.entry_ref();
+    let h = head("GET", "/", &[]);
+    let run = |table| http_request(&r, &h, (ip("192.0.2.9"), None), Some(table), Some(&sc0));
+    for _ in 0..2 {
+        assert_eq!(run(&old).verdict, Verdict::Pass);
+    }
+    // A reload gives the frontend a new table; the connection keeps its entry.
+    let new = Arc::new(StickTable::new(spec(100)));
+    assert!(matches!(
+        run(&new).verdict,
+        Verdict::Deny { status: 429, .. }
+    ));
+    // Two periods later the burst has left the entry's window.
+    old.advance(20_000);
+    new.advance(20_000);
+    assert_eq!(run(&new).verdict, Verdict::Pass);
+    assert_eq!(
+        sc0.entry.read(Counter::HttpReqRate, old.spec(), old.now()),
+        1
     );
 }
 
@@ -396,9 +505,55 @@ fn a_full_table_evicts_the_least_recently_used() {
         .map(|a| Tracked::new(&table, ip(a)).unwrap())
         .collect();
     assert!(table.track(ip("192.0.2.5")).is_none());
+    assert_eq!(table.refused(), 1);
     drop(held);
     assert!(table.track(ip("192.0.2.5")).is_some());
     assert_eq!(table.len(), 3);
+}
+
+#[test]
+fn purged_entries_give_their_memory_back() {
+    let table = Arc::new(StickTable::new(spec(1000)));
+    for i in 0..1000u32 {
+        table
+            .track(std::net::Ipv4Addr::from(0x0a00_0000 + i).into())
+            .unwrap();
+    }
+    let (entries, map) = table.held();
+    assert_eq!(entries, 1000);
+    assert!(map >= 1000);
+    table.advance(31_000);
+    table.track(ip("192.0.2.1")).unwrap();
+    table.purge();
+    assert_eq!(table.len(), 1);
+    let (entries, map) = table.held();
+    assert_eq!(entries, 1, "purged entries are freed");
+    assert!(map < 100, "the map shrank: {map}");
+}
+
+#[test]
+fn a_full_shard_whose_cold_end_is_in_use_still_tracks_new_addresses() {
+    // One shard of 20; the 17 oldest entries are tracked by long-lived connections,
+    // more than an insertion used to look at from the cold end.
+    let table = Arc::new(StickTable::new(spec(20)));
+    let addr = |i: usize| ip(&format!("192.0.2.{}", i + 1));
+    let mut held: Vec<_> = (0..20)
+        .map(|i| Tracked::new(&table, addr(i)).unwrap())
+        .collect();
+    held.truncate(17);
+    for round in 0..3 {
+        let new = addr(20 + round);
+        assert!(table.track(new).is_some(), "round {round}");
+        assert_eq!(table.len(), 20);
+        assert!(
+            table.peek(addr(17 + round)).is_none(),
+            "the unused LRU entry went"
+        );
+    }
+    for i in 0..17 {
+        assert!(table.peek(addr(i)).is_some(), "tracked {i} kept");
+    }
+    assert_eq!(table.refused(), 0);
 }
 
 #[test]

@@ -299,12 +299,16 @@ impl LiveConfig {
         let fe = self.frontend_conns.get(index)?;
         let taken = fe.fetch_add(1, Ordering::AcqRel);
         let global = self.conns.fetch_add(1, Ordering::AcqRel);
-        let slot = ConnSlot {
+        let mut slot = ConnSlot {
             live: self.clone(),
             index,
             sc0,
         };
         if (fe_max != 0 && taken >= fe_max as usize) || global >= global_max as usize {
+            // A refused connection does not count in its tracked entry's connection rate.
+            if let Some(t) = slot.sc0.take() {
+                t.refused();
+            }
             return None; // `slot` drops here and gives both counts back.
         }
         if let Some(m) = self.frontend_metrics.get(index) {

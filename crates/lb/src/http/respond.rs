@@ -22,9 +22,9 @@ pub(crate) struct Local {
     pub text: String,
     /// `Retry-After`, seconds (the condition is likely to pass by then).
     pub retry_after: Option<u64>,
-    /// A 4xx that keeps the connection open (an access rule's answer: the request was
-    /// well-formed).
-    pub keep_alive: bool,
+    /// Close the connection after the answer whatever its status (a 4xx always closes):
+    /// HAProxy's reply-and-close of `deny` and `tarpit`.
+    pub close: bool,
     /// HAProxy's termination state for the access log.
     pub termination: Termination,
     /// The server the request was last sent to, if any.
@@ -44,7 +44,7 @@ impl Local {
             status,
             text,
             retry_after: None,
-            keep_alive: false,
+            close: false,
             termination,
             server: None,
             location: None,
@@ -139,8 +139,8 @@ impl Local {
     }
 
     /// An `http-request deny` answer: `status` (`PR`), with `Retry-After: retry_after`
-    /// seconds on a 429 (RFC 6585 §4). The connection stays open: the request was
-    /// well-formed, only refused.
+    /// seconds on a 429 (RFC 6585 §4); the connection is closed after it, as HAProxy's
+    /// deny replies and closes.
     pub fn denied(status: u16, retry_after: Option<u64>) -> Local {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         let why = if status == StatusCode::TOO_MANY_REQUESTS {
@@ -154,12 +154,13 @@ impl Local {
             Termination::new(EndedBy::Proxy, Phase::Request),
         );
         local.retry_after = retry_after;
-        local.keep_alive = true;
+        local.close = true;
         local
     }
 
     /// An `http-request tarpit` answer, sent after `timeout tarpit` (`PT`): the status
-    /// alone, so the client cannot tell it was held on purpose (HAProxy's default 500).
+    /// alone, so the client cannot tell it was held on purpose (HAProxy's default 500);
+    /// the connection is closed after it, as HAProxy's tarpit replies and closes.
     pub fn tarpit(status: u16) -> Local {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut local = Local::new(
@@ -167,7 +168,7 @@ impl Local {
             status.to_string(),
             Termination::new(EndedBy::Proxy, Phase::Tarpit),
         );
-        local.keep_alive = true;
+        local.close = true;
         local
     }
 
@@ -254,7 +255,7 @@ impl Local {
             format!("{}\n", self.text)
         };
         let mut resp = error_response(self.status, text, self.retry_after);
-        if self.status.is_client_error() && !self.keep_alive {
+        if self.status.is_client_error() || self.close {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -322,4 +323,29 @@ pub(crate) fn empty() -> ProxyBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_and_tarpit_reply_and_close() {
+        let cases = [
+            ("deny", Local::denied(403, None), Some("close")),
+            ("deny 429", Local::denied(429, Some(10)), Some("close")),
+            ("deny 200", Local::denied(200, None), Some("close")),
+            ("tarpit", Local::tarpit(500), Some("close")),
+            ("tarpit 403", Local::tarpit(403), Some("close")),
+            ("redirect", Local::rule_redirect(302, "/x"), None),
+        ];
+        for (name, local, want) in cases {
+            let resp = local.into_response();
+            let got = resp
+                .headers()
+                .get(header::CONNECTION)
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(got, want, "{name}");
+        }
+    }
 }

@@ -22,7 +22,7 @@ use webfarm_node::Shutdown;
 use super::conn::{ConnIo, ConnState};
 use super::Proxy;
 use crate::access_log::emit_bad_request;
-use crate::acl::Entry;
+use crate::acl::{EntryRef, Tracked};
 use crate::control::live::ConnSlot;
 use crate::frontend::tls::TlsFrontend;
 use crate::termination::{EndedBy, Phase, Termination};
@@ -78,7 +78,7 @@ pub(crate) struct ClientConn {
     /// The server name of the TLS ClientHello (`ssl_fc_sni`), on a TLS frontend.
     pub sni: Option<Arc<str>>,
     /// The stick-table entry the connection tracks (`tcp-request connection track-sc0`).
-    pub sc0: Option<Arc<Entry>>,
+    pub sc0: Option<EntryRef>,
 }
 
 impl ClientConn {
@@ -164,7 +164,7 @@ pub(crate) async fn serve<S>(
 {
     let peer = client.peer;
     let mut client = client;
-    client.sc0 = slot.sc0.as_ref().map(|t| t.entry().clone());
+    client.sc0 = slot.sc0.as_ref().map(Tracked::entry_ref);
     let state = ConnState::new(fe.keep_alive, fe.http_request);
     let io = ConnIo::new(stream, state.clone());
     let log_to = proxy.clone();

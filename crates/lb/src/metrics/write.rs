@@ -121,7 +121,8 @@ fn frontends(live: &LiveConfig, snap: &Snapshot, s: &mut Scrape<'_>) -> fmt::Res
 }
 
 /// HAProxy's `haproxy_sticktable_size` and `haproxy_sticktable_used` (label `name`: the
-/// frontend whose table it is), read from the tables when scraped.
+/// frontend whose table it is), and webfarm's `webfarm_sticktable_track_refused_total`,
+/// read from the tables when scraped.
 fn stick_tables(snap: &Snapshot, s: &mut Scrape<'_>) -> fmt::Result {
     let tables: Vec<_> = snap
         .frontends
@@ -140,6 +141,11 @@ fn stick_tables(snap: &Snapshot, s: &mut Scrape<'_>) -> fmt::Result {
         "haproxy_sticktable_used",
         "Number of entries used in this stick table.",
         tables.iter().map(|(l, t)| (l.clone(), t.len() as u64)),
+    )?;
+    s.counters(
+        "webfarm_sticktable_track_refused_total",
+        "Trackings refused because the entry's shard was full of entries in use.",
+        tables.iter().map(|(l, t)| (l.clone(), t.refused())),
     )
 }
 

@@ -194,9 +194,12 @@ pub enum StrMatch {
     End,
     /// `-m sub`: the sample contains the value.
     Sub,
-    /// `-m dir`: the value is one of the `/`-delimited parts of the sample.
+    /// `-m dir`: the value (`/` and `?` stripped off its ends) is a run of whole
+    /// `/`- or `?`-delimited words of the sample (`api/v1` matches `/api/v1/x`).
     Dir,
-    /// `-m dom`: the value is one of the `.`-delimited parts of the sample.
+    /// `-m dom`: the value (delimiters stripped off its ends) is a run of whole words of
+    /// the sample delimited by `/`, `?`, `.` or `:` (`foobar.com` matches
+    /// `www.foobar.com`, `example` matches `example:8080`).
     Dom,
 }
 
@@ -221,12 +224,32 @@ impl StrPattern {
             StrMatch::Beg => s.len() >= v.len() && eq(&s[..v.len()], v),
             StrMatch::End => s.len() >= v.len() && eq(&s[s.len() - v.len()..], v),
             StrMatch::Sub => contains(s, v, ic),
-            StrMatch::Dir => s.split(|&b| b == b'/').any(|part| eq(part, v)),
-            StrMatch::Dom => s
-                .split(|&b| matches!(b, b'/' | b'.' | b'?'))
-                .any(|part| eq(part, v)),
+            StrMatch::Dir => match_word(s, v, ic, |b| matches!(b, b'/' | b'?')),
+            StrMatch::Dom => match_word(s, v, ic, |b| matches!(b, b'/' | b'?' | b'.' | b':')),
         }
     }
+}
+
+/// HAProxy's `match_word`: the pattern, delimiters stripped off its ends, is found in
+/// the sample starting at its beginning or just after a delimiter, and ending at its end
+/// or just before a delimiter (so it is a run of whole words of the sample).
+fn match_word(s: &[u8], v: &[u8], ignore_case: bool, delim: impl Fn(u8) -> bool) -> bool {
+    let start = v.iter().position(|&b| !delim(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| !delim(b)).map_or(start, |i| i + 1);
+    let v = &v[start..end];
+    if v.is_empty() || v.len() > s.len() {
+        return false;
+    }
+    (0..=s.len() - v.len()).any(|i| {
+        let w = &s[i..i + v.len()];
+        (i == 0 || delim(s[i - 1]))
+            && (i + v.len() == s.len() || delim(s[i + v.len()]))
+            && if ignore_case {
+                w.eq_ignore_ascii_case(v)
+            } else {
+                w == v
+            }
+    })
 }
 
 /// `haystack` contains `needle`, ASCII case ignored or not.
@@ -412,8 +435,9 @@ impl StickTableSpec {
 }
 
 /// The `deny_status` values HAProxy accepts (its list of error codes it can answer).
-pub const DENY_STATUSES: [u16; 16] = [
-    200, 400, 403, 404, 405, 407, 408, 410, 413, 425, 429, 500, 501, 502, 503, 504,
+pub const DENY_STATUSES: [u16; 21] = [
+    200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 414, 421, 422, 425, 429, 431, 500, 501, 502,
+    503, 504,
 ];
 
 /// Largest stick table `size` (entries): about 1 GiB of memory at most.

@@ -730,6 +730,13 @@ fn redirect(w: &[String]) -> Result<Redirect, String> {
             w[0]
         ));
     }
+    if value.contains("%[") {
+        return Err(format!(
+            "redirect {} {value:?}: log-format values (%[...]) are not supported; give a \
+             literal value",
+            w[0]
+        ));
+    }
     let mut r = Redirect {
         kind,
         value,
