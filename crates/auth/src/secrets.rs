@@ -16,8 +16,7 @@
 //! A password file made again (deleted by hand) rewrites `db-auth.json` with its new hash;
 //! otherwise nothing existing is touched.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use ring::rand::SecureRandom;
@@ -161,27 +160,16 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Writes `contents` to `path` with mode 0600, replacing any file there atomically.
+/// Writes `contents` to `path` with mode 0600, replacing any file there atomically
+/// (webfarm-tls's writer of private keys).
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), AuthError> {
-    let failed = |source| AuthError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(failed)?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            failed(e)
-        })
+    webfarm_tls::files::write_private(path, contents).map_err(|e| match e {
+        webfarm_tls::TlsError::Write { path, source } => AuthError::Io { path, source },
+        other => AuthError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 #[cfg(test)]
