@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${SECONDS_PER_TARGET:-600}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(topology lb_head dns rqlite_body sql)
+[ ${#targets[@]} -gt 0 ] || targets=(topology lb_head acl dns rqlite_body sql)
 mkdir -p logs
 cargo +nightly fuzz build -a
 for t in "${targets[@]}"; do

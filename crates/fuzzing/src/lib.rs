@@ -13,9 +13,11 @@
 //! | `topology` | [`topology`] | a topology file (TOML text) |
 //! | `dns` | [`dns`] | a DNS message, as a UDP datagram or a TCP message carries it |
 //! | `lb_head` | [`lb_head`] | the bytes a client sends on one connection to an HTTP frontend |
+//! | `acl` | [`acl`] | a frontend's access rules and a client's requests, one directive per line |
 //! | `rqlite_body` | [`rqlite`] | an rqlite request body (and the same bytes as URL flags) |
 //! | `sql` | [`sql`] | SQL statements (an rqlite body, or one SQL text) applied on two replicas |
 
+pub mod acl;
 pub mod dns;
 pub mod lb_head;
 pub mod rqlite;
@@ -30,6 +32,7 @@ pub type Check = fn(&[u8]);
 pub const TARGETS: &[(&str, Check)] = &[
     ("topology", topology::check),
     ("lb_head", lb_head::check),
+    ("acl", acl::check),
     ("dns", dns::check),
     ("rqlite_body", rqlite::check),
     ("sql", sql::check),

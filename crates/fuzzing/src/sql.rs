@@ -6,7 +6,7 @@
 //! The input is an rqlite request body when it parses as one (statements with parameters),
 //! else one SQL text.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use webfarm_db::fuzzing::{parse_statements, Replica};
 use webfarm_db_client::Statement;
@@ -73,25 +73,12 @@ fn wall_clock_markers() -> Vec<String> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let days = i64::try_from(secs / 86_400).unwrap_or_default();
-    let (y, m, d) = civil_from_days(days);
+    let date = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
     let unix = secs.to_string();
     let julian = (days + 2_440_588).to_string();
     vec![
-        format!("{y:04}-{m:02}-{d:02}"),
+        date.to_string()[..10].to_string(),
         unix[..unix.len().min(6)].to_string(),
         julian[..julian.len().min(5)].to_string(),
     ]
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }

@@ -1,6 +1,7 @@
-//! Replays every committed fuzz corpus file (`fuzz/corpus/<target>/`) through the same
-//! checks the fuzz targets run, on the stable toolchain: `cargo test --workspace` keeps the
-//! corpus, and every crash input fixed since, as regression tests without cargo-fuzz.
+//! Replays every committed fuzz corpus file (`fuzz/corpus/<target>/`), and the seeds we
+//! wrote (`fuzz/seeds/<target>/`), through the same checks the fuzz targets run, on the
+//! stable toolchain: `cargo test --workspace` keeps the corpus, and every crash input fixed
+//! since, as regression tests without cargo-fuzz.
 
 use std::path::{Path, PathBuf};
 
@@ -26,12 +27,16 @@ fn replay(target: &str) {
         .find(|(name, _)| *name == target)
         .expect("a known target");
     let dir = corpus_root().join(target);
-    let inputs = files(&dir);
+    let mut inputs = files(&dir);
     assert!(
         !inputs.is_empty(),
         "{} holds no corpus file: run the target and `cargo fuzz cmin` (fuzz/README.md)",
         dir.display()
     );
+    let seeds = corpus_root().join("../seeds").join(target);
+    if seeds.is_dir() {
+        inputs.extend(files(&seeds));
+    }
     for path in &inputs {
         let data = std::fs::read(path).expect("a corpus file");
         let result = std::panic::catch_unwind(|| check(&data));
@@ -42,7 +47,7 @@ fn replay(target: &str) {
             path.display()
         );
     }
-    eprintln!("{target}: {} corpus files replayed", inputs.len());
+    eprintln!("{target}: {} corpus and seed files replayed", inputs.len());
 }
 
 #[test]
@@ -69,6 +74,11 @@ fn topology_corpus() {
 #[test]
 fn lb_head_corpus() {
     replay("lb_head");
+}
+
+#[test]
+fn acl_corpus() {
+    replay("acl");
 }
 
 #[test]

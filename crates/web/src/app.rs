@@ -20,7 +20,7 @@ use crate::schema::Schema;
 use crate::static_files::StaticFiles;
 use crate::store::{MessageStore, NewMessage};
 use crate::validate::ValidMessage;
-use crate::{api, clock, errors, pages, static_files};
+use crate::{api, errors, pages, static_files};
 
 /// Largest request body the app reads: 64 KiB (a message is at most 1000 characters).
 pub(crate) const BODY_LIMIT: usize = 64 * 1024;
@@ -54,10 +54,15 @@ impl<S: MessageStore> App<S> {
         NewMessage {
             author: m.author,
             text: m.text,
-            created_at: clock::now_rfc3339(),
+            created_at: created_at(),
             served_by: self.name.to_string(),
         }
     }
+}
+
+/// Now, UTC, RFC 3339 with second precision: `2025-01-31T12:00:05Z`.
+fn created_at() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// The whole HTTP service of a web node. `requests` counts every request received.
@@ -108,4 +113,19 @@ async fn healthz() -> &'static str {
 
 async fn method_not_allowed<S: MessageStore>(State(app): State<App<S>>, req: Request) -> Response {
     errors::method_not_allowed(&app.name, req.method().as_str(), req.uri().path())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn created_at_is_rfc3339_utc_to_the_second() {
+        let s = super::created_at();
+        assert_eq!(s.len(), "2025-01-31T12:00:05Z".len(), "{s}");
+        assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T', "{s}");
+        let t = humantime::parse_rfc3339(&s).expect("RFC 3339");
+        let off = SystemTime::now().duration_since(t).unwrap_or_default();
+        assert!(off < Duration::from_secs(60), "{s} is {off:?} from now");
+    }
 }

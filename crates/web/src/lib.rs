@@ -35,7 +35,6 @@
 
 mod api;
 mod app;
-mod clock;
 mod conditional;
 mod confine;
 mod errors;
