@@ -325,12 +325,12 @@ fn check_table(rules: &AccessRules, input: &Input) {
             let out = http_request(rules, &input.head, (src, sni), Some(&table), sc0.as_ref());
             check_verdict(&out.verdict, rules);
             if let Some(r) = &sc0 {
-                let cnt = r.entry.read(Counter::HttpReqCnt, &spec, table.now());
+                let cnt = r.read(Counter::HttpReqCnt);
                 assert_eq!(cnt, n as u64, "http_req_cnt of a tracked connection");
             }
             if let Some(t) = &out.tracked {
                 assert!(sc0.is_none(), "a request tracked on a tracked connection");
-                assert!(t.entry().read(Counter::ConnCur, &spec, table.now()) >= 1);
+                assert!(t.entry_ref().read(Counter::ConnCur) >= 1);
             }
             assert!(table.len() <= spec.size, "{} entries", table.len());
         }
@@ -338,8 +338,8 @@ fn check_table(rules: &AccessRules, input: &Input) {
     }
     drop(open);
     for src in sources {
-        if let Some(e) = table.peek(src) {
-            let cur = e.read(Counter::ConnCur, &spec, table.now());
+        if let Some(at) = table.peek(src) {
+            let cur = table.read(at, Counter::ConnCur, table.now());
             assert_eq!(cur, 0, "conn_cur of {src} after every connection ended");
         }
     }

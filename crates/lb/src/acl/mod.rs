@@ -21,18 +21,18 @@ use std::sync::Arc;
 use http::header::HOST;
 use http::request::Parts;
 use webfarm_config::acl::{
-    ip_matches, AccessRules, Acl, AclTest, Condition, Fetch, HttpAction, IntTest, Pattern,
+    ip_matches, AccessRules, Acl, AclTest, Condition, Counter, Fetch, HttpAction, IntTest, Pattern,
     Redirect, RedirectKind, TcpAction,
 };
 
-pub use stick::{Entry, StickTable};
+pub use stick::{EntryAt, StickTable};
 
 /// A tracked stick-table entry: counted in `conn_cur` while this lives (a connection, or a
-/// request tracked by `http-request track-sc0`).
+/// request tracked by `http-request track-sc0`), and never evicted meanwhile.
 #[derive(Debug)]
 pub struct Tracked {
     table: Arc<StickTable>,
-    entry: Arc<Entry>,
+    at: EntryAt,
     /// When the tracking began, on the table's clock.
     since: u64,
     /// When the connection was counted (`conn_cnt`, `conn_rate`), if it was.
@@ -40,21 +40,14 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    /// Tracks `src` in `table`; `None` when the table is full of entries in use.
-    fn new(table: &Arc<StickTable>, src: IpAddr) -> Option<Tracked> {
-        let entry = table.track(src)?;
-        entry.enter();
+    /// Tracks `src` in `table` at `now`; `None` when the table is full of entries in use.
+    fn new(table: &Arc<StickTable>, src: IpAddr, now: u64) -> Option<Tracked> {
         Some(Tracked {
-            since: table.now(),
+            at: table.hold(src, now)?,
+            since: now,
             counted: None,
             table: table.clone(),
-            entry,
         })
-    }
-
-    /// The entry.
-    pub fn entry(&self) -> &Arc<Entry> {
-        &self.entry
     }
 
     /// The connection was refused (`maxconn`) after its rules ran: its count in
@@ -62,7 +55,7 @@ impl Tracked {
     /// it accepts.
     pub fn refused(mut self) {
         if let Some(at) = self.counted.take() {
-            self.entry.uncount_connection(self.table.spec(), at);
+            self.table.uncount_connection(self.at, at);
         }
     }
 
@@ -71,26 +64,32 @@ impl Tracked {
     pub fn entry_ref(&self) -> EntryRef {
         EntryRef {
             table: self.table.clone(),
-            entry: self.entry.clone(),
+            at: self.at,
         }
     }
 }
 
 /// A stick-table entry and the table it belongs to: an entry is always counted and read
 /// with its own table's periods (a reload may have given the frontend another table since
-/// the entry was tracked).
+/// the entry was tracked). Valid while the [`Tracked`] it came from lives.
 #[derive(Debug, Clone)]
 pub struct EntryRef {
     /// The table.
     pub table: Arc<StickTable>,
-    /// The entry.
-    pub entry: Arc<Entry>,
+    /// Where the entry is in it.
+    pub at: EntryAt,
+}
+
+impl EntryRef {
+    /// The entry's `counter` now.
+    pub fn read(&self, counter: Counter) -> u64 {
+        self.table.read(self.at, counter, self.table.now())
+    }
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.entry.leave();
-        self.table.touch(&self.entry, self.since);
+        self.table.release(self.at, self.since);
     }
 }
 
@@ -116,7 +115,7 @@ pub fn connection(
             src,
             head: None,
             sni: None,
-            sc0: tracked.as_ref().map(|t| (&*t.table, &*t.entry)),
+            sc0: tracked.as_ref().map(|t| (&*t.table, t.at)),
             table: table.map(|t| &**t),
         };
         if !holds(rule.cond.as_ref(), &rules.acls, &ctx) {
@@ -127,10 +126,10 @@ pub fn connection(
             TcpAction::Reject => return ConnVerdict::Reject,
             TcpAction::TrackSc0 => {
                 if let (None, Some(table)) = (&tracked, table) {
-                    tracked = Tracked::new(table, src);
+                    let now = table.now();
+                    tracked = Tracked::new(table, src, now);
                     if let Some(t) = &mut tracked {
-                        let now = table.now();
-                        t.entry.count_connection(table.spec(), now);
+                        table.count_connection(t.at, now);
                         t.counted = Some(now);
                     }
                 }
@@ -188,8 +187,8 @@ pub fn http_request(
     table: Option<&Arc<StickTable>>,
     conn_sc0: Option<&EntryRef>,
 ) -> HttpOutcome {
-    if let Some(EntryRef { table: t, entry: e }) = conn_sc0 {
-        e.count_request(t.spec(), t.now());
+    if let Some(r) = conn_sc0 {
+        r.table.count_request(r.at, r.table.now());
     }
     let mut tracked: Option<Tracked> = None;
     let mut verdict = Verdict::Pass;
@@ -199,8 +198,8 @@ pub fn http_request(
             head: Some(head),
             sni,
             sc0: conn_sc0
-                .map(|r| (&*r.table, &*r.entry))
-                .or_else(|| tracked.as_ref().map(|t| (&*t.table, &*t.entry))),
+                .map(|r| (&*r.table, r.at))
+                .or_else(|| tracked.as_ref().map(|t| (&*t.table, t.at))),
             table: table.map(|t| &**t),
         };
         if !holds(rule.cond.as_ref(), &rules.acls, &ctx) {
@@ -219,9 +218,10 @@ pub fn http_request(
             },
             HttpAction::TrackSc0 => {
                 if let (None, None, Some(table)) = (conn_sc0, &tracked, table) {
-                    tracked = Tracked::new(table, src);
+                    let now = table.now();
+                    tracked = Tracked::new(table, src, now);
                     if let Some(t) = &tracked {
-                        t.entry.count_request(table.spec(), table.now());
+                        table.count_request(t.at, now);
                     }
                 }
                 continue;
@@ -285,7 +285,7 @@ struct Ctx<'a> {
     head: Option<&'a Parts>,
     sni: Option<&'a str>,
     /// The tracked entry, with the table it belongs to.
-    sc0: Option<(&'a StickTable, &'a Entry)>,
+    sc0: Option<(&'a StickTable, EntryAt)>,
     table: Option<&'a StickTable>,
 }
 
@@ -332,13 +332,10 @@ fn test_matches(t: &AclTest, ctx: &Ctx<'_>) -> bool {
         }),
         Fetch::Sc0(c) => ctx
             .sc0
-            .is_some_and(|(table, e)| int_test(&t.pattern, e.read(*c, table.spec(), table.now()))),
-        Fetch::SrcCounter(c) => ctx.table.is_some_and(|table| {
-            let n = table
-                .peek(ctx.src)
-                .map_or(0, |e| e.read(*c, table.spec(), table.now()));
-            int_test(&t.pattern, n)
-        }),
+            .is_some_and(|(table, at)| int_test(&t.pattern, table.read(at, *c, table.now()))),
+        Fetch::SrcCounter(c) => ctx
+            .table
+            .is_some_and(|table| int_test(&t.pattern, table.read_src(ctx.src, *c))),
     }
 }
 

@@ -3,15 +3,24 @@
 //!
 //! Sharded by address so that threads rarely meet on a lock: each shard is a hash map
 //! into a slab of entries threaded on a doubly linked list in least-recently-used order.
-//! A lookup promotes its entry; a new address in a full shard evicts the least recently
-//! used entry that no connection tracks (moving tracked ones it meets to the recent end),
-//! as HAProxy does; an entry unused for `expire` is dropped when met (by a lookup, an insertion or [`StickTable::purge`]). An entry's
-//! counters are behind its own small mutex, so counting a request never holds a shard.
+//! Entries are held inline in the slab, not allocated one by one: a table filled by
+//! 100,000 addresses is a few large blocks, which leave the allocator's small-block lists
+//! as they were (one allocation per entry, interleaved with the connections' buffers,
+//! fragmented the heap and slowed every later request). A lookup promotes its entry; a new
+//! address in a full shard evicts the least recently used entry that no connection tracks
+//! (moving tracked ones it meets to the recent end), as HAProxy does; an entry unused for
+//! `expire` is dropped when met (by a lookup, an insertion or [`StickTable::purge`]).
+//!
+//! An entry is reached through its [`EntryAt`] (shard, slot, address), under its shard's
+//! lock. An entry a connection or request tracks (`conn_cur` > 0) is never dropped or
+//! moved, so a tracking's position stays valid while it lives; each use checks the
+//! address all the same, and a position whose slot now holds another address reads as
+//! absent.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use webfarm_config::acl::{Counter, StickTableSpec};
@@ -27,19 +36,29 @@ pub(crate) const PROMOTE_AFTER_MS: u64 = 1000;
 /// Marks the end of a shard's list.
 const NIL: usize = usize::MAX;
 
-/// The counters of one address.
-#[derive(Debug)]
-pub struct Entry {
+/// Where an entry is: its shard, its slot, and the address it counts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryAt {
+    shard: usize,
+    slot: usize,
     key: IpAddr,
-    /// Connections and requests tracking the entry now (`conn_cur`).
-    conn_cur: AtomicU32,
-    /// When it was last used, milliseconds on the table's clock.
-    last_seen: AtomicU64,
-    counts: Mutex<Counts>,
 }
 
-#[derive(Debug, Default)]
-struct Counts {
+impl EntryAt {
+    /// The address it counts for.
+    pub fn key(&self) -> IpAddr {
+        self.key
+    }
+}
+
+/// The counters of one address.
+#[derive(Debug)]
+struct Entry {
+    key: IpAddr,
+    /// Connections and requests tracking the entry now (`conn_cur`).
+    conn_cur: u32,
+    /// When it was last used, milliseconds on the table's clock.
+    last_seen: u64,
     http_req: Window,
     conn: Window,
     http_req_cnt: u64,
@@ -50,74 +69,27 @@ impl Entry {
     fn new(key: IpAddr, now: u64) -> Entry {
         Entry {
             key,
-            conn_cur: AtomicU32::new(0),
-            last_seen: AtomicU64::new(now),
-            counts: Mutex::default(),
-        }
-    }
-
-    fn counts(&self) -> MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The address it counts for.
-    pub fn key(&self) -> IpAddr {
-        self.key
-    }
-
-    /// One more connection (or request) tracks it (`conn_cur`).
-    pub(crate) fn enter(&self) {
-        self.conn_cur.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One less tracks it.
-    pub(crate) fn leave(&self) {
-        self.conn_cur.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Counts one HTTP request at `now` (`http_req_cnt`, `http_req_rate`).
-    pub(crate) fn count_request(&self, spec: &StickTableSpec, now: u64) {
-        self.last_seen.store(now, Ordering::Relaxed);
-        let mut c = self.counts();
-        c.http_req_cnt += 1;
-        if let Some(p) = spec.http_req_rate {
-            c.http_req.hit(now, period_ms(p));
-        }
-    }
-
-    /// Counts one tracked connection at `now` (`conn_cnt`, `conn_rate`).
-    pub(crate) fn count_connection(&self, spec: &StickTableSpec, now: u64) {
-        self.last_seen.store(now, Ordering::Relaxed);
-        let mut c = self.counts();
-        c.conn_cnt += 1;
-        if let Some(p) = spec.conn_rate {
-            c.conn.hit(now, period_ms(p));
-        }
-    }
-
-    /// Takes back a connection counted at `at` (refused by `maxconn` after its rules).
-    pub(crate) fn uncount_connection(&self, spec: &StickTableSpec, at: u64) {
-        let mut c = self.counts();
-        c.conn_cnt = c.conn_cnt.saturating_sub(1);
-        if let Some(p) = spec.conn_rate {
-            c.conn.unhit(at, period_ms(p));
+            conn_cur: 0,
+            last_seen: now,
+            http_req: Window::default(),
+            conn: Window::default(),
+            http_req_cnt: 0,
+            conn_cnt: 0,
         }
     }
 
     /// The value of `counter` at `now` (rates over the table's periods).
-    pub fn read(&self, counter: Counter, spec: &StickTableSpec, now: u64) -> u64 {
-        if counter == Counter::ConnCur {
-            return u64::from(self.conn_cur.load(Ordering::Relaxed));
-        }
-        let c = self.counts();
+    fn read(&self, counter: Counter, spec: &StickTableSpec, now: u64) -> u64 {
         match counter {
+            Counter::ConnCur => u64::from(self.conn_cur),
             Counter::HttpReqRate => spec
                 .http_req_rate
-                .map_or(0, |p| c.http_req.read(now, period_ms(p))),
-            Counter::ConnRate => spec.conn_rate.map_or(0, |p| c.conn.read(now, period_ms(p))),
-            Counter::HttpReqCnt => c.http_req_cnt,
-            Counter::ConnCnt => c.conn_cnt,
-            Counter::ConnCur => unreachable!("read above"),
+                .map_or(0, |p| self.http_req.read(now, period_ms(p))),
+            Counter::ConnRate => spec
+                .conn_rate
+                .map_or(0, |p| self.conn.read(now, period_ms(p))),
+            Counter::HttpReqCnt => self.http_req_cnt,
+            Counter::ConnCnt => self.conn_cnt,
         }
     }
 }
@@ -150,9 +122,8 @@ pub struct StickTable {
 
 #[derive(Debug)]
 struct Slot {
-    /// `None` while the slot is free (on the free list): a removed entry's memory goes
-    /// back at once.
-    entry: Option<Arc<Entry>>,
+    /// `None` while the slot is free (on the free list).
+    entry: Option<Entry>,
     prev: usize,
     next: usize,
 }
@@ -213,9 +184,10 @@ impl StickTable {
         now
     }
 
-    fn shard(&self, ip: IpAddr) -> MutexGuard<'_, Shard> {
-        // Fibonacci hashing: the top bits of the product depend on every bit of the
-        // address, so neighbouring addresses spread over the shards.
+    /// The shard of `ip` (canonical: IPv4-mapped IPv6 as IPv4), by Fibonacci hashing: the
+    /// top bits of the product depend on every bit of the address, so neighbouring
+    /// addresses spread over the shards.
+    fn shard_of(&self, ip: IpAddr) -> usize {
         let bits = match ip {
             IpAddr::V4(a) => u64::from(a.to_bits()),
             IpAddr::V6(a) => {
@@ -225,76 +197,159 @@ impl StickTable {
         };
         let h = bits.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let k = self.shards.len().trailing_zeros();
-        let i = if k == 0 {
+        if k == 0 {
             0
         } else {
             usize::try_from(h >> (64 - k)).unwrap_or(0)
-        };
-        self.shards[i]
+        }
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        self.shards[shard]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether `e` can be dropped at `now`: nothing tracks or holds it, and it was unused
-    /// for `expire`.
-    fn expired(&self, e: &Arc<Entry>, now: u64) -> bool {
-        Arc::strong_count(e) == 1
-            && now.saturating_sub(e.last_seen.load(Ordering::Relaxed)) >= self.expire_ms
+    /// Whether `e` can be dropped at `now`: nothing tracks it, and it was unused for
+    /// `expire`.
+    fn expired(&self, e: &Entry, now: u64) -> bool {
+        e.conn_cur == 0 && now.saturating_sub(e.last_seen) >= self.expire_ms
     }
 
     /// The entry of `ip`, made if missing (evicting the least recently used unused entry
     /// of a full shard) and marked as the most recently used; `None` when the shard is
-    /// full of entries in use, as HAProxy's tracking fails then.
-    pub fn track(&self, ip: IpAddr) -> Option<Arc<Entry>> {
-        let ip = ip.to_canonical();
-        let now = self.now();
-        let mut s = self.shard(ip);
-        if let Some(&i) = s.map.get(&ip) {
-            if self.expired(s.entry(i), now) {
-                // Expired: a new entry, counting from zero.
-                s.slots[i].entry = Some(Arc::new(Entry::new(ip, now)));
+    /// full of entries in use, as HAProxy's tracking fails then. Not held: nothing keeps
+    /// the entry from being evicted later (see `hold`).
+    pub fn track(&self, ip: IpAddr) -> Option<EntryAt> {
+        self.find_or_make(ip, self.now(), false)
+    }
+
+    /// As [`StickTable::track`], and counted in `conn_cur` (under the same lock, so it
+    /// cannot be evicted in between) until `release`.
+    pub(crate) fn hold(&self, ip: IpAddr, now: u64) -> Option<EntryAt> {
+        self.find_or_make(ip, now, true)
+    }
+
+    fn find_or_make(&self, ip: IpAddr, now: u64, hold: bool) -> Option<EntryAt> {
+        let key = ip.to_canonical();
+        let shard = self.shard_of(key);
+        let mut s = self.lock(shard);
+        let slot = match s.map.get(&key) {
+            Some(&i) => {
+                if self.expired(s.entry(i), now) {
+                    // Expired: a new entry, counting from zero.
+                    s.slots[i].entry = Some(Entry::new(key, now));
+                }
+                s.promote(i);
+                i
             }
-            s.promote(i);
-            let e = s.entry(i).clone();
-            e.last_seen.store(now, Ordering::Relaxed);
-            return Some(e);
+            None => {
+                s.purge_tail(|e| self.expired(e, now), EXPIRE_SCAN);
+                if s.map.len() >= self.cap && !s.evict_lru() {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                s.insert(Entry::new(key, now))
+            }
+        };
+        let e = s.entry_mut(slot);
+        e.last_seen = now;
+        if hold {
+            e.conn_cur += 1;
         }
-        s.purge_tail(|e| self.expired(e, now), EXPIRE_SCAN);
-        if s.map.len() >= self.cap && !s.evict_lru() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let e = Arc::new(Entry::new(ip, now));
-        s.insert(ip, e.clone());
-        Some(e)
+        Some(EntryAt { shard, slot, key })
     }
 
-    /// The entry of `ip` if there is one, without making or promoting it (the `src_*`
-    /// fetches).
-    pub fn peek(&self, ip: IpAddr) -> Option<Arc<Entry>> {
-        let ip = ip.to_canonical();
-        let now = self.now();
-        let s = self.shard(ip);
-        let e = s.entry(*s.map.get(&ip)?);
-        (!self.expired(e, now)).then(|| e.clone())
+    /// Runs `f` on the entry at `at`, if it is still there.
+    fn with<T>(&self, at: EntryAt, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+        let mut s = self.lock(at.shard);
+        let e = s.slots.get_mut(at.slot)?.entry.as_mut()?;
+        (e.key == at.key).then(|| f(e))
     }
 
-    /// Marks `entry` used now: a connection or request that tracked it since `since`
-    /// (milliseconds on the table's clock) ended. Its place in the LRU order is refreshed
-    /// only when the tracking lasted [`PROMOTE_AFTER_MS`] or more: a shorter one was
-    /// promoted when it began, and skipping the shard's lock then keeps a request's
-    /// tracking to one lock.
-    pub(crate) fn touch(&self, entry: &Entry, since: u64) {
+    /// The entry of `ip` if there is one and it has not expired, without making or
+    /// promoting it.
+    pub fn peek(&self, ip: IpAddr) -> Option<EntryAt> {
+        let key = ip.to_canonical();
+        let shard = self.shard_of(key);
         let now = self.now();
-        entry.last_seen.store(now, Ordering::Relaxed);
-        if now.saturating_sub(since) < PROMOTE_AFTER_MS {
+        let s = self.lock(shard);
+        let slot = *s.map.get(&key)?;
+        (!self.expired(s.entry(slot), now)).then_some(EntryAt { shard, slot, key })
+    }
+
+    /// `counter` of the entry at `at` at `now` (rates over this table's periods); 0 when
+    /// the entry is gone.
+    pub fn read(&self, at: EntryAt, counter: Counter, now: u64) -> u64 {
+        self.with(at, |e| e.read(counter, &self.spec, now))
+            .unwrap_or(0)
+    }
+
+    /// `counter` of `ip`'s entry (the `src_*` fetches): 0 without an entry, or with an
+    /// expired one.
+    pub fn read_src(&self, ip: IpAddr, counter: Counter) -> u64 {
+        let key = ip.to_canonical();
+        let now = self.now();
+        let s = self.lock(self.shard_of(key));
+        s.map
+            .get(&key)
+            .map(|&i| s.entry(i))
+            .filter(|e| !self.expired(e, now))
+            .map_or(0, |e| e.read(counter, &self.spec, now))
+    }
+
+    /// Counts one HTTP request at `now` (`http_req_cnt`, `http_req_rate`).
+    pub(crate) fn count_request(&self, at: EntryAt, now: u64) {
+        let period = self.spec.http_req_rate.map(period_ms);
+        self.with(at, |e| {
+            e.last_seen = now;
+            e.http_req_cnt += 1;
+            if let Some(p) = period {
+                e.http_req.hit(now, p);
+            }
+        });
+    }
+
+    /// Counts one tracked connection at `now` (`conn_cnt`, `conn_rate`).
+    pub(crate) fn count_connection(&self, at: EntryAt, now: u64) {
+        let period = self.spec.conn_rate.map(period_ms);
+        self.with(at, |e| {
+            e.last_seen = now;
+            e.conn_cnt += 1;
+            if let Some(p) = period {
+                e.conn.hit(now, p);
+            }
+        });
+    }
+
+    /// Takes back a connection counted at `at_ms` (refused by `maxconn` after its rules).
+    pub(crate) fn uncount_connection(&self, at: EntryAt, at_ms: u64) {
+        let period = self.spec.conn_rate.map(period_ms);
+        self.with(at, |e| {
+            e.conn_cnt = e.conn_cnt.saturating_sub(1);
+            if let Some(p) = period {
+                e.conn.unhit(at_ms, p);
+            }
+        });
+    }
+
+    /// A tracking that began at `since` (milliseconds on the table's clock) ended: one
+    /// less in `conn_cur`, and the entry used now. Its place in the LRU order is
+    /// refreshed only when the tracking lasted [`PROMOTE_AFTER_MS`] or more: a shorter
+    /// one was promoted when it began.
+    pub(crate) fn release(&self, at: EntryAt, since: u64) {
+        let now = self.now();
+        let mut s = self.lock(at.shard);
+        let Some(e) = s.slots.get_mut(at.slot).and_then(|x| x.entry.as_mut()) else {
+            return;
+        };
+        if e.key != at.key {
             return;
         }
-        let mut s = self.shard(entry.key);
-        if let Some(&i) = s.map.get(&entry.key) {
-            if std::ptr::eq(Arc::as_ptr(s.entry(i)), entry) {
-                s.promote(i);
-            }
+        e.conn_cur = e.conn_cur.saturating_sub(1);
+        e.last_seen = now;
+        if now.saturating_sub(since) >= PROMOTE_AFTER_MS {
+            s.promote(at.slot);
         }
     }
 
@@ -305,6 +360,7 @@ impl StickTable {
         for shard in self.shards.iter() {
             let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
             s.purge_tail(|e| self.expired(e, now), usize::MAX);
+            s.compact();
         }
     }
 
@@ -322,13 +378,12 @@ impl StickTable {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Entries allocated and map capacity, over all shards (tests check memory comes
-    /// back).
+    /// Slots and map capacity, over all shards (tests check memory comes back).
     #[cfg(test)]
     pub(crate) fn held(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(a, b), s| {
-            let (x, y) = s.lock().unwrap_or_else(PoisonError::into_inner).held();
-            (a + x, b + y)
+            let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+            (a + s.slots.capacity(), b + s.map.capacity())
         })
     }
 
@@ -345,18 +400,18 @@ impl StickTable {
 
 impl Shard {
     /// The entry of slot `i`, one on the list (never a free slot).
-    fn entry(&self, i: usize) -> &Arc<Entry> {
+    fn entry(&self, i: usize) -> &Entry {
         self.slots[i]
             .entry
             .as_ref()
             .expect("a slot on the list holds an entry")
     }
 
-    /// Entries allocated and map capacity (tests check memory comes back).
-    #[cfg(test)]
-    fn held(&self) -> (usize, usize) {
-        let entries = self.slots.iter().filter(|s| s.entry.is_some()).count();
-        (entries, self.map.capacity())
+    fn entry_mut(&mut self, i: usize) -> &mut Entry {
+        self.slots[i]
+            .entry
+            .as_mut()
+            .expect("a slot on the list holds an entry")
     }
 
     fn unlink(&mut self, i: usize) {
@@ -388,7 +443,9 @@ impl Shard {
         }
     }
 
-    fn insert(&mut self, ip: IpAddr, entry: Arc<Entry>) {
+    /// Puts `entry` in a free slot (or a new one) at the recent end; returns the slot.
+    fn insert(&mut self, entry: Entry) -> usize {
+        let key = entry.key;
         let slot = Slot {
             entry: Some(entry),
             prev: NIL,
@@ -404,33 +461,46 @@ impl Shard {
                 self.slots.len() - 1
             }
         };
-        self.map.insert(ip, i);
+        self.map.insert(key, i);
         self.push_front(i);
+        i
     }
 
     fn remove(&mut self, i: usize) {
         self.unlink(i);
-        let key = self.slots[i].entry.take().map(|e| e.key);
-        if let Some(key) = key {
-            self.map.remove(&key);
+        if let Some(e) = self.slots[i].entry.take() {
+            self.map.remove(&e.key);
         }
         self.free.push(i);
-        // A shard mostly emptied (by a purge after a burst of addresses) gives its map's
-        // memory back; the slab keeps its slots (three words each) for reuse.
+    }
+
+    /// Gives memory back after a purge: the free slots at the slab's end go, and a map
+    /// or slab used to a quarter or less shrinks (slots in use never move: a tracking's
+    /// position stays valid).
+    fn compact(&mut self) {
+        while self.slots.last().is_some_and(|s| s.entry.is_none()) {
+            self.slots.pop();
+        }
+        let len = self.slots.len();
+        self.free.retain(|&i| i < len);
+        if self.slots.capacity() > 64 && len < self.slots.capacity() / 4 {
+            self.slots.shrink_to(len * 2);
+            self.free.shrink_to_fit();
+        }
         if self.map.capacity() > 64 && self.map.len() < self.map.capacity() / 4 {
             self.map.shrink_to(self.map.len() * 2);
         }
     }
 
     /// Removes expired entries from the least recently used end, at most `limit`.
-    fn purge_tail(&mut self, expired: impl Fn(&Arc<Entry>) -> bool, limit: usize) {
+    fn purge_tail(&mut self, expired: impl Fn(&Entry) -> bool, limit: usize) {
         let mut i = self.tail;
         let mut seen = 0;
         while i != NIL && seen < limit {
             let prev = self.slots[i].prev;
             if expired(self.entry(i)) {
                 self.remove(i);
-            } else if Arc::strong_count(self.entry(i)) == 1 {
+            } else if self.entry(i).conn_cur == 0 {
                 // The oldest unused entry is not expired: nothing before it is.
                 break;
             }
@@ -449,7 +519,7 @@ impl Shard {
             if i == NIL {
                 return false;
             }
-            if Arc::strong_count(self.entry(i)) == 1 {
+            if self.entry(i).conn_cur == 0 {
                 self.remove(i);
                 return true;
             }
