@@ -15,7 +15,11 @@
 //! remembered as the SHA-256 of what the caller sent, per user, and later requests compare
 //! that digest in constant time ([`subtle`]), so a client that sends the same credentials on
 //! every request (the web tier, pyrqlite) pays bcrypt once per process. A wrong password is
-//! never remembered: each guess pays bcrypt again.
+//! never remembered: each guess pays bcrypt again. So does an unknown user when the file
+//! holds bcrypt hashes: the password is checked against the file's costliest hash and the
+//! answer thrown away, so that the time of a refusal does not tell which user names exist
+//! (rqlite answers an unknown user at once). The caller bounds how many bcrypt checks run
+//! at once (the db API: `crates/db/src/http/auth.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -183,6 +187,9 @@ pub struct Users {
     anyone: HashSet<Perm>,
     /// SHA-256 of a password bcrypt verified, per user.
     verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// The costliest bcrypt hash of the file, which an unknown user's password is checked
+    /// against (and the answer ignored); `None` when no password is a bcrypt hash.
+    decoy: Option<String>,
 }
 
 impl Users {
@@ -236,10 +243,16 @@ impl Users {
             }
             users.insert(entry.username, User { password, perms });
         }
+        let decoy = users
+            .values()
+            .filter(|u| is_bcrypt(&u.password))
+            .max_by_key(|u| bcrypt_cost(&u.password))
+            .map(|u| u.password.clone());
         Ok(Users {
             users,
             anyone,
             verified: Mutex::default(),
+            decoy,
         })
     }
 
@@ -261,7 +274,8 @@ impl Users {
         };
         match self.users.get(&user) {
             Some(u) if is_bcrypt(&u.password) => !self.remembered(&user, &password),
-            _ => false,
+            Some(_) => false,
+            None => self.decoy.is_some(),
         }
     }
 
@@ -297,6 +311,10 @@ impl Users {
         let creds = header.and_then(crate::basic::parse);
         let (user, password) = creds.ok_or(Refusal::NoCredentials)?;
         let Some(entry) = self.users.get(&user) else {
+            if let Some(decoy) = &self.decoy {
+                // As long as a known user's wrong password takes; the answer is ignored.
+                let _ = bcrypt::verify(&password, decoy);
+            }
             return Err(Refusal::UnknownUser(user));
         };
         if !self.password_matches(&user, entry, &password) {
@@ -358,6 +376,11 @@ pub fn is_bcrypt(stored: &str) -> bool {
         .iter()
         .any(|p| stored.starts_with(p))
         && stored.len() == 60
+}
+
+/// The cost of a bcrypt hash (`$2b$12$...` → 12); 0 when it cannot be read.
+fn bcrypt_cost(hash: &str) -> u32 {
+    hash.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
 fn sha256(text: &str) -> [u8; 32] {

@@ -58,6 +58,7 @@ mod sqlite;
 mod store;
 pub mod types;
 
+pub use http::auth::{bcrypt_slots, BCRYPT_WAIT};
 pub use node::{cluster_members, raft_config, DbError, DbNode};
 pub use raft::{log_store, state_machine};
 /// The client API, defined in `webfarm-db-client` (which needs neither Raft nor SQLite).

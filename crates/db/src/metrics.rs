@@ -190,7 +190,7 @@ pub(crate) fn write(h: &DbHealth, s: &mut Scrape<'_>) -> fmt::Result {
     )?;
     s.counters(
         "webfarm_db_auth_failures_total",
-        "API requests refused by rqlite's auth file, by reason: no_credentials, unknown_user, bad_password, forbidden (a permission the user lacks).",
+        "API requests refused by rqlite's auth file, by reason: no_credentials, unknown_user, bad_password, forbidden (a permission the user lacks), busy (every bcrypt slot stayed taken: 503).",
         stats.auth_failures.counts().map(|(reason, n)| ([("reason", reason)], n)),
     )
 }

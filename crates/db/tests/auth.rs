@@ -206,3 +206,83 @@ async fn the_star_user_opens_no_membership_route() {
     assert_eq!(status, 200, "{v}");
     c.stop_all().await;
 }
+
+/// A flood of password guesses runs at most `bcrypt_slots()` bcrypt checks at once: the
+/// guesses beyond what the slots get through in `BCRYPT_WAIT` are answered 503 with
+/// `Retry-After` (counted as `busy`), and a client whose password was verified before is
+/// served during the flood, since it takes no slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_password_guesses_is_bounded_and_spares_verified_clients() {
+    // Cost 13: about a quarter to a whole second per check, so that each slot gets
+    // through far fewer than its 30 guesses within the 5 s wait.
+    let slow = bcrypt::hash("right", 13).unwrap();
+    let file = format!(
+        r#"[{{"username": "app", "password": "{WRITER_HASH}", "perms": ["query"]}},
+            {{"username": "target", "password": "{slow}", "perms": ["query"]}}]"#
+    );
+    let mut c = Cluster::new(1, 1000);
+    c.auth = NodeAuth {
+        token: Some(AdminToken::new("peer-token")),
+        db_users: Some(Arc::new(Users::from_json(file.as_bytes()).unwrap())),
+        ..NodeAuth::default()
+    };
+    c.start(0).await;
+    c.leader().await;
+    // The app's password is verified (and remembered) before the flood.
+    c.http = as_user("app", "writer-pw");
+    assert_eq!(c.get(0, "/db/query?q=SELECT%201").await.0, 200);
+
+    let guesses = webfarm_db::bcrypt_slots() * 30;
+    let url = c.http.url(c.api(0), "/db/query?q=SELECT%201");
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..guesses {
+        let (client, url, done) = (
+            as_user("target", &format!("guess-{i}")),
+            url.clone(),
+            done.clone(),
+        );
+        flood.spawn(async move {
+            let r = client.get(&url, DEADLINE).await.expect("an answer");
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (r.status.as_u16(), r.headers.get("retry-after").cloned())
+        });
+    }
+    // Once the first guess has been answered the slots are busy: the app is still served.
+    eventually(DEADLINE, "a first guess answered", || async {
+        (done.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.get(0, "/db/query?q=SELECT%201").await.0,
+        200,
+        "the verified app"
+    );
+    let answered = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        answered < guesses,
+        "the app was served during the flood ({answered} answered)"
+    );
+
+    let (mut refused, mut busy) = (0, 0);
+    while let Some(r) = flood.join_next().await {
+        match r.expect("a guess") {
+            (401, _) => refused += 1,
+            (503, Some(retry)) => {
+                assert_eq!(retry, "1");
+                busy += 1;
+            }
+            other => panic!("a guess answered {other:?}"),
+        }
+    }
+    assert!(busy > 0, "{refused} refused, none shed");
+    assert!(refused > 0, "some guesses were checked");
+    let metrics = c.metrics(0);
+    let shed = webfarm_testkit::metrics::sample(
+        &metrics,
+        "webfarm_db_auth_failures_total",
+        &[("reason", "busy")],
+    );
+    assert_eq!(shed, Some(f64::from(busy)), "{metrics}");
+    c.stop_all().await;
+}

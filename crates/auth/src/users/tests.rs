@@ -199,3 +199,38 @@ fn an_unknown_user_and_a_wrong_password_read_the_same() {
         "invalid credentials"
     );
 }
+
+#[test]
+fn an_unknown_user_pays_for_a_bcrypt_check_when_the_file_holds_hashes() {
+    let cheap = bcrypt::hash("x", 4).unwrap();
+    let dear = bcrypt::hash("y", 8).unwrap();
+    assert_eq!((bcrypt_cost(&cheap), bcrypt_cost(&dear)), (4, 8));
+    let users = Users::from_json(
+        format!(
+            r#"[{{"username": "a", "password": "{cheap}", "perms": ["query"]}},
+                {{"username": "b", "password": "{dear}", "perms": ["query"]}},
+                {{"username": "c", "password": "clear", "perms": ["query"]}}]"#
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(users.decoy.as_deref(), Some(dear.as_str()), "the costliest");
+    let mallory = header("mallory", "guess");
+    assert!(
+        users.needs_bcrypt(Some(&mallory)),
+        "run off the async runtime"
+    );
+    let t = std::time::Instant::now();
+    assert_eq!(
+        users.authorize(Some(&mallory), Perm::Query),
+        Err(Refusal::UnknownUser("mallory".into()))
+    );
+    // Cost 8 is 256 rounds of bcrypt's key schedule: milliseconds even on a fast machine,
+    // where a map lookup alone takes well under one.
+    let took = t.elapsed();
+    assert!(took >= std::time::Duration::from_millis(2), "{took:?}");
+    // A file without hashes has nothing to hide behind: no bcrypt at all.
+    let clear = Users::from_json(br#"[{"username": "c", "password": "p", "perms": []}]"#).unwrap();
+    assert!(clear.decoy.is_none());
+    assert!(!clear.needs_bcrypt(Some(&mallory)));
+}

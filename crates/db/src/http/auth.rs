@@ -20,14 +20,21 @@
 //! rqlite answers: `http.StatusUnauthorized` for both); the body names the permission. It
 //! is logged with the user name and peer, never the password, and counted in
 //! `webfarm_db_auth_failures_total{reason}`.
+//!
+//! bcrypt is slow on purpose, so a flood of guesses (or of unknown users, which pay the same
+//! check) could take every core from SQL and Raft. At most [`bcrypt_slots`] checks run at
+//! once; a request waits for its turn at most [`BCRYPT_WAIT`], then gets 503 with
+//! `Retry-After` (counted as reason `busy`). Credentials already verified take no slot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
 use webfarm_node::access::{Guard, NodeAuth, Perm, Refusal, Users};
 use webfarm_node::tls::Peer;
 
@@ -63,21 +70,23 @@ fn route(path: &str) -> Route {
 
 /// Failed authentications on the db API, by [`Refusal::reason`].
 #[derive(Debug, Default)]
-pub(crate) struct AuthFailures([AtomicU64; 4]);
+pub(crate) struct AuthFailures([AtomicU64; 5]);
 
 impl AuthFailures {
-    const REASONS: [&'static str; 4] = [
+    const REASONS: [&'static str; 5] = [
         "no_credentials",
         "unknown_user",
         "bad_password",
         "forbidden",
+        "busy",
     ];
 
     fn count(&self, r: &Refusal) {
-        let i = Self::REASONS
-            .iter()
-            .position(|x| *x == r.reason())
-            .unwrap_or(0);
+        self.count_reason(r.reason());
+    }
+
+    fn count_reason(&self, reason: &str) {
+        let i = Self::REASONS.iter().position(|x| *x == reason).unwrap_or(0);
         self.0[i].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -90,12 +99,23 @@ impl AuthFailures {
     }
 }
 
+/// How long a request waits for a bcrypt slot before its 503.
+pub const BCRYPT_WAIT: Duration = Duration::from_secs(5);
+
+/// How many bcrypt checks run at once: half the cores, at least one, so that guesses
+/// never take the cores SQL and Raft need.
+pub fn bcrypt_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 /// What the API's auth layer checks with.
 pub(crate) struct ApiAuth {
     users: Option<Arc<Users>>,
     guard: Guard,
     db_nodes: Vec<String>,
     failures: Arc<AuthFailures>,
+    /// The bcrypt slots ([`bcrypt_slots`]).
+    bcrypt: Arc<Semaphore>,
 }
 
 impl ApiAuth {
@@ -115,6 +135,7 @@ impl ApiAuth {
             guard: Guard::new(subjects, auth),
             db_nodes,
             failures,
+            bcrypt: Arc::new(Semaphore::new(bcrypt_slots())),
         }
     }
 
@@ -140,6 +161,8 @@ enum Verdict {
     Db(Refusal),
     /// The check itself failed (bcrypt panicked): 500, not a refusal of the credentials.
     Internal,
+    /// Every bcrypt slot stayed taken for [`BCRYPT_WAIT`]: 503.
+    Busy,
 }
 
 /// The layer's function: passes the request on, or answers the refusal.
@@ -173,6 +196,19 @@ pub(crate) async fn check(State(auth): State<Arc<ApiAuth>>, req: Request, next: 
             r#"{"error": "the credentials could not be checked"}"#,
         )
             .into_response(),
+        Verdict::Busy => {
+            auth.failures.count_reason("busy");
+            tracing::warn!(peer = %who, path = %path, "db API: too many password checks in progress");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::RETRY_AFTER, "1"),
+                ],
+                r#"{"error": "too many password checks in progress; retry"}"#,
+            )
+                .into_response()
+        }
         Verdict::Db(refusal) => {
             auth.failures.count(&refusal);
             let user = refusal.user().unwrap_or("");
@@ -200,7 +236,14 @@ impl ApiAuth {
                 // let any `Authorization` header (even `Bearer junk`) in.
                 Err((StatusCode::UNAUTHORIZED, reason)) if authorization.is_some() => {
                     match &self.users {
-                        Some(users) => authorize(users, authorization, vec![perm], true).await,
+                        Some(users) => {
+                            let check = Check {
+                                users,
+                                slots: &self.bcrypt,
+                                named: true,
+                            };
+                            check.run(authorization, vec![perm]).await
+                        }
                         None => Verdict::Guard(StatusCode::UNAUTHORIZED, reason),
                     }
                 }
@@ -213,48 +256,71 @@ impl ApiAuth {
     async fn by_file(&self, authorization: Option<HeaderValue>, perms: Vec<Perm>) -> Verdict {
         match &self.users {
             None => Verdict::Pass,
-            Some(users) => authorize(users, authorization, perms, false).await,
+            Some(users) => {
+                let check = Check {
+                    users,
+                    slots: &self.bcrypt,
+                    named: false,
+                };
+                check.run(authorization, perms).await
+            }
         }
     }
 }
 
-/// [`Users::authorize`] (with `named`, [`Users::authorize_user`]: `"*"` does not count) for
-/// every permission of `perms`; bcrypt, when it must run, runs off the async runtime.
-async fn authorize(
-    users: &Arc<Users>,
-    authorization: Option<HeaderValue>,
-    perms: Vec<Perm>,
+/// One credentials check against the auth file.
+struct Check<'a> {
+    users: &'a Arc<Users>,
+    /// The bcrypt slots.
+    slots: &'a Arc<Semaphore>,
+    /// [`Users::authorize_user`] (`"*"` does not count) instead of [`Users::authorize`].
     named: bool,
-) -> Verdict {
-    let slow = users.needs_bcrypt(authorization.as_ref());
-    let users = Arc::clone(users);
-    let check = move || {
-        perms.iter().try_for_each(|p| {
-            let h = authorization.as_ref();
-            let verdict = if named {
-                users.authorize_user(h, *p)
-            } else {
-                users.authorize(h, *p)
+}
+
+impl Check<'_> {
+    /// Checks `authorization` for every permission of `perms`; bcrypt, when it must run,
+    /// runs off the async runtime in one of the slots.
+    async fn run(&self, authorization: Option<HeaderValue>, perms: Vec<Perm>) -> Verdict {
+        let slow = self.users.needs_bcrypt(authorization.as_ref());
+        let (users, named) = (Arc::clone(self.users), self.named);
+        let check = move || {
+            perms.iter().try_for_each(|p| {
+                let h = authorization.as_ref();
+                let verdict = if named {
+                    users.authorize_user(h, *p)
+                } else {
+                    users.authorize(h, *p)
+                };
+                verdict.map(|_| ())
+            })
+        };
+        let result = if slow {
+            let slot = Arc::clone(self.slots).acquire_owned();
+            let Ok(Ok(slot)) = tokio::time::timeout(BCRYPT_WAIT, slot).await else {
+                return Verdict::Busy;
             };
-            verdict.map(|_| ())
-        })
-    };
-    let result = if slow {
-        match tokio::task::spawn_blocking(check).await {
-            Ok(r) => r,
-            // bcrypt panicked, or the runtime is shutting down: the server's fault, not the
-            // caller's credentials.
-            Err(e) => {
-                tracing::error!("db API: the credentials check failed: {e}");
-                return Verdict::Internal;
+            // The slot goes with the check: a caller that leaves does not free it while
+            // bcrypt still runs.
+            let check = move || {
+                let _slot = slot;
+                check()
+            };
+            match tokio::task::spawn_blocking(check).await {
+                Ok(r) => r,
+                // bcrypt panicked, or the runtime is shutting down: the server's fault, not
+                // the caller's credentials.
+                Err(e) => {
+                    tracing::error!("db API: the credentials check failed: {e}");
+                    return Verdict::Internal;
+                }
             }
+        } else {
+            check()
+        };
+        match result {
+            Ok(()) => Verdict::Pass,
+            Err(r) => Verdict::Db(r),
         }
-    } else {
-        check()
-    };
-    match result {
-        Ok(()) => Verdict::Pass,
-        Err(r) => Verdict::Db(r),
     }
 }
 
