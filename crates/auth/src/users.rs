@@ -15,11 +15,13 @@
 //! remembered as the SHA-256 of what the caller sent, per user, and later requests compare
 //! that digest in constant time ([`subtle`]), so a client that sends the same credentials on
 //! every request (the web tier, pyrqlite) pays bcrypt once per process. A wrong password is
-//! never remembered: each guess pays bcrypt again. So does an unknown user when the file
-//! holds bcrypt hashes: the password is checked against the file's costliest hash and the
-//! answer thrown away, so that the time of a refusal does not tell which user names exist
-//! (rqlite answers an unknown user at once). The caller bounds how many bcrypt checks run
-//! at once (the db API: `crates/db/src/http/auth.rs`).
+//! never remembered: each guess pays bcrypt again. So do an unknown user and a wrong
+//! clear password when the file holds bcrypt hashes: the password is checked against the
+//! file's costliest hash and the answer thrown away, so that, in a file whose hashes share
+//! one cost (the farm's own), the time of a refusal does not tell which user names exist
+//! (rqlite answers an unknown user at once). A user whose hash is cheaper than the
+//! costliest is still refused faster. The caller bounds how many bcrypt checks run at once
+//! (the db API: `crates/db/src/http/auth.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -30,6 +32,10 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::AuthError;
+
+/// Most passwords remembered per user once bcrypt verified them (bcrypt reads only a
+/// password's first 72 bytes, so several can verify); more are verified each time.
+const REMEMBERED_PER_USER: usize = 4;
 
 /// The username whose permissions every caller has (rqlite's `AllUsers`).
 pub const ALL_USERS: &str = "*";
@@ -185,8 +191,10 @@ struct User {
 pub struct Users {
     users: HashMap<String, User>,
     anyone: HashSet<Perm>,
-    /// SHA-256 of a password bcrypt verified, per user.
-    verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// SHA-256 of the passwords bcrypt verified, per user: at most
+    /// [`REMEMBERED_PER_USER`], never forgotten, so that once [`Users::needs_bcrypt`] says
+    /// no for some credentials it keeps saying no.
+    verified: Mutex<HashMap<String, Vec<[u8; 32]>>>,
     /// The costliest bcrypt hash of the file, which an unknown user's password is checked
     /// against (and the answer ignored); `None` when no password is a bcrypt hash.
     decoy: Option<String>,
@@ -274,7 +282,7 @@ impl Users {
         };
         match self.users.get(&user) {
             Some(u) if is_bcrypt(&u.password) => !self.remembered(&user, &password),
-            Some(_) => false,
+            Some(u) => self.decoy.is_some() && !clear_matches(&u.password, &password),
             None => self.decoy.is_some(),
         }
     }
@@ -311,10 +319,7 @@ impl Users {
         let creds = header.and_then(crate::basic::parse);
         let (user, password) = creds.ok_or(Refusal::NoCredentials)?;
         let Some(entry) = self.users.get(&user) else {
-            if let Some(decoy) = &self.decoy {
-                // As long as a known user's wrong password takes; the answer is ignored.
-                let _ = bcrypt::verify(&password, decoy);
-            }
+            self.as_slow_as_bcrypt(&password);
             return Err(Refusal::UnknownUser(user));
         };
         if !self.password_matches(&user, entry, &password) {
@@ -333,27 +338,47 @@ impl Users {
     fn password_matches(&self, user: &str, entry: &User, password: &str) -> bool {
         // A bcrypt hash is only ever verified by bcrypt: the hash itself is no password.
         if !is_bcrypt(&entry.password) {
-            // Digests of equal length: the comparison's time says nothing of the length.
-            return bool::from(sha256(&entry.password).ct_eq(&sha256(password)));
+            let ok = clear_matches(&entry.password, password);
+            if !ok {
+                self.as_slow_as_bcrypt(password);
+            }
+            return ok;
         }
         if self.remembered(user, password) {
             return true;
         }
         if bcrypt::verify(password, &entry.password).unwrap_or(false) {
             if let Ok(mut v) = self.verified.lock() {
-                v.insert(user.to_string(), sha256(password));
+                let digests = v.entry(user.to_string()).or_default();
+                if digests.len() < REMEMBERED_PER_USER {
+                    digests.push(sha256(password));
+                }
             }
             return true;
         }
         false
     }
 
+    /// A refusal that ran no bcrypt (an unknown user, a wrong clear password) runs one
+    /// against the file's costliest hash, the answer ignored, so that it takes as long as
+    /// a wrong bcrypt password; nothing when the file holds no hash.
+    fn as_slow_as_bcrypt(&self, password: &str) {
+        if let Some(decoy) = &self.decoy {
+            let _ = bcrypt::verify(password, decoy);
+        }
+    }
+
     fn remembered(&self, user: &str, password: &str) -> bool {
         let Ok(v) = self.verified.lock() else {
             return false;
         };
-        v.get(user)
-            .is_some_and(|digest| bool::from(digest.ct_eq(&sha256(password))))
+        let digest = sha256(password);
+        v.get(user).is_some_and(|known| {
+            known
+                .iter()
+                .fold(subtle::Choice::from(0), |any, d| any | d.ct_eq(&digest))
+                .into()
+        })
     }
 }
 
@@ -381,6 +406,12 @@ pub fn is_bcrypt(stored: &str) -> bool {
 /// The cost of a bcrypt hash (`$2b$12$...` → 12); 0 when it cannot be read.
 fn bcrypt_cost(hash: &str) -> u32 {
     hash.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A clear password compared as SHA-256 digests of equal length, in constant time: the
+/// comparison's time says nothing of either length.
+fn clear_matches(stored: &str, sent: &str) -> bool {
+    bool::from(sha256(stored).ct_eq(&sha256(sent)))
 }
 
 fn sha256(text: &str) -> [u8; 32] {

@@ -328,7 +328,11 @@ fn check_table(rules: &AccessRules, input: &Input) {
             check_verdict(&out.verdict, rules);
             if let Some(r) = &sc0 {
                 let cnt = r.read(Counter::HttpReqCnt);
-                assert_eq!(cnt, before + n as u64, "http_req_cnt of a tracked connection");
+                assert_eq!(
+                    cnt,
+                    before + n as u64,
+                    "http_req_cnt of a tracked connection"
+                );
             }
             if let Some(t) = &out.tracked {
                 assert!(sc0.is_none(), "a request tracked on a tracked connection");

@@ -60,9 +60,15 @@ impl<S: MessageStore> App<S> {
     }
 }
 
-/// Now, UTC, RFC 3339 with second precision: `2025-01-31T12:00:05Z`.
+/// Now, UTC, RFC 3339 with second precision: `2025-01-31T12:00:05Z`. A clock outside
+/// what RFC 3339 can write (before 1970 or after 9999, where humantime's formatter would
+/// panic) gives the nearest end of that range.
 fn created_at() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    // 9999-12-31T23:59:59Z.
+    let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    let now = SystemTime::now().clamp(UNIX_EPOCH, last);
+    humantime::format_rfc3339_seconds(now).to_string()
 }
 
 /// The whole HTTP service of a web node. `requests` counts every request received.

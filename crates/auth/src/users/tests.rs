@@ -229,8 +229,37 @@ fn an_unknown_user_pays_for_a_bcrypt_check_when_the_file_holds_hashes() {
     // where a map lookup alone takes well under one.
     let took = t.elapsed();
     assert!(took >= std::time::Duration::from_millis(2), "{took:?}");
+    // A known user's wrong clear password pays the same; the right one does not.
+    assert!(users.needs_bcrypt(Some(&header("c", "wrong"))));
+    assert!(!users.needs_bcrypt(Some(&header("c", "clear"))));
+    let t = std::time::Instant::now();
+    assert_eq!(
+        users.authorize(Some(&header("c", "wrong")), Perm::Query),
+        Err(Refusal::BadPassword("c".into()))
+    );
+    let took = t.elapsed();
+    assert!(took >= std::time::Duration::from_millis(2), "{took:?}");
     // A file without hashes has nothing to hide behind: no bcrypt at all.
     let clear = Users::from_json(br#"[{"username": "c", "password": "p", "perms": []}]"#).unwrap();
     assert!(clear.decoy.is_none());
     assert!(!clear.needs_bcrypt(Some(&mallory)));
+}
+
+#[test]
+fn a_remembered_password_stays_remembered() {
+    // bcrypt reads 72 bytes: longer passwords sharing them all verify.
+    let base = "p".repeat(72);
+    let hash = bcrypt::hash(&base, 4).unwrap();
+    let users = file(&hash);
+    let variants: Vec<String> = (0..6).map(|i| format!("{base}{i}")).collect();
+    for v in &variants {
+        assert!(users
+            .authorize(Some(&header("bob", v)), Perm::Query)
+            .is_ok());
+    }
+    // The first four stay remembered, whatever was verified after them; the others are
+    // verified again each time.
+    for (i, v) in variants.iter().enumerate() {
+        assert_eq!(users.needs_bcrypt(Some(&header("bob", v))), i >= 4, "{i}");
+    }
 }

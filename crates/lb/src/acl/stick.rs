@@ -14,10 +14,11 @@
 //! An entry is reached through its [`EntryAt`] (shard, slot, address), under its shard's
 //! lock. An entry a connection or request tracks (`conn_cur` > 0) is never dropped or
 //! moved, so a tracking's position stays valid while it lives; each use checks the
-//! address all the same, and a position whose slot now holds another address reads as
-//! absent.
+//! address all the same: a position whose slot now holds another address reads as absent
+//! (one whose slot holds a new entry of the same address reads that entry).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
@@ -122,7 +123,7 @@ pub struct StickTable {
 
 #[derive(Debug)]
 struct Slot {
-    /// `None` while the slot is free (on the free list).
+    /// `None` while the slot is free (in the free heap).
     entry: Option<Entry>,
     prev: usize,
     next: usize,
@@ -133,7 +134,11 @@ struct Slot {
 struct Shard {
     map: HashMap<IpAddr, usize>,
     slots: Vec<Slot>,
-    free: Vec<usize>,
+    /// Free slots, lowest first: entries gather at the slab's start, so that a purge can
+    /// give the free end back.
+    free: BinaryHeap<Reverse<usize>>,
+    /// Most entries (the table's `size` over its shards): the slab never grows past it.
+    cap: usize,
     head: usize,
     tail: usize,
 }
@@ -153,7 +158,8 @@ impl StickTable {
                     Mutex::new(Shard {
                         map: HashMap::new(),
                         slots: Vec::new(),
-                        free: Vec::new(),
+                        free: BinaryHeap::new(),
+                        cap,
                         head: NIL,
                         tail: NIL,
                     })
@@ -452,11 +458,17 @@ impl Shard {
             next: NIL,
         };
         let i = match self.free.pop() {
-            Some(i) => {
+            Some(Reverse(i)) => {
                 self.slots[i] = slot;
                 i
             }
             None => {
+                if self.slots.len() == self.slots.capacity() {
+                    // Doubling, but never past the shard's share of `size`.
+                    let len = self.slots.len();
+                    let room = self.cap.saturating_sub(len).max(1);
+                    self.slots.reserve_exact(len.max(4).min(room));
+                }
                 self.slots.push(slot);
                 self.slots.len() - 1
             }
@@ -471,7 +483,7 @@ impl Shard {
         if let Some(e) = self.slots[i].entry.take() {
             self.map.remove(&e.key);
         }
-        self.free.push(i);
+        self.free.push(Reverse(i));
     }
 
     /// Gives memory back after a purge: the free slots at the slab's end go, and a map
@@ -482,7 +494,7 @@ impl Shard {
             self.slots.pop();
         }
         let len = self.slots.len();
-        self.free.retain(|&i| i < len);
+        self.free.retain(|&Reverse(i)| i < len);
         if self.slots.capacity() > 64 && len < self.slots.capacity() / 4 {
             self.slots.shrink_to(len * 2);
             self.free.shrink_to_fit();

@@ -440,5 +440,6 @@ pub const DENY_STATUSES: [u16; 21] = [
     503, 504,
 ];
 
-/// Largest stick table `size` (entries): about 1 GiB of memory at most.
+/// Largest stick table `size` (entries): about 1.5 GiB of memory at most (about 150 bytes an
+/// entry).
 pub const MAX_TABLE_SIZE: usize = 10_000_000;
