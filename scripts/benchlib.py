@@ -233,8 +233,10 @@ def lb_workers(pid):
 
 
 def farm_ca(webfarm, conf, node):
-    """The farm CA and `node`'s certificate (`webfarm ca issue`) under the data directory of
-    farm file `conf`: a node started alone (`webfarm run --node`) with `[tls] internal = true`,
-    the default, refuses to start without them (`webfarm up` makes them itself)."""
+    """The farm CA, `node`'s certificate and the farm's secrets (`webfarm ca issue`) under the
+    data directory of farm file `conf`: a node started alone (`webfarm run --node`) refuses to
+    start without the CA when `[tls] internal = true` (the default), and without the admin
+    token (and a db node without its auth file) when it is false; `webfarm up` makes them
+    itself."""
     subprocess.run([webfarm, "ca", "issue", node, "--config", conf], check=True,
                    capture_output=True)
