@@ -521,7 +521,7 @@ fn a_dns_node_brings_its_serial_and_answers_into_the_view() {
 /// `Authorization` header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_receiver_gets_no_credentials() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let dir = webfarm_testkit::TempDir::new("monitor-webhook");
     let hook = tokio::net::TcpListener::bind(webfarm_testkit::free_addr())
         .await
@@ -557,14 +557,7 @@ async fn a_webhook_receiver_gets_no_credentials() {
         .await
         .expect("the webhook is called")
         .unwrap();
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf).await.unwrap();
-        assert!(n > 0, "the request's head ends");
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = webfarm_testkit::read_request_head(&mut conn).await;
     assert!(head.starts_with("post /hook "), "{head}");
     assert!(!head.contains("authorization"), "{head}");
     assert!(!head.contains("the-admin-token"), "{head}");

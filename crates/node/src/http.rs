@@ -309,22 +309,16 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     /// Answers one request on `listener` with 200 and returns its head, lowercased.
     async fn one_request(listener: tokio::net::TcpListener) -> String {
         let (mut conn, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = conn.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the request's head ends");
-            head.extend_from_slice(&buf[..n]);
-        }
+        let head = webfarm_testkit::read_request_head(&mut conn).await;
         conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             .await
             .unwrap();
-        String::from_utf8_lossy(&head).to_ascii_lowercase()
+        head
     }
 
     #[tokio::test]

@@ -263,6 +263,24 @@ pub fn which(program: &str, package: &str, why: &str) -> std::path::PathBuf {
         })
 }
 
+/// Reads one HTTP request's head from `conn` (up to the blank line; its body, if any, stays
+/// unread) and returns it lowercased, for tests that check what a client sent.
+///
+/// # Panics
+///
+/// When the connection ends before the head does.
+pub async fn read_request_head(conn: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the request's head ends");
+        head.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&head).to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -690,7 +690,11 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let resp = send_head(addr, req).await;
+    answer(send_head(addr, req).await).await
+}
+
+/// Reads the whole of `resp` (its body as UTF-8, lossily).
+pub async fn answer(resp: Response<Incoming>) -> Answer {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     Answer {
