@@ -24,6 +24,7 @@ pub mod hash;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod sendfile;
 mod shutdown;
 pub mod status;
 pub mod tls;
@@ -90,7 +91,35 @@ pub async fn serve_router(
     until: impl std::future::Future<Output = ()> + Send + 'static,
     tls: Option<std::sync::Arc<webfarm_tls::rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
-    let service = router.into_make_service_with_connect_info::<tls::Peer>();
+    serve(listener, router, until, tls, None).await
+}
+
+/// [`serve_router`] for any service of axum's requests (the web role's, which answers
+/// cached static files before its router). Without TLS, the slices of response bodies that
+/// `files` knows to be copies of files are sent with `sendfile(2)` ([`sendfile`]); with TLS
+/// every byte is encrypted from memory.
+///
+/// # Errors
+/// The I/O error that stopped the server.
+pub async fn serve<S>(
+    listener: tokio::net::TcpListener,
+    service: S,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: Option<std::sync::Arc<webfarm_tls::rustls::ServerConfig>>,
+    files: Option<std::sync::Arc<dyn sendfile::FileBacked>>,
+) -> std::io::Result<()>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    use axum::ServiceExt;
+    let service = service.into_make_service_with_connect_info::<tls::Peer>();
     match tls {
         Some(config) => {
             let listener = tls::TlsListener::new(listener, config)?;
@@ -99,7 +128,8 @@ pub async fn serve_router(
                 .await
         }
         None => {
-            axum::serve(tls::PlainListener(listener), service)
+            let listener = tls::PlainListener { listener, files };
+            axum::serve(listener, service)
                 .with_graceful_shutdown(until)
                 .await
         }

@@ -19,6 +19,8 @@ use tokio_rustls::TlsAcceptor;
 use webfarm_config::Farm;
 use webfarm_tls::ca::Layout;
 use webfarm_tls::cert::CertName;
+
+use crate::sendfile::{FileBacked, Stream};
 pub use webfarm_tls::internal::Identity;
 pub use webfarm_tls::rustls::ServerConfig;
 pub use webfarm_tls::TlsError;
@@ -69,22 +71,31 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     }
 }
 
-/// A plain TCP listener setting `TCP_NODELAY` on every connection.
-pub struct PlainListener(pub TcpListener);
+/// A plain TCP listener setting `TCP_NODELAY` on every connection, whose connections send
+/// the slices `files` knows with `sendfile(2)` ([`crate::sendfile`]).
+pub struct PlainListener {
+    /// The bound listener.
+    pub listener: TcpListener,
+    /// The buffers that are copies of files; `None`: plain writes only.
+    pub files: Option<Arc<dyn FileBacked>>,
+}
 
 impl Listener for PlainListener {
-    type Io = TcpStream;
+    type Io = Stream;
     type Addr = Peer;
 
-    async fn accept(&mut self) -> (TcpStream, Peer) {
-        let (stream, addr) = Listener::accept(&mut self.0).await;
+    async fn accept(&mut self) -> (Stream, Peer) {
+        let (stream, addr) = Listener::accept(&mut self.listener).await;
         nodelay(&stream);
         let names: Arc<[CertName]> = Arc::new([]);
-        (stream, Peer { addr, names })
+        (
+            Stream::new(stream, self.files.clone()),
+            Peer { addr, names },
+        )
     }
 
     fn local_addr(&self) -> std::io::Result<Peer> {
-        let addr = self.0.local_addr()?;
+        let addr = self.listener.local_addr()?;
         Ok(Peer {
             addr,
             names: Arc::new([]),

@@ -1,10 +1,14 @@
-//! The router of a web node: the foobar app's routes, the static files as fallback, and the
-//! layers every response goes through (`X-Served-By`, body limit, request counter, the
-//! metrics of [`crate::metrics`]).
+//! The HTTP service of a web node: the static-file fast path in front of the router of the
+//! foobar app's routes (the static files as its fallback), and what every response goes
+//! through (`X-Served-By`, body limit, request counter, the metrics of [`crate::metrics`]).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderValue;
@@ -12,8 +16,6 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use http::header::HeaderName;
-use tower::util::MapRequestLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::metrics::WebMetrics;
 use crate::schema::Schema;
@@ -71,16 +73,98 @@ fn created_at() -> String {
     humantime::format_rfc3339_seconds(now).to_string()
 }
 
-/// The whole HTTP service of a web node. `requests` counts every request received.
+/// The whole HTTP service of a web node: every request is counted, answered from the
+/// static-file cache when it can be ([`static_files::cached`], without the router), else
+/// routed; every answer carries `X-Served-By`.
 ///
-/// # Errors
-///
-/// The node name cannot be a header value (it can: names are validated `[A-Za-z0-9_-]`).
-pub(crate) fn router<S: MessageStore>(
-    app: App<S>,
+/// The fast path answers only paths that reached the static files through the router's
+/// fallback before (only those enter the cache), so it never takes a request from an app
+/// route: the routes are fixed at start.
+#[derive(Clone)]
+pub(crate) struct WebService(Arc<Parts>);
+
+/// What [`WebService`] shares between connections (cloned per request: one count).
+struct Parts {
+    router: Router,
+    files: Arc<StaticFiles>,
+    metrics: Arc<WebMetrics>,
     requests: Arc<AtomicU64>,
-) -> Result<Router, http::header::InvalidHeaderValue> {
-    let served_by = HeaderValue::from_str(&app.name)?;
+    served_by: HeaderValue,
+}
+
+impl WebService {
+    /// The service of `app`; `requests` counts every request received.
+    ///
+    /// # Errors
+    ///
+    /// The node name cannot be a header value (it can: names are validated `[A-Za-z0-9_-]`).
+    pub(crate) fn new<S: MessageStore>(
+        app: App<S>,
+        requests: Arc<AtomicU64>,
+    ) -> Result<WebService, http::header::InvalidHeaderValue> {
+        Ok(WebService(Arc::new(Parts {
+            served_by: HeaderValue::from_str(&app.name)?,
+            files: app.files.clone(),
+            metrics: app.metrics.clone(),
+            requests,
+            router: router(app),
+        })))
+    }
+}
+
+impl tower::Service<Request> for WebService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = WebFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> WebFuture {
+        let this = &*self.0;
+        this.requests.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        if let Some(mut resp) = static_files::cached(&this.files, &mut req) {
+            this.metrics
+                .record(None, resp.status().as_u16(), start.elapsed());
+            resp.headers_mut()
+                .insert(X_SERVED_BY, this.served_by.clone());
+            return WebFuture::Ready(Some(resp));
+        }
+        let routed = this.router.clone().call(req);
+        let served_by = this.served_by.clone();
+        WebFuture::Routed(Box::pin(async move {
+            let mut resp = match routed.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            resp.headers_mut().insert(X_SERVED_BY, served_by);
+            resp
+        }))
+    }
+}
+
+/// The answer of [`WebService`]: ready at once (a cached file), or the router's.
+pub(crate) enum WebFuture {
+    /// Taken when polled.
+    Ready(Option<Response>),
+    Routed(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+impl Future for WebFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            WebFuture::Ready(resp) => Poll::Ready(Ok(resp.take().expect("polled after Ready"))),
+            WebFuture::Routed(routed) => routed.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// The app's routes, with the static files (the same [`StaticFiles`]) as the fallback.
+fn router<S: MessageStore>(app: App<S>) -> Router {
     // The static files are a service of their own, holding only what they use: as a
     // handler of the app's state, every file served would clone the whole app (the
     // database client included).
@@ -90,7 +174,7 @@ pub(crate) fn router<S: MessageStore>(
         let (files, name) = (files.clone(), name.clone());
         async move { Ok::<_, Infallible>(static_files::serve(&files, &name, req).await) }
     });
-    let router = Router::new()
+    Router::new()
         .route("/", get(pages::board::<S>))
         .route("/messages", post(pages::post_form::<S>))
         .route("/api/messages", get(api::list::<S>).post(api::create::<S>))
@@ -104,12 +188,6 @@ pub(crate) fn router<S: MessageStore>(
             metrics,
             crate::metrics::observe,
         ))
-        .layer(MapRequestLayer::new(move |req: Request| {
-            requests.fetch_add(1, Ordering::Relaxed);
-            req
-        }))
-        .layer(SetResponseHeaderLayer::overriding(X_SERVED_BY, served_by));
-    Ok(router)
 }
 
 /// Liveness for the load balancer's health check; does not touch the database.

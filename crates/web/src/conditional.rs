@@ -17,12 +17,16 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-/// A 304 with the validators and caching headers of the 200 it replaces.
+/// A 304 with the validators and caching headers of the 200 it replaces (and its
+/// `X-Served-By`, when it has one already).
 pub(crate) fn not_modified(full: &HeaderMap) -> Response {
     let mut resp = StatusCode::NOT_MODIFIED.into_response();
-    for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL] {
+    // Room for all four at once: a map grown one insert at a time allocates thrice.
+    let headers = resp.headers_mut();
+    headers.reserve(4);
+    for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL, crate::app::X_SERVED_BY] {
         if let Some(v) = full.get(&name) {
-            resp.headers_mut().insert(name, v.clone());
+            headers.insert(name, v.clone());
         }
     }
     resp
@@ -32,15 +36,15 @@ pub(crate) fn not_modified(full: &HeaderMap) -> Response {
 /// full answer and the decision is made here, in one place.
 #[derive(Debug, Default)]
 pub(crate) struct Conditions {
-    if_none_match: Option<String>,
+    /// Kept as sent (a header value shares the request's buffer: no copy).
+    if_none_match: Option<HeaderValue>,
     if_modified_since: Option<SystemTime>,
 }
 
 impl Conditions {
     pub(crate) fn take(headers: &mut HeaderMap) -> Conditions {
-        let if_none_match = headers
-            .remove(IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok().map(str::to_string));
+        // A value that is not visible ASCII is ignored, as if absent.
+        let if_none_match = headers.remove(IF_NONE_MATCH).filter(|v| v.to_str().is_ok());
         // An invalid date is ignored (RFC 9110 §13.1.3), as is a second value.
         let if_modified_since = match headers.remove(IF_MODIFIED_SINCE) {
             Some(v) => v
@@ -64,7 +68,9 @@ impl Conditions {
     /// else `If-Modified-Since`.
     pub(crate) fn not_modified(&self, v: &Validator) -> bool {
         if let Some(list) = &self.if_none_match {
-            return etag_list_matches(list, &v.etag_str);
+            return list
+                .to_str()
+                .is_ok_and(|list| etag_list_matches(list, &v.etag_str));
         }
         match self.if_modified_since {
             Some(since) => v.last_modified <= since,

@@ -14,9 +14,15 @@
 //! renames a new one over it is served at once; anything else about the request (404s,
 //! directories, ranges, `HEAD` before any `GET`, percent-encoded paths) goes to `ServeDir`
 //! as before. The cache is bounded: [`MAX_ENTRIES`] files and [`MAX_TOTAL_BYTES`]; past
-//! either, new files are simply not cached.
+//! either, new files are simply not cached. A stale copy is dropped on its next request.
+//!
+//! A body of [`MIN_SENDFILE`] bytes or more also keeps its file open (opened after the read,
+//! kept only with the stamp read): the cache is the [`FileBacked`] registry through which
+//! the web role's connections send such bodies with `sendfile(2)`
+//! ([`webfarm_node::sendfile`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -25,6 +31,7 @@ use std::time::SystemTime;
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use http::HeaderMap;
+use webfarm_node::sendfile::{FileBacked, FileSlice, MIN_SENDFILE};
 
 use crate::conditional::{not_modified, Conditions, Validator};
 
@@ -46,7 +53,15 @@ pub(crate) struct FileStamp {
 impl FileStamp {
     /// The stamp of the regular file at `path`; `None` if it is missing or not a file.
     pub(crate) fn of(path: &Path) -> Option<FileStamp> {
-        let m = std::fs::metadata(path).ok()?;
+        FileStamp::from(std::fs::metadata(path).ok()?)
+    }
+
+    /// The stamp of the open `file` (one `statx` on its descriptor).
+    fn of_file(file: &File) -> Option<FileStamp> {
+        FileStamp::from(file.metadata().ok()?)
+    }
+
+    fn from(m: std::fs::Metadata) -> Option<FileStamp> {
         Some(FileStamp {
             len: m.len(),
             modified: m.modified().ok()?,
@@ -72,6 +87,9 @@ pub(crate) struct CachedFile {
     file: PathBuf,
     stamp: FileStamp,
     validator: Validator,
+    /// The file, open, for a body of at least [`MIN_SENDFILE`] bytes: what `sendfile(2)`
+    /// sends the body from ([`webfarm_node::sendfile`]).
+    open: Option<Arc<File>>,
 }
 
 /// What [`FileCache::insert`] keeps: a file's `200` answer, read while it had `stamp`.
@@ -117,7 +135,29 @@ pub(crate) struct FileCache {
 #[derive(Debug, Default)]
 struct Entries {
     files: HashMap<String, Arc<CachedFile>>,
+    /// The entries with an open file, by the address of their body's first byte.
+    by_addr: BTreeMap<usize, Arc<CachedFile>>,
     bytes: usize,
+}
+
+impl Entries {
+    /// Keeps `entry` for `path`, in place of what it had.
+    fn put(&mut self, path: &str, entry: Arc<CachedFile>) {
+        if entry.open.is_some() {
+            self.by_addr
+                .insert(entry.body.as_ptr() as usize, entry.clone());
+        }
+        self.bytes += entry.body.len();
+        if let Some(old) = self.files.insert(path.to_string(), entry) {
+            self.forget(&old);
+        }
+    }
+
+    /// Lets go of `old`, no longer in `files`.
+    fn forget(&mut self, old: &CachedFile) {
+        self.bytes -= old.body.len();
+        self.by_addr.remove(&(old.body.as_ptr() as usize));
+    }
 }
 
 impl FileCache {
@@ -155,7 +195,7 @@ impl FileCache {
     }
 
     /// The cached answer for request path `path` if the file on disk is still the one it
-    /// was read from.
+    /// was read from. A stale copy is dropped (its memory and open file with it).
     pub(crate) fn get(&self, path: &str) -> Option<Arc<CachedFile>> {
         let entry = self
             .entries
@@ -164,30 +204,67 @@ impl FileCache {
             .files
             .get(path)
             .cloned()?;
-        (FileStamp::of(&entry.file) == Some(entry.stamp)).then_some(entry)
+        if FileStamp::of(&entry.file) == Some(entry.stamp) {
+            return Some(entry);
+        }
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        if entries
+            .files
+            .get(path)
+            .is_some_and(|e| Arc::ptr_eq(e, &entry))
+        {
+            entries.files.remove(path);
+            entries.forget(&entry);
+        }
+        None
     }
 
     /// Keeps `answer` for request path `path` (the caller checked the file's stamp before
     /// and after reading it). Returns the entry, or `None` when the bounds leave no room (the
     /// answer is then served once, uncached).
     pub(crate) fn insert(&self, path: &str, answer: Answer) -> Option<Arc<CachedFile>> {
+        // Opened after the read: kept only if it is the version read (same stamp).
+        let open = (answer.body.len() >= MIN_SENDFILE)
+            .then(|| File::open(&answer.file).ok())
+            .flatten()
+            .filter(|f| FileStamp::of_file(f) == Some(answer.stamp))
+            .map(Arc::new);
         let entry = Arc::new(CachedFile {
             headers: answer.headers,
             body: answer.body,
             file: answer.file,
             stamp: answer.stamp,
             validator: answer.validator,
+            open,
         });
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        let old = entries.files.get(path).map_or(0, |e| e.body.len());
-        let bytes = entries.bytes - old + entry.body.len();
-        let count = entries.files.len() + usize::from(old == 0);
+        let old = entries.files.get(path).map(|e| e.body.len());
+        let bytes = entries.bytes - old.unwrap_or(0) + entry.body.len();
+        let count = entries.files.len() + usize::from(old.is_none());
         if bytes > MAX_TOTAL_BYTES || count > MAX_ENTRIES {
             return None;
         }
-        entries.bytes = bytes;
-        entries.files.insert(path.to_string(), entry.clone());
+        entries.put(path, entry.clone());
         Some(entry)
+    }
+}
+
+impl FileBacked for FileCache {
+    /// A slice of a cached body with an open file, while that file keeps its stamp.
+    fn find(&self, ptr: *const u8, len: usize) -> Option<FileSlice> {
+        let addr = ptr as usize;
+        let entry = {
+            let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+            let (&start, entry) = entries.by_addr.range(..=addr).next_back()?;
+            let within = addr - start + len <= entry.body.len();
+            within.then(|| entry.clone())?
+        };
+        let file = entry.open.clone()?;
+        if FileStamp::of_file(&file) != Some(entry.stamp) {
+            return None;
+        }
+        let offset = u64::try_from(addr - entry.body.as_ptr() as usize).ok()?;
+        Some(FileSlice { file, offset })
     }
 }
 
@@ -259,6 +336,39 @@ mod tests {
             FileStamp::of(tmp.path()).is_none(),
             "a directory has no stamp"
         );
+    }
+
+    #[test]
+    fn only_large_unchanged_bodies_are_found_for_sendfile() {
+        let tmp = TempDir::new("file-cache-find");
+        let (big, small) = (tmp.path().join("big"), tmp.path().join("small"));
+        std::fs::write(&big, vec![b'a'; MIN_SENDFILE]).unwrap();
+        std::fs::write(&small, vec![b'a'; MIN_SENDFILE - 1]).unwrap();
+        let cache = FileCache::new(tmp.path());
+        let insert = |path: &str, file: &Path| {
+            let body = Bytes::from(std::fs::read(file).unwrap());
+            let stamp = FileStamp::of(file).unwrap();
+            cache.insert(path, answer(file, stamp, body)).unwrap()
+        };
+        let (b, s) = (insert("/big", &big), insert("/small", &small));
+        let at = |entry: &CachedFile, offset: usize| entry.body[offset..].as_ptr();
+        let found = cache.find(at(&b, 100), MIN_SENDFILE - 100).unwrap();
+        assert_eq!(found.offset, 100);
+        assert!(
+            cache.find(at(&b, 100), MIN_SENDFILE - 99).is_none(),
+            "past its end"
+        );
+        assert!(
+            cache.find(at(&s, 0), MIN_SENDFILE - 1).is_none(),
+            "too small to open"
+        );
+        // Changed on disk: neither found nor served, and dropped (its open file too).
+        std::fs::write(&big, vec![b'b'; MIN_SENDFILE + 1]).unwrap();
+        assert!(cache.find(at(&b, 0), MIN_SENDFILE).is_none());
+        assert!(cache.get("/big").is_none());
+        let entries = cache.entries.read().unwrap();
+        assert!(entries.by_addr.is_empty() && !entries.files.contains_key("/big"));
+        assert_eq!(entries.bytes, MIN_SENDFILE - 1);
     }
 
     #[test]

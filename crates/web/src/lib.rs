@@ -6,7 +6,8 @@
 //! - **Static files** of the code base (`[web] root`, the repository's `site/`) through
 //!   tower-http's `ServeDir`: content types, `Last-Modified`, ranges, plus an `ETag` from the
 //!   file's size and modification time, and 304 answers to `If-None-Match` /
-//!   `If-Modified-Since`.
+//!   `If-Modified-Since`. A file served before and unchanged on disk is answered from memory
+//!   ahead of the router; one of 16 KiB or more leaves with `sendfile(2)`, as from nginx.
 //! - **The foobar app**, a message board kept in the replicated database:
 //!   `GET /` (server-rendered page, "Served by web-2"), `POST /messages` (form → 303 to `/`),
 //!   `GET /api/messages?limit=N`, `POST /api/messages` (201 + `Location`),

@@ -73,7 +73,7 @@ fn code_index(status: u16) -> usize {
 impl WebMetrics {
     /// Counts one response of `status` on `matched` (axum's matched route, if any), its
     /// head ready after `elapsed`.
-    fn record(&self, matched: Option<&str>, status: u16, elapsed: std::time::Duration) {
+    pub(crate) fn record(&self, matched: Option<&str>, status: u16, elapsed: std::time::Duration) {
         let route = &self.routes[route_index(matched)];
         route.responses[code_index(status)].fetch_add(1, Ordering::Relaxed);
         route.seconds.observe(elapsed);

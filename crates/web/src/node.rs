@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use webfarm_config::Role;
 use webfarm_db_client::DbClient;
 use webfarm_node::metrics::Scrape;
+use webfarm_node::sendfile::FileBacked;
 use webfarm_node::status::{RoleStatus, WebStatus};
 use webfarm_node::{BindError, Health, NodeContext};
 
@@ -156,13 +157,14 @@ impl WebNode {
             schema: schema.clone(),
             files: Arc::new(static_files::StaticFiles::new(&root)),
         };
-        let router = app::router(app, requests.clone())
+        let sendfile: Arc<dyn FileBacked> = app.files.clone();
+        let service = app::WebService::new(app, requests.clone())
             .map_err(|_| WebError::NodeName { node: name.clone() })?;
 
         let shutdown = ctx.shutdown.clone();
         let server = tokio::spawn(async move {
             let until = async move { shutdown.wait().await };
-            webfarm_node::serve_router(listener, router, until, server_tls).await
+            webfarm_node::serve(listener, service, until, server_tls, Some(sendfile)).await
         });
         let schema_task = tokio::spawn(
             schema

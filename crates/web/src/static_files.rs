@@ -39,7 +39,31 @@ impl StaticFiles {
     }
 }
 
-/// Serves `req` from `files`: a file with its validators, a 304, or a 404/405 page.
+impl webfarm_node::sendfile::FileBacked for StaticFiles {
+    /// The slices of cached bodies that `sendfile(2)` can send from their files.
+    fn find(&self, ptr: *const u8, len: usize) -> Option<webfarm_node::sendfile::FileSlice> {
+        self.cache.find(ptr, len)
+    }
+}
+
+/// The fast path: the cached answer to `req` (a `GET` or `HEAD` of a whole file that was
+/// served before and is unchanged on disk, [`crate::file_cache`]): the file or a 304. `None`
+/// for anything else, which [`serve`] answers (a `Range` with `If-Range` among them).
+pub(crate) fn cached(files: &StaticFiles, req: &mut Request) -> Option<Response> {
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => return None,
+    };
+    if req.headers().contains_key(RANGE) {
+        return None;
+    }
+    let hit = files.cache.get(req.uri().path())?;
+    Some(hit.answer(&Conditions::take(req.headers_mut()), head))
+}
+
+/// Serves `req` from `files` through `ServeDir`: a file with its validators, a 304, or a
+/// 404/405 page; a small file's whole `200` is kept for [`cached`].
 pub(crate) async fn serve(files: &StaticFiles, served_by: &str, mut req: Request) -> Response {
     let head = req.method() == Method::HEAD;
     let conditions = Conditions::take(req.headers_mut());
@@ -53,12 +77,6 @@ pub(crate) async fn serve(files: &StaticFiles, served_by: &str, mut req: Request
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
-    }
-    // A cache hit answers without copying the path: the hot path allocates nothing here.
-    if whole {
-        if let Some(hit) = files.cache.get(path) {
-            return hit.answer(&conditions, head);
-        }
     }
     let path = path.to_string();
     // Only files first served here enter the cache, so a hit above needs no such check.
@@ -91,7 +109,7 @@ pub(crate) async fn serve(files: &StaticFiles, served_by: &str, mut req: Request
     }
     match (cacheable, before, validator) {
         (Some(file), Some(stamp), Some(v)) if status == StatusCode::OK && !head => {
-            match keep(files, &path, (file, stamp, v.clone()), resp).await {
+            match keep(files, &path, served_by, (file, stamp, v.clone()), resp).await {
                 Ok(entry) => entry.answer(&conditions, false),
                 Err(resp) => preconditions(resp, &conditions, &v),
             }
@@ -111,6 +129,13 @@ fn preconditions(resp: Response, conditions: &Conditions, v: &Validator) -> Resp
     }
 }
 
+fn with_served_by(mut headers: http::HeaderMap, served_by: &str) -> http::HeaderMap {
+    if let Ok(v) = HeaderValue::from_str(served_by) {
+        headers.insert(crate::app::X_SERVED_BY, v);
+    }
+    headers
+}
+
 /// Reads a small file's whole `200` answer into the cache, if the file was the same
 /// (`stamp`) before and after `ServeDir` read it and its length is the answer's.
 ///
@@ -121,6 +146,7 @@ fn preconditions(resp: Response, conditions: &Conditions, v: &Validator) -> Resp
 async fn keep(
     files: &StaticFiles,
     path: &str,
+    served_by: &str,
     (file, stamp, validator): (PathBuf, FileStamp, Validator),
     resp: Response,
 ) -> Result<Arc<CachedFile>, Response> {
@@ -144,7 +170,9 @@ async fn keep(
             file,
             stamp,
             validator,
-            headers: parts.headers.clone(),
+            // With the header every answer gets: setting it again on a hit replaces a
+            // value instead of growing a copied map.
+            headers: with_served_by(parts.headers.clone(), served_by),
             body: bytes.clone(),
         };
         if let Some(entry) = files.cache.insert(path, answer) {

@@ -91,3 +91,55 @@ async fn a_large_file_is_streamed_whole() {
     let r = get(web.addr, "/big.bin", &[("if-none-match", &etag)]).await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
 }
+
+/// Writes `bytes` over `file` in place, keeping its size, inode and modification time: a
+/// change its stamp cannot see, so what is served tells where the body came from.
+fn overwrite_unseen(file: &std::path::Path, bytes: &[u8]) {
+    let modified = std::fs::metadata(file).unwrap().modified().unwrap();
+    let mut f = std::fs::File::options().write(true).open(file).unwrap();
+    std::io::Write::write_all(&mut f, bytes).unwrap();
+    f.set_modified(modified).unwrap();
+}
+
+#[tokio::test]
+async fn a_large_cached_file_is_sent_from_the_file_itself() {
+    let tmp = TempDir::new("cache-sendfile");
+    let site = make_site(&tmp);
+    // Above webfarm_node::sendfile::MIN_SENDFILE (16 KiB), below the cache's 1 MiB.
+    let (big, small) = (site.join("big.html"), site.join("small.txt"));
+    std::fs::write(&big, vec![b'a'; 100 * 1024]).unwrap();
+    std::fs::write(&small, vec![b'a'; 1024]).unwrap();
+    let web = start(farm(&tmp, &site, "300ms"), "web-1").await.unwrap();
+    for path in ["/big.html", "/small.txt"] {
+        for _ in 0..2 {
+            let r = get(web.addr, path, &[]).await;
+            assert_eq!(r.status, StatusCode::OK);
+            assert!(r.body.iter().all(|&b| b == b'a'), "{path}");
+        }
+    }
+    overwrite_unseen(&big, &vec![b'b'; 100 * 1024]);
+    overwrite_unseen(&small, &vec![b'b'; 1024]);
+    // The large file's body leaves with sendfile(2) from the open file; the small one's is
+    // written from the copy in memory.
+    let r = get(web.addr, "/big.html", &[]).await;
+    assert_eq!(r.body.len(), 100 * 1024);
+    assert!(
+        r.body.iter().all(|&b| b == b'b'),
+        "the large file from disk"
+    );
+    let r = get(web.addr, "/small.txt", &[]).await;
+    assert!(
+        r.body.iter().all(|&b| b == b'a'),
+        "the small file from memory"
+    );
+
+    // A new version renamed over it is seen (new inode) and served whole.
+    let next = site.join("big.next");
+    std::fs::write(&next, vec![b'c'; 50 * 1024]).unwrap();
+    std::fs::rename(&next, &big).unwrap();
+    for _ in 0..3 {
+        let r = get(web.addr, "/big.html", &[]).await;
+        assert_eq!(r.body.len(), 50 * 1024);
+        assert!(r.body.iter().all(|&b| b == b'c'));
+    }
+}
