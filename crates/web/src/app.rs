@@ -149,6 +149,7 @@ impl tower::Service<Request> for WebService {
 pub(crate) enum WebFuture {
     /// Taken when polled.
     Ready(Option<Response>),
+    /// The router's answer, then `X-Served-By`.
     Routed(Pin<Box<dyn Future<Output = Response> + Send>>),
 }
 

@@ -79,7 +79,7 @@ pub(crate) async fn serve(files: &StaticFiles, served_by: &str, mut req: Request
         return resp;
     }
     let path = path.to_string();
-    // Only files first served here enter the cache, so a hit above needs no such check.
+    // Only files first served here enter the cache, so `cached` needs no such check.
     if files.root.escapes(&path).await {
         tracing::warn!(path, "refused: a symbolic link out of the site's root");
         return errors::not_found(served_by, &path);
@@ -129,6 +129,8 @@ fn preconditions(resp: Response, conditions: &Conditions, v: &Validator) -> Resp
     }
 }
 
+/// `headers` with this node's `X-Served-By` (skipped if `served_by` is no header value; node
+/// names always are).
 fn with_served_by(mut headers: http::HeaderMap, served_by: &str) -> http::HeaderMap {
     if let Ok(v) = HeaderValue::from_str(served_by) {
         headers.insert(crate::app::X_SERVED_BY, v);
