@@ -6,8 +6,8 @@
 //! hyper offers no way around its writes, but it writes through the connection's I/O type,
 //! and with a body held as one buffer (`Bytes`) the `IoSlice` it passes to `writev` points
 //! into that very buffer. [`Stream`] is that I/O type: before a write it asks a
-//! [`FileBacked`] registry (the web role's file cache) whether a large slice lies inside a
-//! buffer that is a copy of a file; if so it sends what comes before the slice with
+//! [`FileBacked`] registry (the web role's file cache) whether a large slice (or the rest of
+//! one it sent that way) lies inside a buffer that is a copy of a file; if so it sends what comes before the slice with
 //! `MSG_MORE` and the slice's bytes with `sendfile(2)` from the file, and reports the same
 //! byte counts a `writev` would have. Everything else is the plain socket's write.
 //!
@@ -15,18 +15,21 @@
 //! other's. It answers only while the file is still the one the copy was read from (same
 //! size, modification time and inode, checked on the open file at each write); once it is
 //! not, the bytes come from memory, as without this module. A file that shrinks under a
-//! send makes `sendfile` stop short, and the rest comes from memory too. What cannot be
+//! send makes `sendfile` stop short, and the rest comes from memory too, as it does when
+//! `sendfile` fails on the file's side. What cannot be
 //! caught is a rewrite in place during the very `sendfile` call, which nginx's `sendfile`
 //! sends mixed as well: deploy by renaming a new file over the old one (the open file keeps
 //! the old one's bytes).
 
 use std::fs::File;
 use std::io::{self, IoSlice};
+use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, UnixAddr};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
@@ -57,6 +60,9 @@ pub struct FileSlice {
 pub struct Stream {
     tcp: TcpStream,
     files: Option<Arc<dyn FileBacked>>,
+    /// The addresses of the last slice sent from a file: the rest of that body, however
+    /// short, is looked up too, so a body that began with `sendfile` ends with it.
+    sending: Range<usize>,
 }
 
 impl std::fmt::Debug for dyn FileBacked {
@@ -69,14 +75,19 @@ impl Stream {
     /// `tcp`, sending the slices `files` knows from their files; `None`: a plain socket.
     #[must_use]
     pub fn new(tcp: TcpStream, files: Option<Arc<dyn FileBacked>>) -> Stream {
-        Stream { tcp, files }
+        Stream {
+            tcp,
+            files,
+            sending: 0..0,
+        }
     }
 
     /// The first slice of `bufs` that a file holds, its index and where in the file.
     fn file_backed(&self, bufs: &[IoSlice<'_>]) -> Option<(usize, FileSlice)> {
         let files = self.files.as_ref()?;
         bufs.iter().enumerate().find_map(|(i, b)| {
-            (b.len() >= MIN_SENDFILE)
+            let addr = b.as_ptr() as usize;
+            (b.len() >= MIN_SENDFILE || (self.sending.contains(&addr) && !b.is_empty()))
                 .then(|| files.find(b.as_ptr(), b.len()))
                 .flatten()
                 .map(|slice| (i, slice))
@@ -112,6 +123,8 @@ impl AsyncWrite for Stream {
         let Some((k, slice)) = this.file_backed(bufs) else {
             return Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
         };
+        let start = bufs[k].as_ptr() as usize;
+        this.sending = start..start + bufs[k].len();
         loop {
             ready!(this.tcp.poll_write_ready(cx))?;
             let sock = this.tcp.as_fd();
@@ -158,13 +171,15 @@ fn send(
     let Ok(mut offset) = i64::try_from(slice.offset) else {
         return or_sent(sent, plain(sock, body));
     };
-    let from_file =
-        match nix::sys::sendfile::sendfile(sock, &*slice.file, Some(&mut offset), body.len()) {
-            // The file ends before the slice does: it shrank since the check; memory has the bytes.
-            Ok(0) => plain(sock, body),
-            Ok(n) => Ok(n),
-            Err(e) => Err(e.into()),
-        };
+    let file = &*slice.file;
+    let from_file = match nix::sys::sendfile::sendfile(sock, file, Some(&mut offset), body.len()) {
+        Ok(n) if n > 0 => Ok(n),
+        Err(Errno::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        // The file ends before the slice does (it shrank since the check), or the file could
+        // not be read this way (EIO, a file system without splice): memory has the bytes, and
+        // a socket that failed fails this write too, with its own error.
+        Ok(_) | Err(_) => plain(sock, body),
+    };
     or_sent(sent, from_file)
 }
 
@@ -192,6 +207,7 @@ mod tests {
     use std::io::Write as _;
 
     use bytes::Bytes;
+    use nix::sys::socket::{setsockopt, sockopt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use webfarm_testkit::TempDir;
@@ -217,29 +233,40 @@ mod tests {
     }
 
     /// What arrives when `bufs` are written through a [`Stream`] with `files` (every byte,
-    /// however the writes split them).
-    async fn through(files: Option<Arc<dyn FileBacked>>, bufs: &[&[u8]]) -> Vec<u8> {
+    /// however the writes split them), and how many writes that took. With `small`, both
+    /// ends' socket buffers are 16 KiB, so writes come back short and would block.
+    async fn through(
+        files: Option<Arc<dyn FileBacked>>,
+        bufs: &[&[u8]],
+        small: bool,
+    ) -> (Vec<u8>, usize) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let mut stream = Stream::new(accepted.unwrap().0, files);
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let (client, accepted) = (client.unwrap(), accepted.unwrap().0);
+        if small {
+            setsockopt(&accepted, sockopt::SndBuf, &16384).unwrap();
+            setsockopt(&client, sockopt::RcvBuf, &16384).unwrap();
+        }
+        let mut stream = Stream::new(accepted, files);
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
-            client.unwrap().read_to_end(&mut got).await.unwrap();
+            let mut client = client;
+            client.read_to_end(&mut got).await.unwrap();
             got
         });
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
         let mut left = &mut slices[..];
-        let mut written = 0;
+        let (mut written, mut writes) = (0, 0);
         while written < total {
             let n = stream.write_vectored(left).await.unwrap();
             assert!(n > 0, "a write made no progress");
-            written += n;
+            (written, writes) = (written + n, writes + 1);
             IoSlice::advance_slices(&mut left, n);
         }
         stream.shutdown().await.unwrap();
-        reader.await.unwrap()
+        (reader.await.unwrap(), writes)
     }
 
     fn registry(tmp: &TempDir, copy: &Bytes, on_disk: &[u8]) -> Arc<dyn FileBacked> {
@@ -258,7 +285,9 @@ mod tests {
         let tmp = TempDir::new("sendfile");
         let copy = Bytes::from(vec![b'm'; 100 * 1024]);
         let files = registry(&tmp, &copy, &vec![b'f'; 100 * 1024]);
-        let got = through(Some(files), &[b"HTTP/1.1 200 OK\r\n\r\n", &copy]).await;
+        let got = through(Some(files), &[b"HTTP/1.1 200 OK\r\n\r\n", &copy], false)
+            .await
+            .0;
         assert_eq!(&got[..19], b"HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!(got.len(), 19 + copy.len());
         assert!(got[19..].iter().all(|&b| b == b'f'), "sent from the file");
@@ -269,12 +298,14 @@ mod tests {
         let tmp = TempDir::new("sendfile-memory");
         let small = Bytes::from(vec![b'm'; MIN_SENDFILE - 1]);
         let files = registry(&tmp, &small, &vec![b'f'; MIN_SENDFILE - 1]);
-        let got = through(Some(files.clone()), &[b"head", &small]).await;
+        let got = through(Some(files.clone()), &[b"head", &small], false)
+            .await
+            .0;
         assert!(got[4..].iter().all(|&b| b == b'm'), "below the threshold");
         let other = vec![b'o'; 100 * 1024];
-        let got = through(Some(files), &[b"head", &other]).await;
+        let got = through(Some(files), &[b"head", &other], false).await.0;
         assert!(got[4..].iter().all(|&b| b == b'o'), "not in the registry");
-        let got = through(None, &[b"head", &other]).await;
+        let got = through(None, &[b"head", &other], false).await.0;
         assert_eq!(got.len(), 4 + other.len());
     }
 
@@ -283,9 +314,42 @@ mod tests {
         let tmp = TempDir::new("sendfile-short");
         let copy = Bytes::from(vec![b'm'; 64 * 1024]);
         let files = registry(&tmp, &copy, &vec![b'f'; 20 * 1024]);
-        let got = through(Some(files), &[b"head", &copy]).await;
+        let got = through(Some(files), &[b"head", &copy], false).await.0;
         assert_eq!(got.len(), 4 + copy.len(), "every byte arrives");
         assert!(got[4..4 + 20 * 1024].iter().all(|&b| b == b'f'));
         assert!(got[4 + 20 * 1024..].iter().all(|&b| b == b'm'));
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_gets_the_file_over_many_short_writes() {
+        let tmp = TempDir::new("sendfile-slow");
+        let copy = Bytes::from(vec![b'm'; 512 * 1024]);
+        let files = registry(&tmp, &copy, &vec![b'f'; 512 * 1024]);
+        let (got, writes) = through(Some(files), &[b"head", &copy], true).await;
+        assert_eq!(got.len(), 4 + copy.len());
+        // Each write after the first resumed sendfile where the last one stopped, the last
+        // (shorter than MIN_SENDFILE) included.
+        assert!(writes > 1, "one write of 512 KiB into a 16 KiB buffer");
+        assert!(
+            got[4..].iter().all(|&b| b == b'f'),
+            "every byte from the file"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_sendfile_cannot_read_leaves_from_memory() {
+        let tmp = TempDir::new("sendfile-unreadable");
+        let copy = Bytes::from(vec![b'm'; 64 * 1024]);
+        let path = tmp.path().join("write-only");
+        std::fs::write(&path, vec![b'f'; 64 * 1024]).unwrap();
+        // Open for writing only: sendfile(2) fails on this side (EBADF).
+        let file = Arc::new(File::options().write(true).open(&path).unwrap());
+        let files: Arc<dyn FileBacked> = Arc::new(One {
+            copy: copy.clone(),
+            file,
+        });
+        let (got, _) = through(Some(files), &[b"head", &copy], false).await;
+        assert_eq!(got.len(), 4 + copy.len());
+        assert!(got[4..].iter().all(|&b| b == b'm'));
     }
 }

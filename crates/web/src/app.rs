@@ -132,6 +132,7 @@ impl tower::Service<Request> for WebService {
                 .insert(X_SERVED_BY, this.served_by.clone());
             return WebFuture::Ready(Some(resp));
         }
+        // axum's Router is always ready (`poll_ready` is `Ready(Ok(()))`).
         let routed = this.router.clone().call(req);
         let served_by = this.served_by.clone();
         WebFuture::Routed(Box::pin(async move {

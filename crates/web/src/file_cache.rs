@@ -41,6 +41,9 @@ pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 pub(crate) const MAX_TOTAL_BYTES: usize = 64 * 1024 * 1024;
 /// The most files kept in memory by one node.
 pub(crate) const MAX_ENTRIES: usize = 4096;
+/// The most files kept open for `sendfile(2)`: past it, large bodies are copied from memory.
+/// Well under the usual 1,024 descriptors of a process not started by systemd.
+pub(crate) const MAX_OPEN_FILES: usize = 128;
 
 /// What identifies one version of a file on disk: size, modification time, inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +56,16 @@ pub(crate) struct FileStamp {
 impl FileStamp {
     /// The stamp of the regular file at `path`; `None` if it is missing or not a file.
     pub(crate) fn of(path: &Path) -> Option<FileStamp> {
-        FileStamp::from(std::fs::metadata(path).ok()?)
+        FileStamp::of_metadata(std::fs::metadata(path).ok()?)
     }
 
     /// The stamp of the open `file` (one `statx` on its descriptor).
     fn of_file(file: &File) -> Option<FileStamp> {
-        FileStamp::from(file.metadata().ok()?)
+        FileStamp::of_metadata(file.metadata().ok()?)
     }
 
-    fn from(m: std::fs::Metadata) -> Option<FileStamp> {
+    /// The stamp in `m`, if `m` is a regular file's.
+    fn of_metadata(m: std::fs::Metadata) -> Option<FileStamp> {
         Some(FileStamp {
             len: m.len(),
             modified: m.modified().ok()?,
@@ -132,6 +136,7 @@ pub(crate) struct FileCache {
     entries: RwLock<Entries>,
 }
 
+/// The cached answers, and what bounds them.
 #[derive(Debug, Default)]
 struct Entries {
     files: HashMap<String, Arc<CachedFile>>,
@@ -141,16 +146,17 @@ struct Entries {
 }
 
 impl Entries {
-    /// Keeps `entry` for `path`, in place of what it had.
-    fn put(&mut self, path: &str, entry: Arc<CachedFile>) {
+    /// Keeps `entry` for `path`, in place of what it had, which it returns (to be dropped
+    /// once the lock is released).
+    fn put(&mut self, path: &str, entry: Arc<CachedFile>) -> Option<Arc<CachedFile>> {
         if entry.open.is_some() {
             self.by_addr
                 .insert(entry.body.as_ptr() as usize, entry.clone());
         }
         self.bytes += entry.body.len();
-        if let Some(old) = self.files.insert(path.to_string(), entry) {
-            self.forget(&old);
-        }
+        let old = self.files.insert(path.to_string(), entry)?;
+        self.forget(&old);
+        Some(old)
     }
 
     /// Lets go of `old`, no longer in `files`.
@@ -223,30 +229,48 @@ impl FileCache {
     /// and after reading it). Returns the entry, or `None` when the bounds leave no room (the
     /// answer is then served once, uncached).
     pub(crate) fn insert(&self, path: &str, answer: Answer) -> Option<Arc<CachedFile>> {
-        // Opened after the read: kept only if it is the version read (same stamp).
-        let open = (answer.body.len() >= MIN_SENDFILE)
-            .then(|| File::open(&answer.file).ok())
-            .flatten()
-            .filter(|f| FileStamp::of_file(f) == Some(answer.stamp))
-            .map(Arc::new);
+        let opened = open_same(&answer);
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        let old = entries.files.get(path);
+        let bytes = entries.bytes - old.map_or(0, |e| e.body.len()) + answer.body.len();
+        let count = entries.files.len() + usize::from(old.is_none());
+        if bytes > MAX_TOTAL_BYTES || count > MAX_ENTRIES {
+            return None;
+        }
+        let open_elsewhere =
+            entries.by_addr.len() - usize::from(old.is_some_and(|e| e.open.is_some()));
         let entry = Arc::new(CachedFile {
             headers: answer.headers,
             body: answer.body,
             file: answer.file,
             stamp: answer.stamp,
             validator: answer.validator,
-            open,
+            open: opened
+                .filter(|_| open_elsewhere < MAX_OPEN_FILES)
+                .map(Arc::new),
         });
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        let old = entries.files.get(path).map(|e| e.body.len());
-        let bytes = entries.bytes - old.unwrap_or(0) + entry.body.len();
-        let count = entries.files.len() + usize::from(old.is_none());
-        if bytes > MAX_TOTAL_BYTES || count > MAX_ENTRIES {
-            return None;
-        }
-        entries.put(path, entry.clone());
+        let replaced = entries.put(path, entry.clone());
+        drop(entries);
+        drop(replaced);
         Some(entry)
     }
+}
+
+/// The file `answer` was read from, opened again, for a body `sendfile(2)` sends: `None` for
+/// a smaller one, or if the path no longer holds the version read (same stamp). Opened
+/// without blocking: should the path have just become a FIFO, the open must not wait for a
+/// writer.
+fn open_same(answer: &Answer) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if answer.body.len() < MIN_SENDFILE {
+        return None;
+    }
+    let file = File::options()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(&answer.file)
+        .ok()?;
+    (FileStamp::of_file(&file) == Some(answer.stamp)).then_some(file)
 }
 
 impl FileBacked for FileCache {
@@ -369,6 +393,26 @@ mod tests {
         let entries = cache.entries.read().unwrap();
         assert!(entries.by_addr.is_empty() && !entries.files.contains_key("/big"));
         assert_eq!(entries.bytes, MIN_SENDFILE - 1);
+    }
+
+    #[test]
+    fn at_most_max_open_files_stay_open() {
+        let tmp = TempDir::new("file-cache-open");
+        let cache = FileCache::new(tmp.path());
+        for i in 0..=MAX_OPEN_FILES {
+            let file = tmp.path().join(format!("f{i}"));
+            std::fs::write(&file, vec![b'a'; MIN_SENDFILE]).unwrap();
+            let body = Bytes::from(std::fs::read(&file).unwrap());
+            let stamp = FileStamp::of(&file).unwrap();
+            let entry = cache.insert(&format!("/f{i}"), answer(&file, stamp, body));
+            // Past the bound, the body is still cached, to be copied from memory.
+            assert_eq!(
+                entry.unwrap().open.is_some(),
+                i < MAX_OPEN_FILES,
+                "file {i}"
+            );
+        }
+        assert_eq!(cache.entries.read().unwrap().by_addr.len(), MAX_OPEN_FILES);
     }
 
     #[test]

@@ -93,7 +93,8 @@ async fn a_large_file_is_streamed_whole() {
 }
 
 /// Writes `bytes` over `file` in place, keeping its size, inode and modification time: a
-/// change its stamp cannot see, so what is served tells where the body came from.
+/// change its stamp cannot see (a known limit, nginx's too: crates/web/DESIGN.md), used here
+/// because what is served then tells where the body came from.
 fn overwrite_unseen(file: &std::path::Path, bytes: &[u8]) {
     let modified = std::fs::metadata(file).unwrap().modified().unwrap();
     let mut f = std::fs::File::options().write(true).open(file).unwrap();
