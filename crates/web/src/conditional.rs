@@ -17,14 +17,14 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-/// A 304 with the validators and caching headers of the 200 it replaces (and its
-/// `X-Served-By`, when it has one already).
+/// A 304 with the validators and caching headers of the 200 it replaces.
 pub(crate) fn not_modified(full: &HeaderMap) -> Response {
     let mut resp = StatusCode::NOT_MODIFIED.into_response();
-    // Room for all four at once: a map grown one insert at a time allocates thrice.
+    // Room for these three and the `X-Served-By` every answer gets (app.rs) at once: a map
+    // grown one insert at a time allocates thrice.
     let headers = resp.headers_mut();
     headers.reserve(4);
-    for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL, crate::app::X_SERVED_BY] {
+    for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL] {
         if let Some(v) = full.get(&name) {
             headers.insert(name, v.clone());
         }
