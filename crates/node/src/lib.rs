@@ -81,7 +81,9 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListene
 /// algorithm until the peer acknowledges the first, and the peer delays that ACK for up to
 /// 40 ms (Linux's delayed ACK): every keep-alive response stalls. nginx (`tcp_nodelay on`,
 /// its default) and HAProxy set it on every connection too. Every axum listener of every
-/// role is served through this function so none can miss it.
+/// role is served through this function so none can miss it; the web role's own
+/// connection loop accepts through the same listeners ([`tls::PlainListener`],
+/// [`tls::TlsListener`]).
 ///
 /// # Errors
 /// The I/O error that stopped the server.
@@ -91,35 +93,7 @@ pub async fn serve_router(
     until: impl std::future::Future<Output = ()> + Send + 'static,
     tls: Option<std::sync::Arc<webfarm_tls::rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
-    serve(listener, router, until, tls, None).await
-}
-
-/// [`serve_router`] for any service of axum's requests (the web role's, which answers
-/// cached static files before its router). Without TLS, the slices of response bodies that
-/// `files` knows to be copies of files are sent with `sendfile(2)` ([`sendfile`]); with TLS
-/// every byte is encrypted from memory.
-///
-/// # Errors
-/// The I/O error that stopped the server.
-pub async fn serve<S>(
-    listener: tokio::net::TcpListener,
-    service: S,
-    until: impl std::future::Future<Output = ()> + Send + 'static,
-    tls: Option<std::sync::Arc<webfarm_tls::rustls::ServerConfig>>,
-    files: Option<std::sync::Arc<dyn sendfile::FileBacked>>,
-) -> std::io::Result<()>
-where
-    S: tower::Service<
-            axum::extract::Request,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    use axum::ServiceExt;
-    let service = service.into_make_service_with_connect_info::<tls::Peer>();
+    let service = router.into_make_service_with_connect_info::<tls::Peer>();
     match tls {
         Some(config) => {
             let listener = tls::TlsListener::new(listener, config)?;
@@ -128,7 +102,10 @@ where
                 .await
         }
         None => {
-            let listener = tls::PlainListener { listener, files };
+            let listener = tls::PlainListener {
+                listener,
+                files: None,
+            };
             axum::serve(listener, service)
                 .with_graceful_shutdown(until)
                 .await

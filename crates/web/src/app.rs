@@ -17,6 +17,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::header::HeaderName;
 
+use crate::file_cache::Prepared;
+use crate::http1::wire::Plain;
 use crate::metrics::WebMetrics;
 use crate::schema::Schema;
 use crate::static_files::StaticFiles;
@@ -109,6 +111,22 @@ impl WebService {
             requests,
             router: router(app),
         })))
+    }
+}
+
+impl WebService {
+    /// The fast path of [`crate::http1`]'s loop: a cached file's prepared answer to `req`,
+    /// counted and measured as [`WebService::call`] counts its answers (route `static`);
+    /// `None` if the cache cannot answer (the loop then hands the request to hyper).
+    pub(crate) fn answer_plain(&self, req: &Plain<'_>) -> Option<Prepared> {
+        let this = &*self.0;
+        let start = Instant::now();
+        let answer = static_files::prepared(&this.files, req)?;
+        this.requests.fetch_add(1, Ordering::Relaxed);
+        this.metrics
+            .record(None, answer.status.as_u16(), start.elapsed());
+        this.metrics.prepared.fetch_add(1, Ordering::Relaxed);
+        Some(answer)
     }
 }
 

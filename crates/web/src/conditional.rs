@@ -46,13 +46,9 @@ impl Conditions {
         // A value that is not visible ASCII is ignored, as if absent.
         let if_none_match = headers.remove(IF_NONE_MATCH).filter(|v| v.to_str().is_ok());
         // An invalid date is ignored (RFC 9110 §13.1.3), as is a second value.
-        let if_modified_since = match headers.remove(IF_MODIFIED_SINCE) {
-            Some(v) => v
-                .to_str()
-                .ok()
-                .and_then(|s| httpdate::parse_http_date(s).ok()),
-            None => None,
-        };
+        let if_modified_since = headers
+            .remove(IF_MODIFIED_SINCE)
+            .and_then(|v| http_date(v.as_bytes()));
         // ServeDir ignores If-Range; ignoring Range instead (allowed by RFC 9110 §14.2) never
         // splices parts of two versions of a file.
         if headers.remove(IF_RANGE).is_some() {
@@ -67,16 +63,24 @@ impl Conditions {
     /// Whether the client's copy is current: `If-None-Match` (weak comparison) if present,
     /// else `If-Modified-Since`.
     pub(crate) fn not_modified(&self, v: &Validator) -> bool {
-        if let Some(list) = &self.if_none_match {
-            return list
-                .to_str()
-                .is_ok_and(|list| etag_list_matches(list, &v.etag_str));
-        }
-        match self.if_modified_since {
-            Some(since) => v.last_modified <= since,
-            None => false,
-        }
+        let if_none_match = self.if_none_match.as_ref().and_then(|l| l.to_str().ok());
+        v.is_current(if_none_match, self.if_modified_since)
     }
+}
+
+/// A request header's value as text if it is visible ASCII (or tab), as
+/// [`HeaderValue::to_str`] requires; `None` otherwise (the header is then ignored).
+pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
+    let visible = value
+        .iter()
+        .all(|&c| c == b'\t' || (0x20..0x7f).contains(&c));
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
+/// An `If-Modified-Since` value as a time; `None` for an invalid date, which RFC 9110
+/// §13.1.3 says to ignore.
+pub(crate) fn http_date(value: &[u8]) -> Option<SystemTime> {
+    httpdate::parse_http_date(header_text(value)?).ok()
 }
 
 /// A file's validators.
@@ -110,6 +114,21 @@ impl Validator {
             etag_str,
             last_modified,
         })
+    }
+}
+
+impl Validator {
+    /// Whether a client holding `if_none_match` (its `If-None-Match`, compared weakly) or,
+    /// without it, `if_modified_since` has this version: RFC 9110 §13.2.2's order.
+    pub(crate) fn is_current(
+        &self,
+        if_none_match: Option<&str>,
+        if_modified_since: Option<SystemTime>,
+    ) -> bool {
+        if let Some(list) = if_none_match {
+            return etag_list_matches(list, &self.etag_str);
+        }
+        if_modified_since.is_some_and(|since| self.last_modified <= since)
     }
 }
 

@@ -30,10 +30,12 @@ use std::time::SystemTime;
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use webfarm_node::sendfile::{FileBacked, FileSlice, MIN_SENDFILE};
 
+use crate::app::X_SERVED_BY;
 use crate::conditional::{not_modified, Conditions, Validator};
+use crate::http1::wire;
 
 /// The largest file kept in memory (bytes); larger ones are streamed by `ServeDir`.
 pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -94,6 +96,41 @@ pub(crate) struct CachedFile {
     /// The file, open, for a body of at least [`MIN_SENDFILE`] bytes: what `sendfile(2)`
     /// sends the body from ([`webfarm_node::sendfile`]).
     open: Option<Arc<File>>,
+    /// The heads of its `200` and of its `304`, as bytes ([`crate::http1`]).
+    heads: Heads,
+}
+
+/// A cached file's response heads, encoded once ([`wire::encode_head`]): status line and
+/// header fields, without `Date`.
+#[derive(Debug)]
+struct Heads {
+    ok: Bytes,
+    not_modified: Bytes,
+}
+
+impl Heads {
+    /// The heads of the `200` with `headers` and of the `304` that stands for it.
+    fn of(headers: &HeaderMap) -> Heads {
+        let mut not_modified = not_modified(headers);
+        if let Some(v) = headers.get(X_SERVED_BY) {
+            not_modified.headers_mut().insert(X_SERVED_BY, v.clone());
+        }
+        Heads {
+            ok: wire::encode_head(StatusCode::OK, headers),
+            not_modified: wire::encode_head(StatusCode::NOT_MODIFIED, not_modified.headers()),
+        }
+    }
+}
+
+/// A cached answer as bytes: what [`crate::http1`] writes.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// `200` or `304`.
+    pub(crate) status: StatusCode,
+    /// Status line and header fields, without `Date` and the blank line.
+    pub(crate) head: Bytes,
+    /// The file (a `200` to a `GET`).
+    pub(crate) body: Option<Bytes>,
 }
 
 /// What [`FileCache::insert`] keeps: a file's `200` answer, read while it had `stamp`.
@@ -126,6 +163,28 @@ impl CachedFile {
         let mut resp = Response::new(body);
         *resp.headers_mut() = self.headers.clone();
         resp
+    }
+
+    /// [`CachedFile::answer`] as bytes, to a request whose `If-None-Match` and
+    /// `If-Modified-Since` are `if_none_match` and `if_modified_since`.
+    pub(crate) fn prepared(
+        &self,
+        if_none_match: Option<&str>,
+        if_modified_since: Option<SystemTime>,
+        head: bool,
+    ) -> Prepared {
+        if self.validator.is_current(if_none_match, if_modified_since) {
+            return Prepared {
+                status: StatusCode::NOT_MODIFIED,
+                head: self.heads.not_modified.clone(),
+                body: None,
+            };
+        }
+        Prepared {
+            status: StatusCode::OK,
+            head: self.heads.ok.clone(),
+            body: (!head).then(|| self.body.clone()),
+        }
     }
 }
 
@@ -240,6 +299,7 @@ impl FileCache {
         let open_elsewhere =
             entries.by_addr.len() - usize::from(old.is_some_and(|e| e.open.is_some()));
         let entry = Arc::new(CachedFile {
+            heads: Heads::of(&answer.headers),
             headers: answer.headers,
             body: answer.body,
             file: answer.file,

@@ -41,6 +41,7 @@ mod confine;
 mod errors;
 mod file_cache;
 mod html;
+mod http1;
 mod metrics;
 mod node;
 mod pages;

@@ -43,6 +43,8 @@ pub(crate) struct WebMetrics {
     routes: [Route; 6],
     /// Messages stored (`POST /api/messages`, `POST /messages`).
     pub posted: AtomicU64,
+    /// Static-file answers the connection loop wrote from prepared bytes ([`crate::http1`]).
+    pub prepared: AtomicU64,
 }
 
 impl Default for WebMetrics {
@@ -53,6 +55,7 @@ impl Default for WebMetrics {
                 seconds: Histogram::seconds(LATENCY_SECONDS),
             }),
             posted: AtomicU64::new(0),
+            prepared: AtomicU64::new(0),
         }
     }
 }
@@ -107,6 +110,12 @@ impl WebMetrics {
             "webfarm_web_messages_posted_total",
             "Messages stored by this node.",
             self.posted.load(Ordering::Relaxed),
+        )?;
+        s.counter(
+            "webfarm_web_static_prepared_total",
+            "Static-file answers written by the connection loop from prepared bytes, without \
+             hyper (counted in route=\"static\" too).",
+            self.prepared.load(Ordering::Relaxed),
         )?;
         let db_counters = [
             (

@@ -11,9 +11,11 @@ use webfarm_db_client::DbClient;
 use webfarm_node::metrics::Scrape;
 use webfarm_node::sendfile::FileBacked;
 use webfarm_node::status::{RoleStatus, WebStatus};
+use webfarm_node::tls::{PlainListener, TlsListener};
 use webfarm_node::{BindError, Health, NodeContext};
 
 use crate::app::{self, App};
+use crate::http1;
 use crate::metrics::WebMetrics;
 use crate::schema::Schema;
 use crate::static_files;
@@ -164,7 +166,16 @@ impl WebNode {
         let shutdown = ctx.shutdown.clone();
         let server = tokio::spawn(async move {
             let until = async move { shutdown.wait().await };
-            webfarm_node::serve(listener, service, until, server_tls, Some(sendfile)).await
+            match server_tls {
+                Some(config) => {
+                    let listener = TlsListener::new(listener, config)?;
+                    http1::serve(listener, service, until).await
+                }
+                None => {
+                    let files = Some(sendfile);
+                    http1::serve(PlainListener { listener, files }, service, until).await
+                }
+            }
         });
         let schema_task = tokio::spawn(
             schema

@@ -16,7 +16,8 @@ use tower_http::services::ServeDir;
 use crate::conditional::{not_modified, Conditions, Validator};
 use crate::confine::Root;
 use crate::errors;
-use crate::file_cache::{Answer, CachedFile, FileCache, FileStamp, MAX_FILE_BYTES};
+use crate::file_cache::{Answer, CachedFile, FileCache, FileStamp, Prepared, MAX_FILE_BYTES};
+use crate::http1::wire::Plain;
 
 /// The static files of one web node: `ServeDir` on the root (`dir/` serves
 /// `dir/index.html`) and the in-memory copies of the small ones.
@@ -60,6 +61,13 @@ pub(crate) fn cached(files: &StaticFiles, req: &mut Request) -> Option<Response>
     }
     let hit = files.cache.get(req.uri().path())?;
     Some(hit.answer(&Conditions::take(req.headers_mut()), head))
+}
+
+/// [`cached`] for [`crate::http1`]'s loop: the prepared answer to a plain `GET` or `HEAD`
+/// of a cached file, unchanged on disk; `None` for anything else.
+pub(crate) fn prepared(files: &StaticFiles, req: &Plain<'_>) -> Option<Prepared> {
+    let hit = files.cache.get(req.path)?;
+    Some(hit.prepared(req.if_none_match, req.if_modified_since, req.head))
 }
 
 /// Serves `req` from `files` through `ServeDir`: a file with its validators, a 304, or a
