@@ -104,6 +104,11 @@ where
     loop {
         match wire::parse(&buf) {
             Parsed::Partial if buf.len() < MAX_HEAD => {
+                if buf.capacity() - buf.len() < READ_BUF / 2 {
+                    // Reclaims the front of the buffer, or grows it, once, not by the few
+                    // bytes `read_buf` would add to a full one.
+                    buf.reserve(READ_BUF);
+                }
                 let read = tokio::select! {
                     biased;
                     read = io.read_buf(&mut buf) => read,

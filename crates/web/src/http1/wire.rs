@@ -70,6 +70,9 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed<'_> {
     };
     let mut fast = plain.head || req.method == Some("GET");
     let mut body = None;
+    // Only the first of each validator counts, valid or not, as for hyper's path
+    // (`HeaderMap::remove` gives the first value).
+    let (mut seen_etags, mut seen_date) = (false, false);
     for h in req.headers.iter() {
         match Field::of(h.name) {
             Field::ContentLength => match (body, header_text(h.value).map(str::parse::<u64>)) {
@@ -79,10 +82,12 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed<'_> {
             },
             Field::Framing => return Parsed::Rest,
             Field::Connection if !keeps_alive(h.value) => return Parsed::Rest,
-            Field::IfNoneMatch if plain.if_none_match.is_none() => {
+            Field::IfNoneMatch if !seen_etags => {
+                seen_etags = true;
                 plain.if_none_match = header_text(h.value);
             }
-            Field::IfModifiedSince if plain.if_modified_since.is_none() => {
+            Field::IfModifiedSince if !seen_date => {
+                seen_date = true;
                 plain.if_modified_since = http_date(h.value);
             }
             Field::NotPlain => fast = false,
