@@ -146,13 +146,7 @@ async fn pipelined_requests_of_both_paths_are_answered_in_order() {
 
     let hit = conn.answer(false).await;
     assert_eq!((hit.status, &hit.body), (StatusCode::OK, &css));
-    for name in [
-        "content-type",
-        "content-length",
-        "etag",
-        "last-modified",
-        "cache-control",
-    ] {
+    for name in FILE_HEADERS {
         assert_eq!(hit.header(name), first.header(name), "{name}");
     }
     assert_eq!(hit.header("x-served-by"), Some("web-1"));

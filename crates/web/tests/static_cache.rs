@@ -19,13 +19,7 @@ async fn cached_files_answer_like_the_file_on_disk() {
     // Served again (from memory now): the same answer, header for header.
     let again = get(web.addr, "/style.css", &[]).await;
     assert_eq!(again.body, first.body);
-    for name in [
-        "content-type",
-        "content-length",
-        "etag",
-        "last-modified",
-        "cache-control",
-    ] {
+    for name in FILE_HEADERS {
         assert_eq!(again.header(name), first.header(name), "{name}");
     }
     assert_eq!(again.header("x-served-by"), "web-1");

@@ -16,6 +16,15 @@ use webfarm_node::{NodeContext, Shutdown, ShutdownTrigger};
 pub use webfarm_testkit::{TempDir, DEADLINE};
 use webfarm_web::{WebError, WebNode};
 
+/// The headers a cached file's answer repeats from the file's first answer.
+pub const FILE_HEADERS: [&str; 5] = [
+    "content-type",
+    "content-length",
+    "etag",
+    "last-modified",
+    "cache-control",
+];
+
 /// The repository's `site/` directory.
 pub fn repo_site() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../site")
