@@ -33,6 +33,8 @@ impl Answer {
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Reads 4 KiB at a time, a millisecond apart: a client slower than the server.
+    slow: bool,
 }
 
 impl Conn {
@@ -42,6 +44,7 @@ impl Conn {
         Conn {
             stream,
             buf: Vec::new(),
+            slow: false,
         }
     }
 
@@ -92,7 +95,14 @@ impl Conn {
 
     async fn fill(&mut self) {
         let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk).await.unwrap();
+        let chunk = if self.slow {
+            // The pace of the reader is what is tested, not a wait for a condition.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            &mut chunk[..4096]
+        } else {
+            &mut chunk[..]
+        };
+        let n = self.stream.read(chunk).await.unwrap();
         assert!(n > 0, "closed with {} bytes unread", self.buf.len());
         self.buf.extend_from_slice(&chunk[..n]);
     }
@@ -243,6 +253,49 @@ async fn what_closes_a_connection_still_closes_it() {
         StatusCode::OK,
         "the body was not taken for a request"
     );
+    // The same body still on its way when the app answered: hyper leaves it unread, and
+    // where the next request would start is unknown, so the connection closes.
+    let mut conn = Conn::open(web.addr).await;
+    conn.send(b"POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+        .await;
+    assert_eq!(
+        conn.answer(false).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    conn.closed().await;
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_and_long_heads_are_hyper_s() {
+    let tmp = TempDir::new("conn-h2");
+    let site = make_site(&tmp);
+    let web = start(farm(&tmp, &site, "300ms"), "web-1").await.unwrap();
+    let stream = TcpStream::connect(web.addr).await.unwrap();
+    let (mut sender, h2) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("an HTTP/2 preface is answered as HTTP/2");
+    tokio::spawn(h2);
+    for _ in 0..2 {
+        let req = http::Request::get(format!("http://{}/style.css", web.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = tokio::time::timeout(DEADLINE, sender.send_request(req))
+            .await
+            .expect("an answer within the deadline")
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+    }
+    // More header fields than the loop reads (64): hyper reads them (up to its 100).
+    let mut conn = Conn::open(web.addr).await;
+    let many: String = (0..80).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    conn.send(get("/style.css", &many).as_bytes()).await;
+    assert_eq!(conn.answer(false).await.status, StatusCode::OK);
+    conn.send(get("/style.css", "").as_bytes()).await;
+    assert_eq!(conn.answer(false).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -266,4 +319,40 @@ async fn shutdown_closes_idle_connections() {
         .await
         .expect("the node stops once its connections closed")
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_large_answer_to_a_slow_reader_arrives_whole_before_the_next() {
+    let tmp = TempDir::new("conn-slow");
+    let site = make_site(&tmp);
+    // Over the cache's 1 MiB, ServeDir streams it through hyper; over the 4 MiB a socket's
+    // send buffer grows to, the server waits for the reader.
+    let big: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.join("big.bin"), &big).unwrap();
+    let web = start(farm(&tmp, &site, "300ms"), "web-1").await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small window: the server's writes stall until the client reads.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(web.addr).await.unwrap();
+    let mut conn = Conn {
+        stream,
+        buf: Vec::new(),
+        slow: true,
+    };
+    // A body hyper drains (it came with the head) and a pipelined request for the loop.
+    let batch = [
+        "GET /big.bin HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx".to_string(),
+        get("/style.css", ""),
+        get("/style.css", ""),
+    ]
+    .concat();
+    conn.send(batch.as_bytes()).await;
+    let answer = conn.answer(false).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.body == big, "the 12 MiB body arrived whole");
+    for _ in 0..2 {
+        let css = conn.answer(false).await;
+        assert_eq!(css.status, StatusCode::OK);
+        assert_eq!(css.body, std::fs::read(site.join("style.css")).unwrap());
+    }
 }

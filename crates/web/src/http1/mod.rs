@@ -10,46 +10,48 @@
 //! ones on a plain connection). Nothing of HTTP's framing is decided here beyond that:
 //!
 //! - any other request of HTTP/1.1 that keeps the connection open and carries no body or
-//!   a `Content-Length` one goes to hyper alone ([`Parsed::One`]): hyper reads exactly that
-//!   request's bytes (a [`Replay`] of what the loop read, then the socket up to the end of
-//!   the body, then end-of-file), answers it, and gives the connection back;
-//! - everything else goes to hyper for the rest of the connection ([`Parsed::Rest`]):
-//!   HTTP/1.0, `Connection: close`, chunked bodies, upgrades, an HTTP/2 preface, a head
-//!   that does not parse or is longer than [`MAX_HEAD`] (hyper answers `400` or `431`).
+//!   a `Content-Length` one goes to hyper alone ([`Parsed::One`], [`to_hyper::one`]):
+//!   hyper reads exactly that request's bytes (what the loop read, then the socket up to
+//!   the end of the body, then end-of-file), answers it, and gives the connection back;
+//! - everything else goes to hyper for the rest of the connection ([`Parsed::Rest`],
+//!   [`to_hyper::rest`]): HTTP/1.0, `Connection: close`, `CONNECT`, chunked bodies,
+//!   upgrades, an HTTP/2 preface, a head that does not parse (hyper answers `400`) or
+//!   that is longer than [`MAX_HEAD`] (hyper reads it within its own limits).
 //!
 //! Pipelined requests are answered in order: the loop answers what its buffer holds before
 //! it reads again, and hyper never reads past the request it was handed. On shutdown a
-//! connection finishes the request in progress and closes; an idle one closes at once.
+//! connection finishes the request in progress and closes; an idle one closes at once. The
+//! loop closes a connection as nginx's lingering close does ([`close`]).
 
 mod replay;
+mod to_hyper;
 pub(crate) mod wire;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::response::Response;
 use axum::serve::Listener;
 use bytes::{Buf, BytesMut};
-use http::header::CONNECTION;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
+use webfarm_node::tls::Peer;
 use webfarm_node::Shutdown;
 
 use crate::app::WebService;
 use crate::file_cache::Prepared;
-use replay::Replay;
+use to_hyper::{Lent, ToHyper};
 use wire::Parsed;
 
 /// The read buffer's first size (bytes).
 const READ_BUF: usize = 8 * 1024;
-/// The longest head the loop waits for (bytes); a longer one goes to hyper, whose own
-/// limit answers `431`.
+/// The longest head the loop waits for (bytes); a longer one goes to hyper, which reads
+/// it within its own limits (about 400 KiB; past them it answers `431`).
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
+/// How long a closing connection waits for the client's end ([`close`]).
+const LINGER: Duration = Duration::from_secs(2);
+/// The most bytes a closing connection reads and discards ([`close`]).
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Serves `service` on `listener` until `until` completes, then lets every connection
 /// finish its request in progress and returns once all have closed.
@@ -63,7 +65,7 @@ pub(crate) async fn serve<L>(
     until: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    L: Listener,
+    L: Listener<Addr = Peer>,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (trigger, stop) = Shutdown::new();
@@ -71,8 +73,9 @@ where
     tokio::pin!(until);
     loop {
         tokio::select! {
-            (io, _) = listener.accept() => {
-                conns.spawn(connection(io, service.clone(), stop.clone()));
+            (io, peer) = listener.accept() => {
+                let hyper = ToHyper::new(&service, peer);
+                conns.spawn(connection(io, hyper, stop.clone()));
             }
             Some(ended) = conns.join_next(), if !conns.is_empty() => log_panic(ended),
             () = &mut until => break,
@@ -93,7 +96,7 @@ fn log_panic(ended: Result<(), tokio::task::JoinError>) {
 }
 
 /// One connection, to its end.
-async fn connection<I>(mut io: I, service: WebService, stop: Shutdown)
+async fn connection<I>(mut io: I, hyper: ToHyper, stop: Shutdown)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -102,7 +105,7 @@ where
     let stopped = stop.wait();
     tokio::pin!(stopped);
     loop {
-        match wire::parse(&buf) {
+        let lend = match wire::parse(&buf) {
             Parsed::Partial if buf.len() < MAX_HEAD => {
                 if buf.capacity() - buf.len() < READ_BUF / 2 {
                     // Reclaims the front of the buffer, or grows it, once, not by the few
@@ -112,42 +115,62 @@ where
                 let read = tokio::select! {
                     biased;
                     read = io.read_buf(&mut buf) => read,
-                    () = &mut stopped => return,
+                    () = &mut stopped => return close(io).await,
                 };
-                if !matches!(read, Ok(n) if n > 0) {
-                    return;
+                match read {
+                    Ok(n) if n > 0 => continue,
+                    // The client left (or the socket failed): nothing more to say.
+                    _ => return,
                 }
-                continue;
             }
-            Parsed::Plain(req) => {
-                if let Some(answer) = service.answer_plain(&req) {
+            Parsed::Plain(req) => match hyper.service.answer_plain(&req) {
+                Some(answer) => {
                     let len = req.len;
                     buf.advance(len);
                     if write_answer(&mut io, &mut out, &answer).await.is_err() {
                         return;
                     }
-                } else {
-                    let len = req.len as u64;
-                    io = match one_request(io, &mut buf, len, &service).await {
-                        Some(io) => io,
-                        None => return,
-                    };
+                    None
                 }
-            }
-            Parsed::One { len } => {
-                io = match one_request(io, &mut buf, len, &service).await {
-                    Some(io) => io,
-                    None => return,
-                };
-            }
+                None => Some(req.len as u64),
+            },
+            Parsed::One { len } => Some(len),
             Parsed::Partial | Parsed::Rest => {
-                return hand_over(io, buf, service, stop.clone()).await
+                return to_hyper::rest(io, buf, &hyper, &stop).await;
             }
+        };
+        if let Some(len) = lend {
+            io = match to_hyper::one(io, &mut buf, len, &hyper).await {
+                Lent::Back(io) => io,
+                Lent::Close(io) => return close(io).await,
+                Lent::Lost => return,
+            };
         }
         if stop.is_triggered() {
-            return;
+            return close(io).await;
         }
     }
+}
+
+/// Closes a connection as nginx's lingering close does: sends the end (`close_notify` first
+/// on TLS, then FIN), then reads and discards what the client still sends until it closes
+/// too, for at most [`LINGER`] and [`LINGER_BYTES`]. Closing a socket with unread bytes
+/// makes the kernel answer with a reset, which can destroy the last answer still in
+/// flight to the client.
+async fn close<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
+    let linger = async {
+        io.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            match io.read(&mut sink).await? {
+                0 => break,
+                n => discarded += n,
+            }
+        }
+        Ok::<(), io::Error>(())
+    };
+    let _ = tokio::time::timeout(LINGER, linger).await;
 }
 
 /// Writes a prepared answer: its head, `Date`, and its body, small ones in the same write.
@@ -191,87 +214,6 @@ async fn write_all<I: AsyncWrite + Unpin>(
         body = &body[n - of_head..];
     }
     Ok(())
-}
-
-/// Has hyper answer the request of `len` bytes at the start of `buf` (the rest of its body
-/// still unread on `io`), then gives back the connection, or `None` if it must close: hyper
-/// failed, the answer closes it (`Connection: close`), or hyper did not read the whole
-/// request (a body the app answered without reading).
-async fn one_request<I>(io: I, buf: &mut BytesMut, len: u64, service: &WebService) -> Option<I>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let have = usize::try_from(len).map_or(buf.len(), |len| len.min(buf.len()));
-    let read = buf.split_to(have).freeze();
-    let replay = Replay::new(read, io, len - have as u64);
-    let to_hyper = ToHyper::new(service);
-    let close = to_hyper.close.clone();
-    let parts = hyper::server::conn::http1::Builder::new()
-        // End-of-file after the request is where the loop takes over, not a client leaving
-        // in the middle of an answer.
-        .half_close(true)
-        .serve_connection(TokioIo::new(replay), to_hyper)
-        .without_shutdown()
-        .await
-        .ok()?;
-    let replay = parts.io.into_inner();
-    let whole = replay.is_spent() && parts.read_buf.is_empty();
-    (whole && !close.load(Ordering::Relaxed)).then(|| replay.into_inner())
-}
-
-/// Hands the connection to hyper for the rest of its life (HTTP/1.1 and HTTP/2, as axum's
-/// server does), replaying what the loop read; on shutdown, hyper's graceful close.
-async fn hand_over<I>(io: I, buf: BytesMut, service: WebService, stop: Shutdown)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let replay = Replay::new(buf.freeze(), io, u64::MAX);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(replay), ToHyper::new(&service));
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        () = stop.wait() => conn.as_mut().graceful_shutdown(),
-    }
-    let _ = conn.await;
-}
-
-/// The web service as hyper calls it, noting an answer that closes the connection.
-#[derive(Clone)]
-struct ToHyper {
-    service: WebService,
-    close: Arc<AtomicBool>,
-}
-
-impl ToHyper {
-    fn new(service: &WebService) -> ToHyper {
-        ToHyper {
-            service: service.clone(),
-            close: Arc::new(AtomicBool::new(false)),
-        }
-    }
-}
-
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ToHyper {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let answer = tower::Service::call(&mut self.service.clone(), req.map(Body::new));
-        let close = self.close.clone();
-        Box::pin(async move {
-            let resp = answer.await?;
-            let closes = resp.headers().get_all(CONNECTION).iter().any(|v| {
-                v.to_str()
-                    .is_ok_and(|v| v.split(',').any(|o| o.trim().eq_ignore_ascii_case("close")))
-            });
-            if closes {
-                close.store(true, Ordering::Relaxed);
-            }
-            Ok(resp)
-        })
-    }
 }
 
 #[cfg(test)]

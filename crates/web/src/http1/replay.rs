@@ -15,14 +15,28 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf, Take};
 pub(crate) struct Replay<I> {
     read: Bytes,
     io: Take<I>,
+    /// Lent for one request: hyper's shutdown only flushes, the loop keeps the socket.
+    lent: bool,
 }
 
 impl<I: AsyncRead + Unpin> Replay<I> {
-    /// `io`, read from `read` first, then at most `limit` more bytes (`u64::MAX`: no limit).
-    pub(crate) fn new(read: Bytes, io: I, limit: u64) -> Replay<I> {
+    /// `io` lent to hyper for one request of `limit` more bytes after `read`: end-of-file
+    /// after them, and a shutdown that only flushes (hyper flushes its own buffer first, so
+    /// every byte of the answer is on the socket when hyper is done).
+    pub(crate) fn lend(read: Bytes, io: I, limit: u64) -> Replay<I> {
         Replay {
             read,
             io: io.take(limit),
+            lent: true,
+        }
+    }
+
+    /// `io` given to hyper for good, `read` first: no limit, hyper's shutdown is the socket's.
+    pub(crate) fn give(read: Bytes, io: I) -> Replay<I> {
+        Replay {
+            read,
+            io: io.take(u64::MAX),
+            lent: false,
         }
     }
 
@@ -79,6 +93,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Replay<I> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().io.get_mut()).poll_shutdown(cx)
+        let this = self.get_mut();
+        let io = Pin::new(this.io.get_mut());
+        if this.lent {
+            io.poll_flush(cx)
+        } else {
+            io.poll_shutdown(cx)
+        }
     }
 }

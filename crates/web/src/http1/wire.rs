@@ -2,7 +2,7 @@
 //! request head asks, parsed by `httparse` (hyper's parser), and prepared response heads.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -58,7 +58,8 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed<'_> {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Rest,
     };
-    if req.version != Some(1) {
+    // HTTP/1.0's keep-alive rules and a `CONNECT` tunnel are hyper's to follow.
+    if req.version != Some(1) || req.method == Some("CONNECT") {
         return Parsed::Rest;
     }
     let mut plain = Plain {
@@ -75,9 +76,9 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed<'_> {
     let (mut seen_etags, mut seen_date) = (false, false);
     for h in req.headers.iter() {
         match Field::of(h.name) {
-            Field::ContentLength => match (body, header_text(h.value).map(str::parse::<u64>)) {
-                (None, Some(Ok(n))) => body = Some(n),
-                // Two lengths, or one that is no number: hyper's to judge (400).
+            Field::ContentLength => match (body, content_length(h.value)) {
+                (None, Some(n)) => body = Some(n),
+                // Two lengths, or one that is not digits alone: hyper's to judge (400).
                 _ => return Parsed::Rest,
             },
             Field::Framing => return Parsed::Rest,
@@ -94,16 +95,37 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed<'_> {
             _ => {}
         }
     }
-    let path = req.path.filter(|p| p.starts_with('/'));
+    let path = req
+        .path
+        .filter(|p| p.starts_with('/') && p.bytes().all(plain_target_byte));
     match (fast, body, path) {
         (true, None, Some(target)) => {
             plain.path = target.split_once('?').map_or(target, |(path, _)| path);
             Parsed::Plain(plain)
         }
-        _ => Parsed::One {
-            len: len as u64 + body.unwrap_or(0),
+        // A length past what a `u64` holds counts as unframeable: hyper's to refuse.
+        _ => match (len as u64).checked_add(body.unwrap_or(0)) {
+            Some(len) => Parsed::One { len },
+            None => Parsed::Rest,
         },
     }
+}
+
+/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6), as hyper reads it (no
+/// sign, no blanks).
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Whether the loop may answer a target holding `b`: RFC 3986's unreserved and sub-delims
+/// characters, `:`, `@`, `/`, `?` and `%`, which `http::Uri` accepts in a path and a query
+/// alike. Any other byte (`"`, `<`, `{`, `#`, non-ASCII...) sends the request to hyper,
+/// which decides whether the target is valid at all.
+fn plain_target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
 }
 
 /// The header fields the loop looks at.
@@ -178,7 +200,10 @@ pub(crate) fn push_date_and_end(out: &mut Vec<u8>) {
     thread_local! {
         static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    let now = SystemTime::now();
+    // A clock outside what the format can write (before 1970, after 9999, where httpdate
+    // would panic) gives the nearest end of that range.
+    let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    let now = SystemTime::now().clamp(UNIX_EPOCH, last);
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with_borrow_mut(|(at, text)| {
         if *at != second {
