@@ -356,3 +356,41 @@ async fn a_large_answer_to_a_slow_reader_arrives_whole_before_the_next() {
         assert_eq!(css.body, std::fs::read(site.join("style.css")).unwrap());
     }
 }
+
+#[tokio::test]
+async fn the_loop_answers_as_hyper_would_header_for_header() {
+    let tmp = TempDir::new("conn-same");
+    let site = make_site(&tmp);
+    let web = start(farm(&tmp, &site, "300ms"), "web-1").await.unwrap();
+    let mut conn = Conn::open(web.addr).await;
+    conn.send(get("/style.css", "").as_bytes()).await;
+    let etag = conn.answer(false).await.header("etag").unwrap().to_string();
+    let if_none_match = format!("If-None-Match: {etag}\r\n");
+    // The loop answers origin-form targets; hyper (through `WebService`'s own cache
+    // lookup) the absolute form of the same request.
+    let absolute = format!("http://{}/style.css", web.addr);
+    for (method, extra) in [("GET", ""), ("HEAD", ""), ("GET", if_none_match.as_str())] {
+        let mut answers = Vec::new();
+        for target in ["/style.css", absolute.as_str()] {
+            let request = format!("{method} {target} HTTP/1.1\r\nHost: a\r\n{extra}\r\n");
+            conn.send(request.as_bytes()).await;
+            let mut answer = conn.answer(method == "HEAD").await;
+            answer.headers.retain(|(name, _)| name != "date");
+            answers.push(answer);
+        }
+        let (looped, hyper) = (&answers[0], &answers[1]);
+        assert_eq!(looped.status, hyper.status, "{method} {extra}");
+        assert_eq!(
+            looped.headers, hyper.headers,
+            "{method} {extra}: same fields, same order"
+        );
+        assert_eq!(looped.body, hyper.body, "{method} {extra}");
+    }
+    let text = webfarm_node::metrics::text(web.node.as_ref().unwrap().health()).unwrap();
+    let prepared = sample(&text, "webfarm_web_static_prepared_total", &[]);
+    assert_eq!(
+        prepared,
+        Some(3.0),
+        "the loop answered the origin-form three"
+    );
+}
