@@ -70,8 +70,7 @@ async fn cached_files_answer_like_the_file_on_disk() {
 async fn a_large_file_is_streamed_whole() {
     let tmp = TempDir::new("cache-large");
     let site = make_site(&tmp);
-    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(site.join("big.bin"), &big).unwrap();
+    let big = write_pattern(&site, "big.bin", 3 * 1024 * 1024);
     let web = start(farm(&tmp, &site, "300ms"), "web-1").await.unwrap();
     let mut etag = String::new();
     for _ in 0..2 {

@@ -25,6 +25,14 @@ pub const FILE_HEADERS: [&str; 5] = [
     "cache-control",
 ];
 
+/// Writes `site/<name>`: `len` bytes of a repeating pattern (byte `i` is `i % 251`, so a
+/// shifted or truncated copy never matches), and returns them.
+pub fn write_pattern(site: &Path, name: &str, len: u32) -> Vec<u8> {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.join(name), &bytes).unwrap();
+    bytes
+}
+
 /// The repository's `site/` directory.
 pub fn repo_site() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../site")
