@@ -250,6 +250,12 @@ async fn what_closes_a_connection_still_closes_it() {
         assert_eq!(answer.status, StatusCode::OK, "{request:?}");
         conn.closed().await;
     }
+    // A target hyper refuses after the loop lent it the request: its 400, then the close.
+    let mut conn = Conn::open(web.addr).await;
+    conn.send(b"GET /style.css?q=\"x\" HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    assert_eq!(conn.answer(false).await.status, StatusCode::BAD_REQUEST);
+    conn.closed().await;
     // A body the app answers without reading: the connection is not reused blind.
     let post = "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
     for body in ["hello", ""] {

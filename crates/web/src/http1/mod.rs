@@ -21,7 +21,8 @@
 //! Pipelined requests are answered in order: the loop answers what its buffer holds before
 //! it reads again, and hyper never reads past the request it was handed. On shutdown a
 //! connection finishes the request in progress and closes; an idle one closes at once. The
-//! loop closes a connection as nginx's lingering close does ([`close`]).
+//! loop closes the connections it holds as nginx's lingering close does ([`close`]); one
+//! given to hyper for good closes through hyper's own shutdown.
 
 mod replay;
 mod to_hyper;
@@ -143,7 +144,6 @@ where
             io = match to_hyper::one(io, &mut buf, len, &hyper).await {
                 Lent::Back(io) => io,
                 Lent::Close(io) => return close(io).await,
-                Lent::Lost => return,
             };
         }
         if stop.is_triggered() {

@@ -24,12 +24,11 @@ use crate::app::WebService;
 pub(super) enum Lent<I> {
     /// Answered, every byte of the request read and of the answer written: the loop goes on.
     Back(I),
-    /// Answered, but the connection cannot carry another request: the answer said
-    /// `Connection: close`, or hyper left part of the request unread (a body the app
-    /// answered without reading), so where the next request starts is unknown.
+    /// The connection cannot carry another request: the answer said `Connection: close`
+    /// or switched protocols, hyper left part of the request unread (a body the app
+    /// answered without reading), so where the next request starts is unknown, or hyper
+    /// failed (the client left, a head it refused after answering `400`).
     Close(I),
-    /// hyper failed (the client left, a malformed body...): the connection is gone.
-    Lost,
 }
 
 /// Has hyper answer the request of `len` bytes at the start of `buf` (the rest of its body
@@ -54,8 +53,11 @@ where
         .half_close(true)
         .serve_connection(TokioIo::new(replay), service);
     if let Err(e) = (&mut conn).await {
+        // hyper may have answered (its own `400` to a target `http::Uri` refuses) before it
+        // failed: the connection still closes the lingering way, so that unread bytes do
+        // not reset it under that answer. A socket that failed fails that close at once.
         tracing::debug!(error = %e, "a request handed to hyper failed");
-        return Lent::Lost;
+        return Lent::Close(conn.into_parts().io.into_inner().into_inner());
     }
     let parts = conn.into_parts();
     let replay = parts.io.into_inner();
@@ -134,10 +136,12 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for ToHyper {
     }
 }
 
-/// Whether an answer ends its connection (`Connection: close`, RFC 9112 §9.6).
+/// Whether an answer ends the connection's HTTP/1.1 requests: `Connection: close` (RFC 9112
+/// §9.6), or `101 Switching Protocols`, after which hyper stops reading requests.
 fn closes(resp: &Response) -> bool {
-    resp.headers().get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.split(',').any(|o| o.trim().eq_ignore_ascii_case("close")))
-    })
+    resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        || resp.headers().get_all(CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|o| o.trim().eq_ignore_ascii_case("close")))
+        })
 }
