@@ -64,15 +64,19 @@ impl<S: MessageStore> App<S> {
     }
 }
 
-/// Now, UTC, RFC 3339 with second precision: `2025-01-31T12:00:05Z`. A clock outside
-/// what RFC 3339 can write (before 1970 or after 9999, where humantime's formatter would
-/// panic) gives the nearest end of that range.
+/// Now, UTC, RFC 3339 with second precision: `2025-01-31T12:00:05Z` ([`writable_now`]).
 fn created_at() -> String {
+    humantime::format_rfc3339_seconds(writable_now()).to_string()
+}
+
+/// Now, within what RFC 3339 and HTTP dates can write: a clock before 1970 or after 9999
+/// (where humantime's and httpdate's formatters would panic) gives the nearest end of that
+/// range.
+pub(crate) fn writable_now() -> std::time::SystemTime {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
     // 9999-12-31T23:59:59Z.
     let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
-    let now = SystemTime::now().clamp(UNIX_EPOCH, last);
-    humantime::format_rfc3339_seconds(now).to_string()
+    SystemTime::now().clamp(UNIX_EPOCH, last)
 }
 
 /// The whole HTTP service of a web node: every request is counted, answered from the
@@ -143,11 +147,10 @@ impl tower::Service<Request> for WebService {
         let this = &*self.0;
         this.requests.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
-        if let Some(mut resp) = static_files::cached(&this.files, &mut req) {
+        // A cached answer carries this node's `X-Served-By` already (`static_files::keep`).
+        if let Some(resp) = static_files::cached(&this.files, &mut req) {
             this.metrics
                 .record(None, resp.status().as_u16(), start.elapsed());
-            resp.headers_mut()
-                .insert(X_SERVED_BY, this.served_by.clone());
             return WebFuture::Ready(Some(resp));
         }
         // axum's Router is always ready (`poll_ready` is `Ready(Ok(()))`).

@@ -17,14 +17,14 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-/// A 304 with the validators and caching headers of the 200 it replaces.
+/// A 304 with the validators and caching headers of the 200 it replaces, and its
+/// `X-Served-By` if it has one (a cached answer's; the router's answers get theirs after).
 pub(crate) fn not_modified(full: &HeaderMap) -> Response {
     let mut resp = StatusCode::NOT_MODIFIED.into_response();
-    // Room for these three and the `X-Served-By` every answer gets (app.rs) at once: a map
-    // grown one insert at a time allocates thrice.
+    // Room for all four at once: a map grown one insert at a time allocates thrice.
     let headers = resp.headers_mut();
     headers.reserve(4);
-    for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL] {
+    for name in [ETAG, LAST_MODIFIED, CACHE_CONTROL, crate::app::X_SERVED_BY] {
         if let Some(v) = full.get(&name) {
             headers.insert(name, v.clone());
         }

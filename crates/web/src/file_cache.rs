@@ -33,7 +33,6 @@ use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 use webfarm_node::sendfile::{FileBacked, FileSlice, MIN_SENDFILE};
 
-use crate::app::X_SERVED_BY;
 use crate::conditional::{not_modified, Conditions, Validator};
 use crate::http1::wire;
 
@@ -111,10 +110,7 @@ struct Heads {
 impl Heads {
     /// The heads of the `200` with `headers` and of the `304` that stands for it.
     fn of(headers: &HeaderMap) -> Heads {
-        let mut not_modified = not_modified(headers);
-        if let Some(v) = headers.get(X_SERVED_BY) {
-            not_modified.headers_mut().insert(X_SERVED_BY, v.clone());
-        }
+        let not_modified = not_modified(headers);
         Heads {
             ok: wire::encode_head(StatusCode::OK, headers),
             not_modified: wire::encode_head(StatusCode::NOT_MODIFIED, not_modified.headers()),

@@ -180,8 +180,7 @@ async fn keep(
             file,
             stamp,
             validator,
-            // With the header every answer gets: setting it again on a hit replaces a
-            // value instead of growing a copied map.
+            // With the header every answer gets: a hit is sent as it is kept.
             headers: with_served_by(parts.headers.clone(), served_by),
             body: bytes.clone(),
         };

@@ -2,7 +2,7 @@
 //! request head asks, parsed by `httparse` (hyper's parser), and prepared response heads.
 
 use std::cell::RefCell;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -200,10 +200,7 @@ pub(crate) fn push_date_and_end(out: &mut Vec<u8>) {
     thread_local! {
         static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    // A clock outside what the format can write (before 1970, after 9999, where httpdate
-    // would panic) gives the nearest end of that range.
-    let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
-    let now = SystemTime::now().clamp(UNIX_EPOCH, last);
+    let now = crate::app::writable_now();
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with_borrow_mut(|(at, text)| {
         if *at != second {
